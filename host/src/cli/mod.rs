@@ -1,0 +1,62 @@
+//! The `wasmq` command line: clap definitions, and one thin function per command that calls
+//! into the library. Nothing here holds logic that an embedder or the HTTP API would need.
+
+mod exec;
+mod queue;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for errors that are not a job outcome: bad arguments to a command, a handler that
+/// cannot be loaded, Redis unreachable.
+pub const EXIT_ERROR: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wasmq",
+    version,
+    about = "Run Redis-queued jobs as sandboxed WebAssembly components"
+)]
+pub struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax); overrides RUST_LOG.
+    #[arg(long, global = true, env = "WASMQ_LOG")]
+    pub log: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Exec(exec::ExecArgs),
+    #[command(flatten)]
+    Queue(queue::QueueCommand),
+}
+
+/// Sets up `tracing` to stderr, filtered by `--log`, else `RUST_LOG`, else `warn`.
+pub fn init_tracing(cli: &Cli) {
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "warn".to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A second initialisation (tests calling into the CLI twice) is harmless; ignore it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs one parsed command and returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Exec(args) => exec::run(args).await,
+            Command::Queue(cmd) => queue::run(cmd).await,
+        }
+    })
+}

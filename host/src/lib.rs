@@ -1,0 +1,22 @@
+//! wasmq: a worker host that takes background jobs from Redis and runs each job's handler as a
+//! sandboxed WebAssembly component.
+//!
+//! The core concepts, one line each:
+//! - [`Runtime`] - the wasmtime engine, linker and epoch ticker shared by every job of a host.
+//! - [`Handler`] - a validated, compiled handler component, pre-linked so each job only
+//!   instantiates it.
+//! - [`JobInput`] - one attempt of one job as the handler sees it.
+//! - [`JobLimits`] - the hard limits of one attempt: deadline, memory cap, fuel.
+//! - [`Outcome`] - how an attempt ended: ok, guest retry/fail, or a classified failure.
+//! - [`queue::Client`] - the Redis protocol for jobs: enqueue, fetch, complete, fail, DLQ.
+//!
+//! The binary (`host/src/main.rs`) is a thin layer over [`cli`].
+
+pub mod cli;
+pub mod queue;
+mod runtime;
+
+pub use runtime::{
+    Handler, JobInput, JobLimits, LoadError, LogLine, LogSource, Outcome, OutcomeClass, RunReport,
+    Runtime, RuntimeConfig,
+};

@@ -1,0 +1,1 @@
+//! The Redis protocol for jobs (see docs/protocol.md).

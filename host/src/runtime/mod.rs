@@ -1,0 +1,411 @@
+//! The sandbox: the wasmtime engine and everything one job attempt runs inside.
+//!
+//! Owns: the [`Runtime`] (one `Engine` with the component model, epoch interruption driven by
+//! one ticker thread, optional fuel, the pooling instance allocator; one `Linker` with the
+//! default-deny WASI context and the `context` host functions), loading a [`Handler`] from bytes
+//! (validated against the `wasmq:job/handler` world and pre-linked into an `InstancePre`), and
+//! [`Runtime::run`], which runs one attempt in a fresh `Store` and instance under
+//! [`JobLimits`] and returns a [`RunReport`].
+//!
+//! Lifecycle of one attempt:
+//! 1. A `Store` is made with the job's limiter (memory and table caps), fuel, a wall-clock
+//!    deadline and a WASI context that grants nothing; stdout/stderr go to the job's log.
+//! 2. The handler's `InstancePre` is instantiated (the pooling allocator makes this cheap).
+//! 3. `handle` is called. Every epoch tick the guest yields to tokio, so a busy guest never
+//!    holds a runtime thread for longer than a tick; past the deadline the next tick traps it.
+//! 4. The result or the error is classified into an [`Outcome`]; the store is dropped.
+//!
+//! Invariant: nothing a guest does can panic the host or block it past the deadline. Guest
+//! errors are values ([`Outcome`]); a deadline is enforced twice, by the epoch callback for
+//! guest code and by a tokio timeout for time spent inside host calls.
+//! Invariant: this module knows nothing about Redis.
+
+mod capture;
+mod limits;
+mod outcome;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use capture::{LogLine, LogSource};
+pub use limits::JobLimits;
+pub use outcome::{Outcome, OutcomeClass};
+
+use capture::{CaptureStream, JobLog};
+use limits::StoreLimiter;
+use outcome::DeadlineExceeded;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "handler",
+        path: "../wit",
+        exports: { default: async },
+    });
+}
+
+use bindings::wasmq::job::context;
+use bindings::{HandlerPre, Job, JobError};
+
+/// Engine-wide settings of a host. Per-job limits are in [`JobLimits`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Use the pooling instance allocator (pre-reserved slots: instantiation in microseconds).
+    /// Off means on-demand allocation (mmap per instance), slower but with no reservation.
+    pub pooling: bool,
+    /// Component instances that may be alive at once (the pool's size).
+    pub max_instances: u32,
+    /// Upper bound for any single linear memory; a job's memory cap above it is clamped.
+    pub max_memory_per_instance: u64,
+    /// Core instances per component (Python and JavaScript components need dozens).
+    pub max_core_instances_per_component: u32,
+    /// Linear memories per component.
+    pub max_memories_per_component: u32,
+    /// Tables per component.
+    pub max_tables_per_component: u32,
+    /// Elements per table, which also caps table growth per job.
+    pub max_table_elements: u32,
+    /// Compile with fuel metering, so jobs can have a CPU budget (costs some guest speed).
+    pub fuel: bool,
+    /// The epoch tick: the granularity of deadlines and of the guest's yields to tokio.
+    pub epoch_tick: Duration,
+    /// Wasm stack per instance; runaway recursion past it is a `StackOverflow` outcome.
+    pub max_wasm_stack: usize,
+    /// Bytes of stdout, stderr and log lines kept per job; the rest is dropped and counted.
+    pub log_capacity: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            pooling: true,
+            max_instances: 1_000,
+            max_memory_per_instance: 4 * 1024 * 1024 * 1024,
+            max_core_instances_per_component: 64,
+            max_memories_per_component: 4,
+            max_tables_per_component: 16,
+            max_table_elements: 100_000,
+            fuel: false,
+            epoch_tick: Duration::from_millis(10),
+            max_wasm_stack: 512 * 1024,
+            log_capacity: 64 * 1024,
+        }
+    }
+}
+
+/// Why a component was refused as a handler.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not a WebAssembly binary: it does not start with the `\\0asm` magic number")]
+    NotWasm,
+    #[error(
+        "this is a core WebAssembly module, not a component: build the handler as a component \
+         (for Rust, target wasm32-wasip2; otherwise `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    #[error(
+        "the component does not export `handle`: it does not implement the \
+         wasmq:job/handler world"
+    )]
+    MissingExport,
+    #[error("the component needs an import the host does not provide: {0}")]
+    UnsupportedImport(String),
+    #[error("the component's exports do not match the wasmq:job/handler world: {0}")]
+    WrongWorld(String),
+    #[error("the engine could not be configured: {0}")]
+    Engine(String),
+}
+
+/// One attempt of one job, as the handler sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobInput {
+    pub id: String,
+    pub queue: String,
+    pub handler: String,
+    pub payload: Vec<u8>,
+    pub attempt: u32,
+    pub max_attempts: u32,
+}
+
+/// What one attempt produced.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub outcome: Outcome,
+    /// The job's log: stdout, stderr and `context.log` lines, bounded by the log capacity,
+    /// ending with a truncation marker if anything was dropped.
+    pub logs: Vec<LogLine>,
+    /// Bytes of guest output dropped past the log capacity.
+    pub logs_dropped: u64,
+    /// The last progress the guest reported, 0-100.
+    pub progress: Option<u8>,
+    /// From the start of instantiation to the end of the call.
+    pub duration: Duration,
+    /// Time spent instantiating (the rest of `duration` is the call).
+    pub instantiation: Duration,
+    /// The most linear memory the instance held at once, in bytes.
+    pub peak_memory: u64,
+    /// Fuel consumed, when the runtime meters fuel.
+    pub fuel_consumed: Option<u64>,
+}
+
+/// The shared, cheaply cloneable runtime of a host: one engine, one linker, one epoch ticker.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    config: RuntimeConfig,
+}
+
+/// A validated handler component, compiled and pre-linked: each attempt only instantiates it.
+#[derive(Clone)]
+pub struct Handler {
+    pre: HandlerPre<HostState>,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler").finish_non_exhaustive()
+    }
+}
+
+/// The data of one attempt's `Store`.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: StoreLimiter,
+    log: Arc<Mutex<JobLog>>,
+    progress: Option<u8>,
+    deadline: Instant,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl context::Host for HostState {
+    fn log(&mut self, level: context::Level, message: String) {
+        let source = match level {
+            context::Level::Trace => LogSource::Trace,
+            context::Level::Debug => LogSource::Debug,
+            context::Level::Info => LogSource::Info,
+            context::Level::Warn => LogSource::Warn,
+            context::Level::Error => LogSource::Error,
+        };
+        capture::lock(&self.log).line(source, &message);
+    }
+
+    fn progress(&mut self, percent: u8) {
+        self.progress = Some(percent.min(100));
+    }
+}
+
+impl Runtime {
+    /// Builds the engine (and its pool) and starts the epoch ticker.
+    pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(config.fuel)
+            .max_wasm_stack(config.max_wasm_stack);
+        if config.pooling {
+            let mut pool = PoolingAllocationConfig::new();
+            let n = config.max_instances;
+            // Not every instance is a multi-memory component: size the totals for the common
+            // case of one or two, and let the per-component maxima admit the large ones.
+            pool.total_component_instances(n)
+                .total_core_instances(n.saturating_mul(4))
+                .total_memories(n.saturating_mul(2))
+                .total_tables(n.saturating_mul(2))
+                .total_stacks(n)
+                .max_core_instances_per_component(config.max_core_instances_per_component)
+                .max_memories_per_component(config.max_memories_per_component)
+                .max_tables_per_component(config.max_tables_per_component)
+                .table_elements(config.max_table_elements as usize)
+                .max_memory_size(
+                    usize::try_from(config.max_memory_per_instance).unwrap_or(usize::MAX),
+                );
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&wasm).map_err(|e| LoadError::Engine(format!("{e:?}")))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
+        context::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
+
+        spawn_epoch_ticker(&engine, config.epoch_tick);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Validates, compiles and pre-links a handler component.
+    pub fn load(&self, bytes: &[u8]) -> Result<Handler, LoadError> {
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::NotWasm);
+        }
+        if wasmparser::Parser::is_core_wasm(bytes) {
+            return Err(LoadError::CoreModule);
+        }
+        let component = Component::new(&self.inner.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:?}")))?;
+        match component.get_export(None, "handle") {
+            Some((wasmtime::component::types::ComponentItem::ComponentFunc(_), _)) => {}
+            Some(_) => {
+                return Err(LoadError::WrongWorld(
+                    "`handle` is exported but is not a function".to_string(),
+                ));
+            }
+            None => return Err(LoadError::MissingExport),
+        }
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::UnsupportedImport(format!("{e:?}")))?;
+        let pre = HandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:?}")))?;
+        Ok(Handler { pre })
+    }
+
+    /// [`Runtime::load`] from a file.
+    pub fn load_file(&self, path: &Path) -> Result<Handler, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.load(&bytes)
+    }
+
+    /// Runs one attempt of `job` in a fresh instance of `handler` under `limits`.
+    ///
+    /// Never fails: every way an attempt can end is an [`Outcome`].
+    pub async fn run(&self, handler: &Handler, job: JobInput, limits: &JobLimits) -> RunReport {
+        let config = &self.inner.config;
+        let started = Instant::now();
+        let deadline = started + limits.timeout;
+        let job_id: Arc<str> = Arc::from(job.id.as_str());
+        let log = Arc::new(Mutex::new(JobLog::new(job_id, config.log_capacity)));
+
+        let wasi = WasiCtx::builder()
+            .stdout(CaptureStream::new(log.clone(), LogSource::Stdout))
+            .stderr(CaptureStream::new(log.clone(), LogSource::Stderr))
+            .build();
+        let memory_cap = limits.memory.min(config.max_memory_per_instance);
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: StoreLimiter::new(memory_cap, config.max_table_elements as usize),
+            log: log.clone(),
+            progress: None,
+            deadline,
+        };
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            }
+        });
+        let fuel_budget = limits.fuel.unwrap_or(u64::MAX);
+        if config.fuel {
+            // Cannot fail: fuel is enabled on this engine.
+            let _ = store.set_fuel(fuel_budget);
+        }
+
+        let mut instantiation = Duration::ZERO;
+        let job = Job {
+            id: job.id,
+            queue: job.queue,
+            handler: job.handler,
+            payload: job.payload,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+        };
+        let attempt = async {
+            let instance = handler.pre.instantiate_async(&mut store).await?;
+            instantiation = started.elapsed();
+            instance.call_handle(&mut store, &job).await
+        };
+        // The epoch callback stops guest code at the deadline; this timeout covers time spent
+        // inside host calls (a guest blocked in a WASI poll), which epochs cannot interrupt.
+        let result = tokio::time::timeout(limits.timeout, attempt).await;
+
+        let limiter = &store.data().limiter;
+        let outcome = match result {
+            Err(_elapsed) => Outcome::Timeout,
+            Ok(Ok(Ok(bytes))) => Outcome::Ok(bytes),
+            Ok(Ok(Err(JobError::Retry(msg)))) => Outcome::Retry(msg),
+            Ok(Ok(Err(JobError::Fail(msg)))) => Outcome::Fail(msg),
+            Ok(Err(err)) => outcome::classify(&err, limiter.hit),
+        };
+        let peak_memory = limiter.peak_memory as u64;
+        let progress = store.data().progress;
+        let fuel_consumed = config
+            .fuel
+            .then(|| fuel_budget.saturating_sub(store.get_fuel().unwrap_or(0)));
+        drop(store);
+        let (logs, logs_dropped) = capture::lock(&log).finish();
+        RunReport {
+            outcome,
+            logs,
+            logs_dropped,
+            progress,
+            duration: started.elapsed(),
+            instantiation,
+            peak_memory,
+            fuel_consumed,
+        }
+    }
+}
+
+/// Increments the engine's epoch every `tick` until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine, tick: Duration) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("wasmq-epoch".to_string())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(tick);
+            }
+        });
+    if let Err(err) = spawned {
+        // Without a ticker no deadline fires; the tokio timeout in `run` still stops jobs.
+        tracing::error!(%err, "could not start the epoch ticker thread");
+    }
+}

@@ -1,0 +1,182 @@
+//! How one attempt ended, and the classification of wasmtime errors into that answer.
+//!
+//! Classification is by type (downcasting to [`wasmtime::Trap`] and the host's own limit
+//! errors), never by matching message text.
+
+use std::fmt;
+
+/// How one attempt of a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler returned a result.
+    Ok(Vec<u8>),
+    /// The handler asked to be retried (transient failure).
+    Retry(String),
+    /// The handler failed permanently.
+    Fail(String),
+    /// The attempt ran past its deadline and was stopped.
+    Timeout,
+    /// The attempt used up its fuel (CPU) budget.
+    OutOfFuel,
+    /// The instance tried to grow memory or tables past its cap.
+    MemoryLimit,
+    /// The guest exhausted its wasm stack (runaway recursion).
+    StackOverflow,
+    /// Any other trap: a panic or abort, an out-of-bounds access, an instantiation failure.
+    Trap(String),
+}
+
+/// The outcome without its data: what metrics, retry policy and exit codes key on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutcomeClass {
+    Ok,
+    Retry,
+    Fail,
+    Timeout,
+    OutOfFuel,
+    MemoryLimit,
+    StackOverflow,
+    Trap,
+}
+
+impl OutcomeClass {
+    pub const ALL: [OutcomeClass; 8] = [
+        Self::Ok,
+        Self::Retry,
+        Self::Fail,
+        Self::Timeout,
+        Self::OutOfFuel,
+        Self::MemoryLimit,
+        Self::StackOverflow,
+        Self::Trap,
+    ];
+
+    /// The stable name used in Redis, the API, metrics and `--json` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Retry => "retry",
+            Self::Fail => "fail",
+            Self::Timeout => "timeout",
+            Self::OutOfFuel => "out_of_fuel",
+            Self::MemoryLimit => "memory_limit",
+            Self::StackOverflow => "stack_overflow",
+            Self::Trap => "trap",
+        }
+    }
+}
+
+impl fmt::Display for OutcomeClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Outcome {
+    pub fn class(&self) -> OutcomeClass {
+        match self {
+            Self::Ok(_) => OutcomeClass::Ok,
+            Self::Retry(_) => OutcomeClass::Retry,
+            Self::Fail(_) => OutcomeClass::Fail,
+            Self::Timeout => OutcomeClass::Timeout,
+            Self::OutOfFuel => OutcomeClass::OutOfFuel,
+            Self::MemoryLimit => OutcomeClass::MemoryLimit,
+            Self::StackOverflow => OutcomeClass::StackOverflow,
+            Self::Trap(_) => OutcomeClass::Trap,
+        }
+    }
+
+    /// A one-line description of a failed attempt, as stored in the job's attempt history.
+    /// `None` for `Ok`.
+    pub fn error_message(&self) -> Option<String> {
+        match self {
+            Self::Ok(_) => None,
+            Self::Retry(msg) | Self::Fail(msg) | Self::Trap(msg) => Some(msg.clone()),
+            Self::Timeout => Some("deadline exceeded".to_string()),
+            Self::OutOfFuel => Some("fuel budget exhausted".to_string()),
+            Self::MemoryLimit => Some("memory limit exceeded".to_string()),
+            Self::StackOverflow => Some("wasm stack overflow".to_string()),
+        }
+    }
+}
+
+/// Raised by the epoch callback when an attempt's wall-clock deadline has passed.
+#[derive(Debug, thiserror::Error)]
+#[error("job deadline exceeded")]
+pub(crate) struct DeadlineExceeded;
+
+/// Raised by the store limiter when an instance asks for more memory or table space than the
+/// job's cap allows.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} limit exceeded: wanted {desired}, cap is {cap}")]
+pub(crate) struct LimitExceeded {
+    pub what: &'static str,
+    pub desired: usize,
+    pub cap: usize,
+}
+
+/// Maps the error that ended an attempt (instantiation or call) to an [`Outcome`].
+///
+/// `limit_hit` is the limiter's own record: a denied growth that the guest turned into some
+/// other trap (an allocator that aborts) is still a memory-limit outcome.
+pub(crate) fn classify(err: &wasmtime::Error, limit_hit: bool) -> Outcome {
+    if err.is::<DeadlineExceeded>() {
+        return Outcome::Timeout;
+    }
+    if err.is::<LimitExceeded>() {
+        return Outcome::MemoryLimit;
+    }
+    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+        match trap {
+            wasmtime::Trap::OutOfFuel => return Outcome::OutOfFuel,
+            wasmtime::Trap::StackOverflow => return Outcome::StackOverflow,
+            wasmtime::Trap::Interrupt => return Outcome::Timeout,
+            _ if limit_hit => return Outcome::MemoryLimit,
+            other => return Outcome::Trap(other.to_string()),
+        }
+    }
+    if limit_hit {
+        return Outcome::MemoryLimit;
+    }
+    if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return Outcome::Trap(format!("guest called exit({})", exit.0));
+    }
+    Outcome::Trap(format!("{err:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_names_are_distinct_and_stable() {
+        let names: std::collections::HashSet<_> =
+            OutcomeClass::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), OutcomeClass::ALL.len());
+        assert_eq!(Outcome::MemoryLimit.class().as_str(), "memory_limit");
+    }
+
+    #[test]
+    fn host_limit_errors_classify_by_type() {
+        let deadline = wasmtime::Error::from(DeadlineExceeded);
+        assert_eq!(classify(&deadline, false), Outcome::Timeout);
+        let mem = wasmtime::Error::from(LimitExceeded {
+            what: "memory",
+            desired: 2,
+            cap: 1,
+        });
+        assert_eq!(classify(&mem, false), Outcome::MemoryLimit);
+        let fuel = wasmtime::Error::from(wasmtime::Trap::OutOfFuel);
+        assert_eq!(classify(&fuel, false), Outcome::OutOfFuel);
+        let unreachable = wasmtime::Error::from(wasmtime::Trap::UnreachableCodeReached);
+        assert_eq!(classify(&unreachable, true), Outcome::MemoryLimit);
+        assert!(unreachable.downcast_ref::<wasmtime::Trap>().is_some());
+        assert!(matches!(classify(&unreachable, false), Outcome::Trap(_)));
+    }
+
+    #[test]
+    fn only_ok_has_no_error_message() {
+        assert_eq!(Outcome::Ok(vec![1]).error_message(), None);
+        assert!(Outcome::Timeout.error_message().is_some());
+    }
+}

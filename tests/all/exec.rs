@@ -1,0 +1,87 @@
+//! `wasmq exec` as a user runs it: a real process, real components, exit codes per outcome.
+
+use std::process::{Command, Output};
+
+use crate::support::guests;
+
+fn wasmq(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wasmq"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run wasmq")
+}
+
+fn exec(guest: &str, extra: &[&str]) -> Output {
+    let path = guests::rust(guest);
+    let mut args = vec!["exec", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    wasmq(&args)
+}
+
+#[test]
+fn exec_prints_the_result_and_exits_zero() {
+    let out = exec("echo", &["--payload", "hello there"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"hello there");
+}
+
+#[test]
+fn exec_reads_the_payload_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload.bin");
+    std::fs::write(&file, b"from a file").unwrap();
+    let out = exec("echo", &["--payload-file", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"from a file");
+}
+
+#[test]
+fn exec_json_reports_outcome_duration_and_logs() {
+    let out = exec("echo", &["--payload", "abc", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "ok");
+    assert_eq!(report["result"], "abc");
+    assert!(report["duration_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["logs"][0]["source"], "info");
+    assert_eq!(report["logs"][0]["message"], "echo 3 bytes");
+
+    let out = exec("fail", &["--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "fail");
+    assert_eq!(report["error"], "permanent failure");
+}
+
+#[test]
+fn exec_exit_code_names_the_outcome_class() {
+    let cases: &[(&str, &[&str], i32)] = &[
+        ("retry", &[], 10),
+        ("fail", &[], 11),
+        ("infinite-loop", &["--timeout", "200ms"], 12),
+        ("infinite-loop", &["--fuel", "1000000"], 13),
+        ("memory-bomb", &["--memory", "16MiB"], 14),
+        ("deep-recursion", &[], 15),
+        ("panic", &[], 16),
+    ];
+    for &(guest, extra, code) in cases {
+        let out = exec(guest, extra);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{guest} {extra:?}: stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn exec_refuses_a_core_module_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("core.wasm");
+    std::fs::write(&file, wat::parse_str("(module)").unwrap()).unwrap();
+    let out = wasmq(&["exec", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a component"), "{stderr}");
+}

@@ -1,0 +1,10 @@
+//! The one integration test binary: every suite is a module here, so it links once.
+//! Helpers that start real processes (redis-server, the wasmq binary) and build the guest
+//! components live in `support`.
+
+#![allow(clippy::unwrap_used)]
+
+mod exec;
+mod queue;
+mod runtime;
+mod support;

@@ -1,0 +1,1 @@
+//! The queue protocol against a real redis-server.
