@@ -1,1 +1,1493 @@
-//! The queue protocol against a real redis-server.
+//! The queue protocol against real redis-server processes: every transition and option, lease
+//! checks, bad input, crash recovery and concurrent fetchers. Each test starts its own server.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
+
+use redis::AsyncCommands;
+use wasmq::queue::{
+    Backoff, CancelOutcome, Client, Completion, FailOutcome, Failure, JobState, LeaseRejection,
+    LeasedJob, NewJob, QueueConfig, QueueError,
+};
+
+use crate::support::redis::RedisServer;
+
+const LEASE: Duration = Duration::from_secs(60);
+const HOST: &str = "host-a";
+
+async fn start() -> (RedisServer, Client) {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    (server, client)
+}
+
+/// Redis server time in ms: the clock every deadline in the protocol is measured on.
+async fn redis_now_ms(server: &RedisServer) -> u64 {
+    let mut conn = server.connection().await;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    secs * 1000 + micros / 1000
+}
+
+/// Every key with its serialized value: equal snapshots mean nothing was written.
+async fn keyspace(server: &RedisServer) -> BTreeMap<String, Vec<u8>> {
+    let mut conn = server.connection().await;
+    let keys: Vec<String> = conn.keys("*").await.unwrap();
+    let mut out = BTreeMap::new();
+    for key in keys {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        out.insert(key, dump);
+    }
+    out
+}
+
+/// Polls `probe` until it yields a value, failing the test after a deadline.
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn fetch_one(client: &Client, queue: &str) -> LeasedJob {
+    let mut jobs = client.fetch(queue, 1, LEASE, HOST).await.unwrap();
+    assert_eq!(jobs.len(), 1, "expected one job to fetch");
+    jobs.remove(0)
+}
+
+fn ids(jobs: &[LeasedJob]) -> Vec<&str> {
+    jobs.iter().map(|job| job.id.as_str()).collect()
+}
+
+fn no_retry_wait() -> Backoff {
+    Backoff::fixed(Duration::ZERO)
+}
+
+#[tokio::test]
+async fn an_enqueued_job_is_leased_with_its_payload_options_and_first_attempt() {
+    let (server, client) = start().await;
+    let job = NewJob::new("send-email", b"{\"to\":\"a@b\"}".to_vec())
+        .with_max_attempts(5)
+        .with_timeout(Duration::from_secs(30));
+    let enqueued = client.enqueue("emails", &job).await.unwrap();
+    assert!(enqueued.created);
+    assert_eq!(enqueued.state, JobState::Waiting);
+    assert_eq!(enqueued.id.len(), 26, "generated ids are ULIDs");
+
+    let before = redis_now_ms(&server).await;
+    let leased = fetch_one(&client, "emails").await;
+    assert_eq!(leased.id, enqueued.id);
+    assert_eq!(leased.handler, "send-email");
+    assert_eq!(leased.payload, job.payload);
+    assert_eq!((leased.attempt, leased.max_attempts), (1, 5));
+    assert_eq!(leased.timeout, Some(Duration::from_secs(30)));
+    // The lease expiry comes from Redis TIME plus the lease.
+    assert!(leased.lease_expires_at_ms >= before + 60_000);
+    assert!(leased.lease_expires_at_ms <= redis_now_ms(&server).await + 60_000);
+
+    let stored = client.get("emails", &leased.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, JobState::Active);
+    assert_eq!(stored.host.as_deref(), Some(HOST));
+    assert_eq!(stored.lease_expires_at_ms, Some(leased.lease_expires_at_ms));
+
+    let report = client
+        .complete("emails", &[Completion::new(&leased, b"sent".to_vec())])
+        .await
+        .unwrap();
+    assert_eq!(report.completed, vec![leased.id.clone()]);
+    let done = client.get("emails", &leased.id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(done.result.as_deref(), Some(&b"sent"[..]));
+    assert_eq!(done.history.len(), 1);
+    assert_eq!(done.history[0].outcome, "ok");
+    assert_eq!(done.history[0].host, HOST);
+    let counts = client.counts("emails").await.unwrap();
+    assert_eq!((counts.waiting, counts.active, counts.completed), (0, 0, 1));
+}
+
+#[tokio::test]
+async fn higher_priority_runs_first_and_fifo_holds_within_a_priority() {
+    let (_server, client) = start().await;
+    let plan = [
+        ("low-1", -5),
+        ("mid-1", 0),
+        ("high-1", 10),
+        ("mid-2", 0),
+        ("high-2", 10),
+        ("low-2", -5),
+    ];
+    let jobs: Vec<NewJob> = plan
+        .iter()
+        .map(|(id, priority)| {
+            NewJob::new("h", vec![])
+                .with_id(*id)
+                .with_priority(*priority)
+        })
+        .collect();
+    client.enqueue_bulk("q", &jobs).await.unwrap();
+    let waiting = client.list("q", JobState::Waiting, 0, 10).await.unwrap();
+    let listed: Vec<&str> = waiting.iter().map(|job| job.id.as_str()).collect();
+    assert_eq!(
+        listed,
+        ["high-1", "high-2", "mid-1", "mid-2", "low-1", "low-2"]
+    );
+
+    let first = client.fetch("q", 3, LEASE, HOST).await.unwrap();
+    let rest = client.fetch("q", 10, LEASE, HOST).await.unwrap();
+    assert_eq!(ids(&first), ["high-1", "high-2", "mid-1"]);
+    assert_eq!(ids(&rest), ["mid-2", "low-1", "low-2"]);
+}
+
+#[tokio::test]
+async fn a_delayed_job_waits_for_its_time_on_the_redis_clock() {
+    let (server, client) = start().await;
+    let before = redis_now_ms(&server).await;
+    let enqueued = client
+        .enqueue(
+            "q",
+            &NewJob::new("h", vec![]).with_delay(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(enqueued.state, JobState::Delayed);
+    let job = client.get("q", &enqueued.id).await.unwrap().unwrap();
+    let run_at = job.run_at_ms.unwrap();
+    assert!(run_at >= before + 300 && run_at <= redis_now_ms(&server).await + 300);
+
+    let fetched = client.fetch_batch("q", 10, LEASE, HOST).await.unwrap();
+    if fetched.now_ms < run_at {
+        assert!(
+            fetched.jobs.is_empty(),
+            "a delayed job must not be leased early"
+        );
+        assert_eq!(fetched.next_due_ms, Some(run_at));
+    } else {
+        // This machine stalled past the delay; the job is due, so leasing it is right.
+        assert_eq!(fetched.jobs.len(), 1);
+        return;
+    }
+
+    let leased = eventually("the delayed job to come due", || async {
+        client.fetch("q", 10, LEASE, HOST).await.unwrap().pop()
+    })
+    .await;
+    assert_eq!(leased.id, enqueued.id);
+    assert!(redis_now_ms(&server).await >= run_at);
+}
+
+#[tokio::test]
+async fn run_at_schedules_in_the_future_and_a_past_time_means_now() {
+    let (_server, client) = start().await;
+    let future = SystemTime::now() + Duration::from_secs(3600);
+    let past = SystemTime::now() - Duration::from_secs(3600);
+    let later = client
+        .enqueue("q", &NewJob::new("h", vec![]).with_run_at(future))
+        .await
+        .unwrap();
+    let now = client
+        .enqueue("q", &NewJob::new("h", vec![]).with_run_at(past))
+        .await
+        .unwrap();
+    assert_eq!(later.state, JobState::Delayed);
+    assert_eq!(now.state, JobState::Waiting);
+    let stored = client.get("q", &later.id).await.unwrap().unwrap();
+    assert_eq!(stored.run_at_ms, Some(wasmq::queue::unix_ms(future)));
+    assert_eq!(
+        ids(&client.fetch("q", 10, LEASE, HOST).await.unwrap()),
+        [now.id.as_str()]
+    );
+}
+
+#[tokio::test]
+async fn enqueueing_an_existing_id_writes_nothing_and_returns_the_existing_job() {
+    let (server, client) = start().await;
+    let first = client
+        .enqueue("q", &NewJob::new("h", b"one".to_vec()).with_id("order-42"))
+        .await
+        .unwrap();
+    assert!(first.created);
+    let before = keyspace(&server).await;
+    let again = client
+        .enqueue(
+            "q",
+            &NewJob::new("other", b"two".to_vec())
+                .with_id("order-42")
+                .with_priority(9),
+        )
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(
+        (again.id.as_str(), again.state),
+        ("order-42", JobState::Waiting)
+    );
+    assert_eq!(
+        keyspace(&server).await,
+        before,
+        "a duplicate must write nothing"
+    );
+    let job = client.get("q", "order-42").await.unwrap().unwrap();
+    assert_eq!(job.payload, b"one");
+
+    // Within one bulk call too: the second occurrence is reported as existing.
+    let bulk = client
+        .enqueue_bulk(
+            "q",
+            &[
+                NewJob::new("h", vec![]).with_id("x"),
+                NewJob::new("h", vec![]).with_id("x"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!((bulk[0].created, bulk[1].created), (true, false));
+    assert_eq!(client.counts("q").await.unwrap().waiting, 2);
+}
+
+#[tokio::test]
+async fn failed_attempts_wait_base_times_two_to_the_n_minus_one_with_jitter_capped() {
+    let (server, client) = start().await;
+    let backoff = Backoff::Exponential {
+        base: Duration::from_millis(100),
+        cap: Duration::from_millis(250),
+        jitter: 0.2,
+    };
+    let id = client
+        .enqueue(
+            "q",
+            &NewJob::new("h", vec![])
+                .with_max_attempts(4)
+                .with_backoff(backoff),
+        )
+        .await
+        .unwrap()
+        .id;
+    let mut conn = server.connection().await;
+    for attempt in 1..=3u32 {
+        let leased = eventually("the retry to come due", || async {
+            client.fetch("q", 1, LEASE, HOST).await.unwrap().pop()
+        })
+        .await;
+        assert_eq!(leased.attempt, attempt);
+        let before = redis_now_ms(&server).await;
+        let report = client
+            .fail(
+                "q",
+                &[Failure::new(
+                    &leased,
+                    "guest_fail",
+                    format!("error {attempt}"),
+                )],
+            )
+            .await
+            .unwrap();
+        let after = redis_now_ms(&server).await;
+        let [(failed_id, FailOutcome::Retry { run_at_ms })] = report.outcomes.as_slice() else {
+            panic!("expected a retry, got {report:?}");
+        };
+        assert_eq!(failed_id, &id);
+        // The retry set holds the job at exactly that due time.
+        let score: f64 = conn.zscore("wasmq:{q}:retry", &id).await.unwrap();
+        assert_eq!(score as u64, *run_at_ms);
+        let (lo, hi) = backoff.delay_bounds_ms(attempt);
+        let nominal = (100u64 << (attempt - 1)).min(250);
+        assert_eq!((lo, hi), ((nominal * 4) / 5, (nominal * 6 / 5).min(250)));
+        assert!(
+            *run_at_ms >= before + lo && *run_at_ms <= after + hi,
+            "attempt {attempt}: due {} ms after the failure, expected {lo}..={hi}",
+            *run_at_ms as i64 - before as i64
+        );
+        let job = client.get("q", &id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Retry);
+    }
+}
+
+#[tokio::test]
+async fn jitter_spreads_the_retries_of_jobs_that_fail_together() {
+    let (_server, client) = start().await;
+    let backoff = Backoff::exponential(Duration::from_secs(10)).with_jitter(0.5);
+    let jobs: Vec<NewJob> = (0..20)
+        .map(|_| NewJob::new("h", vec![]).with_backoff(backoff))
+        .collect();
+    client.enqueue_bulk("q", &jobs).await.unwrap();
+    let leased = client.fetch("q", 20, LEASE, HOST).await.unwrap();
+    let failures: Vec<Failure> = leased
+        .iter()
+        .map(|job| Failure::new(job, "trap", "boom"))
+        .collect();
+    let report = client.fail("q", &failures).await.unwrap();
+    let due: HashSet<u64> = report
+        .outcomes
+        .iter()
+        .map(|(_, outcome)| match outcome {
+            FailOutcome::Retry { run_at_ms } => *run_at_ms,
+            FailOutcome::Dead => panic!("not out of attempts yet"),
+        })
+        .collect();
+    assert!(
+        due.len() > 10,
+        "20 retries fell on only {} distinct times",
+        due.len()
+    );
+}
+
+#[tokio::test]
+async fn fixed_backoff_waits_the_same_delay_every_time() {
+    let (server, client) = start().await;
+    client
+        .enqueue(
+            "q",
+            &NewJob::new("h", vec![]).with_backoff(Backoff::fixed(Duration::from_secs(5))),
+        )
+        .await
+        .unwrap();
+    let leased = fetch_one(&client, "q").await;
+    let before = redis_now_ms(&server).await;
+    let report = client
+        .fail("q", &[Failure::new(&leased, "timeout", "slow")])
+        .await
+        .unwrap();
+    let after = redis_now_ms(&server).await;
+    let FailOutcome::Retry { run_at_ms } = report.outcomes[0].1 else {
+        panic!("expected a retry");
+    };
+    assert!(run_at_ms >= before + 5000 && run_at_ms <= after + 5000);
+}
+
+#[tokio::test]
+async fn a_job_out_of_attempts_is_dead_lettered_with_every_attempt_kept() {
+    let (_server, client) = start().await;
+    let id = client
+        .enqueue(
+            "q",
+            &NewJob::new("h", b"payload".to_vec())
+                .with_max_attempts(3)
+                .with_backoff(no_retry_wait()),
+        )
+        .await
+        .unwrap()
+        .id;
+    let classes = ["timeout", "trap", "guest_fail"];
+    for (n, class) in classes.iter().enumerate() {
+        let leased = fetch_one(&client, "q").await;
+        assert_eq!(leased.attempt as usize, n + 1);
+        let report = client
+            .fail(
+                "q",
+                &[Failure::new(&leased, *class, format!("failure {}", n + 1))],
+            )
+            .await
+            .unwrap();
+        let expected = if n + 1 < 3 { "retry" } else { "dead" };
+        let got = match report.outcomes[0].1 {
+            FailOutcome::Retry { .. } => "retry",
+            FailOutcome::Dead => "dead",
+        };
+        assert_eq!(got, expected, "after attempt {}", n + 1);
+    }
+    let job = client.get("q", &id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Dead);
+    assert_eq!(job.payload, b"payload");
+    assert_eq!(job.last_error.as_deref(), Some("failure 3"));
+    let history: Vec<(u32, &str, &str)> = job
+        .history
+        .iter()
+        .map(|a| (a.attempt, a.outcome.as_str(), a.error.as_str()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (1, "timeout", "failure 1"),
+            (2, "trap", "failure 2"),
+            (3, "guest_fail", "failure 3")
+        ]
+    );
+    for attempt in &job.history {
+        assert_eq!(attempt.host, HOST);
+        assert!(attempt.started_at > 0 && attempt.finished_at >= attempt.started_at);
+    }
+    let dlq = client.dead_letters("q", 0, 10).await.unwrap();
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].id, id);
+    assert!(client.fetch("q", 10, LEASE, HOST).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_permanent_failure_dead_letters_at_once() {
+    let (_server, client) = start().await;
+    client
+        .enqueue("q", &NewJob::new("h", vec![]).with_max_attempts(10))
+        .await
+        .unwrap();
+    let leased = fetch_one(&client, "q").await;
+    let report = client
+        .fail(
+            "q",
+            &[Failure::new(&leased, "guest_fail", "bad input").permanent()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.outcomes[0].1, FailOutcome::Dead);
+    let counts = client.counts("q").await.unwrap();
+    assert_eq!((counts.dead, counts.retry, counts.active), (1, 0, 0));
+}
+
+#[tokio::test]
+async fn replay_returns_dead_jobs_to_waiting_with_fresh_attempts_and_history_kept() {
+    let (_server, client) = start().await;
+    let id = client
+        .enqueue("q", &NewJob::new("h", vec![]).with_max_attempts(1))
+        .await
+        .unwrap()
+        .id;
+    let leased = fetch_one(&client, "q").await;
+    client
+        .fail("q", &[Failure::new(&leased, "trap", "boom")])
+        .await
+        .unwrap();
+    let report = client
+        .replay("q", &[id.clone(), "missing".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(report.done, [id.as_str()]);
+    assert_eq!(
+        report.skipped,
+        [("missing".to_string(), "not_found".to_string())]
+    );
+
+    let job = client.get("q", &id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.attempt, job.replays),
+        (JobState::Waiting, 0, 1)
+    );
+    assert_eq!(job.history.len(), 1, "history survives a replay");
+    let again = fetch_one(&client, "q").await;
+    assert_eq!(again.attempt, 1);
+
+    // Replaying the oldest without naming ids works the same way.
+    client
+        .fail("q", &[Failure::new(&again, "trap", "boom")])
+        .await
+        .unwrap();
+    assert_eq!(
+        client.replay_oldest("q", 10).await.unwrap().done,
+        [id.as_str()]
+    );
+    assert_eq!(client.counts("q").await.unwrap().dead, 0);
+}
+
+#[tokio::test]
+async fn purge_deletes_dead_jobs_and_nothing_else() {
+    let (server, client) = start().await;
+    let jobs: Vec<NewJob> = ["d1", "d2", "alive"]
+        .iter()
+        .map(|id| NewJob::new("h", vec![]).with_id(*id).with_max_attempts(1))
+        .collect();
+    client.enqueue_bulk("q", &jobs).await.unwrap();
+    let leased = client.fetch("q", 2, LEASE, HOST).await.unwrap();
+    let failures: Vec<Failure> = leased
+        .iter()
+        .map(|j| Failure::new(j, "trap", "x"))
+        .collect();
+    client.fail("q", &failures).await.unwrap();
+
+    let report = client
+        .purge("q", &["d1".to_string(), "alive".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(report.done, ["d1"]);
+    assert_eq!(
+        report.skipped,
+        [("alive".to_string(), "waiting".to_string())]
+    );
+    assert_eq!(client.purge_oldest("q", 10).await.unwrap().done, ["d2"]);
+    let mut conn = server.connection().await;
+    let exists: bool = conn.exists("wasmq:{q}:job:d1").await.unwrap();
+    assert!(!exists);
+    let counts = client.counts("q").await.unwrap();
+    assert_eq!((counts.dead, counts.waiting), (0, 1));
+}
+
+#[tokio::test]
+async fn completed_jobs_beyond_the_retention_count_are_deleted_oldest_first() {
+    let (server, client) = start().await;
+    let config = QueueConfig {
+        completed_keep: Some(3),
+        ..QueueConfig::default()
+    };
+    client.set_config("q", &config).await.unwrap();
+    assert_eq!(client.config("q").await.unwrap(), config);
+    let jobs: Vec<NewJob> = (1..=5)
+        .map(|n| NewJob::new("h", vec![]).with_id(format!("j{n}")))
+        .collect();
+    client.enqueue_bulk("q", &jobs).await.unwrap();
+    // One at a time, so completion order (and so age) is j1..j5.
+    for _ in 0..5 {
+        let leased = fetch_one(&client, "q").await;
+        client
+            .complete("q", &[Completion::new(&leased, leased.id.clone())])
+            .await
+            .unwrap();
+    }
+    let completed = client.list("q", JobState::Completed, 0, 10).await.unwrap();
+    let kept: Vec<&str> = completed.iter().map(|job| job.id.as_str()).collect();
+    assert_eq!(kept, ["j3", "j4", "j5"]);
+    assert_eq!(completed[2].result.as_deref(), Some(&b"j5"[..]));
+    let mut conn = server.connection().await;
+    for gone in ["j1", "j2"] {
+        let exists: bool = conn
+            .exists(format!("wasmq:{{q}}:job:{gone}"))
+            .await
+            .unwrap();
+        assert!(!exists, "{gone} should have been deleted");
+    }
+}
+
+#[tokio::test]
+async fn keep_zero_deletes_on_completion_and_max_age_deletes_old_completions() {
+    let (server, client) = start().await;
+    client
+        .set_config(
+            "none",
+            &QueueConfig {
+                completed_keep: Some(0),
+                ..QueueConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let id = client
+        .enqueue("none", &NewJob::new("h", vec![]))
+        .await
+        .unwrap()
+        .id;
+    let leased = fetch_one(&client, "none").await;
+    assert_eq!(
+        client
+            .complete("none", &[Completion::new(&leased, vec![])])
+            .await
+            .unwrap()
+            .completed,
+        [id.as_str()]
+    );
+    assert!(client.get("none", &id).await.unwrap().is_none());
+    assert_eq!(client.counts("none").await.unwrap().completed, 0);
+
+    client
+        .set_config(
+            "aged",
+            &QueueConfig {
+                completed_keep: None,
+                completed_max_age: Some(Duration::from_millis(100)),
+                ..QueueConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    client
+        .enqueue_bulk(
+            "aged",
+            &[
+                NewJob::new("h", vec![]).with_id("old"),
+                NewJob::new("h", vec![]).with_id("new"),
+            ],
+        )
+        .await
+        .unwrap();
+    let old = fetch_one(&client, "aged").await;
+    client
+        .complete("aged", &[Completion::new(&old, vec![])])
+        .await
+        .unwrap();
+    let start = redis_now_ms(&server).await;
+    eventually("the first completion to age", || async {
+        (redis_now_ms(&server).await > start + 150).then_some(())
+    })
+    .await;
+    let new = fetch_one(&client, "aged").await;
+    client
+        .complete("aged", &[Completion::new(&new, vec![])])
+        .await
+        .unwrap();
+    let kept = client
+        .list("aged", JobState::Completed, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        ["new"]
+    );
+}
+
+#[tokio::test]
+async fn a_paused_queue_leases_nothing_until_resumed() {
+    let (_server, client) = start().await;
+    client
+        .enqueue("q", &NewJob::new("h", vec![]))
+        .await
+        .unwrap();
+    assert!(client.pause("q").await.unwrap());
+    assert!(
+        !client.pause("q").await.unwrap(),
+        "pausing twice is a no-op"
+    );
+    assert!(client.counts("q").await.unwrap().paused);
+    // Enqueue still works while paused.
+    client
+        .enqueue("q", &NewJob::new("h", vec![]))
+        .await
+        .unwrap();
+    assert!(client.fetch("q", 10, LEASE, HOST).await.unwrap().is_empty());
+    assert!(client.resume("q").await.unwrap());
+    assert_eq!(client.fetch("q", 10, LEASE, HOST).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn cancel_deletes_waiting_delayed_and_retry_jobs_but_not_running_ones() {
+    let (_server, client) = start().await;
+    client
+        .enqueue_bulk(
+            "q",
+            &[
+                NewJob::new("h", vec![]).with_id("running"),
+                NewJob::new("h", vec![]).with_id("waiting"),
+                NewJob::new("h", vec![])
+                    .with_id("delayed")
+                    .with_delay(Duration::from_secs(60)),
+            ],
+        )
+        .await
+        .unwrap();
+    fetch_one(&client, "q").await;
+    let ids: Vec<String> = ["waiting", "delayed", "running", "nope"]
+        .map(String::from)
+        .to_vec();
+    let outcomes = client.cancel("q", &ids).await.unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            ("waiting".to_string(), CancelOutcome::Cancelled),
+            ("delayed".to_string(), CancelOutcome::Cancelled),
+            (
+                "running".to_string(),
+                CancelOutcome::NotCancellable(JobState::Active)
+            ),
+            ("nope".to_string(), CancelOutcome::NotFound),
+        ]
+    );
+    let counts = client.counts("q").await.unwrap();
+    assert_eq!((counts.waiting, counts.delayed, counts.active), (0, 0, 1));
+    assert!(client.get("q", "waiting").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_oversize_payload_is_refused_and_nothing_is_written() {
+    let (server, client) = start().await;
+    client
+        .enqueue("q", &NewJob::new("h", vec![]))
+        .await
+        .unwrap();
+    let before = keyspace(&server).await;
+
+    let big = NewJob::new("h", vec![0u8; 512 * 1024 + 1]).with_id("big");
+    let err = client.enqueue("q", &big).await.unwrap_err();
+    assert!(
+        matches!(&err, QueueError::PayloadTooLarge { id, size, limit } if id == "big" && *size == 512 * 1024 + 1 && *limit == 512 * 1024),
+        "{err:?}"
+    );
+    // One oversize job fails the whole bulk call: nothing of it is written.
+    let err = client
+        .enqueue_bulk("q", &[NewJob::new("h", vec![1]), big.clone()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueueError::PayloadTooLarge { .. }), "{err:?}");
+    assert_eq!(keyspace(&server).await, before);
+
+    // The limit is per queue.
+    client
+        .set_config(
+            "small",
+            &QueueConfig {
+                max_payload_bytes: 10,
+                ..QueueConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let err = client
+        .enqueue("small", &NewJob::new("h", vec![0u8; 11]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, QueueError::PayloadTooLarge { limit: 10, .. }),
+        "{err:?}"
+    );
+    assert!(
+        client
+            .enqueue("small", &NewJob::new("h", vec![0u8; 10]))
+            .await
+            .is_ok()
+    );
+    // The exact message a user sees.
+    assert_eq!(
+        client.enqueue("q", &big).await.unwrap_err().to_string(),
+        "payload of job big is 524289 bytes, over the queue's limit of 524288 bytes"
+    );
+}
+
+#[tokio::test]
+async fn malformed_input_is_refused_with_a_clear_error_and_nothing_is_written() {
+    let (server, client) = start().await;
+    client
+        .enqueue("q", &NewJob::new("h", vec![]))
+        .await
+        .unwrap();
+    let before = keyspace(&server).await;
+
+    let table: Vec<(&str, NewJob, &str)> = vec![
+        (
+            "q",
+            NewJob::new("", vec![]),
+            "handler name must not be empty",
+        ),
+        (
+            "q",
+            NewJob::new("h", vec![]).with_max_attempts(0),
+            "max attempts must be within 1..=1000",
+        ),
+        (
+            "q",
+            NewJob::new("h", vec![]).with_id("has space"),
+            "printable ASCII",
+        ),
+        (
+            "q",
+            NewJob::new("h", vec![]).with_priority(5000),
+            "priority",
+        ),
+        ("bad{queue}", NewJob::new("h", vec![]), "invalid queue name"),
+        ("", NewJob::new("h", vec![]), "invalid queue name"),
+    ];
+    for (queue, job, message) in table {
+        let err = client.enqueue(queue, &job).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                QueueError::InvalidJob { .. } | QueueError::InvalidQueue(_)
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains(message),
+            "{err} should say {message:?}"
+        );
+    }
+    assert!(matches!(
+        client.fetch("q", 0, LEASE, HOST).await.unwrap_err(),
+        QueueError::InvalidArgument(_)
+    ));
+
+    // A producer speaking the protocol directly gets the same checks from the script.
+    let mut conn = server.connection().await;
+    let script = redis::Script::new(wasmq::queue::ENQUEUE_LUA);
+    let raw_table: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["1", "j", "1", "payload", "x"], "handler must be"),
+        (
+            vec!["1", "j", "2", "handler", "h", "colour", "red"],
+            "unknown field colour",
+        ),
+        (
+            vec!["1", "j", "2", "handler", "h", "max_attempts", "0"],
+            "max_attempts",
+        ),
+        (
+            vec!["1", "j", "2", "handler", "h", "delay_ms", "-5"],
+            "delay_ms",
+        ),
+        (vec!["2", "j", "1", "handler", "h"], "truncated"),
+        (
+            vec!["1", "j", "1", "handler", "h", "extra"],
+            "more arguments",
+        ),
+    ];
+    for (args, message) in raw_table {
+        let mut invocation = script.prepare_invoke();
+        for key in [
+            "job:", "config", "waiting", "delayed", "seq", "events", "wake",
+        ] {
+            invocation.key(format!("wasmq:{{q}}:{key}"));
+        }
+        for arg in &args {
+            invocation.arg(*arg);
+        }
+        let err = invocation
+            .invoke_async::<redis::Value>(&mut conn)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("WASMQ_INVALID"), "{args:?}: {err}");
+        assert!(
+            err.to_string().contains(message),
+            "{args:?}: {err} should say {message:?}"
+        );
+    }
+    assert_eq!(
+        keyspace(&server).await,
+        before,
+        "refused input must write nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_job_hash_in_redis_is_an_error_not_a_panic() {
+    let (server, client) = start().await;
+    let mut conn = server.connection().await;
+    let () = conn
+        .hset_multiple(
+            "wasmq:{q}:job:weird",
+            &[("state", "sleeping"), ("handler", "h")],
+        )
+        .await
+        .unwrap();
+    let err = client.get("q", "weird").await.unwrap_err();
+    assert!(
+        matches!(err, QueueError::MalformedJob { ref id, .. } if id == "weird"),
+        "{err:?}"
+    );
+
+    // A waiting id with no hash behind it is dropped by fetch, which reports it.
+    let () = conn.zadd("wasmq:{q}:waiting", "ghost", 1).await.unwrap();
+    let fetched = client.fetch_batch("q", 10, LEASE, HOST).await.unwrap();
+    assert!(fetched.jobs.is_empty());
+    assert_eq!(fetched.dropped, 1);
+    // A dead-letter entry without a hash makes listing fail with an error naming it.
+    let () = conn.zadd("wasmq:{q}:dead", "ghost", 1).await.unwrap();
+    let err = client.dead_letters("q", 0, 10).await.unwrap_err();
+    assert!(
+        matches!(err, QueueError::MalformedJob { ref id, .. } if id == "ghost"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_lease_token_cannot_complete_fail_extend_or_release_the_job() {
+    let (_server, client) = start().await;
+    client
+        .enqueue("q", &NewJob::new("h", vec![]).with_backoff(no_retry_wait()))
+        .await
+        .unwrap();
+    let first = client
+        .fetch("q", 1, Duration::from_millis(50), "host-old")
+        .await
+        .unwrap()
+        .remove(0);
+    // The old holder stalls; its lease expires and is recovered; another host takes the job.
+    eventually("the lease to be recovered", || async {
+        let report = client.recover_expired("q", 10).await.unwrap();
+        (!report.outcomes.is_empty()).then_some(())
+    })
+    .await;
+    let second = client
+        .fetch("q", 1, LEASE, "host-new")
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.attempt, 2, "the lost lease counted as an attempt");
+
+    let stale = client
+        .complete("q", &[Completion::new(&first, vec![])])
+        .await
+        .unwrap();
+    assert!(stale.completed.is_empty());
+    assert_eq!(
+        stale.rejected,
+        [(first.id.clone(), LeaseRejection::TokenMismatch)]
+    );
+    let failed = client
+        .fail("q", &[Failure::new(&first, "trap", "late")])
+        .await
+        .unwrap();
+    assert_eq!(failed.rejected.len(), 1);
+    let extended = client.extend("q", &[first.lease()], LEASE).await.unwrap();
+    assert_eq!(extended.rejected.len(), 1);
+    let released = client.release("q", &[first.lease()]).await.unwrap();
+    assert!(released.released.is_empty());
+    assert_eq!(released.rejected.len(), 1);
+
+    let job = client.get("q", &first.id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.host.as_deref()),
+        (JobState::Active, Some("host-new"))
+    );
+    // The current holder completes; afterwards even its own token is rejected as not active.
+    let done = client
+        .complete("q", &[Completion::new(&second, vec![])])
+        .await
+        .unwrap();
+    assert_eq!(done.completed, [second.id.as_str()]);
+    let twice = client
+        .complete("q", &[Completion::new(&second, vec![])])
+        .await
+        .unwrap();
+    assert_eq!(
+        twice.rejected,
+        [(
+            second.id.clone(),
+            LeaseRejection::NotActive("completed".into())
+        )]
+    );
+}
+
+#[tokio::test]
+async fn extend_moves_the_lease_expiry_so_recovery_leaves_the_job_alone() {
+    let (server, client) = start().await;
+    client
+        .enqueue("q", &NewJob::new("h", vec![]))
+        .await
+        .unwrap();
+    let leased = client
+        .fetch("q", 1, Duration::from_millis(200), HOST)
+        .await
+        .unwrap()
+        .remove(0);
+    let before = redis_now_ms(&server).await;
+    let extended = client
+        .extend("q", &[leased.lease()], Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(extended.rejected.is_empty());
+    assert!(extended.lease_expires_at_ms >= before + 30_000);
+    let start = redis_now_ms(&server).await;
+    eventually("the original lease to pass", || async {
+        (redis_now_ms(&server).await > start + 250).then_some(())
+    })
+    .await;
+    assert!(
+        client
+            .recover_expired("q", 10)
+            .await
+            .unwrap()
+            .outcomes
+            .is_empty()
+    );
+    let job = client.get("q", &leased.id).await.unwrap().unwrap();
+    assert_eq!(job.lease_expires_at_ms, Some(extended.lease_expires_at_ms));
+}
+
+#[tokio::test]
+async fn release_returns_jobs_to_their_place_in_line_without_counting_the_attempt() {
+    let (_server, client) = start().await;
+    client
+        .enqueue_bulk(
+            "q",
+            &[
+                NewJob::new("h", vec![]).with_id("first"),
+                NewJob::new("h", vec![]).with_id("second"),
+            ],
+        )
+        .await
+        .unwrap();
+    let leased = fetch_one(&client, "q").await;
+    assert_eq!((leased.id.as_str(), leased.attempt), ("first", 1));
+    let released = client.release("q", &[leased.lease()]).await.unwrap();
+    assert_eq!(released.released, ["first"]);
+    let job = client.get("q", "first").await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Waiting, 0));
+    assert!(job.history.is_empty(), "a release is not an attempt");
+    let again = fetch_one(&client, "q").await;
+    assert_eq!((again.id.as_str(), again.attempt), ("first", 1));
+}
+
+#[tokio::test]
+async fn a_result_over_the_limit_dead_letters_its_job() {
+    let (_server, client) = start().await;
+    client
+        .set_config(
+            "q",
+            &QueueConfig {
+                max_result_bytes: 4,
+                ..QueueConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    client
+        .enqueue_bulk(
+            "q",
+            &[
+                NewJob::new("h", vec![]).with_id("ok"),
+                NewJob::new("h", vec![]).with_id("big"),
+            ],
+        )
+        .await
+        .unwrap();
+    let leased = client.fetch("q", 2, LEASE, HOST).await.unwrap();
+    let report = client
+        .complete(
+            "q",
+            &[
+                Completion::new(&leased[0], b"1234".to_vec()),
+                Completion::new(&leased[1], b"12345".to_vec()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.completed, ["ok"]);
+    assert_eq!(report.result_too_large, ["big"]);
+    let big = client.get("q", "big").await.unwrap().unwrap();
+    assert_eq!(
+        (big.state, big.last_outcome.as_deref()),
+        (JobState::Dead, Some("result_too_large"))
+    );
+    assert_eq!(client.counts("q").await.unwrap().active, 0);
+}
+
+#[tokio::test]
+async fn the_events_stream_records_each_transition_with_job_ids_and_attempts() {
+    let (_server, client) = start().await;
+    client
+        .enqueue_bulk(
+            "q",
+            &[
+                NewJob::new("h", vec![]).with_id("a"),
+                NewJob::new("h", vec![])
+                    .with_id("b")
+                    .with_max_attempts(2)
+                    .with_backoff(no_retry_wait()),
+            ],
+        )
+        .await
+        .unwrap();
+    let leased = client.fetch("q", 2, LEASE, HOST).await.unwrap();
+    client
+        .complete("q", &[Completion::new(&leased[0], vec![])])
+        .await
+        .unwrap();
+    client
+        .fail("q", &[Failure::new(&leased[1], "trap", "x")])
+        .await
+        .unwrap();
+    let b = fetch_one(&client, "q").await;
+    client
+        .fail("q", &[Failure::new(&b, "trap", "x")])
+        .await
+        .unwrap();
+    client.replay("q", &["b".to_string()]).await.unwrap();
+    client.cancel("q", &["b".to_string()]).await.unwrap();
+
+    let events = client.events("q", None, 100).await.unwrap();
+    let seen: Vec<(&str, Vec<(String, u32)>)> = events
+        .iter()
+        .map(|e| (e.event.as_str(), e.jobs.clone()))
+        .collect();
+    let pair = |id: &str, n: u32| (id.to_string(), n);
+    assert_eq!(
+        seen,
+        [
+            ("enqueued", vec![pair("a", 0), pair("b", 0)]),
+            ("active", vec![pair("a", 1), pair("b", 1)]),
+            ("completed", vec![pair("a", 1)]),
+            ("retried", vec![pair("b", 1)]),
+            ("active", vec![pair("b", 2)]),
+            ("dead", vec![pair("b", 2)]),
+            ("replayed", vec![pair("b", 0)]),
+            ("cancelled", vec![pair("b", 0)]),
+        ]
+    );
+    // Reading on from an entry returns only what came after it.
+    let after = client
+        .events("q", Some(&events[5].stream_id), 100)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 2);
+}
+
+#[tokio::test]
+async fn an_idle_worker_waiting_on_the_queue_wakes_when_a_job_is_enqueued() {
+    let (_server, client) = start().await;
+    let mut waiter = client.waiter();
+    assert!(
+        !waiter.wait("q", Duration::from_millis(50)).await.unwrap(),
+        "no work, no wake-up"
+    );
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        let woke = waiter.wait("q", Duration::from_secs(10)).await.unwrap();
+        (woke, started.elapsed())
+    });
+    // Give the waiter a moment to block, then enqueue; the wake-up must not depend on it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client
+        .enqueue("q", &NewJob::new("h", vec![]))
+        .await
+        .unwrap();
+    let (woke, waited) = waiting.await.unwrap();
+    assert!(woke);
+    assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
+}
+
+#[tokio::test]
+async fn counts_and_lists_page_through_each_state() {
+    let (_server, client) = start().await;
+    let jobs: Vec<NewJob> = (0..7)
+        .map(|n| NewJob::new("h", vec![]).with_id(format!("w{n}")))
+        .collect();
+    client.enqueue_bulk("q", &jobs).await.unwrap();
+    client
+        .enqueue(
+            "q",
+            &NewJob::new("h", vec![])
+                .with_id("later")
+                .with_delay(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    fetch_one(&client, "q").await;
+    let counts = client.counts("q").await.unwrap();
+    assert_eq!((counts.waiting, counts.delayed, counts.active), (6, 1, 1));
+    let page1 = client.list("q", JobState::Waiting, 0, 4).await.unwrap();
+    let page2 = client.list("q", JobState::Waiting, 4, 4).await.unwrap();
+    let listed: Vec<String> = page1.iter().chain(&page2).map(|j| j.id.clone()).collect();
+    assert_eq!(listed, ["w1", "w2", "w3", "w4", "w5", "w6"]);
+    let active = client.list("q", JobState::Active, 0, 10).await.unwrap();
+    assert_eq!(active[0].id, "w0");
+    assert!(active[0].lease_expires_at_ms.is_some());
+    assert_eq!(
+        client.list("q", JobState::Delayed, 0, 10).await.unwrap()[0].id,
+        "later"
+    );
+}
+
+#[tokio::test]
+async fn scripts_are_reloaded_when_redis_forgets_them() {
+    let (server, client) = start().await;
+    client
+        .enqueue("q", &NewJob::new("h", vec![]))
+        .await
+        .unwrap();
+    let mut conn = server.connection().await;
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    client
+        .enqueue("q", &NewJob::new("h", vec![]))
+        .await
+        .unwrap();
+    assert_eq!(client.fetch("q", 10, LEASE, HOST).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_fetchers_lease_each_of_5000_jobs_exactly_once() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    client
+        .set_config(
+            "q",
+            &QueueConfig {
+                completed_keep: None,
+                ..QueueConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let jobs: Vec<NewJob> = (0..5000)
+        .map(|n| NewJob::new("h", n.to_string().into_bytes()))
+        .collect();
+    for chunk in jobs.chunks(1000) {
+        client.enqueue_bulk("q", chunk).await.unwrap();
+    }
+    let mut fetchers = Vec::new();
+    for f in 0..8 {
+        // Each fetcher has its own connection, like separate hosts.
+        let client = server.client().await;
+        fetchers.push(tokio::spawn(async move {
+            let host = format!("host-{f}");
+            let mut seen = Vec::new();
+            loop {
+                let batch = client.fetch("q", 32, LEASE, &host).await.unwrap();
+                if batch.is_empty() {
+                    return seen;
+                }
+                let done: Vec<Completion> =
+                    batch.iter().map(|j| Completion::new(j, vec![])).collect();
+                let report = client.complete("q", &done).await.unwrap();
+                assert!(
+                    report.rejected.is_empty(),
+                    "lost a lease: {:?}",
+                    report.rejected
+                );
+                seen.extend(batch.into_iter().map(|job| (job.id, job.attempt)));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for fetcher in fetchers {
+        all.extend(fetcher.await.unwrap());
+    }
+    assert_eq!(all.len(), 5000, "every job fetched once");
+    let unique: HashSet<&String> = all.iter().map(|(id, _)| id).collect();
+    assert_eq!(unique.len(), 5000, "no job fetched twice");
+    assert!(all.iter().all(|(_, attempt)| *attempt == 1));
+    let counts = client.counts("q").await.unwrap();
+    assert_eq!(
+        (counts.waiting, counts.active, counts.completed),
+        (0, 0, 5000)
+    );
+}
+
+#[tokio::test]
+async fn a_fetcher_that_dies_before_acking_loses_nothing() {
+    let server = RedisServer::start();
+    let survivor = server.client().await;
+    let jobs: Vec<NewJob> = (0..10)
+        .map(|n| {
+            NewJob::new("h", vec![])
+                .with_id(format!("j{n}"))
+                .with_backoff(no_retry_wait())
+        })
+        .collect();
+    survivor.enqueue_bulk("q", &jobs).await.unwrap();
+    let expiry;
+    {
+        let doomed = server.client().await;
+        let leased = doomed
+            .fetch("q", 10, Duration::from_millis(300), "host-doomed")
+            .await
+            .unwrap();
+        assert_eq!(leased.len(), 10);
+        expiry = leased[0].lease_expires_at_ms;
+        // The fetcher dies here: its connection goes away with it, nothing is acked.
+    }
+    // Until the lease runs out, the jobs stay leased to the dead host.
+    let early = survivor.recover_expired("q", 100).await.unwrap();
+    if redis_now_ms(&server).await < expiry {
+        assert!(
+            early.outcomes.is_empty(),
+            "recovered before the lease expired"
+        );
+    }
+    let mut recovered: HashSet<String> = early.outcomes.into_iter().map(|(id, _)| id).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while recovered.len() < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} leases recovered",
+            recovered.len()
+        );
+        let report = survivor.recover_expired("q", 100).await.unwrap();
+        recovered.extend(report.outcomes.into_iter().map(|(id, _)| id));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let again = survivor.fetch("q", 100, LEASE, HOST).await.unwrap();
+    assert_eq!(again.len(), 10, "every job came back");
+    assert!(
+        again.iter().all(|job| job.attempt == 2),
+        "the lost lease counted as an attempt"
+    );
+    let job = survivor.get("q", "j0").await.unwrap().unwrap();
+    assert_eq!(job.history.len(), 1);
+    assert_eq!(
+        (
+            job.history[0].outcome.as_str(),
+            job.history[0].error.as_str(),
+            job.history[0].host.as_str()
+        ),
+        ("lease_expired", "lease expired", "host-doomed")
+    );
+}
+
+#[tokio::test]
+async fn a_lost_lease_on_the_last_attempt_dead_letters_the_job() {
+    let (_server, client) = start().await;
+    client
+        .enqueue("q", &NewJob::new("h", vec![]).with_max_attempts(1))
+        .await
+        .unwrap();
+    client
+        .fetch("q", 1, Duration::from_millis(20), HOST)
+        .await
+        .unwrap();
+    let report = eventually("the lease to be recovered", || async {
+        let report = client.recover_expired("q", 10).await.unwrap();
+        (!report.outcomes.is_empty()).then_some(report)
+    })
+    .await;
+    assert_eq!(report.outcomes[0].1, FailOutcome::Dead);
+    assert_eq!(client.counts("q").await.unwrap().dead, 1);
+}
+
+#[tokio::test]
+async fn a_producer_with_a_plain_redis_client_can_enqueue_by_the_documented_protocol() {
+    // The protocol page quotes enqueue.lua verbatim, so a producer can EVAL it from there.
+    let doc_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/protocol.md");
+    let doc = std::fs::read_to_string(&doc_path).unwrap();
+    assert!(
+        doc.contains(wasmq::queue::ENQUEUE_LUA.trim_end()),
+        "docs/protocol.md must quote scripts/enqueue.lua verbatim"
+    );
+
+    let (server, client) = start().await;
+    let mut conn = server.connection().await;
+    // What the Python/Node example does: EVAL with the keys and field/value pairs.
+    let reply: redis::Value = redis::cmd("EVAL")
+        .arg(wasmq::queue::ENQUEUE_LUA)
+        .arg(7)
+        .arg(&[
+            "wasmq:{emails}:job:",
+            "wasmq:{emails}:config",
+            "wasmq:{emails}:waiting",
+            "wasmq:{emails}:delayed",
+            "wasmq:{emails}:seq",
+            "wasmq:{emails}:events",
+            "wasmq:{emails}:wake",
+        ])
+        .arg(1)
+        .arg("welcome-42")
+        .arg(4)
+        .arg(&[
+            "handler",
+            "send-email",
+            "payload",
+            "{\"to\":\"ada@example.com\"}",
+            "priority",
+            "5",
+            "max_attempts",
+            "5",
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let expected = redis::Value::Array(vec![redis::Value::Array(vec![
+        redis::Value::BulkString(b"welcome-42".to_vec()),
+        redis::Value::BulkString(b"created".to_vec()),
+        redis::Value::BulkString(b"waiting".to_vec()),
+    ])]);
+    assert_eq!(reply, expected);
+    let leased = fetch_one(&client, "emails").await;
+    assert_eq!(
+        (leased.id.as_str(), leased.handler.as_str()),
+        ("welcome-42", "send-email")
+    );
+    assert_eq!((leased.priority, leased.max_attempts), (5, 5));
+    assert_eq!(leased.payload, b"{\"to\":\"ada@example.com\"}");
+}
+
+#[tokio::test]
+async fn with_aof_a_job_survives_redis_being_killed_and_the_client_reconnects() {
+    let mut server = RedisServer::start_with_aof();
+    let client = server.client().await;
+    let id = client
+        .enqueue("q", &NewJob::new("h", b"durable".to_vec()))
+        .await
+        .unwrap()
+        .id;
+    server.kill();
+    // An outage longer than the client's reconnect retries: every call fails meanwhile.
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(1) {
+        assert!(client.counts("q").await.is_err(), "Redis is down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.restart();
+    // The shared connection reconnects by itself; calls fail until it has.
+    let job = eventually("the client to reconnect", || async {
+        client.get("q", &id).await.ok().flatten()
+    })
+    .await;
+    assert_eq!(job.payload, b"durable");
+    assert_eq!(fetch_one(&client, "q").await.id, id);
+}
+
+#[tokio::test]
+async fn batch_sizes_are_bounded_so_no_call_blocks_redis_for_long() {
+    let (_server, client) = start().await;
+    for result in [
+        client
+            .fetch("q", wasmq::queue::MAX_BULK + 1, LEASE, HOST)
+            .await
+            .map(|_| ()),
+        client.recover_expired("q", 0).await.map(|_| ()),
+        client
+            .enqueue_bulk(
+                "q",
+                &vec![NewJob::new("h", vec![]); wasmq::queue::MAX_BULK + 1],
+            )
+            .await
+            .map(|_| ()),
+    ] {
+        assert!(
+            matches!(result, Err(QueueError::InvalidArgument(_))),
+            "{result:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn promote_moves_due_jobs_to_waiting_and_reports_the_next_due_time() {
+    let (server, client) = start().await;
+    client
+        .enqueue_bulk(
+            "q",
+            &[
+                NewJob::new("h", vec![])
+                    .with_id("soon")
+                    .with_delay(Duration::from_millis(50)),
+                NewJob::new("h", vec![])
+                    .with_id("later")
+                    .with_delay(Duration::from_secs(60)),
+            ],
+        )
+        .await
+        .unwrap();
+    let later_due = client
+        .get("q", "later")
+        .await
+        .unwrap()
+        .unwrap()
+        .run_at_ms
+        .unwrap();
+    let moved = eventually("the short delay to pass", || async {
+        let (moved, next_due) = client.promote("q", 100).await.unwrap();
+        (moved == 1).then_some(next_due)
+    })
+    .await;
+    assert_eq!(moved, Some(later_due));
+    let job = client.get("q", "soon").await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Waiting);
+    assert!(redis_now_ms(&server).await >= job.run_at_ms.unwrap());
+    let counts = client.counts("q").await.unwrap();
+    assert_eq!((counts.waiting, counts.delayed), (1, 1));
+}
+
+#[tokio::test]
+async fn a_full_batch_passes_the_wake_up_on_to_the_next_idle_worker() {
+    let (_server, client) = start().await;
+    let jobs: Vec<NewJob> = (0..5).map(|_| NewJob::new("h", vec![])).collect();
+    client.enqueue_bulk("q", &jobs).await.unwrap();
+    let mut first = client.waiter();
+    let mut second = client.waiter();
+    assert!(first.wait("q", Duration::from_secs(5)).await.unwrap());
+    // The enqueue left one token; the first worker took it. Its full batch leaves work behind,
+    // so fetch hands a token to the next worker.
+    assert_eq!(client.fetch("q", 2, LEASE, HOST).await.unwrap().len(), 2);
+    assert!(second.wait("q", Duration::from_secs(5)).await.unwrap());
+    // A batch that empties the queue wakes nobody.
+    assert_eq!(client.fetch("q", 10, LEASE, HOST).await.unwrap().len(), 3);
+    assert!(!second.wait("q", Duration::from_millis(50)).await.unwrap());
+}

@@ -1,10 +1,508 @@
-//! Queue commands: enqueue, job, queue stats|pause|resume, dlq list|replay|purge.
+//! Queue commands: `enqueue`, `job`, `queue stats|pause|resume`, `dlq list|replay|purge`.
+//! Each is a thin call into [`crate::queue::Client`]; the output is for people, `--json` for
+//! scripts.
 
-use clap::Subcommand;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::queue::{Backoff, Client, Job, JobState, NewJob, system_time};
+
+/// Prints a line to stdout. Output cut short by the reader (`wasmq job ... | head`) is not an
+/// error worth a panic, which is what `println!` does on a closed pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 
 #[derive(Debug, Subcommand)]
-pub enum QueueCommand {}
+pub enum QueueCommand {
+    /// Enqueue one job.
+    Enqueue(EnqueueArgs),
+    /// Show one job: state, attempts, history, payload.
+    Job(JobArgs),
+    /// Inspect or control a queue.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+    /// The dead-letter queue: list, replay or purge dead jobs.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RedisArgs {
+    /// Redis URL.
+    #[arg(
+        long = "redis",
+        env = "WASMQ_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub url: String,
+}
+
+impl RedisArgs {
+    async fn client(&self) -> anyhow::Result<Client> {
+        Client::connect(&self.url)
+            .await
+            .with_context(|| format!("cannot connect to Redis at {}", self.url))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    pub queue: String,
+    /// Handler name.
+    pub handler: String,
+    /// Payload, as text.
+    #[arg(long, conflicts_with = "payload_file")]
+    pub payload: Option<String>,
+    /// Payload read from a file (`-` reads standard input).
+    #[arg(long)]
+    pub payload_file: Option<PathBuf>,
+    /// Job id; an id that already exists is not enqueued again.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Priority, -1000..=1000; higher runs first.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i32,
+    /// Run after this delay (e.g. 5s, 10m).
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "run_at")]
+    pub delay: Option<Duration>,
+    /// Run at this time (RFC 3339, e.g. 2030-01-01T09:00:00Z).
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    pub run_at: Option<SystemTime>,
+    /// Attempts in total.
+    #[arg(long, default_value_t = crate::queue::DEFAULT_MAX_ATTEMPTS)]
+    pub attempts: u32,
+    /// Backoff between attempts: exponential:<base>[:<cap>] or fixed:<delay>.
+    #[arg(long, default_value = "exponential:1s")]
+    pub backoff: Backoff,
+    /// Per-attempt timeout (default: the handler's).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    pub queue: String,
+    pub id: String,
+    /// Print the job as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueAction {
+    /// Jobs per state, and whether the queue is paused.
+    Stats {
+        queue: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// Stop workers from fetching this queue's jobs (enqueue still works).
+    Pause {
+        queue: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// Let workers fetch this queue's jobs again.
+    Resume {
+        queue: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// List dead jobs, oldest first.
+    List {
+        queue: String,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// Move dead jobs back to waiting (attempts reset, history kept).
+    Replay {
+        queue: String,
+        /// Job ids; without ids, --all is required.
+        ids: Vec<String>,
+        /// Replay every dead job.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// Delete dead jobs for good.
+    Purge {
+        queue: String,
+        /// Job ids; without ids, --all is required.
+        ids: Vec<String>,
+        /// Purge every dead job.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+}
 
 pub async fn run(cmd: QueueCommand) -> anyhow::Result<u8> {
-    match cmd {}
+    match cmd {
+        QueueCommand::Enqueue(args) => enqueue(args).await,
+        QueueCommand::Job(args) => show_job(args).await,
+        QueueCommand::Queue { action } => queue(action).await,
+        QueueCommand::Dlq { action } => dlq(action).await,
+    }
+}
+
+async fn enqueue(args: EnqueueArgs) -> anyhow::Result<u8> {
+    let payload = match (&args.payload, &args.payload_file) {
+        (Some(text), _) => text.clone().into_bytes(),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("cannot read the payload from standard input")?;
+            bytes
+        }
+        (None, Some(path)) => std::fs::read(path)
+            .with_context(|| format!("cannot read the payload file {}", path.display()))?,
+        (None, None) => Vec::new(),
+    };
+    let mut job = NewJob::new(args.handler, payload)
+        .with_priority(args.priority)
+        .with_max_attempts(args.attempts)
+        .with_backoff(args.backoff);
+    if let Some(id) = args.id {
+        job = job.with_id(id);
+    }
+    if let Some(delay) = args.delay {
+        job = job.with_delay(delay);
+    }
+    if let Some(at) = args.run_at {
+        job = job.with_run_at(at);
+    }
+    if let Some(timeout) = args.timeout {
+        job = job.with_timeout(timeout);
+    }
+    let client = args.redis.client().await?;
+    let enqueued = client.enqueue(&args.queue, &job).await?;
+    if !enqueued.created {
+        eprintln!(
+            "job {} already exists ({}); nothing was enqueued",
+            enqueued.id, enqueued.state
+        );
+    }
+    say!("{}", enqueued.id);
+    Ok(0)
+}
+
+async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
+    let client = args.redis.client().await?;
+    let Some(job) = client.get(&args.queue, &args.id).await? else {
+        bail!("no job {} in queue {}", args.id, args.queue);
+    };
+    if args.json {
+        say!("{}", serde_json::to_string_pretty(&job_json(&job))?);
+        return Ok(0);
+    }
+    let time = |ms: Option<u64>| ms.map_or_else(|| "-".to_string(), format_ms);
+    say!("id:           {}", job.id);
+    say!("queue:        {}", job.queue);
+    say!("handler:      {}", job.handler);
+    say!("state:        {}", job.state);
+    say!("priority:     {}", job.priority);
+    say!("attempts:     {} of {}", job.attempt, job.max_attempts);
+    say!("backoff:      {}", describe_backoff(&job.backoff));
+    say!(
+        "timeout:      {}",
+        job.timeout.map_or_else(
+            || "handler default".to_string(),
+            |t| humantime::format_duration(t).to_string()
+        )
+    );
+    say!("created:      {}", time(Some(job.created_at_ms)));
+    say!("run at:       {}", time(job.run_at_ms));
+    say!("started:      {}", time(job.started_at_ms));
+    say!("finished:     {}", time(job.finished_at_ms));
+    if let Some(expiry) = job.lease_expires_at_ms {
+        say!(
+            "lease:        {} until {}",
+            job.host.as_deref().unwrap_or("-"),
+            format_ms(expiry)
+        );
+    }
+    if job.replays > 0 {
+        say!("replays:      {}", job.replays);
+    }
+    say!("payload:      {}", preview(&job.payload));
+    if let Some(result) = &job.result {
+        say!("result:       {}", preview(result));
+    }
+    if let Some(error) = &job.last_error {
+        say!(
+            "last error:   [{}] {error}",
+            job.last_outcome.as_deref().unwrap_or("-")
+        );
+    }
+    if !job.history.is_empty() {
+        say!("history:");
+        for attempt in &job.history {
+            say!(
+                "  #{} {} on {} at {} ({} ms){}",
+                attempt.attempt,
+                attempt.outcome,
+                if attempt.host.is_empty() {
+                    "-"
+                } else {
+                    &attempt.host
+                },
+                format_ms(attempt.started_at),
+                attempt.finished_at.saturating_sub(attempt.started_at),
+                if attempt.error.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", attempt.error)
+                }
+            );
+        }
+    }
+    Ok(0)
+}
+
+async fn queue(action: QueueAction) -> anyhow::Result<u8> {
+    match action {
+        QueueAction::Stats { queue, json, redis } => {
+            let counts = redis.client().await?.counts(&queue).await?;
+            if json {
+                let mut value = json!({ "queue": queue, "paused": counts.paused });
+                for state in JobState::ALL {
+                    value[state.as_str()] = json!(counts.get(state));
+                }
+                say!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                say!(
+                    "queue {queue}{}",
+                    if counts.paused { " (paused)" } else { "" }
+                );
+                for state in JobState::ALL {
+                    say!("  {:<10} {}", state.as_str(), counts.get(state));
+                }
+            }
+        }
+        QueueAction::Pause { queue, redis } => {
+            let changed = redis.client().await?.pause(&queue).await?;
+            say!(
+                "queue {queue} {}",
+                if changed {
+                    "paused"
+                } else {
+                    "was already paused"
+                }
+            );
+        }
+        QueueAction::Resume { queue, redis } => {
+            let changed = redis.client().await?.resume(&queue).await?;
+            say!(
+                "queue {queue} {}",
+                if changed { "resumed" } else { "was not paused" }
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// How many dead jobs one replay/purge call handles when acting on all of them.
+const DLQ_CHUNK: u64 = 1000;
+
+async fn dlq(action: DlqAction) -> anyhow::Result<u8> {
+    match action {
+        DlqAction::List {
+            queue,
+            offset,
+            limit,
+            json,
+            redis,
+        } => {
+            let jobs = redis
+                .client()
+                .await?
+                .dead_letters(&queue, offset, limit)
+                .await?;
+            if json {
+                let list: Vec<_> = jobs.iter().map(job_json).collect();
+                say!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for job in &jobs {
+                    say!(
+                        "{}  {}  attempts {}/{}  died {}  [{}] {}",
+                        job.id,
+                        job.handler,
+                        job.attempt,
+                        job.max_attempts,
+                        job.finished_at_ms
+                            .map_or_else(|| "-".to_string(), format_ms),
+                        job.last_outcome.as_deref().unwrap_or("-"),
+                        job.last_error.as_deref().unwrap_or("")
+                    );
+                }
+                if jobs.is_empty() {
+                    eprintln!("no dead jobs in queue {queue} at offset {offset}");
+                }
+            }
+        }
+        DlqAction::Replay {
+            queue,
+            ids,
+            all,
+            redis,
+        } => {
+            let client = redis.client().await?;
+            let count = dlq_apply(&client, &queue, &ids, all, true).await?;
+            say!("replayed {count} job(s) in queue {queue}");
+        }
+        DlqAction::Purge {
+            queue,
+            ids,
+            all,
+            redis,
+        } => {
+            let client = redis.client().await?;
+            let count = dlq_apply(&client, &queue, &ids, all, false).await?;
+            say!("purged {count} job(s) from queue {queue}");
+        }
+    }
+    Ok(0)
+}
+
+/// Replays or purges the named dead jobs, or (with `all`) the ones dead when the command
+/// started: a replayed job that dies again meanwhile is not replayed twice.
+async fn dlq_apply(
+    client: &Client,
+    queue: &str,
+    ids: &[String],
+    all: bool,
+    replay: bool,
+) -> anyhow::Result<u64> {
+    if !ids.is_empty() {
+        let report = if replay {
+            client.replay(queue, ids).await?
+        } else {
+            client.purge(queue, ids).await?
+        };
+        for (id, state) in &report.skipped {
+            eprintln!("skipped {id}: {}", state.replace('_', " "));
+        }
+        return Ok(report.done.len() as u64);
+    }
+    if !all {
+        bail!("name the job ids, or pass --all to act on every dead job");
+    }
+    let mut remaining = client.counts(queue).await?.dead;
+    let mut done = 0;
+    while remaining > 0 {
+        let chunk = remaining.min(DLQ_CHUNK);
+        let report = if replay {
+            client.replay_oldest(queue, chunk).await?
+        } else {
+            client.purge_oldest(queue, chunk).await?
+        };
+        if report.done.is_empty() {
+            break;
+        }
+        done += report.done.len() as u64;
+        remaining = remaining.saturating_sub(report.done.len() as u64);
+    }
+    Ok(done)
+}
+
+fn format_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(system_time(ms)).to_string()
+}
+
+fn describe_backoff(backoff: &Backoff) -> String {
+    let human = |d: Duration| humantime::format_duration(d).to_string();
+    match *backoff {
+        Backoff::Fixed { delay, jitter } => {
+            format!("fixed {} ±{:.0}%", human(delay), jitter * 100.0)
+        }
+        Backoff::Exponential { base, cap, jitter } => format!(
+            "exponential from {} capped at {} ±{:.0}%",
+            human(base),
+            human(cap),
+            jitter * 100.0
+        ),
+    }
+}
+
+/// The payload as text when it is short UTF-8, else its size.
+fn preview(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if text.len() <= 200 => text.to_string(),
+        Ok(text) => {
+            let cut = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
+            format!("{}… ({} bytes)", &text[..cut], bytes.len())
+        }
+        Err(_) => format!("<{} bytes of binary data>", bytes.len()),
+    }
+}
+
+/// A job as JSON: bytes as UTF-8 text when they are, else base64 under a `_base64` name.
+fn job_json(job: &Job) -> serde_json::Value {
+    let bytes = |name: &str, value: &[u8]| match std::str::from_utf8(value) {
+        Ok(text) => (name.to_string(), json!(text)),
+        Err(_) => (
+            format!("{name}_base64"),
+            json!(base64::engine::general_purpose::STANDARD.encode(value)),
+        ),
+    };
+    let (payload_name, payload) = bytes("payload", &job.payload);
+    let mut value = json!({
+        "id": job.id,
+        "queue": job.queue,
+        "handler": job.handler,
+        "state": job.state,
+        "priority": job.priority,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "backoff": describe_backoff(&job.backoff),
+        "timeout_ms": job.timeout.map(|t| t.as_millis() as u64),
+        "created_at_ms": job.created_at_ms,
+        "run_at_ms": job.run_at_ms,
+        "started_at_ms": job.started_at_ms,
+        "finished_at_ms": job.finished_at_ms,
+        "lease_expires_at_ms": job.lease_expires_at_ms,
+        "host": job.host,
+        "last_error": job.last_error,
+        "last_outcome": job.last_outcome,
+        "replays": job.replays,
+        "history": job.history,
+    });
+    value[payload_name] = payload;
+    if let Some(result) = &job.result {
+        let (name, result) = bytes("result", result);
+        value[name] = result;
+    }
+    value
 }

@@ -1,1 +1,39 @@
-//! The Redis protocol for jobs (see docs/protocol.md).
+//! The Redis protocol for jobs: key names, one Lua script per state transition, the job model,
+//! and the [`Client`] that producers and workers use. The written contract is
+//! `docs/protocol.md`; a producer in any language can enqueue from it alone.
+//!
+//! - [`NewJob`] / [`JobOptions`] - a job to enqueue: handler, payload, priority, delay, id,
+//!   attempts, [`Backoff`], timeout.
+//! - [`Job`] / [`JobState`] / [`Attempt`] - a stored job, its state and its attempt history.
+//! - [`Client`] - enqueue, inspect, DLQ, pause; and for workers fetch (lease), extend,
+//!   complete, fail, release, recover expired leases.
+//! - [`QueueKeys`] - the key names of one queue, all under the hash tag `{<queue>}`.
+//!
+//! **Invariant:** this is the only module that speaks to Redis about jobs, and every state
+//! change is one script call, so a crash between two commands cannot lose or duplicate a job.
+//! Deadlines and lease expiries use Redis `TIME`, never a host clock.
+//!
+//! Jobs run at least once: a lease that is not completed, failed or released in time expires
+//! and the job runs again (`recover_expired`). It is worse to lose a job than to run it twice.
+
+mod client;
+mod error;
+mod job;
+mod keys;
+mod reply;
+mod scripts;
+
+pub use client::{
+    CancelOutcome, Client, CompleteReport, Completion, Counts, DlqReport, Enqueued, Event,
+    Extended, FailOutcome, FailReport, Failure, Fetched, Lease, LeaseRejection, LeasedJob,
+    MAX_BULK, QueueConfig, Released, Waiter,
+};
+pub use error::QueueError;
+pub use job::{
+    Attempt, Backoff, DEFAULT_COMPLETED_KEEP, DEFAULT_EVENTS_MAXLEN, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, Job, JobOptions, JobState, MAX_ATTEMPTS,
+    MAX_NAME_LEN, MAX_PRIORITY, MIN_PRIORITY, NewJob, RunAt, generate_job_id, system_time, unix_ms,
+    validate_job_id, validate_queue_name,
+};
+pub use keys::QueueKeys;
+pub use scripts::{ENQUEUE_LUA, LIB_LUA};

@@ -1,0 +1,221 @@
+//! Run with `cargo bench -p wasmq --bench queue` (needs `redis-server` on PATH).
+//!
+//! The cost of the queue protocol for a worker: Redis commands and round trips per job for a
+//! fetch + complete cycle at batch 64, counted by Redis itself (`INFO commandstats` after
+//! `CONFIG RESETSTAT`, which counts the commands scripts run as well as the EVALSHA calls), at
+//! 1k and 1M waiting jobs, with the events stream on (the default) and off. Prints a markdown
+//! table. Starts its own redis-server on a free loopback port.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../tests/all/support/redis.rs"]
+#[allow(dead_code)]
+mod redis_support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use redis_support::RedisServer;
+use wasmq::queue::{Client, Completion, MAX_BULK, NewJob, QueueConfig};
+
+const BATCH: usize = 64;
+const QUEUE: &str = "bench";
+
+struct Row {
+    depth: u64,
+    events: bool,
+    jobs: u64,
+    commands: u64,
+    script_calls: u64,
+    by_command: BTreeMap<String, u64>,
+    fetch_us: f64,
+    complete_us: f64,
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let mut conn = server.connection().await;
+    let mut rows = Vec::new();
+    for depth in [1_000u64, 1_000_000] {
+        let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+        let started = Instant::now();
+        fill(&client, depth).await;
+        eprintln!(
+            "enqueued {depth} jobs in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        for events in [true, false] {
+            // Retention at 100 completed jobs, so every complete call also trims: the steady
+            // state of a long-running queue.
+            let config = QueueConfig {
+                events_maxlen: if events { 10_000 } else { 0 },
+                completed_keep: Some(100),
+                ..QueueConfig::default()
+            };
+            client.set_config(QUEUE, &config).await.unwrap();
+            // Keep the depth constant while measuring: enqueue back what the cycles consume.
+            let cycles = 8;
+            rows.push(measure(&client, &mut conn, depth, events, cycles).await);
+            fill(&client, ((cycles + 2) * BATCH) as u64).await;
+        }
+    }
+
+    println!(
+        "| waiting jobs | events | jobs measured | Redis commands / job | round trips / job | fetch call (64 jobs) | complete call (64 jobs) |"
+    );
+    println!("|---:|:---:|---:|---:|---:|---:|---:|");
+    for row in &rows {
+        println!(
+            "| {} | {} | {} | {:.2} | {:.3} | {:.0} µs | {:.0} µs |",
+            row.depth,
+            if row.events { "on" } else { "off" },
+            row.jobs,
+            row.commands as f64 / row.jobs as f64,
+            row.script_calls as f64 / row.jobs as f64,
+            row.fetch_us,
+            row.complete_us,
+        );
+    }
+    println!();
+    println!("Commands per job by name:");
+    println!();
+    let mut names: Vec<&String> = rows.iter().flat_map(|r| r.by_command.keys()).collect();
+    names.sort();
+    names.dedup();
+    let header: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} waiting, events {}",
+                r.depth,
+                if r.events { "on" } else { "off" }
+            )
+        })
+        .collect();
+    println!("| command | {} |", header.join(" | "));
+    println!("|---|{}", "---:|".repeat(rows.len()));
+    for name in names {
+        let cells: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:.3}",
+                    r.by_command.get(name).copied().unwrap_or(0) as f64 / r.jobs as f64
+                )
+            })
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+}
+
+/// Enqueues `count` small jobs in bulk calls, a few in flight at once.
+async fn fill(client: &Client, count: u64) {
+    let mut remaining = count;
+    let mut tasks = tokio::task::JoinSet::new();
+    while remaining > 0 {
+        let n = remaining.min(MAX_BULK as u64);
+        remaining -= n;
+        let client = client.clone();
+        tasks.spawn(async move {
+            let jobs: Vec<NewJob> = (0..n)
+                .map(|i| NewJob::new("bench", i.to_le_bytes().to_vec()))
+                .collect();
+            client.enqueue_bulk(QUEUE, &jobs).await.unwrap();
+        });
+        if tasks.len() >= 4 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
+async fn measure(
+    client: &Client,
+    conn: &mut redis::aio::MultiplexedConnection,
+    depth: u64,
+    events: bool,
+    cycles: usize,
+) -> Row {
+    // Warm up (script load, completed set at its retention size) before counting.
+    for _ in 0..2 {
+        cycle(client).await;
+    }
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut jobs = 0u64;
+    let (mut fetch_time, mut complete_time) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..cycles {
+        let (n, f, c) = cycle(client).await;
+        jobs += n;
+        fetch_time += f;
+        complete_time += c;
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut by_command = BTreeMap::new();
+    for line in info.lines() {
+        let Some(rest) = line.strip_prefix("cmdstat_") else {
+            continue;
+        };
+        let Some((name, stats)) = rest.split_once(':') else {
+            continue;
+        };
+        let calls = stats
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("calls="))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        // INFO and CONFIG RESETSTAT are the measurement, not part of the cycle.
+        if name != "info" && !name.starts_with("config") {
+            by_command.insert(name.to_string(), calls);
+        }
+    }
+    let script_calls = by_command.get("evalsha").copied().unwrap_or(0)
+        + by_command.get("eval").copied().unwrap_or(0);
+    Row {
+        depth,
+        events,
+        jobs,
+        commands: by_command.values().sum(),
+        script_calls,
+        by_command,
+        fetch_us: fetch_time.as_secs_f64() * 1e6 / cycles as f64,
+        complete_us: complete_time.as_secs_f64() * 1e6 / cycles as f64,
+    }
+}
+
+/// One worker cycle: lease a batch of 64, complete it in one call.
+async fn cycle(client: &Client) -> (u64, Duration, Duration) {
+    let started = Instant::now();
+    let jobs = client
+        .fetch(QUEUE, BATCH, Duration::from_secs(60), "bench-host")
+        .await
+        .unwrap();
+    let fetched = started.elapsed();
+    assert_eq!(jobs.len(), BATCH, "the queue ran dry");
+    let done: Vec<Completion> = jobs
+        .iter()
+        .map(|job| Completion::new(job, b"ok".to_vec()))
+        .collect();
+    let started = Instant::now();
+    let report = client.complete(QUEUE, &done).await.unwrap();
+    assert_eq!(report.completed.len(), BATCH);
+    (BATCH as u64, fetched, started.elapsed())
+}

@@ -1,0 +1,921 @@
+//! The job model: states, options, validation, backoff maths and the decoding of a job hash.
+//!
+//! **Invariant:** nothing here does I/O or knows about Redis connections; every function is
+//! pure, so the rules a job lives by are unit-tested without a server. The Lua scripts in
+//! `scripts/` implement the same rules on the server side (backoff in `lib.lua`, validation in
+//! `enqueue.lua`); `docs/protocol.md` is the written contract between the two.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Default payload limit of a queue, unless its config hash sets `max_payload_bytes`.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 512 * 1024;
+/// Default limit on a completed job's stored result, unless the queue sets `max_result_bytes`.
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 512 * 1024;
+/// Completed jobs a queue keeps by default (the newest ones), unless it sets `completed_keep`.
+pub const DEFAULT_COMPLETED_KEEP: i64 = 1000;
+/// Approximate length the events stream is trimmed to, unless the queue sets `events_maxlen`.
+pub const DEFAULT_EVENTS_MAXLEN: u64 = 10_000;
+/// Attempts a job gets when the producer does not say.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Most attempts a job may have. Every attempt stays in the job's history, so this bounds it.
+pub const MAX_ATTEMPTS: u32 = 1000;
+/// Priorities run from `MIN_PRIORITY` to `MAX_PRIORITY`; higher runs first; 0 is the default.
+pub const MIN_PRIORITY: i32 = -1000;
+/// See [`MIN_PRIORITY`].
+pub const MAX_PRIORITY: i32 = 1000;
+/// Longest job id, queue name and handler name, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+/// Error messages are cut to this many bytes before they are stored in a job's history.
+pub const MAX_ERROR_LEN: usize = 4096;
+
+/// Every state a job can be in. This is the one canonical list: the Redis sets, the `state`
+/// field of a job hash, the API and the CLI use these words.
+///
+/// ```text
+///  enqueue ─┬─▶ waiting ──fetch──▶ active ──complete──▶ completed ──(retention)──▶ deleted
+///           │      ▲  ▲              │ │ └──release──▶ waiting (attempt not counted)
+///           └─▶ delayed│             │ └──fail / lease expired──▶ retry ──(due)──▶ waiting
+///               (due)──┘             └──fail, attempts exhausted or permanent──▶ dead
+///  dead ──replay──▶ waiting;  dead ──purge──▶ deleted;  waiting/delayed/retry ──cancel──▶ deleted
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Ready to run; ordered by priority, then FIFO. Set `wasmq:{q}:waiting`.
+    Waiting,
+    /// Enqueued with a delay or run-at in the future. Set `wasmq:{q}:delayed`, scored by due time.
+    Delayed,
+    /// Leased by a host that is running it. Set `wasmq:{q}:active`, scored by lease expiry.
+    Active,
+    /// An attempt failed and the job waits out its backoff. Set `wasmq:{q}:retry`, by due time.
+    Retry,
+    /// Finished successfully; kept per the queue's retention. Set `wasmq:{q}:completed`.
+    Completed,
+    /// Attempts exhausted or failed permanently: the dead-letter queue. Set `wasmq:{q}:dead`.
+    /// Never deleted except by a person (purge) or replayed.
+    Dead,
+}
+
+impl JobState {
+    /// All states, in lifecycle order.
+    pub const ALL: [JobState; 6] = [
+        JobState::Waiting,
+        JobState::Delayed,
+        JobState::Active,
+        JobState::Retry,
+        JobState::Completed,
+        JobState::Dead,
+    ];
+
+    /// The word used in Redis (`state` field, key suffix) and everywhere else.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Waiting => "waiting",
+            JobState::Delayed => "delayed",
+            JobState::Active => "active",
+            JobState::Retry => "retry",
+            JobState::Completed => "completed",
+            JobState::Dead => "dead",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| format!("unknown job state {s:?}"))
+    }
+}
+
+/// How long a job waits before its next attempt after an attempt failed.
+///
+/// The delay after failed attempt `n` (1-based) is `d · (1 + jitter · (2u − 1))`, capped at
+/// `cap` and rounded to the millisecond, where `u` is uniform in `[0, 1)` and
+/// `d = base` (fixed) or `d = min(cap, base · 2^(n−1))` (exponential). So the jitter spreads
+/// retries by ±`jitter` of the delay, and a retry never waits longer than the cap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Backoff {
+    /// The same delay before every retry.
+    Fixed { delay: Duration, jitter: f64 },
+    /// `base · 2^(n−1)` after attempt `n`, capped.
+    Exponential {
+        base: Duration,
+        cap: Duration,
+        jitter: f64,
+    },
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::Exponential {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(3600),
+            jitter: 0.2,
+        }
+    }
+}
+
+impl Backoff {
+    /// Exponential backoff from `base` with the default cap (1 h) and jitter (±20 %).
+    pub fn exponential(base: Duration) -> Self {
+        Backoff::Exponential {
+            base,
+            cap: Duration::from_secs(3600),
+            jitter: 0.2,
+        }
+    }
+
+    /// Fixed backoff without jitter.
+    pub fn fixed(delay: Duration) -> Self {
+        Backoff::Fixed { delay, jitter: 0.0 }
+    }
+
+    /// The same backoff with another jitter fraction (0 to 1).
+    pub fn with_jitter(self, fraction: f64) -> Self {
+        match self {
+            Backoff::Fixed { delay, .. } => Backoff::Fixed {
+                delay,
+                jitter: fraction,
+            },
+            Backoff::Exponential { base, cap, .. } => Backoff::Exponential {
+                base,
+                cap,
+                jitter: fraction,
+            },
+        }
+    }
+
+    /// The jitter fraction.
+    pub fn jitter(&self) -> f64 {
+        match *self {
+            Backoff::Fixed { jitter, .. } | Backoff::Exponential { jitter, .. } => jitter,
+        }
+    }
+
+    /// The delay before the next attempt once attempt `failed_attempt` (1-based) failed,
+    /// given `unit` drawn uniformly from `[0, 1)`. Mirrors `backoff_ms` in `scripts/lib.lua`.
+    pub fn delay(&self, failed_attempt: u32, unit: f64) -> Duration {
+        Duration::from_millis(self.delay_ms(failed_attempt, unit))
+    }
+
+    /// [`Backoff::delay`] in milliseconds.
+    pub fn delay_ms(&self, failed_attempt: u32, unit: f64) -> u64 {
+        let (nominal, cap, jitter) = self.nominal_ms(failed_attempt);
+        let jittered = nominal * (1.0 + jitter * (2.0 * unit - 1.0));
+        let capped = match cap {
+            Some(cap) => jittered.min(cap),
+            None => jittered,
+        };
+        // The float-to-int cast saturates, so an absurd base cannot wrap around.
+        capped.max(0.0).round() as u64
+    }
+
+    /// The shortest and longest delay after attempt `failed_attempt`, over all jitter draws.
+    pub fn delay_bounds_ms(&self, failed_attempt: u32) -> (u64, u64) {
+        (
+            self.delay_ms(failed_attempt, 0.0),
+            self.delay_ms(failed_attempt, 1.0),
+        )
+    }
+
+    fn nominal_ms(&self, failed_attempt: u32) -> (f64, Option<f64>, f64) {
+        match *self {
+            Backoff::Fixed { delay, jitter } => (delay.as_millis() as f64, None, jitter),
+            Backoff::Exponential { base, cap, jitter } => {
+                let cap = cap.as_millis() as f64;
+                let exponent = failed_attempt.saturating_sub(1).min(60) as i32;
+                let nominal = (base.as_millis() as f64 * 2f64.powi(exponent)).min(cap);
+                (nominal, Some(cap), jitter)
+            }
+        }
+    }
+
+    /// The `backoff*` fields of a job hash (see docs/protocol.md).
+    fn fields(&self) -> [(&'static str, String); 4] {
+        match *self {
+            Backoff::Fixed { delay, jitter } => [
+                ("backoff", "fixed".to_string()),
+                ("backoff_ms", delay.as_millis().to_string()),
+                ("backoff_cap_ms", "0".to_string()),
+                ("backoff_jitter", jitter.to_string()),
+            ],
+            Backoff::Exponential { base, cap, jitter } => [
+                ("backoff", "exponential".to_string()),
+                ("backoff_ms", base.as_millis().to_string()),
+                ("backoff_cap_ms", cap.as_millis().to_string()),
+                ("backoff_jitter", jitter.to_string()),
+            ],
+        }
+    }
+
+    fn from_fields(kind: &str, base_ms: u64, cap_ms: u64, jitter: f64) -> Result<Self, String> {
+        let base = Duration::from_millis(base_ms);
+        match kind {
+            "fixed" => Ok(Backoff::Fixed {
+                delay: base,
+                jitter,
+            }),
+            "exponential" => Ok(Backoff::Exponential {
+                base,
+                cap: Duration::from_millis(cap_ms),
+                jitter,
+            }),
+            other => Err(format!("unknown backoff kind {other:?}")),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let jitter = self.jitter();
+        if !(0.0..=1.0).contains(&jitter) {
+            return Err(format!("backoff jitter must be within 0..=1, got {jitter}"));
+        }
+        if let Backoff::Exponential { base, cap, .. } = self
+            && cap < base
+        {
+            return Err(format!(
+                "backoff cap ({cap:?}) must not be below its base ({base:?})"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses the CLI form: `exponential:1s`, `exponential:1s:10m` (base, cap), `fixed:2s`.
+impl FromStr for Backoff {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split(':');
+        let kind = parts.next().unwrap_or_default();
+        let duration = |part: Option<&str>, what: &str| -> Result<Option<Duration>, String> {
+            part.map(|text| {
+                humantime::parse_duration(text).map_err(|err| format!("bad {what} {text:?}: {err}"))
+            })
+            .transpose()
+        };
+        let first = duration(parts.next(), "delay")?;
+        let second = duration(parts.next(), "cap")?;
+        if parts.next().is_some() {
+            return Err(format!("too many parts in backoff {s:?}"));
+        }
+        let backoff = match (kind, first, second) {
+            ("exponential", Some(base), None) => Backoff::exponential(base),
+            ("exponential", Some(base), Some(cap)) => Backoff::Exponential {
+                base,
+                cap,
+                jitter: 0.2,
+            },
+            ("fixed", Some(delay), None) => Backoff::fixed(delay),
+            _ => {
+                return Err(format!(
+                    "backoff {s:?} is not exponential:<base>[:<cap>] or fixed:<delay>"
+                ));
+            }
+        };
+        backoff.validate()?;
+        Ok(backoff)
+    }
+}
+
+/// When a new job may first run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunAt {
+    /// As soon as a worker is free.
+    #[default]
+    Now,
+    /// This long after enqueue, measured on the Redis server's clock.
+    Delay(Duration),
+    /// At this wall-clock time (compared with the Redis server's clock). A time in the past
+    /// means now.
+    At(SystemTime),
+}
+
+/// Everything a producer chooses about a job besides its handler and payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOptions {
+    /// Caller-given id: enqueueing an id that already exists in the queue writes nothing and
+    /// returns the existing job. `None` generates a fresh id ([`generate_job_id`]).
+    pub id: Option<String>,
+    /// Higher runs first, within [`MIN_PRIORITY`]..=[`MAX_PRIORITY`]; FIFO within a priority.
+    pub priority: i32,
+    /// Delay or run-at.
+    pub run_at: RunAt,
+    /// Attempts in total, at least 1.
+    pub max_attempts: u32,
+    /// Delay between attempts.
+    pub backoff: Backoff,
+    /// Per-attempt deadline; `None` leaves it to the handler's configured default.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            id: None,
+            priority: 0,
+            run_at: RunAt::Now,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff: Backoff::default(),
+            timeout: None,
+        }
+    }
+}
+
+/// A job to enqueue: handler, payload and options. Build with [`NewJob::new`] and the `with_*`
+/// methods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// The handler (component) name that runs the job.
+    pub handler: String,
+    /// Opaque bytes handed to the handler.
+    pub payload: Vec<u8>,
+    pub options: JobOptions,
+}
+
+impl NewJob {
+    pub fn new(handler: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+        NewJob {
+            handler: handler.into(),
+            payload: payload.into(),
+            options: JobOptions::default(),
+        }
+    }
+
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.options.id = Some(id.into());
+        self
+    }
+
+    pub fn with_priority(mut self, priority: i32) -> Self {
+        self.options.priority = priority;
+        self
+    }
+
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.options.run_at = RunAt::Delay(delay);
+        self
+    }
+
+    pub fn with_run_at(mut self, at: SystemTime) -> Self {
+        self.options.run_at = RunAt::At(at);
+        self
+    }
+
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.options.max_attempts = attempts;
+        self
+    }
+
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.options.backoff = backoff;
+        self
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// Checks everything that does not depend on the queue's config (the payload limit is the
+    /// queue's, checked by `enqueue.lua`). Returns the reason when the job is invalid.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(id) = &self.options.id {
+            validate_job_id(id)?;
+        }
+        validate_name("handler name", &self.handler)?;
+        let options = &self.options;
+        if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&options.priority) {
+            return Err(format!(
+                "priority {} is outside {MIN_PRIORITY}..={MAX_PRIORITY}",
+                options.priority
+            ));
+        }
+        if !(1..=MAX_ATTEMPTS).contains(&options.max_attempts) {
+            return Err(format!(
+                "max attempts must be within 1..={MAX_ATTEMPTS}, got {}",
+                options.max_attempts
+            ));
+        }
+        if options.timeout == Some(Duration::ZERO) {
+            return Err("timeout must be longer than zero".to_string());
+        }
+        options.backoff.validate()
+    }
+
+    /// The field/value pairs that `enqueue.lua` takes for this job (all but the id), in the
+    /// order docs/protocol.md lists them.
+    pub fn wire_fields(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let options = &self.options;
+        let mut fields: Vec<(&'static str, Vec<u8>)> = vec![
+            ("handler", self.handler.as_bytes().to_vec()),
+            ("payload", self.payload.clone()),
+            ("priority", options.priority.to_string().into_bytes()),
+            (
+                "max_attempts",
+                options.max_attempts.to_string().into_bytes(),
+            ),
+        ];
+        match options.run_at {
+            RunAt::Now => {}
+            RunAt::Delay(delay) => {
+                fields.push(("delay_ms", delay.as_millis().to_string().into_bytes()));
+            }
+            RunAt::At(at) => {
+                fields.push(("run_at_ms", unix_ms(at).to_string().into_bytes()));
+            }
+        }
+        if let Some(timeout) = options.timeout {
+            fields.push(("timeout_ms", timeout.as_millis().to_string().into_bytes()));
+        }
+        for (name, value) in options.backoff.fields() {
+            fields.push((name, value.into_bytes()));
+        }
+        fields
+    }
+}
+
+/// Milliseconds since the Unix epoch; times before the epoch count as 0.
+pub fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The wall-clock time of a millisecond timestamp from Redis.
+pub fn system_time(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// Queue names become part of every key (`wasmq:{<queue>}:...`), inside the hash tag, so they
+/// are restricted to characters that cannot break the tag or the key layout.
+pub fn validate_queue_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "queue name must be 1 to {MAX_NAME_LEN} bytes long, got {}",
+            name.len()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        return Err(format!(
+            "queue name {name:?} contains {bad:?}; use ASCII letters, digits, '-', '_', '.', ':'"
+        ));
+    }
+    Ok(())
+}
+
+/// Job ids: 1 to [`MAX_NAME_LEN`] printable ASCII characters without spaces (`%p`/`%w` in Lua).
+pub fn validate_job_id(id: &str) -> Result<(), String> {
+    validate_name("job id", id)
+}
+
+fn validate_name(what: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{what} must not be empty"));
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "{what} is {} bytes long, over the limit of {MAX_NAME_LEN}",
+            value.len()
+        ));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{what} {value:?} must be printable ASCII without spaces"
+        ));
+    }
+    Ok(())
+}
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A fresh job id: a ULID (26 Crockford base32 characters: 48 bits of milliseconds since the
+/// epoch, then 80 random bits). Ids sort by creation time and need no round trip to make.
+pub fn generate_job_id(now_ms: u64, random: u128) -> String {
+    let value: u128 = (u128::from(now_ms & 0xFFFF_FFFF_FFFF) << 80) | (random & ((1 << 80) - 1));
+    (0..26)
+        .rev()
+        .map(|i| char::from(CROCKFORD[((value >> (i * 5)) & 0x1F) as usize]))
+        .collect()
+}
+
+/// One attempt of a job, as kept in its `history` field (a JSON array).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// `ok`, or the outcome class of a failure: `lease_expired`, `result_too_large`, or
+    /// whatever the worker reported (`timeout`, `trap`, `fail`...).
+    pub outcome: String,
+    /// The error message (empty on success).
+    #[serde(default)]
+    pub error: String,
+    /// Host id of the worker that ran (or lost) the attempt.
+    #[serde(default)]
+    pub host: String,
+    /// When the attempt was fetched, in ms since the epoch (Redis clock).
+    #[serde(default)]
+    pub started_at: u64,
+    /// When the attempt ended (or its lease was found expired), ms since the epoch.
+    #[serde(default)]
+    pub finished_at: u64,
+}
+
+/// A job as stored in Redis, decoded from its hash (see docs/protocol.md for every field).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub queue: String,
+    pub handler: String,
+    pub payload: Vec<u8>,
+    pub state: JobState,
+    pub priority: i32,
+    /// Attempts started so far (counting the running one when active).
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// Per-attempt deadline; `None` means the handler's default.
+    pub timeout: Option<Duration>,
+    /// Times in ms since the epoch, on the Redis server's clock.
+    pub created_at_ms: u64,
+    /// When a delayed job or a retry is due.
+    pub run_at_ms: Option<u64>,
+    /// When the current (or last) attempt was fetched.
+    pub started_at_ms: Option<u64>,
+    /// When the job completed or was dead-lettered.
+    pub finished_at_ms: Option<u64>,
+    /// Lease expiry of an active job.
+    pub lease_expires_at_ms: Option<u64>,
+    /// Host id of the holder of the current (or last) lease.
+    pub host: Option<String>,
+    /// The handler's result, for a completed job.
+    pub result: Option<Vec<u8>>,
+    /// The last failure's error and outcome class.
+    pub last_error: Option<String>,
+    pub last_outcome: Option<String>,
+    /// Every finished attempt, oldest first.
+    pub history: Vec<Attempt>,
+    /// Times the job was replayed from the dead-letter queue.
+    pub replays: u32,
+}
+
+impl Job {
+    /// Decodes a job hash (`HGETALL wasmq:{queue}:job:<id>`). A missing or garbled field is an
+    /// error naming the field, never a panic: the hash may have been written by anything.
+    pub fn from_hash(
+        queue: &str,
+        id: &str,
+        mut hash: HashMap<String, Vec<u8>>,
+    ) -> Result<Job, String> {
+        let mut take = |name: &str| hash.remove(name);
+        let text = |name: &str, value: Option<Vec<u8>>| -> Result<Option<String>, String> {
+            value
+                .map(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| format!("field {name} is not UTF-8"))
+                })
+                .transpose()
+        };
+        fn number<T: FromStr>(name: &str, value: Option<String>) -> Result<Option<T>, String> {
+            value
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    v.parse::<T>()
+                        .map_err(|_| format!("field {name} is not a valid number: {v:?}"))
+                })
+                .transpose()
+        }
+        let required = |name: &str, value: Option<String>| -> Result<String, String> {
+            value.ok_or_else(|| format!("field {name} is missing"))
+        };
+
+        let handler = required("handler", text("handler", take("handler"))?)?;
+        let state_text = required("state", text("state", take("state"))?)?;
+        let state = state_text.parse::<JobState>()?;
+        let payload = take("payload").unwrap_or_default();
+        let priority = number("priority", text("priority", take("priority"))?)?.unwrap_or(0);
+        let attempt = number("attempt", text("attempt", take("attempt"))?)?.unwrap_or(0);
+        let max_attempts = number("max_attempts", text("max_attempts", take("max_attempts"))?)?
+            .ok_or_else(|| "field max_attempts is missing".to_string())?;
+        let backoff_kind =
+            text("backoff", take("backoff"))?.unwrap_or_else(|| "exponential".into());
+        let backoff_ms = number("backoff_ms", text("backoff_ms", take("backoff_ms"))?)?;
+        let backoff_cap_ms = number(
+            "backoff_cap_ms",
+            text("backoff_cap_ms", take("backoff_cap_ms"))?,
+        )?;
+        let backoff_jitter = number::<f64>(
+            "backoff_jitter",
+            text("backoff_jitter", take("backoff_jitter"))?,
+        )?;
+        let backoff = Backoff::from_fields(
+            &backoff_kind,
+            backoff_ms.unwrap_or(1000),
+            backoff_cap_ms.unwrap_or(3_600_000),
+            backoff_jitter.unwrap_or(0.0),
+        )?;
+        let timeout_ms: Option<u64> =
+            number("timeout_ms", text("timeout_ms", take("timeout_ms"))?)?;
+        let created_at_ms = number("created_at", text("created_at", take("created_at"))?)?
+            .ok_or_else(|| "field created_at is missing".to_string())?;
+        let run_at_ms = number("run_at", text("run_at", take("run_at"))?)?;
+        let started_at_ms = number("started_at", text("started_at", take("started_at"))?)?;
+        let finished_at_ms = number("finished_at", text("finished_at", take("finished_at"))?)?;
+        let host = text("host", take("host"))?.filter(|h| !h.is_empty());
+        let last_error = take("last_error").map(|b| String::from_utf8_lossy(&b).into_owned());
+        let last_outcome = text("last_outcome", take("last_outcome"))?;
+        let replays = number("replays", text("replays", take("replays"))?)?.unwrap_or(0);
+        let history = match take("history") {
+            None => Vec::new(),
+            Some(bytes) if bytes.is_empty() => Vec::new(),
+            // Lua may have cut an error message inside a UTF-8 sequence; decode lossily
+            // rather than refuse the whole history.
+            Some(bytes) => serde_json::from_str(&String::from_utf8_lossy(&bytes))
+                .map_err(|err| format!("field history is not a JSON attempt list: {err}"))?,
+        };
+        let result = take("result");
+        Ok(Job {
+            id: id.to_string(),
+            queue: queue.to_string(),
+            handler,
+            payload,
+            state,
+            priority,
+            attempt,
+            max_attempts,
+            backoff,
+            timeout: timeout_ms.filter(|ms| *ms > 0).map(Duration::from_millis),
+            created_at_ms,
+            run_at_ms,
+            started_at_ms,
+            finished_at_ms,
+            lease_expires_at_ms: None,
+            host,
+            result,
+            last_error,
+            last_outcome,
+            history,
+            replays,
+        })
+    }
+}
+
+/// Cuts `message` to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(message: &str, max: usize) -> &str {
+    if message.len() <= max {
+        return message;
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn exponential_backoff_doubles_per_attempt_without_jitter() {
+        let backoff = Backoff::Exponential {
+            base: secs(1),
+            cap: secs(3600),
+            jitter: 0.0,
+        };
+        let delays: Vec<u64> = (1..=5).map(|n| backoff.delay_ms(n, 0.7)).collect();
+        assert_eq!(delays, [1000, 2000, 4000, 8000, 16000]);
+    }
+
+    #[test]
+    fn exponential_backoff_never_exceeds_its_cap() {
+        let backoff = Backoff::Exponential {
+            base: secs(1),
+            cap: secs(10),
+            jitter: 0.5,
+        };
+        for n in [4, 5, 30, 1000, u32::MAX] {
+            for unit in [0.0, 0.5, 0.999_999] {
+                assert!(
+                    backoff.delay_ms(n, unit) <= 10_000,
+                    "attempt {n}, unit {unit}"
+                );
+            }
+        }
+        assert_eq!(backoff.delay_bounds_ms(30), (5_000, 10_000));
+    }
+
+    #[test]
+    fn jitter_spreads_the_delay_by_its_fraction_both_ways() {
+        let backoff = Backoff::exponential(secs(1)).with_jitter(0.2);
+        assert_eq!(backoff.delay_bounds_ms(3), (3_200, 4_800));
+        assert_eq!(backoff.delay_ms(3, 0.5), 4_000);
+    }
+
+    #[test]
+    fn fixed_backoff_is_the_same_for_every_attempt() {
+        let backoff = Backoff::fixed(secs(2));
+        assert_eq!(backoff.delay_ms(1, 0.3), 2000);
+        assert_eq!(backoff.delay_ms(9, 0.3), 2000);
+    }
+
+    #[test]
+    fn backoff_parses_the_cli_forms() {
+        assert_eq!(
+            "exponential:1s".parse::<Backoff>().unwrap(),
+            Backoff::exponential(secs(1))
+        );
+        assert_eq!(
+            "exponential:500ms:1m".parse::<Backoff>().unwrap(),
+            Backoff::Exponential {
+                base: Duration::from_millis(500),
+                cap: secs(60),
+                jitter: 0.2
+            }
+        );
+        assert_eq!(
+            "fixed:2s".parse::<Backoff>().unwrap(),
+            Backoff::fixed(secs(2))
+        );
+        for bad in [
+            "",
+            "linear:1s",
+            "fixed",
+            "fixed:2s:3s",
+            "exponential:1x",
+            "exponential:10s:1s",
+        ] {
+            assert!(bad.parse::<Backoff>().is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn invalid_options_are_refused_with_a_reason() {
+        let table: Vec<(NewJob, &str)> = vec![
+            (NewJob::new("", "x"), "handler name must not be empty"),
+            (NewJob::new("h h", "x"), "printable ASCII"),
+            (
+                NewJob::new("h", "x").with_id(""),
+                "job id must not be empty",
+            ),
+            (
+                NewJob::new("h", "x").with_id("a".repeat(129)),
+                "over the limit",
+            ),
+            (
+                NewJob::new("h", "x").with_max_attempts(0),
+                "max attempts must be within",
+            ),
+            (
+                NewJob::new("h", "x").with_max_attempts(1001),
+                "max attempts must be within",
+            ),
+            (NewJob::new("h", "x").with_priority(1001), "priority"),
+            (
+                NewJob::new("h", "x").with_timeout(Duration::ZERO),
+                "timeout",
+            ),
+            (
+                NewJob::new("h", "x").with_backoff(Backoff::fixed(secs(1)).with_jitter(1.5)),
+                "jitter",
+            ),
+        ];
+        for (job, reason) in table {
+            let err = job.validate().unwrap_err();
+            assert!(err.contains(reason), "{err:?} should mention {reason:?}");
+        }
+        assert!(
+            NewJob::new("send-email", "x")
+                .with_priority(-1000)
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn queue_names_cannot_break_the_hash_tag() {
+        for good in ["emails", "a", "team.reports:v2", "x_y-z"] {
+            assert!(validate_queue_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a{b", "a}b", "with space", "ümlaut", &"q".repeat(129)] {
+            assert!(validate_queue_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_ulids_that_sort_by_time() {
+        let a = generate_job_id(1_700_000_000_000, u128::MAX);
+        let b = generate_job_id(1_700_000_000_001, 0);
+        assert_eq!(a.len(), 26);
+        assert!(a < b);
+        assert!(validate_job_id(&a).is_ok());
+        assert_eq!(generate_job_id(0, 0), "0".repeat(26));
+    }
+
+    #[test]
+    fn wire_fields_carry_every_option() {
+        let job = NewJob::new("h", "p")
+            .with_priority(5)
+            .with_delay(Duration::from_millis(1500))
+            .with_max_attempts(7)
+            .with_timeout(secs(30))
+            .with_backoff(Backoff::fixed(secs(2)));
+        let fields: HashMap<&str, String> = job
+            .wire_fields()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+            .collect();
+        assert_eq!(fields["priority"], "5");
+        assert_eq!(fields["delay_ms"], "1500");
+        assert_eq!(fields["max_attempts"], "7");
+        assert_eq!(fields["timeout_ms"], "30000");
+        assert_eq!(fields["backoff"], "fixed");
+        assert_eq!(fields["backoff_ms"], "2000");
+    }
+
+    fn hash(pairs: &[(&str, &str)]) -> HashMap<String, Vec<u8>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn a_job_hash_decodes_with_its_history() {
+        let job = Job::from_hash(
+            "q",
+            "j1",
+            hash(&[
+                ("handler", "h"),
+                ("state", "dead"),
+                ("payload", "abc"),
+                ("attempt", "2"),
+                ("max_attempts", "2"),
+                ("created_at", "1700000000000"),
+                ("backoff", "fixed"),
+                ("backoff_ms", "250"),
+                (
+                    "history",
+                    r#"[{"attempt":1,"outcome":"trap","error":"boom","host":"h1","started_at":1,"finished_at":2}]"#,
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(job.state, JobState::Dead);
+        assert_eq!(job.payload, b"abc");
+        assert_eq!(job.backoff, Backoff::fixed(Duration::from_millis(250)));
+        assert_eq!(job.history.len(), 1);
+        assert_eq!(job.history[0].error, "boom");
+    }
+
+    #[test]
+    fn a_malformed_job_hash_is_an_error_not_a_panic() {
+        let base = [
+            ("handler", "h"),
+            ("state", "waiting"),
+            ("max_attempts", "3"),
+            ("created_at", "1"),
+        ];
+        assert!(Job::from_hash("q", "j", hash(&base)).is_ok());
+        let broken: Vec<(&str, &str)> = vec![
+            ("state", "sleeping"),
+            ("attempt", "-1"),
+            ("max_attempts", "many"),
+            ("history", "{not json"),
+            ("backoff", "linear"),
+        ];
+        for (field, value) in broken {
+            let mut pairs: Vec<(&str, &str)> = base.to_vec();
+            pairs.retain(|(k, _)| *k != field);
+            pairs.push((field, value));
+            let err = Job::from_hash("q", "j", hash(&pairs)).unwrap_err();
+            assert!(err.contains(field) || err.contains(value), "{field}: {err}");
+        }
+        assert!(Job::from_hash("q", "j", HashMap::new()).is_err());
+    }
+
+    #[test]
+    fn truncation_keeps_utf8_whole() {
+        assert_eq!(truncate_utf8("héllo", 2), "h");
+        assert_eq!(truncate_utf8("abc", 10), "abc");
+    }
+}

@@ -1,0 +1,121 @@
+//! Key names. Every key of a queue starts with `wasmq:{<queue>}:`, so the hash tag `{<queue>}`
+//! puts a whole queue in one Redis Cluster slot and every script runs on one node.
+
+use super::error::{QueueError, Result};
+use super::job::{JobState, validate_queue_name};
+
+/// The keys of one queue (see docs/protocol.md, "Keys").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueKeys {
+    queue: String,
+    base: String,
+}
+
+impl QueueKeys {
+    /// The keys of `queue`, after checking that the name is usable in a key.
+    pub fn new(queue: &str) -> Result<QueueKeys> {
+        validate_queue_name(queue).map_err(QueueError::InvalidQueue)?;
+        Ok(QueueKeys {
+            queue: queue.to_string(),
+            base: format!("wasmq:{{{queue}}}:"),
+        })
+    }
+
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.base)
+    }
+
+    /// `wasmq:{q}:job:`: prefix of the job hashes; scripts get it as KEYS[1].
+    pub fn job_prefix(&self) -> String {
+        self.key("job:")
+    }
+
+    /// `wasmq:{q}:job:<id>`: one job's hash.
+    pub fn job(&self, id: &str) -> String {
+        self.key(&format!("job:{id}"))
+    }
+
+    /// `wasmq:{q}:config`: per-queue settings and the pause flag.
+    pub fn config(&self) -> String {
+        self.key("config")
+    }
+
+    /// The sorted set holding the jobs in `state`: `wasmq:{q}:<state>`.
+    pub fn state(&self, state: JobState) -> String {
+        self.key(state.as_str())
+    }
+
+    pub fn waiting(&self) -> String {
+        self.state(JobState::Waiting)
+    }
+
+    pub fn delayed(&self) -> String {
+        self.state(JobState::Delayed)
+    }
+
+    pub fn active(&self) -> String {
+        self.state(JobState::Active)
+    }
+
+    pub fn retry(&self) -> String {
+        self.state(JobState::Retry)
+    }
+
+    pub fn completed(&self) -> String {
+        self.state(JobState::Completed)
+    }
+
+    pub fn dead(&self) -> String {
+        self.state(JobState::Dead)
+    }
+
+    /// `wasmq:{q}:seq`: the counter behind FIFO order within a priority.
+    pub fn seq(&self) -> String {
+        self.key("seq")
+    }
+
+    /// `wasmq:{q}:events`: the events stream.
+    pub fn events(&self) -> String {
+        self.key("events")
+    }
+
+    /// `wasmq:{q}:wake`: the list idle workers block on (BLPOP).
+    pub fn wake(&self) -> String {
+        self.key("wake")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn every_key_of_a_queue_shares_its_hash_tag() {
+        let keys = QueueKeys::new("emails").unwrap();
+        assert_eq!(keys.waiting(), "wasmq:{emails}:waiting");
+        assert_eq!(keys.job("j1"), "wasmq:{emails}:job:j1");
+        assert_eq!(keys.job_prefix(), "wasmq:{emails}:job:");
+        for key in [
+            keys.config(),
+            keys.seq(),
+            keys.events(),
+            keys.wake(),
+            keys.dead(),
+        ] {
+            assert!(key.starts_with("wasmq:{emails}:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_queue_name_with_braces_is_refused() {
+        assert!(matches!(
+            QueueKeys::new("a}b"),
+            Err(QueueError::InvalidQueue(_))
+        ));
+    }
+}

@@ -1,0 +1,29 @@
+-- cancel: delete jobs that have not started: waiting, delayed or retry. An active job cannot
+-- be cancelled (its handler is running); completed and dead jobs are not pending.
+--
+-- KEYS[1] job prefix  KEYS[2] config  KEYS[3] waiting  KEYS[4] delayed  KEYS[5] retry
+-- KEYS[6] events
+-- ARGV: job ids
+-- Reply: one {id, outcome} per id: 'cancelled', 'not_found' or the state it is in.
+
+local prefix = KEYS[1]
+local cfg = read_config(KEYS[2], { 'events_maxlen' })
+local sets = { waiting = KEYS[3], delayed = KEYS[4], retry = KEYS[5] }
+local replies, events = {}, {}
+for i, id in ipairs(ARGV) do
+  local key = prefix .. id
+  local f = redis.call('HMGET', key, 'state', 'attempt')
+  local state = f[1]
+  if not state then
+    replies[i] = { id, 'not_found' }
+  elseif sets[state] then
+    redis.call('ZREM', sets[state], id)
+    redis.call('DEL', key)
+    replies[i] = { id, 'cancelled' }
+    events[#events + 1] = { id, tonumber(f[2]) or 0 }
+  else
+    replies[i] = { id, state }
+  end
+end
+emit(KEYS[6], cfg.events_maxlen, 'cancelled', events)
+return replies

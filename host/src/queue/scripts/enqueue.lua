@@ -1,0 +1,160 @@
+-- enqueue: add N jobs to a queue, each to `waiting` or (run_at in the future) `delayed`.
+-- Standalone (no prelude), so producers in any language can EVAL it as it is.
+--
+-- KEYS[1] wasmq:{q}:job:   (job hash prefix)   KEYS[2] wasmq:{q}:config
+-- KEYS[3] wasmq:{q}:waiting                      KEYS[4] wasmq:{q}:delayed
+-- KEYS[5] wasmq:{q}:seq                          KEYS[6] wasmq:{q}:events
+-- KEYS[7] wasmq:{q}:wake
+-- ARGV[1] N, the number of jobs (at most 10000); then, per job: id, P (number of
+--         field/value pairs), then P field/value pairs from: handler (required), payload,
+--         priority, delay_ms, run_at_ms, max_attempts, timeout_ms, backoff, backoff_ms,
+--         backoff_cap_ms, backoff_jitter.
+-- Reply: one {id, 'created' | 'exists', state} per job, in order.
+-- Errors (nothing is written): 'WASMQ_INVALID <reason>',
+--   'WASMQ_PAYLOAD_TOO_LARGE <id> <size> <limit>'.
+-- All jobs are checked before anything is written: a batch is enqueued whole or not at all.
+
+local prefix = KEYS[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_text = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+local cfg = redis.call('HMGET', KEYS[2], 'max_payload_bytes', 'events_maxlen', 'paused')
+local max_payload = tonumber(cfg[1]) or 524288
+local events_maxlen = tonumber(cfg[2]) or 10000
+local paused = cfg[3] == '1'
+
+local function invalid(id, reason)
+  return redis.error_reply('WASMQ_INVALID job ' .. tostring(id) .. ': ' .. reason)
+end
+-- Integers must be plain decimal ('5', '-3'); they are stored as given, unformatted.
+local function integer(value, lo, hi)
+  if type(value) ~= 'string' or not string.find(value, '^%-?%d+$') then return nil end
+  local n = tonumber(value)
+  if n < lo or n > hi then return nil end
+  return n
+end
+local function name_ok(s)
+  return #s >= 1 and #s <= 128 and string.find(s, '^[%w%p]+$') ~= nil
+end
+
+local n = integer(ARGV[1], 0, 10000)
+if n == nil then return invalid('-', 'ARGV[1] must be the number of jobs') end
+local jobs, seen, pos = {}, {}, 2
+for i = 1, n do
+  local id = ARGV[pos]
+  local pairs_n = integer(ARGV[pos + 1], 0, 64)
+  if id == nil or pairs_n == nil then return invalid(i, 'truncated argument list') end
+  if not name_ok(id) then return invalid(id, 'id must be 1-128 printable ASCII characters') end
+  local job = { id = id, payload = '', priority = 0, max_attempts = 3, timeout_ms = 0,
+    backoff = 'exponential', backoff_ms = 1000, backoff_cap_ms = 3600000, backoff_jitter = '0.2' }
+  -- The stored text of each integer field (defaults, or the producer's own digits).
+  local text = { priority = '0', max_attempts = '3', timeout_ms = '0', backoff_ms = '1000',
+    backoff_cap_ms = '3600000' }
+  job.text = text
+  for p = 0, pairs_n - 1 do
+    local field, value = ARGV[pos + 2 + 2 * p], ARGV[pos + 3 + 2 * p]
+    if value == nil then return invalid(id, 'truncated argument list') end
+    if field == 'handler' or field == 'payload' or field == 'backoff' then
+      job[field] = value
+    elseif field == 'priority' then
+      job.priority = integer(value, -1000, 1000)
+      if job.priority == nil then
+        return invalid(id, 'priority must be an integer in -1000..1000')
+      end
+      text.priority = value
+    elseif field == 'max_attempts' then
+      job.max_attempts = integer(value, 1, 1000)
+      if job.max_attempts == nil then
+        return invalid(id, 'max_attempts must be an integer in 1..1000')
+      end
+      text.max_attempts = value
+    elseif field == 'delay_ms' or field == 'run_at_ms' or field == 'timeout_ms'
+        or field == 'backoff_ms' or field == 'backoff_cap_ms' then
+      job[field] = integer(value, 0, 1e15)
+      if job[field] == nil then return invalid(id, field .. ' must be a non-negative integer') end
+      text[field] = value
+    elseif field == 'backoff_jitter' then
+      local jitter = tonumber(value)
+      if jitter == nil or jitter < 0 or jitter > 1 then
+        return invalid(id, 'backoff_jitter must be a number in 0..1')
+      end
+      job.backoff_jitter = value
+    else
+      return invalid(id, 'unknown field ' .. tostring(field))
+    end
+  end
+  if job.handler == nil or not name_ok(job.handler) then
+    return invalid(id, 'handler must be 1-128 printable ASCII characters')
+  end
+  if job.backoff ~= 'exponential' and job.backoff ~= 'fixed' then
+    return invalid(id, 'backoff must be exponential or fixed')
+  end
+  if job.backoff == 'exponential' and job.backoff_cap_ms < job.backoff_ms then
+    return invalid(id, 'backoff_cap_ms must not be below backoff_ms')
+  end
+  if job.delay_ms ~= nil and job.run_at_ms ~= nil then
+    return invalid(id, 'give delay_ms or run_at_ms, not both')
+  end
+  if #job.payload > max_payload then
+    return redis.error_reply('WASMQ_PAYLOAD_TOO_LARGE ' .. id .. ' ' .. #job.payload .. ' '
+      .. max_payload)
+  end
+  jobs[i] = job
+  pos = pos + 2 + 2 * pairs_n
+end
+if ARGV[pos] ~= nil then return invalid('-', 'more arguments than the jobs declared') end
+
+-- Dedupe: an id that exists (or repeats within the batch) writes nothing.
+local replies, fresh = {}, {}
+for i, job in ipairs(jobs) do
+  local existing = seen[job.id] or redis.call('HGET', prefix .. job.id, 'state')
+  if existing then
+    replies[i] = { job.id, 'exists', existing }
+  else
+    job.run_at = job.run_at_ms or (now + (job.delay_ms or 0))
+    job.state = job.run_at > now and 'delayed' or 'waiting'
+    seen[job.id] = job.state
+    fresh[#fresh + 1] = job
+    replies[i] = { job.id, 'created', job.state }
+  end
+end
+if #fresh == 0 then return replies end
+
+-- Waiting score: higher priority first, then FIFO by the queue's sequence (see protocol.md).
+local last_seq = redis.call('INCRBY', KEYS[5], #fresh)
+local waiting, delayed, events = {}, {}, {}
+for i, job in ipairs(fresh) do
+  local seq = last_seq - #fresh + i
+  local text = job.text
+  redis.call('HSET', prefix .. job.id, 'id', job.id, 'handler', job.handler,
+    'payload', job.payload, 'state', job.state, 'priority', text.priority, 'seq', seq,
+    'attempt', '0', 'max_attempts', text.max_attempts, 'timeout_ms', text.timeout_ms,
+    'backoff', job.backoff, 'backoff_ms', text.backoff_ms, 'backoff_cap_ms', text.backoff_cap_ms,
+    'backoff_jitter', job.backoff_jitter, 'created_at', now_text,
+    'run_at', job.run_at == now and now_text or job.run_at)
+  if job.state == 'waiting' then
+    waiting[#waiting + 1] = (1000 - job.priority) * 4398046511104 + seq
+    waiting[#waiting + 1] = job.id
+  else
+    delayed[#delayed + 1] = job.run_at
+    delayed[#delayed + 1] = job.id
+  end
+  events[#events + 1] = { job.id, 0 }
+end
+-- ZADD in chunks: Lua's unpack() is limited by the C stack (about 8000 values).
+local function zadd(key, args)
+  for c = 1, #args, 2000 do
+    redis.call('ZADD', key, unpack(args, c, math.min(c + 1999, #args)))
+  end
+end
+zadd(KEYS[3], waiting)
+zadd(KEYS[4], delayed)
+if events_maxlen > 0 then
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', events_maxlen, '*', 'event', 'enqueued',
+    'jobs', cjson.encode(events))
+end
+-- Wake one idle worker (the wake list holds at most one token).
+if #waiting > 0 and not paused and redis.call('LLEN', KEYS[7]) == 0 then
+  redis.call('RPUSH', KEYS[7], '1')
+end
+return replies

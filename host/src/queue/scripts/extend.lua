@@ -1,0 +1,25 @@
+-- extend: renew the leases of active jobs held under the given tokens (heartbeat).
+--
+-- KEYS[1] job prefix  KEYS[2] active
+-- ARGV[1] lease_ms; then pairs: id, token
+-- Reply: {lease_expires_at_ms, rejected} where rejected lists {id, reason} with reason
+--   'not_found', 'not_active:<state>' or 'token_mismatch'; those leases were not extended.
+
+local prefix = KEYS[1]
+local lease_ms = math.floor(tonumber(ARGV[1]) or 0)
+if lease_ms < 1 then return redis.error_reply('WASMQ_INVALID extend needs lease_ms >= 1') end
+local expires = now_ms() + lease_ms
+local renewed, rejected = {}, {}
+for i = 2, #ARGV - 1, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local f = redis.call('HMGET', prefix .. id, 'state', 'lease_token')
+  local problem = lease_problem(f[1], f[2], token)
+  if problem then
+    rejected[#rejected + 1] = { id, problem }
+  else
+    renewed[#renewed + 1] = expires
+    renewed[#renewed + 1] = id
+  end
+end
+zadd_pairs(KEYS[2], renewed)
+return { expires, rejected }

@@ -1,0 +1,38 @@
+-- fail: record a failed attempt of active jobs and move each on (active -> retry after its
+-- backoff, or -> waiting when the backoff is 0, or -> dead when the failure is permanent or
+-- the job is out of attempts). Dead-lettering is this transition with permanent = 1.
+--
+-- KEYS[1] job prefix  KEYS[2] config  KEYS[3] active  KEYS[4] retry  KEYS[5] dead
+-- KEYS[6] waiting     KEYS[7] seq     KEYS[8] events  KEYS[9] wake
+-- ARGV[1] random seed for the backoff jitter (an integer); then per job five values:
+--   id, token, outcome class (e.g. 'timeout', 'trap', 'guest_fail'), error message,
+--   permanent ('1' or '0')
+-- Reply: {outcomes, rejected}: outcomes lists {id, 'retry' | 'dead', run_at_ms (retry) or
+--   finished_at_ms (dead)}; rejected lists {id, reason} as in extend (those are untouched).
+
+local prefix = KEYS[1]
+local K = { config = KEYS[2], active = KEYS[3], retry = KEYS[4], dead = KEYS[5],
+  waiting = KEYS[6], seq = KEYS[7], events = KEYS[8], wake = KEYS[9] }
+-- Redis seeds the script PRNG identically for every call; the caller's seed makes jitter real.
+math.randomseed(tonumber(ARGV[1]) or 0)
+local now = now_ms()
+local cfg = read_config(K.config, { 'events_maxlen', 'paused' })
+K.paused = cfg.paused
+local plan = new_fail_plan(K.seq)
+local outcomes, rejected, leaving = {}, {}, {}
+for i = 2, #ARGV - 4, 5 do
+  local id, token, outcome, err, permanent = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+    ARGV[i + 4] == '1'
+  local f = redis.call('HMGET', prefix .. id, unpack(FAIL_FIELDS))
+  local problem = lease_problem(f[1], f[2], token)
+  if problem then
+    rejected[#rejected + 1] = { id, problem }
+  else
+    local next_state, at = fail_job(prefix, id, f, now, outcome, err, permanent, plan)
+    outcomes[#outcomes + 1] = { id, next_state, at }
+    leaving[#leaving + 1] = id
+  end
+end
+zrem_many(K.active, leaving)
+apply_fail_plan(plan, K, cfg.events_maxlen)
+return { outcomes, rejected }

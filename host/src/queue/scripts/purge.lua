@@ -1,0 +1,31 @@
+-- purge: delete dead-lettered jobs for good. Only ever called by a person (CLI, API): nothing
+-- in wasmq purges on its own.
+--
+-- KEYS[1] job prefix  KEYS[2] config  KEYS[3] dead  KEYS[4] events
+-- ARGV[1] limit; ARGV[2..] job ids. Without ids, purges the `limit` oldest dead jobs.
+-- Reply: {purged_ids, skipped} where skipped lists {id, 'not_found' | <state>}.
+
+local prefix = KEYS[1]
+local cfg = read_config(KEYS[2], { 'events_maxlen' })
+local limit = math.floor(tonumber(ARGV[1]) or 0)
+local ids = {}
+if #ARGV > 1 then
+  for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+elseif limit > 0 then
+  ids = redis.call('ZRANGE', KEYS[3], 0, limit - 1)
+end
+local purged, skipped, keys, events = {}, {}, {}, {}
+for _, id in ipairs(ids) do
+  local f = redis.call('HMGET', prefix .. id, 'state', 'attempt')
+  if f[1] == 'dead' then
+    purged[#purged + 1] = id
+    keys[#keys + 1] = prefix .. id
+    events[#events + 1] = { id, tonumber(f[2]) or 0 }
+  else
+    skipped[#skipped + 1] = { id, f[1] or 'not_found' }
+  end
+end
+del_many(keys)
+zrem_many(KEYS[3], purged)
+emit(KEYS[4], cfg.events_maxlen, 'purged', events)
+return { purged, skipped }

@@ -1,0 +1,36 @@
+-- recover: find active jobs whose lease expired (the holder crashed, hung or lost Redis) and
+-- fail their attempt with outcome 'lease_expired', error 'lease expired': the job retries
+-- after its backoff or, out of attempts, goes dead. Any host may call it; a late complete or
+-- fail from the old holder is then rejected (the job is no longer active under its token).
+--
+-- KEYS: as fail.lua
+-- ARGV[1] limit (max jobs per call, 1..10000)  ARGV[2] random seed for the jitter
+-- Reply: {outcomes} as in fail.lua.
+
+local prefix = KEYS[1]
+local K = { config = KEYS[2], active = KEYS[3], retry = KEYS[4], dead = KEYS[5],
+  waiting = KEYS[6], seq = KEYS[7], events = KEYS[8], wake = KEYS[9] }
+local limit = math.floor(tonumber(ARGV[1]) or 0)
+if limit < 1 or limit > 10000 then
+  return redis.error_reply('WASMQ_INVALID recover needs limit in 1..10000')
+end
+math.randomseed(tonumber(ARGV[2]) or 0)
+local now = now_ms()
+local cfg = read_config(K.config, { 'events_maxlen', 'paused' })
+K.paused = cfg.paused
+local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', string.format('(%d', now),
+  'LIMIT', 0, limit)
+local plan = new_fail_plan(K.seq)
+local outcomes = {}
+for _, id in ipairs(expired) do
+  local f = redis.call('HMGET', prefix .. id, unpack(FAIL_FIELDS))
+  if f[1] == 'active' then
+    local next_state, at = fail_job(prefix, id, f, now, 'lease_expired', 'lease expired', false,
+      plan)
+    outcomes[#outcomes + 1] = { id, next_state, at }
+  end
+  -- An id in `active` whose hash is not active is stale; removing it is the whole repair.
+end
+zrem_many(K.active, expired)
+apply_fail_plan(plan, K, cfg.events_maxlen)
+return { outcomes }

@@ -1,0 +1,40 @@
+-- replay: move dead-lettered jobs back to `waiting` for a fresh run. The attempt counter is
+-- reset to 0 (the job gets max_attempts new attempts); its history, last error and payload are
+-- kept, and `replays` counts the replays.
+--
+-- KEYS[1] job prefix  KEYS[2] config  KEYS[3] dead  KEYS[4] waiting  KEYS[5] seq
+-- KEYS[6] events      KEYS[7] wake
+-- ARGV[1] limit; ARGV[2..] job ids. Without ids, replays the `limit` oldest dead jobs.
+-- Reply: {replayed_ids, skipped} where skipped lists {id, 'not_found' | <state>}.
+
+local prefix = KEYS[1]
+local cfg = read_config(KEYS[2], { 'events_maxlen', 'paused' })
+local limit = math.floor(tonumber(ARGV[1]) or 0)
+local ids = {}
+if #ARGV > 1 then
+  for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+elseif limit > 0 then
+  ids = redis.call('ZRANGE', KEYS[3], 0, limit - 1)
+end
+local replayed, skipped, waiting, events = {}, {}, {}, {}
+local last = nil
+for _, id in ipairs(ids) do
+  local key = prefix .. id
+  local f = redis.call('HMGET', key, 'state', 'priority', 'replays')
+  if f[1] == 'dead' then
+    last = last and last + 1 or redis.call('INCRBY', KEYS[5], #ids) - #ids + 1
+    redis.call('HSET', key, 'state', 'waiting', 'attempt', 0, 'seq', last, 'run_at', '',
+      'replays', (tonumber(f[3]) or 0) + 1, 'lease_token', '')
+    waiting[#waiting + 1] = waiting_score(f[2], last)
+    waiting[#waiting + 1] = id
+    replayed[#replayed + 1] = id
+    events[#events + 1] = { id, 0 }
+  else
+    skipped[#skipped + 1] = { id, f[1] or 'not_found' }
+  end
+end
+zrem_many(KEYS[3], replayed)
+zadd_pairs(KEYS[4], waiting)
+emit(KEYS[6], cfg.events_maxlen, 'replayed', events)
+if #replayed > 0 and cfg.paused == 0 then wake(KEYS[7]) end
+return { replayed, skipped }
