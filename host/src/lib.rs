@@ -9,12 +9,14 @@
 //! - [`JobLimits`] - the hard limits of one attempt: deadline, memory cap, fuel.
 //! - [`Outcome`] - how an attempt ended: ok, guest retry/fail, or a classified failure.
 //! - [`queue::Client`] - the Redis protocol for jobs: enqueue, fetch, complete, fail, DLQ.
+//! - [`worker::Worker`] - the host behind `wasmq run`: fetch loop, slots, leases, shutdown.
 //!
 //! The binary (`host/src/main.rs`) is a thin layer over [`cli`].
 
 pub mod cli;
 pub mod queue;
 mod runtime;
+pub mod worker;
 
 pub use runtime::{
     Handler, JobInput, JobLimits, LoadError, LogLine, LogSource, Outcome, OutcomeClass, RunReport,

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod exec;
+mod languages;
 mod queue;
 mod runtime;
 mod support;
+mod worker;

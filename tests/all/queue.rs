@@ -47,20 +47,12 @@ async fn keyspace(server: &RedisServer) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-/// Polls `probe` until it yields a value, failing the test after a deadline.
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crate::support::eventually(what, Duration::from_secs(10), probe).await
 }
 
 async fn fetch_one(client: &Client, queue: &str) -> LeasedJob {

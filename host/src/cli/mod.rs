@@ -3,6 +3,7 @@
 
 mod exec;
 mod queue;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -28,17 +29,23 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Exec(exec::ExecArgs),
+    Run(run::RunArgs),
     #[command(flatten)]
     Queue(queue::QueueCommand),
 }
 
-/// Sets up `tracing` to stderr, filtered by `--log`, else `RUST_LOG`, else `warn`.
+/// Sets up `tracing` to stderr, filtered by `--log`, else `RUST_LOG`, else `info` for the
+/// long-running host and `warn` for one-shot commands.
 pub fn init_tracing(cli: &Cli) {
+    let default = match cli.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    };
     let filter = cli
         .log
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "warn".to_string());
+        .unwrap_or_else(|| default.to_string());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     // A second initialisation (tests calling into the CLI twice) is harmless; ignore it.
@@ -56,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     rt.block_on(async move {
         match cli.command {
             Command::Exec(args) => exec::run(args).await,
+            Command::Run(args) => run::run(args).await,
             Command::Queue(cmd) => queue::run(cmd).await,
         }
     })

@@ -1,0 +1,150 @@
+//! `wasmq run`: the worker host.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::worker::{
+    DEFAULT_REDIS_URL, FileConfig, Phase, Worker, WorkerConfig, merge_handlers, parse_bytes,
+    parse_duration, parse_handler_flag,
+};
+
+/// Run a worker host: take jobs from Redis and run them in the sandbox.
+///
+/// Settings come from flags, then WASMQ_* environment variables, then the --config TOML file,
+/// then defaults. SIGTERM or SIGINT: stop fetching, let in-flight jobs finish within --grace,
+/// release the rest back to waiting, exit 0. A second signal shortens the grace to zero.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Redis URL [default: redis://127.0.0.1:6379]
+    #[arg(long, env = "WASMQ_REDIS_URL")]
+    pub redis: Option<String>,
+    /// Queues to serve, comma-separated [default: default]
+    #[arg(long, env = "WASMQ_QUEUES", value_delimiter = ',')]
+    pub queues: Option<Vec<String>>,
+    /// A handler: NAME=path.wasm (repeatable; comma-separated in WASMQ_HANDLERS).
+    #[arg(long = "handler", env = "WASMQ_HANDLERS", value_delimiter = ',', value_parser = parse_handler_flag)]
+    pub handlers: Vec<(String, PathBuf)>,
+    /// Most jobs running at once on this host [default: 64]
+    #[arg(long, env = "WASMQ_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Sum of the memory caps of the jobs running at once [default: 4GiB]
+    #[arg(long, env = "WASMQ_MEMORY_BUDGET")]
+    pub memory_budget: Option<String>,
+    /// How long in-flight jobs may finish after SIGTERM [default: 30s]
+    #[arg(long, env = "WASMQ_GRACE")]
+    pub grace: Option<String>,
+    /// Lease length; heartbeats renew it every third of it [default: 30s]
+    #[arg(long, env = "WASMQ_LEASE")]
+    pub lease: Option<String>,
+    /// Most jobs leased per fetch [default: 64]
+    #[arg(long, env = "WASMQ_BATCH")]
+    pub batch: Option<usize>,
+    /// This host's id in leases and attempt history [default: hostname-pid-random]
+    #[arg(long, env = "WASMQ_HOST_ID")]
+    pub host_id: Option<String>,
+    /// A TOML file with any of the settings above, and [handlers.NAME] / [queue.NAME] tables.
+    #[arg(long, env = "WASMQ_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// Merges flags (and environment, which clap has folded in) over the file over defaults.
+    pub fn to_config(&self) -> anyhow::Result<WorkerConfig> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path).map_err(anyhow::Error::msg)?,
+            None => FileConfig::default(),
+        };
+        let mut config = WorkerConfig::new(
+            self.redis
+                .clone()
+                .or(file.redis.clone())
+                .unwrap_or_else(|| DEFAULT_REDIS_URL.to_string()),
+        );
+        if let Some(queues) = self.queues.clone().or(file.queues.clone()) {
+            config.queues = queues;
+        }
+        config.handlers =
+            merge_handlers(&self.handlers, &file.handlers).map_err(anyhow::Error::msg)?;
+        if let Some(n) = self.concurrency.or(file.concurrency) {
+            config.concurrency = n;
+        }
+        if let Some(text) = self
+            .memory_budget
+            .as_deref()
+            .or(file.memory_budget.as_deref())
+        {
+            config.memory_budget =
+                parse_bytes("memory budget", text).map_err(anyhow::Error::msg)?;
+        }
+        let duration = |flag: &Option<String>, file: &Option<String>, what: &str| {
+            flag.as_deref()
+                .or(file.as_deref())
+                .map(|t| parse_duration(what, t))
+                .transpose()
+                .map_err(anyhow::Error::msg)
+        };
+        if let Some(d) = duration(&self.grace, &file.grace, "grace")? {
+            config.grace = d;
+        }
+        if let Some(d) = duration(&self.lease, &file.lease, "lease")? {
+            config.lease = d;
+        }
+        if let Some(n) = self.batch.or(file.batch) {
+            config.batch = n;
+        }
+        if let Some(id) = self.host_id.clone().or(file.host_id.clone()) {
+            config.host_id = id;
+        }
+        for (queue, q) in &file.queue {
+            if let Some(n) = q.concurrency {
+                config.queue_concurrency.insert(queue.clone(), n);
+            }
+        }
+        config.runtime.max_instances = u32::try_from(config.concurrency)
+            .unwrap_or(u32::MAX)
+            .saturating_add(8);
+        Ok(config)
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let config = args.to_config()?;
+    let worker = Worker::new(config).await.context("starting the worker")?;
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    tokio::spawn(watch_signals(phase_tx));
+    worker.run(phase_rx).await;
+    Ok(0)
+}
+
+/// First SIGTERM/SIGINT: drain. Second: stop now.
+async fn watch_signals(phase: watch::Sender<Phase>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the host with SIGKILL");
+        return;
+    };
+    for next in [Phase::Draining, Phase::Stop] {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!(?next, "signal received");
+        if phase.send(next).is_err() {
+            return;
+        }
+    }
+    // Later signals change nothing; keep them from killing the process mid-release.
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

@@ -1,0 +1,160 @@
+//! The acker: records job outcomes in Redis in batches.
+//!
+//! Lifecycle:
+//! 1. Executors send an [`Ack`] (a completion or a failure) as each attempt ends.
+//! 2. The acker takes whatever is queued (up to a batch), groups it by queue, and records it
+//!    with one `complete` and one `fail` call per queue. Under load, batches form by
+//!    themselves; when idle, an outcome is recorded as soon as it arrives.
+//! 3. If Redis is away, the outcomes are kept and retried with backoff; the leases stay
+//!    heartbeated meanwhile, so a short outage loses nothing and runs nothing twice.
+//! 4. Recorded (or refused: the lease was lost) jobs leave the in-flight map.
+//! 5. At shutdown it drains what is queued and flushes for at most [`FLUSH_AT_EXIT`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::{Backoff, Shared};
+use crate::queue::{Completion, Failure};
+
+/// Most outcomes recorded in one flush.
+const MAX_BATCH: usize = 512;
+
+/// How long a stopping host keeps trying to record outcomes and release jobs.
+pub(crate) const FLUSH_AT_EXIT: Duration = Duration::from_secs(10);
+
+/// The outcome of one attempt, to record.
+#[derive(Debug)]
+pub(crate) struct Ack {
+    pub queue: String,
+    pub outcome: AckOutcome,
+}
+
+#[derive(Debug)]
+pub(crate) enum AckOutcome {
+    Complete(Completion),
+    Fail(Failure),
+}
+
+impl Ack {
+    fn id(&self) -> &str {
+        match &self.outcome {
+            AckOutcome::Complete(c) => &c.id,
+            AckOutcome::Fail(f) => &f.id,
+        }
+    }
+}
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Ack>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut pending: Vec<Ack> = Vec::new();
+    let mut backoff = Backoff::default();
+    loop {
+        if pending.is_empty() {
+            tokio::select! {
+                ack = rx.recv() => match ack {
+                    Some(ack) => pending.push(ack),
+                    None => return,
+                },
+                _ = stop.changed() => {
+                    while let Ok(ack) = rx.try_recv() {
+                        pending.push(ack);
+                    }
+                    if pending.is_empty() {
+                        return;
+                    }
+                }
+            }
+        }
+        while pending.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(ack) => pending.push(ack),
+                Err(_) => break,
+            }
+        }
+        if flush(&shared, &mut pending).await {
+            backoff.reset();
+        } else {
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                // Keep collecting while Redis is away; stop only ends the waiting here.
+                _ = stop.changed() => {}
+            }
+        }
+        if *stop.borrow() && pending.is_empty() && rx.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Records `pending`, queue by queue; what was recorded (or refused) leaves `pending`.
+/// Returns false if Redis failed for some of it.
+async fn flush(shared: &Shared, pending: &mut Vec<Ack>) -> bool {
+    let mut by_queue: HashMap<String, (Vec<Completion>, Vec<Failure>)> = HashMap::new();
+    for ack in pending.iter() {
+        let entry = by_queue.entry(ack.queue.clone()).or_default();
+        match &ack.outcome {
+            AckOutcome::Complete(c) => entry.0.push(c.clone()),
+            AckOutcome::Fail(f) => entry.1.push(f.clone()),
+        }
+    }
+    let mut all_ok = true;
+    let mut done: Vec<(String, String)> = Vec::new();
+    for (queue, (completions, failures)) in by_queue {
+        if !completions.is_empty() {
+            match shared.client.complete(&queue, &completions).await {
+                Ok(report) => {
+                    shared.redis.ok();
+                    shared
+                        .completed
+                        .fetch_add(report.completed.len() as u64, Ordering::Relaxed);
+                    for (id, why) in &report.rejected {
+                        tracing::warn!(%queue, job_id = %id, ?why, "result not recorded: this host no longer held the job's lease (it runs again, or already did elsewhere)");
+                    }
+                    for id in &report.result_too_large {
+                        tracing::warn!(%queue, job_id = %id, "result over the queue's size limit: job dead-lettered");
+                    }
+                    done.extend(completions.iter().map(|c| (queue.clone(), c.id.clone())));
+                }
+                Err(err) => {
+                    shared.redis.failed("recording completions", &err);
+                    all_ok = false;
+                }
+            }
+        }
+        if !failures.is_empty() {
+            match shared.client.fail(&queue, &failures).await {
+                Ok(report) => {
+                    shared.redis.ok();
+                    shared
+                        .failed
+                        .fetch_add(report.outcomes.len() as u64, Ordering::Relaxed);
+                    for (id, why) in &report.rejected {
+                        tracing::warn!(%queue, job_id = %id, ?why, "failure not recorded: this host no longer held the job's lease");
+                    }
+                    done.extend(failures.iter().map(|f| (queue.clone(), f.id.clone())));
+                }
+                Err(err) => {
+                    shared.redis.failed("recording failures", &err);
+                    all_ok = false;
+                }
+            }
+        }
+    }
+    if !done.is_empty() {
+        let done: std::collections::HashSet<(String, String)> = done.into_iter().collect();
+        pending.retain(|a| !done.contains(&(a.queue.clone(), a.id().to_string())));
+        let mut inflight = shared.inflight();
+        for key in &done {
+            inflight.remove(key);
+        }
+    }
+    all_ok
+}

@@ -1,0 +1,307 @@
+//! Worker settings and where they come from: command-line flags, then `WASMQ_*` environment
+//! variables, then a TOML file (`--config`), then defaults, in that precedence. The flags and
+//! the environment are clap's business (each flag names its variable); this module merges the
+//! result with the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::runtime::RuntimeConfig;
+
+/// Limits and concurrency of one handler on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerSpec {
+    pub name: String,
+    pub path: PathBuf,
+    /// Per-instance memory cap; also what a running job holds of the host's memory budget.
+    pub memory: u64,
+    /// Default deadline of an attempt (a job's own timeout wins).
+    pub timeout: Duration,
+    /// CPU budget per attempt in fuel units.
+    pub fuel: Option<u64>,
+    /// Most jobs of this handler running at once on this host.
+    pub concurrency: Option<usize>,
+}
+
+/// Everything `wasmq run` needs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub redis_url: String,
+    pub queues: Vec<String>,
+    pub handlers: Vec<HandlerSpec>,
+    /// Most jobs running at once on this host.
+    pub concurrency: usize,
+    /// Sum of the memory caps of the jobs running at once.
+    pub memory_budget: u64,
+    /// Most jobs running at once per queue (queues not listed: no limit beyond the host's).
+    pub queue_concurrency: BTreeMap<String, usize>,
+    /// How long in-flight jobs may run on after SIGTERM/SIGINT.
+    pub grace: Duration,
+    /// Lease length; heartbeats renew it every third of it.
+    pub lease: Duration,
+    /// Most jobs one fetch leases.
+    pub batch: usize,
+    /// How long an idle fetcher blocks waiting for a wake-up before it fetches anyway.
+    pub idle_wait: Duration,
+    /// This host's name in leases and attempt history.
+    pub host_id: String,
+    pub runtime: RuntimeConfig,
+}
+
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const DEFAULT_HANDLER_MEMORY: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl WorkerConfig {
+    /// A configuration with defaults for everything but the queues and handlers.
+    pub fn new(redis_url: impl Into<String>) -> Self {
+        Self {
+            redis_url: redis_url.into(),
+            queues: vec!["default".to_string()],
+            handlers: Vec::new(),
+            concurrency: 64,
+            memory_budget: 4 * 1024 * 1024 * 1024,
+            queue_concurrency: BTreeMap::new(),
+            grace: Duration::from_secs(30),
+            lease: Duration::from_secs(30),
+            batch: 64,
+            idle_wait: Duration::from_secs(1),
+            host_id: default_host_id(),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+
+    /// Checks what can be checked before connecting to anything.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.queues.is_empty() {
+            return Err("no queues to serve: give --queues".to_string());
+        }
+        for q in &self.queues {
+            crate::queue::validate_queue_name(q).map_err(|e| format!("queue {q:?}: {e}"))?;
+        }
+        if self.handlers.is_empty() {
+            return Err(
+                "no handlers: give --handler NAME=path.wasm (or [handlers] in the config file)"
+                    .to_string(),
+            );
+        }
+        if self.concurrency == 0 {
+            return Err("concurrency must be at least 1".to_string());
+        }
+        if self.lease < Duration::from_millis(300) {
+            return Err("the lease must be at least 300ms".to_string());
+        }
+        if self.batch == 0 || self.batch > crate::queue::MAX_BULK {
+            return Err(format!("batch must be in 1..={}", crate::queue::MAX_BULK));
+        }
+        for h in &self.handlers {
+            if h.memory > self.memory_budget {
+                return Err(format!(
+                    "handler {}: its memory cap ({}) is over the host's memory budget ({}), so it could never run",
+                    h.name,
+                    bytesize::ByteSize(h.memory),
+                    bytesize::ByteSize(self.memory_budget)
+                ));
+            }
+            if h.memory > self.runtime.max_memory_per_instance {
+                return Err(format!(
+                    "handler {}: its memory cap is over the runtime's per-instance maximum",
+                    h.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_host_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// The TOML file, every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub redis: Option<String>,
+    pub queues: Option<Vec<String>>,
+    pub concurrency: Option<usize>,
+    pub memory_budget: Option<String>,
+    pub grace: Option<String>,
+    pub lease: Option<String>,
+    pub batch: Option<usize>,
+    pub host_id: Option<String>,
+    #[serde(default)]
+    pub handlers: BTreeMap<String, FileHandler>,
+    #[serde(default)]
+    pub queue: BTreeMap<String, FileQueue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHandler {
+    pub path: Option<PathBuf>,
+    pub memory: Option<String>,
+    pub timeout: Option<String>,
+    pub fuel: Option<u64>,
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileQueue {
+    pub concurrency: Option<usize>,
+}
+
+impl FileConfig {
+    /// Reads a TOML file; relative handler paths are taken relative to the file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let mut file: FileConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for handler in file.handlers.values_mut() {
+            if let Some(p) = &handler.path
+                && p.is_relative()
+            {
+                handler.path = Some(base.join(p));
+            }
+        }
+        Ok(file)
+    }
+}
+
+pub fn parse_bytes(what: &str, text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{what}: {text:?} is not a size (like 64MiB): {e}"))
+}
+
+pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{what}: {text:?} is not a duration (like 30s): {e}"))
+}
+
+/// Parses `NAME=path.wasm`.
+pub fn parse_handler_flag(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!("{text:?}: expected NAME=path.wasm")),
+    }
+}
+
+/// Builds the handler list: handlers of the file, with `--handler` flags overriding paths (and
+/// adding handlers the file does not name); limits come from the file or the defaults.
+pub fn merge_handlers(
+    flags: &[(String, PathBuf)],
+    file: &BTreeMap<String, FileHandler>,
+) -> Result<Vec<HandlerSpec>, String> {
+    let mut names: Vec<&String> = file.keys().collect();
+    for (name, _) in flags {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let from_file = file.get(name);
+        let path = flags
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p.clone())
+            .or_else(|| from_file.and_then(|f| f.path.clone()))
+            .ok_or_else(|| format!("handler {name}: no path (give --handler {name}=path.wasm)"))?;
+        let memory = match from_file.and_then(|f| f.memory.as_deref()) {
+            Some(m) => parse_bytes(&format!("handler {name} memory"), m)?,
+            None => DEFAULT_HANDLER_MEMORY,
+        };
+        let timeout = match from_file.and_then(|f| f.timeout.as_deref()) {
+            Some(t) => parse_duration(&format!("handler {name} timeout"), t)?,
+            None => DEFAULT_HANDLER_TIMEOUT,
+        };
+        out.push(HandlerSpec {
+            name: name.clone(),
+            path,
+            memory,
+            timeout,
+            fuel: from_file.and_then(|f| f.fuel),
+            concurrency: from_file.and_then(|f| f.concurrency),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_paths_and_file_sets_limits() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            queues = ["a"]
+            [handlers.echo]
+            path = "/srv/echo.wasm"
+            memory = "32MiB"
+            timeout = "5s"
+            concurrency = 2
+            [handlers.other]
+            path = "/srv/other.wasm"
+            "#,
+        )
+        .unwrap();
+        let flags = vec![
+            ("echo".to_string(), PathBuf::from("/tmp/echo.wasm")),
+            ("extra".to_string(), PathBuf::from("/tmp/extra.wasm")),
+        ];
+        let specs = merge_handlers(&flags, &file.handlers).unwrap();
+        let echo = specs.iter().find(|h| h.name == "echo").unwrap();
+        assert_eq!(echo.path, PathBuf::from("/tmp/echo.wasm"));
+        assert_eq!(echo.memory, 32 * 1024 * 1024);
+        assert_eq!(echo.timeout, Duration::from_secs(5));
+        assert_eq!(echo.concurrency, Some(2));
+        let extra = specs.iter().find(|h| h.name == "extra").unwrap();
+        assert_eq!(extra.memory, DEFAULT_HANDLER_MEMORY);
+        assert_eq!(specs.len(), 3);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_errors() {
+        assert!(toml::from_str::<FileConfig>("concurency = 3").is_err());
+        let file: FileConfig =
+            toml::from_str("[handlers.x]\npath = \"x.wasm\"\nmemory = \"lots\"").unwrap();
+        assert!(merge_handlers(&[], &file.handlers).is_err());
+        assert!(parse_handler_flag("noequals").is_err());
+        assert!(parse_handler_flag("=x.wasm").is_err());
+    }
+
+    #[test]
+    fn a_handler_cap_over_the_budget_is_refused() {
+        let mut c = WorkerConfig::new(DEFAULT_REDIS_URL);
+        c.memory_budget = 64 * 1024 * 1024;
+        c.handlers.push(HandlerSpec {
+            name: "big".into(),
+            path: "big.wasm".into(),
+            memory: 128 * 1024 * 1024,
+            timeout: DEFAULT_HANDLER_TIMEOUT,
+            fuel: None,
+            concurrency: None,
+        });
+        assert!(c.validate().unwrap_err().contains("memory budget"));
+    }
+}

@@ -1,0 +1,129 @@
+//! The executor: one attempt of one leased job, from slot to ack.
+//!
+//! Lifecycle:
+//! 1. The fetcher hands over a leased job with its slot; the job is registered in flight as
+//!    running (with the handle that can stop it) before its task can finish.
+//! 2. The task waits for its handler's own concurrency limit, if any, then runs the attempt
+//!    in the sandbox in an inner task, so that even a host panic becomes this job's failure.
+//! 3. The slot is freed as soon as the attempt ends; the outcome goes to the acker, unless the
+//!    job was stopped meanwhile (shutdown or lost lease), in which case nothing is acked.
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use super::acker::{Ack, AckOutcome};
+use super::slots::Slot;
+use super::{InFlight, JobState, Shared};
+use crate::queue::{Completion, Failure, LeasedJob};
+use crate::runtime::{JobInput, JobLimits, Outcome};
+
+/// Starts the attempt of `job` in its own task.
+pub(crate) fn spawn(shared: &Arc<Shared>, job: LeasedJob, slot: Slot) {
+    let key = (job.queue.clone(), job.id.clone());
+    let token = job.token.clone();
+    // Holding the map while spawning means the task cannot look itself up before it is there.
+    let mut inflight = shared.inflight();
+    let task = tokio::spawn(run(shared.clone(), job, slot));
+    inflight.insert(
+        key,
+        InFlight {
+            token,
+            state: JobState::Running(task.abort_handle()),
+        },
+    );
+}
+
+/// Aborts the inner task when the outer one is dropped (stopped at shutdown).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
+    let outcome = attempt(&shared, &mut job).await;
+    drop(slot);
+    let outcome = match outcome {
+        Err(unknown) => AckOutcome::Fail(Failure::new(&job, "unknown_handler", unknown)),
+        Ok(Outcome::Ok(result)) => AckOutcome::Complete(Completion::new(&job, result)),
+        // The handler said the failure is permanent: no retry.
+        Ok(Outcome::Fail(msg)) => AckOutcome::Fail(Failure::new(&job, "fail", msg).permanent()),
+        Ok(other) => {
+            let class = other.class();
+            let msg = other.error_message().unwrap_or_default();
+            AckOutcome::Fail(Failure::new(&job, class.as_str(), msg))
+        }
+    };
+    let key = (job.queue.clone(), job.id.clone());
+    {
+        let mut inflight = shared.inflight();
+        match inflight.get_mut(&key) {
+            Some(entry) if matches!(entry.state, JobState::Running(_)) => {
+                entry.state = JobState::Finished;
+            }
+            // Stopped while we finished: whoever stopped it owns the lease now.
+            _ => return,
+        }
+    }
+    let ack = Ack {
+        queue: job.queue,
+        outcome,
+    };
+    if shared.acks.send(ack).is_err() {
+        tracing::warn!(job_id = %key.1, "acker gone; the job will run again after its lease expires");
+    }
+}
+
+/// Runs the attempt; `Err` when this host has no such handler (retried per the job's policy:
+/// a deploy may be on its way).
+async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Outcome, String> {
+    let Some(loaded) = shared.handlers.get(&job.handler) else {
+        return Err(format!(
+            "no handler named {:?} on host {} (known: {})",
+            job.handler,
+            shared.config.host_id,
+            shared
+                .handlers
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    let payload = std::mem::take(&mut job.payload);
+    let _handler_permit = match &loaded.limit {
+        Some(limit) => limit.clone().acquire_owned().await.ok(),
+        None => None,
+    };
+    let limits = JobLimits {
+        timeout: job.timeout.unwrap_or(loaded.spec.timeout),
+        memory: loaded.spec.memory,
+        fuel: loaded.spec.fuel,
+    };
+    let input = JobInput {
+        id: job.id.clone(),
+        queue: job.queue.clone(),
+        handler: job.handler.clone(),
+        payload,
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+    };
+    let runtime = shared.runtime.clone();
+    let handler = loaded.handler.clone();
+    let span = tracing::info_span!("job", job_id = %job.id, queue = %job.queue, handler = %job.handler, attempt = job.attempt);
+    let mut inner = AbortOnDrop(tokio::spawn(tracing::Instrument::instrument(
+        async move { runtime.run(&handler, input, &limits).await },
+        span,
+    )));
+    Ok(match (&mut inner.0).await {
+        Ok(report) => report.outcome,
+        Err(err) if err.is_panic() => {
+            tracing::error!(job_id = %job.id, "the host panicked running this job");
+            Outcome::Trap("the host panicked running this job".to_string())
+        }
+        Err(_) => Outcome::Trap("the job's task was cancelled".to_string()),
+    })
+}

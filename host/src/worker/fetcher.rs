@@ -1,0 +1,127 @@
+//! The fetcher of one queue: leases batches of jobs as slots allow, and sleeps on the queue's
+//! wake-up list when there is nothing to do.
+//!
+//! Lifecycle of one turn:
+//! 1. Reserve slots: wait until at least one job fits (count and memory), take as many as fit
+//!    now, up to the batch size; within the queue's own concurrency limit, if it has one.
+//! 2. Lease up to that many jobs in one script call (which also promotes due delayed and retry
+//!    jobs). Unused room goes back to the pool.
+//! 3. Start each leased job (`executor::spawn`) with its own slot.
+//! 4. If the queue had nothing, block on the wake-up list (an enqueue pushes to it) until woken,
+//!    the next delayed job is due, or `idle_wait` passes; never a busy poll.
+//! 5. On a Redis error, back off with jitter and try again; stop as soon as the host drains.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, watch};
+
+use super::{Backoff, Phase, Shared, executor};
+
+pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut phase: watch::Receiver<Phase>) {
+    let config = &shared.config;
+    let mut waiter = shared.client.waiter();
+    let mut backoff = Backoff::default();
+    let queue_limit = shared.queue_limits.get(&queue).cloned();
+    loop {
+        if *phase.borrow() != Phase::Running {
+            return;
+        }
+        let reserve = async {
+            let reservation = shared.slots.reserve(config.batch, shared.max_cap).await?;
+            let queue_permit = match &queue_limit {
+                Some(limit) => Some(take_up_to(limit, reservation.len()).await?),
+                None => None,
+            };
+            Some((reservation, queue_permit))
+        };
+        let (mut reservation, mut queue_permit) = tokio::select! {
+            r = reserve => match r {
+                Some(r) => r,
+                None => return,
+            },
+            _ = phase.changed() => continue,
+        };
+        let max = queue_permit.as_ref().map_or(reservation.len(), |p| {
+            p.num_permits().min(reservation.len())
+        });
+        let fetched = tokio::select! {
+            f = shared.client.fetch_batch(&queue, max, config.lease, &config.host_id) => f,
+            _ = phase.changed() => continue,
+        };
+        let wait_for = match fetched {
+            Ok(fetched) => {
+                shared.redis.ok();
+                backoff.reset();
+                let got = fetched.jobs.len();
+                for job in fetched.jobs {
+                    let cap = shared
+                        .handlers
+                        .get(&job.handler)
+                        .map_or(0, |h| h.spec.memory);
+                    let Some(slot) = reservation.take(cap) else {
+                        // Cannot happen: we asked for no more jobs than the reservation holds.
+                        tracing::error!(job_id = %job.id, "fetched more jobs than reserved");
+                        break;
+                    };
+                    let slot = match queue_permit.as_mut().and_then(|p| p.split(1)) {
+                        Some(permit) => slot.with_queue_permit(permit),
+                        None => slot,
+                    };
+                    executor::spawn(&shared, job, slot);
+                }
+                if got > 0 {
+                    // There may be more: go again at once.
+                    continue;
+                }
+                let until_due = fetched
+                    .next_due_ms
+                    .map(|due| Duration::from_millis(due.saturating_sub(fetched.now_ms)));
+                until_due.map_or(config.idle_wait, |d| d.min(config.idle_wait))
+            }
+            Err(err) => {
+                shared.redis.failed("fetching jobs", &err);
+                drop(reservation);
+                let delay = backoff.next_delay();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = phase.changed() => {}
+                }
+                continue;
+            }
+        };
+        drop(reservation);
+        drop(queue_permit);
+        if wait_for.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            woke = waiter.wait(&queue, wait_for) => {
+                if let Err(err) = woke {
+                    shared.redis.failed("waiting for jobs", &err);
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = phase.changed() => {}
+                    }
+                }
+            }
+            _ = phase.changed() => {}
+        }
+    }
+}
+
+/// Waits for one permit of `limit`, then takes as many more as are free, up to `max` in all.
+async fn take_up_to(
+    limit: &Arc<tokio::sync::Semaphore>,
+    max: usize,
+) -> Option<OwnedSemaphorePermit> {
+    let mut permit = limit.clone().acquire_owned().await.ok()?;
+    while permit.num_permits() < max {
+        match limit.clone().try_acquire_owned() {
+            Ok(more) => permit.merge(more),
+            Err(_) => break,
+        }
+    }
+    Some(permit)
+}

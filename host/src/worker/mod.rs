@@ -1,0 +1,432 @@
+//! The worker host behind `wasmq run`: takes jobs from Redis and runs them in the sandbox, and
+//! loses nothing whatever happens to it.
+//!
+//! Lifecycle of a host ([`Worker::run`]):
+//! 1. Load and validate every handler; connect to Redis.
+//! 2. Start the acker (records outcomes in batches), the watchman (heartbeats leases, recovers
+//!    expired leases of dead hosts) and one fetcher per queue.
+//! 3. Each fetcher reserves slots, leases a batch, and starts one task per job; when a queue is
+//!    empty it blocks on the queue's wake-up list instead of polling.
+//! 4. On shutdown ([`Phase::Draining`], from SIGTERM/SIGINT): fetchers stop at once, in-flight
+//!    jobs run on for the grace period, then the ones still running are stopped and released
+//!    back to waiting without counting an attempt; the acker flushes; `run` returns.
+//!
+//! Guarantee: jobs run at least once. A job leaves this host only by an ack (complete or
+//! fail), a release, or lease expiry; it is worse to lose a job than to run it twice.
+//!
+//! Roles, one file each: `fetcher` (lease batches), `executor` (one job attempt), `acker`
+//! (batched outcomes), `watchman` (heartbeats and recovery), `slots` (memory and count
+//! budget), `config` (settings).
+
+mod acker;
+mod config;
+mod executor;
+mod fetcher;
+mod slots;
+mod watchman;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::{AbortHandle, JoinSet};
+
+use crate::queue::{Client, Lease, QueueError};
+use crate::runtime::{Handler, Runtime};
+
+pub use config::{
+    DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT, DEFAULT_REDIS_URL, FileConfig, HandlerSpec,
+    WorkerConfig, merge_handlers, parse_bytes, parse_duration, parse_handler_flag,
+};
+
+use acker::Ack;
+use slots::Slots;
+
+/// Where a host is in its life; sent by whoever handles signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// Stop fetching; let in-flight jobs finish within the grace period.
+    Draining,
+    /// Stop fetching; stop in-flight jobs now and release them.
+    Stop,
+}
+
+/// What a host did, returned by [`Worker::run`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub completed: u64,
+    pub failed: u64,
+    /// Jobs stopped at shutdown and returned to waiting.
+    pub released: u64,
+}
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("handler {name}: {source}")]
+    Handler {
+        name: String,
+        #[source]
+        source: crate::runtime::LoadError,
+    },
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::LoadError),
+    #[error("connecting to redis: {0}")]
+    Redis(#[from] QueueError),
+}
+
+/// A configured host, ready to run.
+pub struct Worker {
+    shared: Arc<Shared>,
+    acks: mpsc::UnboundedReceiver<Ack>,
+}
+
+pub(crate) struct LoadedHandler {
+    pub spec: HandlerSpec,
+    pub handler: Handler,
+    /// The handler's own concurrency limit on this host, if it has one.
+    pub limit: Option<Arc<Semaphore>>,
+}
+
+/// A job this host holds a lease on, from fetch until its outcome is recorded.
+pub(crate) struct InFlight {
+    pub token: String,
+    pub state: JobState,
+}
+
+#[derive(Debug)]
+pub(crate) enum JobState {
+    /// The attempt is running in this task.
+    Running(AbortHandle),
+    /// The attempt ended; its outcome waits in the acker.
+    Finished,
+    /// Stopped by this host (shutdown, or its lease was lost); it must not be acked.
+    Stopped,
+}
+
+pub(crate) type JobKey = (String, String);
+
+pub(crate) struct Shared {
+    pub config: WorkerConfig,
+    pub client: Client,
+    pub runtime: Runtime,
+    pub handlers: HashMap<String, LoadedHandler>,
+    /// The largest memory cap of any handler: what a fetch reserves per job.
+    pub max_cap: u64,
+    pub slots: Slots,
+    pub queue_limits: HashMap<String, Arc<Semaphore>>,
+    pub inflight: Mutex<HashMap<JobKey, InFlight>>,
+    pub acks: mpsc::UnboundedSender<Ack>,
+    pub redis: RedisHealth,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl Shared {
+    pub fn inflight(&self) -> MutexGuard<'_, HashMap<JobKey, InFlight>> {
+        // The map is consistent after every single operation on it, so a panic elsewhere while
+        // it was locked leaves nothing half-done: keep using it.
+        self.inflight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The leases this host holds, by queue (for heartbeats).
+    pub fn leases_by_queue(&self) -> HashMap<String, Vec<Lease>> {
+        let mut out: HashMap<String, Vec<Lease>> = HashMap::new();
+        for ((queue, id), job) in self.inflight().iter() {
+            if !matches!(job.state, JobState::Stopped) {
+                out.entry(queue.clone()).or_default().push(Lease {
+                    id: id.clone(),
+                    token: job.token.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Jobs whose attempt is still running.
+    pub fn running(&self) -> usize {
+        self.inflight()
+            .values()
+            .filter(|j| matches!(j.state, JobState::Running(_)))
+            .count()
+    }
+
+    /// Stops the running attempt of a job (shutdown, or lease lost) so it is never acked.
+    /// Returns the lease if the job was running.
+    pub fn stop(&self, key: &JobKey) -> Option<Lease> {
+        let mut inflight = self.inflight();
+        let job = inflight.get_mut(key)?;
+        if let JobState::Running(abort) = &job.state {
+            abort.abort();
+            job.state = JobState::Stopped;
+            return Some(Lease {
+                id: key.1.clone(),
+                token: job.token.clone(),
+            });
+        }
+        None
+    }
+}
+
+impl Shared {
+    /// Gives up a job whose lease this host lost: stops the attempt if it is still running
+    /// and forgets the job (an outcome still waiting in the acker will be refused there).
+    pub fn abandon(&self, key: &JobKey) {
+        let mut inflight = self.inflight();
+        if let Some(job) = inflight.get(key)
+            && let JobState::Running(abort) = &job.state
+        {
+            abort.abort();
+            inflight.remove(key);
+        }
+    }
+}
+
+/// Redis reachability as the host sees it, logged once per change rather than per error.
+#[derive(Debug)]
+pub(crate) struct RedisHealth {
+    up: AtomicBool,
+}
+
+impl RedisHealth {
+    fn new() -> Self {
+        Self {
+            up: AtomicBool::new(true),
+        }
+    }
+
+    pub fn ok(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!("redis is reachable again; resuming");
+        }
+    }
+
+    pub fn failed(&self, what: &str, err: &QueueError) {
+        if matches!(err, QueueError::Redis(_)) {
+            if self.up.swap(false, Ordering::Relaxed) {
+                tracing::warn!(
+                    "redis unavailable ({what}: {}); retrying with backoff",
+                    ErrorChain(err)
+                );
+            }
+        } else {
+            tracing::error!(error = %err, "{what} failed");
+        }
+    }
+}
+
+/// Formats an error with its source chain.
+struct ErrorChain<'a>(&'a QueueError);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = std::error::Error::source(self.0);
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// Exponential backoff with jitter for retrying Redis: 50 ms doubling to 5 s, each delay drawn
+/// from [d/2, d].
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let base_ms = 50u64.saturating_mul(1 << self.failures.min(7)).min(5_000);
+        self.failures = self.failures.saturating_add(1);
+        Duration::from_millis(rand::random_range(base_ms / 2..=base_ms))
+    }
+}
+
+impl Worker {
+    /// Loads the handlers and connects to Redis.
+    pub async fn new(config: WorkerConfig) -> Result<Self, WorkerError> {
+        config.validate().map_err(WorkerError::Config)?;
+        let runtime = Runtime::new(config.runtime.clone())?;
+        let mut handlers = HashMap::new();
+        for spec in &config.handlers {
+            let handler = runtime
+                .load_file(&spec.path)
+                .map_err(|source| WorkerError::Handler {
+                    name: spec.name.clone(),
+                    source,
+                })?;
+            let limit = spec.concurrency.map(|n| Arc::new(Semaphore::new(n)));
+            handlers.insert(
+                spec.name.clone(),
+                LoadedHandler {
+                    spec: spec.clone(),
+                    handler,
+                    limit,
+                },
+            );
+        }
+        let max_cap = config
+            .handlers
+            .iter()
+            .map(|h| h.memory)
+            .max()
+            .unwrap_or(DEFAULT_HANDLER_MEMORY);
+        let client = Client::connect(&config.redis_url).await?;
+        let queue_limits = config
+            .queue_concurrency
+            .iter()
+            .map(|(q, n)| (q.clone(), Arc::new(Semaphore::new(*n))))
+            .collect();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Shared {
+            slots: Slots::new(config.concurrency, config.memory_budget),
+            config,
+            client,
+            runtime,
+            handlers,
+            max_cap,
+            queue_limits,
+            inflight: Mutex::new(HashMap::new()),
+            acks: tx,
+            redis: RedisHealth::new(),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+            acks: rx,
+        })
+    }
+
+    /// This host's id, as written into leases and attempt history.
+    pub fn host_id(&self) -> &str {
+        &self.shared.config.host_id
+    }
+
+    /// Runs until `phase` leaves [`Phase::Running`], then shuts down gracefully (see the module
+    /// documentation) and returns what the host did.
+    pub async fn run(self, mut phase: watch::Receiver<Phase>) -> RunSummary {
+        let Worker { shared, acks } = self;
+        let config = &shared.config;
+        tracing::info!(
+            host = %config.host_id,
+            queues = ?config.queues,
+            handlers = ?config.handlers.iter().map(|h| &h.name).collect::<Vec<_>>(),
+            concurrency = config.concurrency,
+            memory_budget = %bytesize::ByteSize(config.memory_budget),
+            "wasmq host running"
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let acker = tokio::spawn(acker::run(shared.clone(), acks, stop_rx.clone()));
+        let watchman = tokio::spawn(watchman::run(shared.clone(), stop_rx));
+        let mut fetchers = JoinSet::new();
+        for queue in &config.queues {
+            fetchers.spawn(fetcher::run(shared.clone(), queue.clone(), phase.clone()));
+        }
+
+        while *phase.borrow_and_update() == Phase::Running {
+            if phase.changed().await.is_err() {
+                // Whoever could tell us to stop is gone: treat it as a stop request.
+                break;
+            }
+        }
+        tracing::info!(
+            running = shared.running(),
+            grace = ?config.grace,
+            "shutting down: no new jobs; waiting for in-flight jobs"
+        );
+        while fetchers.join_next().await.is_some() {}
+        drain(&shared, &mut phase).await;
+
+        // Stop what is still running and give it back, uncounted.
+        let keys: Vec<JobKey> = shared.inflight().keys().cloned().collect();
+        let mut to_release: HashMap<String, Vec<Lease>> = HashMap::new();
+        for key in keys {
+            if let Some(lease) = shared.stop(&key) {
+                to_release.entry(key.0.clone()).or_default().push(lease);
+            }
+        }
+        let released = release(&shared, to_release).await;
+
+        // Outcomes already known are recorded before we go.
+        let _ = stop_tx.send(true);
+        let _ = watchman.await;
+        match tokio::time::timeout(acker::FLUSH_AT_EXIT, acker).await {
+            Ok(_) => {}
+            Err(_) => tracing::warn!(
+                "some outcomes could not be recorded before exit; those jobs will run again after their lease expires"
+            ),
+        }
+        let summary = RunSummary {
+            completed: shared.completed.load(Ordering::Relaxed),
+            failed: shared.failed.load(Ordering::Relaxed),
+            released,
+        };
+        tracing::info!(?summary, "wasmq host stopped");
+        summary
+    }
+}
+
+/// Waits until no attempt is running, the grace period ends, or a second signal says stop.
+async fn drain(shared: &Shared, phase: &mut watch::Receiver<Phase>) {
+    let deadline = tokio::time::Instant::now() + shared.config.grace;
+    loop {
+        if shared.running() == 0 || *phase.borrow() == Phase::Stop {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return,
+            _ = phase.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+}
+
+/// Releases stopped jobs back to waiting, retrying Redis for a bounded time. Returns how many
+/// were released.
+async fn release(shared: &Shared, leases: HashMap<String, Vec<Lease>>) -> u64 {
+    let mut released = 0;
+    for (queue, leases) in leases {
+        let deadline = tokio::time::Instant::now() + acker::FLUSH_AT_EXIT;
+        let mut backoff = Backoff::default();
+        loop {
+            match shared.client.release(&queue, &leases).await {
+                Ok(report) => {
+                    released += report.released.len() as u64;
+                    for (id, why) in report.rejected {
+                        tracing::warn!(%queue, job_id = %id, ?why, "could not release a stopped job");
+                    }
+                    break;
+                }
+                Err(err) => {
+                    shared.redis.failed("release", &err);
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::warn!(%queue, jobs = leases.len(), "could not release stopped jobs; they will run again after their lease expires");
+                        break;
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+        let mut inflight = shared.inflight();
+        for lease in &leases {
+            inflight.remove(&(queue.clone(), lease.id.clone()));
+        }
+    }
+    released
+}

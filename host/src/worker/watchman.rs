@@ -1,0 +1,66 @@
+//! The watchman: keeps this host's leases alive and recovers the jobs of hosts that died.
+//!
+//! Lifecycle, every tick (a third of the lease):
+//! 1. Heartbeat: extend the lease of every job this host holds, one call per queue. A job
+//!    whose lease was refused (it expired and another host took it) is stopped here: its
+//!    outcome would be refused anyway.
+//! 2. Recovery: fail the jobs of every served queue whose lease expired (a crashed, killed or
+//!    partitioned host), as an attempt with outcome `lease_expired`; they retry per policy.
+//!    Any number of hosts may do this at once: the script is atomic.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::Shared;
+
+/// Most expired leases recovered per queue per tick.
+const RECOVER_BATCH: usize = 1_000;
+
+pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let tick = (shared.config.lease / 3).max(Duration::from_millis(100));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => return,
+        }
+        heartbeat(&shared).await;
+        recover(&shared).await;
+    }
+}
+
+async fn heartbeat(shared: &Shared) {
+    for (queue, leases) in shared.leases_by_queue() {
+        match shared
+            .client
+            .extend(&queue, &leases, shared.config.lease)
+            .await
+        {
+            Ok(extended) => {
+                shared.redis.ok();
+                for (id, why) in extended.rejected {
+                    tracing::warn!(%queue, job_id = %id, ?why, "lease lost; stopping the job here");
+                    shared.abandon(&(queue.clone(), id));
+                }
+            }
+            Err(err) => shared.redis.failed("heartbeat", &err),
+        }
+    }
+}
+
+async fn recover(shared: &Shared) {
+    for queue in &shared.config.queues {
+        match shared.client.recover_expired(queue, RECOVER_BATCH).await {
+            Ok(report) => {
+                shared.redis.ok();
+                if !report.outcomes.is_empty() {
+                    tracing::info!(%queue, jobs = report.outcomes.len(), "recovered jobs whose lease expired");
+                }
+            }
+            Err(err) => shared.redis.failed("recovering expired leases", &err),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The same handlers in every guest language, through the real runtime.

@@ -1,0 +1,347 @@
+//! The worker host as users run it: real `wasmq run` processes, real signals, real Redis, real
+//! components. Each test starts its own redis-server.
+
+use std::time::Duration;
+
+use wasmq::queue::{Client, JobState, NewJob, QueueConfig};
+
+use crate::support::eventually;
+use crate::support::guests;
+use crate::support::host::HostProcess;
+use crate::support::redis::RedisServer;
+
+const Q: &str = "work";
+
+fn handler(name: &str, guest: &str) -> String {
+    format!("{name}={}", guests::rust(guest).display())
+}
+
+/// Keeps every completed job, so tests can count and read them all.
+async fn keep_everything(client: &Client) {
+    let config = QueueConfig {
+        completed_keep: None,
+        ..QueueConfig::default()
+    };
+    client.set_config(Q, &config).await.unwrap();
+}
+
+async fn enqueue_sleeps(client: &Client, n: usize, ms: u64) -> Vec<String> {
+    let jobs: Vec<NewJob> = (0..n)
+        .map(|_| NewJob::new("sleep", ms.to_string().into_bytes()))
+        .collect();
+    client
+        .enqueue_bulk(Q, &jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+async fn wait_for_count(client: &Client, state: JobState, n: u64, within: Duration) {
+    eventually(&format!("{n} jobs {state}"), within, || async {
+        let counts = client.counts(Q).await.ok()?;
+        (counts.get(state) == n).then_some(())
+    })
+    .await;
+}
+
+/// `(start_ms, end_ms)` that the sleep guest reported for each completed job.
+async fn sleep_spans(client: &Client, ids: &[String]) -> Vec<(u64, u64)> {
+    let mut spans = Vec::new();
+    for id in ids {
+        let job = client.get(Q, id).await.unwrap().unwrap();
+        let result: serde_json::Value =
+            serde_json::from_slice(job.result.as_deref().unwrap()).unwrap();
+        spans.push((
+            result["start_ms"].as_u64().unwrap(),
+            result["end_ms"].as_u64().unwrap(),
+        ));
+    }
+    spans
+}
+
+/// The most spans that overlap at any instant.
+fn max_overlap(spans: &[(u64, u64)]) -> usize {
+    let mut edges: Vec<(u64, i32)> = spans.iter().flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
+    // At equal times, ends before starts: back-to-back jobs do not overlap.
+    edges.sort();
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, delta) in edges {
+        now += delta;
+        max = max.max(now);
+    }
+    max as usize
+}
+
+#[tokio::test]
+async fn host_runs_enqueued_jobs_and_records_their_results() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let jobs: Vec<NewJob> = (0..50)
+        .map(|i| NewJob::new("echo", format!("job {i}").into_bytes()))
+        .collect();
+    let enqueued = client.enqueue_bulk(Q, &jobs).await.unwrap();
+    let _host = HostProcess::start(
+        &redis.url(),
+        &["--queues", Q, "--handler", &handler("echo", "echo")],
+    );
+    wait_for_count(&client, JobState::Completed, 50, Duration::from_secs(30)).await;
+    for (i, e) in enqueued.iter().enumerate() {
+        let job = client.get(Q, &e.id).await.unwrap().unwrap();
+        assert_eq!(job.result.as_deref(), Some(format!("job {i}").as_bytes()));
+        assert_eq!(job.attempt, 1);
+    }
+    // A job enqueued while the host idles is picked up without polling delay.
+    let late = client
+        .enqueue(Q, &NewJob::new("echo", b"late".to_vec()))
+        .await
+        .unwrap();
+    wait_for_count(&client, JobState::Completed, 51, Duration::from_secs(5)).await;
+    let job = client.get(Q, &late.id).await.unwrap().unwrap();
+    assert_eq!(job.result.as_deref(), Some(&b"late"[..]));
+}
+
+#[tokio::test]
+async fn guest_failures_follow_the_retry_policy() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let no_wait = wasmq::queue::Backoff::fixed(Duration::ZERO);
+    let retry = client
+        .enqueue(
+            Q,
+            &NewJob::new("retry", Vec::new())
+                .with_max_attempts(2)
+                .with_backoff(no_wait),
+        )
+        .await
+        .unwrap();
+    let fail = client
+        .enqueue(Q, &NewJob::new("fail", Vec::new()).with_max_attempts(5))
+        .await
+        .unwrap();
+    let unknown = client
+        .enqueue(Q, &NewJob::new("nobody", Vec::new()).with_max_attempts(1))
+        .await
+        .unwrap();
+    let _host = HostProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            Q,
+            "--handler",
+            &handler("retry", "retry"),
+            "--handler",
+            &handler("fail", "fail"),
+        ],
+    );
+    wait_for_count(&client, JobState::Dead, 3, Duration::from_secs(60)).await;
+
+    let job = client.get(Q, &retry.id).await.unwrap().unwrap();
+    let outcomes: Vec<_> = job.history.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["retry", "retry"]);
+    assert_eq!(job.history[1].error, "try again (attempt 2)");
+
+    // A permanent failure dead-letters at once, attempts left or not.
+    let job = client.get(Q, &fail.id).await.unwrap().unwrap();
+    assert_eq!(job.history.len(), 1);
+    assert_eq!(job.history[0].outcome, "fail");
+
+    let job = client.get(Q, &unknown.id).await.unwrap().unwrap();
+    assert_eq!(job.history[0].outcome, "unknown_handler");
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let ids = enqueue_sleeps(&client, 20, 1000).await;
+    let mut host = HostProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            Q,
+            "--handler",
+            &handler("sleep", "sleep"),
+            "--concurrency",
+            "20",
+            "--grace",
+            "20s",
+        ],
+    );
+    wait_for_count(&client, JobState::Active, 20, Duration::from_secs(20)).await;
+    host.sigterm();
+    let status = host.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "log:\n{}", host.log_text());
+    let counts = client.counts(Q).await.unwrap();
+    assert_eq!(
+        (
+            counts.completed,
+            counts.retry,
+            counts.dead,
+            counts.waiting,
+            counts.active
+        ),
+        (20, 0, 0, 0, 0)
+    );
+    for id in &ids {
+        let job = client.get(Q, id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Completed);
+        assert_eq!(job.attempt, 1);
+    }
+}
+
+#[tokio::test]
+async fn sigterm_past_the_grace_returns_jobs_uncounted_for_another_host() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let ids = enqueue_sleeps(&client, 5, 4000).await;
+    let mut first = HostProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            Q,
+            "--handler",
+            &handler("sleep", "sleep"),
+            "--grace",
+            "300ms",
+        ],
+    );
+    wait_for_count(&client, JobState::Active, 5, Duration::from_secs(20)).await;
+    first.sigterm();
+    let status = first.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "log:\n{}", first.log_text());
+    let counts = client.counts(Q).await.unwrap();
+    assert_eq!((counts.waiting, counts.active, counts.completed), (5, 0, 0));
+    for id in &ids {
+        let job = client.get(Q, id).await.unwrap().unwrap();
+        assert_eq!(job.attempt, 0, "a released job's attempt is not counted");
+        assert!(job.history.is_empty());
+    }
+
+    let _second = HostProcess::start(
+        &redis.url(),
+        &["--queues", Q, "--handler", &handler("sleep", "sleep")],
+    );
+    wait_for_count(&client, JobState::Completed, 5, Duration::from_secs(30)).await;
+    for id in &ids {
+        assert_eq!(client.get(Q, id).await.unwrap().unwrap().attempt, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_second_signal_stops_in_flight_jobs_at_once() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    enqueue_sleeps(&client, 3, 30_000).await;
+    let mut host = HostProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            Q,
+            "--handler",
+            &handler("sleep", "sleep"),
+            "--grace",
+            "60s",
+        ],
+    );
+    wait_for_count(&client, JobState::Active, 3, Duration::from_secs(20)).await;
+    host.sigterm();
+    // Give the first signal time to land, so the second one is the second.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    host.sigint();
+    let status = host.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    let counts = client.counts(Q).await.unwrap();
+    assert_eq!((counts.waiting, counts.active), (3, 0));
+}
+
+#[tokio::test]
+async fn sigkill_mid_batch_loses_nothing_and_reruns_count_an_attempt() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client).await;
+    let ids = enqueue_sleeps(&client, 10, 3000).await;
+    let sleep = handler("sleep", "sleep");
+    let mut doomed = HostProcess::start(
+        &redis.url(),
+        &["--queues", Q, "--handler", &sleep, "--lease", "1s"],
+    );
+    wait_for_count(&client, JobState::Active, 10, Duration::from_secs(20)).await;
+    doomed.sigkill();
+
+    let _survivor = HostProcess::start(
+        &redis.url(),
+        &["--queues", Q, "--handler", &sleep, "--lease", "1s"],
+    );
+    wait_for_count(&client, JobState::Completed, 10, Duration::from_secs(60)).await;
+    for id in &ids {
+        let job = client.get(Q, id).await.unwrap().unwrap();
+        assert_eq!(job.attempt, 2, "job {id}");
+        assert_eq!(job.history[0].outcome, "lease_expired");
+        assert_eq!(job.history.last().unwrap().outcome, "ok");
+    }
+}
+
+#[tokio::test]
+async fn memory_budget_bounds_how_many_jobs_run_at_once() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client).await;
+    let ids = enqueue_sleeps(&client, 6, 400).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wasmq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "memory_budget = \"128MiB\"\nconcurrency = 10\n[handlers.sleep]\npath = {:?}\nmemory = \"64MiB\"\n",
+            guests::rust("sleep")
+        ),
+    )
+    .unwrap();
+    let _host = HostProcess::start(
+        &redis.url(),
+        &["--queues", Q, "--config", config.to_str().unwrap()],
+    );
+    wait_for_count(&client, JobState::Completed, 6, Duration::from_secs(30)).await;
+    let spans = sleep_spans(&client, &ids).await;
+    assert_eq!(max_overlap(&spans), 2, "{spans:?}");
+}
+
+#[tokio::test]
+async fn redis_restart_while_jobs_flow_loses_nothing() {
+    let mut redis = RedisServer::start_with_aof();
+    let client = redis.client().await;
+    keep_everything(&client).await;
+    let jobs: Vec<NewJob> = (0..2000)
+        .map(|i| NewJob::new("echo", format!("{i}").into_bytes()))
+        .collect();
+    for chunk in jobs.chunks(500) {
+        client.enqueue_bulk(Q, chunk).await.unwrap();
+    }
+    let mut host = HostProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            Q,
+            "--handler",
+            &handler("echo", "echo"),
+            "--lease",
+            "5s",
+        ],
+    );
+    eventually("some jobs done", Duration::from_secs(30), || async {
+        let c = client.counts(Q).await.ok()?;
+        (c.completed > 0).then_some(())
+    })
+    .await;
+    redis.restart();
+    let client = redis.client().await;
+    wait_for_count(&client, JobState::Completed, 2000, Duration::from_secs(90)).await;
+    assert!(host.is_running(), "the host exited:\n{}", host.log_text());
+    let counts = client.counts(Q).await.unwrap();
+    assert_eq!(
+        (counts.dead, counts.waiting, counts.active, counts.retry),
+        (0, 0, 0, 0)
+    );
+}
