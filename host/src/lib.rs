@@ -14,6 +14,7 @@
 //! The binary (`host/src/main.rs`) is a thin layer over [`cli`].
 
 pub mod cli;
+pub mod local_redis;
 pub mod queue;
 mod runtime;
 pub mod worker;

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod dev;
 mod exec;
 mod languages;
 mod queue;

@@ -1,6 +1,7 @@
 //! The `wasmq` command line: clap definitions, and one thin function per command that calls
 //! into the library. Nothing here holds logic that an embedder or the HTTP API would need.
 
+mod dev;
 mod exec;
 mod queue;
 mod run;
@@ -29,6 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Exec(exec::ExecArgs),
+    Dev(dev::DevArgs),
     Run(run::RunArgs),
     #[command(flatten)]
     Queue(queue::QueueCommand),
@@ -63,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     rt.block_on(async move {
         match cli.command {
             Command::Exec(args) => exec::run(args).await,
+            Command::Dev(args) => dev::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Queue(cmd) => queue::run(cmd).await,
         }
