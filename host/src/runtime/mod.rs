@@ -13,6 +13,10 @@
 //! 2. The handler's `InstancePre` is instantiated (the pooling allocator makes this cheap).
 //! 3. `handle` is called. Every epoch tick the guest yields to tokio, so a busy guest never
 //!    holds a runtime thread for longer than a tick; past the deadline the next tick traps it.
+//!    A job whose guest code has run past `long_job_after` is a long job: from then on it
+//!    runs only while it holds one of the `long_job_cpu_slots` (by default all cores but
+//!    one), taken in turn at each tick, so CPU hogs share those slots and short jobs always
+//!    find a core.
 //! 4. The result or the error is classified into an [`Outcome`]; the store is dropped.
 //!
 //! Invariant: nothing a guest does can panic the host or block it past the deadline. Guest
@@ -27,6 +31,8 @@ mod outcome;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
@@ -77,6 +83,12 @@ pub struct RuntimeConfig {
     pub max_wasm_stack: usize,
     /// Bytes of stdout, stderr and log lines kept per job; the rest is dropped and counted.
     pub log_capacity: usize,
+    /// A job whose guest code has been running longer than this is a long job.
+    pub long_job_after: Duration,
+    /// How many long jobs may execute guest code at once. The default, one less than the
+    /// machine's cores (at least one), keeps a core for short jobs and the host's own work,
+    /// so a queue of CPU hogs cannot starve its neighbours.
+    pub long_job_cpu_slots: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -90,9 +102,13 @@ impl Default for RuntimeConfig {
             max_tables_per_component: 16,
             max_table_elements: 100_000,
             fuel: false,
-            epoch_tick: Duration::from_millis(10),
+            epoch_tick: Duration::from_millis(2),
             max_wasm_stack: 512 * 1024,
             log_capacity: 64 * 1024,
+            long_job_after: Duration::from_millis(4),
+            long_job_cpu_slots: std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
         }
     }
 }
@@ -171,6 +187,8 @@ struct Inner {
     engine: Engine,
     linker: Linker<HostState>,
     config: RuntimeConfig,
+    /// CPU slots for long jobs (see [`RuntimeConfig::long_job_cpu_slots`]).
+    long_jobs: Arc<Semaphore>,
 }
 
 /// A validated handler component, compiled and pre-linked: each attempt only instantiates it.
@@ -192,7 +210,11 @@ pub(crate) struct HostState {
     limiter: StoreLimiter,
     log: Arc<Mutex<JobLog>>,
     progress: Option<u8>,
+    started: Instant,
     deadline: Instant,
+    /// The long-job CPU slot this attempt holds while its guest code runs, once it is long.
+    /// Shared with the future that acquires it at an epoch yield; dropped with the store.
+    cpu_slot: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
 }
 
 impl WasiView for HostState {
@@ -261,6 +283,7 @@ impl Runtime {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                long_jobs: Arc::new(Semaphore::new(config.long_job_cpu_slots.max(1))),
                 config,
             }),
         })
@@ -328,17 +351,52 @@ impl Runtime {
             limiter: StoreLimiter::new(memory_cap, config.max_table_elements as usize),
             log: log.clone(),
             progress: None,
+            started,
             deadline,
+            cpu_slot: Arc::new(Mutex::new(None)),
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Err(DeadlineExceeded.into())
-            } else {
-                Ok(wasmtime::UpdateDeadline::Yield(1))
+        // A long job waiting in a host call (a WASI clock or poll) is not using the CPU:
+        // it gives its slot back, and takes one again at its next tick in guest code.
+        store.call_hook(|ctx, hook| {
+            if matches!(hook, wasmtime::CallHook::CallingHost) {
+                drop(lock_slot(&ctx.data().cpu_slot).take());
             }
+            Ok(())
+        });
+        let long_jobs = self.inner.long_jobs.clone();
+        let long_job_after = config.long_job_after;
+        store.epoch_deadline_callback(move |ctx| {
+            let state = ctx.data();
+            let now = Instant::now();
+            if now >= state.deadline {
+                return Err(DeadlineExceeded.into());
+            }
+            if now.duration_since(state.started) < long_job_after {
+                // tokio's own yield: it puts the task behind the others that are ready. A bare
+                // self-wake may be polled again at once and starve them.
+                return Ok(wasmtime::UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ));
+            }
+            // A long job gives up its CPU slot at every tick and queues (FIFO) for one again,
+            // so long jobs share their slots in turn and never take the cores kept for
+            // short ones.
+            let slot = state.cpu_slot.clone();
+            drop(lock_slot(&slot).take());
+            let long_jobs = long_jobs.clone();
+            Ok(wasmtime::UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    if let Ok(permit) = long_jobs.acquire_owned().await {
+                        *lock_slot(&slot) = Some(permit);
+                    }
+                    tokio::task::yield_now().await;
+                }),
+            ))
         });
         let fuel_budget = limits.fuel.unwrap_or(u64::MAX);
         if config.fuel {
@@ -390,6 +448,13 @@ impl Runtime {
             fuel_consumed,
         }
     }
+}
+
+fn lock_slot(
+    slot: &Mutex<Option<OwnedSemaphorePermit>>,
+) -> std::sync::MutexGuard<'_, Option<OwnedSemaphorePermit>> {
+    // Holds only an Option; nothing can be left half-done by a panic.
+    slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Increments the engine's epoch every `tick` until the engine is dropped.

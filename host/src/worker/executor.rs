@@ -4,7 +4,8 @@
 //! 1. The fetcher hands over a leased job with its slot; the job is registered in flight as
 //!    running (with the handle that can stop it) before its task can finish.
 //! 2. The task waits for its handler's own concurrency limit, if any, then runs the attempt
-//!    in the sandbox in an inner task, so that even a host panic becomes this job's failure.
+//!    in the sandbox in an inner task on the guest threads (`GuestThreads`), so that even a
+//!    host panic becomes this job's failure.
 //! 3. The slot is freed as soon as the attempt ends; the outcome goes to the acker, unless the
 //!    job was stopped meanwhile (shutdown or lost lease), in which case nothing is acked.
 
@@ -114,7 +115,7 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Outcome, S
     let runtime = shared.runtime.clone();
     let handler = loaded.handler.clone();
     let span = tracing::info_span!("job", job_id = %job.id, queue = %job.queue, handler = %job.handler, attempt = job.attempt);
-    let mut inner = AbortOnDrop(tokio::spawn(tracing::Instrument::instrument(
+    let mut inner = AbortOnDrop(shared.guests.spawn(tracing::Instrument::instrument(
         async move { runtime.run(&handler, input, &limits).await },
         span,
     )));

@@ -2,8 +2,9 @@
 //! wake-up list when there is nothing to do.
 //!
 //! Lifecycle of one turn:
-//! 1. Reserve slots: wait until at least one job fits (count and memory), take as many as fit
-//!    now, up to the batch size; within the queue's own concurrency limit, if it has one.
+//! 1. Reserve room: first within the queue's own concurrency limit, if it has one, then host
+//!    slots: wait until at least one job fits (count and memory), take as many as fit now, up
+//!    to the batch size.
 //! 2. Lease up to that many jobs in one script call (which also promotes due delayed and retry
 //!    jobs). Unused room goes back to the pool.
 //! 3. Start each leased job (`executor::spawn`) with its own slot.
@@ -27,12 +28,17 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut phase: watch::Re
         if *phase.borrow() != Phase::Running {
             return;
         }
+        // The queue's own limit first: waiting for it while holding host slots would starve
+        // the other queues of this host.
         let reserve = async {
-            let reservation = shared.slots.reserve(config.batch, shared.max_cap).await?;
             let queue_permit = match &queue_limit {
-                Some(limit) => Some(take_up_to(limit, reservation.len()).await?),
+                Some(limit) => Some(take_up_to(limit, config.batch).await?),
                 None => None,
             };
+            let max = queue_permit
+                .as_ref()
+                .map_or(config.batch, |p| p.num_permits());
+            let reservation = shared.slots.reserve(max, shared.max_cap).await?;
             Some((reservation, queue_permit))
         };
         let (mut reservation, mut queue_permit) = tokio::select! {
@@ -42,9 +48,7 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut phase: watch::Re
             },
             _ = phase.changed() => continue,
         };
-        let max = queue_permit.as_ref().map_or(reservation.len(), |p| {
-            p.num_permits().min(reservation.len())
-        });
+        let max = reservation.len();
         let fetched = tokio::select! {
             f = shared.client.fetch_batch(&queue, max, config.lease, &config.host_id) => f,
             _ = phase.changed() => continue,

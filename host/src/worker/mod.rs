@@ -112,8 +112,47 @@ pub(crate) enum JobState {
 
 pub(crate) type JobKey = (String, String);
 
+/// The threads guest code runs on, apart from the host's own tasks (fetchers, acker,
+/// watchman), so that guests busy on every core never delay a fetch, a heartbeat or an ack.
+pub(crate) struct GuestThreads(Option<tokio::runtime::Runtime>);
+
+impl GuestThreads {
+    fn new() -> std::io::Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("wasmq-guest")
+            .enable_all()
+            .build()?;
+        Ok(Self(Some(rt)))
+    }
+
+    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.0 {
+            Some(rt) => rt.spawn(future),
+            // Only between drop and deallocation; run on the caller's runtime then.
+            None => tokio::spawn(future),
+        }
+    }
+}
+
+impl Drop for GuestThreads {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which async code must not do; let its threads wind down
+        // on their own.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 pub(crate) struct Shared {
     pub config: WorkerConfig,
+    pub guests: GuestThreads,
     pub client: Client,
     pub runtime: Runtime,
     pub handlers: HashMap<String, LoadedHandler>,
@@ -294,6 +333,8 @@ impl Worker {
             .collect();
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Shared {
+            guests: GuestThreads::new()
+                .map_err(|e| WorkerError::Config(format!("starting guest threads: {e}")))?,
             slots: Slots::new(config.concurrency, config.memory_budget),
             config,
             client,
