@@ -345,3 +345,28 @@ async fn redis_restart_while_jobs_flow_loses_nothing() {
         (0, 0, 0, 0)
     );
 }
+
+#[tokio::test]
+async fn handler_concurrency_limit_holds_beside_a_roomy_host() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client).await;
+    let ids = enqueue_sleeps(&client, 4, 300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wasmq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "concurrency = 16\n[handlers.sleep]\npath = {:?}\nconcurrency = 1\n",
+            guests::rust("sleep")
+        ),
+    )
+    .unwrap();
+    let _host = HostProcess::start(
+        &redis.url(),
+        &["--queues", Q, "--config", config.to_str().unwrap()],
+    );
+    wait_for_count(&client, JobState::Completed, 4, Duration::from_secs(30)).await;
+    let spans = sleep_spans(&client, &ids).await;
+    assert_eq!(max_overlap(&spans), 1, "{spans:?}");
+}
