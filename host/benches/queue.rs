@@ -3,8 +3,10 @@
 //! The cost of the queue protocol for a worker: Redis commands and round trips per job for a
 //! fetch + complete cycle at batch 64, counted by Redis itself (`INFO commandstats` after
 //! `CONFIG RESETSTAT`, which counts the commands scripts run as well as the EVALSHA calls), at
-//! 1k and 1M waiting jobs, with the events stream on (the default) and off. Prints a markdown
-//! table. Starts its own redis-server on a free loopback port.
+//! 1k and 1M waiting jobs, with the events stream on (the default) and off; then, at 1k, with a
+//! queue rate limit on (high enough never to bind: the cost of the bookkeeping), with jobs
+//! spread over 16 groups, and with 16 groups and a group limit. Prints a markdown table.
+//! Starts its own redis-server on a free loopback port.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,12 +18,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use redis_support::RedisServer;
-use wasmq::queue::{Client, Completion, MAX_BULK, NewJob, QueueConfig};
+use wasmq::queue::{Client, Completion, MAX_BULK, NewJob, QueueConfig, RateLimit};
 
 const BATCH: usize = 64;
 const QUEUE: &str = "bench";
 
 struct Row {
+    mode: &'static str,
     depth: u64,
     events: bool,
     jobs: u64,
@@ -45,6 +48,24 @@ async fn run() {
     let client = server.client().await;
     let mut conn = server.connection().await;
     let mut rows = Vec::new();
+    // Limits and groups, at 1k waiting jobs with events on (first: flushing 1M keys is slow).
+    let limit = RateLimit::new(1_000_000, Duration::from_secs(1)).unwrap();
+    for (mode, groups, rate, group_rate) in [
+        ("queue limit", 0, Some(limit), None),
+        ("16 groups", 16, None, None),
+        ("16 groups, group limit", 16, None, Some(limit)),
+    ] {
+        let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+        let config = QueueConfig {
+            completed_keep: Some(100),
+            rate,
+            group_rate,
+            ..QueueConfig::default()
+        };
+        client.set_config(QUEUE, &config).await.unwrap();
+        fill_groups(&client, 1_000, groups).await;
+        rows.push(measure(&client, &mut conn, mode, 1_000, true, 8).await);
+    }
     for depth in [1_000u64, 1_000_000] {
         let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
         let started = Instant::now();
@@ -64,18 +85,19 @@ async fn run() {
             client.set_config(QUEUE, &config).await.unwrap();
             // Keep the depth constant while measuring: enqueue back what the cycles consume.
             let cycles = 8;
-            rows.push(measure(&client, &mut conn, depth, events, cycles).await);
+            rows.push(measure(&client, &mut conn, "plain", depth, events, cycles).await);
             fill(&client, ((cycles + 2) * BATCH) as u64).await;
         }
     }
 
     println!(
-        "| waiting jobs | events | jobs measured | Redis commands / job | round trips / job | fetch call (64 jobs) | complete call (64 jobs) |"
+        "| mode | waiting jobs | events | jobs measured | Redis commands / job | round trips / job | fetch call (64 jobs) | complete call (64 jobs) |"
     );
-    println!("|---:|:---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|:---:|---:|---:|---:|---:|---:|");
     for row in &rows {
         println!(
-            "| {} | {} | {} | {:.2} | {:.3} | {:.0} µs | {:.0} µs |",
+            "| {} | {} | {} | {} | {:.2} | {:.3} | {:.0} µs | {:.0} µs |",
+            row.mode,
             row.depth,
             if row.events { "on" } else { "off" },
             row.jobs,
@@ -95,7 +117,8 @@ async fn run() {
         .iter()
         .map(|r| {
             format!(
-                "{} waiting, events {}",
+                "{}, {} waiting, events {}",
+                r.mode,
                 r.depth,
                 if r.events { "on" } else { "off" }
             )
@@ -114,6 +137,23 @@ async fn run() {
             })
             .collect();
         println!("| {name} | {} |", cells.join(" | "));
+    }
+}
+
+/// Enqueues `count` small jobs spread round-robin over `groups` groups (0: ungrouped).
+async fn fill_groups(client: &Client, count: u64, groups: u64) {
+    let jobs: Vec<NewJob> = (0..count)
+        .map(|i| {
+            let job = NewJob::new("bench", i.to_le_bytes().to_vec());
+            if groups == 0 {
+                job
+            } else {
+                job.with_group(format!("tenant-{}", i % groups))
+            }
+        })
+        .collect();
+    for chunk in jobs.chunks(MAX_BULK) {
+        client.enqueue_bulk(QUEUE, chunk).await.unwrap();
     }
 }
 
@@ -143,6 +183,7 @@ async fn fill(client: &Client, count: u64) {
 async fn measure(
     client: &Client,
     conn: &mut redis::aio::MultiplexedConnection,
+    mode: &'static str,
     depth: u64,
     events: bool,
     cycles: usize,
@@ -190,6 +231,7 @@ async fn measure(
     let script_calls = by_command.get("evalsha").copied().unwrap_or(0)
         + by_command.get("eval").copied().unwrap_or(0);
     Row {
+        mode,
         depth,
         events,
         jobs,

@@ -8,6 +8,7 @@ mod dev;
 mod exec;
 mod languages;
 mod queue;
+mod rate_limit;
 mod runtime;
 mod support;
 mod worker;

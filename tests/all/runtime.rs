@@ -81,7 +81,11 @@ async fn every_outcome_is_produced_by_its_guest_and_classified() {
     for &(guest, expected) in cases {
         // Only the loop should meet its deadline: the others get room to meet their own fate
         // while the rest of the suite keeps the cores busy.
-        let timeout_ms = if guest == "infinite-loop" { 500 } else { 30_000 };
+        let timeout_ms = if guest == "infinite-loop" {
+            500
+        } else {
+            30_000
+        };
         let report = run(guest, b"payload", &limits(timeout_ms, 32)).await;
         assert_eq!(
             report.outcome.class(),

@@ -1,4 +1,4 @@
-//! Queue commands: `enqueue`, `job`, `queue stats|pause|resume`, `dlq list|replay|purge`.
+//! Queue commands: `enqueue`, `job`, `queue stats|pause|resume|limit`, `dlq list|replay|purge`.
 //! Each is a thin call into [`crate::queue::Client`]; the output is for people, `--json` for
 //! scripts.
 
@@ -11,7 +11,7 @@ use base64::Engine;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::queue::{Backoff, Client, Job, JobState, NewJob, system_time};
+use crate::queue::{Backoff, Client, Job, JobState, NewJob, RateLimit, system_time};
 
 /// Prints a line to stdout. Output cut short by the reader (`wasmq job ... | head`) is not an
 /// error worth a panic, which is what `println!` does on a closed pipe.
@@ -90,6 +90,10 @@ pub struct EnqueueArgs {
     /// Per-attempt timeout (default: the handler's).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    /// Group key (e.g. a tenant id): the queue's per-group rate limit applies to it, and
+    /// groups take turns.
+    #[arg(long)]
+    pub group: Option<String>,
     #[command(flatten)]
     pub redis: RedisArgs,
 }
@@ -124,6 +128,22 @@ pub enum QueueAction {
     /// Let workers fetch this queue's jobs again.
     Resume {
         queue: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// Set or show the queue's rate limits, enforced across every host. Without options,
+    /// shows them.
+    Limit {
+        queue: String,
+        /// Most job starts per window in the queue, as N/duration (e.g. 100/1s).
+        #[arg(long)]
+        rate: Option<RateLimit>,
+        /// Most job starts per window in each group (jobs enqueued with --group).
+        #[arg(long)]
+        group_rate: Option<RateLimit>,
+        /// Remove both limits (before applying --rate/--group-rate, if given).
+        #[arg(long)]
+        clear: bool,
         #[command(flatten)]
         redis: RedisArgs,
     },
@@ -206,6 +226,9 @@ async fn enqueue(args: EnqueueArgs) -> anyhow::Result<u8> {
     if let Some(timeout) = args.timeout {
         job = job.with_timeout(timeout);
     }
+    if let Some(group) = args.group {
+        job = job.with_group(group);
+    }
     let client = args.redis.client().await?;
     let enqueued = client.enqueue(&args.queue, &job).await?;
     if !enqueued.created {
@@ -233,6 +256,9 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
     say!("handler:      {}", job.handler);
     say!("state:        {}", job.state);
     say!("priority:     {}", job.priority);
+    if let Some(group) = &job.group {
+        say!("group:        {group}");
+    }
     say!("attempts:     {} of {}", job.attempt, job.max_attempts);
     say!("backoff:      {}", describe_backoff(&job.backoff));
     say!(
@@ -328,6 +354,31 @@ async fn queue(action: QueueAction) -> anyhow::Result<u8> {
                 "queue {queue} {}",
                 if changed { "resumed" } else { "was not paused" }
             );
+        }
+        QueueAction::Limit {
+            queue,
+            rate,
+            group_rate,
+            clear,
+            redis,
+        } => {
+            let client = redis.client().await?;
+            let mut config = client.config(&queue).await?;
+            let before = config;
+            if clear {
+                config.rate = None;
+                config.group_rate = None;
+            }
+            config.rate = rate.or(config.rate);
+            config.group_rate = group_rate.or(config.group_rate);
+            if config != before {
+                client.set_config(&queue, &config).await?;
+            }
+            let show =
+                |limit: Option<RateLimit>| limit.map_or("unlimited".into(), |l| l.to_string());
+            say!("queue {queue}");
+            say!("  rate        {}", show(config.rate));
+            say!("  group rate  {}", show(config.group_rate));
         }
     }
     Ok(0)
@@ -497,6 +548,7 @@ fn job_json(job: &Job) -> serde_json::Value {
         "last_error": job.last_error,
         "last_outcome": job.last_outcome,
         "replays": job.replays,
+        "group": job.group,
         "history": job.history,
     });
     value[payload_name] = payload;

@@ -13,6 +13,7 @@ use super::job::{
     Job, JobState, MAX_ERROR_LEN, NewJob, generate_job_id, truncate_utf8, unix_ms, validate_job_id,
 };
 use super::keys::QueueKeys;
+use super::limit::RateLimit;
 use super::reply::Reply;
 use super::scripts::SCRIPTS;
 
@@ -88,6 +89,11 @@ pub struct QueueConfig {
     pub completed_max_age: Option<Duration>,
     /// Approximate length of the events stream; 0 turns events off.
     pub events_maxlen: u64,
+    /// Most job starts per window in the whole queue, across every host; `None` is unlimited.
+    pub rate: Option<RateLimit>,
+    /// Most job starts per window in each group (jobs enqueued with a group); `None` is
+    /// unlimited. Groups take turns whether limited or not.
+    pub group_rate: Option<RateLimit>,
 }
 
 impl Default for QueueConfig {
@@ -98,6 +104,8 @@ impl Default for QueueConfig {
             completed_keep: Some(super::job::DEFAULT_COMPLETED_KEEP.unsigned_abs()),
             completed_max_age: None,
             events_maxlen: super::job::DEFAULT_EVENTS_MAXLEN,
+            rate: None,
+            group_rate: None,
         }
     }
 }
@@ -150,8 +158,9 @@ pub struct Fetched {
     pub jobs: Vec<LeasedJob>,
     /// Redis time of the fetch, ms since the epoch.
     pub now_ms: u64,
-    /// When fewer jobs than asked were leased: the earliest time a delayed or retry job is
-    /// due, so an idle worker knows how long it may sleep.
+    /// When fewer jobs than asked were leased: the earliest time more may be leased (a
+    /// delayed or retry job is due, or a rate limit's window frees), so an idle worker knows
+    /// how long it may sleep.
     pub next_due_ms: Option<u64>,
     /// Waiting ids without a job hash behind them, dropped (the keyspace was edited by hand).
     pub dropped: u64,
@@ -426,6 +435,8 @@ impl Client {
                 keys.seq(),
                 keys.events(),
                 keys.wake(),
+                keys.group_prefix(),
+                keys.groups(),
             ],
         );
         invocation.arg(jobs.len());
@@ -481,6 +492,8 @@ impl Client {
                 keys.delayed(),
                 keys.retry(),
                 keys.events(),
+                keys.group_prefix(),
+                keys.groups(),
             ],
         );
         for id in ids {
@@ -539,6 +552,8 @@ impl Client {
                 keys.retry(),
                 keys.completed(),
                 keys.dead(),
+                keys.group_prefix(),
+                keys.groups(),
             ],
         );
         let reply = Reply::of("counts");
@@ -575,9 +590,15 @@ impl Client {
         let keys = QueueKeys::new(queue)?;
         let mut invocation = Self::invocation(
             &SCRIPTS.list,
-            &[keys.job_prefix(), keys.state(state), keys.active()],
+            &[
+                keys.job_prefix(),
+                keys.state(state),
+                keys.active(),
+                keys.group_prefix(),
+                keys.groups(),
+            ],
         );
-        invocation.arg(offset).arg(limit);
+        invocation.arg(offset).arg(limit).arg(state.as_str());
         let reply = Reply::of("list");
         reply
             .array(self.invoke(&invocation).await?)?
@@ -689,6 +710,13 @@ impl Client {
         if let Some(n) = number("events_maxlen")? {
             config.events_maxlen = n.max(0).unsigned_abs();
         }
+        let limit = |max: &str, window: &str| -> Result<Option<RateLimit>> {
+            let max = number(max)?.unwrap_or(0).max(0).unsigned_abs();
+            let window = number(window)?.unwrap_or(0).max(0).unsigned_abs();
+            Ok(RateLimit::from_fields(max, window))
+        };
+        config.rate = limit("rate_max", "rate_window_ms")?;
+        config.group_rate = limit("group_rate_max", "group_rate_window_ms")?;
         Ok(config)
     }
 
@@ -712,6 +740,14 @@ impl Client {
             .arg(max_age)
             .arg("events_maxlen")
             .arg(config.events_maxlen)
+            .arg("rate_max")
+            .arg(config.rate.map_or(0, |r| r.max))
+            .arg("rate_window_ms")
+            .arg(config.rate.map_or(0, |r| r.window_ms()))
+            .arg("group_rate_max")
+            .arg(config.group_rate.map_or(0, |r| r.max))
+            .arg("group_rate_window_ms")
+            .arg(config.group_rate.map_or(0, |r| r.window_ms()))
             .query_async(&mut conn)
             .await?;
         Ok(())
@@ -729,7 +765,13 @@ impl Client {
         let keys = QueueKeys::new(queue)?;
         let invocation = Self::invocation(
             &SCRIPTS.resume,
-            &[keys.config(), keys.events(), keys.waiting(), keys.wake()],
+            &[
+                keys.config(),
+                keys.events(),
+                keys.waiting(),
+                keys.wake(),
+                keys.groups(),
+            ],
         );
         Ok(Reply::of("resume").int(self.invoke(&invocation).await?)? == 1)
     }
@@ -780,6 +822,8 @@ impl Client {
                     keys.seq(),
                     keys.events(),
                     keys.wake(),
+                    keys.group_prefix(),
+                    keys.groups(),
                 ],
             )
         } else {
@@ -843,6 +887,9 @@ impl Client {
                 keys.seq(),
                 keys.events(),
                 keys.wake(),
+                keys.rate(),
+                keys.group_prefix(),
+                keys.groups(),
             ],
         );
         invocation.arg(max).arg(lease_ms).arg(&token).arg(host);
@@ -1004,6 +1051,8 @@ impl Client {
                 keys.waiting(),
                 keys.events(),
                 keys.wake(),
+                keys.group_prefix(),
+                keys.groups(),
             ],
         );
         for lease in leases {
@@ -1056,6 +1105,8 @@ impl Client {
                 keys.seq(),
                 keys.events(),
                 keys.wake(),
+                keys.group_prefix(),
+                keys.groups(),
             ],
         );
         invocation.arg(limit);
@@ -1066,7 +1117,7 @@ impl Client {
     }
 }
 
-fn fail_keys(keys: &QueueKeys) -> [String; 9] {
+fn fail_keys(keys: &QueueKeys) -> [String; 11] {
     [
         keys.job_prefix(),
         keys.config(),
@@ -1077,6 +1128,8 @@ fn fail_keys(keys: &QueueKeys) -> [String; 9] {
         keys.seq(),
         keys.events(),
         keys.wake(),
+        keys.group_prefix(),
+        keys.groups(),
     ]
 }
 

@@ -319,6 +319,9 @@ pub struct JobOptions {
     pub backoff: Backoff,
     /// Per-attempt deadline; `None` leaves it to the handler's configured default.
     pub timeout: Option<Duration>,
+    /// Group key (e.g. a tenant id): the queue's per-group rate limit applies to each group,
+    /// and groups take turns, so one group's backlog cannot hold up another's jobs.
+    pub group: Option<String>,
 }
 
 impl Default for JobOptions {
@@ -330,6 +333,7 @@ impl Default for JobOptions {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff: Backoff::default(),
             timeout: None,
+            group: None,
         }
     }
 }
@@ -389,6 +393,12 @@ impl NewJob {
         self
     }
 
+    /// Puts the job in a group (e.g. a tenant id): see [`JobOptions::group`].
+    pub fn with_group(mut self, group: impl Into<String>) -> Self {
+        self.options.group = Some(group.into());
+        self
+    }
+
     /// Checks everything that does not depend on the queue's config (the payload limit is the
     /// queue's, checked by `enqueue.lua`). Returns the reason when the job is invalid.
     pub fn validate(&self) -> Result<(), String> {
@@ -396,6 +406,9 @@ impl NewJob {
             validate_job_id(id)?;
         }
         validate_name("handler name", &self.handler)?;
+        if let Some(group) = &self.options.group {
+            validate_name("group", group)?;
+        }
         let options = &self.options;
         if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&options.priority) {
             return Err(format!(
@@ -442,6 +455,9 @@ impl NewJob {
         }
         for (name, value) in options.backoff.fields() {
             fields.push((name, value.into_bytes()));
+        }
+        if let Some(group) = &options.group {
+            fields.push(("group", group.as_bytes().to_vec()));
         }
         fields
     }
@@ -572,6 +588,8 @@ pub struct Job {
     pub history: Vec<Attempt>,
     /// Times the job was replayed from the dead-letter queue.
     pub replays: u32,
+    /// The job's group, if it was enqueued with one.
+    pub group: Option<String>,
 }
 
 impl Job {
@@ -639,6 +657,7 @@ impl Job {
         let last_error = take("last_error").map(|b| String::from_utf8_lossy(&b).into_owned());
         let last_outcome = text("last_outcome", take("last_outcome"))?;
         let replays = number("replays", text("replays", take("replays"))?)?.unwrap_or(0);
+        let group = text("group", take("group"))?.filter(|g| !g.is_empty());
         let history = match take("history") {
             None => Vec::new(),
             Some(bytes) if bytes.is_empty() => Vec::new(),
@@ -670,6 +689,7 @@ impl Job {
             last_outcome,
             history,
             replays,
+            group,
         })
     }
 }

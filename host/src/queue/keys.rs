@@ -87,6 +87,32 @@ impl QueueKeys {
     pub fn wake(&self) -> String {
         self.key("wake")
     }
+
+    /// `wasmq:{q}:rate`: the queue's sliding-window log of job starts (its rate limit).
+    pub fn rate(&self) -> String {
+        self.key("rate")
+    }
+
+    /// `wasmq:{q}:g:`: prefix of the per-group keys; scripts get it in KEYS and append
+    /// `<group>:waiting` or `<group>:rate`, so those keys share the queue's hash tag.
+    pub fn group_prefix(&self) -> String {
+        self.key("g:")
+    }
+
+    /// `wasmq:{q}:g:<group>:waiting`: the waiting jobs of one group.
+    pub fn group_waiting(&self, group: &str) -> String {
+        self.key(&format!("g:{group}:waiting"))
+    }
+
+    /// `wasmq:{q}:g:<group>:rate`: one group's sliding-window log of job starts.
+    pub fn group_rate(&self, group: &str) -> String {
+        self.key(&format!("g:{group}:rate"))
+    }
+
+    /// `wasmq:{q}:groups`: the groups with waiting jobs, scored by when each may start next.
+    pub fn groups(&self) -> String {
+        self.key("groups")
+    }
 }
 
 #[cfg(test)]
@@ -100,12 +126,18 @@ mod tests {
         assert_eq!(keys.waiting(), "wasmq:{emails}:waiting");
         assert_eq!(keys.job("j1"), "wasmq:{emails}:job:j1");
         assert_eq!(keys.job_prefix(), "wasmq:{emails}:job:");
+        assert_eq!(keys.group_prefix(), "wasmq:{emails}:g:");
+        assert_eq!(keys.group_waiting("t1"), "wasmq:{emails}:g:t1:waiting");
         for key in [
             keys.config(),
             keys.seq(),
             keys.events(),
             keys.wake(),
             keys.dead(),
+            keys.rate(),
+            keys.groups(),
+            keys.group_waiting("tenant-42"),
+            keys.group_rate("tenant-42"),
         ] {
             assert!(key.starts_with("wasmq:{emails}:"), "{key}");
         }

@@ -8,6 +8,8 @@
 //! - [`Client`] - enqueue, inspect, DLQ, pause; and for workers fetch (lease), extend,
 //!   complete, fail, release, recover expired leases.
 //! - [`QueueKeys`] - the key names of one queue, all under the hash tag `{<queue>}`.
+//! - [`RateLimit`] - at most N job starts per window, per queue or per group (`QueueConfig`),
+//!   enforced by fetch across every host.
 //!
 //! **Invariant:** this is the only module that speaks to Redis about jobs, and every state
 //! change is one script call, so a crash between two commands cannot lose or duplicate a job.
@@ -20,6 +22,7 @@ mod client;
 mod error;
 mod job;
 mod keys;
+mod limit;
 mod reply;
 mod scripts;
 
@@ -36,4 +39,5 @@ pub use job::{
     validate_job_id, validate_queue_name,
 };
 pub use keys::QueueKeys;
+pub use limit::{MAX_RATE, RateLimit};
 pub use scripts::{ENQUEUE_LUA, LIB_LUA};

@@ -2,7 +2,7 @@
 -- be cancelled (its handler is running); completed and dead jobs are not pending.
 --
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] waiting  KEYS[4] delayed  KEYS[5] retry
--- KEYS[6] events
+-- KEYS[6] events      KEYS[7] group prefix  KEYS[8] groups
 -- ARGV: job ids
 -- Reply: one {id, outcome} per id: 'cancelled', 'not_found' or the state it is in.
 
@@ -12,10 +12,18 @@ local sets = { waiting = KEYS[3], delayed = KEYS[4], retry = KEYS[5] }
 local replies, events = {}, {}
 for i, id in ipairs(ARGV) do
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'attempt')
-  local state = f[1]
+  local f = redis.call('HMGET', key, 'state', 'attempt', 'group')
+  local state, group = f[1], f[3]
   if not state then
     replies[i] = { id, 'not_found' }
+  elseif state == 'waiting' and group and group ~= '' then
+    -- A grouped job waits in its group's set; an emptied group leaves the round-robin.
+    local set = KEYS[7] .. group .. ':waiting'
+    redis.call('ZREM', set, id)
+    if redis.call('ZCARD', set) == 0 then redis.call('ZREM', KEYS[8], group) end
+    redis.call('DEL', key)
+    replies[i] = { id, 'cancelled' }
+    events[#events + 1] = { id, tonumber(f[2]) or 0 }
   elseif sets[state] then
     redis.call('ZREM', sets[state], id)
     redis.call('DEL', key)

@@ -5,10 +5,14 @@
 -- KEYS[3] wasmq:{q}:waiting                      KEYS[4] wasmq:{q}:delayed
 -- KEYS[5] wasmq:{q}:seq                          KEYS[6] wasmq:{q}:events
 -- KEYS[7] wasmq:{q}:wake
+-- KEYS[8] wasmq:{q}:g:     (group key prefix)   KEYS[9] wasmq:{q}:groups
+--         (needed only for jobs with a group: a call with 7 keys enqueues ungrouped jobs)
 -- ARGV[1] N, the number of jobs (at most 10000); then, per job: id, P (number of
 --         field/value pairs), then P field/value pairs from: handler (required), payload,
 --         priority, delay_ms, run_at_ms, max_attempts, timeout_ms, backoff, backoff_ms,
---         backoff_cap_ms, backoff_jitter.
+--         backoff_cap_ms, backoff_jitter, group.
+-- A job with a group waits in its group's set `wasmq:{q}:g:<group>:waiting`, not in `waiting`;
+-- the group joins `groups` (the round-robin that fetch.lua serves) unless it is there already.
 -- Reply: one {id, 'created' | 'exists', state} per job, in order.
 -- Errors (nothing is written): 'WASMQ_INVALID <reason>',
 --   'WASMQ_PAYLOAD_TOO_LARGE <id> <size> <limit>'.
@@ -56,6 +60,12 @@ for i = 1, n do
     if value == nil then return invalid(id, 'truncated argument list') end
     if field == 'handler' or field == 'payload' or field == 'backoff' then
       job[field] = value
+    elseif field == 'group' then
+      if not name_ok(value) then
+        return invalid(id, 'group must be 1-128 printable ASCII characters')
+      end
+      if KEYS[9] == nil then return invalid(id, 'a job with a group needs KEYS[8] and KEYS[9]') end
+      job.group = value
     elseif field == 'priority' then
       job.priority = integer(value, -1000, 1000)
       if job.priority == nil then
@@ -122,17 +132,31 @@ if #fresh == 0 then return replies end
 
 -- Waiting score: higher priority first, then FIFO by the queue's sequence (see protocol.md).
 local last_seq = redis.call('INCRBY', KEYS[5], #fresh)
-local waiting, delayed, events = {}, {}, {}
+local waiting, delayed, events, grouped, group_order = {}, {}, {}, {}, {}
 for i, job in ipairs(fresh) do
   local seq = last_seq - #fresh + i
   local text = job.text
-  redis.call('HSET', prefix .. job.id, 'id', job.id, 'handler', job.handler,
+  local fields = { 'id', job.id, 'handler', job.handler,
     'payload', job.payload, 'state', job.state, 'priority', text.priority, 'seq', seq,
     'attempt', '0', 'max_attempts', text.max_attempts, 'timeout_ms', text.timeout_ms,
     'backoff', job.backoff, 'backoff_ms', text.backoff_ms, 'backoff_cap_ms', text.backoff_cap_ms,
     'backoff_jitter', job.backoff_jitter, 'created_at', now_text,
-    'run_at', job.run_at == now and now_text or job.run_at)
-  if job.state == 'waiting' then
+    'run_at', job.run_at == now and now_text or job.run_at }
+  if job.group then
+    fields[#fields + 1] = 'group'
+    fields[#fields + 1] = job.group
+  end
+  redis.call('HSET', prefix .. job.id, unpack(fields))
+  if job.state == 'waiting' and job.group then
+    local list = grouped[job.group]
+    if not list then
+      list = {}
+      grouped[job.group] = list
+      group_order[#group_order + 1] = job.group
+    end
+    list[#list + 1] = (1000 - job.priority) * 4398046511104 + seq
+    list[#list + 1] = job.id
+  elseif job.state == 'waiting' then
     waiting[#waiting + 1] = (1000 - job.priority) * 4398046511104 + seq
     waiting[#waiting + 1] = job.id
   else
@@ -149,12 +173,17 @@ local function zadd(key, args)
 end
 zadd(KEYS[3], waiting)
 zadd(KEYS[4], delayed)
+for _, group in ipairs(group_order) do
+  zadd(KEYS[8] .. group .. ':waiting', grouped[group])
+  -- NX: a group already in the round-robin keeps its turn; a new one queues behind the others.
+  redis.call('ZADD', KEYS[9], 'NX', now, group)
+end
 if events_maxlen > 0 then
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', events_maxlen, '*', 'event', 'enqueued',
     'jobs', cjson.encode(events))
 end
 -- Wake one idle worker (the wake list holds at most one token).
-if #waiting > 0 and not paused and redis.call('LLEN', KEYS[7]) == 0 then
+if (#waiting > 0 or #group_order > 0) and not paused and redis.call('LLEN', KEYS[7]) == 0 then
   redis.call('RPUSH', KEYS[7], '1')
 end
 return replies

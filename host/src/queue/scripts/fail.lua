@@ -3,7 +3,8 @@
 -- the job is out of attempts). Dead-lettering is this transition with permanent = 1.
 --
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] active  KEYS[4] retry  KEYS[5] dead
--- KEYS[6] waiting     KEYS[7] seq     KEYS[8] events  KEYS[9] wake
+-- KEYS[6] waiting     KEYS[7] seq     KEYS[8] events  KEYS[9] wake  KEYS[10] group prefix
+-- KEYS[11] groups (a job with a group that goes straight back to waiting goes to its group's)
 -- ARGV[1] random seed for the backoff jitter (an integer); then per job five values:
 --   id, token, outcome class (e.g. 'timeout', 'trap', 'guest_fail'), error message,
 --   permanent ('1' or '0')
@@ -12,7 +13,8 @@
 
 local prefix = KEYS[1]
 local K = { config = KEYS[2], active = KEYS[3], retry = KEYS[4], dead = KEYS[5],
-  waiting = KEYS[6], seq = KEYS[7], events = KEYS[8], wake = KEYS[9] }
+  waiting = KEYS[6], seq = KEYS[7], events = KEYS[8], wake = KEYS[9], gprefix = KEYS[10],
+  groups = KEYS[11] }
 -- Redis seeds the script PRNG identically for every call; the caller's seed makes jitter real.
 math.randomseed(tonumber(ARGV[1]) or 0)
 local now = now_ms()
@@ -34,5 +36,5 @@ for i = 2, #ARGV - 4, 5 do
   end
 end
 zrem_many(K.active, leaving)
-apply_fail_plan(plan, K, cfg.events_maxlen)
+apply_fail_plan(plan, K, cfg.events_maxlen, now)
 return { outcomes, rejected }

@@ -18,6 +18,7 @@ end
 local CONFIG_DEFAULTS = {
   max_payload_bytes = 524288, max_result_bytes = 524288, completed_keep = 1000,
   completed_max_age_ms = 0, events_maxlen = 10000, paused = 0,
+  rate_max = 0, rate_window_ms = 0, group_rate_max = 0, group_rate_window_ms = 0,
 }
 
 -- Reads the named fields of the queue config hash, numbers with their defaults.
@@ -50,6 +51,37 @@ local function emit(events_key, maxlen, name, jobs)
   if maxlen > 0 and #jobs > 0 then
     redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', 'event', name,
       'jobs', cjson.encode(jobs))
+  end
+end
+
+-- Jobs on their way into waiting, collected per set so that each set gets one ZADD per call:
+-- ungrouped jobs go to `waiting`, a job with a group to `g:<group>:waiting`. `K.gprefix` is
+-- `wasmq:{q}:g:` and `K.groups` the set of groups with waiting jobs (see fetch.lua).
+local function new_waiting()
+  return { plain = {}, groups = {}, n = 0 }
+end
+
+local function add_waiting(w, group, score, id)
+  local list = w.plain
+  if group and group ~= '' then
+    list = w.groups[group]
+    if not list then
+      list = {}
+      w.groups[group] = list
+    end
+  end
+  list[#list + 1] = score
+  list[#list + 1] = id
+  w.n = w.n + 1
+end
+
+-- Writes what add_waiting collected. A group that had no waiting jobs joins the round-robin
+-- at `now`, behind the groups already ready; one that is in it keeps its turn (NX).
+local function flush_waiting(w, K, now)
+  call_chunked('ZADD', K.waiting, w.plain, 2000)
+  for group, list in pairs(w.groups) do
+    call_chunked('ZADD', K.gprefix .. group .. ':waiting', list, 2000)
+    redis.call('ZADD', K.groups, 'NX', now, group)
   end
 end
 
@@ -95,12 +127,13 @@ local MAX_ERROR_LEN = 4096
 
 -- The fields fail_job needs, in this order (HMGET).
 local FAIL_FIELDS = { 'state', 'lease_token', 'attempt', 'max_attempts', 'backoff', 'backoff_ms',
-  'backoff_cap_ms', 'backoff_jitter', 'history', 'started_at', 'host', 'priority' }
+  'backoff_cap_ms', 'backoff_jitter', 'history', 'started_at', 'host', 'priority', 'group' }
 
 -- Records a failed attempt of the active job `id` (fields `f` read with FAIL_FIELDS) and moves
 -- it on: to `dead` when permanent or out of attempts, else to `retry` after its backoff (or
 -- straight to `waiting` when the backoff is 0). The caller removes it from `active` and applies
--- `plan`: plan.retry/plan.dead/plan.waiting collect ZADD pairs, plan.retried/plan.died events.
+-- `plan`: plan.retry/plan.dead collect ZADD pairs, plan.waiting the jobs for waiting (see
+-- add_waiting), plan.retried/plan.died events.
 local function fail_job(prefix, id, f, now, outcome, err, permanent, plan)
   local attempt = tonumber(f[3]) or 0
   local max_attempts = tonumber(f[4]) or 1
@@ -121,8 +154,7 @@ local function fail_job(prefix, id, f, now, outcome, err, permanent, plan)
     local seq = redis.call('INCR', plan.seq_key)
     redis.call('HSET', key, 'state', 'waiting', 'history', history, 'last_error', err,
       'last_outcome', outcome, 'run_at', now, 'seq', seq, 'lease_token', '')
-    plan.waiting[#plan.waiting + 1] = waiting_score(f[12], seq)
-    plan.waiting[#plan.waiting + 1] = id
+    add_waiting(plan.waiting, f[13], waiting_score(f[12], seq), id)
   else
     redis.call('HSET', key, 'state', 'retry', 'history', history, 'last_error', err,
       'last_outcome', outcome, 'run_at', now + delay, 'lease_token', '')
@@ -134,23 +166,25 @@ local function fail_job(prefix, id, f, now, outcome, err, permanent, plan)
 end
 
 local function new_fail_plan(seq_key)
-  return { retry = {}, dead = {}, waiting = {}, retried = {}, died = {}, seq_key = seq_key }
+  return { retry = {}, dead = {}, waiting = new_waiting(), retried = {}, died = {},
+    seq_key = seq_key }
 end
 
 -- Applies a fail plan: the set moves and the events. `K` names the keys.
-local function apply_fail_plan(plan, K, maxlen)
+local function apply_fail_plan(plan, K, maxlen, now)
   zadd_pairs(K.retry, plan.retry)
   zadd_pairs(K.dead, plan.dead)
-  zadd_pairs(K.waiting, plan.waiting)
+  flush_waiting(plan.waiting, K, now)
   emit(K.events, maxlen, 'retried', plan.retried)
   emit(K.events, maxlen, 'dead', plan.died)
-  if #plan.waiting > 0 and (K.paused or 0) == 0 then wake(K.wake) end
+  if plan.waiting.n > 0 and (K.paused or 0) == 0 then wake(K.wake) end
 end
 
--- Moves up to `limit` due jobs from `delayed` and `retry` to `waiting`, each with a fresh
--- sequence number (FIFO by the time it became due). Returns how many moved.
+-- Moves up to `limit` due jobs from `delayed` and `retry` to waiting (their group's, if they
+-- have one), each with a fresh sequence number (FIFO by the time it became due). Returns how
+-- many moved.
 local function promote(prefix, K, now, limit, maxlen)
-  local moved, pairs_, events = 0, {}, {}
+  local moved, waiting, events = 0, new_waiting(), {}
   for _, set in ipairs({ K.delayed, K.retry }) do
     local due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, limit)
     if #due > 0 then
@@ -158,20 +192,19 @@ local function promote(prefix, K, now, limit, maxlen)
       local last = redis.call('INCRBY', K.seq, #due)
       for i, id in ipairs(due) do
         local key = prefix .. id
-        local f = redis.call('HMGET', key, 'priority', 'attempt', 'state')
+        local f = redis.call('HMGET', key, 'priority', 'attempt', 'state', 'group')
         -- A due id whose hash is gone (deleted by hand) is dropped, not resurrected.
         if f[3] then
           local seq = last - #due + i
           redis.call('HSET', key, 'state', 'waiting', 'seq', seq)
-          pairs_[#pairs_ + 1] = waiting_score(f[1], seq)
-          pairs_[#pairs_ + 1] = id
+          add_waiting(waiting, f[4], waiting_score(f[1], seq), id)
           events[#events + 1] = { id, tonumber(f[2]) or 0 }
           moved = moved + 1
         end
       end
     end
   end
-  zadd_pairs(K.waiting, pairs_)
+  flush_waiting(waiting, K, now)
   emit(K.events, maxlen, 'promoted', events)
   return moved
 end

@@ -2,14 +2,35 @@
 -- delayed/retry: soonest due first; active: soonest lease expiry first; completed/dead:
 -- oldest first), each with its whole hash.
 --
--- KEYS[1] job prefix  KEYS[2] the state's set  KEYS[3] active
--- ARGV[1] offset  ARGV[2] limit
+-- Waiting jobs with a group wait in their group's set: listing `waiting` (ARGV[3] = 'waiting')
+-- pages through the ungrouped jobs first, then each group's in round-robin order.
+--
+-- KEYS[1] job prefix  KEYS[2] the state's set  KEYS[3] active  KEYS[4] group prefix
+-- KEYS[5] groups
+-- ARGV[1] offset  ARGV[2] limit  ARGV[3] the state's name
 -- Reply: list of {id, hash as a flat field/value list, lease expiry ms (0 unless active)}.
 
 local offset = math.max(math.floor(tonumber(ARGV[1]) or 0), 0)
 local limit = math.floor(tonumber(ARGV[2]) or 0)
 if limit < 1 then return {} end
-local ids = redis.call('ZRANGE', KEYS[2], offset, offset + limit - 1)
+local sets = { KEYS[2] }
+if ARGV[3] == 'waiting' and KEYS[5] then
+  for _, group in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+    if group ~= '' then sets[#sets + 1] = KEYS[4] .. group .. ':waiting' end
+  end
+end
+local ids = {}
+for _, set in ipairs(sets) do
+  if #ids >= limit then break end
+  local size = redis.call('ZCARD', set)
+  if offset >= size then
+    offset = offset - size
+  else
+    local page = redis.call('ZRANGE', set, offset, offset + (limit - #ids) - 1)
+    for _, id in ipairs(page) do ids[#ids + 1] = id end
+    offset = 0
+  end
+end
 local out = {}
 for i, id in ipairs(ids) do
   local expiry = redis.call('ZSCORE', KEYS[3], id)

@@ -3,12 +3,12 @@
 -- when the next job is due without leasing anything.
 --
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] waiting  KEYS[4] delayed  KEYS[5] retry
--- KEYS[6] seq         KEYS[7] events  KEYS[8] wake
+-- KEYS[6] seq         KEYS[7] events  KEYS[8] wake    KEYS[9] group prefix  KEYS[10] groups
 -- ARGV[1] limit (1..10000)
 -- Reply: {moved, next_due_ms} (next_due_ms 0 when nothing is scheduled).
 
 local K = { config = KEYS[2], waiting = KEYS[3], delayed = KEYS[4], retry = KEYS[5],
-  seq = KEYS[6], events = KEYS[7], wake = KEYS[8] }
+  seq = KEYS[6], events = KEYS[7], wake = KEYS[8], gprefix = KEYS[9], groups = KEYS[10] }
 local limit = math.floor(tonumber(ARGV[1]) or 0)
 if limit < 1 or limit > 10000 then
   return redis.error_reply('WASMQ_INVALID promote needs limit in 1..10000')

@@ -9,7 +9,8 @@
 
 local prefix = KEYS[1]
 local K = { config = KEYS[2], active = KEYS[3], retry = KEYS[4], dead = KEYS[5],
-  waiting = KEYS[6], seq = KEYS[7], events = KEYS[8], wake = KEYS[9] }
+  waiting = KEYS[6], seq = KEYS[7], events = KEYS[8], wake = KEYS[9], gprefix = KEYS[10],
+  groups = KEYS[11] }
 local limit = math.floor(tonumber(ARGV[1]) or 0)
 if limit < 1 or limit > 10000 then
   return redis.error_reply('WASMQ_INVALID recover needs limit in 1..10000')
@@ -32,5 +33,5 @@ for _, id in ipairs(expired) do
   -- An id in `active` whose hash is not active is stale; removing it is the whole repair.
 end
 zrem_many(K.active, expired)
-apply_fail_plan(plan, K, cfg.events_maxlen)
+apply_fail_plan(plan, K, cfg.events_maxlen, now)
 return { outcomes }

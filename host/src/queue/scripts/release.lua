@@ -3,31 +3,32 @@
 -- goes back down and the job returns to its original place in line (its stored sequence).
 --
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] active  KEYS[4] waiting  KEYS[5] events
--- KEYS[6] wake
+-- KEYS[6] wake        KEYS[7] group prefix  KEYS[8] groups
 -- ARGV: pairs id, token
 -- Reply: {released_ids, rejected} with rejected as in extend.
 
 local prefix = KEYS[1]
+local K = { waiting = KEYS[4], gprefix = KEYS[7], groups = KEYS[8] }
 local cfg = read_config(KEYS[2], { 'events_maxlen', 'paused' })
-local released, rejected, waiting, events = {}, {}, {}, {}
+local released, rejected, waiting, events = {}, {}, new_waiting(), {}
 for i = 1, #ARGV - 1, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'lease_token', 'attempt', 'priority', 'seq')
+  local f = redis.call('HMGET', key, 'state', 'lease_token', 'attempt', 'priority', 'seq',
+    'group')
   local problem = lease_problem(f[1], f[2], token)
   if problem then
     rejected[#rejected + 1] = { id, problem }
   else
     local attempt = math.max((tonumber(f[3]) or 1) - 1, 0)
     redis.call('HSET', key, 'state', 'waiting', 'attempt', attempt, 'lease_token', '')
-    waiting[#waiting + 1] = waiting_score(f[4], f[5])
-    waiting[#waiting + 1] = id
+    add_waiting(waiting, f[6], waiting_score(f[4], f[5]), id)
     released[#released + 1] = id
     events[#events + 1] = { id, attempt }
   end
 end
 zrem_many(KEYS[3], released)
-zadd_pairs(KEYS[4], waiting)
+if waiting.n > 0 then flush_waiting(waiting, K, now_ms()) end
 emit(KEYS[5], cfg.events_maxlen, 'released', events)
 if #released > 0 and cfg.paused == 0 then wake(KEYS[6]) end
 return { released, rejected }

@@ -3,11 +3,12 @@
 -- kept, and `replays` counts the replays.
 --
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] dead  KEYS[4] waiting  KEYS[5] seq
--- KEYS[6] events      KEYS[7] wake
+-- KEYS[6] events      KEYS[7] wake  KEYS[8] group prefix  KEYS[9] groups
 -- ARGV[1] limit; ARGV[2..] job ids. Without ids, replays the `limit` oldest dead jobs.
 -- Reply: {replayed_ids, skipped} where skipped lists {id, 'not_found' | <state>}.
 
 local prefix = KEYS[1]
+local K = { waiting = KEYS[4], gprefix = KEYS[8], groups = KEYS[9] }
 local cfg = read_config(KEYS[2], { 'events_maxlen', 'paused' })
 local limit = math.floor(tonumber(ARGV[1]) or 0)
 local ids = {}
@@ -16,17 +17,16 @@ if #ARGV > 1 then
 elseif limit > 0 then
   ids = redis.call('ZRANGE', KEYS[3], 0, limit - 1)
 end
-local replayed, skipped, waiting, events = {}, {}, {}, {}
+local replayed, skipped, waiting, events = {}, {}, new_waiting(), {}
 local last = nil
 for _, id in ipairs(ids) do
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'priority', 'replays')
+  local f = redis.call('HMGET', key, 'state', 'priority', 'replays', 'group')
   if f[1] == 'dead' then
     last = last and last + 1 or redis.call('INCRBY', KEYS[5], #ids) - #ids + 1
     redis.call('HSET', key, 'state', 'waiting', 'attempt', 0, 'seq', last, 'run_at', '',
       'replays', (tonumber(f[3]) or 0) + 1, 'lease_token', '')
-    waiting[#waiting + 1] = waiting_score(f[2], last)
-    waiting[#waiting + 1] = id
+    add_waiting(waiting, f[4], waiting_score(f[2], last), id)
     replayed[#replayed + 1] = id
     events[#events + 1] = { id, 0 }
   else
@@ -34,7 +34,7 @@ for _, id in ipairs(ids) do
   end
 end
 zrem_many(KEYS[3], replayed)
-zadd_pairs(KEYS[4], waiting)
+if waiting.n > 0 then flush_waiting(waiting, K, now_ms()) end
 emit(KEYS[6], cfg.events_maxlen, 'replayed', events)
 if #replayed > 0 and cfg.paused == 0 then wake(KEYS[7]) end
 return { replayed, skipped }

@@ -1,0 +1,157 @@
+//! Rate limits as users run them: real `wasmq run` processes sharing one Redis, held to a
+//! queue's limit and a per-group limit set in the queue's config. The clock is Redis's: job
+//! start times come from the jobs' history.
+
+use std::time::Duration;
+
+use wasmq::queue::{Client, JobState, NewJob, QueueConfig};
+
+use crate::support::eventually;
+use crate::support::guests;
+use crate::support::host::HostProcess;
+use crate::support::redis::RedisServer;
+
+const Q: &str = "limited";
+
+fn echo_host(redis: &RedisServer) -> HostProcess {
+    let handler = format!("echo={}", guests::rust("echo").display());
+    HostProcess::start(&redis.url(), &["--queues", Q, "--handler", &handler])
+}
+
+/// Sets the limits ("N/duration") and keeps every completed job, so tests can read them all.
+async fn set_limits(client: &Client, rate: Option<&str>, group_rate: Option<&str>) {
+    let config = QueueConfig {
+        completed_keep: None,
+        rate: rate.map(|r| r.parse().unwrap()),
+        group_rate: group_rate.map(|r| r.parse().unwrap()),
+        ..QueueConfig::default()
+    };
+    client.set_config(Q, &config).await.unwrap();
+}
+
+async fn redis_now_ms(redis: &RedisServer) -> u64 {
+    let mut conn = redis.connection().await;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    secs * 1000 + micros / 1000
+}
+
+/// Script calls Redis has served since start (every fetch, ack, heartbeat...).
+async fn script_calls(redis: &RedisServer) -> u64 {
+    let mut conn = redis.connection().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// The most starts (ms) that any half-open window `[t, t + window)` holds.
+fn most_starts_in_a_window(starts: &[u64], window: u64) -> usize {
+    let mut sorted = starts.to_vec();
+    sorted.sort_unstable();
+    let (mut most, mut first) = (0, 0);
+    for last in 0..sorted.len() {
+        while sorted[last] - sorted[first] >= window {
+            first += 1;
+        }
+        most = most.max(last - first + 1);
+    }
+    most
+}
+
+#[tokio::test]
+async fn two_hosts_start_at_most_100_jobs_in_any_second_of_a_queue_limited_to_100_per_second() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    set_limits(&client, Some("100/1s"), None).await;
+    let jobs: Vec<NewJob> = (0..500)
+        .map(|i| NewJob::new("echo", format!("{i}").into_bytes()))
+        .collect();
+    let ids: Vec<String> = client
+        .enqueue_bulk(Q, &jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let _hosts = [echo_host(&redis), echo_host(&redis)];
+    eventually("500 jobs completed", Duration::from_secs(20), || async {
+        let counts = client.counts(Q).await.ok()?;
+        (counts.completed == 500).then_some(())
+    })
+    .await;
+
+    let mut starts = Vec::new();
+    let mut hosts = std::collections::HashSet::new();
+    for id in &ids {
+        let job = client.get(Q, id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Completed);
+        // Every attempt started counts against the limit, not only the successful one.
+        starts.extend(job.history.iter().map(|a| a.started_at));
+        hosts.insert(job.host.unwrap());
+    }
+    assert_eq!(most_starts_in_a_window(&starts, 1000), 100);
+    let span = starts.iter().max().unwrap() - starts.iter().min().unwrap();
+    // 500 starts at 100 per second: the fifth hundred can start no sooner than 4 s after the
+    // first, so the limit really bound.
+    assert!(span >= 4000, "500 starts took only {span} ms");
+    assert!(span < 8000, "the hosts lagged the limit: {span} ms");
+    assert_eq!(hosts.len(), 2, "both hosts took part");
+    // While held back, the hosts slept until the window freed rather than polling: a few
+    // calls per window each (fetch, acks, heartbeats), not thousands.
+    let calls = script_calls(&redis).await;
+    assert!(calls < 2000, "{calls} script calls for 500 jobs");
+}
+
+#[tokio::test]
+async fn a_tenant_with_10000_jobs_does_not_hold_up_another_tenants_job_past_one_window() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    set_limits(&client, None, Some("50/1s")).await;
+    let backlog: Vec<NewJob> = (0..10_000)
+        .map(|i| NewJob::new("echo", format!("{i}").into_bytes()).with_group("tenant-a"))
+        .collect();
+    client.enqueue_bulk(Q, &backlog).await.unwrap();
+    let _host = echo_host(&redis);
+    // Tenant A is at its limit once its first 50 have started.
+    eventually(
+        "tenant A's first window",
+        Duration::from_secs(15),
+        || async {
+            let counts = client.counts(Q).await.ok()?;
+            (counts.completed >= 50).then_some(())
+        },
+    )
+    .await;
+
+    let enqueued_at = redis_now_ms(&redis).await;
+    let b = client
+        .enqueue(
+            Q,
+            &NewJob::new("echo", b"b".to_vec()).with_group("tenant-b"),
+        )
+        .await
+        .unwrap();
+    let job = eventually("tenant B's job", Duration::from_secs(5), || async {
+        let job = client.get(Q, &b.id).await.ok()??;
+        (job.state == JobState::Completed).then_some(job)
+    })
+    .await;
+    let waited = job.finished_at_ms.unwrap() - enqueued_at;
+    assert!(waited < 2000, "tenant B's job waited {waited} ms");
+    assert_eq!(job.result.as_deref(), Some(&b"b"[..]));
+    // Tenant A is still held to 50 a second: nearly all of its jobs still wait.
+    let counts = client.counts(Q).await.unwrap();
+    assert!(counts.waiting > 9_700, "{counts:?}");
+}
