@@ -39,12 +39,31 @@ pub(crate) enum AckOutcome {
     Fail(Failure),
 }
 
-impl Ack {
-    fn id(&self) -> &str {
-        match &self.outcome {
-            AckOutcome::Complete(c) => &c.id,
-            AckOutcome::Fail(f) => &f.id,
+/// Outcomes waiting to be recorded, by queue.
+#[derive(Default)]
+struct Pending {
+    queues: HashMap<String, Bucket>,
+    len: usize,
+}
+
+#[derive(Default)]
+struct Bucket {
+    completions: Vec<Completion>,
+    failures: Vec<Failure>,
+}
+
+impl Pending {
+    fn push(&mut self, ack: Ack) {
+        let bucket = self.queues.entry(ack.queue).or_default();
+        match ack.outcome {
+            AckOutcome::Complete(c) => bucket.completions.push(c),
+            AckOutcome::Fail(f) => bucket.failures.push(f),
         }
+        self.len += 1;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -53,7 +72,7 @@ pub(crate) async fn run(
     mut rx: mpsc::UnboundedReceiver<Ack>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut pending: Vec<Ack> = Vec::new();
+    let mut pending = Pending::default();
     let mut backoff = Backoff::default();
     loop {
         if pending.is_empty() {
@@ -72,7 +91,7 @@ pub(crate) async fn run(
                 }
             }
         }
-        while pending.len() < MAX_BATCH {
+        while pending.len < MAX_BATCH {
             match rx.try_recv() {
                 Ok(ack) => pending.push(ack),
                 Err(_) => break,
@@ -94,22 +113,13 @@ pub(crate) async fn run(
     }
 }
 
-/// Records `pending`, queue by queue; what was recorded (or refused) leaves `pending`.
-/// Returns false if Redis failed for some of it.
-async fn flush(shared: &Shared, pending: &mut Vec<Ack>) -> bool {
-    let mut by_queue: HashMap<String, (Vec<Completion>, Vec<Failure>)> = HashMap::new();
-    for ack in pending.iter() {
-        let entry = by_queue.entry(ack.queue.clone()).or_default();
-        match &ack.outcome {
-            AckOutcome::Complete(c) => entry.0.push(c.clone()),
-            AckOutcome::Fail(f) => entry.1.push(f.clone()),
-        }
-    }
+/// Records what is pending, queue by queue; what was recorded (or refused) leaves `pending`
+/// and the in-flight map. Returns false if Redis failed for some of it.
+async fn flush(shared: &Shared, pending: &mut Pending) -> bool {
     let mut all_ok = true;
-    let mut done: Vec<(String, String)> = Vec::new();
-    for (queue, (completions, failures)) in by_queue {
-        if !completions.is_empty() {
-            match shared.client.complete(&queue, &completions).await {
+    for (queue, bucket) in pending.queues.iter_mut() {
+        if !bucket.completions.is_empty() {
+            match shared.client.complete(queue, &bucket.completions).await {
                 Ok(report) => {
                     shared.redis.ok();
                     shared
@@ -121,7 +131,7 @@ async fn flush(shared: &Shared, pending: &mut Vec<Ack>) -> bool {
                     for id in &report.result_too_large {
                         tracing::warn!(%queue, job_id = %id, "result over the queue's size limit: job dead-lettered");
                     }
-                    done.extend(completions.iter().map(|c| (queue.clone(), c.id.clone())));
+                    forget(shared, queue, bucket.completions.drain(..).map(|c| c.id));
                 }
                 Err(err) => {
                     shared.redis.failed("recording completions", &err);
@@ -129,8 +139,8 @@ async fn flush(shared: &Shared, pending: &mut Vec<Ack>) -> bool {
                 }
             }
         }
-        if !failures.is_empty() {
-            match shared.client.fail(&queue, &failures).await {
+        if !bucket.failures.is_empty() {
+            match shared.client.fail(queue, &bucket.failures).await {
                 Ok(report) => {
                     shared.redis.ok();
                     shared
@@ -139,7 +149,7 @@ async fn flush(shared: &Shared, pending: &mut Vec<Ack>) -> bool {
                     for (id, why) in &report.rejected {
                         tracing::warn!(%queue, job_id = %id, ?why, "failure not recorded: this host no longer held the job's lease");
                     }
-                    done.extend(failures.iter().map(|f| (queue.clone(), f.id.clone())));
+                    forget(shared, queue, bucket.failures.drain(..).map(|f| f.id));
                 }
                 Err(err) => {
                     shared.redis.failed("recording failures", &err);
@@ -148,13 +158,18 @@ async fn flush(shared: &Shared, pending: &mut Vec<Ack>) -> bool {
             }
         }
     }
-    if !done.is_empty() {
-        let done: std::collections::HashSet<(String, String)> = done.into_iter().collect();
-        pending.retain(|a| !done.contains(&(a.queue.clone(), a.id().to_string())));
-        let mut inflight = shared.inflight();
-        for key in &done {
-            inflight.remove(key);
-        }
-    }
+    pending.len = pending
+        .queues
+        .values()
+        .map(|b| b.completions.len() + b.failures.len())
+        .sum();
     all_ok
+}
+
+/// Removes recorded jobs from the in-flight map: this host holds them no longer.
+fn forget(shared: &Shared, queue: &str, ids: impl Iterator<Item = String>) {
+    let mut inflight = shared.inflight();
+    for id in ids {
+        inflight.remove(&(queue.to_string(), id));
+    }
 }
