@@ -13,5 +13,5 @@ cargo fmt --all --check
 (cd sdk/rust && cargo fmt --check)
 (cd guest-examples/rust && cargo fmt --all --check)
 cargo clippy --workspace --all-targets --locked -- -D warnings
-bash guest-examples/rust/build.sh
+bash guest-examples/build-all.sh
 cargo test --workspace --locked

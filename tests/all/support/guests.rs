@@ -33,3 +33,45 @@ pub fn rust(name: &str) -> PathBuf {
 pub fn rust_bytes(name: &str) -> Vec<u8> {
     std::fs::read(rust(name)).expect("read guest component")
 }
+
+/// Runs `guest-examples/<lang>/build.sh` once per test run (it installs the language's pinned
+/// toolchain when missing and rebuilds only what changed) and returns the path of the
+/// component `out/<name>.wasm`. A toolchain that cannot be installed fails the tests here,
+/// with the script's output above the panic: no language is skipped.
+fn built_by_script(lang: &str, built: &'static OnceLock<()>, name: &str) -> PathBuf {
+    let dir = repo_root().join("guest-examples").join(lang);
+    built.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(dir.join("build.sh"))
+            .status()
+            .unwrap_or_else(|e| panic!("run guest-examples/{lang}/build.sh: {e}"));
+        assert!(
+            status.success(),
+            "guest-examples/{lang}/build.sh failed ({status}); its output is above"
+        );
+    });
+    let path = dir.join("out").join(format!("{name}.wasm"));
+    assert!(path.exists(), "no guest component at {}", path.display());
+    path
+}
+
+/// The Python example handler `name` (guest-examples/python/<name>.py), built with
+/// componentize-py.
+pub fn python(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    built_by_script("python", &BUILT, name)
+}
+
+/// The JavaScript example handler `name` (guest-examples/javascript/<name>.js), built with
+/// componentize-js.
+pub fn javascript(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    built_by_script("javascript", &BUILT, name)
+}
+
+/// The C example handler `name` (guest-examples/c/<name>.c), built with clang, wit-bindgen and
+/// wasm-tools.
+pub fn c(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    built_by_script("c", &BUILT, name)
+}
