@@ -461,3 +461,111 @@ async fn deadline_stops_a_spinning_handler_in_every_language() {
     }
     assert_none(problems);
 }
+
+/// The same handlers through a real `wasmq run` host and a real Redis: one queue per language,
+/// results recorded, flaky retried then completed on attempt 2, a permanent failure
+/// dead-lettered, and the guest's error line in the host's log tagged with the job id.
+#[tokio::test]
+async fn every_language_runs_through_the_host_and_redis_alike() {
+    use crate::support::eventually;
+    use crate::support::host::HostProcess;
+    use crate::support::redis::RedisServer;
+    use wasmq::queue::{Backoff, JobState, NewJob};
+
+    let name = |lang: Lang| format!("{lang:?}").to_lowercase();
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let mut toml = String::from("concurrency = 8\n");
+    for lang in LANGS {
+        for handler in ["echo", "transform", "flaky"] {
+            toml += &format!(
+                "[handlers.{}-{handler}]\npath = {:?}\n",
+                name(lang),
+                lang.component(handler)
+            );
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wasmq.toml");
+    std::fs::write(&config, toml).unwrap();
+
+    let mut jobs = HashMap::new();
+    for lang in LANGS {
+        let q = name(lang);
+        let h = |handler: &str| format!("{q}-{handler}");
+        let no_wait = Backoff::fixed(Duration::ZERO);
+        let batch = [
+            NewJob::new(h("echo"), b"hello".to_vec()),
+            NewJob::new(h("transform"), br#"{"numbers":[1,2,3]}"#.to_vec()),
+            NewJob::new(h("flaky"), b"{}".to_vec()).with_backoff(no_wait),
+            NewJob::new(h("flaky"), br#"{"fail":true}"#.to_vec()),
+        ];
+        let ids: Vec<String> = client
+            .enqueue_bulk(&q, &batch)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        jobs.insert(lang, ids);
+    }
+    let queues: Vec<String> = LANGS.iter().map(|&l| name(l)).collect();
+    let host = HostProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            &queues.join(","),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    for q in &queues {
+        // Python and JavaScript components take seconds to compile at host start.
+        eventually(
+            &format!("queue {q} done"),
+            Duration::from_secs(240),
+            || async {
+                let c = client.counts(q).await.ok()?;
+                (c.completed == 3 && c.dead == 1).then_some(())
+            },
+        )
+        .await;
+    }
+
+    let mut transform_results = Vec::new();
+    for lang in LANGS {
+        let q = name(lang);
+        let ids = &jobs[&lang];
+        let get = |i: usize| {
+            let client = client.clone();
+            let (q, id) = (q.clone(), ids[i].clone());
+            async move { client.get(&q, &id).await.unwrap().unwrap() }
+        };
+        assert_eq!(
+            get(0).await.result.as_deref(),
+            Some(&b"hello"[..]),
+            "{lang:?} echo"
+        );
+        transform_results.push(get(1).await.result);
+        let flaky = get(2).await;
+        let outcomes: Vec<_> = flaky.history.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["retry", "ok"], "{lang:?} flaky");
+        assert_eq!(flaky.result.as_deref(), Some(&br#"{"attempt":2}"#[..]));
+        let failed = get(3).await;
+        assert_eq!(failed.state, JobState::Dead, "{lang:?} flaky fail");
+        assert_eq!(failed.history.len(), 1);
+        assert_eq!(failed.history[0].outcome, "fail");
+        // The guest's error-level line reached the host's log, tagged with its job id.
+        let log = host.log_text();
+        assert!(
+            log.lines().any(|l| l.contains("the payload asks to fail")
+                && l.contains(&format!("job_id=\"{}\"", failed.id))),
+            "{lang:?}: no guest log line with job_id {} in:\n{log}",
+            failed.id
+        );
+    }
+    assert!(
+        transform_results.windows(2).all(|w| w[0] == w[1]) && transform_results[0].is_some(),
+        "transform results differ: {transform_results:?}"
+    );
+}
