@@ -485,9 +485,6 @@ async fn every_language_runs_through_the_host_and_redis_alike() {
             );
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wasmq.toml");
-    std::fs::write(&config, toml).unwrap();
 
     let mut jobs = HashMap::new();
     for lang in LANGS {
@@ -510,15 +507,8 @@ async fn every_language_runs_through_the_host_and_redis_alike() {
         jobs.insert(lang, ids);
     }
     let queues: Vec<String> = LANGS.iter().map(|&l| name(l)).collect();
-    let host = HostProcess::start(
-        &redis.url(),
-        &[
-            "--queues",
-            &queues.join(","),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    );
+    let host =
+        HostProcess::start_with_config(&redis.url(), &toml, &["--queues", &queues.join(",")]);
     for q in &queues {
         // Python and JavaScript components take seconds to compile at host start.
         eventually(

@@ -289,20 +289,11 @@ async fn memory_budget_bounds_how_many_jobs_run_at_once() {
     let client = redis.client().await;
     keep_everything(&client).await;
     let ids = enqueue_sleeps(&client, 6, 400).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wasmq.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "memory_budget = \"128MiB\"\nconcurrency = 10\n[handlers.sleep]\npath = {:?}\nmemory = \"64MiB\"\n",
-            guests::rust("sleep")
-        ),
-    )
-    .unwrap();
-    let _host = HostProcess::start(
-        &redis.url(),
-        &["--queues", Q, "--config", config.to_str().unwrap()],
+    let toml = format!(
+        "memory_budget = \"128MiB\"\nconcurrency = 10\n[handlers.sleep]\npath = {:?}\nmemory = \"64MiB\"\n",
+        guests::rust("sleep")
     );
+    let _host = HostProcess::start_with_config(&redis.url(), &toml, &["--queues", Q]);
     wait_for_count(&client, JobState::Completed, 6, Duration::from_secs(30)).await;
     let spans = sleep_spans(&client, &ids).await;
     assert_eq!(max_overlap(&spans), 2, "{spans:?}");
@@ -352,20 +343,11 @@ async fn handler_concurrency_limit_holds_beside_a_roomy_host() {
     let client = redis.client().await;
     keep_everything(&client).await;
     let ids = enqueue_sleeps(&client, 4, 300).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wasmq.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "concurrency = 16\n[handlers.sleep]\npath = {:?}\nconcurrency = 1\n",
-            guests::rust("sleep")
-        ),
-    )
-    .unwrap();
-    let _host = HostProcess::start(
-        &redis.url(),
-        &["--queues", Q, "--config", config.to_str().unwrap()],
+    let toml = format!(
+        "concurrency = 16\n[handlers.sleep]\npath = {:?}\nconcurrency = 1\n",
+        guests::rust("sleep")
     );
+    let _host = HostProcess::start_with_config(&redis.url(), &toml, &["--queues", Q]);
     wait_for_count(&client, JobState::Completed, 4, Duration::from_secs(30)).await;
     let spans = sleep_spans(&client, &ids).await;
     assert_eq!(max_overlap(&spans), 1, "{spans:?}");

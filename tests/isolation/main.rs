@@ -55,23 +55,17 @@ async fn hostile_queue_leaves_the_echo_queue_latency_within_twice_its_baseline()
         };
         client.set_config(q, &config).await.unwrap();
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wasmq.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "queues = [\"echo\", \"hostile\"]\nconcurrency = 32\n\
+    let toml = format!(
+        "queues = [\"echo\", \"hostile\"]\nconcurrency = 32\n\
              [handlers.echo]\npath = {:?}\n\
              [handlers.loop]\npath = {:?}\ntimeout = \"1s\"\n\
              [handlers.bomb]\npath = {:?}\nmemory = \"32MiB\"\n\
              [queue.hostile]\nconcurrency = 8\n",
-            guests::rust("echo"),
-            guests::rust("infinite-loop"),
-            guests::rust("memory-bomb"),
-        ),
-    )
-    .unwrap();
-    let _host = HostProcess::start(&redis.url(), &["--config", config.to_str().unwrap()]);
+        guests::rust("echo"),
+        guests::rust("infinite-loop"),
+        guests::rust("memory-bomb"),
+    );
+    let _host = HostProcess::start_with_config(&redis.url(), &toml, &[]);
 
     // Warm up (first instantiations, connections), then the baseline.
     echo_stream(&client, "echo", 50).await;

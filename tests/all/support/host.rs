@@ -14,13 +14,29 @@ pub struct HostProcess {
 impl HostProcess {
     /// Starts `wasmq run --redis <url> <args>`.
     pub fn start(redis_url: &str, args: &[&str]) -> HostProcess {
+        Self::spawn(redis_url, None, args)
+    }
+
+    /// Starts `wasmq run --redis <url> --config <file> <args>`, the file holding `toml`.
+    pub fn start_with_config(redis_url: &str, toml: &str, args: &[&str]) -> HostProcess {
+        Self::spawn(redis_url, Some(toml), args)
+    }
+
+    fn spawn(redis_url: &str, toml: Option<&str>, args: &[&str]) -> HostProcess {
         let dir = tempfile::tempdir().expect("tempdir");
+        let mut config_args = Vec::new();
+        if let Some(toml) = toml {
+            let config = dir.path().join("wasmq.toml");
+            std::fs::write(&config, toml).expect("write wasmq.toml");
+            config_args = vec!["--config".into(), config.into_os_string()];
+        }
         let log = dir.path().join("host.log");
         let file = std::fs::File::create(&log).expect("create host log");
         let child = Command::new(env!("CARGO_BIN_EXE_wasmq"))
             .arg("run")
             .arg("--redis")
             .arg(redis_url)
+            .args(config_args)
             .args(args)
             .env("RUST_LOG", "info,wasmq::guest=warn")
             .stdin(Stdio::null())
