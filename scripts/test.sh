@@ -14,4 +14,9 @@ cargo fmt --all --check
 (cd guest-examples/rust && cargo fmt --all --check)
 cargo clippy --workspace --all-targets --locked -- -D warnings
 bash guest-examples/build-all.sh
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for the whole run (cargo ends on its last binary's, the doc tests').
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
