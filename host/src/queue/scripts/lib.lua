@@ -211,6 +211,21 @@ end
 
 -- Checks that `id` is active under `token`. Returns nil when it is, else the rejection reason:
 -- 'not_found', 'not_active:<state>' or 'token_mismatch'.
+-- The dead jobs a DLQ script (replay, purge) acts on: the ids in ARGV[2..] when given, else
+-- the ARGV[1] oldest of the dead set.
+local function dlq_ids(dead_key)
+  if #ARGV > 1 then
+    local ids = {}
+    for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+    return ids
+  end
+  local limit = math.floor(tonumber(ARGV[1]) or 0)
+  if limit > 0 then
+    return redis.call('ZRANGE', dead_key, 0, limit - 1)
+  end
+  return {}
+end
+
 local function lease_problem(state, held_token, token)
   if not state then return 'not_found' end
   if state ~= 'active' then return 'not_active:' .. state end

@@ -7,13 +7,7 @@
 
 local prefix = KEYS[1]
 local cfg = read_config(KEYS[2], { 'events_maxlen' })
-local limit = math.floor(tonumber(ARGV[1]) or 0)
-local ids = {}
-if #ARGV > 1 then
-  for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
-elseif limit > 0 then
-  ids = redis.call('ZRANGE', KEYS[3], 0, limit - 1)
-end
+local ids = dlq_ids(KEYS[3])
 local purged, skipped, keys, events = {}, {}, {}, {}
 for _, id in ipairs(ids) do
   local f = redis.call('HMGET', prefix .. id, 'state', 'attempt')
