@@ -559,3 +559,30 @@ async fn every_language_runs_through_the_host_and_redis_alike() {
         "transform results differ: {transform_results:?}"
     );
 }
+
+/// A pool sized for N instances holds N instances of the largest components at once: a job
+/// never fails for want of a pool slot (a Python component makes 14 core instances per job;
+/// the pool once held only 4 per instance and failed such jobs as traps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_pool_of_python_instances_runs_at_once() {
+    let rt = Runtime::new(wasmq::RuntimeConfig {
+        max_instances: 4,
+        ..wasmq::RuntimeConfig::default()
+    })
+    .unwrap();
+    let handler = rt.load_file(&Lang::Python.component("echo")).unwrap();
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            let (rt, handler) = (rt.clone(), handler.clone());
+            tokio::spawn(async move {
+                // Started together on four threads, so their instances overlap.
+                rt.run(&handler, job(format!("{i}").as_bytes(), 1), &roomy())
+                    .await
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let report = task.await.unwrap();
+        assert_eq!(report.outcome, Outcome::Ok(format!("{i}").into_bytes()));
+    }
+}

@@ -95,7 +95,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             pooling: true,
-            max_instances: 1_000,
+            max_instances: 256,
             max_memory_per_instance: 4 * 1024 * 1024 * 1024,
             max_core_instances_per_component: 64,
             max_memories_per_component: 4,
@@ -254,12 +254,13 @@ impl Runtime {
         if config.pooling {
             let mut pool = PoolingAllocationConfig::new();
             let n = config.max_instances;
-            // Not every instance is a multi-memory component: size the totals for the common
-            // case of one or two, and let the per-component maxima admit the large ones.
+            // Totals sized so that `n` instances of the largest admitted component fit at once
+            // (a Python component makes 14 core instances per job): a job must never fail for
+            // want of a pool slot. The slots are address space, committed only when used.
             pool.total_component_instances(n)
-                .total_core_instances(n.saturating_mul(4))
-                .total_memories(n.saturating_mul(2))
-                .total_tables(n.saturating_mul(2))
+                .total_core_instances(n.saturating_mul(config.max_core_instances_per_component))
+                .total_memories(n.saturating_mul(config.max_memories_per_component))
+                .total_tables(n.saturating_mul(config.max_tables_per_component))
                 .total_stacks(n)
                 .max_core_instances_per_component(config.max_core_instances_per_component)
                 .max_memories_per_component(config.max_memories_per_component)
