@@ -96,8 +96,11 @@ async fn hostile_queue_leaves_the_echo_queue_latency_within_twice_its_baseline()
         still_hostile.waiting > 0,
         "the hostile queue drained before the measurement ended: {still_hostile:?}"
     );
+    // Each latency is the difference of two Redis timestamps in whole milliseconds, so each
+    // p99 carries up to 2 ms of rounding: "within 2x" is checked to that resolution.
+    const RESOLUTION_MS: u64 = 2;
     assert!(
-        loaded <= 2 * baseline.max(1),
+        loaded <= 2 * baseline + RESOLUTION_MS,
         "echo p99 {loaded} ms under hostile load vs {baseline} ms baseline"
     );
 }
