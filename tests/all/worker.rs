@@ -151,6 +151,54 @@ async fn guest_failures_follow_the_retry_policy() {
     assert_eq!(job.history[0].outcome, "unknown_handler");
 }
 
+/// A retry with no backoff is waiting again the moment it is recorded, so this host may lease
+/// the next attempt before it has forgotten the previous one. Each attempt must still be acked
+/// and heartbeated as itself: no second attempt lost to a lease expiry (regression: the acker
+/// used to forget the job by id, orphaning the new attempt).
+#[tokio::test]
+async fn immediate_retries_are_acked_as_their_own_attempt() {
+    const N: u64 = 300;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client).await;
+    let no_wait = wasmq::queue::Backoff::fixed(Duration::ZERO);
+    let jobs: Vec<NewJob> = (0..N)
+        .map(|_| NewJob::new("flaky", b"{}".to_vec()).with_backoff(no_wait))
+        .collect();
+    let ids: Vec<String> = client
+        .enqueue_bulk(Q, &jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let _host = HostProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            Q,
+            "--handler",
+            &handler("flaky", "flaky"),
+            "--lease",
+            "2s",
+        ],
+    );
+    wait_for_count(&client, JobState::Completed, N, Duration::from_secs(60)).await;
+    let mut wrong = Vec::new();
+    for id in &ids {
+        let job = client.get(Q, id).await.unwrap().unwrap();
+        let outcomes: Vec<_> = job.history.iter().map(|a| a.outcome.clone()).collect();
+        if outcomes != ["retry", "ok"] {
+            wrong.push((id.clone(), outcomes));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} jobs ran other attempts: {wrong:?}",
+        wrong.len()
+    );
+}
+
 #[tokio::test]
 async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero() {
     let redis = RedisServer::start();

@@ -131,7 +131,11 @@ async fn flush(shared: &Shared, pending: &mut Pending) -> bool {
                     for id in &report.result_too_large {
                         tracing::warn!(%queue, job_id = %id, "result over the queue's size limit: job dead-lettered");
                     }
-                    forget(shared, queue, bucket.completions.drain(..).map(|c| c.id));
+                    forget(
+                        shared,
+                        queue,
+                        bucket.completions.drain(..).map(|c| (c.id, c.token)),
+                    );
                 }
                 Err(err) => {
                     shared.redis.failed("recording completions", &err);
@@ -149,7 +153,11 @@ async fn flush(shared: &Shared, pending: &mut Pending) -> bool {
                     for (id, why) in &report.rejected {
                         tracing::warn!(%queue, job_id = %id, ?why, "failure not recorded: this host no longer held the job's lease");
                     }
-                    forget(shared, queue, bucket.failures.drain(..).map(|f| f.id));
+                    forget(
+                        shared,
+                        queue,
+                        bucket.failures.drain(..).map(|f| (f.id, f.token)),
+                    );
                 }
                 Err(err) => {
                     shared.redis.failed("recording failures", &err);
@@ -166,10 +174,18 @@ async fn flush(shared: &Shared, pending: &mut Pending) -> bool {
     all_ok
 }
 
-/// Removes recorded jobs from the in-flight map: this host holds them no longer.
-fn forget(shared: &Shared, queue: &str, ids: impl Iterator<Item = String>) {
+/// Removes recorded attempts from the in-flight map: this host holds their leases no longer.
+///
+/// Only the attempt with the recorded lease token leaves: a retry recorded with no backoff is
+/// waiting again the moment the script returns, and this host's fetcher may already have leased
+/// the next attempt of the same job under a new token. Removing that entry would orphan the new
+/// attempt (its outcome never acked, its lease never heartbeated).
+fn forget(shared: &Shared, queue: &str, attempts: impl Iterator<Item = (String, String)>) {
     let mut inflight = shared.inflight();
-    for id in ids {
-        inflight.remove(&(queue.to_string(), id));
+    for (id, token) in attempts {
+        let key = (queue.to_string(), id);
+        if inflight.get(&key).is_some_and(|job| job.token == token) {
+            inflight.remove(&key);
+        }
     }
 }

@@ -62,7 +62,9 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
     {
         let mut inflight = shared.inflight();
         match inflight.get_mut(&key) {
-            Some(entry) if matches!(entry.state, JobState::Running(_)) => {
+            Some(entry)
+                if entry.token == job.token && matches!(entry.state, JobState::Running(_)) =>
+            {
                 entry.state = JobState::Finished;
             }
             // Stopped while we finished: whoever stopped it owns the lease now.

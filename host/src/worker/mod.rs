@@ -216,11 +216,13 @@ impl Shared {
 }
 
 impl Shared {
-    /// Gives up a job whose lease this host lost: stops the attempt if it is still running
-    /// and forgets the job (an outcome still waiting in the acker will be refused there).
-    pub fn abandon(&self, key: &JobKey) {
+    /// Gives up the attempt holding lease `token`, which this host lost: stops it if it is
+    /// still running and forgets it (an outcome still waiting in the acker will be refused
+    /// there). A newer attempt of the same job, leased since under another token, is left be.
+    pub fn abandon(&self, key: &JobKey, token: &str) {
         let mut inflight = self.inflight();
         if let Some(job) = inflight.get(key)
+            && job.token == token
             && let JobState::Running(abort) = &job.state
         {
             abort.abort();

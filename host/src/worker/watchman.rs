@@ -42,8 +42,11 @@ async fn heartbeat(shared: &Shared) {
             Ok(extended) => {
                 shared.redis.ok();
                 for (id, why) in extended.rejected {
+                    let Some(lease) = leases.iter().find(|l| l.id == id) else {
+                        continue;
+                    };
                     tracing::warn!(%queue, job_id = %id, ?why, "lease lost; stopping the job here");
-                    shared.abandon(&(queue.clone(), id));
+                    shared.abandon(&(queue.clone(), id), &lease.token);
                 }
             }
             Err(err) => shared.redis.failed("heartbeat", &err),
