@@ -7,7 +7,10 @@
 #[path = "../all/support/mod.rs"]
 mod support;
 
-use std::time::Duration;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wasmq::queue::{Client, NewJob, QueueConfig};
 
@@ -16,34 +19,201 @@ use support::guests;
 use support::host::HostProcess;
 use support::redis::RedisServer;
 
-/// p99 of (finished - created) over `ids`, in ms, on the Redis clock.
-async fn p99_latency_ms(client: &Client, queue: &str, ids: &[String]) -> u64 {
-    let mut latencies = Vec::new();
-    for id in ids {
-        let job = client.get(queue, id).await.unwrap().unwrap();
-        latencies.push(job.finished_at_ms.unwrap() - job.created_at_ms);
-    }
-    latencies.sort_unstable();
-    latencies[(latencies.len() * 99).div_ceil(100) - 1]
+/// The pickup-latency probe of bench/ (`bench/guest/stamp`): it returns the wall-clock time at
+/// which its guest code started, in ns since the Unix epoch. Built here the way bench/run.sh
+/// builds it, so both measure latency with the same handler.
+fn stamp_guest() -> PathBuf {
+    let dir = guests::repo_root().join("bench/guest");
+    let status = Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--locked",
+        ])
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .current_dir(&dir)
+        .status()
+        .expect("run cargo build in bench/guest");
+    assert!(status.success(), "building bench/guest/stamp failed");
+    let path = dir.join("target/wasm32-wasip2/release/stamp.wasm");
+    assert!(path.exists(), "no guest component at {}", path.display());
+    path
 }
 
-/// Enqueues `n` echo jobs one at a time, open loop at 200/s, and waits for them all.
-async fn echo_stream(client: &Client, queue: &str, n: usize) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    for i in 0..n {
-        tick.tick().await;
-        let job = NewJob::new("echo", format!("{i}").into_bytes());
-        ids.push(client.enqueue(queue, &job).await.unwrap().id);
+fn now_us() -> u64 {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    u64::try_from(since_epoch.as_micros()).unwrap()
+}
+
+/// The value at quantile `q` of `sorted` (nearest rank).
+fn quantile(sorted: &[u64], q: f64) -> u64 {
+    let rank = (sorted.len() as f64 * q).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn percentiles(sorted: &[u64]) -> String {
+    format!(
+        "n={:4} p50={:6} p90={:6} p99={:6} max={:6} µs",
+        sorted.len(),
+        quantile(sorted, 0.50),
+        quantile(sorted, 0.90),
+        quantile(sorted, 0.99),
+        sorted[sorted.len() - 1],
+    )
+}
+
+/// CPU time used so far by the whole machine and by our own processes (the test, redis-server
+/// and the host), in clock ticks, and the machine's total ticks (busy or idle, all cores):
+/// what tells a failure caused by the hostile queue from one caused by other processes.
+/// `None` where /proc cannot be read.
+#[derive(Clone, Copy)]
+struct CpuTicks {
+    total: u64,
+    busy: u64,
+    ours: u64,
+}
+
+impl CpuTicks {
+    fn read(our_pids: &[u32]) -> Option<CpuTicks> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal: time stolen by the hypervisor counts
+        // as busy, it is a core taken from us just the same.
+        let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = cpu[..] else {
+            return None;
+        };
+        let busy = user + nice + system + irq + softirq + steal;
+        let total = busy + idle + iowait;
+        let mut ours = 0;
+        for pid in our_pids {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The command name may hold spaces; the fields after it start with the state
+            // (field 3), so utime and stime (fields 14 and 15) are at 11 and 12.
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+            ours += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        }
+        Some(CpuTicks { total, busy, ours })
     }
-    eventually("echo jobs done", Duration::from_secs(30), || async {
+
+    /// The share of the machine's CPU (all cores) that other processes used since `earlier`.
+    fn others_since(self, earlier: CpuTicks) -> f64 {
+        let others = (self.busy - earlier.busy).saturating_sub(self.ours - earlier.ours);
+        others as f64 / (self.total - earlier.total).max(1) as f64
+    }
+}
+
+/// One round of the measurement.
+struct Round {
+    hostile: bool,
+    /// Sorted.
+    latencies_us: Vec<u64>,
+    /// Share of the machine's CPU used by other processes during the round.
+    others: Option<f64>,
+}
+
+impl fmt::Display for Round {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let load = if self.hostile { "hostile " } else { "baseline" };
+        write!(f, "{load} {}", percentiles(&self.latencies_us))?;
+        if let Some(others) = self.others {
+            write!(
+                f,
+                "; other processes used {:.0}% of the CPU",
+                others * 100.0
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Enqueues `n` stamp jobs one at a time, open loop at 200/s, and waits for them all. Returns
+/// each job's id with the clock reading (µs since the Unix epoch) taken just before its
+/// enqueue call.
+async fn stamp_stream(client: &Client, queue: &str, n: usize) -> Vec<(String, u64)> {
+    let mut sent = Vec::with_capacity(n);
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    for _ in 0..n {
+        tick.tick().await;
+        let job = NewJob::new("stamp", Vec::new());
+        let enqueued_us = now_us();
+        let id = client.enqueue(queue, &job).await.unwrap().id;
+        sent.push((id, enqueued_us));
+    }
+    eventually("stamp jobs done", Duration::from_secs(30), || async {
         let c = client.counts(queue).await.ok()?;
         (c.active + c.waiting == 0).then_some(())
     })
     .await;
-    ids
+    sent
 }
 
+/// The latency of each job `sent` by [`stamp_stream`], sorted: the guest's start time minus
+/// the clock reading taken just before the enqueue call, in µs.
+async fn latencies_us(client: &Client, queue: &str, sent: &[(String, u64)]) -> Vec<u64> {
+    let mut latencies = Vec::with_capacity(sent.len());
+    for (id, enqueued_us) in sent {
+        let job = client.get(queue, id).await.unwrap().unwrap();
+        let result = job
+            .result
+            .unwrap_or_else(|| panic!("job {id} has no result"));
+        let started_ns: u64 = String::from_utf8(result).unwrap().parse().unwrap();
+        latencies.push((started_ns / 1000).saturating_sub(*enqueued_us));
+    }
+    latencies.sort_unstable();
+    latencies
+}
+
+/// Jobs enqueued per round, at 200/s: 1.5 s of samples.
+const ROUND_JOBS: usize = 300;
+/// Hostile rounds; a baseline round comes before the first and after each one.
+const HOSTILE_ROUNDS: usize = 5;
+/// One epoch tick (`RuntimeConfig::epoch_tick`). Hostile jobs start in batches (when a hostile
+/// round starts, and each time the loops reach their deadline together); each runs its first
+/// `long_job_after` as a short job, holding no CPU slot, so a stamp job that arrives then
+/// waits until one of them yields at its next tick: up to one tick that the baseline never
+/// pays, however fast the machine.
+const ALLOWANCE_US: u64 = 2_000;
+
+/// Hostile jobs enqueued (while the hostile queue is paused) before each hostile round: more
+/// than its 8 slots get through in a round, since each infinite loop holds its slot for its
+/// whole 1 s deadline and each memory bomb for a few ms.
+fn hostile_jobs() -> Vec<NewJob> {
+    (0..40)
+        .map(|i| {
+            let job = if i % 4 == 0 {
+                NewJob::new("bomb", Vec::new())
+            } else {
+                NewJob::new("loop", Vec::new())
+            };
+            job.with_max_attempts(1)
+        })
+        .collect()
+}
+
+/// The pid of the redis-server behind `redis`, from `INFO server`.
+async fn redis_pid(redis: &RedisServer) -> u32 {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut redis.connection().await)
+        .await
+        .unwrap();
+    let pid = info.lines().find_map(|l| l.strip_prefix("process_id:"));
+    pid.unwrap().trim().parse().unwrap()
+}
+
+/// The echo queue's p99 latency (from just before the enqueue call to the moment the guest
+/// starts, in µs) with a hostile queue busy beside it, against its baseline with the hostile
+/// queue paused. Baseline and hostile rounds alternate (B H B H ... B) and each p99 is taken
+/// over all rounds of its kind, so load from other processes that comes and goes during the
+/// test falls on both alike, and no single burst of it decides a p99.
 #[tokio::test]
 async fn hostile_queue_leaves_the_echo_queue_latency_within_twice_its_baseline() {
     let redis = RedisServer::start();
@@ -55,52 +225,96 @@ async fn hostile_queue_leaves_the_echo_queue_latency_within_twice_its_baseline()
         };
         client.set_config(q, &config).await.unwrap();
     }
+    client.pause("hostile").await.unwrap();
     let toml = format!(
         "queues = [\"echo\", \"hostile\"]\nconcurrency = 32\n\
-             [handlers.echo]\npath = {:?}\n\
+             [handlers.stamp]\npath = {:?}\n\
              [handlers.loop]\npath = {:?}\ntimeout = \"1s\"\n\
              [handlers.bomb]\npath = {:?}\nmemory = \"32MiB\"\n\
              [queue.hostile]\nconcurrency = 8\n",
-        guests::rust("echo"),
+        stamp_guest(),
         guests::rust("infinite-loop"),
         guests::rust("memory-bomb"),
     );
-    let _host = HostProcess::start_with_config(&redis.url(), &toml, &[]);
+    let host = HostProcess::start_with_config(&redis.url(), &toml, &[]);
+    let our_pids = [std::process::id(), redis_pid(&redis).await, host.pid()];
 
-    // Warm up (first instantiations, connections), then the baseline.
-    echo_stream(&client, "echo", 50).await;
-    let baseline_ids = echo_stream(&client, "echo", 200).await;
-    let baseline = p99_latency_ms(&client, "echo", &baseline_ids).await;
+    // Warm up (first instantiations, connections).
+    stamp_stream(&client, "echo", 50).await;
 
-    // Enough hostile jobs to keep the hostile queue saturated for the whole measurement.
-    let hostile: Vec<NewJob> = (0..100)
-        .map(|i| {
-            let job = if i % 4 == 0 {
-                NewJob::new("bomb", Vec::new())
-            } else {
-                NewJob::new("loop", Vec::new())
-            };
-            job.with_max_attempts(1)
-        })
-        .collect();
-    client.enqueue_bulk("hostile", &hostile).await.unwrap();
-    eventually("hostile jobs running", Duration::from_secs(10), || async {
-        let c = client.counts("hostile").await.ok()?;
-        (c.active >= 8).then_some(())
-    })
-    .await;
-    let loaded_ids = echo_stream(&client, "echo", 200).await;
-    let loaded = p99_latency_ms(&client, "echo", &loaded_ids).await;
-    let still_hostile = client.counts("hostile").await.unwrap();
+    let mut rounds: Vec<Round> = Vec::new();
+    for i in 0..=2 * HOSTILE_ROUNDS {
+        let hostile = i % 2 == 1;
+        if hostile {
+            client
+                .enqueue_bulk("hostile", &hostile_jobs())
+                .await
+                .unwrap();
+            client.resume("hostile").await.unwrap();
+            eventually("hostile jobs running", Duration::from_secs(10), || async {
+                let c = client.counts("hostile").await.ok()?;
+                (c.active >= 8).then_some(())
+            })
+            .await;
+        }
+        let before = CpuTicks::read(&our_pids);
+        let sent = stamp_stream(&client, "echo", ROUND_JOBS).await;
+        let others = CpuTicks::read(&our_pids)
+            .zip(before)
+            .map(|(after, before)| after.others_since(before));
+        if hostile {
+            let c = client.counts("hostile").await.unwrap();
+            assert!(
+                c.waiting > 0,
+                "the hostile queue drained before round {i} ended: {c:?}"
+            );
+            // Running loops stop at their deadline; none start after the pause.
+            client.pause("hostile").await.unwrap();
+            eventually("hostile jobs stopped", Duration::from_secs(10), || async {
+                let c = client.counts("hostile").await.ok()?;
+                (c.active == 0).then_some(())
+            })
+            .await;
+        }
+        rounds.push(Round {
+            hostile,
+            latencies_us: latencies_us(&client, "echo", &sent).await,
+            others,
+        });
+    }
+
+    let pooled = |hostile: bool| {
+        let mut all: Vec<u64> = rounds
+            .iter()
+            .filter(|r| r.hostile == hostile)
+            .flat_map(|r| r.latencies_us.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all
+    };
+    let (baseline, loaded) = (pooled(false), pooled(true));
+    let mut report: Vec<String> = rounds.iter().map(Round::to_string).collect();
+    report.push(format!("all baseline rounds {}", percentiles(&baseline)));
+    report.push(format!("all hostile rounds  {}", percentiles(&loaded)));
+    let report = report.join("\n");
+    eprintln!("{report}");
+    let (baseline, loaded) = (quantile(&baseline, 0.99), quantile(&loaded, 0.99));
+    // Not a reason to pass: with other processes on its cores, the OS gives the host less CPU
+    // than it has cores, and the hostile jobs take their share of it from the echo queue too.
+    // The note tells that case from a slower host on a machine of its own.
+    let busiest = rounds.iter().filter_map(|r| r.others).fold(0.0, f64::max);
+    let note = if busiest > 0.25 {
+        format!(
+            "\nother processes used up to {:.0}% of the CPU in a round: this test needs the \
+             machine to itself",
+            busiest * 100.0
+        )
+    } else {
+        String::new()
+    };
     assert!(
-        still_hostile.waiting > 0,
-        "the hostile queue drained before the measurement ended: {still_hostile:?}"
-    );
-    // Each latency is the difference of two Redis timestamps in whole milliseconds, so each
-    // p99 carries up to 2 ms of rounding: "within 2x" is checked to that resolution.
-    const RESOLUTION_MS: u64 = 2;
-    assert!(
-        loaded <= 2 * baseline + RESOLUTION_MS,
-        "echo p99 {loaded} ms under hostile load vs {baseline} ms baseline"
+        loaded <= 2 * baseline + ALLOWANCE_US,
+        "echo p99 {loaded} µs under hostile load vs {baseline} µs baseline (limit: twice the \
+         baseline + {ALLOWANCE_US} µs); every round:\n{report}{note}"
     );
 }
