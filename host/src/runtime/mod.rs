@@ -19,16 +19,25 @@
 //!    find a core.
 //! 4. The result or the error is classified into an [`Outcome`]; the store is dropped.
 //!
+//! Loading with an [`ArtifactCache`] ([`Runtime::load_with_cache`]) skips the compile when the
+//! cache holds this component compiled by an engine of this configuration; the cached component
+//! passes the same checks as a compiled one, and only validated handlers are stored.
+//!
 //! Invariant: nothing a guest does can panic the host or block it past the deadline. Guest
 //! errors are values ([`Outcome`]); a deadline is enforced twice, by the epoch callback for
 //! guest code and by a tokio timeout for time spent inside host calls.
 //! Invariant: this module knows nothing about Redis.
+//! Invariant: compiled code is deserialized only from artifacts this host wrote (checked by
+//! HMAC in `cache.rs`, the one place wasmq uses `unsafe`).
 
+mod cache;
 mod capture;
 mod limits;
 mod outcome;
+mod version;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +47,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+pub use cache::{ArtifactCache, CacheError};
 pub use capture::{LogLine, LogSource};
 pub use limits::JobLimits;
 pub use outcome::{Outcome, OutcomeClass};
@@ -143,6 +153,26 @@ pub enum LoadError {
     WrongWorld(String),
     #[error("the engine could not be configured: {0}")]
     Engine(String),
+    /// The component imports the `wasmq:job` package at a version outside this host's
+    /// compatibility unit (for 0.x, the minor version).
+    #[error(
+        "the handler was built against wasmq:job@{found}; this host implements \
+         wasmq:job@{host} (incompatible)"
+    )]
+    IncompatibleWit { found: String, host: String },
+}
+
+/// How [`Runtime::load_with_cache`] got a handler's compiled code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoadSource {
+    /// Compiled now: no cache was given, or it held nothing for this component and engine.
+    Compiled,
+    /// Deserialized from the cache; nothing was compiled.
+    Cached,
+    /// The cache held an artifact that was refused (`reason`, already logged); it was deleted
+    /// and the component compiled again.
+    Recompiled { reason: String },
 }
 
 /// One attempt of one job, as the handler sees it.
@@ -187,6 +217,10 @@ struct Inner {
     engine: Engine,
     linker: Linker<HostState>,
     config: RuntimeConfig,
+    /// The engine's part of an artifact cache key (see `cache::engine_fingerprint`).
+    fingerprint: String,
+    /// Components compiled by this runtime (cache hits are not compiles).
+    compiles: AtomicU64,
     /// CPU slots for long jobs (see [`RuntimeConfig::long_job_cpu_slots`]).
     long_jobs: Arc<Semaphore>,
 }
@@ -282,6 +316,8 @@ impl Runtime {
         spawn_epoch_ticker(&engine, config.epoch_tick);
         Ok(Self {
             inner: Arc::new(Inner {
+                fingerprint: cache::engine_fingerprint(&engine),
+                compiles: AtomicU64::new(0),
                 engine,
                 linker,
                 long_jobs: Arc::new(Semaphore::new(config.long_job_cpu_slots.max(1))),
@@ -296,14 +332,84 @@ impl Runtime {
 
     /// Validates, compiles and pre-links a handler component.
     pub fn load(&self, bytes: &[u8]) -> Result<Handler, LoadError> {
+        self.load_with_cache(bytes, None)
+            .map(|(handler, _)| handler)
+    }
+
+    /// [`Runtime::load`], taking the compiled code from `cache` when it holds this component
+    /// compiled by an engine of this runtime's configuration, and storing it there otherwise.
+    ///
+    /// The checks are those of [`Runtime::load`], with the same errors, whether the code was
+    /// compiled or cached: a WebAssembly component, whose `wasmq:job` imports are of a version
+    /// this host runs ([`LoadError::IncompatibleWit`], checked before compiling), that exports
+    /// `handle` and links against the host. Only a component that passed them is stored.
+    ///
+    /// The cache never makes a load fail: an artifact that fails its integrity check or that
+    /// wasmtime refuses is deleted and the component compiled again
+    /// ([`LoadSource::Recompiled`]); one that cannot be written is logged, and the handler runs
+    /// from memory. [`Runtime::compiles`] counts the compiles.
+    pub fn load_with_cache(
+        &self,
+        bytes: &[u8],
+        cache: Option<&ArtifactCache>,
+    ) -> Result<(Handler, LoadSource), LoadError> {
         if !bytes.starts_with(b"\0asm") {
             return Err(LoadError::NotWasm);
         }
         if wasmparser::Parser::is_core_wasm(bytes) {
             return Err(LoadError::CoreModule);
         }
+        version::check(bytes)?;
+        let Some(cache) = cache else {
+            let component = self.compile(bytes)?;
+            return Ok((self.prepare(&component)?, LoadSource::Compiled));
+        };
+        let key = cache.key(bytes, &self.inner.fingerprint);
+        let (component, source) = match cache.get(&self.inner.engine, &key) {
+            cache::Lookup::Hit(component) => (component, LoadSource::Cached),
+            cache::Lookup::Miss => (self.compile(bytes)?, LoadSource::Compiled),
+            cache::Lookup::Discarded(reason) => {
+                (self.compile(bytes)?, LoadSource::Recompiled { reason })
+            }
+        };
+        let handler = self.prepare(&component)?;
+        if source != LoadSource::Cached {
+            cache.put(&key, &component);
+        }
+        Ok((handler, source))
+    }
+
+    /// [`Runtime::load_with_cache`] from a file.
+    pub fn load_file_with_cache(
+        &self,
+        path: &Path,
+        cache: Option<&ArtifactCache>,
+    ) -> Result<(Handler, LoadSource), LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.load_with_cache(&bytes, cache)
+    }
+
+    /// How many components this runtime has compiled (or tried to: a component that does not
+    /// compile counts too). Loads from an [`ArtifactCache`] do not count, so a restart with a
+    /// warm cache reports 0.
+    pub fn compiles(&self) -> u64 {
+        self.inner.compiles.load(Ordering::Relaxed)
+    }
+
+    fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        self.inner.compiles.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let component = Component::new(&self.inner.engine, bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:?}")))?;
+        tracing::debug!(elapsed = ?started.elapsed(), size = bytes.len(), "compiled a handler");
+        Ok(component)
+    }
+
+    /// Checks that `component` implements the handler world and pre-links it.
+    fn prepare(&self, component: &Component) -> Result<Handler, LoadError> {
         match component.get_export(None, "handle") {
             Some((wasmtime::component::types::ComponentItem::ComponentFunc(_), _)) => {}
             Some(_) => {
@@ -316,7 +422,7 @@ impl Runtime {
         let pre = self
             .inner
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| LoadError::UnsupportedImport(format!("{e:?}")))?;
         let pre = HandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:?}")))?;
         Ok(Handler { pre })
