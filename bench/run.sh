@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # wasmq beside BullMQ 6.7.0 on one private redis-server, same workloads, same run.
 #   bash bench/run.sh            full run (3 repetitions of everything; see bench/README.md)
-#   bash bench/run.sh --quick    smoke run: N=2,000 at C=50, 200 latency samples, memory; 1 rep
+#   bash bench/run.sh --quick    smoke run: N=2,000 at C=1 and 50, 200 latency samples, memory; 1 rep
 #   bash bench/run.sh --only throughput,latency,memory,depth   a subset (with or without --quick)
 #   bash bench/run.sh --max-n 20000   leaves out the N=100,000 throughput runs
 # Results: bench/results/<UTC timestamp>.md (+ .json, + -logs/ with each worker's stderr).

@@ -5,8 +5,10 @@
 //! `CONFIG RESETSTAT`, which counts the commands scripts run as well as the EVALSHA calls), at
 //! 1k and 1M waiting jobs, with the events stream on (the default) and off; then, at 1k, with a
 //! queue rate limit on (high enough never to bind: the cost of the bookkeeping), with jobs
-//! spread over 16 groups, and with 16 groups and a group limit. Prints a markdown table.
-//! Starts its own redis-server on a free loopback port.
+//! spread over 16 groups, and with 16 groups and a group limit; then, at 1k, a worker running
+//! one job at a time (batch 1) and the steady state of a worker whose finished jobs make room
+//! for the next (`complete_and_fetch`, one call per cycle) at batch 1 and 64. Prints a
+//! markdown table. Starts its own redis-server on a free loopback port.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,19 +20,32 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use redis_support::RedisServer;
-use wasmq::queue::{Client, Completion, MAX_BULK, NewJob, QueueConfig, RateLimit};
+use wasmq::queue::{Client, Completion, LeasedJob, MAX_BULK, NewJob, QueueConfig, RateLimit};
 
 const BATCH: usize = 64;
 const QUEUE: &str = "bench";
 
+/// How a measured worker cycles: fetch then complete (two calls), or complete the last batch
+/// and fetch the next in one call.
+#[derive(Clone, Copy, PartialEq)]
+enum Cycle {
+    FetchThenComplete,
+    CompleteAndFetch,
+}
+
 struct Row {
     mode: &'static str,
+    batch: usize,
+    cycle: Cycle,
     depth: u64,
     events: bool,
     jobs: u64,
     commands: u64,
     script_calls: u64,
     by_command: BTreeMap<String, u64>,
+    /// Redis's own time running the scripts (EVALSHA `usec`, which includes the commands the
+    /// scripts call), in µs.
+    script_us: u64,
     fetch_us: f64,
     complete_us: f64,
 }
@@ -64,7 +79,23 @@ async fn run() {
         };
         client.set_config(QUEUE, &config).await.unwrap();
         fill_groups(&client, 1_000, groups).await;
-        rows.push(measure(&client, &mut conn, mode, 1_000, true, 8).await);
+        let cycle = Cycle::FetchThenComplete;
+        rows.push(measure(&client, &mut conn, mode, 1_000, true, 8, BATCH, cycle).await);
+    }
+    // One job at a time, and a worker that completes and fetches in one call.
+    for (mode, batch, cycle, cycles) in [
+        ("batch 1", 1, Cycle::FetchThenComplete, 200),
+        ("batch 1, complete+fetch", 1, Cycle::CompleteAndFetch, 200),
+        ("complete+fetch", BATCH, Cycle::CompleteAndFetch, 8),
+    ] {
+        let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+        let config = QueueConfig {
+            completed_keep: Some(100),
+            ..QueueConfig::default()
+        };
+        client.set_config(QUEUE, &config).await.unwrap();
+        fill(&client, 1_000).await;
+        rows.push(measure(&client, &mut conn, mode, 1_000, true, cycles, batch, cycle).await);
     }
     for depth in [1_000u64, 1_000_000] {
         let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
@@ -85,26 +116,39 @@ async fn run() {
             client.set_config(QUEUE, &config).await.unwrap();
             // Keep the depth constant while measuring: enqueue back what the cycles consume.
             let cycles = 8;
-            rows.push(measure(&client, &mut conn, "plain", depth, events, cycles).await);
+            let cycle = Cycle::FetchThenComplete;
+            rows.push(
+                measure(
+                    &client, &mut conn, "plain", depth, events, cycles, BATCH, cycle,
+                )
+                .await,
+            );
             fill(&client, ((cycles + 2) * BATCH) as u64).await;
         }
     }
 
     println!(
-        "| mode | waiting jobs | events | jobs measured | Redis commands / job | round trips / job | fetch call (64 jobs) | complete call (64 jobs) |"
+        "| mode | batch | waiting jobs | events | jobs measured | Redis commands / job | round trips / job | script µs / job | fetch call | complete call |"
     );
-    println!("|---|---:|:---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|:---:|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
+        let (fetch, complete) = match row.cycle {
+            Cycle::FetchThenComplete => (
+                format!("{:.0} µs", row.fetch_us),
+                format!("{:.0} µs", row.complete_us),
+            ),
+            Cycle::CompleteAndFetch => (format!("{:.0} µs (both)", row.fetch_us), "-".to_string()),
+        };
         println!(
-            "| {} | {} | {} | {} | {:.2} | {:.3} | {:.0} µs | {:.0} µs |",
+            "| {} | {} | {} | {} | {} | {:.2} | {:.3} | {:.1} | {fetch} | {complete} |",
             row.mode,
+            row.batch,
             row.depth,
             if row.events { "on" } else { "off" },
             row.jobs,
             row.commands as f64 / row.jobs as f64,
             row.script_calls as f64 / row.jobs as f64,
-            row.fetch_us,
-            row.complete_us,
+            row.script_us as f64 / row.jobs as f64,
         );
     }
     println!();
@@ -180,6 +224,7 @@ async fn fill(client: &Client, count: u64) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn measure(
     client: &Client,
     conn: &mut redis::aio::MultiplexedConnection,
@@ -187,10 +232,14 @@ async fn measure(
     depth: u64,
     events: bool,
     cycles: usize,
+    batch: usize,
+    kind: Cycle,
 ) -> Row {
-    // Warm up (script load, completed set at its retention size) before counting.
+    // Warm up (script load, completed set at its retention size; for complete+fetch, the first
+    // batch in hand) before counting.
+    let mut held = Vec::new();
     for _ in 0..2 {
-        cycle(client).await;
+        cycle(client, batch, kind, &mut held).await;
     }
     let () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
@@ -200,7 +249,7 @@ async fn measure(
     let mut jobs = 0u64;
     let (mut fetch_time, mut complete_time) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..cycles {
-        let (n, f, c) = cycle(client).await;
+        let (n, f, c) = cycle(client, batch, kind, &mut held).await;
         jobs += n;
         fetch_time += f;
         complete_time += c;
@@ -211,6 +260,7 @@ async fn measure(
         .await
         .unwrap();
     let mut by_command = BTreeMap::new();
+    let mut script_us = 0;
     for line in info.lines() {
         let Some(rest) = line.strip_prefix("cmdstat_") else {
             continue;
@@ -223,6 +273,13 @@ async fn measure(
             .find_map(|kv| kv.strip_prefix("calls="))
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
+        if name == "evalsha" || name == "eval" {
+            script_us += stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("usec="))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
         // INFO and CONFIG RESETSTAT are the measurement, not part of the cycle.
         if name != "info" && !name.starts_with("config") {
             by_command.insert(name.to_string(), calls);
@@ -232,32 +289,61 @@ async fn measure(
         + by_command.get("eval").copied().unwrap_or(0);
     Row {
         mode,
+        batch,
+        cycle: kind,
         depth,
         events,
         jobs,
         commands: by_command.values().sum(),
         script_calls,
         by_command,
+        script_us,
         fetch_us: fetch_time.as_secs_f64() * 1e6 / cycles as f64,
         complete_us: complete_time.as_secs_f64() * 1e6 / cycles as f64,
     }
 }
 
-/// One worker cycle: lease a batch of 64, complete it in one call.
-async fn cycle(client: &Client) -> (u64, Duration, Duration) {
+/// One worker cycle. Fetch then complete: lease a batch, complete it in a second call. Complete
+/// and fetch: complete the batch in hand (`held`) and lease the next in one call (the first
+/// cycle only fetches).
+async fn cycle(
+    client: &Client,
+    batch: usize,
+    kind: Cycle,
+    held: &mut Vec<LeasedJob>,
+) -> (u64, Duration, Duration) {
+    let lease = Duration::from_secs(60);
     let started = Instant::now();
+    if kind == Cycle::CompleteAndFetch && !held.is_empty() {
+        let done: Vec<Completion> = held
+            .iter()
+            .map(|job| Completion::new(job, b"ok".to_vec()))
+            .collect();
+        let (report, fetched) = client
+            .complete_and_fetch(QUEUE, &done, batch, lease, "bench-host")
+            .await
+            .unwrap();
+        assert_eq!(report.completed.len(), done.len());
+        assert_eq!(fetched.jobs.len(), batch, "the queue ran dry");
+        *held = fetched.jobs;
+        return (batch as u64, started.elapsed(), Duration::ZERO);
+    }
     let jobs = client
-        .fetch(QUEUE, BATCH, Duration::from_secs(60), "bench-host")
+        .fetch(QUEUE, batch, lease, "bench-host")
         .await
         .unwrap();
     let fetched = started.elapsed();
-    assert_eq!(jobs.len(), BATCH, "the queue ran dry");
+    assert_eq!(jobs.len(), batch, "the queue ran dry");
+    if kind == Cycle::CompleteAndFetch {
+        *held = jobs;
+        return (batch as u64, fetched, Duration::ZERO);
+    }
     let done: Vec<Completion> = jobs
         .iter()
         .map(|job| Completion::new(job, b"ok".to_vec()))
         .collect();
     let started = Instant::now();
     let report = client.complete(QUEUE, &done).await.unwrap();
-    assert_eq!(report.completed.len(), BATCH);
-    (BATCH as u64, fetched, started.elapsed())
+    assert_eq!(report.completed.len(), batch);
+    (batch as u64, fetched, started.elapsed())
 }

@@ -56,7 +56,8 @@ impl Plan {
             Plan {
                 quick,
                 reps: 1,
-                throughput: vec![(2_000, 50)],
+                // C=1 pays the round trips per job; C=50 the batched steady state.
+                throughput: vec![(2_000, 1), (2_000, 50)],
                 latency_n: 200,
                 latency_c: vec![1],
                 latency_rate: 500.0,

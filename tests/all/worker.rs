@@ -199,6 +199,101 @@ async fn immediate_retries_are_acked_as_their_own_attempt() {
     );
 }
 
+/// At concurrency 1 the host runs the jobs one after another, in order, each once, and records
+/// each one's result in the same script call that leases the next (one call per job, not two).
+#[tokio::test]
+async fn a_host_at_concurrency_one_runs_a_batch_in_order_with_one_call_per_job() {
+    const N: u64 = 200;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client).await;
+    let jobs: Vec<NewJob> = (0..N)
+        .map(|i| NewJob::new("echo", format!("job {i}").into_bytes()))
+        .collect();
+    let ids: Vec<String> = client
+        .enqueue_bulk(Q, &jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let mut conn = redis.connection().await;
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _host = HostProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            Q,
+            "--handler",
+            &handler("echo", "echo"),
+            "--concurrency",
+            "1",
+        ],
+    );
+    // Polled with a plain command, so that every script call counted below is the host's.
+    let completed = wasmq::queue::QueueKeys::new(Q).unwrap().completed();
+    eventually(
+        &format!("{N} jobs completed"),
+        Duration::from_secs(60),
+        || {
+            let mut conn = conn.clone();
+            let completed = completed.clone();
+            async move {
+                let n: u64 = redis::cmd("ZCARD")
+                    .arg(&completed)
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                (n == N).then_some(())
+            }
+        },
+    )
+    .await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let calls: u64 = info
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let mut spans = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let job = client.get(Q, id).await.unwrap().unwrap();
+        assert_eq!(job.result.as_deref(), Some(format!("job {i}").as_bytes()));
+        assert_eq!((job.attempt, job.history.len()), (1, 1), "job {i} ran once");
+        spans.push((job.history[0].started_at, job.history[0].finished_at));
+    }
+    // One at a time, in enqueue order (Redis clock: each job starts when the one before it
+    // is recorded, in the same call).
+    assert!(
+        spans.windows(2).all(|w| w[0].1 <= w[1].0),
+        "jobs overlapped or ran out of order: {spans:?}"
+    );
+    let events = client.events(Q, None, 10_000).await.unwrap();
+    let mut leased: Vec<(String, u32)> = events
+        .iter()
+        .filter(|e| e.event == "active")
+        .flat_map(|e| e.jobs.clone())
+        .collect();
+    leased.sort();
+    let mut expected: Vec<(String, u32)> = ids.iter().map(|id| (id.clone(), 1)).collect();
+    expected.sort();
+    assert_eq!(leased, expected, "each job leased exactly once");
+    // A fetch, one complete-and-fetch per job, the last fetch that finds the queue empty, and
+    // a few heartbeats, recoveries and idle fetches; two calls per job would be 2N.
+    assert!(calls <= N + 30, "{calls} script calls for {N} jobs");
+}
+
 #[tokio::test]
 async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero() {
     let redis = RedisServer::start();

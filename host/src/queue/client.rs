@@ -875,79 +875,10 @@ impl Client {
             )));
         }
         let token = random_token();
-        let mut invocation = Self::invocation(
-            &SCRIPTS.fetch,
-            &[
-                keys.job_prefix(),
-                keys.config(),
-                keys.waiting(),
-                keys.delayed(),
-                keys.retry(),
-                keys.active(),
-                keys.seq(),
-                keys.events(),
-                keys.wake(),
-                keys.rate(),
-                keys.group_prefix(),
-                keys.groups(),
-            ],
-        );
+        let mut invocation = Self::invocation(&SCRIPTS.fetch, &fetch_keys(&keys));
         invocation.arg(max).arg(lease_ms).arg(&token).arg(host);
-        let reply = Reply::of("fetch");
-        let [now, expires, jobs, next_due, dropped] =
-            reply.tuple(self.invoke(&invocation).await?)?;
-        let lease_expires_at_ms = reply.uint(expires)?;
-        let jobs = reply
-            .array(jobs)?
-            .into_iter()
-            .map(|item| {
-                let [
-                    id,
-                    handler,
-                    payload,
-                    attempt,
-                    max_attempts,
-                    timeout,
-                    priority,
-                    created,
-                ] = reply.tuple(item)?;
-                let number = |value: Value, what: &str| -> Result<i64> {
-                    reply
-                        .int(value)
-                        .map_err(|_| reply.error(format!("{what} is not a number")))
-                };
-                let timeout_ms = number(timeout, "timeout_ms")?;
-                Ok(LeasedJob {
-                    id: reply.string(id)?,
-                    queue: queue.to_string(),
-                    handler: reply.string(handler)?,
-                    payload: reply.bytes(payload)?,
-                    attempt: u32::try_from(number(attempt, "attempt")?).unwrap_or(u32::MAX),
-                    max_attempts: u32::try_from(number(max_attempts, "max_attempts")?).unwrap_or(1),
-                    timeout: (timeout_ms > 0)
-                        .then(|| Duration::from_millis(timeout_ms.unsigned_abs())),
-                    priority: i32::try_from(number(priority, "priority")?).unwrap_or(0),
-                    created_at_ms: number(created, "created_at")?.max(0).unsigned_abs(),
-                    token: token.clone(),
-                    lease_expires_at_ms,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let next_due = reply.uint(next_due)?;
-        let dropped = reply.uint(dropped)?;
-        if dropped > 0 {
-            tracing::warn!(
-                queue,
-                dropped,
-                "fetch dropped waiting ids that had no job hash"
-            );
-        }
-        Ok(Fetched {
-            jobs,
-            now_ms: reply.uint(now)?,
-            next_due_ms: (next_due > 0).then_some(next_due),
-            dropped,
-        })
+        let value = self.invoke(&invocation).await?;
+        fetched(&Reply::of("fetch"), value, queue, &token)
     }
 
     /// Renews the leases (heartbeat) to `lease` from now, on Redis's clock. Jobs this host no
@@ -998,11 +929,47 @@ impl Client {
         }
         let reply = Reply::of("complete");
         let [completed, rejected, too_large] = reply.tuple(self.invoke(&invocation).await?)?;
-        Ok(CompleteReport {
-            completed: reply.strings(completed)?,
-            rejected: rejections(&reply, rejected)?,
-            result_too_large: reply.strings(too_large)?,
-        })
+        complete_report(&reply, completed, rejected, too_large)
+    }
+
+    /// Completes jobs and leases up to `max` next jobs of the same queue, in one call: what
+    /// [`Client::complete`] then [`Client::fetch_batch`] would do, atomically and in one round
+    /// trip, for a worker whose finished attempts left room for as many new ones. The fetch does
+    /// not depend on the completions: one refused (the lease was lost) is reported in
+    /// `rejected` and the jobs are leased all the same; a paused or rate-limited queue leases
+    /// nothing and the completions are recorded all the same. `max` may be 0 (only complete).
+    pub async fn complete_and_fetch(
+        &self,
+        queue: &str,
+        done: &[Completion],
+        max: usize,
+        lease: Duration,
+        host: &str,
+    ) -> Result<(CompleteReport, Fetched)> {
+        let keys = QueueKeys::new(queue)?;
+        let lease_ms = millis(lease);
+        if max > MAX_BULK || lease_ms == 0 {
+            return Err(QueueError::InvalidArgument(format!(
+                "complete_and_fetch needs max in 0..={MAX_BULK} and a lease of at least 1 ms"
+            )));
+        }
+        let token = random_token();
+        let mut invocation = Self::invocation(&SCRIPTS.complete_fetch, &fetch_keys(&keys));
+        invocation.key(keys.completed()).key(keys.dead());
+        invocation.arg(max).arg(lease_ms).arg(&token).arg(host);
+        for completion in done {
+            invocation
+                .arg(&completion.id)
+                .arg(&completion.token)
+                .arg(completion.result.as_slice());
+        }
+        let reply = Reply::of("complete_fetch");
+        let [completed, rejected, too_large, leased] =
+            reply.tuple(self.invoke(&invocation).await?)?;
+        Ok((
+            complete_report(&reply, completed, rejected, too_large)?,
+            fetched(&reply, leased, queue, &token)?,
+        ))
     }
 
     /// Records failed attempts in one call: each job retries after its backoff, or goes to the
@@ -1117,6 +1084,23 @@ impl Client {
     }
 }
 
+fn fetch_keys(keys: &QueueKeys) -> [String; 12] {
+    [
+        keys.job_prefix(),
+        keys.config(),
+        keys.waiting(),
+        keys.delayed(),
+        keys.retry(),
+        keys.active(),
+        keys.seq(),
+        keys.events(),
+        keys.wake(),
+        keys.rate(),
+        keys.group_prefix(),
+        keys.groups(),
+    ]
+}
+
 fn fail_keys(keys: &QueueKeys) -> [String; 11] {
     [
         keys.job_prefix(),
@@ -1131,6 +1115,76 @@ fn fail_keys(keys: &QueueKeys) -> [String; 11] {
         keys.group_prefix(),
         keys.groups(),
     ]
+}
+
+/// Decodes fetch.lua's reply (also the `fetched` part of complete_fetch.lua's); `token` is the
+/// lease token the call sent.
+fn fetched(reply: &Reply, value: Value, queue: &str, token: &str) -> Result<Fetched> {
+    let [now, expires, jobs, next_due, dropped] = reply.tuple(value)?;
+    let lease_expires_at_ms = reply.uint(expires)?;
+    let jobs = reply
+        .array(jobs)?
+        .into_iter()
+        .map(|item| {
+            let [
+                id,
+                handler,
+                payload,
+                attempt,
+                max_attempts,
+                timeout,
+                priority,
+                created,
+            ] = reply.tuple(item)?;
+            let number = |value: Value, what: &str| -> Result<i64> {
+                reply
+                    .int(value)
+                    .map_err(|_| reply.error(format!("{what} is not a number")))
+            };
+            let timeout_ms = number(timeout, "timeout_ms")?;
+            Ok(LeasedJob {
+                id: reply.string(id)?,
+                queue: queue.to_string(),
+                handler: reply.string(handler)?,
+                payload: reply.bytes(payload)?,
+                attempt: u32::try_from(number(attempt, "attempt")?).unwrap_or(u32::MAX),
+                max_attempts: u32::try_from(number(max_attempts, "max_attempts")?).unwrap_or(1),
+                timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms.unsigned_abs())),
+                priority: i32::try_from(number(priority, "priority")?).unwrap_or(0),
+                created_at_ms: number(created, "created_at")?.max(0).unsigned_abs(),
+                token: token.to_string(),
+                lease_expires_at_ms,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let next_due = reply.uint(next_due)?;
+    let dropped = reply.uint(dropped)?;
+    if dropped > 0 {
+        tracing::warn!(
+            queue,
+            dropped,
+            "fetch dropped waiting ids that had no job hash"
+        );
+    }
+    Ok(Fetched {
+        jobs,
+        now_ms: reply.uint(now)?,
+        next_due_ms: (next_due > 0).then_some(next_due),
+        dropped,
+    })
+}
+
+fn complete_report(
+    reply: &Reply,
+    completed: Value,
+    rejected: Value,
+    too_large: Value,
+) -> Result<CompleteReport> {
+    Ok(CompleteReport {
+        completed: reply.strings(completed)?,
+        rejected: rejections(reply, rejected)?,
+        result_too_large: reply.strings(too_large)?,
+    })
 }
 
 fn rejections(reply: &Reply, value: Value) -> Result<Vec<(String, LeaseRejection)>> {

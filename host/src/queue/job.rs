@@ -500,6 +500,11 @@ pub fn validate_job_id(id: &str) -> Result<(), String> {
     validate_name("job id", id)
 }
 
+/// Handler names, as jobs name them: the same rule as job ids.
+pub fn validate_handler_name(name: &str) -> Result<(), String> {
+    validate_name("handler name", name)
+}
+
 fn validate_name(what: &str, value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("{what} must not be empty"));

@@ -6,7 +6,7 @@
 //!   attempts, [`Backoff`], timeout.
 //! - [`Job`] / [`JobState`] / [`Attempt`] - a stored job, its state and its attempt history.
 //! - [`Client`] - enqueue, inspect, DLQ, pause; and for workers fetch (lease), extend,
-//!   complete, fail, release, recover expired leases.
+//!   complete, complete-and-fetch (both in one call), fail, release, recover expired leases.
 //! - [`QueueKeys`] - the key names of one queue, all under the hash tag `{<queue>}`.
 //! - [`RateLimit`] - at most N job starts per window, per queue or per group (`QueueConfig`),
 //!   enforced by fetch across every host.
@@ -36,7 +36,7 @@ pub use job::{
     Attempt, Backoff, DEFAULT_COMPLETED_KEEP, DEFAULT_EVENTS_MAXLEN, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, Job, JobOptions, JobState, MAX_ATTEMPTS,
     MAX_NAME_LEN, MAX_PRIORITY, MIN_PRIORITY, NewJob, RunAt, generate_job_id, system_time, unix_ms,
-    validate_job_id, validate_queue_name,
+    validate_handler_name, validate_job_id, validate_queue_name,
 };
 pub use keys::QueueKeys;
 pub use limit::{MAX_RATE, RateLimit};

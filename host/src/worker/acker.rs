@@ -1,14 +1,22 @@
 //! The acker: records job outcomes in Redis in batches.
 //!
 //! Lifecycle:
-//! 1. Executors send an [`Ack`] (a completion or a failure) as each attempt ends.
+//! 1. Executors send an [`Ack`] (a completion or a failure) as each attempt ends; a completion
+//!    brings its attempt's slot along.
 //! 2. The acker takes whatever is queued (up to a batch), groups it by queue, and records it
 //!    with one `complete` and one `fail` call per queue. Under load, batches form by
 //!    themselves; when idle, an outcome is recorded as soon as it arrives.
-//! 3. If Redis is away, the outcomes are kept and retried with backoff; the leases stay
+//! 3. While the host is running, the completions of a queue and the leasing of that queue's
+//!    next jobs, one per slot they brought, are one call (`complete_and_fetch`), so a busy slot
+//!    goes from one job to the next in one round trip; the new jobs start at once
+//!    (`executor::spawn_if_running`). Slots not carried over (nothing left to lease, draining,
+//!    a fetcher of another queue waiting for room, no memory for the largest handler) go back
+//!    to the pool, where the fetchers pick them up; no slot outlives the flush it came in.
+//! 4. If Redis is away, the outcomes are kept and retried with backoff; the leases stay
 //!    heartbeated meanwhile, so a short outage loses nothing and runs nothing twice.
-//! 4. Recorded (or refused: the lease was lost) jobs leave the in-flight map.
-//! 5. At shutdown it drains what is queued and flushes for at most [`FLUSH_AT_EXIT`].
+//! 5. Recorded (or refused: the lease was lost) jobs leave the in-flight map, by lease token,
+//!    before the next jobs start.
+//! 6. At shutdown it drains what is queued and flushes for at most [`FLUSH_AT_EXIT`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,8 +25,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{Backoff, Shared};
-use crate::queue::{Completion, Failure};
+use super::slots::Slot;
+use super::{Backoff, Phase, Shared, executor};
+use crate::queue::{Completion, Failure, Lease, LeasedJob};
 
 /// Most outcomes recorded in one flush.
 const MAX_BATCH: usize = 512;
@@ -31,6 +40,8 @@ pub(crate) const FLUSH_AT_EXIT: Duration = Duration::from_secs(10);
 pub(crate) struct Ack {
     pub queue: String,
     pub outcome: AckOutcome,
+    /// The slot of a successful attempt, for the queue's next job.
+    pub slot: Option<Slot>,
 }
 
 #[derive(Debug)]
@@ -50,11 +61,13 @@ struct Pending {
 struct Bucket {
     completions: Vec<Completion>,
     failures: Vec<Failure>,
+    slots: Vec<Slot>,
 }
 
 impl Pending {
     fn push(&mut self, ack: Ack) {
         let bucket = self.queues.entry(ack.queue).or_default();
+        bucket.slots.extend(ack.slot);
         match ack.outcome {
             AckOutcome::Complete(c) => bucket.completions.push(c),
             AckOutcome::Fail(f) => bucket.failures.push(f),
@@ -71,6 +84,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<Ack>,
     mut stop: watch::Receiver<bool>,
+    phase: watch::Receiver<Phase>,
 ) {
     let mut pending = Pending::default();
     let mut backoff = Backoff::default();
@@ -97,7 +111,7 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
-        if flush(&shared, &mut pending).await {
+        if flush(&shared, &mut pending, &phase).await {
             backoff.reset();
         } else {
             let delay = backoff.next_delay();
@@ -113,14 +127,37 @@ pub(crate) async fn run(
     }
 }
 
-/// Records what is pending, queue by queue; what was recorded (or refused) leaves `pending`
-/// and the in-flight map. Returns false if Redis failed for some of it.
-async fn flush(shared: &Shared, pending: &mut Pending) -> bool {
+/// Records what is pending, queue by queue, leasing each queue's next jobs for the slots its
+/// completions brought; what was recorded (or refused) leaves `pending` and the in-flight map.
+/// Every slot is used or freed here. Returns false if Redis failed for some of it.
+async fn flush(
+    shared: &Arc<Shared>,
+    pending: &mut Pending,
+    phase: &watch::Receiver<Phase>,
+) -> bool {
     let mut all_ok = true;
     for (queue, bucket) in pending.queues.iter_mut() {
+        let slots = carry_over(shared, queue, std::mem::take(&mut bucket.slots), phase);
         if !bucket.completions.is_empty() {
-            match shared.client.complete(queue, &bucket.completions).await {
-                Ok(report) => {
+            let recorded = if slots.is_empty() {
+                let report = shared.client.complete(queue, &bucket.completions).await;
+                report.map(|report| (report, Vec::new()))
+            } else {
+                let config = &shared.config;
+                shared
+                    .client
+                    .complete_and_fetch(
+                        queue,
+                        &bucket.completions,
+                        slots.len(),
+                        config.lease,
+                        &config.host_id,
+                    )
+                    .await
+                    .map(|(report, fetched)| (report, fetched.jobs))
+            };
+            match recorded {
+                Ok((report, next)) => {
                     shared.redis.ok();
                     shared
                         .completed
@@ -136,8 +173,11 @@ async fn flush(shared: &Shared, pending: &mut Pending) -> bool {
                         queue,
                         bucket.completions.drain(..).map(|c| (c.id, c.token)),
                     );
+                    start_next(shared, queue, next, slots, phase).await;
                 }
                 Err(err) => {
+                    // Back to the pool at once: the retry may take a while.
+                    drop(slots);
                     shared.redis.failed("recording completions", &err);
                     all_ok = false;
                 }
@@ -172,6 +212,73 @@ async fn flush(shared: &Shared, pending: &mut Pending) -> bool {
         .map(|b| b.completions.len() + b.failures.len())
         .sum();
     all_ok
+}
+
+/// The slots worth keeping for `queue`'s next jobs, each made room for the largest handler
+/// (the next job's is not known before it is leased); the others are freed. None while the
+/// host is not running, nor while a fetcher of another queue waits for room (so a busy queue
+/// cannot keep every slot to itself).
+fn carry_over(
+    shared: &Shared,
+    queue: &str,
+    slots: Vec<Slot>,
+    phase: &watch::Receiver<Phase>,
+) -> Vec<Slot> {
+    if slots.is_empty() || *phase.borrow() != Phase::Running || shared.slots.others_waiting(queue) {
+        return Vec::new();
+    }
+    let max_cap = shared.handlers.max_cap();
+    slots
+        .into_iter()
+        .filter_map(|mut slot| slot.resize(max_cap).then_some(slot))
+        .collect()
+}
+
+/// Starts the jobs leased for the carried-over slots, each in one of them fitted to its
+/// handler; the slots left over go back to the pool. A job that cannot start here (the host
+/// began to shut down during the call) is released, uncounted, as shutdown would.
+async fn start_next(
+    shared: &Arc<Shared>,
+    queue: &str,
+    jobs: Vec<LeasedJob>,
+    mut slots: Vec<Slot>,
+    phase: &watch::Receiver<Phase>,
+) {
+    let mut refused: Vec<Lease> = Vec::new();
+    for job in jobs {
+        let cap = shared.handlers.get(&job.handler).map_or(0, |h| h.memory);
+        let Some(mut slot) = slots.pop() else {
+            // Cannot happen: the call leased no more jobs than there were slots.
+            tracing::error!(job_id = %job.id, "leased more jobs than slots");
+            refused.push(job.lease());
+            continue;
+        };
+        // Growing fails only if a deploy raised the largest cap since the call went out.
+        if !slot.resize(cap) {
+            refused.push(job.lease());
+            continue;
+        }
+        if let Err(lease) = executor::spawn_if_running(shared, job, slot, phase) {
+            refused.push(lease);
+        }
+    }
+    drop(slots);
+    if refused.is_empty() {
+        return;
+    }
+    match shared.client.release(queue, &refused).await {
+        Ok(report) => {
+            for (id, why) in report.rejected {
+                tracing::warn!(%queue, job_id = %id, ?why, "could not release a job leased for a freed slot");
+            }
+        }
+        Err(err) => {
+            shared
+                .redis
+                .failed("releasing jobs leased for freed slots", &err);
+            tracing::warn!(%queue, jobs = refused.len(), "jobs leased for freed slots will run again after their lease expires");
+        }
+    }
 }
 
 /// Removes recorded attempts from the in-flight map: this host holds their leases no longer.

@@ -1,30 +1,61 @@
 //! The executor: one attempt of one leased job, from slot to ack.
 //!
 //! Lifecycle:
-//! 1. The fetcher hands over a leased job with its slot; the job is registered in flight as
-//!    running (with the handle that can stop it) before its task can finish.
+//! 1. The fetcher (or the acker, starting the next job in a freed slot) hands over a leased job
+//!    with its slot; the job is registered in flight as running (with the handle that can stop
+//!    it) before its task can finish.
 //! 2. The task waits for its handler's own concurrency limit, if any, then runs the attempt
 //!    in the sandbox in an inner task on the guest threads (`GuestThreads`), so that even a
 //!    host panic becomes this job's failure.
-//! 3. The slot is freed as soon as the attempt ends; the outcome goes to the acker, unless the
-//!    job was stopped meanwhile (shutdown or lost lease), in which case nothing is acked.
+//! 3. The outcome goes to the acker, unless the job was stopped meanwhile (shutdown or lost
+//!    lease), in which case nothing is acked. A success hands its slot to the acker with it, so
+//!    that recording it and leasing the queue's next job for the slot is one call; a failure,
+//!    or any attempt while Redis is unreachable, frees the slot as soon as the attempt ends.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::acker::{Ack, AckOutcome};
 use super::slots::Slot;
-use super::{InFlight, JobState, Shared};
-use crate::queue::{Completion, Failure, LeasedJob};
+use super::{InFlight, JobKey, JobState, Phase, Shared};
+use crate::queue::{Completion, Failure, Lease, LeasedJob};
 use crate::runtime::{JobInput, JobLimits, Outcome};
 
 /// Starts the attempt of `job` in its own task.
 pub(crate) fn spawn(shared: &Arc<Shared>, job: LeasedJob, slot: Slot) {
+    start(shared, &mut shared.inflight(), job, slot);
+}
+
+/// Starts the attempt of `job` like [`spawn`] if the host is still running; else frees its
+/// slot and hands back its lease, to be released. The phase is read under the in-flight map's lock,
+/// which shutdown takes after it has seen the phase change (to wait for the running jobs, then
+/// to stop and release them): a job started here is one that shutdown sees.
+pub(crate) fn spawn_if_running(
+    shared: &Arc<Shared>,
+    job: LeasedJob,
+    slot: Slot,
+    phase: &watch::Receiver<Phase>,
+) -> Result<(), Lease> {
+    let mut inflight = shared.inflight();
+    if *phase.borrow() != Phase::Running {
+        return Err(job.lease());
+    }
+    start(shared, &mut inflight, job, slot);
+    Ok(())
+}
+
+fn start(
+    shared: &Arc<Shared>,
+    inflight: &mut HashMap<JobKey, InFlight>,
+    job: LeasedJob,
+    slot: Slot,
+) {
     let key = (job.queue.clone(), job.id.clone());
     let token = job.token.clone();
     // Holding the map while spawning means the task cannot look itself up before it is there.
-    let mut inflight = shared.inflight();
     let task = tokio::spawn(run(shared.clone(), job, slot));
     inflight.insert(
         key,
@@ -46,7 +77,9 @@ impl<T> Drop for AbortOnDrop<T> {
 
 async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
     let outcome = attempt(&shared, &mut job).await;
-    drop(slot);
+    // Only a success whose ack can be recorded now keeps its slot for the queue's next job: a
+    // slot must not wait for an ack that Redis is refusing.
+    let slot = (matches!(outcome, Ok(Outcome::Ok(_))) && shared.redis.is_up()).then_some(slot);
     let outcome = match outcome {
         Err(unknown) => AckOutcome::Fail(Failure::new(&job, "unknown_handler", unknown)),
         Ok(Outcome::Ok(result)) => AckOutcome::Complete(Completion::new(&job, result)),
@@ -74,6 +107,7 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
     let ack = Ack {
         queue: job.queue,
         outcome,
+        slot,
     };
     if shared.acks.send(ack).is_err() {
         tracing::warn!(job_id = %key.1, "acker gone; the job will run again after its lease expires");
@@ -85,15 +119,10 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
 async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Outcome, String> {
     let Some(loaded) = shared.handlers.get(&job.handler) else {
         return Err(format!(
-            "no handler named {:?} on host {} (known: {})",
+            "no handler named {:?} on host {} (known: {}); deploy it with `wasmq handler deploy`",
             job.handler,
             shared.config.host_id,
-            shared
-                .handlers
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            shared.handlers.names().join(", ")
         ));
     };
     let payload = std::mem::take(&mut job.payload);
@@ -102,9 +131,9 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Outcome, S
         None => None,
     };
     let limits = JobLimits {
-        timeout: job.timeout.unwrap_or(loaded.spec.timeout),
-        memory: loaded.spec.memory,
-        fuel: loaded.spec.fuel,
+        timeout: job.timeout.unwrap_or(loaded.timeout),
+        memory: loaded.memory,
+        fuel: loaded.fuel,
     };
     let input = JobInput {
         id: job.id.clone(),

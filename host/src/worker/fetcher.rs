@@ -4,7 +4,10 @@
 //! Lifecycle of one turn:
 //! 1. Reserve room: first within the queue's own concurrency limit, if it has one, then host
 //!    slots: wait until at least one job fits (count and memory), take as many as fit now, up
-//!    to the batch size.
+//!    to the batch size. While the queue is busy, its slots mostly go from job to job through
+//!    the acker (which leases the next job as it records a completion) and the fetcher waits
+//!    here; it takes over the slots the acker frees (no job left, failures, other queues'
+//!    turn) and is the one that waits for work when the queue runs dry.
 //! 2. Lease up to that many jobs in one script call (which also promotes due delayed and retry
 //!    jobs). Unused room goes back to the pool.
 //! 3. Start each leased job (`executor::spawn`) with its own slot.
@@ -38,7 +41,10 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut phase: watch::Re
             let max = queue_permit
                 .as_ref()
                 .map_or(config.batch, |p| p.num_permits());
-            let reservation = shared.slots.reserve(max, shared.max_cap).await?;
+            // While this waits, slots that other queues' jobs free go back to the pool instead
+            // of on to those queues' next jobs (see the acker).
+            let _waiting = shared.slots.waiting_for_room(&queue);
+            let reservation = shared.slots.reserve(max, shared.handlers.max_cap()).await?;
             Some((reservation, queue_permit))
         };
         let (mut reservation, mut queue_permit) = tokio::select! {
@@ -59,10 +65,7 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut phase: watch::Re
                 backoff.reset();
                 let got = fetched.jobs.len();
                 for job in fetched.jobs {
-                    let cap = shared
-                        .handlers
-                        .get(&job.handler)
-                        .map_or(0, |h| h.spec.memory);
+                    let cap = shared.handlers.get(&job.handler).map_or(0, |h| h.memory);
                     let Some(slot) = reservation.take(cap) else {
                         // Cannot happen: we asked for no more jobs than the reservation holds.
                         tracing::error!(job_id = %job.id, "fetched more jobs than reserved");

@@ -9,12 +9,15 @@
 //! 2. After the fetch, the batch is split into one [`Slot`] per leased job, sized to that job's
 //!    handler ([`Reservation::take`]); what was not used returns to the pool when the
 //!    reservation is dropped.
-//! 3. A slot returns to the pool when its job's task drops it.
+//! 3. A slot returns to the pool when its job's task drops it, or, after a successful attempt,
+//!    when the acker has no next job of the same queue to start in it ([`Slot::resize`] makes
+//!    room for any handler first, without waiting, and then fits it to the job that got it).
 //!
 //! Invariant: a leased job always has its slot before it is fetched, so no leased job waits
 //! for memory or a slot; and the memory caps of running jobs never add up past the budget.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -30,6 +33,8 @@ fn units(bytes: u64) -> u32 {
 pub(crate) struct Slots {
     count: Arc<Semaphore>,
     memory: Arc<Semaphore>,
+    /// Fetchers waiting in [`Slots::reserve`], by queue.
+    waiting: Arc<Mutex<HashMap<String, usize>>>,
     #[cfg(test)]
     memory_units: u32,
 }
@@ -45,7 +50,7 @@ pub(crate) struct Reservation {
 #[derive(Debug)]
 pub(crate) struct Slot {
     _count: OwnedSemaphorePermit,
-    _memory: OwnedSemaphorePermit,
+    memory: OwnedSemaphorePermit,
     _queue: Option<OwnedSemaphorePermit>,
 }
 
@@ -55,6 +60,52 @@ impl Slot {
         self._queue = Some(permit);
         self
     }
+
+    /// Makes the slot's share of the memory budget `memory_cap`, for another job: shrinking
+    /// gives the difference back; growing takes it only if it is free now, never waiting
+    /// (a slot waiting for memory would hold its count meanwhile). Returns whether the slot
+    /// now has `memory_cap`.
+    pub fn resize(&mut self, memory_cap: u64) -> bool {
+        let want = units(memory_cap).max(1) as usize;
+        let have = self.memory.num_permits();
+        if want < have {
+            drop(self.memory.split(have - want));
+        } else if want > have {
+            let more = u32::try_from(want - have).unwrap_or(u32::MAX);
+            match self.memory.semaphore().clone().try_acquire_many_owned(more) {
+                Ok(more) => self.memory.merge(more),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// A fetcher waiting for room in [`Slots::reserve`], for as long as this lives.
+pub(crate) struct WaitingForRoom {
+    waiting: Arc<Mutex<HashMap<String, usize>>>,
+    queue: String,
+}
+
+impl Drop for WaitingForRoom {
+    fn drop(&mut self) {
+        let mut waiting = lock(&self.waiting);
+        if let Some(n) = waiting.get_mut(&self.queue) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.queue);
+            }
+        }
+    }
+}
+
+fn lock(
+    waiting: &Mutex<HashMap<String, usize>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    // Every change is one whole insert or remove: a panic elsewhere leaves nothing half-done.
+    waiting
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Slots {
@@ -64,9 +115,26 @@ impl Slots {
         Self {
             count: Arc::new(Semaphore::new(concurrency.min(Semaphore::MAX_PERMITS))),
             memory: Arc::new(Semaphore::new(memory_units as usize)),
+            waiting: Arc::default(),
             #[cfg(test)]
             memory_units,
         }
+    }
+
+    /// Marks a fetcher of `queue` as waiting for room until the guard is dropped.
+    pub fn waiting_for_room(&self, queue: &str) -> WaitingForRoom {
+        *lock(&self.waiting).entry(queue.to_string()).or_default() += 1;
+        WaitingForRoom {
+            waiting: self.waiting.clone(),
+            queue: queue.to_string(),
+        }
+    }
+
+    /// Whether a fetcher of a queue other than `queue` waits for room. A slot freed by a job
+    /// of `queue` then goes back to the pool, whose waiters are served in turn, rather than to
+    /// `queue`'s next job: carrying slots over must not starve the other queues of a host.
+    pub fn others_waiting(&self, queue: &str) -> bool {
+        lock(&self.waiting).keys().any(|q| q != queue)
     }
 
     /// Waits until at least one job of cap `max_cap` fits, then reserves room for as many as
@@ -121,7 +189,7 @@ impl Reservation {
         let memory = self.memory.split(units(memory_cap).max(1) as usize)?;
         Some(Slot {
             _count: count,
-            _memory: memory,
+            memory,
             _queue: None,
         })
     }
@@ -154,6 +222,38 @@ mod tests {
         drop(a);
         assert_eq!(slots.running(3), 0);
         assert_eq!(slots.memory_in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_slot_resizes_for_its_next_job_without_waiting_for_memory() {
+        let slots = Slots::new(2, 128 * MIB);
+        let mut r = slots.reserve(2, 32 * MIB).await.unwrap();
+        let mut a = r.take(32 * MIB).unwrap();
+        drop(r);
+        assert!(a.resize(64 * MIB));
+        assert_eq!(slots.memory_in_use(), 64 * MIB);
+        assert!(a.resize(16 * MIB));
+        assert_eq!(slots.memory_in_use(), 16 * MIB);
+        let mut r = slots.reserve(1, 112 * MIB).await.unwrap();
+        let b = r.take(112 * MIB).unwrap();
+        // The budget is full: growing fails and leaves the slot as it was.
+        assert!(!a.resize(32 * MIB));
+        assert_eq!(slots.memory_in_use(), 128 * MIB);
+        drop((a, b));
+        assert_eq!(slots.memory_in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn fetchers_waiting_for_room_are_seen_by_the_other_queues() {
+        let slots = Slots::new(1, 64 * MIB);
+        let a = slots.waiting_for_room("a");
+        let a2 = slots.waiting_for_room("a");
+        assert!(!slots.others_waiting("a"));
+        assert!(slots.others_waiting("b"));
+        drop(a);
+        assert!(slots.others_waiting("b"));
+        drop(a2);
+        assert!(!slots.others_waiting("b"));
     }
 
     #[tokio::test]

@@ -86,8 +86,11 @@ local function flush_waiting(w, K, now)
 end
 
 -- Wakes one idle worker blocked in BLPOP on the wake list, which holds at most one token.
-local function wake(wake_key)
-  if redis.call('LLEN', wake_key) == 0 then
+-- With `if_any_in` (a set), only if that set holds jobs; it is looked at only when no token
+-- waits already, which is the usual case for a busy queue.
+local function wake(wake_key, if_any_in)
+  if redis.call('LLEN', wake_key) == 0
+      and (not if_any_in or redis.call('ZCARD', if_any_in) > 0) then
     redis.call('RPUSH', wake_key, '1')
   end
 end
@@ -182,11 +185,21 @@ end
 
 -- Moves up to `limit` due jobs from `delayed` and `retry` to waiting (their group's, if they
 -- have one), each with a fresh sequence number (FIFO by the time it became due). Returns how
--- many moved.
+-- many moved, and `heads` for next_scheduled: per set, its first due time when this saw it
+-- (false: empty; nil: jobs moved, so unknown).
 local function promote(prefix, K, now, limit, maxlen)
-  local moved, waiting, events = 0, new_waiting(), {}
+  local moved, waiting, events, heads = 0, new_waiting(), {}, {}
   for _, set in ipairs({ K.delayed, K.retry }) do
-    local due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, limit)
+    -- Peek at the head first: when nothing is due (the usual case) that is the only command,
+    -- and the head is the set's next due time, which a fetch that comes back short needs.
+    local head = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+    local at = tonumber(head[2]) or false
+    local due = {}
+    if at and at <= now then
+      due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, limit)
+      at = nil
+    end
+    heads[set] = at
     if #due > 0 then
       zrem_many(set, due)
       local last = redis.call('INCRBY', K.seq, #due)
@@ -206,11 +219,23 @@ local function promote(prefix, K, now, limit, maxlen)
   end
   flush_waiting(waiting, K, now)
   emit(K.events, maxlen, 'promoted', events)
-  return moved
+  return moved, heads
 end
 
--- Checks that `id` is active under `token`. Returns nil when it is, else the rejection reason:
--- 'not_found', 'not_active:<state>' or 'token_mismatch'.
+-- The earliest due time in `delayed` and `retry` (0 when both are empty), looking only at the
+-- sets whose head promote() did not already see (`heads`).
+local function next_scheduled(K, heads)
+  local next_due = 0
+  for _, set in ipairs({ K.delayed, K.retry }) do
+    local at = heads[set]
+    if at == nil then
+      at = tonumber(redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')[2]) or false
+    end
+    if at and (next_due == 0 or at < next_due) then next_due = at end
+  end
+  return next_due
+end
+
 -- The dead jobs a DLQ script (replay, purge) acts on: the ids in ARGV[2..] when given, else
 -- the ARGV[1] oldest of the dead set.
 local function dlq_ids(dead_key)
@@ -226,9 +251,299 @@ local function dlq_ids(dead_key)
   return {}
 end
 
+-- Checks that `id` is active under `token`. Returns nil when it is, else the rejection reason:
+-- 'not_found', 'not_active:<state>' or 'token_mismatch'.
 local function lease_problem(state, held_token, token)
   if not state then return 'not_found' end
   if state ~= 'active' then return 'not_active:' .. state end
   if held_token ~= token then return 'token_mismatch' end
   return nil
+end
+
+-- The config fields complete_jobs reads.
+local COMPLETE_CONFIG = { 'completed_keep', 'completed_max_age_ms', 'max_result_bytes',
+  'events_maxlen' }
+
+-- Completes the active jobs given as triples id, token, result in ARGV[first..] (active ->
+-- completed), then applies retention: the body of complete.lua, whose header gives the rules,
+-- shared with complete_fetch.lua. `K` names config, active, completed, dead and events; `cfg`
+-- holds COMPLETE_CONFIG. Returns complete's reply: {completed_ids, rejected, too_large_ids}.
+local function complete_jobs(prefix, K, cfg, now, first)
+  local keep = cfg.completed_keep
+  local done_ids, rejected, too_large, finished, events, deleted = {}, {}, {}, {}, {}, {}
+  local plan = new_fail_plan(nil)
+  for i = first, #ARGV - 2, 3 do
+    local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    local key = prefix .. id
+    local f = redis.call('HMGET', key, unpack(FAIL_FIELDS))
+    local problem = lease_problem(f[1], f[2], token)
+    if problem then
+      rejected[#rejected + 1] = { id, problem }
+    elseif #result > cfg.max_result_bytes then
+      fail_job(prefix, id, f, now, 'result_too_large', 'result of ' .. #result
+        .. ' bytes is over the limit of ' .. cfg.max_result_bytes, true, plan)
+      too_large[#too_large + 1] = id
+    else
+      local attempt = tonumber(f[3]) or 0
+      if keep == 0 then
+        deleted[#deleted + 1] = key
+      else
+        local history = history_append(f[9], { attempt = attempt, outcome = 'ok', error = '',
+          host = f[11] or '', started_at = tonumber(f[10]) or 0, finished_at = now })
+        redis.call('HSET', key, 'state', 'completed', 'result', result, 'history', history,
+          'finished_at', now, 'lease_token', '')
+        finished[#finished + 1] = now
+        finished[#finished + 1] = id
+      end
+      done_ids[#done_ids + 1] = id
+      events[#events + 1] = { id, attempt }
+    end
+  end
+  local leaving = {}
+  for _, id in ipairs(done_ids) do leaving[#leaving + 1] = id end
+  for _, id in ipairs(too_large) do leaving[#leaving + 1] = id end
+  zrem_many(K.active, leaving)
+  del_many(deleted)
+  zadd_pairs(K.completed, finished)
+  zadd_pairs(K.dead, plan.dead)
+  emit(K.events, cfg.events_maxlen, 'completed', events)
+  emit(K.events, cfg.events_maxlen, 'dead', plan.died)
+
+  -- Retention: trim the oldest completed jobs beyond `keep`, then those past the max age.
+  if keep > 0 and #finished > 0 then
+    -- At most 1000 deletions per call, so lowering `completed_keep` never makes one call slow.
+    local excess = math.min(redis.call('ZCARD', K.completed) - keep, 1000)
+    if excess > 0 then
+      local old = redis.call('ZRANGE', K.completed, 0, excess - 1)
+      local keys = {}
+      for j, id in ipairs(old) do keys[j] = prefix .. id end
+      del_many(keys)
+      redis.call('ZREMRANGEBYRANK', K.completed, 0, excess - 1)
+    end
+  end
+  if cfg.completed_max_age_ms > 0 then
+    local old = redis.call('ZRANGEBYSCORE', K.completed, '-inf', now - cfg.completed_max_age_ms,
+      'LIMIT', 0, 1000)
+    if #old > 0 then
+      local keys = {}
+      for j, id in ipairs(old) do keys[j] = prefix .. id end
+      del_many(keys)
+      zrem_many(K.completed, old)
+    end
+  end
+  return { done_ids, rejected, too_large }
+end
+
+-- The config fields lease_jobs reads.
+local LEASE_CONFIG = { 'paused', 'events_maxlen', 'rate_max', 'rate_window_ms', 'group_rate_max',
+  'group_rate_window_ms' }
+
+-- Reads the lease arguments of fetch.lua and complete_fetch.lua, ARGV[1..4]: N (min_n..10000),
+-- lease_ms, token, host. Returns nothing when they are not valid.
+local function lease_args(min_n)
+  local n = math.floor(tonumber(ARGV[1]) or -1)
+  local lease_ms = math.floor(tonumber(ARGV[2]) or 0)
+  local token, host = ARGV[3], ARGV[4] or ''
+  if n < min_n or n > 10000 or lease_ms < 1 or not token or token == '' then return end
+  return n, lease_ms, token, host
+end
+
+-- When the sliding-window log `key` (window `w`, already trimmed) frees its oldest start.
+local function frees_at(key, w, now)
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  return (tonumber(oldest[2]) or now) + w
+end
+
+-- Leases up to `n` waiting jobs to `host` under `token` for `lease_ms` (waiting -> active),
+-- after promoting due delayed and retry jobs, within the queue's rate limits: the body of
+-- fetch.lua, whose header gives the rules (pause, limits, the groups' round-robin), shared with
+-- complete_fetch.lua. `K` names the keys of fetch.lua; `cfg` holds LEASE_CONFIG. Returns
+-- fetch's reply: {now, lease_expires_at, jobs, next_due, dropped}.
+local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
+  local expires = now + lease_ms
+  if n == 0 or cfg.paused == 1 then return { now, expires, {}, 0, 0 } end
+
+  local budget = n
+  local queue_limited = cfg.rate_max > 0 and cfg.rate_window_ms > 0
+  local queue_used = 0
+  if queue_limited then
+    redis.call('ZREMRANGEBYSCORE', K.rate, '-inf', now - cfg.rate_window_ms)
+    queue_used = redis.call('ZCARD', K.rate)
+    budget = math.min(n, cfg.rate_max - queue_used)
+    if budget <= 0 then
+      -- At the limit: start nothing, and tell the worker when the window frees.
+      return { now, expires, {}, frees_at(K.rate, cfg.rate_window_ms, now), 0 }
+    end
+  end
+  local group_limited = cfg.group_rate_max > 0 and cfg.group_rate_window_ms > 0
+
+  local _, heads = promote(prefix, K, now, n, cfg.events_maxlen)
+
+  -- The participants of this round-robin, in turn order. Without a group limit every group is
+  -- ready, even one scored in the future while a limit was on.
+  -- A group served within this millisecond is still ready (scores below now + 1; see `turn`).
+  local ready_until = group_limited and string.format('(%d', now + 1) or '+inf'
+  local ready = redis.call('ZRANGEBYSCORE', K.groups, '-inf', ready_until, 'LIMIT', 0, budget)
+  local parts, plain_listed = {}, false
+  for _, group in ipairs(ready) do
+    if group == '' then
+      plain_listed = true
+      parts[#parts + 1] = { group = '', key = K.waiting, cap = budget }
+    else
+      parts[#parts + 1] = { group = group, key = K.gprefix .. group .. ':waiting', cap = budget }
+    end
+  end
+  if not plain_listed and (#ready < budget or not redis.call('ZSCORE', K.groups, '')) then
+    table.insert(parts, 1, { group = '', key = K.waiting, cap = budget })
+  end
+  for _, p in ipairs(parts) do
+    p.took = 0
+    if group_limited and p.group ~= '' then
+      p.rate = K.gprefix .. p.group .. ':rate'
+      redis.call('ZREMRANGEBYSCORE', p.rate, '-inf', now - cfg.group_rate_window_ms)
+      p.cap = cfg.group_rate_max - redis.call('ZCARD', p.rate)
+    end
+    p.done = p.cap <= 0
+  end
+
+  -- Share the budget out evenly (water-filling).
+  local taken, owner, left = {}, {}, budget
+  while left > 0 do
+    local live = 0
+    for _, p in ipairs(parts) do
+      if not p.done then live = live + 1 end
+    end
+    if live == 0 then break end
+    local share = math.ceil(left / live)
+    for _, p in ipairs(parts) do
+      if left == 0 then break end
+      if not p.done then
+        local want = math.min(share, left, p.cap - p.took)
+        local popped = redis.call('ZPOPMIN', p.key, want)
+        local got = #popped / 2
+        for i = 1, #popped, 2 do
+          taken[#taken + 1] = popped[i]
+          owner[#taken] = p
+        end
+        p.visited = true
+        p.took = p.took + got
+        left = left - got
+        if got < want then
+          p.done, p.empty = true, true
+        elseif p.took >= p.cap then
+          p.done = true
+        end
+      end
+    end
+  end
+
+  local jobs, active, events, starts, dropped = {}, {}, {}, {}, 0
+  for i, id in ipairs(taken) do
+    local key = prefix .. id
+    local f = redis.call('HMGET', key, 'state', 'handler', 'payload', 'attempt', 'max_attempts',
+      'timeout_ms', 'priority', 'created_at')
+    if f[1] == 'waiting' and f[2] then
+      local attempt = (tonumber(f[4]) or 0) + 1
+      redis.call('HSET', key, 'state', 'active', 'attempt', attempt, 'lease_token', token,
+        'host', host, 'started_at', now)
+      jobs[#jobs + 1] = { id, f[2], f[3] or '', attempt, tonumber(f[5]) or 1,
+        tonumber(f[6]) or 0, tonumber(f[7]) or 0, tonumber(f[8]) or 0 }
+      active[#active + 1] = expires
+      active[#active + 1] = id
+      events[#events + 1] = { id, attempt }
+      if queue_limited then
+        starts[#starts + 1] = now
+        starts[#starts + 1] = id .. ':' .. token
+      end
+      local p = owner[i]
+      if p.rate then
+        p.starts = p.starts or {}
+        p.starts[#p.starts + 1] = now
+        p.starts[#p.starts + 1] = id .. ':' .. token
+      end
+    else
+      -- An id without a waiting job behind it (hash deleted or rewritten by hand): dropping it
+      -- is all that can be done; the count tells the caller to log it.
+      dropped = dropped + 1
+    end
+  end
+  zadd_pairs(K.active, active)
+  zadd_pairs(K.rate, starts)
+  emit(K.events, cfg.events_maxlen, 'active', events)
+
+  -- A served participant goes to the back of the line: behind every ready group, including
+  -- those that joined or were served in this same millisecond (1/1024 ms apart, exact in a
+  -- double at today's epoch ms), so ties never hand one group two turns in a row.
+  local tail = nil
+  local function turn()
+    if not tail then
+      local last = redis.call('ZREVRANGEBYSCORE', K.groups, string.format('(%d', now + 1), '-inf',
+        'LIMIT', 0, 1, 'WITHSCORES')
+      tail = math.max(now, tonumber(last[2]) or now)
+    end
+    tail = tail + 1 / 1024
+    return tail
+  end
+
+  -- Each participant's next turn; `more` notes ready work left for another worker, `unsure` a
+  -- set that may hold some.
+  local more, unsure = false, nil
+  for _, p in ipairs(parts) do
+    if p.starts then
+      zadd_pairs(p.rate, p.starts)
+      -- A group's log is useless after a window: an idle group leaves nothing behind.
+      redis.call('PEXPIRE', p.rate, cfg.group_rate_window_ms)
+    end
+    local limited = p.rate ~= nil and p.took >= p.cap
+    -- The ungrouped jobs with no group taking part: nothing to record for them in `groups`.
+    local alone = p.group == '' and #parts == 1 and not plain_listed
+    if p.visited or limited then
+      if p.visited and not p.empty and not alone and redis.call('ZCARD', p.key) == 0 then
+        p.empty = true
+      end
+      if p.group == '' then
+        if p.empty then
+          if plain_listed then redis.call('ZREM', K.groups, '') end
+        elseif alone then
+          -- Whether jobs are left matters only to the wake-up below, which looks if it must.
+          unsure = p.key
+        else
+          more = true
+          -- The ungrouped jobs' turn is recorded only while others take part too.
+          redis.call('ZADD', K.groups, turn(), '')
+        end
+      elseif p.empty then
+        redis.call('ZREM', K.groups, p.group)
+      elseif limited then
+        redis.call('ZADD', K.groups, frees_at(p.rate, cfg.group_rate_window_ms, now), p.group)
+      else
+        more = true
+        redis.call('ZADD', K.groups, turn(), p.group)
+      end
+    else
+      -- Not reached: the batch was full first. It keeps its place at the front.
+      more = true
+    end
+  end
+
+  local next_due = 0
+  local function sooner(t)
+    if t and t > 0 and (next_due == 0 or t < next_due) then next_due = t end
+  end
+  if #taken < n then
+    sooner(next_scheduled(K, heads))
+    if group_limited then
+      -- The first rate-limited group whose window frees.
+      local first = redis.call('ZRANGEBYSCORE', K.groups, string.format('(%d', now + 1), '+inf',
+        'LIMIT', 0, 1, 'WITHSCORES')
+      sooner(tonumber(first[2]))
+    end
+    if queue_limited and left == 0 then
+      sooner(frees_at(K.rate, cfg.rate_window_ms, now))
+    end
+  elseif (more or unsure) and (not queue_limited or cfg.rate_max - queue_used - #jobs > 0) then
+    -- A full batch and more ready: pass the wake-up on to the next idle worker.
+    wake(K.wake, not more and unsure or nil)
+  end
+  return { now, expires, jobs, next_due, dropped }
 end

@@ -15,13 +15,6 @@ if limit < 1 or limit > 10000 then
 end
 local now = now_ms()
 local cfg = read_config(K.config, { 'events_maxlen', 'paused' })
-local moved = promote(KEYS[1], K, now, limit, cfg.events_maxlen)
+local moved, heads = promote(KEYS[1], K, now, limit, cfg.events_maxlen)
 if moved > 0 and cfg.paused == 0 then wake(K.wake) end
-local next_due = 0
-for _, set in ipairs({ K.delayed, K.retry }) do
-  local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
-  if first[2] and (next_due == 0 or tonumber(first[2]) < next_due) then
-    next_due = tonumber(first[2])
-  end
-end
-return { moved, next_due }
+return { moved, next_scheduled(K, heads) }

@@ -1,0 +1,34 @@
+-- complete_fetch: complete.lua and then fetch.lua in one call, for a worker whose finished
+-- attempts leave it room for the next jobs of the same queue: records the completions exactly
+-- as complete.lua does, then leases up to N jobs exactly as fetch.lua does (promotion of due
+-- jobs, pause, rate limits, groups). At low concurrency that is one round trip per job instead
+-- of two. Both run on one Redis TIME and one read of the queue config.
+--
+-- The two parts do not depend on each other. A completion refused because the lease was lost
+-- (token mismatch, no longer active, not found) leaves that job untouched and is reported as
+-- in complete.lua; the fetch is still done, since the attempt has ended either way and its room
+-- is free. A paused queue, or one at its rate limit, leases nothing and still records the
+-- completions. N = 0 only completes.
+--
+-- KEYS[1..12] as fetch.lua: job prefix, config, waiting, delayed, retry, active, seq, events,
+--   wake, rate, group prefix, groups;  KEYS[13] completed  KEYS[14] dead
+-- ARGV[1] N (jobs to lease, 0..10000)  ARGV[2] lease_ms  ARGV[3] lease token (random, unique
+-- per call)  ARGV[4] host id; then triples id, token, result as in complete.lua
+-- Reply: {completed_ids, rejected, too_large_ids, fetched}: complete.lua's reply, then
+--   fetch.lua's as `fetched` ({now_ms, lease_expires_at_ms, jobs, next_due_ms, dropped}).
+
+local K = { config = KEYS[2], waiting = KEYS[3], delayed = KEYS[4], retry = KEYS[5],
+  active = KEYS[6], seq = KEYS[7], events = KEYS[8], wake = KEYS[9], rate = KEYS[10],
+  gprefix = KEYS[11], groups = KEYS[12], completed = KEYS[13], dead = KEYS[14] }
+local n, lease_ms, token, host = lease_args(0)
+if not n or not K.dead then
+  return redis.error_reply('WASMQ_INVALID complete_fetch needs 14 keys, N in 0..10000, '
+    .. 'lease_ms >= 1 and a token')
+end
+local now = now_ms()
+local names = { unpack(COMPLETE_CONFIG) }
+for _, name in ipairs(LEASE_CONFIG) do names[#names + 1] = name end
+local cfg = read_config(K.config, names)
+local reply = complete_jobs(KEYS[1], K, cfg, now, 5)
+reply[4] = lease_jobs(KEYS[1], K, cfg, now, n, lease_ms, token, host)
+return reply
