@@ -2,7 +2,7 @@
 //! Each is a thin call into [`crate::queue::Client`]; the output is for people, `--json` for
 //! scripts.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -12,14 +12,6 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::queue::{Backoff, Client, Job, JobState, NewJob, RateLimit, system_time};
-
-/// Prints a line to stdout. Output cut short by the reader (`wasmq job ... | head`) is not an
-/// error worth a panic, which is what `println!` does on a closed pipe.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {

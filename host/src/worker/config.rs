@@ -48,6 +48,8 @@ pub struct WorkerConfig {
     pub idle_wait: Duration,
     /// This host's name in leases and attempt history.
     pub host_id: String,
+    /// Where compiled handlers are kept across restarts (`None`: compile at every start).
+    pub cache_dir: Option<PathBuf>,
     pub runtime: RuntimeConfig,
 }
 
@@ -70,7 +72,8 @@ impl WorkerConfig {
             batch: 64,
             idle_wait: Duration::from_secs(1),
             host_id: default_host_id(),
-            runtime: RuntimeConfig::default(),
+            cache_dir: default_cache_dir(),
+            runtime: host_runtime(),
         }
     }
 
@@ -81,12 +84,6 @@ impl WorkerConfig {
         }
         for q in &self.queues {
             crate::queue::validate_queue_name(q).map_err(|e| format!("queue {q:?}: {e}"))?;
-        }
-        if self.handlers.is_empty() {
-            return Err(
-                "no handlers: give --handler NAME=path.wasm (or [handlers] in the config file)"
-                    .to_string(),
-            );
         }
         if self.concurrency == 0 {
             return Err("concurrency must be at least 1".to_string());
@@ -106,6 +103,12 @@ impl WorkerConfig {
                     bytesize::ByteSize(self.memory_budget)
                 ));
             }
+            if h.fuel.is_some() && !self.runtime.fuel {
+                return Err(format!(
+                    "handler {}: a fuel budget needs fuel metering, which this host's runtime has off",
+                    h.name
+                ));
+            }
             if h.memory > self.runtime.max_memory_per_instance {
                 return Err(format!(
                     "handler {}: its memory cap is over the runtime's per-instance maximum",
@@ -115,6 +118,29 @@ impl WorkerConfig {
         }
         Ok(())
     }
+}
+
+/// The engine settings of a host, and what `wasmq handler deploy` validates under: fuel
+/// metering on, so that a deployed handler's fuel budget is honoured whatever host runs it,
+/// and every host compiles alike (one artifact cache key, one validation).
+pub fn host_runtime() -> RuntimeConfig {
+    RuntimeConfig {
+        fuel: true,
+        ..RuntimeConfig::default()
+    }
+}
+
+/// `$XDG_CACHE_HOME/wasmq/artifacts`, else `$HOME/.cache/wasmq/artifacts`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|home| PathBuf::from(home).join(".cache"))
+        })?;
+    Some(base.join("wasmq").join("artifacts"))
 }
 
 fn default_host_id() -> String {
@@ -142,6 +168,7 @@ pub struct FileConfig {
     pub lease: Option<String>,
     pub batch: Option<usize>,
     pub host_id: Option<String>,
+    pub cache_dir: Option<PathBuf>,
     #[serde(default)]
     pub handlers: BTreeMap<String, FileHandler>,
     #[serde(default)]

@@ -6,7 +6,9 @@
 //! 2. Start the acker (records outcomes in batches), the watchman (heartbeats leases, recovers
 //!    expired leases of dead hosts) and one fetcher per queue.
 //! 3. Each fetcher reserves slots, leases a batch, and starts one task per job; when a queue is
-//!    empty it blocks on the queue's wake-up list instead of polling.
+//!    empty it blocks on the queue's wake-up list instead of polling. The slot of a job that
+//!    succeeded goes to the acker, which leases the queue's next job for it in the same call
+//!    that records the success.
 //! 4. On shutdown ([`Phase::Draining`], from SIGTERM/SIGINT): fetchers stop at once, in-flight
 //!    jobs run on for the grace period, then the ones still running are stopped and released
 //!    back to waiting without counting an attempt; the acker flushes; `run` returns.
@@ -20,6 +22,7 @@
 
 mod acker;
 mod config;
+mod deployer;
 mod executor;
 mod fetcher;
 mod slots;
@@ -34,11 +37,13 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::queue::{Client, Lease, QueueError};
-use crate::runtime::{Handler, Runtime};
+use crate::registry::{self, Registry};
+use crate::runtime::{ArtifactCache, Handler, Runtime};
 
 pub use config::{
     DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT, DEFAULT_REDIS_URL, FileConfig, HandlerSpec,
-    WorkerConfig, merge_handlers, parse_bytes, parse_duration, parse_handler_flag,
+    WorkerConfig, default_cache_dir, host_runtime, merge_handlers, parse_bytes, parse_duration,
+    parse_handler_flag,
 };
 
 use acker::Ack;
@@ -85,13 +90,86 @@ pub enum WorkerError {
 pub struct Worker {
     shared: Arc<Shared>,
     acks: mpsc::UnboundedReceiver<Ack>,
+    /// The registry epoch the handlers were loaded at (`None`: the registry was not read).
+    registry_epoch: Option<u64>,
 }
 
+/// A handler ready to run on this host: from a local file (`--handler`) or a registry version.
+/// Jobs take an `Arc` of it when they start, so a swap never changes a running job's version.
 pub(crate) struct LoadedHandler {
-    pub spec: HandlerSpec,
     pub handler: Handler,
-    /// The handler's own concurrency limit on this host, if it has one.
+    /// Per-instance memory cap; what a running job holds of the memory budget.
+    pub memory: u64,
+    /// Default deadline of an attempt (a job's own timeout wins).
+    pub timeout: Duration,
+    pub fuel: Option<u64>,
+    /// The handler's own concurrency limit on this host, if it has one; carried over to the
+    /// next version when the limit is unchanged.
+    pub concurrency: Option<usize>,
     pub limit: Option<Arc<Semaphore>>,
+    /// What attempt history records: `local:<sha256 prefix>` or `<version>:<sha256 prefix>`.
+    pub version: String,
+    /// The registry version, for handlers that came from the registry.
+    pub registry_version: Option<registry::Version>,
+}
+
+impl LoadedHandler {
+    fn local(spec: &HandlerSpec, handler: Handler, sha256: &str) -> Self {
+        Self {
+            handler,
+            memory: spec.memory,
+            timeout: spec.timeout,
+            fuel: spec.fuel,
+            concurrency: spec.concurrency,
+            limit: spec.concurrency.map(|n| Arc::new(Semaphore::new(n))),
+            version: format!("local:{}", &sha256[..12]),
+            registry_version: None,
+        }
+    }
+}
+
+/// The handlers this host runs, swapped whole on every change (a deploy seen by the deployer).
+#[derive(Default)]
+pub(crate) struct HandlerTable {
+    map: std::sync::RwLock<HashMap<String, Arc<LoadedHandler>>>,
+    /// The largest memory cap of any handler: what a fetch reserves per job.
+    max_cap: AtomicU64,
+}
+
+impl HandlerTable {
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedHandler>> {
+        self.read().get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    pub fn max_cap(&self) -> u64 {
+        self.max_cap.load(Ordering::Relaxed)
+    }
+
+    /// Installs (`Some`) or removes (`None`) a handler; jobs already running keep theirs.
+    pub fn set(&self, name: &str, handler: Option<Arc<LoadedHandler>>) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        match handler {
+            Some(h) => map.insert(name.to_string(), h),
+            None => map.remove(name),
+        };
+        let max = map
+            .values()
+            .map(|h| h.memory)
+            .max()
+            .unwrap_or(DEFAULT_HANDLER_MEMORY);
+        self.max_cap.store(max, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<LoadedHandler>>> {
+        // Every write leaves the map whole; a panic elsewhere cannot leave it half-done.
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A job this host holds a lease on, from fetch until its outcome is recorded.
@@ -155,9 +233,12 @@ pub(crate) struct Shared {
     pub guests: GuestThreads,
     pub client: Client,
     pub runtime: Runtime,
-    pub handlers: HashMap<String, LoadedHandler>,
-    /// The largest memory cap of any handler: what a fetch reserves per job.
-    pub max_cap: u64,
+    pub handlers: HandlerTable,
+    pub registry: Registry,
+    /// Where compiled handlers are cached across restarts, if anywhere.
+    pub cache: Option<Arc<ArtifactCache>>,
+    /// Registry versions this host refused to load (so it does not try again every poll).
+    pub refused: Mutex<HashMap<String, registry::Version>>,
     pub slots: Slots,
     pub queue_limits: HashMap<String, Arc<Semaphore>>,
     pub inflight: Mutex<HashMap<JobKey, InFlight>>,
@@ -244,6 +325,11 @@ impl RedisHealth {
         }
     }
 
+    /// Whether the last call to Redis succeeded.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
     pub fn ok(&self) {
         if !self.up.swap(true, Ordering::Relaxed) {
             tracing::info!("redis is reachable again; resuming");
@@ -303,31 +389,16 @@ impl Worker {
     pub async fn new(config: WorkerConfig) -> Result<Self, WorkerError> {
         config.validate().map_err(WorkerError::Config)?;
         let runtime = Runtime::new(config.runtime.clone())?;
-        let mut handlers = HashMap::new();
+        let cache = deployer::open_cache(config.cache_dir.as_deref());
+        let handlers = HandlerTable::default();
         for spec in &config.handlers {
-            let handler = runtime
-                .load_file(&spec.path)
-                .map_err(|source| WorkerError::Handler {
-                    name: spec.name.clone(),
-                    source,
-                })?;
-            let limit = spec.concurrency.map(|n| Arc::new(Semaphore::new(n)));
-            handlers.insert(
-                spec.name.clone(),
-                LoadedHandler {
-                    spec: spec.clone(),
-                    handler,
-                    limit,
-                },
-            );
+            let loaded = deployer::load_local(&runtime, cache.as_ref(), spec).await?;
+            handlers.set(&spec.name, Some(Arc::new(loaded)));
         }
-        let max_cap = config
-            .handlers
-            .iter()
-            .map(|h| h.memory)
-            .max()
-            .unwrap_or(DEFAULT_HANDLER_MEMORY);
         let client = Client::connect(&config.redis_url).await?;
+        let registry = Registry::connect(&config.redis_url)
+            .await
+            .map_err(|e| WorkerError::Config(format!("connecting to the handler registry: {e}")))?;
         let queue_limits = config
             .queue_concurrency
             .iter()
@@ -342,7 +413,9 @@ impl Worker {
             client,
             runtime,
             handlers,
-            max_cap,
+            registry,
+            cache,
+            refused: Mutex::new(HashMap::new()),
             queue_limits,
             inflight: Mutex::new(HashMap::new()),
             acks: tx,
@@ -350,9 +423,14 @@ impl Worker {
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         };
+        let shared = Arc::new(shared);
+        // Registry handlers are ready before the first fetch, so no job meets a host that
+        // merely has not loaded its handler yet.
+        let epoch = deployer::sync(&shared).await;
         Ok(Self {
-            shared: Arc::new(shared),
+            shared,
             acks: rx,
+            registry_epoch: epoch,
         })
     }
 
@@ -364,19 +442,31 @@ impl Worker {
     /// Runs until `phase` leaves [`Phase::Running`], then shuts down gracefully (see the module
     /// documentation) and returns what the host did.
     pub async fn run(self, mut phase: watch::Receiver<Phase>) -> RunSummary {
-        let Worker { shared, acks } = self;
+        let Worker {
+            shared,
+            acks,
+            registry_epoch,
+        } = self;
         let config = &shared.config;
         tracing::info!(
             host = %config.host_id,
             queues = ?config.queues,
-            handlers = ?config.handlers.iter().map(|h| &h.name).collect::<Vec<_>>(),
+            handlers = ?shared.handlers.names(),
+            // Components compiled at start: 0 when every handler came from the artifact cache.
+            compiled = shared.runtime.compiles(),
             concurrency = config.concurrency,
             memory_budget = %bytesize::ByteSize(config.memory_budget),
             "wasmq host running"
         );
         let (stop_tx, stop_rx) = watch::channel(false);
-        let acker = tokio::spawn(acker::run(shared.clone(), acks, stop_rx.clone()));
-        let watchman = tokio::spawn(watchman::run(shared.clone(), stop_rx));
+        let acker = tokio::spawn(acker::run(
+            shared.clone(),
+            acks,
+            stop_rx.clone(),
+            phase.clone(),
+        ));
+        let watchman = tokio::spawn(watchman::run(shared.clone(), stop_rx.clone()));
+        let deployer = tokio::spawn(deployer::run(shared.clone(), registry_epoch, stop_rx));
         let mut fetchers = JoinSet::new();
         for queue in &config.queues {
             fetchers.spawn(fetcher::run(shared.clone(), queue.clone(), phase.clone()));
@@ -409,6 +499,7 @@ impl Worker {
         // Outcomes already known are recorded before we go.
         let _ = stop_tx.send(true);
         let _ = watchman.await;
+        let _ = deployer.await;
         match tokio::time::timeout(acker::FLUSH_AT_EXIT, acker).await {
             Ok(_) => {}
             Err(_) => tracing::warn!(

@@ -1,0 +1,256 @@
+//! Handler commands: `handler deploy|list|versions|rollback|remove|max-upload`. Each is a thin
+//! call into [`crate::registry::Registry`]; the output is for people, `--json` for scripts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::queue::RedisArgs;
+use crate::registry::{HandlerSettings, Registry, Version};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::worker::{DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT, host_runtime};
+
+#[derive(Debug, Subcommand)]
+pub enum HandlerAction {
+    /// Validate a component and make it the current version of a handler on every host.
+    Deploy(DeployArgs),
+    /// The current version of every handler.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// Every version of a handler, marking the current one.
+    Versions {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// Make an earlier version current again (default: the one before the current one).
+    Rollback {
+        name: String,
+        version: Option<u64>,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// Forget a handler and all its versions; hosts stop starting its jobs.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// Show, or set, the largest component a deploy accepts (e.g. 128MiB).
+    MaxUpload {
+        size: Option<String>,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    pub name: String,
+    /// The component (`.wasm`) implementing the wasmq:job/handler world.
+    pub file: PathBuf,
+    /// Per-instance memory cap [default: 64MiB].
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// Default deadline of an attempt [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// CPU budget per attempt, in fuel units.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Attempts in total for this handler's jobs.
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Backoff between attempts: exponential:<base>[:<cap>] or fixed:<delay>.
+    #[arg(long)]
+    pub backoff: Option<String>,
+    /// Most jobs of this handler running at once per host.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    crate::worker::parse_bytes("size", text)
+}
+
+async fn connect(redis: &RedisArgs) -> anyhow::Result<Registry> {
+    Registry::connect(&redis.url)
+        .await
+        .with_context(|| format!("cannot connect to Redis at {}", redis.url))
+}
+
+fn version_json(v: &Version, current: bool) -> serde_json::Value {
+    let s = &v.settings;
+    json!({
+        "name": v.name,
+        "version": v.version,
+        "current": current,
+        "sha256": v.sha256,
+        "size": v.size,
+        "deployed_at_ms": v.deployed_at_ms,
+        "memory": s.memory,
+        "timeout_ms": s.timeout.as_millis() as u64,
+        "fuel": s.fuel,
+        "max_attempts": s.max_attempts,
+        "backoff": s.backoff,
+        "concurrency": s.concurrency,
+    })
+}
+
+fn describe(v: &Version) -> String {
+    let s = &v.settings;
+    let mut out = format!(
+        "v{:<4} sha256:{}  {}  memory {}  timeout {}",
+        v.version,
+        &v.sha256[..12],
+        bytesize::ByteSize(v.size),
+        bytesize::ByteSize(s.memory),
+        humantime::format_duration(s.timeout)
+    );
+    if let Some(fuel) = s.fuel {
+        out += &format!("  fuel {fuel}");
+    }
+    if let Some(n) = s.max_attempts {
+        out += &format!("  attempts {n}");
+    }
+    if let Some(b) = &s.backoff {
+        out += &format!("  backoff {b}");
+    }
+    if let Some(n) = s.concurrency {
+        out += &format!("  concurrency {n}");
+    }
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(v.deployed_at_ms);
+    out += &format!("  deployed {}", humantime::format_rfc3339_seconds(at));
+    out
+}
+
+pub async fn run(action: HandlerAction) -> anyhow::Result<u8> {
+    match action {
+        HandlerAction::Deploy(args) => deploy(args).await,
+        HandlerAction::List { json, redis } => {
+            let current = connect(&redis).await?.current().await?;
+            if json {
+                let all: Vec<_> = current.values().map(|v| version_json(v, true)).collect();
+                say!("{}", serde_json::Value::Array(all));
+            } else if current.is_empty() {
+                say!("no handlers deployed");
+            } else {
+                for (name, v) in &current {
+                    say!("{name:<24} {}", describe(v));
+                }
+            }
+            Ok(0)
+        }
+        HandlerAction::Versions { name, json, redis } => {
+            let (current, versions) = connect(&redis).await?.versions(&name).await?;
+            if json {
+                let all: Vec<_> = versions
+                    .iter()
+                    .map(|v| version_json(v, v.version == current))
+                    .collect();
+                say!("{}", serde_json::Value::Array(all));
+            } else {
+                for v in &versions {
+                    let mark = if v.version == current { "*" } else { " " };
+                    say!("{mark} {}", describe(v));
+                }
+            }
+            Ok(0)
+        }
+        HandlerAction::Rollback {
+            name,
+            version,
+            redis,
+        } => {
+            let v = connect(&redis).await?.rollback(&name, version).await?;
+            say!(
+                "{name} is at version {} again (sha256:{}); hosts switch within a second",
+                v.version,
+                &v.sha256[..12]
+            );
+            Ok(0)
+        }
+        HandlerAction::Remove { name, redis } => {
+            let removed = connect(&redis).await?.remove(&name).await?;
+            if removed == 0 {
+                anyhow::bail!("no handler named {name:?}");
+            }
+            say!(
+                "removed {name} ({removed} versions); hosts stop starting its jobs within a second"
+            );
+            Ok(0)
+        }
+        HandlerAction::MaxUpload { size, redis } => {
+            let registry = connect(&redis).await?;
+            if let Some(text) = size {
+                let bytes = crate::worker::parse_bytes("upload limit", &text)
+                    .map_err(anyhow::Error::msg)?;
+                registry.set_max_upload(bytes).await?;
+            }
+            say!("{}", bytesize::ByteSize(registry.max_upload().await?));
+            Ok(0)
+        }
+    }
+}
+
+async fn deploy(args: DeployArgs) -> anyhow::Result<u8> {
+    let settings = HandlerSettings {
+        memory: args.memory.unwrap_or(DEFAULT_HANDLER_MEMORY),
+        timeout: args.timeout.unwrap_or(DEFAULT_HANDLER_TIMEOUT),
+        fuel: args.fuel,
+        max_attempts: args.max_attempts,
+        backoff: args.backoff,
+        concurrency: args.concurrency,
+    };
+    settings.validate().map_err(anyhow::Error::msg)?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let registry = connect(&args.redis).await?;
+    // Validate under the engine settings hosts run with; no pool is needed for one compile.
+    let runtime = Runtime::new(RuntimeConfig {
+        pooling: false,
+        ..host_runtime()
+    })?;
+    let bar = indicatif::ProgressBar::new(bytes.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "uploading {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    // Only large uploads take long enough to watch.
+    if bytes.len() < 1024 * 1024 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let version = registry
+        .deploy(&runtime, &args.name, bytes, &settings, |sent, _total| {
+            bar.set_position(sent)
+        })
+        .await
+        .with_context(|| format!("deploying {} as {}", args.file.display(), args.name))?;
+    bar.finish_and_clear();
+    if args.json {
+        say!("{}", version_json(&version, true));
+    } else {
+        say!(
+            "deployed {} version {} (sha256:{}, {}); hosts switch within a second",
+            version.name,
+            version.version,
+            &version.sha256[..12],
+            bytesize::ByteSize(version.size)
+        );
+    }
+    Ok(0)
+}
