@@ -5,21 +5,25 @@
 //! - [`Runtime`] - the wasmtime engine, linker and epoch ticker shared by every job of a host.
 //! - [`Handler`] - a validated, compiled handler component, pre-linked so each job only
 //!   instantiates it.
+//! - [`ArtifactCache`] - compiled handlers on disk, so a restart loads them without compiling.
 //! - [`JobInput`] - one attempt of one job as the handler sees it.
 //! - [`JobLimits`] - the hard limits of one attempt: deadline, memory cap, fuel.
 //! - [`Outcome`] - how an attempt ended: ok, guest retry/fail, or a classified failure.
 //! - [`queue::Client`] - the Redis protocol for jobs: enqueue, fetch, complete, fail, DLQ.
 //! - [`worker::Worker`] - the host behind `wasmq run`: fetch loop, slots, leases, shutdown.
+//! - [`api::Server`] - the HTTP API (`wasmq serve`, `wasmq run --http`) and its OpenAPI document.
 //!
 //! The binary (`host/src/main.rs`) is a thin layer over [`cli`].
 
+pub mod api;
 pub mod cli;
 pub mod local_redis;
 pub mod queue;
+pub mod registry;
 mod runtime;
 pub mod worker;
 
 pub use runtime::{
-    Handler, JobInput, JobLimits, LoadError, LogLine, LogSource, Outcome, OutcomeClass, RunReport,
-    Runtime, RuntimeConfig,
+    ArtifactCache, CacheError, Handler, JobInput, JobLimits, LoadError, LoadSource, LogLine,
+    LogSource, Outcome, OutcomeClass, RunReport, Runtime, RuntimeConfig,
 };

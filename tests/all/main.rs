@@ -4,11 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod api;
+mod cache;
 mod dev;
 mod exec;
 mod languages;
 mod queue;
 mod rate_limit;
+mod registry;
 mod runtime;
 mod support;
 mod worker;

@@ -1,10 +1,21 @@
 //! The `wasmq` command line: clap definitions, and one thin function per command that calls
 //! into the library. Nothing here holds logic that an embedder or the HTTP API would need.
 
+/// Prints a line to stdout. Output cut short by the reader (`wasmq job ... | head`) is not an
+/// error worth a panic, which is what `println!` does on a closed pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod dev;
 mod exec;
+mod handler;
 mod queue;
 mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +43,12 @@ pub enum Command {
     Exec(exec::ExecArgs),
     Dev(dev::DevArgs),
     Run(run::RunArgs),
+    Serve(serve::ServeArgs),
+    /// Deploy handler components to every host, list them, roll back, remove.
+    Handler {
+        #[command(subcommand)]
+        action: handler::HandlerAction,
+    },
     #[command(flatten)]
     Queue(queue::QueueCommand),
 }
@@ -40,7 +57,7 @@ pub enum Command {
 /// long-running host and `warn` for one-shot commands.
 pub fn init_tracing(cli: &Cli) {
     let default = match cli.command {
-        Command::Run(_) => "info",
+        Command::Run(_) | Command::Serve(_) => "info",
         _ => "warn",
     };
     let filter = cli
@@ -69,6 +86,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Command::Exec(args) => exec::run(args).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Run(args) => run::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Handler { action } => handler::run(action).await,
             Command::Queue(cmd) => queue::run(cmd).await,
         }
     })

@@ -45,9 +45,21 @@ pub struct RunArgs {
     /// This host's id in leases and attempt history [default: hostname-pid-random]
     #[arg(long, env = "WASMQ_HOST_ID")]
     pub host_id: Option<String>,
+    /// Where compiled handlers are kept across restarts [default: ~/.cache/wasmq/artifacts]
+    #[arg(long, env = "WASMQ_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every handler at start; keep no compiled artifacts on disk.
+    #[arg(long, env = "WASMQ_NO_CACHE")]
+    pub no_cache: bool,
     /// A TOML file with any of the settings above, and [handlers.NAME] / [queue.NAME] tables.
     #[arg(long, env = "WASMQ_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Also serve the HTTP API here, like `wasmq serve` (flag or environment only).
+    #[arg(long, env = "WASMQ_HTTP")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Bearer token of the HTTP API; required off loopback (flag or environment only).
+    #[arg(long, env = "WASMQ_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
 }
 
 impl RunArgs {
@@ -98,6 +110,12 @@ impl RunArgs {
         if let Some(id) = self.host_id.clone().or(file.host_id.clone()) {
             config.host_id = id;
         }
+        if let Some(dir) = self.cache_dir.clone().or(file.cache_dir.clone()) {
+            config.cache_dir = Some(dir);
+        }
+        if self.no_cache {
+            config.cache_dir = None;
+        }
         for (queue, q) in &file.queue {
             if let Some(n) = q.concurrency {
                 config.queue_concurrency.insert(queue.clone(), n);
@@ -112,10 +130,31 @@ impl RunArgs {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let config = args.to_config()?;
+    // Bound before the worker starts, so a busy port or a missing token fails at once.
+    let api = match args.http {
+        Some(bind) => Some(
+            crate::api::Server::bind(crate::api::ApiConfig {
+                bind,
+                redis_url: config.redis_url.clone(),
+                token: args.api_token.clone(),
+                queues: config.queues.clone(),
+            })
+            .await
+            .context("starting the HTTP API")?,
+        ),
+        None => None,
+    };
     let worker = Worker::new(config).await.context("starting the worker")?;
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     tokio::spawn(watch_signals(phase_tx));
+    let api = api.map(|server| {
+        tracing::info!(addr = %server.local_addr(), "HTTP API listening");
+        server.spawn()
+    });
     worker.run(phase_rx).await;
+    if let Some(api) = api {
+        api.stop().await;
+    }
     Ok(0)
 }
 

@@ -1,0 +1,225 @@
+//! Who may call what. The rules (docs/api.md, "Auth"):
+//!
+//! 1. With a token configured, every request that is not a GET (or HEAD) needs
+//!    `Authorization: Bearer <token>`, even on loopback; GETs need it too when the server is
+//!    bound to a non-loopback address. `/healthz` never needs it (it says only whether Redis
+//!    answers, and load balancers probe it without credentials).
+//! 2. Without a token the server binds loopback only ([`super::ApiConfig::check`] refuses
+//!    anything else at startup).
+//! 3. A request answered without the token (no token configured, or a GET on loopback) is
+//!    refused when a browser could have been tricked into sending it: a `Host` that is not a
+//!    loopback name (DNS rebinding) or an `Origin` that is not a loopback origin (cross-site
+//!    requests). A request with the token needs no such check: browsers cannot attach it to a
+//!    cross-site request without CORS, which this server never grants.
+//!
+//! Tokens are compared in constant time: both sides are hashed with SHA-256 first, so neither
+//! the content nor the length of the token leaks through timing.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+
+/// The access policy of one server.
+#[derive(Debug)]
+pub(crate) struct Access {
+    token: Option<[u8; 32]>,
+    /// GETs need the token too (the server listens on a non-loopback address).
+    reads_need_token: bool,
+}
+
+impl Access {
+    pub(crate) fn new(token: Option<&str>, loopback: bool) -> Access {
+        Access {
+            token: token.map(digest),
+            reads_need_token: !loopback,
+        }
+    }
+
+    fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+        if path == "/healthz" {
+            return Ok(());
+        }
+        if let Some(expected) = &self.token {
+            let read = method == Method::GET || method == Method::HEAD;
+            match headers.get(header::AUTHORIZATION) {
+                // A token that is sent is checked, even where none is needed.
+                Some(value) => {
+                    let presented = value
+                        .to_str()
+                        .ok()
+                        .and_then(|v| v.split_once(' '))
+                        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                        .map(|(_, token)| token.trim())
+                        .ok_or_else(|| {
+                            unauthorized("the Authorization header must be Bearer <token>")
+                        })?;
+                    return if constant_time_eq(&digest(presented), expected) {
+                        Ok(())
+                    } else {
+                        Err(unauthorized("the API token is wrong"))
+                    };
+                }
+                None if !read || self.reads_need_token => {
+                    return Err(unauthorized(
+                        "this request needs the API token: send Authorization: Bearer <token>",
+                    ));
+                }
+                None => {}
+            }
+        }
+        // Unauthenticated (no token configured, or a read on loopback): only what a browser
+        // cannot have been tricked into sending.
+        loopback_only(headers)
+    }
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, message)
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // black_box keeps the optimiser from turning the fold into an early-exit comparison.
+    std::hint::black_box(diff) == 0
+}
+
+/// Without a token: only requests addressed to a loopback name, and no cross-site ones.
+fn loopback_only(headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Some(host) = headers.get(header::HOST) {
+        let host = host.to_str().unwrap_or_default();
+        if !is_loopback_authority(host) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Host {host:?} is not a loopback name; without an API token this server \
+                     answers only requests addressed to localhost, 127.0.0.1 or [::1]"
+                ),
+            ));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let authority = origin
+            .split_once("://")
+            .map_or("", |(_, rest)| rest.split('/').next().unwrap_or_default());
+        if !is_loopback_authority(authority) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "requests from the web origin {origin:?} are refused; without an API \
+                     token this server answers only loopback origins"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `host[:port]` (or `[v6][:port]`) naming this machine's loopback interface.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The middleware: refuses a request the policy does not allow, before its body is read.
+pub(crate) async fn authorize(
+    State(access): State<Arc<Access>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match access.check(request.method(), request.uri().path(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(err) => {
+            super::error::drain(request.into_body()).await;
+            err.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn with_a_token_writes_need_it_everywhere_and_reads_off_loopback() {
+        let loopback = Access::new(Some("s3cret"), true);
+        let public = Access::new(Some("s3cret"), false);
+        let none = headers(&[]);
+        let good = headers(&[(header::AUTHORIZATION, "Bearer s3cret")]);
+        let bad = headers(&[(header::AUTHORIZATION, "Bearer s3cre")]);
+        let basic = headers(&[(header::AUTHORIZATION, "Basic czNjcmV0")]);
+        assert!(loopback.check(&Method::GET, "/api/queues", &none).is_ok());
+        assert!(loopback.check(&Method::GET, "/api/queues", &bad).is_err());
+        let rebound = headers(&[(header::HOST, "evil.example")]);
+        assert!(
+            loopback
+                .check(&Method::GET, "/api/queues", &rebound)
+                .is_err()
+        );
+        let mut rebound_with_token = good.clone();
+        rebound_with_token.insert(header::HOST, HeaderValue::from_static("evil.example"));
+        assert!(
+            loopback
+                .check(&Method::GET, "/api/queues", &rebound_with_token)
+                .is_ok()
+        );
+        assert!(public.check(&Method::GET, "/api/queues", &none).is_err());
+        assert!(public.check(&Method::GET, "/api/queues", &good).is_ok());
+        for access in [&loopback, &public] {
+            assert!(access.check(&Method::POST, "/api/x", &none).is_err());
+            assert!(access.check(&Method::DELETE, "/api/x", &bad).is_err());
+            assert!(access.check(&Method::POST, "/api/x", &basic).is_err());
+            assert!(access.check(&Method::POST, "/api/x", &good).is_ok());
+            assert!(access.check(&Method::GET, "/healthz", &none).is_ok());
+        }
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_names_and_origins_are_answered() {
+        let open = Access::new(None, true);
+        for host in ["127.0.0.1:7070", "localhost", "[::1]:80", "127.1.2.3"] {
+            let h = headers(&[(header::HOST, host)]);
+            assert!(open.check(&Method::POST, "/api/x", &h).is_ok(), "{host}");
+        }
+        for host in ["evil.example:7070", "10.0.0.1", "[2001:db8::1]:7070"] {
+            let h = headers(&[(header::HOST, host)]);
+            assert!(open.check(&Method::GET, "/api/x", &h).is_err(), "{host}");
+        }
+        let cross = headers(&[
+            (header::HOST, "127.0.0.1:7070"),
+            (header::ORIGIN, "https://evil.example"),
+        ]);
+        assert!(open.check(&Method::POST, "/api/x", &cross).is_err());
+        let same = headers(&[
+            (header::HOST, "127.0.0.1:7070"),
+            (header::ORIGIN, "http://localhost:7070"),
+        ]);
+        assert!(open.check(&Method::POST, "/api/x", &same).is_ok());
+    }
+}

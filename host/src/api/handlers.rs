@@ -1,0 +1,334 @@
+//! Handler endpoints: deploy, list, versions, rollback, remove. Each is one call into
+//! [`crate::registry::Registry`], the library `wasmq handler ...` uses; a deploy validates the
+//! component through the same [`Registry::deploy`] under the engine settings hosts run with,
+//! so a component the CLI would refuse is refused here too, and nothing is written for it.
+//!
+//! [`Registry::deploy`]: crate::registry::Registry::deploy
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::ApiState;
+use super::error::{ApiError, ErrorBody, content_type_is, read_body, read_json};
+use super::queues::JSON_BODY_LIMIT;
+use crate::queue::validate_handler_name;
+use crate::registry::{HandlerSettings, Version};
+use crate::worker::{DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT, parse_bytes, parse_duration};
+
+/// One version of a handler.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionView {
+    pub name: String,
+    pub version: u64,
+    /// Whether this is the version hosts run.
+    pub current: bool,
+    /// SHA-256 of the component, hex.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: u64,
+    /// When it was deployed, ms since the Unix epoch (Redis clock).
+    pub deployed_at_ms: u64,
+    /// Per-instance memory cap, bytes.
+    pub memory: u64,
+    /// Default deadline of an attempt.
+    pub timeout_ms: u64,
+    pub fuel: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub backoff: Option<String>,
+    pub concurrency: Option<usize>,
+}
+
+fn version_view(v: &Version, current: bool) -> VersionView {
+    let s = &v.settings;
+    VersionView {
+        name: v.name.clone(),
+        version: v.version,
+        current,
+        sha256: v.sha256.clone(),
+        size: v.size,
+        deployed_at_ms: v.deployed_at_ms,
+        memory: s.memory,
+        timeout_ms: u64::try_from(s.timeout.as_millis()).unwrap_or(u64::MAX),
+        fuel: s.fuel,
+        max_attempts: s.max_attempts,
+        backoff: s.backoff.clone(),
+        concurrency: s.concurrency,
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    validate_handler_name(name).map_err(|reason| ApiError::bad_request(reason.to_string()))
+}
+
+/// The current version of every handler.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HandlerList {
+    /// Sorted by name.
+    pub handlers: Vec<VersionView>,
+}
+
+/// The current version of every handler.
+#[utoipa::path(
+    get,
+    path = "/api/handlers",
+    tag = "handlers",
+    responses((status = 200, body = HandlerList), (status = 503, body = ErrorBody))
+)]
+pub(crate) async fn list_handlers(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<HandlerList>, ApiError> {
+    let current = state.registry.current().await?;
+    Ok(Json(HandlerList {
+        handlers: current.values().map(|v| version_view(v, true)).collect(),
+    }))
+}
+
+/// Every version of one handler.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionList {
+    pub name: String,
+    /// The version hosts run.
+    pub current: u64,
+    /// Oldest first.
+    pub versions: Vec<VersionView>,
+}
+
+/// Every version of a handler, oldest first, marking the current one.
+#[utoipa::path(
+    get,
+    path = "/api/handlers/{name}/versions",
+    tag = "handlers",
+    params(("name" = String, Path, description = "Handler name")),
+    responses(
+        (status = 200, body = VersionList),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "No such handler", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub(crate) async fn versions(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Json<VersionList>, ApiError> {
+    check_name(&name)?;
+    let (current, versions) = state.registry.versions(&name).await?;
+    Ok(Json(VersionList {
+        name,
+        current,
+        versions: versions
+            .iter()
+            .map(|v| version_view(v, v.version == current))
+            .collect(),
+    }))
+}
+
+/// A deploy's settings, as query parameters (the body is the component).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeployQuery {
+    /// Per-instance memory cap, like `128MiB` [default: 64MiB].
+    pub memory: Option<String>,
+    /// Default deadline of an attempt, like `10s` [default: 30s].
+    pub timeout: Option<String>,
+    /// CPU budget per attempt, in fuel units.
+    pub fuel: Option<u64>,
+    /// Attempts in total for this handler's jobs.
+    pub max_attempts: Option<u32>,
+    /// `exponential:<base>[:<cap>]` or `fixed:<delay>`.
+    pub backoff: Option<String>,
+    /// Most jobs of this handler running at once per host.
+    pub concurrency: Option<usize>,
+}
+
+impl DeployQuery {
+    fn settings(self) -> Result<HandlerSettings, ApiError> {
+        let memory = self
+            .memory
+            .map(|text| parse_bytes("memory", &text))
+            .transpose()
+            .map_err(ApiError::bad_request)?;
+        let timeout: Option<Duration> = self
+            .timeout
+            .map(|text| parse_duration("timeout", &text))
+            .transpose()
+            .map_err(ApiError::bad_request)?;
+        let settings = HandlerSettings {
+            memory: memory.unwrap_or(DEFAULT_HANDLER_MEMORY),
+            timeout: timeout.unwrap_or(DEFAULT_HANDLER_TIMEOUT),
+            fuel: self.fuel,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            concurrency: self.concurrency,
+        };
+        settings
+            .validate()
+            .map_err(|reason| ApiError::bad_request(format!("invalid settings: {reason}")))?;
+        Ok(settings)
+    }
+}
+
+/// Deploy a component as the new current version of a handler on every host.
+///
+/// The body is the raw component (`Content-Type: application/wasm`), at most the registry's
+/// upload limit (`wasmq handler max-upload`); settings are query parameters. The component is
+/// validated like `wasmq handler deploy` does; nothing is written for a refused one.
+#[utoipa::path(
+    post,
+    path = "/api/handlers/{name}",
+    tag = "handlers",
+    params(("name" = String, Path, description = "Handler name"), DeployQuery),
+    request_body(content = inline(ComponentBytes), content_type = "application/wasm",
+        description = "The component (.wasm) implementing the wasmq:job/handler world"),
+    responses(
+        (status = 201, description = "Deployed: the new current version", body = VersionView),
+        (status = 400, description = "Invalid name or settings", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 413, description = "Over the registry's upload limit", body = ErrorBody),
+        (status = 415, description = "Not sent as application/wasm", body = ErrorBody),
+        (status = 422, description = "The component was refused (why, in the message)", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn deploy(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Query(query): Query<DeployQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<VersionView>), ApiError> {
+    check_name(&name)?;
+    let settings = query.settings()?;
+    if !content_type_is(&headers, &["application/wasm", "application/octet-stream"]) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the component as the raw body, with Content-Type: application/wasm",
+        ));
+    }
+    let limit = state.registry.max_upload().await?;
+    let bytes = read_body(&headers, body, limit).await?;
+    // One compile at a time: validation is CPU-bound, and a host serving the API may be
+    // running jobs on the same cores.
+    let _turn =
+        state.deploys.acquire().await.map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping")
+        })?;
+    let runtime = state.runtime().await?;
+    let version = state
+        .registry
+        .deploy(
+            runtime,
+            &name,
+            bytes,
+            &settings,
+            |_sent: u64, _total: u64| {},
+        )
+        .await?;
+    tracing::info!(
+        handler = %name,
+        version = version.version,
+        sha256 = %version.sha256,
+        "deployed through the HTTP API"
+    );
+    Ok((StatusCode::CREATED, Json(version_view(&version, true))))
+}
+
+/// The schema of a deploy's body: the component's raw bytes.
+pub struct ComponentBytes;
+
+impl utoipa::PartialSchema for ComponentBytes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .content_media_type("application/wasm")
+            .into()
+    }
+}
+
+impl ToSchema for ComponentBytes {}
+
+/// Which version to roll back to.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The version number [default: the newest one older than the current one].
+    pub version: Option<u64>,
+}
+
+/// Make an earlier version current again.
+///
+/// The body is optional: without it, the newest version older than the current one.
+#[utoipa::path(
+    post,
+    path = "/api/handlers/{name}/rollback",
+    tag = "handlers",
+    params(("name" = String, Path, description = "Handler name")),
+    request_body(content = Option<RollbackRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The version now current", body = VersionView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No such handler or version", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn rollback(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<VersionView>, ApiError> {
+    check_name(&name)?;
+    let request: RollbackRequest = read_json(&headers, body, JSON_BODY_LIMIT, true).await?;
+    let version = state.registry.rollback(&name, request.version).await?;
+    Ok(Json(version_view(&version, true)))
+}
+
+/// The outcome of a removal.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RemoveResponse {
+    pub name: String,
+    /// How many versions were forgotten.
+    pub removed_versions: u64,
+}
+
+/// Forget a handler and all its versions; hosts stop starting its jobs.
+#[utoipa::path(
+    delete,
+    path = "/api/handlers/{name}",
+    tag = "handlers",
+    params(("name" = String, Path, description = "Handler name")),
+    responses(
+        (status = 200, body = RemoveResponse),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No such handler", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn remove(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Json<RemoveResponse>, ApiError> {
+    check_name(&name)?;
+    let removed = state.registry.remove(&name).await?;
+    if removed == 0 {
+        return Err(ApiError::not_found(format!("no handler named {name:?}")));
+    }
+    Ok(Json(RemoveResponse {
+        name,
+        removed_versions: removed,
+    }))
+}

@@ -1,0 +1,68 @@
+//! `wasmq serve`: the HTTP API on its own, without running jobs. A thin call into
+//! [`crate::api::Server`]; `wasmq run --http` serves the same API beside a worker.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+
+use super::queue::RedisArgs;
+use crate::api::{ApiConfig, Server};
+
+/// Serve the HTTP API (JSON endpoints and /openapi.json; see docs/api.md) until SIGTERM or
+/// SIGINT.
+///
+/// Without a token the API answers on loopback addresses only; with one, every POST and DELETE
+/// needs `Authorization: Bearer <token>`, and so does every GET off loopback.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the address is printed).
+    #[arg(long, env = "WASMQ_HTTP", default_value = crate::api::DEFAULT_BIND)]
+    pub http: SocketAddr,
+    /// Bearer token the API requires (prefer the environment variable: flags show in `ps`).
+    #[arg(long, env = "WASMQ_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Queues to list in GET /api/queues besides those found in Redis, comma-separated.
+    #[arg(long, env = "WASMQ_QUEUES", value_delimiter = ',')]
+    pub queues: Vec<String>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
+    let server = Server::bind(ApiConfig {
+        bind: args.http,
+        redis_url: args.redis.url.clone(),
+        token: args.token,
+        queues: args.queues,
+    })
+    .await
+    .context("starting the HTTP API")?;
+    let addr = server.local_addr();
+    tracing::info!(%addr, "HTTP API listening");
+    say!("listening on http://{addr}");
+    server
+        .serve(stop_signal())
+        .await
+        .with_context(|| format!("serving the HTTP API on {addr}"))?;
+    Ok(0)
+}
+
+/// The first SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}

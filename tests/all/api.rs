@@ -1,0 +1,1277 @@
+//! The HTTP API over real HTTP: a real `wasmq serve` (or `wasmq run --http`) process on a free
+//! loopback port, a real Redis, real components. Every endpoint, auth refused and accepted,
+//! bad and oversize bodies refused with nothing written, startup refusals, and the OpenAPI
+//! document checked against the routes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use wasmq::queue::{Client, JobState, NewJob, QueueConfig};
+use wasmq::registry::Registry;
+
+use crate::support::eventually;
+use crate::support::guests;
+use crate::support::host::HostProcess;
+use crate::support::redis::RedisServer;
+
+const Q: &str = "api-q";
+const TOKEN: &str = "test-token-0123456789";
+
+/// Every route of the API, as (method, OpenAPI path): what the document must list, exactly,
+/// and what `every_endpoint_answers_over_http` calls.
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/queues"),
+    ("get", "/api/queues/{queue}"),
+    ("post", "/api/queues/{queue}/pause"),
+    ("post", "/api/queues/{queue}/resume"),
+    ("post", "/api/queues/{queue}/jobs"),
+    ("get", "/api/queues/{queue}/jobs"),
+    ("get", "/api/queues/{queue}/jobs/{id}"),
+    ("delete", "/api/queues/{queue}/jobs/{id}"),
+    ("get", "/api/queues/{queue}/dlq"),
+    ("post", "/api/queues/{queue}/dlq/replay"),
+    ("post", "/api/queues/{queue}/dlq/purge"),
+    ("get", "/api/queues/{queue}/events"),
+    ("get", "/api/handlers"),
+    ("post", "/api/handlers/{name}"),
+    ("delete", "/api/handlers/{name}"),
+    ("get", "/api/handlers/{name}/versions"),
+    ("post", "/api/handlers/{name}/rollback"),
+    ("get", "/healthz"),
+    ("get", "/openapi.json"),
+];
+
+/// A `wasmq serve` process on a free loopback port (the server picks it: `--http
+/// 127.0.0.1:0`, and prints the address it got). Killed when dropped; its log is printed
+/// when a test fails.
+struct ApiServer {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ApiServer {
+    fn start(redis: &RedisServer, extra: &[&str]) -> ApiServer {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serve.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmq"))
+            .args(["serve", "--http", "127.0.0.1:0", "--redis"])
+            .arg(redis.url())
+            .args(extra)
+            .env_remove("WASMQ_API_TOKEN")
+            .env_remove("WASMQ_HTTP")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn wasmq serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!(
+                    "wasmq serve did not start (stdout {line:?}); log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        ApiServer {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- wasmq serve log ---\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// A JSON answer: status and body (every answer of the API is JSON).
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    /// The body, after checking the status.
+    #[track_caller]
+    fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status.as_u16(), status, "answer: {}", self.body);
+        self.body
+    }
+
+    /// The error message, after checking the status and the error shape.
+    #[track_caller]
+    fn error(self, status: u16) -> String {
+        let body = self.expect(status);
+        let message = body["error"].as_str().unwrap_or_default().to_string();
+        assert!(
+            !message.is_empty(),
+            "error answer without a message: {body}"
+        );
+        assert_eq!(body.as_object().unwrap().len(), 1, "error shape: {body}");
+        message
+    }
+}
+
+struct Http {
+    client: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Http {
+    fn new(server: &ApiServer, token: Option<&str>) -> Http {
+        Http {
+            client: reqwest::Client::new(),
+            base: server.url(""),
+            token: token.map(str::to_string),
+        }
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.expect("send a request to wasmq serve");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|err| panic!("{status}: not JSON ({err}): {text:?}"));
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    async fn delete(&self, path: &str) -> Answer {
+        self.send(self.request(Method::DELETE, path)).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send(self.request(Method::POST, path).json(&body))
+            .await
+    }
+
+    async fn post_empty(&self, path: &str) -> Answer {
+        self.send(self.request(Method::POST, path)).await
+    }
+
+    async fn deploy(&self, name: &str, query: &str, bytes: Vec<u8>) -> Answer {
+        let request = self
+            .request(Method::POST, &format!("/api/handlers/{name}{query}"))
+            .header("content-type", "application/wasm")
+            .body(bytes);
+        self.send(request).await
+    }
+}
+
+/// Every key and its content: what "nothing written" compares.
+async fn snapshot(redis: &RedisServer) -> BTreeMap<String, Vec<u8>> {
+    let mut conn = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut all = BTreeMap::new();
+    for key in keys {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        all.insert(key, dump);
+    }
+    all
+}
+
+/// Leases every waiting job of `queue` and dead-letters it.
+async fn kill_all(client: &Client, queue: &str) -> Vec<String> {
+    let jobs = client
+        .fetch(queue, 100, Duration::from_secs(30), "test-host")
+        .await
+        .unwrap();
+    let failures: Vec<_> = jobs
+        .iter()
+        .map(|job| wasmq::queue::Failure::new(job, "fail", "boom"))
+        .collect();
+    client.dead_letter(queue, &failures).await.unwrap();
+    jobs.into_iter().map(|job| job.id).collect()
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_over_http() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let server = ApiServer::start(&redis, &["--token", TOKEN, "--queues", "known-only"]);
+    let api = Http::new(&server, Some(TOKEN));
+    let mut called: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut call = |method: &'static str, path: &'static str| {
+        called.insert((method, path));
+    };
+
+    call("get", "/healthz");
+    assert_eq!(
+        api.get("/healthz").await.expect(200),
+        json!({"status": "ok"})
+    );
+
+    // Enqueue with every option of `wasmq enqueue`.
+    call("post", "/api/queues/{queue}/jobs");
+    let created = api
+        .post(
+            "/api/queues/api-q/jobs",
+            json!({"handler": "greet", "payload": "hello", "id": "j1", "priority": 5,
+                   "max_attempts": 2, "backoff": "fixed:2s", "timeout_ms": 30000,
+                   "group": "tenant-1"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(
+        created,
+        json!({"id": "j1", "created": true, "state": "waiting"})
+    );
+    let again = api
+        .post(
+            "/api/queues/api-q/jobs",
+            json!({"handler": "greet", "id": "j1"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        again,
+        json!({"id": "j1", "created": false, "state": "waiting"})
+    );
+    let binary = [0u8, 159, 146, 150, 255];
+    let b64 = base64::engine::general_purpose::STANDARD.encode(binary);
+    let bin = api
+        .post(
+            "/api/queues/api-q/jobs",
+            json!({"handler": "greet", "payload": b64, "payload_encoding": "base64"}),
+        )
+        .await
+        .expect(201);
+    let bin_id = bin["id"].as_str().unwrap().to_string();
+    assert_eq!(bin_id.len(), 26, "a generated ULID");
+    let later = api
+        .post(
+            "/api/queues/api-q/jobs",
+            json!({"handler": "greet", "delay_ms": 600000}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(later["state"], "delayed");
+    let later_id = later["id"].as_str().unwrap().to_string();
+    let at = api
+        .post(
+            "/api/queues/api-q/jobs",
+            json!({"handler": "greet", "run_at_ms": 4102444800000u64}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(at["state"], "delayed");
+
+    // What was enqueued is what the library reads back.
+    let stored = client.get(Q, "j1").await.unwrap().unwrap();
+    assert_eq!(stored.payload, b"hello");
+    assert_eq!(stored.priority, 5);
+    assert_eq!(stored.max_attempts, 2);
+    assert_eq!(stored.group.as_deref(), Some("tenant-1"));
+    assert_eq!(stored.timeout, Some(Duration::from_secs(30)));
+    assert_eq!(
+        client.get(Q, &bin_id).await.unwrap().unwrap().payload,
+        binary
+    );
+
+    call("get", "/api/queues/{queue}/jobs/{id}");
+    let job = api.get("/api/queues/api-q/jobs/j1").await.expect(200);
+    assert_eq!(job["id"], "j1");
+    assert_eq!(job["queue"], Q);
+    assert_eq!(job["handler"], "greet");
+    assert_eq!(job["state"], "waiting");
+    assert_eq!(job["payload"], "hello");
+    assert_eq!(job["payload_encoding"], "utf8");
+    assert_eq!(job["group"], "tenant-1");
+    assert_eq!(job["backoff"]["kind"], "fixed");
+    assert_eq!(job["backoff"]["delay_ms"], 2000);
+    assert_eq!(job["timeout_ms"], 30000);
+    let bin_job = api
+        .get(&format!("/api/queues/api-q/jobs/{bin_id}"))
+        .await
+        .expect(200);
+    assert_eq!(bin_job["payload_encoding"], "base64");
+    assert_eq!(bin_job["payload"], b64);
+
+    call("get", "/api/queues/{queue}/jobs");
+    let waiting = api.get("/api/queues/api-q/jobs").await.expect(200);
+    assert_eq!(waiting["state"], "waiting");
+    let ids: BTreeSet<&str> = waiting["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, BTreeSet::from(["j1", bin_id.as_str()]));
+    let delayed = api
+        .get("/api/queues/api-q/jobs?state=delayed&offset=0&limit=1")
+        .await
+        .expect(200);
+    assert_eq!(delayed["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(delayed["limit"], 1);
+
+    call("get", "/api/queues");
+    let queues = api.get("/api/queues").await.expect(200);
+    assert_eq!(
+        queues,
+        json!({"queues": [Q, "known-only"], "complete": true})
+    );
+
+    call("get", "/api/queues/{queue}");
+    let queue = api.get("/api/queues/api-q").await.expect(200);
+    assert_eq!(queue["name"], Q);
+    assert_eq!(queue["paused"], false);
+    assert_eq!(
+        queue["counts"],
+        json!({"waiting": 2, "delayed": 2, "active": 0, "retry": 0, "completed": 0, "dead": 0})
+    );
+    assert_eq!(queue["config"]["max_payload_bytes"], 524288);
+    assert_eq!(queue["config"]["rate"], Value::Null);
+
+    call("post", "/api/queues/{queue}/pause");
+    let paused = api.post_empty("/api/queues/api-q/pause").await.expect(200);
+    assert_eq!(paused, json!({"queue": Q, "paused": true, "changed": true}));
+    assert!(client.counts(Q).await.unwrap().paused);
+    call("post", "/api/queues/{queue}/resume");
+    let resumed = api.post_empty("/api/queues/api-q/resume").await.expect(200);
+    assert_eq!(
+        resumed,
+        json!({"queue": Q, "paused": false, "changed": true})
+    );
+    let resumed = api.post_empty("/api/queues/api-q/resume").await.expect(200);
+    assert_eq!(resumed["changed"], false);
+
+    call("delete", "/api/queues/{queue}/jobs/{id}");
+    let cancelled = api
+        .delete(&format!("/api/queues/api-q/jobs/{later_id}"))
+        .await
+        .expect(200);
+    assert_eq!(cancelled, json!({"id": later_id, "cancelled": true}));
+    assert!(client.get(Q, &later_id).await.unwrap().is_none());
+
+    // The dead-letter queue: kill both waiting jobs, then replay one and purge the other.
+    let dead = kill_all(&client, Q).await;
+    assert_eq!(dead.len(), 2);
+    let conflict = api.delete("/api/queues/api-q/jobs/j1").await.error(409);
+    assert!(conflict.contains("dead"), "{conflict}");
+    call("get", "/api/queues/{queue}/dlq");
+    let dlq = api.get("/api/queues/api-q/dlq?limit=10").await.expect(200);
+    assert_eq!(dlq["state"], "dead");
+    let dlq_jobs = dlq["jobs"].as_array().unwrap();
+    assert_eq!(dlq_jobs.len(), 2);
+    assert_eq!(dlq_jobs[0]["last_error"], "boom");
+    assert_eq!(dlq_jobs[0]["history"][0]["outcome"], "fail");
+    call("post", "/api/queues/{queue}/dlq/replay");
+    let replayed = api
+        .post(
+            "/api/queues/api-q/dlq/replay",
+            json!({"ids": ["j1", "nope"]}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        replayed,
+        json!({"done": ["j1"], "skipped": [{"id": "nope", "state": "not_found"}]})
+    );
+    assert_eq!(
+        client.get(Q, "j1").await.unwrap().unwrap().state,
+        JobState::Waiting
+    );
+    call("post", "/api/queues/{queue}/dlq/purge");
+    let purged = api
+        .post("/api/queues/api-q/dlq/purge", json!({"oldest": 5}))
+        .await
+        .expect(200);
+    assert_eq!(purged["done"], json!([bin_id]));
+    assert_eq!(client.counts(Q).await.unwrap().dead, 0);
+    kill_all(&client, Q).await;
+    let replayed = api
+        .post("/api/queues/api-q/dlq/replay", json!({"oldest": 1}))
+        .await
+        .expect(200);
+    assert_eq!(replayed["done"], json!(["j1"]));
+
+    call("get", "/api/queues/{queue}/events");
+    let events = api
+        .get("/api/queues/api-q/events?limit=1000")
+        .await
+        .expect(200);
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "enqueued",
+        "paused",
+        "resumed",
+        "cancelled",
+        "active",
+        "dead",
+        "replayed",
+        "purged",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    assert_eq!(
+        events["events"][0]["jobs"][0],
+        json!({"id": "j1", "attempt": 0})
+    );
+    let last = events["last_id"].as_str().unwrap().to_string();
+    let none = api
+        .get(&format!("/api/queues/api-q/events?after={last}"))
+        .await
+        .expect(200);
+    assert_eq!(none, json!({"events": [], "last_id": last}));
+    let page = api
+        .get("/api/queues/api-q/events?limit=2")
+        .await
+        .expect(200);
+    let second = api
+        .get(&format!(
+            "/api/queues/api-q/events?after={}&limit=1",
+            page["last_id"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+    assert_eq!(second["events"][0], events["events"][2]);
+
+    // Handlers: a real component through the same validation as `wasmq handler deploy`.
+    let echo = guests::rust_bytes("echo");
+    call("post", "/api/handlers/{name}");
+    let v1 = api
+        .deploy(
+            "greet",
+            "?memory=32MiB&timeout=5s&max_attempts=4&backoff=fixed:1s&concurrency=2&fuel=1000000",
+            echo.clone(),
+        )
+        .await
+        .expect(201);
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["current"], true);
+    assert_eq!(v1["memory"], 32 * 1024 * 1024);
+    assert_eq!(v1["timeout_ms"], 5000);
+    assert_eq!(v1["max_attempts"], 4);
+    assert_eq!(v1["backoff"], "fixed:1s");
+    assert_eq!(v1["concurrency"], 2);
+    assert_eq!(v1["fuel"], 1000000);
+    assert_eq!(v1["size"], echo.len());
+    assert_eq!(v1["sha256"], wasmq::registry::sha256_hex(&echo));
+    let v2 = api.deploy("greet", "", echo.clone()).await.expect(201);
+    assert_eq!(v2["version"], 2);
+    assert_eq!(v2["memory"], 64 * 1024 * 1024);
+    let registry = Registry::connect(&redis.url()).await.unwrap();
+    assert_eq!(registry.current().await.unwrap()["greet"].version, 2);
+
+    call("get", "/api/handlers");
+    let list = api.get("/api/handlers").await.expect(200);
+    assert_eq!(list["handlers"].as_array().unwrap().len(), 1);
+    assert_eq!(list["handlers"][0]["name"], "greet");
+    assert_eq!(list["handlers"][0]["version"], 2);
+
+    call("get", "/api/handlers/{name}/versions");
+    let versions = api.get("/api/handlers/greet/versions").await.expect(200);
+    assert_eq!(versions["current"], 2);
+    assert_eq!(versions["versions"][0]["current"], false);
+    assert_eq!(versions["versions"][1]["current"], true);
+
+    call("post", "/api/handlers/{name}/rollback");
+    let back = api
+        .post_empty("/api/handlers/greet/rollback")
+        .await
+        .expect(200);
+    assert_eq!(back["version"], 1);
+    assert_eq!(back["memory"], 32 * 1024 * 1024);
+    let forward = api
+        .post("/api/handlers/greet/rollback", json!({"version": 2}))
+        .await
+        .expect(200);
+    assert_eq!(forward["version"], 2);
+    assert_eq!(registry.current().await.unwrap()["greet"].version, 2);
+
+    call("delete", "/api/handlers/{name}");
+    let removed = api.delete("/api/handlers/greet").await.expect(200);
+    assert_eq!(removed, json!({"name": "greet", "removed_versions": 2}));
+    assert!(registry.current().await.unwrap().is_empty());
+
+    call("get", "/openapi.json");
+    let doc = api.get("/openapi.json").await.expect(200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+
+    let expected: BTreeSet<(&str, &str)> = ROUTES.iter().copied().collect();
+    assert_eq!(called, expected, "every route is called above");
+}
+
+#[tokio::test]
+async fn writes_need_the_token_and_a_sent_token_is_always_checked() {
+    let redis = RedisServer::start();
+    let server = ApiServer::start(&redis, &["--token", TOKEN]);
+    let anonymous = Http::new(&server, None);
+    let wrong = Http::new(&server, Some("test-token-012345678"));
+    let right = Http::new(&server, Some(TOKEN));
+    let before = snapshot(&redis).await;
+
+    // Refused: every mutating endpoint, without a token, with a wrong one, or another scheme.
+    let enqueue = json!({"handler": "greet", "payload": "x"});
+    for api in [&anonymous, &wrong] {
+        let answers = [
+            api.post("/api/queues/api-q/jobs", enqueue.clone()).await,
+            api.delete("/api/queues/api-q/jobs/j1").await,
+            api.post_empty("/api/queues/api-q/pause").await,
+            api.post_empty("/api/queues/api-q/resume").await,
+            api.post("/api/queues/api-q/dlq/replay", json!({"oldest": 1}))
+                .await,
+            api.post("/api/queues/api-q/dlq/purge", json!({"oldest": 1}))
+                .await,
+            api.deploy("greet", "", guests::rust_bytes("echo")).await,
+            api.post_empty("/api/handlers/greet/rollback").await,
+            api.delete("/api/handlers/greet").await,
+        ];
+        for answer in answers {
+            assert_eq!(
+                answer.headers.get("www-authenticate").unwrap(),
+                "Bearer",
+                "{}",
+                answer.body
+            );
+            let message = answer.error(401);
+            assert!(message.contains("token"), "{message}");
+        }
+    }
+    let basic = anonymous
+        .send(
+            anonymous
+                .request(Method::POST, "/api/queues/api-q/pause")
+                .basic_auth("user", Some(TOKEN)),
+        )
+        .await
+        .error(401);
+    assert!(basic.contains("Bearer"), "{basic}");
+    assert_eq!(
+        snapshot(&redis).await,
+        before,
+        "refused requests wrote nothing"
+    );
+
+    // On loopback, reads need no token.
+    anonymous.get("/api/queues/api-q").await.expect(200);
+    anonymous.get("/api/handlers").await.expect(200);
+    anonymous.get("/openapi.json").await.expect(200);
+    // ...but a token that is sent is checked, and a read without one must not come through
+    // DNS rebinding (a page of evil.example whose name resolves to 127.0.0.1).
+    wrong.get("/api/queues/api-q").await.error(401);
+    let rebound = anonymous
+        .send(
+            anonymous
+                .request(Method::GET, "/api/queues/api-q/jobs")
+                .header("host", "evil.example:7070"),
+        )
+        .await
+        .error(403);
+    assert!(rebound.contains("loopback"), "{rebound}");
+    right
+        .send(
+            right
+                .request(Method::GET, "/api/queues/api-q/jobs")
+                .header("host", "wasmq.internal:7070"),
+        )
+        .await
+        .expect(200);
+
+    // Accepted with the token.
+    right
+        .post("/api/queues/api-q/jobs", enqueue.clone())
+        .await
+        .expect(201);
+    right
+        .post_empty("/api/queues/api-q/pause")
+        .await
+        .expect(200);
+    // The scheme is case-insensitive.
+    let lower = anonymous
+        .send(
+            anonymous
+                .request(Method::POST, "/api/queues/api-q/resume")
+                .header("authorization", format!("bearer {TOKEN}")),
+        )
+        .await
+        .expect(200);
+    assert_eq!(lower["changed"], true);
+
+    // No CORS: no Access-Control headers, and a preflight is not granted.
+    let response = reqwest::Client::new()
+        .get(server.url("/api/queues"))
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    assert!(
+        response
+            .headers()
+            .keys()
+            .all(|name| !name.as_str().starts_with("access-control-")),
+        "{:?}",
+        response.headers()
+    );
+    let preflight = reqwest::Client::new()
+        .request(Method::OPTIONS, server.url("/api/queues/api-q/jobs"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(!preflight.status().is_success(), "{}", preflight.status());
+    assert!(
+        preflight
+            .headers()
+            .keys()
+            .all(|name| !name.as_str().starts_with("access-control-"))
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_only_loopback_names_and_origins_are_served() {
+    let redis = RedisServer::start();
+    let server = ApiServer::start(&redis, &[]);
+    let api = Http::new(&server, None);
+    api.post_empty("/api/queues/api-q/pause").await.expect(200);
+    let before = snapshot(&redis).await;
+    // DNS rebinding: a page of evil.example whose name resolves to 127.0.0.1.
+    let rebound = api
+        .send(
+            api.request(Method::POST, "/api/queues/api-q/resume")
+                .header("host", "evil.example:7070"),
+        )
+        .await
+        .error(403);
+    assert!(rebound.contains("loopback"), "{rebound}");
+    // A cross-site form post from a page the operator has open.
+    let cross = api
+        .send(
+            api.request(Method::POST, "/api/queues/api-q/resume")
+                .header("origin", "https://evil.example"),
+        )
+        .await
+        .error(403);
+    assert!(cross.contains("origin"), "{cross}");
+    assert_eq!(snapshot(&redis).await, before);
+    let same = api
+        .send(
+            api.request(Method::POST, "/api/queues/api-q/resume")
+                .header("origin", format!("http://localhost:{}", server.addr.port())),
+        )
+        .await
+        .expect(200);
+    assert_eq!(same["paused"], false);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_with_a_message_and_writes_nothing() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    // A small payload limit, so an oversize payload and an oversize body are cheap to send.
+    let config = QueueConfig {
+        max_payload_bytes: 1000,
+        ..QueueConfig::default()
+    };
+    client.set_config(Q, &config).await.unwrap();
+    client
+        .enqueue(Q, &NewJob::new("greet", "x").with_id("active-job"))
+        .await
+        .unwrap();
+    client
+        .fetch(Q, 1, Duration::from_secs(60), "test-host")
+        .await
+        .unwrap();
+    let registry = Registry::connect(&redis.url()).await.unwrap();
+    let server = ApiServer::start(&redis, &["--token", TOKEN]);
+    let api = Http::new(&server, Some(TOKEN));
+    let echo = guests::rust_bytes("echo");
+    let runtime = wasmq::Runtime::new(wasmq::RuntimeConfig {
+        pooling: false,
+        ..wasmq::worker::host_runtime()
+    })
+    .unwrap();
+    registry
+        .deploy(
+            &runtime,
+            "greet",
+            echo.clone(),
+            &Default::default(),
+            |_: u64, _: u64| {},
+        )
+        .await
+        .unwrap();
+    let before = snapshot(&redis).await;
+
+    let jobs = "/api/queues/api-q/jobs";
+    let json_post = |path: &str, body: &str| {
+        api.request(Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    };
+    let big_payload = "x".repeat(1001);
+    let big_body = format!(
+        r#"{{"handler":"greet","payload":"{}"}}"#,
+        "y".repeat(2 << 20)
+    );
+    // (request, status, a word the message must contain)
+    let table: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (json_post(jobs, r#"{"handler":"#), 400, "invalid JSON"),
+        (json_post(jobs, "[1,2]"), 400, "invalid JSON"),
+        (
+            json_post(jobs, r#"{"handler":"greet","priority":"high"}"#),
+            400,
+            "priority",
+        ),
+        (
+            json_post(jobs, r#"{"handler":"greet","atempts":3}"#),
+            400,
+            "unknown field",
+        ),
+        (json_post(jobs, r#"{"payload":"x"}"#), 400, "handler"),
+        (
+            json_post(jobs, r#"{"handler":"greet","priority":5000}"#),
+            400,
+            "priority",
+        ),
+        (
+            json_post(jobs, r#"{"handler":"greet","max_attempts":0}"#),
+            400,
+            "attempts",
+        ),
+        (
+            json_post(jobs, r#"{"handler":"greet","timeout_ms":0}"#),
+            400,
+            "timeout",
+        ),
+        (json_post(jobs, r#"{"handler":"gr eet"}"#), 400, "handler"),
+        (json_post(jobs, r#"{"handler":"greet","id":""}"#), 400, "id"),
+        (
+            json_post(jobs, r#"{"handler":"greet","delay_ms":1,"run_at_ms":1}"#),
+            400,
+            "not both",
+        ),
+        (
+            json_post(jobs, r#"{"handler":"greet","backoff":"linear:1s"}"#),
+            400,
+            "backoff",
+        ),
+        (
+            json_post(
+                jobs,
+                r#"{"handler":"greet","payload":"%%","payload_encoding":"base64"}"#,
+            ),
+            400,
+            "base64",
+        ),
+        (
+            json_post(jobs, r#"{"handler":"greet","payload_encoding":"hex"}"#),
+            400,
+            "payload_encoding",
+        ),
+        (
+            json_post(
+                jobs,
+                r#"{"handler":"greet","delay_ms":1000000000000000000}"#,
+            ),
+            400,
+            "delay_ms",
+        ),
+        (
+            api.request(Method::POST, jobs)
+                .body(r#"{"handler":"greet"}"#),
+            415,
+            "application/json",
+        ),
+        (
+            json_post(
+                jobs,
+                &format!(r#"{{"handler":"greet","payload":"{big_payload}"}}"#),
+            ),
+            413,
+            "1000",
+        ),
+        (json_post(jobs, &big_body), 413, "limit"),
+        (
+            json_post("/api/queues/a%7Bb/jobs", r#"{"handler":"greet"}"#),
+            400,
+            "queue name",
+        ),
+        (
+            api.request(Method::GET, "/api/queues/api-q/jobs?state=sleeping"),
+            400,
+            "sleeping",
+        ),
+        (
+            api.request(Method::GET, "/api/queues/api-q/jobs?limit=0"),
+            400,
+            "limit",
+        ),
+        (
+            api.request(Method::GET, "/api/queues/api-q/jobs?limit=many"),
+            400,
+            "limit",
+        ),
+        (
+            api.request(Method::GET, "/api/queues/api-q/jobs?colour=red"),
+            400,
+            "colour",
+        ),
+        (
+            api.request(Method::GET, "/api/queues/api-q/dlq?limit=1001"),
+            400,
+            "limit",
+        ),
+        (
+            api.request(Method::GET, "/api/queues/api-q/events?after=nope"),
+            400,
+            "stream id",
+        ),
+        (
+            api.request(Method::GET, "/api/queues/api-q/jobs/missing"),
+            404,
+            "missing",
+        ),
+        (
+            api.request(Method::DELETE, "/api/queues/api-q/jobs/missing"),
+            404,
+            "missing",
+        ),
+        (
+            api.request(Method::DELETE, "/api/queues/api-q/jobs/active-job"),
+            409,
+            "active",
+        ),
+        (json_post("/api/queues/api-q/dlq/replay", "{}"), 400, "ids"),
+        (
+            json_post("/api/queues/api-q/dlq/replay", r#"{"ids":[],"oldest":1}"#),
+            400,
+            "ids",
+        ),
+        (
+            json_post("/api/queues/api-q/dlq/purge", r#"{"oldest":0}"#),
+            400,
+            "oldest",
+        ),
+        (
+            json_post("/api/queues/api-q/dlq/purge", r#"{"ids":"j1"}"#),
+            400,
+            "ids",
+        ),
+        (
+            json_post("/api/queues/api-q/dlq/purge", &big_body),
+            413,
+            "limit",
+        ),
+        (
+            api.request(Method::GET, "/api/handlers/nobody/versions"),
+            404,
+            "nobody",
+        ),
+        (
+            json_post("/api/handlers/nobody/rollback", ""),
+            404,
+            "nobody",
+        ),
+        (
+            json_post("/api/handlers/greet/rollback", r#"{"version":"one"}"#),
+            400,
+            "version",
+        ),
+        (
+            json_post("/api/handlers/greet/rollback", r#"{"version":7}"#),
+            404,
+            "no version 7",
+        ),
+        (
+            api.request(Method::POST, "/api/handlers/greet/rollback"),
+            404,
+            "no version before",
+        ),
+        (
+            api.request(Method::DELETE, "/api/handlers/nobody"),
+            404,
+            "nobody",
+        ),
+        (
+            api.request(Method::GET, "/api/nothing-here"),
+            404,
+            "/api/nothing-here",
+        ),
+        (
+            api.request(Method::PUT, "/api/queues"),
+            405,
+            "method not allowed",
+        ),
+    ];
+    for (request, status, word) in table {
+        let built = request.try_clone().unwrap().build().unwrap();
+        let what = format!("{} {}", built.method(), built.url());
+        let answer = api.send(request).await;
+        assert_eq!(answer.status.as_u16(), status, "{what}: {}", answer.body);
+        let message = answer.error(status);
+        assert!(
+            message.to_lowercase().contains(&word.to_lowercase()),
+            "{what}: {message:?} should mention {word:?}"
+        );
+    }
+
+    // Deploys: refused components, settings and sizes, through the real validation.
+    let wasm = |name: &str, query: &str, bytes: Vec<u8>| {
+        api.request(Method::POST, &format!("/api/handlers/{name}{query}"))
+            .header("content-type", "application/wasm")
+            .body(bytes)
+    };
+    let core_module = wat::parse_str("(module)").unwrap();
+    let deploys: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            wasm("greet", "", b"not a component at all".to_vec()),
+            422,
+            "refused",
+        ),
+        (wasm("greet", "", core_module), 422, "component"),
+        (
+            wasm("greet", "", echo[..echo.len() / 2].to_vec()),
+            422,
+            "refused",
+        ),
+        (wasm("greet", "?memory=lots", echo.clone()), 400, "memory"),
+        (wasm("greet", "?timeout=0s", echo.clone()), 400, "timeout"),
+        (wasm("greet", "?colour=red", echo.clone()), 400, "colour"),
+        (
+            wasm("greet", "?concurrency=0", echo.clone()),
+            400,
+            "concurrency",
+        ),
+        (wasm("gr%20eet", "", echo.clone()), 400, "handler name"),
+        (
+            api.request(Method::POST, "/api/handlers/greet")
+                .header("content-type", "text/plain")
+                .body(echo.clone()),
+            415,
+            "application/wasm",
+        ),
+    ];
+    for (request, status, word) in deploys {
+        let message = api.send(request).await.error(status);
+        assert!(
+            message.to_lowercase().contains(word),
+            "{status}: {message:?} should mention {word:?}"
+        );
+    }
+    assert_eq!(
+        snapshot(&redis).await,
+        before,
+        "refused requests wrote nothing"
+    );
+
+    // Over the registry's upload limit: 413 before any compile (the limit is a write, so it
+    // is part of the new "before").
+    registry.set_max_upload(1000).await.unwrap();
+    let before = snapshot(&redis).await;
+    let message = api.send(wasm("greet", "", echo.clone())).await.error(413);
+    assert!(message.contains("1000"), "{message}");
+    assert_eq!(
+        snapshot(&redis).await,
+        before,
+        "an oversize upload wrote nothing"
+    );
+}
+
+#[tokio::test]
+async fn redis_unreachable_is_503_and_recovers() {
+    let mut redis = RedisServer::start();
+    let server = ApiServer::start(&redis, &["--token", TOKEN]);
+    let api = Http::new(&server, Some(TOKEN));
+    api.get("/healthz").await.expect(200);
+    redis.stop();
+    let message = api.get("/healthz").await.error(503);
+    assert!(message.contains("Redis"), "{message}");
+    api.get("/api/queues/api-q").await.error(503);
+    api.get("/api/queues").await.error(503);
+    api.get("/api/handlers").await.error(503);
+    api.post("/api/queues/api-q/jobs", json!({"handler": "greet"}))
+        .await
+        .error(503);
+    redis.restart();
+    eventually("healthz answers again", Duration::from_secs(20), || async {
+        (api.get("/healthz").await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    api.post("/api/queues/api-q/jobs", json!({"handler": "greet"}))
+        .await
+        .expect(201);
+}
+
+/// Runs `wasmq serve <args>` expecting it to refuse to start; returns its stderr.
+fn refused_start(redis_url: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmq"))
+        .arg("serve")
+        .args(args)
+        .args(["--redis", redis_url])
+        .env_remove("WASMQ_API_TOKEN")
+        .env_remove("WASMQ_HTTP")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn unsafe_or_impossible_binds_are_refused_at_startup() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    for addr in ["0.0.0.0:0", "[::]:0", "192.0.2.1:7070"] {
+        let stderr = refused_start(&url, &["--http", addr]);
+        assert!(stderr.contains("without a token"), "{addr}: {stderr}");
+        assert!(stderr.contains("WASMQ_API_TOKEN"), "{addr}: {stderr}");
+    }
+    let stderr = refused_start(&url, &["--http", "127.0.0.1:0", "--token", " "]);
+    assert!(stderr.contains("empty"), "{stderr}");
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let stderr = refused_start(&url, &["--http", &format!("127.0.0.1:{port}")]);
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(stderr.contains("another process"), "{stderr}");
+    // `wasmq run --http` refuses the same way, before starting the worker.
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmq"))
+        .args([
+            "run",
+            "--queues",
+            Q,
+            "--http",
+            "0.0.0.0:7070",
+            "--redis",
+            &url,
+        ])
+        .env_remove("WASMQ_API_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without a token"));
+}
+
+/// Every `$ref` in `value`.
+fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map {
+                match (key.as_str(), item) {
+                    ("$ref", Value::String(target)) => out.push(target),
+                    _ => refs(item, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| refs(item, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_validates_and_lists_every_route() {
+    let redis = RedisServer::start();
+    let server = ApiServer::start(&redis, &[]);
+    let api = Http::new(&server, None);
+    let doc = api.get("/openapi.json").await.expect(200);
+    assert_eq!(doc, serde_json::to_value(wasmq::api::openapi()).unwrap());
+
+    // Structurally valid OpenAPI 3.1: it parses into the oas3 model...
+    let text = doc.to_string();
+    let spec = oas3::from_json(&text).unwrap_or_else(|err| panic!("invalid OpenAPI: {err}"));
+    assert!(spec.openapi.starts_with("3.1"), "{}", spec.openapi);
+    // ...and every reference resolves.
+    let mut targets = Vec::new();
+    refs(&doc, &mut targets);
+    assert!(!targets.is_empty());
+    for target in targets {
+        let pointer = target
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{target}"));
+        assert!(doc.pointer(pointer).is_some(), "dangling $ref {target}");
+    }
+
+    // Exactly the router's routes, with their path parameters declared, the bearer scheme on
+    // every mutating one, and the error shape on every error answer.
+    let mut listed = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            listed.insert((method.clone(), path.clone()));
+            let declared: BTreeSet<&str> = op["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .filter(|p| p["in"] == "path")
+                        .map(|p| p["name"].as_str().unwrap())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let in_path: BTreeSet<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            assert_eq!(declared, in_path, "{method} {path}");
+            let secured = op["security"] == json!([{"bearer": []}]);
+            assert_eq!(secured, method != "get", "{method} {path} security");
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        response["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+    let routes: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(listed, routes);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"],
+        json!({"type": "http", "scheme": "bearer"})
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["JobState"]["enum"],
+        json!(JobState::ALL.map(|s| s.as_str()))
+    );
+}
+
+#[tokio::test]
+async fn run_serves_the_api_beside_the_worker_and_stops_with_it() {
+    let redis = RedisServer::start();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let echo = guests::rust("echo");
+    let handler = format!("greet={}", echo.display());
+    let mut host = HostProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            Q,
+            "--handler",
+            &handler,
+            "--http",
+            &addr,
+            "--no-cache",
+        ],
+    );
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    eventually("the API answers", Duration::from_secs(30), || async {
+        let response = http.get(format!("{base}/healthz")).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+    let queues: Value = http
+        .get(format!("{base}/api/queues"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        queues["queues"],
+        json!([Q]),
+        "the worker's queues are known"
+    );
+    let enqueued: Value = http
+        .post(format!("{base}/api/queues/{Q}/jobs"))
+        .json(&json!({"handler": "greet", "payload": "through the API"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = enqueued["id"].as_str().unwrap().to_string();
+    let job: Value = eventually("the job completed", Duration::from_secs(30), || async {
+        let job: Value = http
+            .get(format!("{base}/api/queues/{Q}/jobs/{id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (job["state"] == "completed").then_some(job)
+    })
+    .await;
+    assert_eq!(job["result"], "through the API");
+    assert_eq!(job["result_encoding"], "utf8");
+    assert_eq!(job["history"][0]["outcome"], "ok");
+
+    host.sigterm();
+    assert!(host.wait_exit(Duration::from_secs(30)).success());
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "the API stopped with the worker"
+    );
+}
