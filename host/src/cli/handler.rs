@@ -67,10 +67,12 @@ pub struct DeployArgs {
     /// CPU budget per attempt, in fuel units.
     #[arg(long)]
     pub fuel: Option<u64>,
-    /// Attempts in total for this handler's jobs.
+    /// Attempts in total for this handler's jobs (recorded with the version; not applied to
+    /// jobs yet: they keep the attempts they were enqueued with).
     #[arg(long)]
     pub max_attempts: Option<u32>,
-    /// Backoff between attempts: exponential:<base>[:<cap>] or fixed:<delay>.
+    /// Backoff between attempts: exponential:<base>[:<cap>] or fixed:<delay> (recorded with
+    /// the version; not applied to jobs yet).
     #[arg(long)]
     pub backoff: Option<String>,
     /// Most jobs of this handler running at once per host.
