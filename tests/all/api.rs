@@ -3,7 +3,7 @@
 //! bad and oversize bodies refused with nothing written, startup refusals, and the OpenAPI
 //! document checked against the routes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -209,26 +209,6 @@ impl Http {
             .body(bytes);
         self.send(request).await
     }
-}
-
-/// Every key and its content: what "nothing written" compares.
-async fn snapshot(redis: &RedisServer) -> BTreeMap<String, Vec<u8>> {
-    let mut conn = redis.connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut all = BTreeMap::new();
-    for key in keys {
-        let dump: Vec<u8> = redis::cmd("DUMP")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        all.insert(key, dump);
-    }
-    all
 }
 
 /// Leases every waiting job of `queue` and dead-letters it.
@@ -565,7 +545,7 @@ async fn writes_need_the_token_and_a_sent_token_is_always_checked() {
     let anonymous = Http::new(&server, None);
     let wrong = Http::new(&server, Some("test-token-012345678"));
     let right = Http::new(&server, Some(TOKEN));
-    let before = snapshot(&redis).await;
+    let before = redis.snapshot().await;
 
     // Refused: every mutating endpoint, without a token, with a wrong one, or another scheme.
     let enqueue = json!({"handler": "greet", "payload": "x"});
@@ -604,7 +584,7 @@ async fn writes_need_the_token_and_a_sent_token_is_always_checked() {
         .error(401);
     assert!(basic.contains("Bearer"), "{basic}");
     assert_eq!(
-        snapshot(&redis).await,
+        redis.snapshot().await,
         before,
         "refused requests wrote nothing"
     );
@@ -692,7 +672,7 @@ async fn without_a_token_only_loopback_names_and_origins_are_served() {
     let server = ApiServer::start(&redis, &[]);
     let api = Http::new(&server, None);
     api.post_empty("/api/queues/api-q/pause").await.expect(200);
-    let before = snapshot(&redis).await;
+    let before = redis.snapshot().await;
     // DNS rebinding: a page of evil.example whose name resolves to 127.0.0.1.
     let rebound = api
         .send(
@@ -711,7 +691,7 @@ async fn without_a_token_only_loopback_names_and_origins_are_served() {
         .await
         .error(403);
     assert!(cross.contains("origin"), "{cross}");
-    assert_eq!(snapshot(&redis).await, before);
+    assert_eq!(redis.snapshot().await, before);
     let same = api
         .send(
             api.request(Method::POST, "/api/queues/api-q/resume")
@@ -759,7 +739,7 @@ async fn bad_input_is_a_4xx_with_a_message_and_writes_nothing() {
         )
         .await
         .unwrap();
-    let before = snapshot(&redis).await;
+    let before = redis.snapshot().await;
 
     let jobs = "/api/queues/api-q/jobs";
     let json_post = |path: &str, body: &str| {
@@ -1018,7 +998,7 @@ async fn bad_input_is_a_4xx_with_a_message_and_writes_nothing() {
         );
     }
     assert_eq!(
-        snapshot(&redis).await,
+        redis.snapshot().await,
         before,
         "refused requests wrote nothing"
     );
@@ -1026,11 +1006,11 @@ async fn bad_input_is_a_4xx_with_a_message_and_writes_nothing() {
     // Over the registry's upload limit: 413 before any compile (the limit is a write, so it
     // is part of the new "before").
     registry.set_max_upload(1000).await.unwrap();
-    let before = snapshot(&redis).await;
+    let before = redis.snapshot().await;
     let message = api.send(wasm("greet", "", echo.clone())).await.error(413);
     assert!(message.contains("1000"), "{message}");
     assert_eq!(
-        snapshot(&redis).await,
+        redis.snapshot().await,
         before,
         "an oversize upload wrote nothing"
     );

@@ -1,7 +1,6 @@
 //! Handlers as data: `wasmq handler deploy|list|versions|rollback|remove` against a real Redis,
 //! and real `wasmq run` hosts that pick up deploys without a restart.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -46,26 +45,6 @@ fn deploy(redis: &RedisServer, name: &str, file: &Path, extra: &[&str]) -> Strin
     ];
     args.extend_from_slice(extra);
     ok(&wasmq(redis, &args))
-}
-
-/// Every key and its content: what "Redis content unchanged" compares.
-async fn snapshot(redis: &RedisServer) -> BTreeMap<String, Vec<u8>> {
-    let mut conn = redis.connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut all = BTreeMap::new();
-    for key in keys {
-        let dump: Vec<u8> = redis::cmd("DUMP")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        all.insert(key, dump);
-    }
-    all
 }
 
 /// Enqueues one echo job and returns its result once it completed.
@@ -198,7 +177,7 @@ async fn deploys_reach_running_hosts_within_a_second_and_roll_back() {
     .await;
     assert_eq!(job.history[0].outcome, "unknown_handler");
     // Both components are gone from Redis with the last version that used them.
-    let keys = snapshot(&redis).await;
+    let keys = redis.snapshot().await;
     assert!(
         !keys.keys().any(|k| k.contains(":blob:")),
         "blobs left: {:?}",
@@ -216,7 +195,7 @@ async fn invalid_uploads_are_refused_with_the_reason_and_change_nothing() {
     // One good deploy first, so "unchanged" covers existing handler data too.
     deploy(&redis, "greet", &guests::rust("echo"), &[]);
     ok(&wasmq(&redis, &["handler", "max-upload", "1MiB"]));
-    let before = snapshot(&redis).await;
+    let before = redis.snapshot().await;
 
     let big = {
         // A valid component padded past the limit with a custom section.
@@ -289,7 +268,7 @@ async fn invalid_uploads_are_refused_with_the_reason_and_change_nothing() {
             stderr.contains(reason),
             "{what}: stderr lacks {reason:?}:\n{stderr}"
         );
-        assert_eq!(snapshot(&redis).await, before, "{what}: Redis changed");
+        assert_eq!(redis.snapshot().await, before, "{what}: Redis changed");
     }
     // Bad settings are refused before anything is read or written, too.
     for (flag, value, reason) in [
@@ -323,7 +302,7 @@ async fn invalid_uploads_are_refused_with_the_reason_and_change_nothing() {
         ],
     );
     assert!(!out.status.success());
-    assert_eq!(snapshot(&redis).await, before, "Redis changed");
+    assert_eq!(redis.snapshot().await, before, "Redis changed");
 }
 
 /// The library API refuses the same way, with typed errors, and shares stored components.
@@ -355,7 +334,7 @@ async fn registry_api_stores_components_once_and_types_its_errors() {
         .unwrap();
     assert_eq!(a.sha256, b.sha256);
     assert_eq!((a.version, b.version), (1, 1));
-    let keys = snapshot(&redis).await;
+    let keys = redis.snapshot().await;
     assert_eq!(keys.keys().filter(|k| k.contains(":blob:")).count(), 1);
     // Removing one keeps the component the other still uses.
     assert_eq!(registry.remove("a").await.unwrap(), 1);

@@ -47,6 +47,26 @@ impl RedisServer {
             .expect("connect a queue client to the test redis-server")
     }
 
+    /// Every key and its `DUMP`: what "Redis content unchanged" compares.
+    pub async fn snapshot(&self) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let mut conn = self.connection().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut all = std::collections::BTreeMap::new();
+        for key in keys {
+            let dump: Vec<u8> = redis::cmd("DUMP")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            all.insert(key, dump);
+        }
+        all
+    }
+
     /// A plain async connection, for assertions on raw Redis state.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
