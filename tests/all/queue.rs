@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use redis::AsyncCommands;
 use wasmq::queue::{
     Backoff, CancelOutcome, Client, Completion, FailOutcome, Failure, JobState, LeaseRejection,
-    LeasedJob, NewJob, QueueConfig, QueueError,
+    LeasedJob, NewJob, OwnPolicy, QueueConfig, QueueError, RetryPolicy,
 };
 
 use crate::support::redis::RedisServer;
@@ -888,7 +888,7 @@ async fn a_stale_lease_token_cannot_complete_fail_extend_or_release_the_job() {
         .remove(0);
     // The old holder stalls; its lease expires and is recovered; another host takes the job.
     eventually("the lease to be recovered", || async {
-        let report = client.recover_expired("q", 10).await.unwrap();
+        let report = client.recover_expired("q", 10, &[]).await.unwrap();
         (!report.outcomes.is_empty()).then_some(())
     })
     .await;
@@ -970,7 +970,7 @@ async fn extend_moves_the_lease_expiry_so_recovery_leaves_the_job_alone() {
     .await;
     assert!(
         client
-            .recover_expired("q", 10)
+            .recover_expired("q", 10, &[])
             .await
             .unwrap()
             .outcomes
@@ -1267,7 +1267,7 @@ async fn a_fetcher_that_dies_before_acking_loses_nothing() {
         // The fetcher dies here: its connection goes away with it, nothing is acked.
     }
     // Until the lease runs out, the jobs stay leased to the dead host.
-    let early = survivor.recover_expired("q", 100).await.unwrap();
+    let early = survivor.recover_expired("q", 100, &[]).await.unwrap();
     if redis_now_ms(&server).await < expiry {
         assert!(
             early.outcomes.is_empty(),
@@ -1282,7 +1282,7 @@ async fn a_fetcher_that_dies_before_acking_loses_nothing() {
             "only {} leases recovered",
             recovered.len()
         );
-        let report = survivor.recover_expired("q", 100).await.unwrap();
+        let report = survivor.recover_expired("q", 100, &[]).await.unwrap();
         recovered.extend(report.outcomes.into_iter().map(|(id, _)| id));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -1316,7 +1316,7 @@ async fn a_lost_lease_on_the_last_attempt_dead_letters_the_job() {
         .await
         .unwrap();
     let report = eventually("the lease to be recovered", || async {
-        let report = client.recover_expired("q", 10).await.unwrap();
+        let report = client.recover_expired("q", 10, &[]).await.unwrap();
         (!report.outcomes.is_empty()).then_some(report)
     })
     .await;
@@ -1414,7 +1414,7 @@ async fn batch_sizes_are_bounded_so_no_call_blocks_redis_for_long() {
             .fetch("q", wasmq::queue::MAX_BULK + 1, LEASE, HOST)
             .await
             .map(|_| ()),
-        client.recover_expired("q", 0).await.map(|_| ()),
+        client.recover_expired("q", 0, &[]).await.map(|_| ()),
         client
             .enqueue_bulk(
                 "q",
@@ -1723,7 +1723,7 @@ async fn a_stale_completion_is_refused_by_complete_and_fetch_and_the_fetch_is_st
         .unwrap()
         .remove(0);
     eventually("the lease to be recovered", || async {
-        let report = client.recover_expired("q", 10).await.unwrap();
+        let report = client.recover_expired("q", 10, &[]).await.unwrap();
         (!report.outcomes.is_empty()).then_some(())
     })
     .await;
@@ -1781,7 +1781,7 @@ async fn a_stale_completion_is_refused_by_complete_and_fetch_and_the_fetch_is_st
         .unwrap()
         .remove(0);
     eventually("the lease to be recovered", || async {
-        let report = client.recover_expired("q", 10).await.unwrap();
+        let report = client.recover_expired("q", 10, &[]).await.unwrap();
         (!report.outcomes.is_empty()).then_some(())
     })
     .await;
@@ -2125,7 +2125,7 @@ async fn grouped_jobs_come_back_into_their_group_on_release_retry_recover_and_re
         .unwrap()
         .remove(0);
     eventually("the lease to expire", || async {
-        let report = client.recover_expired("q", 10).await.unwrap();
+        let report = client.recover_expired("q", 10, &[]).await.unwrap();
         (!report.outcomes.is_empty()).then_some(())
     })
     .await;
@@ -2236,4 +2236,117 @@ async fn a_bad_group_is_refused_and_a_seven_key_enqueue_cannot_place_a_grouped_j
         .unwrap_err();
     assert_eq!(err.code(), Some("WASMQ_INVALID"), "{err}");
     assert_eq!(client.counts("q").await.unwrap().waiting, 0);
+}
+
+#[tokio::test]
+async fn a_handlers_retry_policy_covers_what_the_job_left_out_and_attempts_record_the_version() {
+    let (_server, client) = start().await;
+    let policy = RetryPolicy {
+        max_attempts: Some(2),
+        backoff: Some(Backoff::fixed(Duration::ZERO)),
+    };
+    // Three producers: no policy, their own attempts, their own everything.
+    let bare = client
+        .enqueue("q", &NewJob::new("h", vec![]))
+        .await
+        .unwrap();
+    let attempts = client
+        .enqueue("q", &NewJob::new("h", vec![]).with_max_attempts(3))
+        .await
+        .unwrap();
+    let own = client
+        .enqueue(
+            "q",
+            &NewJob::new("h", vec![])
+                .with_max_attempts(5)
+                .with_backoff(Backoff::fixed(Duration::from_secs(600))),
+        )
+        .await
+        .unwrap();
+    let stored = client.get("q", &bare.id).await.unwrap().unwrap();
+    assert_eq!(stored.own_policy, OwnPolicy::default());
+    assert_eq!(
+        stored.max_attempts, 3,
+        "the queue default until a handler applies"
+    );
+    let stored = client.get("q", &attempts.id).await.unwrap().unwrap();
+    assert!(stored.own_policy.max_attempts && !stored.own_policy.backoff);
+
+    // Each leased job tells its host what it set, so the guest can be told its real attempts.
+    let leased = client.fetch("q", 3, LEASE, HOST).await.unwrap();
+    let by_id = |id: &str| leased.iter().find(|j| j.id == id).unwrap().clone();
+    assert_eq!(policy.max_attempts_for(by_id(&bare.id).own_policy, 3), 2);
+    assert_eq!(
+        policy.max_attempts_for(by_id(&attempts.id).own_policy, 3),
+        3
+    );
+    assert_eq!(policy.max_attempts_for(by_id(&own.id).own_policy, 5), 5);
+
+    let fail = |job: &LeasedJob| {
+        Failure::new(job, "retry", "again").with_handler("7:0123456789ab", policy)
+    };
+    let report = client
+        .fail("q", &leased.iter().map(fail).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+
+    // The bare job took the handler's attempts and backoff; it is waiting again at once.
+    let job = client.get("q", &bare.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Waiting);
+    assert_eq!(job.max_attempts, 2);
+    assert_eq!(job.backoff, Backoff::fixed(Duration::ZERO));
+    assert_eq!(job.history[0].version.as_deref(), Some("7:0123456789ab"));
+    // The job with its own attempts kept them and took the handler's backoff.
+    let job = client.get("q", &attempts.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Waiting);
+    assert_eq!(job.max_attempts, 3);
+    assert_eq!(job.backoff, Backoff::fixed(Duration::ZERO));
+    // The job with a policy of its own kept all of it: a 10-minute wait.
+    let job = client.get("q", &own.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Retry);
+    assert_eq!(job.max_attempts, 5);
+    assert_eq!(job.backoff, Backoff::fixed(Duration::from_secs(600)));
+
+    // Second attempts: the bare job is out of the handler's two attempts, the other is not.
+    // Its lease expires instead of failing: recovery applies the same policy.
+    let leased = client
+        .fetch("q", 2, Duration::from_millis(20), HOST)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 2);
+    let policies = [("h".to_string(), policy)];
+    eventually("both leases recovered", || async {
+        let report = client.recover_expired("q", 10, &policies).await.unwrap();
+        (report.outcomes.len() == 2).then_some(())
+    })
+    .await;
+    let job = client.get("q", &bare.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Dead);
+    assert_eq!(job.history.len(), 2);
+    assert_eq!(job.history[1].outcome, "lease_expired");
+    assert_eq!(
+        job.history[1].version, None,
+        "nobody knows what a lost lease ran"
+    );
+    let job = client.get("q", &attempts.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Waiting);
+
+    // A success records its version too.
+    let last = fetch_one(&client, "q").await;
+    assert_eq!(last.id, attempts.id);
+    client
+        .complete(
+            "q",
+            &[Completion::new(&last, b"done".to_vec()).with_version("local:abcdefabcdef")],
+        )
+        .await
+        .unwrap();
+    let job = client.get("q", &attempts.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Completed);
+    let versions: Vec<_> = job.history.iter().map(|a| a.version.as_deref()).collect();
+    assert_eq!(
+        versions,
+        [Some("7:0123456789ab"), None, Some("local:abcdefabcdef")]
+    );
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use wasmq::queue::{Client, JobState, NewJob};
+use wasmq::queue::{Backoff, Client, JobState, NewJob};
 use wasmq::registry::{HandlerSettings, Registry, RegistryError};
 use wasmq::{LoadError, Runtime, RuntimeConfig};
 
@@ -426,4 +426,95 @@ async fn warm_restarts_load_compiled_handlers_from_the_cache() {
         lines.len() == 1 && lines[0].contains("source=Recompiled"),
         "{lines:?}"
     );
+}
+
+/// Waits until job `id` of queue [`Q`] is dead and returns it.
+async fn dead_job(client: &Client, id: &str) -> wasmq::queue::Job {
+    eventually(
+        &format!("job {id} dead"),
+        Duration::from_secs(30),
+        || async {
+            let job = client.get(Q, id).await.ok()??;
+            (job.state == JobState::Dead).then_some(job)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_deployed_retry_policy_applies_and_every_attempt_records_its_version() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let retry = guests::rust("retry");
+    let sha = wasmq::registry::sha256_hex(&std::fs::read(&retry).unwrap());
+    deploy(
+        &redis,
+        "stubborn",
+        &retry,
+        &["--max-attempts", "2", "--backoff", "fixed:10ms"],
+    );
+    let _host = HostProcess::start(&redis.url(), &["--queues", Q]);
+
+    // A job that leaves its policy to the handler gets two attempts, 10 ms apart, and the guest
+    // is told so.
+    let bare = client
+        .enqueue(Q, &NewJob::new("stubborn", Vec::new()))
+        .await
+        .unwrap();
+    let job = dead_job(&client, &bare.id).await;
+    let errors: Vec<_> = job.history.iter().map(|a| a.error.as_str()).collect();
+    assert_eq!(
+        errors,
+        ["try again (attempt 1 of 2)", "try again (attempt 2 of 2)"]
+    );
+    assert_eq!(job.max_attempts, 2);
+    assert_eq!(job.backoff, Backoff::fixed(Duration::from_millis(10)));
+    let v1 = format!("1:{}", &sha[..12]);
+    for attempt in &job.history {
+        assert_eq!(attempt.version.as_deref(), Some(v1.as_str()), "{attempt:?}");
+    }
+
+    // A producer's own attempts win over the handler's; its backoff is still the handler's.
+    let own = client
+        .enqueue(Q, &NewJob::new("stubborn", Vec::new()).with_max_attempts(3))
+        .await
+        .unwrap();
+    let job = dead_job(&client, &own.id).await;
+    assert_eq!(job.history.len(), 3);
+    assert_eq!(job.history[2].error, "try again (attempt 3 of 3)");
+    assert_eq!(job.backoff, Backoff::fixed(Duration::from_millis(10)));
+
+    // A new version with another policy: the same component, version 2, four attempts.
+    deploy(
+        &redis,
+        "stubborn",
+        &retry,
+        &["--max-attempts", "4", "--backoff", "fixed:10ms"],
+    );
+    let v2 = format!("2:{}", &sha[..12]);
+    let job = eventually("a job on version 2", Duration::from_secs(10), || async {
+        let id = client
+            .enqueue(Q, &NewJob::new("stubborn", Vec::new()))
+            .await
+            .ok()?
+            .id;
+        let job = dead_job(&client, &id).await;
+        (job.history[0].version.as_deref() == Some(v2.as_str())).then_some(job)
+    })
+    .await;
+    assert_eq!(job.history.len(), 4, "{:?}", job.history);
+    assert!(
+        job.history
+            .iter()
+            .all(|a| a.version.as_deref() == Some(v2.as_str()))
+    );
+
+    // The CLI and the API show the version of each attempt.
+    let shown = ok(&wasmq(&redis, &["job", Q, &job.id]));
+    assert!(shown.contains(&format!("(version {v2})")), "{shown}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&wasmq(&redis, &["job", Q, &job.id, "--json"]))).unwrap();
+    assert_eq!(json["history"][3]["version"], v2.as_str());
+    assert_eq!(json["max_attempts"], 4);
+    assert_eq!(json["own_policy"]["max_attempts"], false);
 }

@@ -99,7 +99,7 @@ async fn every_outcome_is_produced_by_its_guest_and_classified() {
     let report = run("retry", b"", &limits(500, 32)).await;
     assert_eq!(
         report.outcome,
-        Outcome::Retry("try again (attempt 1)".into())
+        Outcome::Retry("try again (attempt 1 of 3)".into())
     );
 }
 

@@ -140,7 +140,16 @@ async fn guest_failures_follow_the_retry_policy() {
     let job = client.get(Q, &retry.id).await.unwrap().unwrap();
     let outcomes: Vec<_> = job.history.iter().map(|a| a.outcome.as_str()).collect();
     assert_eq!(outcomes, ["retry", "retry"]);
-    assert_eq!(job.history[1].error, "try again (attempt 2)");
+    assert_eq!(job.history[1].error, "try again (attempt 2 of 2)");
+    // A `--handler` file has no version but its hash: each attempt records it.
+    assert!(
+        job.history.iter().all(|a| a
+            .version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("local:") && v.len() == 18)),
+        "{:?}",
+        job.history
+    );
 
     // A permanent failure dead-letters at once, attempts left or not.
     let job = client.get(Q, &fail.id).await.unwrap().unwrap();

@@ -46,7 +46,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::{ApiError, ErrorBody};
-pub use queues::{JSON_BODY_LIMIT, MAX_PAGE};
+/// The JSON view of a job: what `GET /api/queues/{queue}/jobs/{id}` returns, and what
+/// `wasmq job --json` prints, so the two cannot drift apart.
+pub(crate) use queues::job_view;
+pub use queues::{JSON_BODY_LIMIT, JobView, MAX_PAGE};
 
 use crate::queue::Client;
 use crate::registry::Registry;

@@ -112,6 +112,13 @@ fn backoff_view(backoff: &Backoff) -> BackoffView {
     }
 }
 
+/// Which parts of its retry policy a job's producer set.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OwnPolicyView {
+    pub max_attempts: bool,
+    pub backoff: bool,
+}
+
 /// One finished attempt of a job.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptView {
@@ -122,6 +129,9 @@ pub struct AttemptView {
     pub host: String,
     pub started_at_ms: u64,
     pub finished_at_ms: u64,
+    /// The handler version that ran it (`<version>:<sha256 prefix>`, or `local:<sha256
+    /// prefix>` for a host's `--handler` file); null when unknown (an expired lease).
+    pub version: Option<String>,
 }
 
 /// A job, as stored (docs/protocol.md, "Job fields"). Times are ms since the Unix epoch on the
@@ -138,6 +148,10 @@ pub struct JobView {
     pub attempt: u32,
     pub max_attempts: u32,
     pub backoff: BackoffView,
+    /// Which of `max_attempts` and `backoff` the producer set; the others are the queue
+    /// default until an attempt fails under a handler whose deployment sets a retry policy,
+    /// which then applies (docs/registry.md).
+    pub own_policy: OwnPolicyView,
     /// Per-attempt deadline; null means the handler's default.
     pub timeout_ms: Option<u64>,
     pub created_at_ms: u64,
@@ -174,6 +188,10 @@ pub(crate) fn job_view(job: &Job) -> JobView {
         attempt: job.attempt,
         max_attempts: job.max_attempts,
         backoff: backoff_view(&job.backoff),
+        own_policy: OwnPolicyView {
+            max_attempts: job.own_policy.max_attempts,
+            backoff: job.own_policy.backoff,
+        },
         timeout_ms: job
             .timeout
             .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
@@ -201,6 +219,7 @@ pub(crate) fn job_view(job: &Job) -> JobView {
                 host: a.host.clone(),
                 started_at_ms: a.started_at,
                 finished_at_ms: a.finished_at,
+                version: a.version.clone(),
             })
             .collect(),
     }

@@ -67,12 +67,11 @@ pub struct DeployArgs {
     /// CPU budget per attempt, in fuel units.
     #[arg(long)]
     pub fuel: Option<u64>,
-    /// Attempts in total for this handler's jobs (recorded with the version; not applied to
-    /// jobs yet: they keep the attempts they were enqueued with).
+    /// Attempts in total for this handler's jobs that do not set their own [default: 3].
     #[arg(long)]
     pub max_attempts: Option<u32>,
-    /// Backoff between attempts: exponential:<base>[:<cap>] or fixed:<delay> (recorded with
-    /// the version; not applied to jobs yet).
+    /// Backoff between attempts, for this handler's jobs that do not set their own:
+    /// exponential:<base>[:<cap>] or fixed:<delay> [default: exponential:1s].
     #[arg(long)]
     pub backoff: Option<String>,
     /// Most jobs of this handler running at once per host.

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
-use base64::Engine;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::queue::{Backoff, Client, Job, JobState, NewJob, RateLimit, system_time};
+use crate::queue::{Backoff, Client, JobState, NewJob, RateLimit, system_time};
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
@@ -73,12 +72,13 @@ pub struct EnqueueArgs {
     /// Run at this time (RFC 3339, e.g. 2030-01-01T09:00:00Z).
     #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
     pub run_at: Option<SystemTime>,
-    /// Attempts in total.
-    #[arg(long, default_value_t = crate::queue::DEFAULT_MAX_ATTEMPTS)]
-    pub attempts: u32,
-    /// Backoff between attempts: exponential:<base>[:<cap>] or fixed:<delay>.
-    #[arg(long, default_value = "exponential:1s")]
-    pub backoff: Backoff,
+    /// Attempts in total [default: the handler's retry policy, else 3].
+    #[arg(long)]
+    pub attempts: Option<u32>,
+    /// Backoff between attempts: exponential:<base>[:<cap>] or fixed:<delay> [default: the
+    /// handler's retry policy, else exponential:1s].
+    #[arg(long)]
+    pub backoff: Option<Backoff>,
     /// Per-attempt timeout (default: the handler's).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
@@ -202,10 +202,9 @@ async fn enqueue(args: EnqueueArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("cannot read the payload file {}", path.display()))?,
         (None, None) => Vec::new(),
     };
-    let mut job = NewJob::new(args.handler, payload)
-        .with_priority(args.priority)
-        .with_max_attempts(args.attempts)
-        .with_backoff(args.backoff);
+    let mut job = NewJob::new(args.handler, payload).with_priority(args.priority);
+    job.options.max_attempts = args.attempts;
+    job.options.backoff = args.backoff;
     if let Some(id) = args.id {
         job = job.with_id(id);
     }
@@ -239,7 +238,10 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
         bail!("no job {} in queue {}", args.id, args.queue);
     };
     if args.json {
-        say!("{}", serde_json::to_string_pretty(&job_json(&job))?);
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&crate::api::job_view(&job))?
+        );
         return Ok(0);
     }
     let time = |ms: Option<u64>| ms.map_or_else(|| "-".to_string(), format_ms);
@@ -288,9 +290,13 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
         say!("history:");
         for attempt in &job.history {
             say!(
-                "  #{} {} on {} at {} ({} ms){}",
+                "  #{} {}{} on {} at {} ({} ms){}",
                 attempt.attempt,
                 attempt.outcome,
+                attempt
+                    .version
+                    .as_deref()
+                    .map_or_else(String::new, |v| format!(" (version {v})")),
                 if attempt.host.is_empty() {
                     "-"
                 } else {
@@ -394,7 +400,7 @@ async fn dlq(action: DlqAction) -> anyhow::Result<u8> {
                 .dead_letters(&queue, offset, limit)
                 .await?;
             if json {
-                let list: Vec<_> = jobs.iter().map(job_json).collect();
+                let list: Vec<_> = jobs.iter().map(crate::api::job_view).collect();
                 say!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 for job in &jobs {
@@ -509,44 +515,4 @@ fn preview(bytes: &[u8]) -> String {
         }
         Err(_) => format!("<{} bytes of binary data>", bytes.len()),
     }
-}
-
-/// A job as JSON: bytes as UTF-8 text when they are, else base64 under a `_base64` name.
-fn job_json(job: &Job) -> serde_json::Value {
-    let bytes = |name: &str, value: &[u8]| match std::str::from_utf8(value) {
-        Ok(text) => (name.to_string(), json!(text)),
-        Err(_) => (
-            format!("{name}_base64"),
-            json!(base64::engine::general_purpose::STANDARD.encode(value)),
-        ),
-    };
-    let (payload_name, payload) = bytes("payload", &job.payload);
-    let mut value = json!({
-        "id": job.id,
-        "queue": job.queue,
-        "handler": job.handler,
-        "state": job.state,
-        "priority": job.priority,
-        "attempt": job.attempt,
-        "max_attempts": job.max_attempts,
-        "backoff": describe_backoff(&job.backoff),
-        "timeout_ms": job.timeout.map(|t| t.as_millis() as u64),
-        "created_at_ms": job.created_at_ms,
-        "run_at_ms": job.run_at_ms,
-        "started_at_ms": job.started_at_ms,
-        "finished_at_ms": job.finished_at_ms,
-        "lease_expires_at_ms": job.lease_expires_at_ms,
-        "host": job.host,
-        "last_error": job.last_error,
-        "last_outcome": job.last_outcome,
-        "replays": job.replays,
-        "group": job.group,
-        "history": job.history,
-    });
-    value[payload_name] = payload;
-    if let Some(result) = &job.result {
-        let (name, result) = bytes("result", result);
-        value[name] = result;
-    }
-    value
 }

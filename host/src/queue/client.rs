@@ -10,12 +10,16 @@ use redis::{AsyncConnectionConfig, Script, ScriptInvocation, Value};
 
 use super::error::{QueueError, Result};
 use super::job::{
-    Job, JobState, MAX_ERROR_LEN, NewJob, generate_job_id, truncate_utf8, unix_ms, validate_job_id,
+    Job, JobState, MAX_ERROR_LEN, NewJob, OwnPolicy, RetryPolicy, generate_job_id, truncate_utf8,
+    unix_ms, validate_job_id,
 };
 use super::keys::QueueKeys;
 use super::limit::RateLimit;
 use super::reply::Reply;
 use super::scripts::SCRIPTS;
+
+/// Longest handler version label an attempt's history records.
+const MAX_VERSION_LEN: usize = 128;
 
 /// Most jobs one call handles (enqueue_bulk, fetch, recover_expired, promote; the scripts
 /// refuse more): one script call blocks Redis while it runs, so batches stay bounded.
@@ -119,7 +123,12 @@ pub struct LeasedJob {
     pub payload: Vec<u8>,
     /// 1-based number of this attempt.
     pub attempt: u32,
+    /// The attempts the job hash holds (see [`Job::max_attempts`]); a handler's retry policy
+    /// may replace it for jobs whose `own_policy` leaves attempts out
+    /// ([`RetryPolicy::max_attempts_for`]).
     pub max_attempts: u32,
+    /// What of its retry policy the job's producer set.
+    pub own_policy: OwnPolicy,
     /// Per-attempt deadline; `None` means the handler's default.
     pub timeout: Option<Duration>,
     pub priority: i32,
@@ -139,7 +148,8 @@ impl LeasedJob {
         }
     }
 
-    /// Whether this is the job's last attempt: a failure now dead-letters it.
+    /// Whether this is the job's last attempt under the job's stored policy: a failure now
+    /// dead-letters it (unless a handler's retry policy grants more attempts).
     pub fn is_last_attempt(&self) -> bool {
         self.attempt >= self.max_attempts
     }
@@ -172,6 +182,8 @@ pub struct Completion {
     pub id: String,
     pub token: String,
     pub result: Vec<u8>,
+    /// The handler version that ran the attempt, for its history entry ('' when unknown).
+    pub version: String,
 }
 
 impl Completion {
@@ -180,12 +192,19 @@ impl Completion {
             id: job.id.clone(),
             token: job.token.clone(),
             result: result.into(),
+            version: String::new(),
         }
+    }
+
+    /// Records which handler version ran the attempt.
+    pub fn with_version(mut self, version: impl Into<String>) -> Completion {
+        self.version = version.into();
+        self
     }
 }
 
 /// A failed attempt, for [`Client::fail`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     pub id: String,
     pub token: String,
@@ -194,6 +213,10 @@ pub struct Failure {
     pub error: String,
     /// A permanent failure dead-letters the job at once, whatever attempts are left.
     pub permanent: bool,
+    /// The handler version that ran the attempt, for its history entry ('' when unknown).
+    pub version: String,
+    /// The handler's retry policy, applied to what the job did not set itself.
+    pub policy: RetryPolicy,
 }
 
 impl Failure {
@@ -204,7 +227,16 @@ impl Failure {
             outcome: outcome.into(),
             error: error.into(),
             permanent: false,
+            version: String::new(),
+            policy: RetryPolicy::default(),
         }
+    }
+
+    /// Records which handler version ran the attempt, and applies that handler's retry policy.
+    pub fn with_handler(mut self, version: impl Into<String>, policy: RetryPolicy) -> Failure {
+        self.version = version.into();
+        self.policy = policy;
+        self
     }
 
     /// Marks the failure permanent: straight to the dead-letter queue.
@@ -925,7 +957,8 @@ impl Client {
             invocation
                 .arg(&completion.id)
                 .arg(&completion.token)
-                .arg(completion.result.as_slice());
+                .arg(completion.result.as_slice())
+                .arg(truncate_utf8(&completion.version, MAX_VERSION_LEN));
         }
         let reply = Reply::of("complete");
         let [completed, rejected, too_large] = reply.tuple(self.invoke(&invocation).await?)?;
@@ -961,7 +994,8 @@ impl Client {
             invocation
                 .arg(&completion.id)
                 .arg(&completion.token)
-                .arg(completion.result.as_slice());
+                .arg(completion.result.as_slice())
+                .arg(truncate_utf8(&completion.version, MAX_VERSION_LEN));
         }
         let reply = Reply::of("complete_fetch");
         let [completed, rejected, too_large, leased] =
@@ -987,7 +1021,9 @@ impl Client {
                 .arg(&failure.token)
                 .arg(truncate_utf8(&failure.outcome, 64))
                 .arg(truncate_utf8(&failure.error, MAX_ERROR_LEN))
-                .arg(if failure.permanent { "1" } else { "0" });
+                .arg(if failure.permanent { "1" } else { "0" })
+                .arg(truncate_utf8(&failure.version, MAX_VERSION_LEN))
+                .arg(failure.policy.wire());
         }
         let reply = Reply::of("fail");
         let [outcomes, rejected] = reply.tuple(self.invoke(&invocation).await?)?;
@@ -1035,7 +1071,15 @@ impl Client {
 
     /// Fails up to `limit` jobs whose lease expired, as attempts with outcome `lease_expired`:
     /// each retries after its backoff or goes dead. Any host may run it, at any time.
-    pub async fn recover_expired(&self, queue: &str, limit: usize) -> Result<FailReport> {
+    ///
+    /// `policies` are the retry policies of the handlers the caller knows: a recovered job of
+    /// one of them is retried or dead-lettered under it, as [`Client::fail`] would.
+    pub async fn recover_expired(
+        &self,
+        queue: &str,
+        limit: usize,
+        policies: &[(String, RetryPolicy)],
+    ) -> Result<FailReport> {
         let keys = QueueKeys::new(queue)?;
         if limit == 0 || limit > MAX_BULK {
             return Err(QueueError::InvalidArgument(format!(
@@ -1044,6 +1088,9 @@ impl Client {
         }
         let mut invocation = Self::invocation(&SCRIPTS.recover, &fail_keys(&keys));
         invocation.arg(limit).arg(random_seed());
+        for (handler, policy) in policies.iter().filter(|(_, p)| !p.is_empty()) {
+            invocation.arg(handler).arg(policy.wire());
+        }
         let reply = Reply::of("recover");
         let [outcomes] = reply.tuple(self.invoke(&invocation).await?)?;
         Ok(FailReport {
@@ -1135,6 +1182,7 @@ fn fetched(reply: &Reply, value: Value, queue: &str, token: &str) -> Result<Fetc
                 timeout,
                 priority,
                 created,
+                own_policy,
             ] = reply.tuple(item)?;
             let number = |value: Value, what: &str| -> Result<i64> {
                 reply
@@ -1149,6 +1197,7 @@ fn fetched(reply: &Reply, value: Value, queue: &str, token: &str) -> Result<Fetc
                 payload: reply.bytes(payload)?,
                 attempt: u32::try_from(number(attempt, "attempt")?).unwrap_or(u32::MAX),
                 max_attempts: u32::try_from(number(max_attempts, "max_attempts")?).unwrap_or(1),
+                own_policy: OwnPolicy::parse(&reply.string(own_policy)?),
                 timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms.unsigned_abs())),
                 priority: i32::try_from(number(priority, "priority")?).unwrap_or(0),
                 created_at_ms: number(created, "created_at")?.max(0).unsigned_abs(),

@@ -290,6 +290,71 @@ impl FromStr for Backoff {
     }
 }
 
+/// A handler's retry policy, as its deployment sets it (`wasmq handler deploy --max-attempts
+/// --backoff`). It applies to the parts of a job's policy that the job's producer left out
+/// (see [`OwnPolicy`]); a producer's own choice wins.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RetryPolicy {
+    pub max_attempts: Option<u32>,
+    pub backoff: Option<Backoff>,
+}
+
+impl RetryPolicy {
+    /// Whether the policy sets nothing (jobs keep their own or the queue default).
+    pub fn is_empty(&self) -> bool {
+        self.max_attempts.is_none() && self.backoff.is_none()
+    }
+
+    /// The attempts a job gets under this policy: its own when it set them (`own`), else this
+    /// policy's, else what the job hash holds (the queue default).
+    pub fn max_attempts_for(&self, own: OwnPolicy, stored: u32) -> u32 {
+        match self.max_attempts {
+            Some(n) if !own.max_attempts => n,
+            _ => stored,
+        }
+    }
+
+    /// The form `fail.lua` and `recover.lua` take (see `parse_policy` in `scripts/lib.lua`):
+    /// `<max_attempts>|<kind>|<base ms>|<cap ms>|<jitter>`, parts left empty when unset; the
+    /// empty string for an empty policy.
+    pub(crate) fn wire(&self) -> String {
+        if self.is_empty() {
+            return String::new();
+        }
+        let attempts = self.max_attempts.map(|n| n.to_string()).unwrap_or_default();
+        let backoff = match self.backoff.map(|b| b.fields()) {
+            Some([(_, kind), (_, base), (_, cap), (_, jitter)]) => {
+                format!("{kind}|{base}|{cap}|{jitter}")
+            }
+            None => "|||".to_string(),
+        };
+        format!("{attempts}|{backoff}")
+    }
+}
+
+/// Which parts of its retry policy a job's producer chose (the job hash's `own_policy`, written
+/// by `enqueue.lua`); the parts it did not choose follow its handler's [`RetryPolicy`], if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OwnPolicy {
+    pub max_attempts: bool,
+    pub backoff: bool,
+}
+
+impl OwnPolicy {
+    /// Parses the hash field: `attempts`, `backoff`, both comma-separated, or empty.
+    pub fn parse(text: &str) -> OwnPolicy {
+        let mut own = OwnPolicy::default();
+        for part in text.split(',') {
+            match part.trim() {
+                "attempts" => own.max_attempts = true,
+                "backoff" => own.backoff = true,
+                _ => {}
+            }
+        }
+        own
+    }
+}
+
 /// When a new job may first run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RunAt {
@@ -313,10 +378,12 @@ pub struct JobOptions {
     pub priority: i32,
     /// Delay or run-at.
     pub run_at: RunAt,
-    /// Attempts in total, at least 1.
-    pub max_attempts: u32,
-    /// Delay between attempts.
-    pub backoff: Backoff,
+    /// Attempts in total, at least 1. `None` leaves it to the handler's retry policy, else
+    /// [`DEFAULT_MAX_ATTEMPTS`].
+    pub max_attempts: Option<u32>,
+    /// Delay between attempts. `None` leaves it to the handler's retry policy, else
+    /// [`Backoff::default`].
+    pub backoff: Option<Backoff>,
     /// Per-attempt deadline; `None` leaves it to the handler's configured default.
     pub timeout: Option<Duration>,
     /// Group key (e.g. a tenant id): the queue's per-group rate limit applies to each group,
@@ -330,8 +397,8 @@ impl Default for JobOptions {
             id: None,
             priority: 0,
             run_at: RunAt::Now,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            backoff: Backoff::default(),
+            max_attempts: None,
+            backoff: None,
             timeout: None,
             group: None,
         }
@@ -379,12 +446,12 @@ impl NewJob {
     }
 
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
-        self.options.max_attempts = attempts;
+        self.options.max_attempts = Some(attempts);
         self
     }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
-        self.options.backoff = backoff;
+        self.options.backoff = Some(backoff);
         self
     }
 
@@ -416,16 +483,17 @@ impl NewJob {
                 options.priority
             ));
         }
-        if !(1..=MAX_ATTEMPTS).contains(&options.max_attempts) {
+        if let Some(attempts) = options.max_attempts
+            && !(1..=MAX_ATTEMPTS).contains(&attempts)
+        {
             return Err(format!(
-                "max attempts must be within 1..={MAX_ATTEMPTS}, got {}",
-                options.max_attempts
+                "max attempts must be within 1..={MAX_ATTEMPTS}, got {attempts}"
             ));
         }
         if options.timeout == Some(Duration::ZERO) {
             return Err("timeout must be longer than zero".to_string());
         }
-        options.backoff.validate()
+        options.backoff.as_ref().map_or(Ok(()), Backoff::validate)
     }
 
     /// The field/value pairs that `enqueue.lua` takes for this job (all but the id), in the
@@ -436,11 +504,10 @@ impl NewJob {
             ("handler", self.handler.as_bytes().to_vec()),
             ("payload", self.payload.clone()),
             ("priority", options.priority.to_string().into_bytes()),
-            (
-                "max_attempts",
-                options.max_attempts.to_string().into_bytes(),
-            ),
         ];
+        if let Some(attempts) = options.max_attempts {
+            fields.push(("max_attempts", attempts.to_string().into_bytes()));
+        }
         match options.run_at {
             RunAt::Now => {}
             RunAt::Delay(delay) => {
@@ -453,7 +520,7 @@ impl NewJob {
         if let Some(timeout) = options.timeout {
             fields.push(("timeout_ms", timeout.as_millis().to_string().into_bytes()));
         }
-        for (name, value) in options.backoff.fields() {
+        for (name, value) in options.backoff.iter().flat_map(Backoff::fields) {
             fields.push((name, value.into_bytes()));
         }
         if let Some(group) = &options.group {
@@ -555,6 +622,11 @@ pub struct Attempt {
     /// When the attempt ended (or its lease was found expired), ms since the epoch.
     #[serde(default)]
     pub finished_at: u64,
+    /// The handler version that ran the attempt (`<registry version>:<sha256 prefix>`, or
+    /// `local:<sha256 prefix>` for a host's `--handler` file); `None` when unknown (an expired
+    /// lease, or a job recorded before versions were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// A job as stored in Redis, decoded from its hash (see docs/protocol.md for every field).
@@ -568,8 +640,13 @@ pub struct Job {
     pub priority: i32,
     /// Attempts started so far (counting the running one when active).
     pub attempt: u32,
+    /// The attempts and backoff the job's hash holds: its producer's, else the queue default
+    /// until an attempt fails under a handler with a retry policy, which then writes its own
+    /// (for the parts `own_policy` does not cover).
     pub max_attempts: u32,
     pub backoff: Backoff,
+    /// What of its retry policy the producer set.
+    pub own_policy: OwnPolicy,
     /// Per-attempt deadline; `None` means the handler's default.
     pub timeout: Option<Duration>,
     /// Times in ms since the epoch, on the Redis server's clock.
@@ -651,6 +728,8 @@ impl Job {
             backoff_cap_ms.unwrap_or(3_600_000),
             backoff_jitter.unwrap_or(0.0),
         )?;
+        let own_policy =
+            OwnPolicy::parse(&text("own_policy", take("own_policy"))?.unwrap_or_default());
         let timeout_ms: Option<u64> =
             number("timeout_ms", text("timeout_ms", take("timeout_ms"))?)?;
         let created_at_ms = number("created_at", text("created_at", take("created_at"))?)?
@@ -682,6 +761,7 @@ impl Job {
             attempt,
             max_attempts,
             backoff,
+            own_policy,
             timeout: timeout_ms.filter(|ms| *ms > 0).map(Duration::from_millis),
             created_at_ms,
             run_at_ms,

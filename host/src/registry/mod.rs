@@ -32,7 +32,7 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::queue::{Backoff, MAX_ATTEMPTS, validate_handler_name};
+use crate::queue::{Backoff, MAX_ATTEMPTS, RetryPolicy, validate_handler_name};
 use crate::runtime::{LoadError, Runtime};
 
 /// Largest component a deploy accepts unless the registry's `max_upload_bytes` says otherwise.
@@ -84,8 +84,8 @@ pub struct HandlerSettings {
     pub timeout: Duration,
     /// CPU budget per attempt, in fuel units.
     pub fuel: Option<u64>,
-    /// Attempts in total for jobs of this handler. Recorded with the version; see
-    /// docs/registry.md for how it applies.
+    /// Attempts in total for jobs of this handler that do not set their own (see
+    /// [`crate::queue::RetryPolicy`]).
     pub max_attempts: Option<u32>,
     /// Backoff between attempts (`exponential:1s`, `exponential:1s:10m`, `fixed:2s`).
     pub backoff: Option<String>,
@@ -107,6 +107,15 @@ impl Default for HandlerSettings {
 }
 
 impl HandlerSettings {
+    /// The retry policy these settings give the handler's jobs. Fails only for a backoff that
+    /// does not parse, which [`HandlerSettings::validate`] refuses at deploy.
+    pub fn retry_policy(&self) -> Result<RetryPolicy, String> {
+        Ok(RetryPolicy {
+            max_attempts: self.max_attempts,
+            backoff: self.backoff.as_deref().map(str::parse).transpose()?,
+        })
+    }
+
     /// Checks the settings on their own (the runtime's maxima are checked by hosts).
     pub fn validate(&self) -> Result<(), String> {
         if self.memory < 64 * 1024 {

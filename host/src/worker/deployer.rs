@@ -186,6 +186,9 @@ async fn load_version(
             "it has a fuel budget and this host's runtime does not meter fuel".to_string(),
         ));
     }
+    let retry = settings
+        .retry_policy()
+        .map_err(|e| Skip::Refused(format!("invalid retry policy: {e}")))?;
     let bytes = match shared.registry.component(&version.sha256).await {
         Ok(bytes) => bytes,
         Err(registry::RegistryError::Redis(err)) => return Err(Skip::Retry(err.to_string())),
@@ -206,6 +209,7 @@ async fn load_version(
         fuel: settings.fuel,
         concurrency: settings.concurrency,
         limit,
+        retry,
         version: version.label(),
         registry_version: Some(version.clone()),
     };

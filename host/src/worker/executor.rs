@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::acker::{Ack, AckOutcome};
 use super::slots::Slot;
-use super::{InFlight, JobKey, JobState, Phase, Shared};
+use super::{InFlight, JobKey, JobState, LoadedHandler, Phase, Shared};
 use crate::queue::{Completion, Failure, Lease, LeasedJob};
 use crate::runtime::{JobInput, JobLimits, Outcome};
 
@@ -79,16 +79,24 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
     let outcome = attempt(&shared, &mut job).await;
     // Only a success whose ack can be recorded now keeps its slot for the queue's next job: a
     // slot must not wait for an ack that Redis is refusing.
-    let slot = (matches!(outcome, Ok(Outcome::Ok(_))) && shared.redis.is_up()).then_some(slot);
+    let slot = (matches!(outcome, Ok((Outcome::Ok(_), _))) && shared.redis.is_up()).then_some(slot);
     let outcome = match outcome {
         Err(unknown) => AckOutcome::Fail(Failure::new(&job, "unknown_handler", unknown)),
-        Ok(Outcome::Ok(result)) => AckOutcome::Complete(Completion::new(&job, result)),
-        // The handler said the failure is permanent: no retry.
-        Ok(Outcome::Fail(msg)) => AckOutcome::Fail(Failure::new(&job, "fail", msg).permanent()),
-        Ok(other) => {
-            let class = other.class();
-            let msg = other.error_message().unwrap_or_default();
-            AckOutcome::Fail(Failure::new(&job, class.as_str(), msg))
+        Ok((outcome, loaded)) => {
+            let failure = |class: &str, msg: String| {
+                Failure::new(&job, class, msg).with_handler(&loaded.version, loaded.retry)
+            };
+            match outcome {
+                Outcome::Ok(result) => AckOutcome::Complete(
+                    Completion::new(&job, result).with_version(&loaded.version),
+                ),
+                // The handler said the failure is permanent: no retry.
+                Outcome::Fail(msg) => AckOutcome::Fail(failure("fail", msg).permanent()),
+                other => {
+                    let msg = other.error_message().unwrap_or_default();
+                    AckOutcome::Fail(failure(other.class().as_str(), msg))
+                }
+            }
         }
     };
     let key = (job.queue.clone(), job.id.clone());
@@ -114,9 +122,12 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
     }
 }
 
-/// Runs the attempt; `Err` when this host has no such handler (retried per the job's policy:
-/// a deploy may be on its way).
-async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Outcome, String> {
+/// Runs the attempt, returning its outcome and the handler version that ran it; `Err` when
+/// this host has no such handler (retried per the job's policy: a deploy may be on its way).
+async fn attempt(
+    shared: &Arc<Shared>,
+    job: &mut LeasedJob,
+) -> Result<(Outcome, Arc<LoadedHandler>), String> {
     let Some(loaded) = shared.handlers.get(&job.handler) else {
         return Err(format!(
             "no handler named {:?} on host {} (known: {}); deploy it with `wasmq handler deploy`",
@@ -141,7 +152,9 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Outcome, S
         handler: job.handler.clone(),
         payload,
         attempt: job.attempt,
-        max_attempts: job.max_attempts,
+        max_attempts: loaded
+            .retry
+            .max_attempts_for(job.own_policy, job.max_attempts),
     };
     let runtime = shared.runtime.clone();
     let handler = loaded.handler.clone();
@@ -150,12 +163,13 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Outcome, S
         async move { runtime.run(&handler, input, &limits).await },
         span,
     )));
-    Ok(match (&mut inner.0).await {
+    let outcome = match (&mut inner.0).await {
         Ok(report) => report.outcome,
         Err(err) if err.is_panic() => {
             tracing::error!(job_id = %job.id, "the host panicked running this job");
             Outcome::Trap("the host panicked running this job".to_string())
         }
         Err(_) => Outcome::Trap("the job's task was cancelled".to_string()),
-    })
+    };
+    Ok((outcome, loaded))
 }

@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::queue::{Client, Lease, QueueError};
+use crate::queue::{Client, Lease, QueueError, RetryPolicy};
 use crate::registry::{self, Registry};
 use crate::runtime::{ArtifactCache, Handler, Runtime};
 
@@ -107,6 +107,8 @@ pub(crate) struct LoadedHandler {
     /// next version when the limit is unchanged.
     pub concurrency: Option<usize>,
     pub limit: Option<Arc<Semaphore>>,
+    /// The retry policy for jobs that do not set their own (none for `--handler` files).
+    pub retry: RetryPolicy,
     /// What attempt history records: `local:<sha256 prefix>` or `<version>:<sha256 prefix>`.
     pub version: String,
     /// The registry version, for handlers that came from the registry.
@@ -122,6 +124,7 @@ impl LoadedHandler {
             fuel: spec.fuel,
             concurrency: spec.concurrency,
             limit: spec.concurrency.map(|n| Arc::new(Semaphore::new(n))),
+            retry: RetryPolicy::default(),
             version: format!("local:{}", &sha256[..12]),
             registry_version: None,
         }
@@ -145,6 +148,15 @@ impl HandlerTable {
         let mut names: Vec<String> = self.read().keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// The retry policies of the handlers that have one, for lease recovery.
+    pub fn retry_policies(&self) -> Vec<(String, RetryPolicy)> {
+        self.read()
+            .iter()
+            .filter(|(_, loaded)| !loaded.retry.is_empty())
+            .map(|(name, loaded)| (name.clone(), loaded.retry))
+            .collect()
     }
 
     pub fn max_cap(&self) -> u64 {

@@ -55,8 +55,15 @@ async fn heartbeat(shared: &Shared) {
 }
 
 async fn recover(shared: &Shared) {
+    // A recovered attempt counts under its handler's retry policy, as a failure reported by
+    // its host would.
+    let policies = shared.handlers.retry_policies();
     for queue in &shared.config.queues {
-        match shared.client.recover_expired(queue, RECOVER_BATCH).await {
+        match shared
+            .client
+            .recover_expired(queue, RECOVER_BATCH, &policies)
+            .await
+        {
             Ok(report) => {
                 shared.redis.ok();
                 if !report.outcomes.is_empty() {

@@ -11,6 +11,11 @@
 --         field/value pairs), then P field/value pairs from: handler (required), payload,
 --         priority, delay_ms, run_at_ms, max_attempts, timeout_ms, backoff, backoff_ms,
 --         backoff_cap_ms, backoff_jitter, group.
+-- A job that gives max_attempts, or any backoff field, keeps that part of its retry policy;
+-- for the part it leaves out, the hash records the queue default (3 attempts, exponential 1 s)
+-- and the handler's own policy, if its deployment has one, applies instead (see fail_job in
+-- lib.lua). The hash field `own_policy` lists what the job set: 'attempts', 'backoff', both
+-- (comma-separated) or nothing.
 -- A job with a group waits in its group's set `wasmq:{q}:g:<group>:waiting`, not in `waiting`;
 -- the group joins `groups` (the round-robin that fetch.lua serves) unless it is there already.
 -- Reply: one {id, 'created' | 'exists', state} per job, in order.
@@ -55,11 +60,13 @@ for i = 1, n do
   local text = { priority = '0', max_attempts = '3', timeout_ms = '0', backoff_ms = '1000',
     backoff_cap_ms = '3600000' }
   job.text = text
+  local own_attempts, own_backoff = false, false
   for p = 0, pairs_n - 1 do
     local field, value = ARGV[pos + 2 + 2 * p], ARGV[pos + 3 + 2 * p]
     if value == nil then return invalid(id, 'truncated argument list') end
     if field == 'handler' or field == 'payload' or field == 'backoff' then
       job[field] = value
+      if field == 'backoff' then own_backoff = true end
     elseif field == 'group' then
       if not name_ok(value) then
         return invalid(id, 'group must be 1-128 printable ASCII characters')
@@ -78,21 +85,28 @@ for i = 1, n do
         return invalid(id, 'max_attempts must be an integer in 1..1000')
       end
       text.max_attempts = value
+      own_attempts = true
     elseif field == 'delay_ms' or field == 'run_at_ms' or field == 'timeout_ms'
         or field == 'backoff_ms' or field == 'backoff_cap_ms' then
       job[field] = integer(value, 0, 1e15)
       if job[field] == nil then return invalid(id, field .. ' must be a non-negative integer') end
       text[field] = value
+      if field == 'backoff_ms' or field == 'backoff_cap_ms' then own_backoff = true end
     elseif field == 'backoff_jitter' then
       local jitter = tonumber(value)
       if jitter == nil or jitter < 0 or jitter > 1 then
         return invalid(id, 'backoff_jitter must be a number in 0..1')
       end
       job.backoff_jitter = value
+      own_backoff = true
     else
       return invalid(id, 'unknown field ' .. tostring(field))
     end
   end
+  local own = {}
+  if own_attempts then own[#own + 1] = 'attempts' end
+  if own_backoff then own[#own + 1] = 'backoff' end
+  job.own_policy = table.concat(own, ',')
   if job.handler == nil or not name_ok(job.handler) then
     return invalid(id, 'handler must be 1-128 printable ASCII characters')
   end
@@ -142,6 +156,10 @@ for i, job in ipairs(fresh) do
     'backoff', job.backoff, 'backoff_ms', text.backoff_ms, 'backoff_cap_ms', text.backoff_cap_ms,
     'backoff_jitter', job.backoff_jitter, 'created_at', now_text,
     'run_at', job.run_at == now and now_text or job.run_at }
+  if job.own_policy ~= '' then
+    fields[#fields + 1] = 'own_policy'
+    fields[#fields + 1] = job.own_policy
+  end
   if job.group then
     fields[#fields + 1] = 'group'
     fields[#fields + 1] = job.group

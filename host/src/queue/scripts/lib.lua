@@ -130,20 +130,67 @@ local MAX_ERROR_LEN = 4096
 
 -- The fields fail_job needs, in this order (HMGET).
 local FAIL_FIELDS = { 'state', 'lease_token', 'attempt', 'max_attempts', 'backoff', 'backoff_ms',
-  'backoff_cap_ms', 'backoff_jitter', 'history', 'started_at', 'host', 'priority', 'group' }
+  'backoff_cap_ms', 'backoff_jitter', 'history', 'started_at', 'host', 'priority', 'group',
+  'own_policy', 'handler' }
+
+-- A handler's retry policy as a host sends it (fail.lua, recover.lua):
+-- '<max_attempts>|<backoff kind>|<base ms>|<cap ms>|<jitter>', a part left empty when the
+-- handler's deployment does not set it; '' for no policy. Returns nil, or
+-- { max_attempts = n or nil, backoff = { kind, base, cap, jitter } or nil }.
+local function parse_policy(text)
+  if not text or text == '' then return nil end
+  local parts = {}
+  for part in string.gmatch(text .. '|', '([^|]*)|') do parts[#parts + 1] = part end
+  local policy = {}
+  local n = tonumber(parts[1])
+  if n and n >= 1 and n <= 1000 then policy.max_attempts = math.floor(n) end
+  if parts[2] == 'exponential' or parts[2] == 'fixed' then
+    policy.backoff = { parts[2], tonumber(parts[3]) or 1000, tonumber(parts[4]) or 0,
+      tonumber(parts[5]) or 0 }
+  end
+  return policy
+end
+
+-- Applies a handler's `policy` (parse_policy) to the job `key` whose FAIL_FIELDS are `f`, for
+-- the parts the job did not set itself (`own_policy`, written by enqueue.lua): those fields of
+-- `f` and of the hash become the handler's, so the job shows the policy it runs under.
+local function apply_handler_policy(key, f, policy)
+  if not policy then return end
+  local own = f[14] or ''
+  local updates = {}
+  if policy.max_attempts and not string.find(own, 'attempts', 1, true)
+      and tostring(policy.max_attempts) ~= f[4] then
+    f[4] = tostring(policy.max_attempts)
+    updates[#updates + 1] = 'max_attempts'
+    updates[#updates + 1] = f[4]
+  end
+  if policy.backoff and not string.find(own, 'backoff', 1, true) then
+    local b = policy.backoff
+    f[5], f[6], f[7], f[8] = b[1], tostring(b[2]), tostring(b[3]), tostring(b[4])
+    for i, name in ipairs({ 'backoff', 'backoff_ms', 'backoff_cap_ms', 'backoff_jitter' }) do
+      updates[#updates + 1] = name
+      updates[#updates + 1] = f[4 + i]
+    end
+  end
+  if #updates > 0 then redis.call('HSET', key, unpack(updates)) end
+end
 
 -- Records a failed attempt of the active job `id` (fields `f` read with FAIL_FIELDS) and moves
 -- it on: to `dead` when permanent or out of attempts, else to `retry` after its backoff (or
 -- straight to `waiting` when the backoff is 0). The caller removes it from `active` and applies
 -- `plan`: plan.retry/plan.dead collect ZADD pairs, plan.waiting the jobs for waiting (see
--- add_waiting), plan.retried/plan.died events.
-local function fail_job(prefix, id, f, now, outcome, err, permanent, plan)
+-- add_waiting), plan.retried/plan.died events. `version` is the handler version that ran the
+-- attempt ('' when unknown, as for an expired lease); `policy` the handler's retry policy
+-- (parse_policy), or nil.
+local function fail_job(prefix, id, f, now, outcome, err, permanent, plan, version, policy)
+  local key = prefix .. id
+  apply_handler_policy(key, f, policy)
   local attempt = tonumber(f[3]) or 0
   local max_attempts = tonumber(f[4]) or 1
   err = string.sub(err or '', 1, MAX_ERROR_LEN)
   local history = history_append(f[9], { attempt = attempt, outcome = outcome, error = err,
-    host = f[11] or '', started_at = tonumber(f[10]) or 0, finished_at = now })
-  local key = prefix .. id
+    host = f[11] or '', started_at = tonumber(f[10]) or 0, finished_at = now,
+    version = (version ~= nil and version ~= '') and version or nil })
   if permanent or attempt >= max_attempts then
     redis.call('HSET', key, 'state', 'dead', 'history', history, 'last_error', err,
       'last_outcome', outcome, 'finished_at', now, 'lease_token', '')
@@ -264,7 +311,8 @@ end
 local COMPLETE_CONFIG = { 'completed_keep', 'completed_max_age_ms', 'max_result_bytes',
   'events_maxlen' }
 
--- Completes the active jobs given as triples id, token, result in ARGV[first..] (active ->
+-- Completes the active jobs given as quadruples id, token, result, handler version in
+-- ARGV[first..] (active ->
 -- completed), then applies retention: the body of complete.lua, whose header gives the rules,
 -- shared with complete_fetch.lua. `K` names config, active, completed, dead and events; `cfg`
 -- holds COMPLETE_CONFIG. Returns complete's reply: {completed_ids, rejected, too_large_ids}.
@@ -272,8 +320,8 @@ local function complete_jobs(prefix, K, cfg, now, first)
   local keep = cfg.completed_keep
   local done_ids, rejected, too_large, finished, events, deleted = {}, {}, {}, {}, {}, {}
   local plan = new_fail_plan(nil)
-  for i = first, #ARGV - 2, 3 do
-    local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  for i = first, #ARGV - 3, 4 do
+    local id, token, result, version = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local key = prefix .. id
     local f = redis.call('HMGET', key, unpack(FAIL_FIELDS))
     local problem = lease_problem(f[1], f[2], token)
@@ -281,7 +329,7 @@ local function complete_jobs(prefix, K, cfg, now, first)
       rejected[#rejected + 1] = { id, problem }
     elseif #result > cfg.max_result_bytes then
       fail_job(prefix, id, f, now, 'result_too_large', 'result of ' .. #result
-        .. ' bytes is over the limit of ' .. cfg.max_result_bytes, true, plan)
+        .. ' bytes is over the limit of ' .. cfg.max_result_bytes, true, plan, version)
       too_large[#too_large + 1] = id
     else
       local attempt = tonumber(f[3]) or 0
@@ -289,7 +337,8 @@ local function complete_jobs(prefix, K, cfg, now, first)
         deleted[#deleted + 1] = key
       else
         local history = history_append(f[9], { attempt = attempt, outcome = 'ok', error = '',
-          host = f[11] or '', started_at = tonumber(f[10]) or 0, finished_at = now })
+          host = f[11] or '', started_at = tonumber(f[10]) or 0, finished_at = now,
+          version = version ~= '' and version or nil })
         redis.call('HSET', key, 'state', 'completed', 'result', result, 'history', history,
           'finished_at', now, 'lease_token', '')
         finished[#finished + 1] = now
@@ -441,13 +490,13 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
   for i, id in ipairs(taken) do
     local key = prefix .. id
     local f = redis.call('HMGET', key, 'state', 'handler', 'payload', 'attempt', 'max_attempts',
-      'timeout_ms', 'priority', 'created_at')
+      'timeout_ms', 'priority', 'created_at', 'own_policy')
     if f[1] == 'waiting' and f[2] then
       local attempt = (tonumber(f[4]) or 0) + 1
       redis.call('HSET', key, 'state', 'active', 'attempt', attempt, 'lease_token', token,
         'host', host, 'started_at', now)
       jobs[#jobs + 1] = { id, f[2], f[3] or '', attempt, tonumber(f[5]) or 1,
-        tonumber(f[6]) or 0, tonumber(f[7]) or 0, tonumber(f[8]) or 0 }
+        tonumber(f[6]) or 0, tonumber(f[7]) or 0, tonumber(f[8]) or 0, f[9] or '' }
       active[#active + 1] = expires
       active[#active + 1] = id
       events[#events + 1] = { id, attempt }

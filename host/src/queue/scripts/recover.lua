@@ -4,7 +4,9 @@
 -- fail from the old holder is then rejected (the job is no longer active under its token).
 --
 -- KEYS: as fail.lua
--- ARGV[1] limit (max jobs per call, 1..10000)  ARGV[2] random seed for the jitter
+-- ARGV[1] limit (max jobs per call, 1..10000)  ARGV[2] random seed for the jitter; then
+--   pairs handler name, retry policy (as in fail.lua): the policies the calling host knows,
+--   applied to the recovered jobs of those handlers as a fail would
 -- Reply: {outcomes} as in fail.lua.
 
 local prefix = KEYS[1]
@@ -16,6 +18,8 @@ if limit < 1 or limit > 10000 then
   return redis.error_reply('WASMQ_INVALID recover needs limit in 1..10000')
 end
 math.randomseed(tonumber(ARGV[2]) or 0)
+local policies = {}
+for i = 3, #ARGV - 1, 2 do policies[ARGV[i]] = ARGV[i + 1] end
 local now = now_ms()
 local cfg = read_config(K.config, { 'events_maxlen', 'paused' })
 K.paused = cfg.paused
@@ -27,7 +31,7 @@ for _, id in ipairs(expired) do
   local f = redis.call('HMGET', prefix .. id, unpack(FAIL_FIELDS))
   if f[1] == 'active' then
     local next_state, at = fail_job(prefix, id, f, now, 'lease_expired', 'lease expired', false,
-      plan)
+      plan, '', parse_policy(policies[f[15]]))
     outcomes[#outcomes + 1] = { id, next_state, at }
   end
   -- An id in `active` whose hash is not active is stale; removing it is the whole repair.
