@@ -288,10 +288,10 @@ pub struct EnqueueRequest {
     pub delay_ms: Option<u64>,
     /// Run at this time, ms since the Unix epoch. Not with `delay_ms`.
     pub run_at_ms: Option<u64>,
-    /// Attempts in total, 1..=1000 [default: 3].
+    /// Attempts in total, 1..=1000 [default: the handler's retry policy, else 3].
     pub max_attempts: Option<u32>,
     /// `exponential:<base>[:<cap>]` or `fixed:<delay>`, durations like `1s`, `500ms`, `10m`
-    /// [default: exponential:1s].
+    /// [default: the handler's retry policy, else exponential:1s].
     #[schema(example = "exponential:1s:10m")]
     pub backoff: Option<String>,
     /// Per-attempt deadline in ms [default: the handler's].
