@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing wasmq needs on a fresh Debian machine, skipping what is
 # already there: redis-server (tests start private instances), the wasm32-wasip2 Rust target,
-# rustfmt and clippy.
+# rustfmt and clippy, Chromium with playwright-core for the dashboard's browser tests, and the
+# Python tools of tests/tools (a pinned venv under $WASMQ_TOOLS).
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -18,3 +19,22 @@ grep -qx wasm32-wasip2 <<<"$installed" || rustup target add wasm32-wasip2
 components=$(rustup component list --installed)
 grep -q '^rustfmt' <<<"$components" || rustup component add rustfmt
 grep -q '^clippy' <<<"$components" || rustup component add clippy
+
+# The dashboard's browser tests (tests/browser, run by tests/all/dashboard.rs): Debian's
+# Chromium, and playwright-core as pinned by tests/browser/package-lock.json, installed with
+# the machine's Node.js (`npm ci` again only when the lock file changed).
+if ! command -v chromium >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+browser_tests="$(dirname "$0")/../tests/browser"
+lock_hash=$(sha256sum "$browser_tests/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$browser_tests/node_modules/.wasmq-lock" 2>/dev/null)" != "$lock_hash" ]; then
+    (cd "$browser_tests" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock_hash" >"$browser_tests/node_modules/.wasmq-lock"
+fi
+
+# Python tools the tests drive (tests/tools/requirements.txt): a venv named after the file's
+# hash, which the tests find the same way.
+source "$(dirname "$0")/../guest-examples/lib.sh"
+pinned_venv "$(dirname "$0")/../tests/tools/requirements.txt" >/dev/null

@@ -11,13 +11,17 @@
 //! - [`Outcome`] - how an attempt ended: ok, guest retry/fail, or a classified failure.
 //! - [`queue::Client`] - the Redis protocol for jobs: enqueue, fetch, complete, fail, DLQ.
 //! - [`worker::Worker`] - the host behind `wasmq run`: fetch loop, slots, leases, shutdown.
+//! - [`alerts::Alerts`] - webhooks on dead-lettered jobs and queue backlogs, signed and retried.
+//! - [`metrics::Metrics`] - the Prometheus metrics a host keeps, served at `/metrics`.
 //! - [`api::Server`] - the HTTP API (`wasmq serve`, `wasmq run --http`) and its OpenAPI document.
 //!
 //! The binary (`host/src/main.rs`) is a thin layer over [`cli`].
 
+pub mod alerts;
 pub mod api;
 pub mod cli;
 pub mod local_redis;
+pub mod metrics;
 pub mod queue;
 pub mod registry;
 mod runtime;

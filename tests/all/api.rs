@@ -45,6 +45,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/handlers/{name}/versions"),
     ("post", "/api/handlers/{name}/rollback"),
     ("get", "/healthz"),
+    ("get", "/metrics"),
     ("get", "/openapi.json"),
 ];
 
@@ -241,6 +242,18 @@ async fn every_endpoint_answers_over_http() {
         api.get("/healthz").await.expect(200),
         json!({"status": "ok"})
     );
+
+    // A server without a worker reports the depth of its queues (tests/all/metrics.rs checks
+    // a worker's metrics, with the reference parser).
+    call("get", "/metrics");
+    let metrics = api.request(Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains(r#"wasmq_queue_jobs{queue="known-only",state="waiting"} 0"#),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
 
     // Enqueue with every option of `wasmq enqueue`.
     call("post", "/api/queues/{queue}/jobs");
@@ -1254,4 +1267,55 @@ async fn run_serves_the_api_beside_the_worker_and_stops_with_it() {
         std::net::TcpStream::connect(&addr).is_err(),
         "the API stopped with the worker"
     );
+}
+
+/// Schemathesis (tests/tools) generates requests from `/openapi.json` (valid ones, and
+/// invalid ones of every shape the document allows) against a server with a real Redis: none
+/// may get a 5xx. Bounded: 20 examples per operation, a fixed seed, one worker.
+#[tokio::test]
+async fn schemathesis_finds_no_server_error() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    // Some data for the generated requests to meet: jobs in several states.
+    client
+        .enqueue(Q, &NewJob::new("greet", b"hello".to_vec()).with_id("j1"))
+        .await
+        .unwrap();
+    kill_all(&client, Q).await;
+    client
+        .enqueue(Q, &NewJob::new("greet", b"again".to_vec()).with_id("j2"))
+        .await
+        .unwrap();
+    let server = ApiServer::start(&redis, &["--token", TOKEN, "--queues", Q]);
+    let tools = crate::support::tools::script("");
+    let out = tokio::task::spawn_blocking({
+        let schema = server.url("/openapi.json");
+        move || {
+            Command::new(crate::support::tools::python())
+                .args(["-m", "schemathesis.cli", "run", &schema])
+                .args(["--checks", "not_a_server_error"])
+                .args(["--max-examples", "20", "--seed", "1", "--workers", "1"])
+                .args(["--request-timeout", "10"])
+                .args(["--generation-database", "none", "--no-color"])
+                .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
+                .env("PYTHONPATH", &tools)
+                .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
+                .current_dir(std::env::temp_dir())
+                .output()
+                .expect("run schemathesis")
+        }
+    })
+    .await
+    .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found a problem ({}):\n{report}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("passed"), "{report}");
+    // The server and Redis are still well.
+    let api = Http::new(&server, Some(TOKEN));
+    api.get("/healthz").await.expect(200);
 }

@@ -4,11 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod alerts;
 mod api;
 mod cache;
+mod dashboard;
 mod dev;
 mod exec;
 mod languages;
+mod logs;
+mod metrics;
 mod queue;
 mod rate_limit;
 mod registry;

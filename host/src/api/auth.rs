@@ -3,7 +3,9 @@
 //! 1. With a token configured, every request that is not a GET (or HEAD) needs
 //!    `Authorization: Bearer <token>`, even on loopback; GETs need it too when the server is
 //!    bound to a non-loopback address. `/healthz` never needs it (it says only whether Redis
-//!    answers, and load balancers probe it without credentials).
+//!    answers, and load balancers probe it without credentials), and neither do the
+//!    dashboard's static files on a non-loopback server (a browser cannot send a token with
+//!    a page load; they hold no data, and every API call the page makes needs the token).
 //! 2. Without a token the server binds loopback only ([`super::ApiConfig::check`] refuses
 //!    anything else at startup).
 //! 3. A request answered without the token (no token configured, or a GET on loopback) is
@@ -44,6 +46,15 @@ impl Access {
 
     fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
         if path == "/healthz" {
+            return Ok(());
+        }
+        // The dashboard's files on a non-loopback server: a browser cannot send a token with
+        // a page load, and they hold no data (the page's own API calls carry the token).
+        if self.reads_need_token
+            && super::dashboard::is_asset(path)
+            && (method == Method::GET || method == Method::HEAD)
+            && !headers.contains_key(header::AUTHORIZATION)
+        {
             return Ok(());
         }
         if let Some(expected) = &self.token {
@@ -198,6 +209,34 @@ mod tests {
             assert!(access.check(&Method::POST, "/api/x", &good).is_ok());
             assert!(access.check(&Method::GET, "/healthz", &none).is_ok());
         }
+    }
+
+    #[test]
+    fn dashboard_files_need_no_token_only_where_a_page_load_could_not_send_it() {
+        let loopback = Access::new(Some("s3cret"), true);
+        let public = Access::new(Some("s3cret"), false);
+        let open = Access::new(None, true);
+        let public_host = headers(&[(header::HOST, "wasmq.example:7070")]);
+        let bad = headers(&[(header::AUTHORIZATION, "Bearer nope")]);
+        for path in ["/", "/dashboard/app.js"] {
+            assert!(
+                public.check(&Method::GET, path, &public_host).is_ok(),
+                "{path}"
+            );
+            assert!(public.check(&Method::GET, path, &bad).is_err(), "{path}");
+            assert!(public.check(&Method::POST, path, &public_host).is_err());
+            // On loopback they are guarded like any request without the token.
+            for access in [&loopback, &open] {
+                assert!(access.check(&Method::GET, path, &public_host).is_err());
+                let local = headers(&[(header::HOST, "127.0.0.1:7070")]);
+                assert!(access.check(&Method::GET, path, &local).is_ok());
+            }
+        }
+        assert!(
+            public
+                .check(&Method::GET, "/api/queues", &public_host)
+                .is_err()
+        );
     }
 
     #[test]

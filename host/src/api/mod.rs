@@ -13,15 +13,17 @@
 //! Each endpoint is a thin translation into the library calls the CLI makes
 //! ([`crate::queue::Client`], [`crate::registry::Registry`]): `queues.rs` (enqueue, jobs,
 //! queues, DLQ, events), `handlers.rs` (the registry), `auth.rs` (who may call what),
-//! `error.rs` (the one error shape, and body limits).
+//! `error.rs` (the one error shape, and body limits). `dashboard.rs` serves the web dashboard
+//! at `/`, static files that call these endpoints; they are not in the OpenAPI document.
 //!
 //! **Invariant:** a request is refused (auth, body limit, bad JSON, invalid options) before it
 //! writes anything to Redis; every write is the same single script call the CLI makes.
 //!
 //! **Boundary:** the endpoints, their JSON and the error shape are what HTTP clients (and the
-//! dashboard to come) depend on; `/openapi.json` describes them.
+//! dashboard) depend on; `/openapi.json` describes them.
 
 mod auth;
+mod dashboard;
 mod error;
 mod handlers;
 mod queues;
@@ -51,6 +53,7 @@ pub use error::{ApiError, ErrorBody};
 pub(crate) use queues::job_view;
 pub use queues::{JSON_BODY_LIMIT, JobView, MAX_PAGE};
 
+use crate::metrics::{self, Metrics};
 use crate::queue::Client;
 use crate::registry::Registry;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -70,8 +73,11 @@ pub struct ApiConfig {
     /// The bearer token; `None` serves loopback only, without auth.
     pub token: Option<String>,
     /// Queues `GET /api/queues` lists even before Redis has a key of theirs (a worker's
-    /// `--queues`).
+    /// `--queues`); `/metrics` reports the depth of these.
     pub queues: Vec<String>,
+    /// The metrics `/metrics` serves: a worker's, beside it (`wasmq run --http`); `None` for
+    /// a server of its own, which reports only the queues' depths.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -81,6 +87,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("redis_url", &self.redis_url)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("queues", &self.queues)
+            .field("metrics", &self.metrics.is_some())
             .finish()
     }
 }
@@ -152,6 +159,7 @@ pub(crate) struct ApiState {
     /// `GET /api/queues`.
     redis: ConnectionManager,
     queues: Vec<String>,
+    metrics: Arc<Metrics>,
     /// The engine deploys are validated under, built on the first deploy.
     runtime: OnceCell<Runtime>,
     deploys: Semaphore,
@@ -230,6 +238,7 @@ fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(handlers::versions))
         .routes(routes!(handlers::rollback))
         .routes(routes!(healthz))
+        .routes(routes!(metrics))
         .routes(routes!(openapi_json))
 }
 
@@ -276,6 +285,28 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, Api
             "Redis did not answer PING within 2s",
         )),
     }
+}
+
+/// Prometheus metrics in the OpenMetrics text format (docs/metrics.md): the jobs this host
+/// ran, by outcome, with durations and instantiation times; its slots and memory budget; lease
+/// recoveries, Redis reconnects and rate-limited fetches; the depth of each of its queues per
+/// state, read from Redis now. Needs the token off loopback, like every GET.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    responses((status = 200, description = "The metrics", content_type = "application/openmetrics-text"))
+)]
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let text = state
+        .metrics
+        .render(Some(&state.client), &state.queues)
+        .await;
+    (
+        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        text,
+    )
+        .into_response()
 }
 
 /// This document.
@@ -351,6 +382,7 @@ impl Server {
             registry,
             redis,
             queues: config.queues.clone(),
+            metrics: config.metrics.clone().unwrap_or_default(),
             runtime: OnceCell::new(),
             deploys: Semaphore::new(1),
         });
@@ -360,6 +392,7 @@ impl Server {
         ));
         let (router, _doc) = routes().split_for_parts();
         let app = router
+            .merge(dashboard::routes())
             .fallback(no_route)
             .with_state(state)
             .layer(axum::middleware::map_response(error::json_errors))

@@ -34,6 +34,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "WASMQ_LOG")]
     pub log: Option<String>,
 
+    /// Log lines as text, or as one JSON object per line with the fields of the spans around
+    /// the event (a job's job_id, queue, handler, attempt) [default: text, or `log_format` in
+    /// the --config file of `wasmq run`]
+    #[arg(long, global = true, env = "WASMQ_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,8 +59,42 @@ pub enum Command {
     Queue(queue::QueueCommand),
 }
 
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `log_format` of a config file.
+    pub fn parse(text: &str) -> Result<LogFormat, String> {
+        <LogFormat as clap::ValueEnum>::from_str(text, false)
+            .map_err(|_| format!("log_format: {text:?} is not text or json"))
+    }
+
+    /// `--log-format` (or `WASMQ_LOG_FORMAT`), else the `log_format` of `wasmq run`'s config
+    /// file, else text. A config file that does not read is reported by the command itself.
+    fn of(cli: &Cli) -> LogFormat {
+        if let Some(format) = cli.log_format {
+            return format;
+        }
+        if let Command::Run(args) = &cli.command
+            && let Some(path) = &args.config
+            && let Ok(file) = crate::worker::FileConfig::load(path)
+            && let Some(text) = file.log_format
+        {
+            return LogFormat::parse(&text).unwrap_or_default();
+        }
+        LogFormat::Text
+    }
+}
+
 /// Sets up `tracing` to stderr, filtered by `--log`, else `RUST_LOG`, else `info` for the
-/// long-running host and `warn` for one-shot commands.
+/// long-running host and `warn` for one-shot commands; as text or JSON (`--log-format`).
 pub fn init_tracing(cli: &Cli) {
     let default = match cli.command {
         Command::Run(_) | Command::Serve(_) => "info",
@@ -67,13 +107,22 @@ pub fn init_tracing(cli: &Cli) {
         .unwrap_or_else(|| default.to_string());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // A second initialisation (tests calling into the CLI twice) is harmless; ignore it.
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal; log files and collectors get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests calling into the CLI twice) is harmless; ignore it.
+    let _ = match LogFormat::of(cli) {
+        LogFormat::Text => builder
+            // Colour only for a person at a terminal; log files and collectors get plain text.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // `span` is the innermost span's fields (a job's), `spans` every enclosing span's.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 /// Runs one parsed command and returns the process exit code.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
+use crate::alerts::{Alerts, AlertsConfig};
 use crate::worker::{
     DEFAULT_REDIS_URL, FileConfig, Phase, Worker, WorkerConfig, merge_handlers, parse_bytes,
     parse_duration, parse_handler_flag,
@@ -60,15 +61,20 @@ pub struct RunArgs {
     /// Bearer token of the HTTP API; required off loopback (flag or environment only).
     #[arg(long, env = "WASMQ_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Webhook that gets alerts: dead-lettered jobs, queue backlogs (see docs/alerts.md; more
+    /// settings in the [alerts] table of --config).
+    #[arg(long, env = "WASMQ_ALERT_WEBHOOK")]
+    pub alert_webhook: Option<String>,
+    /// Key that signs alerts (HMAC-SHA256), required with a webhook (prefer the environment
+    /// variable: flags show in `ps`).
+    #[arg(long, env = "WASMQ_ALERT_SECRET", hide_env_values = true)]
+    pub alert_secret: Option<String>,
 }
 
 impl RunArgs {
     /// Merges flags (and environment, which clap has folded in) over the file over defaults.
     pub fn to_config(&self) -> anyhow::Result<WorkerConfig> {
-        let file = match &self.config {
-            Some(path) => FileConfig::load(path).map_err(anyhow::Error::msg)?,
-            None => FileConfig::default(),
-        };
+        let file = self.file()?;
         let mut config = WorkerConfig::new(
             self.redis
                 .clone()
@@ -126,10 +132,37 @@ impl RunArgs {
             .saturating_add(8);
         Ok(config)
     }
+
+    /// The --config file (empty without one).
+    fn file(&self) -> anyhow::Result<FileConfig> {
+        match &self.config {
+            Some(path) => FileConfig::load(path).map_err(anyhow::Error::msg),
+            None => Ok(FileConfig::default()),
+        }
+    }
+
+    /// The alert settings, flags and environment over the file's `[alerts]`; `None` without a
+    /// webhook. Also checks the file's `log_format`, read earlier by `init_tracing`, which
+    /// cannot report errors.
+    pub fn alerts_config(&self) -> anyhow::Result<Option<AlertsConfig>> {
+        let file = self.file()?;
+        if let Some(text) = &file.log_format {
+            super::LogFormat::parse(text).map_err(anyhow::Error::msg)?;
+        }
+        AlertsConfig::resolve(
+            self.alert_webhook.as_deref(),
+            self.alert_secret.as_deref(),
+            file.alerts.as_ref(),
+            |name| std::env::var(name).ok().filter(|v| !v.is_empty()),
+        )
+        .map_err(anyhow::Error::msg)
+    }
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let config = args.to_config()?;
+    let alerts_config = args.alerts_config()?;
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     // Bound before the worker starts, so a busy port or a missing token fails at once.
     let api = match args.http {
         Some(bind) => Some(
@@ -138,20 +171,45 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
                 redis_url: config.redis_url.clone(),
                 token: args.api_token.clone(),
                 queues: config.queues.clone(),
+                metrics: Some(metrics.clone()),
             })
             .await
             .context("starting the HTTP API")?,
         ),
         None => None,
     };
-    let worker = Worker::new(config).await.context("starting the worker")?;
+    let (redis_url, queues) = (config.redis_url.clone(), config.queues.clone());
+    let worker = Worker::with_metrics(config, metrics.clone())
+        .await
+        .context("starting the worker")?;
+    // Before the first fetch, so the consumer groups exist before this host dead-letters a job.
+    let alerts = match alerts_config {
+        Some(alerts) => Some(
+            Alerts::start(alerts, &redis_url, &queues, worker.host_id())
+                .await
+                .context("starting alerts")?,
+        ),
+        None => None,
+    };
+    if let Some(alerts) = &alerts {
+        metrics.set_alert_stats(alerts.stats());
+    }
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     tokio::spawn(watch_signals(phase_tx));
     let api = api.map(|server| {
         tracing::info!(addr = %server.local_addr(), "HTTP API listening");
         server.spawn()
     });
+    let phase = phase_rx.clone();
     worker.run(phase_rx).await;
+    if let Some(alerts) = alerts {
+        // A second signal cuts the alerts' grace too.
+        let grace = match *phase.borrow() {
+            Phase::Stop => Duration::ZERO,
+            _ => crate::alerts::STOP_GRACE,
+        };
+        alerts.stop(grace).await;
+    }
     if let Some(api) = api {
         api.stop().await;
     }

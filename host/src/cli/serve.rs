@@ -34,6 +34,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         redis_url: args.redis.url.clone(),
         token: args.token,
         queues: args.queues,
+        metrics: None,
     })
     .await
     .context("starting the HTTP API")?;

@@ -174,6 +174,8 @@ pub struct Fetched {
     pub next_due_ms: Option<u64>,
     /// Waiting ids without a job hash behind them, dropped (the keyspace was edited by hand).
     pub dropped: u64,
+    /// Whether a rate limit (the queue's, or a group's) held back jobs that were waiting.
+    pub rate_limited: bool,
 }
 
 /// A successful attempt, for [`Client::complete`].
@@ -1167,7 +1169,7 @@ fn fail_keys(keys: &QueueKeys) -> [String; 11] {
 /// Decodes fetch.lua's reply (also the `fetched` part of complete_fetch.lua's); `token` is the
 /// lease token the call sent.
 fn fetched(reply: &Reply, value: Value, queue: &str, token: &str) -> Result<Fetched> {
-    let [now, expires, jobs, next_due, dropped] = reply.tuple(value)?;
+    let [now, expires, jobs, next_due, dropped, held] = reply.tuple(value)?;
     let lease_expires_at_ms = reply.uint(expires)?;
     let jobs = reply
         .array(jobs)?
@@ -1220,6 +1222,7 @@ fn fetched(reply: &Reply, value: Value, queue: &str, token: &str) -> Result<Fetc
         now_ms: reply.uint(now)?,
         next_due_ms: (next_due > 0).then_some(next_due),
         dropped,
+        rate_limited: reply.uint(held)? > 0,
     })
 }
 

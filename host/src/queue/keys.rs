@@ -113,6 +113,12 @@ impl QueueKeys {
     pub fn groups(&self) -> String {
         self.key("groups")
     }
+
+    /// `wasmq:{q}:alerts`: the backlog alerts in force (field: condition, value: since when,
+    /// ms), shared by every host so that each change is announced once.
+    pub fn alerts(&self) -> String {
+        self.key("alerts")
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +142,7 @@ mod tests {
             keys.dead(),
             keys.rate(),
             keys.groups(),
+            keys.alerts(),
             keys.group_waiting("tenant-42"),
             keys.group_rate("tenant-42"),
         ] {

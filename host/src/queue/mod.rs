@@ -8,6 +8,8 @@
 //! - [`Client`] - enqueue, inspect, DLQ, pause; and for workers fetch (lease), extend,
 //!   complete, complete-and-fetch (both in one call), fail, release, recover expired leases.
 //! - [`QueueKeys`] - the key names of one queue, all under the hash tag `{<queue>}`.
+//! - [`Monitor`] - watching queues for alerts: a consumer group over the events streams,
+//!   the backlog (waiting count, oldest waiting job), the per-queue alert state.
 //! - [`RateLimit`] - at most N job starts per window, per queue or per group (`QueueConfig`),
 //!   enforced by fetch across every host.
 //!
@@ -23,6 +25,7 @@ mod error;
 mod job;
 mod keys;
 mod limit;
+mod monitor;
 mod reply;
 mod scripts;
 
@@ -41,4 +44,5 @@ pub use job::{
 };
 pub use keys::QueueKeys;
 pub use limit::{MAX_RATE, RateLimit};
+pub use monitor::{Backlog, DeadJob, GroupRead, Monitor, ReadFrom, is_missing_group};
 pub use scripts::{ENQUEUE_LUA, LIB_LUA};

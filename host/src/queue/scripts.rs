@@ -33,6 +33,7 @@ pub(crate) struct Scripts {
     pub resume: Script,
     pub counts: Script,
     pub list: Script,
+    pub backlog: Script,
 }
 
 fn with_lib(body: &str) -> Script {
@@ -56,4 +57,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     resume: with_lib(include_str!("scripts/resume.lua")),
     counts: with_lib(include_str!("scripts/counts.lua")),
     list: with_lib(include_str!("scripts/list.lua")),
+    backlog: with_lib(include_str!("scripts/backlog.lua")),
 });

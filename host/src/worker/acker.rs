@@ -154,7 +154,12 @@ async fn flush(
                         &config.host_id,
                     )
                     .await
-                    .map(|(report, fetched)| (report, fetched.jobs))
+                    .map(|(report, fetched)| {
+                        if fetched.rate_limited {
+                            shared.metrics.rate_limited(queue);
+                        }
+                        (report, fetched.jobs)
+                    })
             };
             match recorded {
                 Ok((report, next)) => {

@@ -173,6 +173,10 @@ pub struct FileConfig {
     pub handlers: BTreeMap<String, FileHandler>,
     #[serde(default)]
     pub queue: BTreeMap<String, FileQueue>,
+    /// `text` or `json` (see `wasmq run --log-format`).
+    pub log_format: Option<String>,
+    /// Webhook alerts (see docs/alerts.md).
+    pub alerts: Option<crate::alerts::FileAlerts>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -79,10 +80,23 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
     let outcome = attempt(&shared, &mut job).await;
     // Only a success whose ack can be recorded now keeps its slot for the queue's next job: a
     // slot must not wait for an ack that Redis is refusing.
-    let slot = (matches!(outcome, Ok((Outcome::Ok(_), _))) && shared.redis.is_up()).then_some(slot);
+    let ok = matches!(
+        outcome,
+        Ok(Ran {
+            outcome: Outcome::Ok(_),
+            ..
+        })
+    );
+    let slot = (ok && shared.redis.is_up()).then_some(slot);
+    let (class, timing) = match &outcome {
+        Err(_) => ("unknown_handler", None),
+        Ok(ran) => (ran.outcome.class().as_str(), ran.timing),
+    };
     let outcome = match outcome {
-        Err(unknown) => AckOutcome::Fail(Failure::new(&job, "unknown_handler", unknown)),
-        Ok((outcome, loaded)) => {
+        Err(unknown) => AckOutcome::Fail(Failure::new(&job, class, unknown)),
+        Ok(Ran {
+            outcome, loaded, ..
+        }) => {
             let failure = |class: &str, msg: String| {
                 Failure::new(&job, class, msg).with_handler(&loaded.version, loaded.retry)
             };
@@ -94,7 +108,7 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
                 Outcome::Fail(msg) => AckOutcome::Fail(failure("fail", msg).permanent()),
                 other => {
                     let msg = other.error_message().unwrap_or_default();
-                    AckOutcome::Fail(failure(other.class().as_str(), msg))
+                    AckOutcome::Fail(failure(class, msg))
                 }
             }
         }
@@ -112,6 +126,9 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
             _ => return,
         }
     }
+    shared
+        .metrics
+        .attempt(&job.queue, &job.handler, class, timing);
     let ack = Ack {
         queue: job.queue,
         outcome,
@@ -122,12 +139,19 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
     }
 }
 
-/// Runs the attempt, returning its outcome and the handler version that ran it; `Err` when
-/// this host has no such handler (retried per the job's policy: a deploy may be on its way).
-async fn attempt(
-    shared: &Arc<Shared>,
-    job: &mut LeasedJob,
-) -> Result<(Outcome, Arc<LoadedHandler>), String> {
+/// An attempt that ran.
+struct Ran {
+    outcome: Outcome,
+    /// How long it ran, and how much of that was instantiation (`None` when the host
+    /// panicked or the task was cancelled).
+    timing: Option<(Duration, Duration)>,
+    /// The handler version that ran it.
+    loaded: Arc<LoadedHandler>,
+}
+
+/// Runs the attempt; `Err` when this host has no such handler (retried per the job's policy:
+/// a deploy may be on its way).
+async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, String> {
     let Some(loaded) = shared.handlers.get(&job.handler) else {
         return Err(format!(
             "no handler named {:?} on host {} (known: {}); deploy it with `wasmq handler deploy`",
@@ -163,13 +187,26 @@ async fn attempt(
         async move { runtime.run(&handler, input, &limits).await },
         span,
     )));
-    let outcome = match (&mut inner.0).await {
-        Ok(report) => report.outcome,
+    let (outcome, timing) = match (&mut inner.0).await {
+        Ok(report) => (
+            report.outcome,
+            Some((report.duration, report.instantiation)),
+        ),
         Err(err) if err.is_panic() => {
             tracing::error!(job_id = %job.id, "the host panicked running this job");
-            Outcome::Trap("the host panicked running this job".to_string())
+            (
+                Outcome::Trap("the host panicked running this job".to_string()),
+                None,
+            )
         }
-        Err(_) => Outcome::Trap("the job's task was cancelled".to_string()),
+        Err(_) => (
+            Outcome::Trap("the job's task was cancelled".to_string()),
+            None,
+        ),
     };
-    Ok((outcome, loaded))
+    Ok(Ran {
+        outcome,
+        timing,
+        loaded,
+    })
 }

@@ -63,6 +63,9 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut phase: watch::Re
             Ok(fetched) => {
                 shared.redis.ok();
                 backoff.reset();
+                if fetched.rate_limited {
+                    shared.metrics.rate_limited(&queue);
+                }
                 let got = fetched.jobs.len();
                 for job in fetched.jobs {
                     let cap = shared.handlers.get(&job.handler).map_or(0, |h| h.memory);

@@ -36,6 +36,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 
+use crate::metrics::{HostSample, Metrics};
 use crate::queue::{Client, Lease, QueueError, RetryPolicy};
 use crate::registry::{self, Registry};
 use crate::runtime::{ArtifactCache, Handler, Runtime};
@@ -256,6 +257,7 @@ pub(crate) struct Shared {
     pub inflight: Mutex<HashMap<JobKey, InFlight>>,
     pub acks: mpsc::UnboundedSender<Ack>,
     pub redis: RedisHealth,
+    pub metrics: Arc<Metrics>,
     pub completed: AtomicU64,
     pub failed: AtomicU64,
 }
@@ -324,16 +326,19 @@ impl Shared {
     }
 }
 
-/// Redis reachability as the host sees it, logged once per change rather than per error.
+/// Redis reachability as the host sees it, logged once per change rather than per error, and
+/// each return counted in the host's metrics.
 #[derive(Debug)]
 pub(crate) struct RedisHealth {
     up: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl RedisHealth {
-    fn new() -> Self {
+    fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             up: AtomicBool::new(true),
+            metrics,
         }
     }
 
@@ -344,6 +349,7 @@ impl RedisHealth {
 
     pub fn ok(&self) {
         if !self.up.swap(true, Ordering::Relaxed) {
+            self.metrics.redis_reconnected();
             tracing::info!("redis is reachable again; resuming");
         }
     }
@@ -399,6 +405,14 @@ impl Backoff {
 impl Worker {
     /// Loads the handlers and connects to Redis.
     pub async fn new(config: WorkerConfig) -> Result<Self, WorkerError> {
+        Self::with_metrics(config, Arc::new(Metrics::new())).await
+    }
+
+    /// [`Worker::new`], counting into `metrics` (which the HTTP API beside it serves).
+    pub async fn with_metrics(
+        config: WorkerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, WorkerError> {
         config.validate().map_err(WorkerError::Config)?;
         let runtime = Runtime::new(config.runtime.clone())?;
         let cache = deployer::open_cache(config.cache_dir.as_deref());
@@ -431,11 +445,23 @@ impl Worker {
             queue_limits,
             inflight: Mutex::new(HashMap::new()),
             acks: tx,
-            redis: RedisHealth::new(),
+            redis: RedisHealth::new(metrics.clone()),
+            metrics,
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         };
         let shared = Arc::new(shared);
+        let weak = Arc::downgrade(&shared);
+        shared.metrics.set_sampler(move || {
+            weak.upgrade()
+                .map_or_else(HostSample::default, |shared| HostSample {
+                    slots_in_use: shared.slots.running() as u64,
+                    slots: shared.config.concurrency as u64,
+                    memory_in_use: shared.slots.memory_in_use(),
+                    memory_budget: shared.config.memory_budget,
+                    redis_up: shared.redis.is_up(),
+                })
+        });
         // Registry handlers are ready before the first fetch, so no job meets a host that
         // merely has not loaded its handler yet.
         let epoch = deployer::sync(&shared).await;

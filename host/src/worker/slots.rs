@@ -35,7 +35,8 @@ pub(crate) struct Slots {
     memory: Arc<Semaphore>,
     /// Fetchers waiting in [`Slots::reserve`], by queue.
     waiting: Arc<Mutex<HashMap<String, usize>>>,
-    #[cfg(test)]
+    /// The totals, for what is in use (metrics).
+    concurrency: usize,
     memory_units: u32,
 }
 
@@ -112,11 +113,12 @@ impl Slots {
     /// A pool of `concurrency` slots and `memory_budget` bytes.
     pub fn new(concurrency: usize, memory_budget: u64) -> Self {
         let memory_units = units(memory_budget).min(Semaphore::MAX_PERMITS as u32);
+        let concurrency = concurrency.min(Semaphore::MAX_PERMITS);
         Self {
-            count: Arc::new(Semaphore::new(concurrency.min(Semaphore::MAX_PERMITS))),
+            count: Arc::new(Semaphore::new(concurrency)),
             memory: Arc::new(Semaphore::new(memory_units as usize)),
             waiting: Arc::default(),
-            #[cfg(test)]
+            concurrency,
             memory_units,
         }
     }
@@ -161,13 +163,12 @@ impl Slots {
     }
 
     /// Slots in use right now.
-    #[cfg(test)]
-    pub fn running(&self, concurrency: usize) -> usize {
-        concurrency.saturating_sub(self.count.available_permits())
+    pub fn running(&self) -> usize {
+        self.concurrency
+            .saturating_sub(self.count.available_permits())
     }
 
     /// Bytes of the memory budget held by running jobs right now.
-    #[cfg(test)]
     pub fn memory_in_use(&self) -> u64 {
         u64::from(
             self.memory_units
@@ -217,10 +218,10 @@ mod tests {
         let a = r.take(16 * MIB).unwrap();
         drop(r);
         // One job of 16 MiB runs; the rest of the reservation came back.
-        assert_eq!(slots.running(3), 1);
+        assert_eq!(slots.running(), 1);
         assert_eq!(slots.memory_in_use(), 16 * MIB);
         drop(a);
-        assert_eq!(slots.running(3), 0);
+        assert_eq!(slots.running(), 0);
         assert_eq!(slots.memory_in_use(), 0);
     }
 

@@ -67,6 +67,9 @@ async fn recover(shared: &Shared) {
             Ok(report) => {
                 shared.redis.ok();
                 if !report.outcomes.is_empty() {
+                    shared
+                        .metrics
+                        .recovered(queue, report.outcomes.len() as u64);
                     tracing::info!(%queue, jobs = report.outcomes.len(), "recovered jobs whose lease expired");
                 }
             }

@@ -22,7 +22,27 @@ impl HostProcess {
         Self::spawn(redis_url, Some(toml), args)
     }
 
+    /// Starts `wasmq run --redis <url> [--config <file>] <args>` with extra environment
+    /// variables, the file (if any) holding `toml`.
+    pub fn start_with_env(
+        redis_url: &str,
+        toml: Option<&str>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> HostProcess {
+        Self::spawn_with(redis_url, toml, env, args)
+    }
+
     fn spawn(redis_url: &str, toml: Option<&str>, args: &[&str]) -> HostProcess {
+        Self::spawn_with(redis_url, toml, &[], args)
+    }
+
+    fn spawn_with(
+        redis_url: &str,
+        toml: Option<&str>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> HostProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config_args = Vec::new();
         if let Some(toml) = toml {
@@ -39,6 +59,7 @@ impl HostProcess {
             .args(config_args)
             .args(args)
             .env("RUST_LOG", "info,wasmq::guest=warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)

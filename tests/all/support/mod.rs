@@ -6,6 +6,7 @@
 pub mod guests;
 pub mod host;
 pub mod redis;
+pub mod tools;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

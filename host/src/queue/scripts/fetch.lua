@@ -25,12 +25,13 @@
 -- KEYS[11] group prefix (wasmq:{q}:g:)  KEYS[12] groups
 -- ARGV[1] N (max jobs, 1..10000)  ARGV[2] lease_ms  ARGV[3] lease token (random, unique per
 -- call)  ARGV[4] host id
--- Reply: {now_ms, lease_expires_at_ms, jobs, next_due_ms, dropped} where jobs is a list of
+-- Reply: {now_ms, lease_expires_at_ms, jobs, next_due_ms, dropped, held} where jobs is a list of
 --   {id, handler, payload, attempt, max_attempts, timeout_ms, priority, created_at,
 --   own_policy} (own_policy: what of its retry policy the job set itself, see enqueue.lua);
 --   next_due_ms (only computed when fewer than N jobs were leased; 0 if none) is the earliest
 --   time more may be leased: a delayed or retry job due, a rate-limited group's window or the
---   queue's window freeing; dropped counts waiting ids whose hash was missing or not 'waiting'.
+--   queue's window freeing; dropped counts waiting ids whose hash was missing or not 'waiting';
+--   held is 1 when a rate limit (the queue's, or a group's) held back jobs that were waiting.
 
 local K = { config = KEYS[2], waiting = KEYS[3], delayed = KEYS[4], retry = KEYS[5],
   active = KEYS[6], seq = KEYS[7], events = KEYS[8], wake = KEYS[9], rate = KEYS[10],

@@ -407,10 +407,10 @@ end
 -- after promoting due delayed and retry jobs, within the queue's rate limits: the body of
 -- fetch.lua, whose header gives the rules (pause, limits, the groups' round-robin), shared with
 -- complete_fetch.lua. `K` names the keys of fetch.lua; `cfg` holds LEASE_CONFIG. Returns
--- fetch's reply: {now, lease_expires_at, jobs, next_due, dropped}.
+-- fetch's reply: {now, lease_expires_at, jobs, next_due, dropped, held}.
 local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
   local expires = now + lease_ms
-  if n == 0 or cfg.paused == 1 then return { now, expires, {}, 0, 0 } end
+  if n == 0 or cfg.paused == 1 then return { now, expires, {}, 0, 0, 0 } end
 
   local budget = n
   local queue_limited = cfg.rate_max > 0 and cfg.rate_window_ms > 0
@@ -421,7 +421,9 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
     budget = math.min(n, cfg.rate_max - queue_used)
     if budget <= 0 then
       -- At the limit: start nothing, and tell the worker when the window frees.
-      return { now, expires, {}, frees_at(K.rate, cfg.rate_window_ms, now), 0 }
+      local held = (redis.call('ZCARD', K.waiting) > 0 or redis.call('ZCARD', K.groups) > 0)
+        and 1 or 0
+      return { now, expires, {}, frees_at(K.rate, cfg.rate_window_ms, now), 0, held }
     end
   end
   local group_limited = cfg.group_rate_max > 0 and cfg.group_rate_window_ms > 0
@@ -536,7 +538,7 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
 
   -- Each participant's next turn; `more` notes ready work left for another worker, `unsure` a
   -- set that may hold some.
-  local more, unsure = false, nil
+  local more, unsure, held = false, nil, 0
   for _, p in ipairs(parts) do
     if p.starts then
       zadd_pairs(p.rate, p.starts)
@@ -544,6 +546,7 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
       redis.call('PEXPIRE', p.rate, cfg.group_rate_window_ms)
     end
     local limited = p.rate ~= nil and p.took >= p.cap
+    if limited and not p.empty then held = 1 end
     -- The ungrouped jobs with no group taking part: nothing to record for them in `groups`.
     local alone = p.group == '' and #parts == 1 and not plain_listed
     if p.visited or limited then
@@ -594,5 +597,10 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
     -- A full batch and more ready: pass the wake-up on to the next idle worker.
     wake(K.wake, not more and unsure or nil)
   end
-  return { now, expires, jobs, next_due, dropped }
+  -- The queue's limit cut the batch short with jobs left behind.
+  if queue_limited and budget < n and left == 0
+      and (more or (unsure and redis.call('ZCARD', unsure) > 0)) then
+    held = 1
+  end
+  return { now, expires, jobs, next_due, dropped, held }
 end

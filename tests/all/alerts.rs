@@ -1,0 +1,577 @@
+//! Alerts as operators run them: real `wasmq run` hosts with `--alert-webhook`, a real Redis,
+//! and a webhook receiver in this process (HTTP on loopback) that checks every signature.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use wasmq::queue::{Client, JobState, Monitor, NewJob};
+
+use crate::support::eventually;
+use crate::support::guests;
+use crate::support::host::HostProcess;
+use crate::support::redis::RedisServer;
+
+const Q: &str = "work";
+const SECRET: &str = "whsec_test-secret";
+/// Quick retries, so a test sees the retry of a failed delivery within a second.
+const FAST_RETRIES: &str = "[alerts]\nbackoff = \"100ms\"\n";
+
+fn handler(name: &str, guest: &str) -> String {
+    format!("{name}={}", guests::rust(guest).display())
+}
+
+/// One request the receiver got, and what it answered.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: Vec<u8>,
+    status: StatusCode,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    log: Arc<Mutex<Vec<Received>>>,
+    /// Requests still to be refused with a 500 before the receiver accepts.
+    refuse: Arc<AtomicUsize>,
+}
+
+/// A webhook receiver on 127.0.0.1: answers 500 to the first `refuse` requests, then 200.
+struct Receiver {
+    url: String,
+    state: ReceiverState,
+}
+
+impl Receiver {
+    async fn start(refuse: usize) -> Receiver {
+        let state = ReceiverState {
+            log: Arc::default(),
+            refuse: Arc::new(AtomicUsize::new(refuse)),
+        };
+        async fn hook(
+            State(state): State<ReceiverState>,
+            headers: HeaderMap,
+            body: axum::body::Bytes,
+        ) -> StatusCode {
+            let refused = state
+                .refuse
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            let status = if refused {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            };
+            state.log.lock().unwrap().push(Received {
+                headers,
+                body: body.to_vec(),
+                status,
+            });
+            status
+        }
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(hook))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, state }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    /// The accepted (2xx) alerts, each checked (headers, signature) and parsed.
+    fn accepted(&self) -> Vec<Value> {
+        self.received()
+            .iter()
+            .filter(|r| r.status.is_success())
+            .map(verified)
+            .collect()
+    }
+}
+
+/// A webhook that accepts connections and never reads or answers.
+struct HungReceiver {
+    url: String,
+    connections: Arc<AtomicUsize>,
+}
+
+async fn hung_receiver() -> HungReceiver {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    HungReceiver { url, connections }
+}
+
+/// Checks a request the way docs/alerts.md tells receivers to, and returns its JSON body.
+fn verified(request: &Received) -> Value {
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(header("content-type"), "application/json");
+    let timestamp = header("x-wasmq-timestamp");
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.").as_bytes());
+    mac.update(&request.body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(header("x-wasmq-signature"), format!("sha256={expected}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sent: u64 = timestamp.parse().unwrap();
+    assert!(
+        now.abs_diff(sent) < 300,
+        "timestamp {sent} is not now ({now})"
+    );
+    let body: Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(header("x-wasmq-event"), body["type"].as_str().unwrap());
+    body
+}
+
+/// How many accepted alerts each `job_id` got.
+fn per_job(alerts: &[Value]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for alert in alerts {
+        *out.entry(alert["job_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    out
+}
+
+/// Entries of the queue's events stream delivered to alerting hosts and not acknowledged.
+async fn pending(redis: &RedisServer) -> u64 {
+    let monitor = Monitor::connect(&redis.url(), wasmq::alerts::GROUP, "test")
+        .await
+        .unwrap();
+    monitor.pending(Q).await.unwrap()
+}
+
+async fn wait_for_count(client: &Client, state: JobState, n: u64, within: Duration) {
+    eventually(&format!("{n} jobs {state}"), within, || async {
+        let counts = client.counts(Q).await.ok()?;
+        (counts.get(state) == n).then_some(())
+    })
+    .await;
+}
+
+async fn enqueue_failing(client: &Client, n: usize) -> Vec<String> {
+    let jobs: Vec<NewJob> = (0..n)
+        .map(|_| NewJob::new("fail", Vec::new()).with_max_attempts(1))
+        .collect();
+    client
+        .enqueue_bulk(Q, &jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+fn alerting_host(
+    redis: &RedisServer,
+    webhook: &str,
+    toml: &str,
+    handlers: &[&str],
+    extra: &[&str],
+) -> HostProcess {
+    let mut args = vec!["--queues", Q, "--alert-webhook", webhook];
+    for h in handlers {
+        args.extend(["--handler", h]);
+    }
+    args.extend_from_slice(extra);
+    HostProcess::start_with_env(
+        &redis.url(),
+        Some(toml),
+        &[("WASMQ_ALERT_SECRET", SECRET)],
+        &args,
+    )
+}
+
+#[tokio::test]
+async fn each_dead_job_gets_one_signed_alert_also_when_the_first_delivery_fails() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let receiver = Receiver::start(1).await;
+    let ids = enqueue_failing(&client, 3).await;
+    let fail = handler("fail", "fail");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let http = format!("127.0.0.1:{port}");
+    let _host = alerting_host(
+        &redis,
+        &receiver.url,
+        FAST_RETRIES,
+        &[&fail],
+        &["--http", &http],
+    );
+    wait_for_count(&client, JobState::Dead, 3, Duration::from_secs(30)).await;
+    eventually(
+        "an accepted alert per dead job, all acknowledged",
+        Duration::from_secs(30),
+        || async {
+            (per_job(&receiver.accepted()).len() == 3 && pending(&redis).await == 0).then_some(())
+        },
+    )
+    .await;
+
+    let received = receiver.received();
+    // The refused first request was signed like the rest, and its alert came again.
+    assert_eq!(received[0].status, StatusCode::INTERNAL_SERVER_ERROR);
+    let refused = verified(&received[0]);
+    let accepted = receiver.accepted();
+    assert!(accepted.iter().any(|a| a["id"] == refused["id"]));
+    // Exactly one accepted alert per job, and no request beyond the one retry.
+    let counts = per_job(&accepted);
+    assert_eq!(counts.keys().cloned().collect::<Vec<_>>(), {
+        let mut ids = ids.clone();
+        ids.sort();
+        ids
+    });
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    assert_eq!(received.len(), 4);
+    for alert in &accepted {
+        assert_eq!(alert["type"], "job.dead");
+        assert_eq!(alert["queue"], Q);
+        assert_eq!(alert["attempt"], 1);
+        assert_eq!(alert["max_attempts"], 1);
+        assert_eq!(alert["handler"], "fail");
+        assert_eq!(alert["error"], "permanent failure");
+        let id = alert["id"].as_str().unwrap();
+        assert!(
+            id.starts_with(&format!("{Q}/")) && id.ends_with(alert["job_id"].as_str().unwrap())
+        );
+        humantime::parse_rfc3339(alert["at"].as_str().unwrap()).unwrap();
+    }
+    // The host's metrics count the deliveries: three accepted, one retried.
+    let metrics = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"wasmq_alerts_total{result="sent"} 3"#,
+        r#"wasmq_alerts_total{result="retried"} 1"#,
+        r#"wasmq_alerts_total{result="failed"} 0"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_hosts_on_one_queue_send_one_alert_per_dead_job() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let receiver = Receiver::start(0).await;
+    let fail = handler("fail", "fail");
+    let _a = alerting_host(&redis, &receiver.url, FAST_RETRIES, &[&fail], &[]);
+    let _b = alerting_host(&redis, &receiver.url, FAST_RETRIES, &[&fail], &[]);
+    // Enqueued while both hosts run, so both take part in the work.
+    let ids = enqueue_failing(&client, 40).await;
+    wait_for_count(&client, JobState::Dead, 40, Duration::from_secs(30)).await;
+    eventually(
+        "an accepted alert per dead job, all acknowledged",
+        Duration::from_secs(30),
+        || async {
+            (per_job(&receiver.accepted()).len() == 40 && pending(&redis).await == 0).then_some(())
+        },
+    )
+    .await;
+    let counts = per_job(&receiver.accepted());
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    assert!(ids.iter().all(|id| counts.contains_key(id)));
+    assert_eq!(receiver.received().len(), 40);
+}
+
+#[tokio::test]
+async fn a_backlog_over_its_thresholds_is_announced_once_and_resolved_once() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let receiver = Receiver::start(0).await;
+    client.pause(Q).await.unwrap();
+    let toml = "[alerts.backlog]\nwaiting = 5\noldest_age = \"1s\"\ninterval = \"100ms\"\n";
+    let echo = handler("echo", "echo");
+    // Two hosts look at the queue; each change is still announced once.
+    let _a = alerting_host(&redis, &receiver.url, toml, &[&echo], &[]);
+    let _b = alerting_host(&redis, &receiver.url, toml, &[&echo], &[]);
+    let jobs: Vec<NewJob> = (0..6).map(|_| NewJob::new("echo", b"x".to_vec())).collect();
+    client.enqueue_bulk(Q, &jobs).await.unwrap();
+
+    let kinds = |alerts: &[Value]| -> Vec<(String, String)> {
+        let mut kinds: Vec<(String, String)> = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a["type"].as_str().unwrap().into(),
+                    a["condition"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        kinds.sort();
+        kinds
+    };
+    let raised = eventually("both backlog alerts", Duration::from_secs(20), || async {
+        let alerts = receiver.accepted();
+        (alerts.len() >= 2).then_some(alerts)
+    })
+    .await;
+    assert_eq!(
+        kinds(&raised),
+        [
+            ("queue.backlog".to_string(), "oldest_age".to_string()),
+            ("queue.backlog".to_string(), "waiting".to_string()),
+        ]
+    );
+    let waiting = raised.iter().find(|a| a["condition"] == "waiting").unwrap();
+    assert_eq!(waiting["queue"], Q);
+    assert_eq!(waiting["value"], 6);
+    assert_eq!(waiting["threshold"], 5);
+    assert_eq!(waiting["paused"], true);
+    let age = raised
+        .iter()
+        .find(|a| a["condition"] == "oldest_age")
+        .unwrap();
+    assert_eq!(age["threshold"], 1000);
+    assert!(age["value"].as_u64().unwrap() >= 1000);
+
+    client.resume(Q).await.unwrap();
+    wait_for_count(&client, JobState::Completed, 6, Duration::from_secs(30)).await;
+    let all = eventually("both resolutions", Duration::from_secs(20), || async {
+        let alerts = receiver.accepted();
+        (alerts.len() >= 4).then_some(alerts)
+    })
+    .await;
+    // A few more checks of both hosts, which must announce nothing more.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all_after = receiver.accepted();
+    assert_eq!(all_after.len(), all.len());
+    assert_eq!(
+        kinds(&all_after),
+        [
+            ("queue.backlog".to_string(), "oldest_age".to_string()),
+            ("queue.backlog".to_string(), "waiting".to_string()),
+            (
+                "queue.backlog_resolved".to_string(),
+                "oldest_age".to_string()
+            ),
+            ("queue.backlog_resolved".to_string(), "waiting".to_string()),
+        ]
+    );
+    let resolved = all_after
+        .iter()
+        .find(|a| a["type"] == "queue.backlog_resolved" && a["condition"] == "waiting")
+        .unwrap();
+    assert_eq!(resolved["since"], waiting["since"]);
+    // Resolved at 90% of the threshold or below.
+    assert!(resolved["value"].as_u64().unwrap() <= 4);
+}
+
+#[tokio::test]
+async fn the_backlog_finds_the_longest_waiting_job_across_priorities_and_groups() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let monitor = Monitor::connect(&redis.url(), wasmq::alerts::GROUP, "test")
+        .await
+        .unwrap();
+    let empty = monitor.backlog(Q).await.unwrap();
+    assert_eq!((empty.waiting, empty.oldest_due_ms), (0, None));
+    // Oldest first: a grouped job, then an ordinary one, then one of higher priority, which
+    // runs first but has waited least; a delayed job does not wait yet.
+    let mut due = Vec::new();
+    for job in [
+        NewJob::new("h", vec![]).with_group("tenant-1"),
+        NewJob::new("h", vec![]),
+        NewJob::new("h", vec![]).with_priority(10),
+        NewJob::new("h", vec![]).with_delay(Duration::from_secs(60)),
+    ] {
+        let id = client.enqueue(Q, &job).await.unwrap().id;
+        due.push(
+            client
+                .get(Q, &id)
+                .await
+                .unwrap()
+                .unwrap()
+                .run_at_ms
+                .unwrap(),
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let backlog = monitor.backlog(Q).await.unwrap();
+    assert_eq!(backlog.waiting, 3);
+    assert_eq!(backlog.oldest_due_ms, Some(due[0]));
+    assert!(backlog.oldest_age() >= Duration::from_millis(10));
+    assert!(backlog.alerts.is_empty());
+    // The grouped job gone, the ordinary one is the oldest, though the other runs first.
+    let grouped = client.list(Q, JobState::Waiting, 0, 10).await.unwrap();
+    let grouped_id = grouped
+        .iter()
+        .find(|j| j.group.is_some())
+        .unwrap()
+        .id
+        .clone();
+    client.cancel(Q, &[grouped_id]).await.unwrap();
+    assert_eq!(
+        monitor.backlog(Q).await.unwrap().oldest_due_ms,
+        Some(due[1])
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_does_not_slow_job_processing() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let hung = hung_receiver().await;
+    let (url, connections) = (hung.url.clone(), hung.connections.clone());
+    // Every delivery attempt would hang for a minute: a job that waited on one could not
+    // finish within the bounds below.
+    let toml = "[alerts]\ntimeout = \"60s\"\n";
+    let (echo, fail) = (handler("echo", "echo"), handler("fail", "fail"));
+    let _host = alerting_host(&redis, &url, toml, &[&echo, &fail], &[]);
+    // More dead jobs than a host holds alerts for at once: its reader waits, deliveries hang.
+    enqueue_failing(&client, 100).await;
+    wait_for_count(&client, JobState::Dead, 100, Duration::from_secs(30)).await;
+    eventually("deliveries hanging", Duration::from_secs(10), || async {
+        (connections.load(Ordering::SeqCst) >= wasmq::alerts::MAX_CONCURRENT_REQUESTS).then_some(())
+    })
+    .await;
+    // Jobs go on as before, dead-lettered ones included.
+    let mut jobs = Vec::new();
+    for i in 0..300 {
+        jobs.push(if i % 6 == 0 {
+            NewJob::new("fail", Vec::new()).with_max_attempts(1)
+        } else {
+            NewJob::new("echo", b"x".to_vec())
+        });
+    }
+    client.enqueue_bulk(Q, &jobs).await.unwrap();
+    wait_for_count(&client, JobState::Completed, 250, Duration::from_secs(20)).await;
+    wait_for_count(&client, JobState::Dead, 150, Duration::from_secs(5)).await;
+    // The alerts wait, unacknowledged, for the receiver.
+    assert!(pending(&redis).await > 0);
+}
+
+#[tokio::test]
+async fn alerts_a_killed_host_held_are_sent_by_another_host() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let hung = hung_receiver().await;
+    let receiver = Receiver::start(0).await;
+    let fail = handler("fail", "fail");
+    let toml = "[alerts]\ntimeout = \"60s\"\nclaim_after = \"2s\"\n";
+    let mut first = alerting_host(&redis, &hung.url, toml, &[&fail], &[]);
+    let ids = enqueue_failing(&client, 5).await;
+    wait_for_count(&client, JobState::Dead, 5, Duration::from_secs(30)).await;
+    eventually("deliveries hanging", Duration::from_secs(10), || async {
+        (hung.connections.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    // The host dies holding its alerts: they stay pending in Redis...
+    first.sigkill();
+    assert!(pending(&redis).await > 0);
+    // ... until another host, seeing them untouched for claim_after, takes them over.
+    let _second = alerting_host(&redis, &receiver.url, toml, &[&fail], &[]);
+    eventually(
+        "an accepted alert per dead job, all acknowledged",
+        Duration::from_secs(30),
+        || async {
+            (per_job(&receiver.accepted()).len() == 5 && pending(&redis).await == 0).then_some(())
+        },
+    )
+    .await;
+    let counts = per_job(&receiver.accepted());
+    assert!(
+        ids.iter().all(|id| counts.get(id) == Some(&1)),
+        "{counts:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_alert_settings_stop_the_host_at_start_with_a_clear_message() {
+    let redis = RedisServer::start();
+    let hook = "http://127.0.0.1:9/hook";
+    let secret = [("WASMQ_ALERT_SECRET", SECRET)];
+    // (flags, environment, config file, what the error says)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
+        (
+            &["--alert-webhook", hook],
+            &[],
+            "",
+            "no secret to sign alerts with",
+        ),
+        (
+            &["--alert-webhook", hook],
+            &secret,
+            "[alerts]\nbackoff = \"soon\"\n",
+            "alerts.backoff: \"soon\" is not a duration",
+        ),
+        (
+            &["--alert-webhook", "ftp://example.com/h"],
+            &secret,
+            "",
+            "must start with http:// or https://",
+        ),
+        (
+            &[],
+            &secret,
+            "[alerts]\nwebhook = \"http://x/h\"\n",
+            "unknown field `webhook`",
+        ),
+        (
+            &[],
+            &[],
+            "[alerts]\nwebhook_url = \"http://x/h\"\nsecret_env = \"WASMQ_TEST_UNSET\"\n",
+            "WASMQ_TEST_UNSET, which is not set",
+        ),
+        (
+            &[],
+            &[],
+            "log_format = \"xml\"\n",
+            "log_format: \"xml\" is not text or json",
+        ),
+    ];
+    for (args, env, toml, expected) in cases {
+        let mut host = HostProcess::start_with_env(&redis.url(), Some(toml), env, args);
+        let status = host.wait_exit(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(1), "{args:?} {toml:?}");
+        let log = host.log_text();
+        assert!(
+            log.contains(expected),
+            "{args:?} {toml:?}: expected {expected:?} in:\n{log}"
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! The web dashboard in a real browser: a real `wasmq run --http` host (real components, a
+//! real Redis) with jobs in every state, and `tests/browser/dashboard.test.mjs` driving Debian's
+//! headless Chromium through playwright-core against it. The browser test checks what the page
+//! shows against what Redis holds (passed to it here); what the page does through the API (a
+//! DLQ replay, a rollback) is checked here, in Redis, after it exits.
+//!
+//! Needs Node.js, `/usr/bin/chromium` and `tests/browser/node_modules`; `bash
+//! scripts/install-deps.sh` installs the last two, and a missing one fails the test with that
+//! command.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wasmq::queue::{Backoff, Client, JobState, NewJob, QueueKeys};
+use wasmq::registry::Registry;
+
+use crate::support::eventually;
+use crate::support::guests::{self, repo_root};
+use crate::support::host::HostProcess;
+use crate::support::redis::RedisServer;
+
+/// The queue the browser inspects and acts on; paused once its jobs have settled, so that its
+/// counts hold still and a replayed job stays waiting.
+const Q: &str = "dash";
+/// Completes a job every 100 ms while the browser looks, for the throughput chart.
+const LIVE: &str = "dash-live";
+/// No host serves it: its jobs wait.
+const IDLE: &str = "reports";
+const TOKEN: &str = "dashboard-test-token-42";
+/// The browser test's own bound is shorter (each of its tests 60 s); this one catches a hung
+/// browser or node.
+const NODE_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn handler(name: &str, guest: &str) -> String {
+    format!("{name}={}", guests::rust(guest).display())
+}
+
+/// What the browser test needs on this machine, or the command that installs it.
+fn browser_prerequisites() -> (PathBuf, PathBuf) {
+    let dir = repo_root().join("tests/browser");
+    let hint = "run `bash scripts/install-deps.sh` (it installs Chromium with apt and runs `npm \
+                ci` in tests/browser)";
+    assert!(
+        dir.join("node_modules/playwright-core/package.json")
+            .exists(),
+        "tests/browser/node_modules is missing: {hint}"
+    );
+    let chromium = std::env::var_os("WASMQ_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        chromium.exists(),
+        "no Chromium at {}: {hint}",
+        chromium.display()
+    );
+    assert!(
+        Command::new("node")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
+        "node (Node.js 20 or later) is not installed; the browser test runs on it"
+    );
+    (dir, chromium)
+}
+
+/// Where the screenshots go: beside the build products (`<target>/dashboard-screenshots`),
+/// out of the source tree and kept between runs.
+fn screenshot_dir() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_wasmq"));
+    bin.parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| Path::new("."))
+        .join("dashboard-screenshots")
+}
+
+/// Runs the browser test to its end (or [`NODE_TIMEOUT`]), returning whether it passed and
+/// everything it printed.
+fn run_browser_test(dir: &Path, env: &[(&str, String)]) -> (bool, String) {
+    let output = tempfile::tempfile().unwrap();
+    let mut child = Command::new("node")
+        .arg("--test")
+        .arg("--test-reporter=spec")
+        .arg("dashboard.test.mjs")
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(output.try_clone().unwrap())
+        .stderr(output.try_clone().unwrap())
+        .spawn()
+        .expect("start node");
+    let deadline = Instant::now() + NODE_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut text = String::new();
+    let mut output = output;
+    std::io::Seek::rewind(&mut output).unwrap();
+    output.read_to_string(&mut text).unwrap();
+    match status {
+        Some(status) => (status.success(), text),
+        None => (
+            false,
+            format!("{text}\n(node killed after {NODE_TIMEOUT:?})"),
+        ),
+    }
+}
+
+async fn counts_json(client: &Client, queue: &str) -> Value {
+    let counts = client.counts(queue).await.unwrap();
+    let by_state: BTreeMap<&str, u64> = JobState::ALL
+        .iter()
+        .map(|&s| (s.as_str(), counts.get(s)))
+        .collect();
+    json!(by_state)
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_browser() {
+    let (browser_dir, chromium) = browser_prerequisites();
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let no_wait = Backoff::fixed(Duration::ZERO);
+
+    // Jobs in every state the browser will look for.
+    for n in 0..3 {
+        client
+            .enqueue(
+                Q,
+                &NewJob::new("echo", format!("{{\"n\":{n}}}").into_bytes()),
+            )
+            .await
+            .unwrap();
+    }
+    let flaky = client
+        .enqueue(
+            Q,
+            &NewJob::new("flaky", b"{\"to\":\"ada@example.com\"}".to_vec()).with_backoff(no_wait),
+        )
+        .await
+        .unwrap();
+    let retried = client
+        .enqueue(
+            Q,
+            &NewJob::new("retry", b"{\"attempts\":3}".to_vec())
+                .with_max_attempts(3)
+                .with_backoff(no_wait),
+        )
+        .await
+        .unwrap();
+    let failed = client
+        .enqueue(Q, &NewJob::new("fail", b"{\"order\":17}".to_vec()))
+        .await
+        .unwrap();
+    client
+        .enqueue(
+            Q,
+            &NewJob::new("echo", b"later".to_vec()).with_delay(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    for n in 0..4 {
+        client
+            .enqueue(IDLE, &NewJob::new("report", format!("r{n}").into_bytes()))
+            .await
+            .unwrap();
+    }
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let base = format!("http://{addr}");
+    let queues = format!("{Q},{LIVE}");
+    let handlers = [
+        handler("echo", "echo"),
+        handler("flaky", "flaky"),
+        handler("retry", "retry"),
+        handler("fail", "fail"),
+    ];
+    let mut args = vec!["--queues", queues.as_str(), "--http", &addr, "--no-cache"];
+    args.extend(["--api-token", TOKEN]);
+    for h in &handlers {
+        args.extend(["--handler", h.as_str()]);
+    }
+    let _host = HostProcess::start(&redis.url(), &args);
+
+    let http = reqwest::Client::new();
+    eventually("the API answers", Duration::from_secs(30), || async {
+        let response = http.get(format!("{base}/healthz")).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+    // A handler in the registry with two versions, for the rollback.
+    for guest in ["echo", "echo-prefix"] {
+        let response = http
+            .post(format!("{base}/api/handlers/greet"))
+            .bearer_auth(TOKEN)
+            .header("Content-Type", "application/wasm")
+            .body(guests::rust_bytes(guest))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201, "deploy {guest}");
+    }
+
+    eventually(
+        "the jobs of dash settled",
+        Duration::from_secs(60),
+        || async {
+            let c = client.counts(Q).await.ok()?;
+            (c.completed == 4 && c.dead == 2 && c.delayed == 1).then_some(())
+        },
+    )
+    .await;
+    client.pause(Q).await.unwrap();
+    let counts = counts_json(&client, Q).await;
+    let mut attempts = serde_json::Map::new();
+    for id in [&flaky.id, &retried.id] {
+        let job = client.get(Q, id).await.unwrap().unwrap();
+        let outcomes: Vec<&str> = job.history.iter().map(|a| a.outcome.as_str()).collect();
+        attempts.insert(id.clone(), json!(outcomes));
+    }
+    assert_eq!(attempts[&flaky.id], json!(["retry", "ok"]));
+    assert_eq!(attempts[&retried.id], json!(["retry", "retry", "retry"]));
+
+    // A job every 100 ms for a minute from now: a moving chart while the browser looks.
+    let live: Vec<NewJob> = (0..600u64)
+        .map(|i| NewJob::new("echo", b"tick".to_vec()).with_delay(Duration::from_millis(i * 100)))
+        .collect();
+    client.enqueue_bulk(LIVE, &live).await.unwrap();
+
+    let screenshots = screenshot_dir();
+    let (passed, output) = run_browser_test(
+        &browser_dir,
+        &[
+            ("WASMQ_URL", base.clone()),
+            ("WASMQ_TOKEN", TOKEN.to_string()),
+            ("WASMQ_QUEUE", Q.to_string()),
+            ("WASMQ_EXPECT_COUNTS", counts.to_string()),
+            ("WASMQ_EXPECT_ATTEMPTS", Value::Object(attempts).to_string()),
+            ("WASMQ_REPLAY_JOB", failed.id.clone()),
+            ("WASMQ_HANDLER", "greet".to_string()),
+            ("WASMQ_LIVE_QUEUE", LIVE.to_string()),
+            ("WASMQ_SCREENSHOTS", screenshots.display().to_string()),
+            ("WASMQ_CHROMIUM", chromium.display().to_string()),
+        ],
+    );
+    eprintln!("--- tests/browser/dashboard.test.mjs ---\n{output}");
+    assert!(passed, "the browser test failed; its output is above");
+
+    // The replay the browser asked for, in Redis: back to waiting (the queue is paused, so it
+    // stays there), attempts reset, history kept.
+    let job = client.get(Q, &failed.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Waiting);
+    assert_eq!((job.attempt, job.replays, job.history.len()), (0, 1, 1));
+    let keys = QueueKeys::new(Q).unwrap();
+    let mut conn = redis.connection().await;
+    let waiting: Option<f64> = redis::cmd("ZSCORE")
+        .arg(keys.waiting())
+        .arg(&failed.id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let dead: Option<f64> = redis::cmd("ZSCORE")
+        .arg(keys.dead())
+        .arg(&failed.id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(waiting.is_some() && dead.is_none(), "in waiting, not dead");
+    let after = counts_json(&client, Q).await;
+    assert_eq!(after["waiting"], counts["waiting"].as_u64().unwrap() + 1);
+    assert_eq!(after["dead"], counts["dead"].as_u64().unwrap() - 1);
+    // The retried job the browser only looked at is still dead.
+    let job = client.get(Q, &retried.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Dead);
+
+    // The rollback it asked for.
+    let registry = Registry::connect(&redis.url()).await.unwrap();
+    assert_eq!(registry.current().await.unwrap()["greet"].version, 1);
+
+    let shot = screenshots.join("dashboard.png");
+    let png = std::fs::read(&shot).unwrap_or_default();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "no screenshot at {}",
+        shot.display()
+    );
+    eprintln!("dashboard screenshots: {}", screenshots.display());
+}

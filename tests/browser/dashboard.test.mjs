@@ -1,0 +1,218 @@
+// The wasmq dashboard in headless Chromium (Debian's, driven by playwright-core).
+//
+// Run by tests/all/dashboard.rs (`cargo test -p wasmq --test all dashboard`), which starts
+// Redis and a `wasmq run --http` host with real components, puts jobs in every state, and
+// passes what Redis holds in the environment:
+//
+//   WASMQ_URL              the dashboard, http://127.0.0.1:<port>
+//   WASMQ_TOKEN            the server's API token (typed into the page, as an operator would)
+//   WASMQ_QUEUE            the queue to look at (paused, so its counts hold still)
+//   WASMQ_EXPECT_COUNTS    {"waiting": n, ...}: its counts, read from Redis
+//   WASMQ_EXPECT_ATTEMPTS  {"<job id>": ["retry", "ok"], ...}: attempts' outcomes, from Redis
+//   WASMQ_REPLAY_JOB       a dead job to replay through the page (Rust then checks Redis)
+//   WASMQ_HANDLER          a handler with two versions, to roll back to version 1
+//   WASMQ_LIVE_QUEUE       a queue completing jobs while the test runs (for the chart)
+//   WASMQ_SCREENSHOTS      directory for the screenshots
+//   WASMQ_CHROMIUM         the browser [default: /usr/bin/chromium]
+//
+// Every wait is bounded: actions and waits time out after 15 s, each test after 60 s.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+function env(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run this through cargo test (tests/all/dashboard.rs)`);
+  return value;
+}
+
+const base = env('WASMQ_URL');
+const apiToken = env('WASMQ_TOKEN');
+const queue = env('WASMQ_QUEUE');
+const expectCounts = JSON.parse(env('WASMQ_EXPECT_COUNTS'));
+const expectAttempts = JSON.parse(env('WASMQ_EXPECT_ATTEMPTS'));
+const replayJob = env('WASMQ_REPLAY_JOB');
+const handler = env('WASMQ_HANDLER');
+const liveQueue = env('WASMQ_LIVE_QUEUE');
+const screenshots = env('WASMQ_SCREENSHOTS');
+const executablePath = process.env.WASMQ_CHROMIUM || '/usr/bin/chromium';
+
+const WAIT = 15_000;
+const TEST = { timeout: 60_000 };
+const STATES = ['waiting', 'delayed', 'active', 'retry', 'completed', 'dead'];
+
+let profile;
+let context;
+let page;
+const problems = [];
+
+/** The count shown in a cell, as a number ("1,234" -> 1234). */
+const shownNumber = (text) => Number(text.replace(/[^0-9.]/g, ''));
+
+/** Polls `probe` until it returns a truthy value; fails after `within` ms with `what`. */
+async function until(what, probe, within = WAIT) {
+  const deadline = Date.now() + within;
+  let last;
+  for (;;) {
+    try {
+      last = await probe();
+      if (last) return last;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) assert.fail(`timed out after ${within} ms waiting for ${what} (last: ${last})`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** A job's state through the API (reads need no token on loopback). */
+async function jobState(id) {
+  const response = await fetch(`${base}/api/queues/${encodeURIComponent(queue)}/jobs/${encodeURIComponent(id)}`);
+  return (await response.json()).state;
+}
+
+async function confirmDialog(button) {
+  const dialog = page.locator('dialog#confirm');
+  await dialog.waitFor({ state: 'visible' });
+  assert.equal(await page.locator('#confirm-ok').textContent(), button);
+  await page.locator('#confirm-ok').click();
+  await dialog.waitFor({ state: 'hidden' });
+}
+
+async function attemptOutcomes() {
+  const rows = page.locator('table.attempts tbody tr[data-attempt]');
+  await rows.first().waitFor();
+  return rows.evaluateAll((trs) => trs.map((tr) => [tr.dataset.attempt, tr.cells[1].textContent.trim()]));
+}
+
+describe('the wasmq dashboard', { timeout: 300_000 }, () => {
+  before(async () => {
+    mkdirSync(screenshots, { recursive: true });
+    profile = mkdtempSync(join(tmpdir(), 'wasmq-chromium-'));
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath,
+      headless: true,
+      timeout: 30_000,
+      viewport: { width: 1360, height: 900 },
+      args: [
+        '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ],
+    });
+    context.setDefaultTimeout(WAIT);
+    page = context.pages()[0] ?? (await context.newPage());
+    page.on('pageerror', (err) => problems.push(`uncaught: ${err.message}`));
+    page.on('console', (msg) => {
+      // A refused request logs "Failed to load resource" (the 401 below is on purpose);
+      // anything else at error level, a CSP violation above all, is a fault of the page.
+      if (msg.type() === 'error' && !msg.text().startsWith('Failed to load resource')) {
+        problems.push(`console: ${msg.text()}`);
+      }
+    });
+  });
+
+  after(async () => {
+    await context?.close();
+    if (profile) rmSync(profile, { recursive: true, force: true });
+  });
+
+  it('is served with a strict content security policy', TEST, async () => {
+    const response = await page.goto(base);
+    assert.equal(response.status(), 200);
+    const headers = response.headers();
+    assert.match(headers['content-type'], /^text\/html/);
+    assert.match(headers['content-security-policy'], /default-src 'self'/);
+    assert.match(headers['content-security-policy'], /frame-ancestors 'none'/);
+    assert.equal(headers['x-content-type-options'], 'nosniff');
+    assert.ok(headers.etag, 'an ETag');
+    const script = await page.request.get(`${base}/dashboard/app.js`);
+    assert.match(script.headers()['content-type'], /^text\/javascript/);
+  });
+
+  it("shows each queue's counts per state, as Redis has them", TEST, async () => {
+    const row = page.locator(`tr[data-queue="${queue}"]`);
+    await until(`the counts of ${queue} to read ${JSON.stringify(expectCounts)}`, async () => {
+      const shown = {};
+      for (const state of STATES) {
+        shown[state] = shownNumber(await row.locator(`td[data-state="${state}"]`).textContent());
+      }
+      return STATES.every((s) => shown[s] === expectCounts[s]) ? shown : JSON.stringify(shown);
+    });
+    assert.equal((await row.locator('.badge').textContent()).trim(), 'paused');
+  });
+
+  it('charts the throughput of a busy queue', TEST, async () => {
+    const rate = page.locator(`tr[data-queue="${liveQueue}"] td[data-rate]`);
+    // It completes 10 jobs a second: a few seconds of them make a chart worth a screenshot.
+    await until(`${liveQueue} to show a completion rate`, async () => shownNumber(await rate.textContent()) >= 3, 30_000);
+    await until('the chart to show a rate', async () => {
+      const text = await page.locator('[data-chart] .rate').first().textContent();
+      return shownNumber(text.split(' ')[0]) > 0;
+    });
+    await page.screenshot({ path: join(screenshots, 'dashboard.png'), fullPage: true });
+  });
+
+  it("shows every attempt of a job that was retried, with its outcome", TEST, async () => {
+    await page.getByRole('link', { name: queue, exact: true }).first().click();
+    for (const [id, outcomes] of Object.entries(expectAttempts)) {
+      const state = await jobState(id);
+      // Through the page: the state's tile, then the job's row.
+      await page.locator(`a.tile[data-state="${state}"]`).click();
+      await page.locator(`tr[data-job="${id}"] a`).click();
+      await page.locator('h1', { hasText: `Job ${id}` }).waitFor();
+      const shown = await attemptOutcomes();
+      assert.deepEqual(shown, outcomes.map((outcome, i) => [String(i + 1), outcome]), `attempts of ${id}`);
+      for (const cell of await page.locator('table.attempts tbody tr[data-attempt] td.mono').allTextContents()) {
+        assert.ok(cell.trim().length > 0, 'each attempt names its host');
+      }
+      if (outcomes.length === 2) {
+        await page.screenshot({ path: join(screenshots, 'dashboard-job.png'), fullPage: true });
+      }
+      await page.getByRole('link', { name: queue, exact: true }).first().click();
+    }
+  });
+
+  it('replays a dead job from the DLQ, after confirmation, with the token', TEST, async () => {
+    await page.locator('a.tile[data-state="dead"]').click();
+    const row = page.locator(`table.dlq tr[data-job="${replayJob}"]`);
+    await row.waitFor();
+
+    // Cancelling the dialog does nothing.
+    await row.getByRole('button', { name: 'Replay', exact: true }).click();
+    await page.locator('dialog#confirm').waitFor({ state: 'visible' });
+    await page.locator('#confirm-cancel').click();
+    assert.equal(await jobState(replayJob), 'dead');
+
+    // Without the token the server refuses, and the page says so.
+    await row.getByRole('button', { name: 'Replay', exact: true }).click();
+    await confirmDialog('Replay');
+    await until('the refusal to show', async () => /token/i.test(await page.locator('#toast').textContent()));
+    assert.equal(await jobState(replayJob), 'dead');
+
+    await page.locator('#token').fill(apiToken);
+    await page.locator('#token-save').click();
+    await row.getByRole('button', { name: 'Replay', exact: true }).click();
+    await confirmDialog('Replay');
+    await until('the replay to be reported', async () => /Replayed 1 job/.test(await page.locator('#toast').textContent()));
+    await row.waitFor({ state: 'detached' });
+    await page.screenshot({ path: join(screenshots, 'dashboard-dlq.png'), fullPage: true });
+  });
+
+  it('rolls a handler back to its first version, after confirmation', TEST, async () => {
+    await page.getByRole('link', { name: 'Handlers', exact: true }).click();
+    await page.locator(`tr[data-handler="${handler}"] a`).click();
+    const first = page.locator('table.versions tr[data-version="1"]');
+    await first.getByRole('button').click();
+    await confirmDialog('Roll back');
+    await until('version 1 to be current', async () => (await first.locator('.badge').count()) === 1);
+    await page.screenshot({ path: join(screenshots, 'dashboard-handler.png'), fullPage: true });
+  });
+
+  it('logs no script error and no policy violation', TEST, async () => {
+    assert.deepEqual(problems, []);
+  });
+});
