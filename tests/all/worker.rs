@@ -206,6 +206,18 @@ async fn immediate_retries_are_acked_as_their_own_attempt() {
         "{} jobs ran other attempts: {wrong:?}",
         wrong.len()
     );
+    // Each attempt's record keeps what the guest logged and its last progress.
+    let job = client.get(Q, &ids[0]).await.unwrap().unwrap();
+    let logs: Vec<_> = job.history.iter().map(|a| a.logs.as_deref()).collect();
+    assert_eq!(
+        logs,
+        [
+            Some("info: flaky attempt 1 of 3\n"),
+            Some("info: flaky attempt 2 of 3\n")
+        ]
+    );
+    let progress: Vec<_> = job.history.iter().map(|a| a.progress).collect();
+    assert_eq!(progress, [Some(0), Some(100)]);
 }
 
 /// At concurrency 1 the host runs the jobs one after another, in order, each once, and records

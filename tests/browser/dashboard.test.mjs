@@ -170,6 +170,10 @@ describe('the wasmq dashboard', { timeout: 300_000 }, () => {
         assert.ok(cell.trim().length > 0, 'each attempt names its host');
       }
       if (outcomes.length === 2) {
+        // The flaky job: each attempt's captured log, and the last progress it reported.
+        const logs = await page.locator('table.attempts tr.logs pre').allTextContents();
+        assert.deepEqual(logs.map((l) => l.trim()), ['info: flaky attempt 1 of 3', 'info: flaky attempt 2 of 3']);
+        await page.locator('h2', { hasText: 'Progress 100%' }).waitFor({ timeout: 15000 });
         await page.screenshot({ path: join(screenshots, 'dashboard-job.png'), fullPage: true });
       }
       await page.getByRole('link', { name: queue, exact: true }).first().click();

@@ -132,6 +132,11 @@ pub struct AttemptView {
     /// The handler version that ran it (`<version>:<sha256 prefix>`, or `local:<sha256
     /// prefix>` for a host's `--handler` file); null when unknown (an expired lease).
     pub version: Option<String>,
+    /// What the attempt logged, one `<source>: <message>` line each, at most 4096 bytes; null
+    /// when it logged nothing.
+    pub logs: Option<String>,
+    /// The last progress (0-100) the attempt reported; null if none.
+    pub progress: Option<u8>,
 }
 
 /// A job, as stored (docs/protocol.md, "Job fields"). Times are ms since the Unix epoch on the
@@ -170,6 +175,8 @@ pub struct JobView {
     pub last_error: Option<String>,
     pub last_outcome: Option<String>,
     pub replays: u32,
+    /// The progress its last finished attempt reported (0-100); null if none.
+    pub progress: Option<u8>,
     pub history: Vec<AttemptView>,
 }
 
@@ -209,6 +216,7 @@ pub(crate) fn job_view(job: &Job) -> JobView {
         last_error: job.last_error.clone(),
         last_outcome: job.last_outcome.clone(),
         replays: job.replays,
+        progress: job.history.last().and_then(|a| a.progress),
         history: job
             .history
             .iter()
@@ -220,6 +228,8 @@ pub(crate) fn job_view(job: &Job) -> JobView {
                 started_at_ms: a.started_at,
                 finished_at_ms: a.finished_at,
                 version: a.version.clone(),
+                logs: a.logs.clone(),
+                progress: a.progress,
             })
             .collect(),
     }

@@ -310,6 +310,12 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
                     format!(": {}", attempt.error)
                 }
             );
+            if let Some(progress) = attempt.progress {
+                say!("      progress {progress}%");
+            }
+            for line in attempt.logs.as_deref().unwrap_or_default().lines() {
+                say!("      | {line}");
+            }
         }
     }
     Ok(0)

@@ -10,8 +10,8 @@ use redis::{AsyncConnectionConfig, Script, ScriptInvocation, Value};
 
 use super::error::{QueueError, Result};
 use super::job::{
-    Job, JobState, MAX_ERROR_LEN, NewJob, OwnPolicy, RetryPolicy, generate_job_id, truncate_utf8,
-    unix_ms, validate_job_id,
+    Job, JobState, MAX_ATTEMPT_LOG_LEN, MAX_ERROR_LEN, NewJob, OwnPolicy, RetryPolicy,
+    generate_job_id, truncate_utf8, unix_ms, validate_job_id,
 };
 use super::keys::QueueKeys;
 use super::limit::RateLimit;
@@ -186,6 +186,9 @@ pub struct Completion {
     pub result: Vec<u8>,
     /// The handler version that ran the attempt, for its history entry ('' when unknown).
     pub version: String,
+    /// What the attempt logged, and its last progress, for its history entry.
+    pub logs: String,
+    pub progress: Option<u8>,
 }
 
 impl Completion {
@@ -195,7 +198,17 @@ impl Completion {
             token: job.token.clone(),
             result: result.into(),
             version: String::new(),
+            logs: String::new(),
+            progress: None,
         }
+    }
+
+    /// Records what the attempt logged (cut to [`MAX_ATTEMPT_LOG_LEN`] bytes) and its last
+    /// progress.
+    pub fn with_logs(mut self, logs: impl Into<String>, progress: Option<u8>) -> Completion {
+        self.logs = logs.into();
+        self.progress = progress;
+        self
     }
 
     /// Records which handler version ran the attempt.
@@ -219,6 +232,9 @@ pub struct Failure {
     pub version: String,
     /// The handler's retry policy, applied to what the job did not set itself.
     pub policy: RetryPolicy,
+    /// What the attempt logged, and its last progress, for its history entry.
+    pub logs: String,
+    pub progress: Option<u8>,
 }
 
 impl Failure {
@@ -231,7 +247,17 @@ impl Failure {
             permanent: false,
             version: String::new(),
             policy: RetryPolicy::default(),
+            logs: String::new(),
+            progress: None,
         }
+    }
+
+    /// Records what the attempt logged (cut to [`MAX_ATTEMPT_LOG_LEN`] bytes) and its last
+    /// progress.
+    pub fn with_logs(mut self, logs: impl Into<String>, progress: Option<u8>) -> Failure {
+        self.logs = logs.into();
+        self.progress = progress;
+        self
     }
 
     /// Records which handler version ran the attempt, and applies that handler's retry policy.
@@ -960,7 +986,9 @@ impl Client {
                 .arg(&completion.id)
                 .arg(&completion.token)
                 .arg(completion.result.as_slice())
-                .arg(truncate_utf8(&completion.version, MAX_VERSION_LEN));
+                .arg(truncate_utf8(&completion.version, MAX_VERSION_LEN))
+                .arg(truncate_utf8(&completion.logs, MAX_ATTEMPT_LOG_LEN))
+                .arg(progress_arg(completion.progress));
         }
         let reply = Reply::of("complete");
         let [completed, rejected, too_large] = reply.tuple(self.invoke(&invocation).await?)?;
@@ -997,7 +1025,9 @@ impl Client {
                 .arg(&completion.id)
                 .arg(&completion.token)
                 .arg(completion.result.as_slice())
-                .arg(truncate_utf8(&completion.version, MAX_VERSION_LEN));
+                .arg(truncate_utf8(&completion.version, MAX_VERSION_LEN))
+                .arg(truncate_utf8(&completion.logs, MAX_ATTEMPT_LOG_LEN))
+                .arg(progress_arg(completion.progress));
         }
         let reply = Reply::of("complete_fetch");
         let [completed, rejected, too_large, leased] =
@@ -1025,7 +1055,9 @@ impl Client {
                 .arg(truncate_utf8(&failure.error, MAX_ERROR_LEN))
                 .arg(if failure.permanent { "1" } else { "0" })
                 .arg(truncate_utf8(&failure.version, MAX_VERSION_LEN))
-                .arg(failure.policy.wire());
+                .arg(failure.policy.wire())
+                .arg(truncate_utf8(&failure.logs, MAX_ATTEMPT_LOG_LEN))
+                .arg(progress_arg(failure.progress));
         }
         let reply = Reply::of("fail");
         let [outcomes, rejected] = reply.tuple(self.invoke(&invocation).await?)?;
@@ -1131,6 +1163,11 @@ impl Client {
         let next_due = reply.uint(next_due)?;
         Ok((reply.uint(moved)?, (next_due > 0).then_some(next_due)))
     }
+}
+
+/// A progress as the scripts take it: digits, or empty for none.
+fn progress_arg(progress: Option<u8>) -> String {
+    progress.map(|p| p.min(100).to_string()).unwrap_or_default()
 }
 
 fn fetch_keys(keys: &QueueKeys) -> [String; 12] {

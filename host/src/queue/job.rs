@@ -22,6 +22,8 @@ pub const DEFAULT_COMPLETED_KEEP: i64 = 1000;
 pub const DEFAULT_EVENTS_MAXLEN: u64 = 10_000;
 /// Attempts a job gets when the producer does not say.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Most bytes of an attempt's log that its history entry keeps (`MAX_LOGS_LEN` in lib.lua).
+pub const MAX_ATTEMPT_LOG_LEN: usize = 4096;
 /// Most attempts a job may have. Every attempt stays in the job's history, so this bounds it.
 pub const MAX_ATTEMPTS: u32 = 1000;
 /// Priorities run from `MIN_PRIORITY` to `MAX_PRIORITY`; higher runs first; 0 is the default.
@@ -627,6 +629,13 @@ pub struct Attempt {
     /// lease, or a job recorded before versions were).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// What the attempt logged (stdout, stderr, `log` calls), one `<source>: <message>` line
+    /// each, cut to [`MAX_ATTEMPT_LOG_LEN`] bytes; `None` when it logged nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<String>,
+    /// The last progress (0-100) the attempt reported, if it reported any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u8>,
 }
 
 /// A job as stored in Redis, decoded from its hash (see docs/protocol.md for every field).

@@ -30,6 +30,22 @@ pub enum LogSource {
     Host,
 }
 
+impl LogSource {
+    /// The name it is serialized under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+            Self::Host => "host",
+        }
+    }
+}
+
 /// One line of a job's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogLine {

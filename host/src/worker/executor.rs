@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 use super::acker::{Ack, AckOutcome};
 use super::slots::Slot;
 use super::{InFlight, JobKey, JobState, LoadedHandler, Phase, Shared};
-use crate::queue::{Completion, Failure, Lease, LeasedJob};
-use crate::runtime::{JobInput, JobLimits, Outcome};
+use crate::queue::{Completion, Failure, Lease, LeasedJob, MAX_ATTEMPT_LOG_LEN, truncate_utf8};
+use crate::runtime::{JobInput, JobLimits, LogLine, Outcome};
 
 /// Starts the attempt of `job` in its own task.
 pub(crate) fn spawn(shared: &Arc<Shared>, job: LeasedJob, slot: Slot) {
@@ -92,17 +92,25 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
         Err(_) => ("unknown_handler", None),
         Ok(ran) => (ran.outcome.class().as_str(), ran.timing),
     };
+    let (logs, progress) = match &outcome {
+        Ok(ran) => (ran.logs.clone(), ran.progress),
+        Err(_) => (String::new(), None),
+    };
     let outcome = match outcome {
         Err(unknown) => AckOutcome::Fail(Failure::new(&job, class, unknown)),
         Ok(Ran {
             outcome, loaded, ..
         }) => {
             let failure = |class: &str, msg: String| {
-                Failure::new(&job, class, msg).with_handler(&loaded.version, loaded.retry)
+                Failure::new(&job, class, msg)
+                    .with_handler(&loaded.version, loaded.retry)
+                    .with_logs(logs.clone(), progress)
             };
             match outcome {
                 Outcome::Ok(result) => AckOutcome::Complete(
-                    Completion::new(&job, result).with_version(&loaded.version),
+                    Completion::new(&job, result)
+                        .with_version(&loaded.version)
+                        .with_logs(logs.clone(), progress),
                 ),
                 // The handler said the failure is permanent: no retry.
                 Outcome::Fail(msg) => AckOutcome::Fail(failure("fail", msg).permanent()),
@@ -147,6 +155,30 @@ struct Ran {
     timing: Option<(Duration, Duration)>,
     /// The handler version that ran it.
     loaded: Arc<LoadedHandler>,
+    /// What it logged (see [`attempt_log`]) and its last progress.
+    logs: String,
+    progress: Option<u8>,
+}
+
+/// An attempt's log as its history entry keeps it: one `<source>: <message>` line each, cut
+/// to [`MAX_ATTEMPT_LOG_LEN`] bytes (on a character boundary) with a note of what was cut.
+fn attempt_log(lines: &[LogLine], dropped: u64) -> String {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(line.source.as_str());
+        text.push_str(": ");
+        text.push_str(&line.message);
+        text.push('\n');
+    }
+    let total = text.len() as u64 + dropped;
+    if total as usize > MAX_ATTEMPT_LOG_LEN || dropped > 0 {
+        let note = format!("[{total} bytes of log in all; the rest is in the host's log]\n");
+        let keep = MAX_ATTEMPT_LOG_LEN.saturating_sub(note.len());
+        let cut = truncate_utf8(&text, keep).len();
+        text.truncate(cut);
+        text.push_str(&note);
+    }
+    text
 }
 
 /// Runs the attempt; `Err` when this host has no such handler (retried per the job's policy:
@@ -187,20 +219,26 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, Strin
         async move { runtime.run(&handler, input, &limits).await },
         span,
     )));
-    let (outcome, timing) = match (&mut inner.0).await {
+    let (outcome, timing, logs, progress) = match (&mut inner.0).await {
         Ok(report) => (
             report.outcome,
             Some((report.duration, report.instantiation)),
+            attempt_log(&report.logs, report.logs_dropped),
+            report.progress,
         ),
         Err(err) if err.is_panic() => {
             tracing::error!(job_id = %job.id, "the host panicked running this job");
             (
                 Outcome::Trap("the host panicked running this job".to_string()),
                 None,
+                String::new(),
+                None,
             )
         }
         Err(_) => (
             Outcome::Trap("the job's task was cancelled".to_string()),
+            None,
+            String::new(),
             None,
         ),
     };
@@ -208,5 +246,45 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, Strin
         outcome,
         timing,
         loaded,
+        logs,
+        progress,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::LogSource;
+
+    fn line(source: LogSource, message: &str) -> LogLine {
+        LogLine {
+            source,
+            message: message.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_attempts_log_is_kept_whole_when_short_and_cut_with_a_note_when_long() {
+        assert_eq!(attempt_log(&[], 0), "");
+        let short = [
+            line(LogSource::Stdout, "hello"),
+            line(LogSource::Warn, "careful"),
+        ];
+        assert_eq!(attempt_log(&short, 0), "stdout: hello\nwarn: careful\n");
+
+        let long: Vec<_> = (0..1000)
+            .map(|i| line(LogSource::Stderr, &format!("é line {i}")))
+            .collect();
+        let kept = attempt_log(&long, 0);
+        assert!(kept.len() <= MAX_ATTEMPT_LOG_LEN, "{}", kept.len());
+        assert!(kept.starts_with("stderr: é line 0\n"));
+        assert!(
+            kept.ends_with("of log in all; the rest is in the host's log]\n"),
+            "{kept}"
+        );
+        // Output the runtime already dropped counts too, even when the rest fits.
+        let dropped = attempt_log(&short, 10_000);
+        assert!(dropped.starts_with("stdout: hello\n"));
+        assert!(dropped.contains("[10028 bytes of log in all"), "{dropped}");
+    }
 }

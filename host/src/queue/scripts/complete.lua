@@ -4,8 +4,9 @@
 --
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] active  KEYS[4] completed  KEYS[5] dead
 -- KEYS[6] events
--- ARGV: quadruples id, token, result, handler version that ran the attempt ('' if none),
---   which the attempt's history entry records
+-- ARGV: sextuples id, token, result, handler version that ran the attempt ('' if none), the
+--   attempt's log ('' if none; the first 4096 bytes are kept), its last progress 0-100 ('' if
+--   none), which the attempt's history entry records
 -- Reply: {completed_ids, rejected, too_large_ids}: rejected lists {id, reason} as in extend
 --   (those jobs are untouched); a result over `max_result_bytes` dead-letters its job with
 --   outcome 'result_too_large' (retrying would produce it again).

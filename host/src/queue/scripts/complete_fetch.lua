@@ -13,7 +13,8 @@
 -- KEYS[1..12] as fetch.lua: job prefix, config, waiting, delayed, retry, active, seq, events,
 --   wake, rate, group prefix, groups;  KEYS[13] completed  KEYS[14] dead
 -- ARGV[1] N (jobs to lease, 0..10000)  ARGV[2] lease_ms  ARGV[3] lease token (random, unique
--- per call)  ARGV[4] host id; then quadruples id, token, result, version as in complete.lua
+-- per call)  ARGV[4] host id; then sextuples id, token, result, version, logs, progress as
+-- in complete.lua
 -- Reply: {completed_ids, rejected, too_large_ids, fetched}: complete.lua's reply, then
 --   fetch.lua's as `fetched` ({now_ms, lease_expires_at_ms, jobs, next_due_ms, dropped, held}).
 

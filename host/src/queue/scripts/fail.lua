@@ -5,11 +5,12 @@
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] active  KEYS[4] retry  KEYS[5] dead
 -- KEYS[6] waiting     KEYS[7] seq     KEYS[8] events  KEYS[9] wake  KEYS[10] group prefix
 -- KEYS[11] groups (a job with a group that goes straight back to waiting goes to its group's)
--- ARGV[1] random seed for the backoff jitter (an integer); then per job seven values:
+-- ARGV[1] random seed for the backoff jitter (an integer); then per job nine values:
 --   id, token, outcome class (e.g. 'timeout', 'trap', 'guest_fail'), error message,
 --   permanent ('1' or '0'), handler version that ran the attempt ('' if none), the
 --   handler's retry policy ('' if none; format in parse_policy, lib.lua), which applies to
---   the parts of the policy the job did not set itself
+--   the parts of the policy the job did not set itself, the attempt's log ('' if none; the
+--   first 4096 bytes are kept), its last progress 0-100 ('' if none)
 -- Reply: {outcomes, rejected}: outcomes lists {id, 'retry' | 'dead', run_at_ms (retry) or
 --   finished_at_ms (dead)}; rejected lists {id, reason} as in extend (those are untouched).
 
@@ -24,17 +25,18 @@ local cfg = read_config(K.config, { 'events_maxlen', 'paused' })
 K.paused = cfg.paused
 local plan = new_fail_plan(K.seq)
 local outcomes, rejected, leaving = {}, {}, {}
-for i = 2, #ARGV - 6, 7 do
+for i = 2, #ARGV - 8, 9 do
   local id, token, outcome, err, permanent = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
     ARGV[i + 4] == '1'
   local version, policy = ARGV[i + 5], parse_policy(ARGV[i + 6])
+  local logs, progress = ARGV[i + 7], ARGV[i + 8]
   local f = redis.call('HMGET', prefix .. id, unpack(FAIL_FIELDS))
   local problem = lease_problem(f[1], f[2], token)
   if problem then
     rejected[#rejected + 1] = { id, problem }
   else
     local next_state, at = fail_job(prefix, id, f, now, outcome, err, permanent, plan, version,
-      policy)
+      policy, logs, progress)
     outcomes[#outcomes + 1] = { id, next_state, at }
     leaving[#leaving + 1] = id
   end

@@ -127,6 +127,8 @@ local function backoff_ms(kind, base, cap, jitter, n)
 end
 
 local MAX_ERROR_LEN = 4096
+-- The most bytes of an attempt's log its history entry keeps (the host cuts it first).
+local MAX_LOGS_LEN = 4096
 
 -- The fields fail_job needs, in this order (HMGET).
 local FAIL_FIELDS = { 'state', 'lease_token', 'attempt', 'max_attempts', 'backoff', 'backoff_ms',
@@ -181,8 +183,10 @@ end
 -- `plan`: plan.retry/plan.dead collect ZADD pairs, plan.waiting the jobs for waiting (see
 -- add_waiting), plan.retried/plan.died events. `version` is the handler version that ran the
 -- attempt ('' when unknown, as for an expired lease); `policy` the handler's retry policy
--- (parse_policy), or nil.
-local function fail_job(prefix, id, f, now, outcome, err, permanent, plan, version, policy)
+-- (parse_policy), or nil; `logs` and `progress` what the attempt logged and its last progress
+-- ('' when none).
+local function fail_job(prefix, id, f, now, outcome, err, permanent, plan, version, policy, logs,
+    progress)
   local key = prefix .. id
   apply_handler_policy(key, f, policy)
   local attempt = tonumber(f[3]) or 0
@@ -190,7 +194,9 @@ local function fail_job(prefix, id, f, now, outcome, err, permanent, plan, versi
   err = string.sub(err or '', 1, MAX_ERROR_LEN)
   local history = history_append(f[9], { attempt = attempt, outcome = outcome, error = err,
     host = f[11] or '', started_at = tonumber(f[10]) or 0, finished_at = now,
-    version = (version ~= nil and version ~= '') and version or nil })
+    version = (version ~= nil and version ~= '') and version or nil,
+    logs = (logs ~= nil and logs ~= '') and string.sub(logs, 1, MAX_LOGS_LEN) or nil,
+    progress = tonumber(progress) })
   if permanent or attempt >= max_attempts then
     redis.call('HSET', key, 'state', 'dead', 'history', history, 'last_error', err,
       'last_outcome', outcome, 'finished_at', now, 'lease_token', '')
@@ -311,8 +317,8 @@ end
 local COMPLETE_CONFIG = { 'completed_keep', 'completed_max_age_ms', 'max_result_bytes',
   'events_maxlen' }
 
--- Completes the active jobs given as quadruples id, token, result, handler version in
--- ARGV[first..] (active ->
+-- Completes the active jobs given as sextuples id, token, result, handler version, logs,
+-- progress in ARGV[first..] (active ->
 -- completed), then applies retention: the body of complete.lua, whose header gives the rules,
 -- shared with complete_fetch.lua. `K` names config, active, completed, dead and events; `cfg`
 -- holds COMPLETE_CONFIG. Returns complete's reply: {completed_ids, rejected, too_large_ids}.
@@ -320,8 +326,9 @@ local function complete_jobs(prefix, K, cfg, now, first)
   local keep = cfg.completed_keep
   local done_ids, rejected, too_large, finished, events, deleted = {}, {}, {}, {}, {}, {}
   local plan = new_fail_plan(nil)
-  for i = first, #ARGV - 3, 4 do
+  for i = first, #ARGV - 5, 6 do
     local id, token, result, version = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local logs, progress = ARGV[i + 4], ARGV[i + 5]
     local key = prefix .. id
     local f = redis.call('HMGET', key, unpack(FAIL_FIELDS))
     local problem = lease_problem(f[1], f[2], token)
@@ -329,7 +336,8 @@ local function complete_jobs(prefix, K, cfg, now, first)
       rejected[#rejected + 1] = { id, problem }
     elseif #result > cfg.max_result_bytes then
       fail_job(prefix, id, f, now, 'result_too_large', 'result of ' .. #result
-        .. ' bytes is over the limit of ' .. cfg.max_result_bytes, true, plan, version)
+        .. ' bytes is over the limit of ' .. cfg.max_result_bytes, true, plan, version, nil,
+        logs, progress)
       too_large[#too_large + 1] = id
     else
       local attempt = tonumber(f[3]) or 0
@@ -338,7 +346,9 @@ local function complete_jobs(prefix, K, cfg, now, first)
       else
         local history = history_append(f[9], { attempt = attempt, outcome = 'ok', error = '',
           host = f[11] or '', started_at = tonumber(f[10]) or 0, finished_at = now,
-          version = version ~= '' and version or nil })
+          version = version ~= '' and version or nil,
+          logs = logs ~= '' and string.sub(logs, 1, MAX_LOGS_LEN) or nil,
+          progress = tonumber(progress) })
         redis.call('HSET', key, 'state', 'completed', 'result', result, 'history', history,
           'finished_at', now, 'lease_token', '')
         finished[#finished + 1] = now
