@@ -1319,3 +1319,39 @@ async fn schemathesis_finds_no_server_error() {
     let api = Http::new(&server, Some(TOKEN));
     api.get("/healthz").await.expect(200);
 }
+
+/// `http` and `api_token` in `wasmq run --config`: the API comes up there and wants the token.
+#[tokio::test]
+async fn run_takes_the_api_address_and_token_from_its_config_file() {
+    let redis = RedisServer::start();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let toml = format!("http = \"127.0.0.1:{port}\"\napi_token = \"{TOKEN}\"\n");
+    let _host = HostProcess::start_with_config(&redis.url(), &toml, &["--queues", Q]);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    eventually("the API answers", Duration::from_secs(30), || async {
+        let response = http.get(format!("{base}/healthz")).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+    let job = json!({"handler": "greet", "payload": "x"});
+    let refused = http
+        .post(format!("{base}/api/queues/{Q}/jobs"))
+        .json(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let accepted = http
+        .post(format!("{base}/api/queues/{Q}/jobs"))
+        .bearer_auth(TOKEN)
+        .json(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::CREATED);
+}

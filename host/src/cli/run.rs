@@ -55,10 +55,11 @@ pub struct RunArgs {
     /// A TOML file with any of the settings above, and [handlers.NAME] / [queue.NAME] tables.
     #[arg(long, env = "WASMQ_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Also serve the HTTP API here, like `wasmq serve` (flag or environment only).
+    /// Also serve the HTTP API here, like `wasmq serve`.
     #[arg(long, env = "WASMQ_HTTP")]
     pub http: Option<std::net::SocketAddr>,
-    /// Bearer token of the HTTP API; required off loopback (flag or environment only).
+    /// Bearer token of the HTTP API; required off loopback (prefer the environment variable
+    /// or `api_token` in --config: flags show in `ps`).
     #[arg(long, env = "WASMQ_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// Webhook that gets alerts: dead-lettered jobs, queue backlogs (see docs/alerts.md; more
@@ -163,13 +164,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let config = args.to_config()?;
     let alerts_config = args.alerts_config()?;
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let file = args.file()?;
     // Bound before the worker starts, so a busy port or a missing token fails at once.
-    let api = match args.http {
+    let api = match args.http.or(file.http) {
         Some(bind) => Some(
             crate::api::Server::bind(crate::api::ApiConfig {
                 bind,
                 redis_url: config.redis_url.clone(),
-                token: args.api_token.clone(),
+                token: args.api_token.clone().or(file.api_token),
                 queues: config.queues.clone(),
                 metrics: Some(metrics.clone()),
             })

@@ -177,6 +177,10 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// Webhook alerts (see docs/alerts.md).
     pub alerts: Option<crate::alerts::FileAlerts>,
+    /// Serve the HTTP API here too (`wasmq run --http`).
+    pub http: Option<std::net::SocketAddr>,
+    /// The HTTP API's bearer token (`--api-token`); keep the file private.
+    pub api_token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
