@@ -42,9 +42,14 @@ fn instantiate_and_call(c: &mut Criterion) {
     };
 
     let mut group = c.benchmark_group("instantiate_call_noop");
-    for (name, pooling) in [("pooling", true), ("on_demand", false)] {
+    for (name, pooling, keep_resident) in [
+        ("pooling", true, RuntimeConfig::default().keep_resident),
+        ("pooling_unmap_all", true, 0),
+        ("on_demand", false, 0),
+    ] {
         let runtime = Runtime::new(RuntimeConfig {
             pooling,
+            keep_resident,
             ..RuntimeConfig::default()
         })
         .expect("runtime");

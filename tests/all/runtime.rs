@@ -330,3 +330,33 @@ fn anything_but_a_handler_component_is_refused_with_the_reason() {
         }
     }
 }
+
+/// Every job starts from the component's initial memory, whatever the jobs before it left in
+/// the same pool slot: with slots kept resident and reset in place (the default) and with
+/// slots unmapped. One pool slot, so every job reuses the previous one's.
+#[tokio::test]
+async fn a_job_never_sees_what_an_earlier_job_left_in_memory() {
+    for keep_resident in [RuntimeConfig::default().keep_resident, 0] {
+        let rt = Runtime::new(RuntimeConfig {
+            max_instances: 1,
+            keep_resident,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let handler = rt.load(&guests::rust_bytes("leftovers")).unwrap();
+        for i in 0..50u8 {
+            let report = rt
+                .run(
+                    &handler,
+                    job(&[i.wrapping_mul(7).max(1)]),
+                    &limits(2000, 32),
+                )
+                .await;
+            assert_eq!(
+                report.outcome,
+                Outcome::Ok(b"calls=1 heap=0 stack=0".to_vec()),
+                "job {i}, keep_resident {keep_resident}"
+            );
+        }
+    }
+}
