@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod queue;
 pub mod registry;
 mod runtime;
+pub mod schedule;
 pub mod worker;
 
 pub use runtime::{

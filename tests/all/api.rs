@@ -44,6 +44,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/handlers/{name}"),
     ("get", "/api/handlers/{name}/versions"),
     ("post", "/api/handlers/{name}/rollback"),
+    ("get", "/api/schedules"),
+    ("post", "/api/schedules/{name}"),
+    ("delete", "/api/schedules/{name}"),
+    ("post", "/api/schedules/{name}/pause"),
+    ("post", "/api/schedules/{name}/resume"),
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
@@ -542,6 +547,73 @@ async fn every_endpoint_answers_over_http() {
     let removed = api.delete("/api/handlers/greet").await.expect(200);
     assert_eq!(removed, json!({"name": "greet", "removed_versions": 2}));
     assert!(registry.current().await.unwrap().is_empty());
+
+    // Schedules: add (and refuse a bad one, writing nothing), list, pause, resume, remove.
+    call("post", "/api/schedules/{name}");
+    let added = api
+        .post(
+            "/api/schedules/nightly",
+            json!({"cron": "0 9 * * *", "tz": "Asia/Seoul", "queue": Q, "handler": "greet",
+                   "payload": "hi", "catch_up": 1}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(added["created"], true);
+    assert_eq!(added["schedule"]["tz"], "Asia/Seoul");
+    let next = &added["schedule"]["next_runs"][0];
+    assert!(
+        next["local"].as_str().unwrap().ends_with("T09:00:00+09:00"),
+        "{next}"
+    );
+    assert!(
+        next["utc"].as_str().unwrap().ends_with("T00:00:00+00:00"),
+        "{next}"
+    );
+    let bad = api
+        .post(
+            "/api/schedules/other",
+            json!({"cron": "0 9 * * *", "tz": "Mars/Olympus", "queue": Q, "handler": "greet"}),
+        )
+        .await
+        .expect(400);
+    assert!(
+        bad["error"].as_str().unwrap().contains("unknown time zone"),
+        "{bad}"
+    );
+    call("get", "/api/schedules");
+    let listed = api.get("/api/schedules").await.expect(200);
+    let names: Vec<&str> = listed["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["nightly"]);
+    call("post", "/api/schedules/{name}/pause");
+    let paused = api
+        .post_empty("/api/schedules/nightly/pause")
+        .await
+        .expect(200);
+    assert_eq!(
+        paused,
+        json!({"name": "nightly", "paused": true, "changed": true})
+    );
+    call("post", "/api/schedules/{name}/resume");
+    let resumed = api
+        .post_empty("/api/schedules/nightly/resume")
+        .await
+        .expect(200);
+    assert_eq!(
+        resumed,
+        json!({"name": "nightly", "paused": false, "changed": true})
+    );
+    api.post_empty("/api/schedules/nope/pause")
+        .await
+        .expect(404);
+    call("delete", "/api/schedules/{name}");
+    let removed = api.delete("/api/schedules/nightly").await.expect(200);
+    assert_eq!(removed, json!({"name": "nightly", "removed": true}));
+    api.delete("/api/schedules/nightly").await.expect(404);
 
     call("get", "/openapi.json");
     let doc = api.get("/openapi.json").await.expect(200);

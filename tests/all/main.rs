@@ -17,5 +17,6 @@ mod queue;
 mod rate_limit;
 mod registry;
 mod runtime;
+mod schedules;
 mod support;
 mod worker;

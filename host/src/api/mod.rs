@@ -27,6 +27,7 @@ mod dashboard;
 mod error;
 mod handlers;
 mod queues;
+mod schedules;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -155,6 +156,7 @@ impl ApiConfig {
 pub(crate) struct ApiState {
     client: Client,
     registry: Registry,
+    schedules: crate::schedule::Schedules,
     /// For what is not a queue or registry call: `PING` (health) and the `SCAN` behind
     /// `GET /api/queues`.
     redis: ConnectionManager,
@@ -215,6 +217,7 @@ impl Modify for BearerAuth {
         (name = "queues", description = "Queues: counts, settings, pause, events"),
         (name = "dlq", description = "The dead-letter queue"),
         (name = "handlers", description = "Handler components in the registry"),
+        (name = "schedules", description = "Cron schedules"),
         (name = "service", description = "Health and this document")
     )
 )]
@@ -237,6 +240,10 @@ fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(handlers::deploy, handlers::remove))
         .routes(routes!(handlers::versions))
         .routes(routes!(handlers::rollback))
+        .routes(routes!(schedules::list_schedules))
+        .routes(routes!(schedules::add, schedules::remove))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
@@ -357,6 +364,9 @@ impl Server {
         let registry = Registry::connect(&config.redis_url)
             .await
             .map_err(|e| redis_error(Box::new(e)))?;
+        let schedules = crate::schedule::Schedules::connect(&config.redis_url)
+            .await
+            .map_err(|e| redis_error(Box::new(e)))?;
         let redis =
             redis::Client::open(config.redis_url.as_str()).map_err(|e| redis_error(Box::new(e)))?;
         let manager_config = redis::aio::ConnectionManagerConfig::new()
@@ -380,6 +390,7 @@ impl Server {
         let state = Arc::new(ApiState {
             client,
             registry,
+            schedules,
             redis,
             queues: config.queues.clone(),
             metrics: config.metrics.clone().unwrap_or_default(),

@@ -15,6 +15,7 @@ mod exec;
 mod handler;
 mod queue;
 mod run;
+mod schedule;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +55,11 @@ pub enum Command {
     Handler {
         #[command(subcommand)]
         action: handler::HandlerAction,
+    },
+    /// Cron schedules: jobs enqueued on a calendar, in a time zone, once per tick.
+    Schedule {
+        #[command(subcommand)]
+        action: schedule::ScheduleAction,
     },
     #[command(flatten)]
     Queue(queue::QueueCommand),
@@ -137,6 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Command::Run(args) => run::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Handler { action } => handler::run(action).await,
+            Command::Schedule { action } => schedule::run(action).await,
             Command::Queue(cmd) => queue::run(cmd).await,
         }
     })

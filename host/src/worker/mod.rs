@@ -18,13 +18,14 @@
 //!
 //! Roles, one file each: `fetcher` (lease batches), `executor` (one job attempt), `acker`
 //! (batched outcomes), `watchman` (heartbeats and recovery), `slots` (memory and count
-//! budget), `config` (settings).
+//! budget), `config` (settings), `scheduler` (enqueues the jobs of due cron ticks).
 
 mod acker;
 mod config;
 mod deployer;
 mod executor;
 mod fetcher;
+mod scheduler;
 mod slots;
 mod watchman;
 
@@ -505,6 +506,7 @@ impl Worker {
         ));
         let watchman = tokio::spawn(watchman::run(shared.clone(), stop_rx.clone()));
         let deployer = tokio::spawn(deployer::run(shared.clone(), registry_epoch, stop_rx));
+        let scheduler = tokio::spawn(scheduler::run(shared.clone(), phase.clone()));
         let mut fetchers = JoinSet::new();
         for queue in &config.queues {
             fetchers.spawn(fetcher::run(shared.clone(), queue.clone(), phase.clone()));
@@ -522,6 +524,7 @@ impl Worker {
             "shutting down: no new jobs; waiting for in-flight jobs"
         );
         while fetchers.join_next().await.is_some() {}
+        let _ = scheduler.await;
         drain(&shared, &mut phase).await;
 
         // Stop what is still running and give it back, uncounted.
