@@ -2,7 +2,7 @@
 //! real Redis) with jobs in every state, and `tests/browser/dashboard.test.mjs` driving Debian's
 //! headless Chromium through playwright-core against it. The browser test checks what the page
 //! shows against what Redis holds (passed to it here); what the page does through the API (a
-//! DLQ replay, a rollback) is checked here, in Redis, after it exits.
+//! DLQ replay, a rollback, a schedule's pause) is checked here, in Redis, after it exits.
 //!
 //! Needs Node.js, `/usr/bin/chromium` and `tests/browser/node_modules`; `bash
 //! scripts/install-deps.sh` installs the last two, and a missing one fails the test with that
@@ -15,9 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use serde_json::{Value, json};
 use wasmq::queue::{Backoff, Client, JobState, NewJob, QueueKeys};
 use wasmq::registry::Registry;
+use wasmq::schedule::{ScheduleSpec, Schedules};
 
 use crate::support::eventually;
 use crate::support::guests::{self, repo_root};
@@ -32,6 +34,9 @@ const LIVE: &str = "dash-live";
 /// No host serves it: its jobs wait.
 const IDLE: &str = "reports";
 const TOKEN: &str = "dashboard-test-token-42";
+/// A schedule the browser pauses: 09:00 in Seoul is 00:00 UTC, so it does not fire while the
+/// test runs (short of a run across midnight UTC, which would add a job to [`IDLE`]).
+const SCHEDULE: &str = "nightly-report";
 /// The browser test's own bound is shorter (each of its tests 60 s); this one catches a hung
 /// browser or node.
 const NODE_TIMEOUT: Duration = Duration::from_secs(240);
@@ -245,6 +250,36 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
         .collect();
     client.enqueue_bulk(LIVE, &live).await.unwrap();
 
+    // A schedule, as `wasmq schedule add` writes it, and its next runs as the API gives them
+    // (RFC 3339, in its zone and in UTC).
+    let schedules = Schedules::connect(&redis.url()).await.unwrap();
+    let (created, schedule) = schedules
+        .add(&ScheduleSpec {
+            name: SCHEDULE.to_string(),
+            cron: "0 9 * * *".to_string(),
+            tz: "Asia/Seoul".to_string(),
+            queue: IDLE.to_string(),
+            handler: "report".to_string(),
+            payload: b"{\"kind\":\"daily\"}".to_vec(),
+            catch_up: 0,
+        })
+        .await
+        .unwrap();
+    assert!(created && !schedule.paused);
+    let now = schedules.now_ms().await.unwrap();
+    let next_runs: Vec<Value> = schedule
+        .next_runs(now, 3)
+        .iter()
+        .map(|t| json!({"local": t.to_rfc3339(), "utc": t.with_timezone(&Utc).to_rfc3339()}))
+        .collect();
+    assert_eq!(next_runs.len(), 3);
+    assert!(
+        next_runs[0]["utc"]
+            .as_str()
+            .unwrap()
+            .ends_with("T00:00:00+00:00")
+    );
+
     let screenshots = screenshot_dir();
     let (passed, output) = run_browser_test(
         &browser_dir,
@@ -257,6 +292,8 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
             ("WASMQ_REPLAY_JOB", failed.id.clone()),
             ("WASMQ_HANDLER", "greet".to_string()),
             ("WASMQ_LIVE_QUEUE", LIVE.to_string()),
+            ("WASMQ_SCHEDULE", SCHEDULE.to_string()),
+            ("WASMQ_SCHEDULE_RUNS", Value::Array(next_runs).to_string()),
             ("WASMQ_SCREENSHOTS", screenshots.display().to_string()),
             ("WASMQ_CHROMIUM", chromium.display().to_string()),
         ],
@@ -294,6 +331,11 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
     // The rollback it asked for.
     let registry = Registry::connect(&redis.url()).await.unwrap();
     assert_eq!(registry.current().await.unwrap()["greet"].version, 1);
+
+    // The schedule it paused, and nothing else about it changed.
+    let paused = schedules.get(SCHEDULE).await.unwrap().unwrap();
+    assert!(paused.paused, "{SCHEDULE} is paused");
+    assert_eq!(paused.spec, schedule.spec);
 
     let shot = screenshots.join("dashboard.png");
     let png = std::fs::read(&shot).unwrap_or_default();

@@ -12,6 +12,8 @@
 //   WASMQ_REPLAY_JOB       a dead job to replay through the page (Rust then checks Redis)
 //   WASMQ_HANDLER          a handler with two versions, to roll back to version 1
 //   WASMQ_LIVE_QUEUE       a queue completing jobs while the test runs (for the chart)
+//   WASMQ_SCHEDULE         a schedule (not paused) to pause through the page
+//   WASMQ_SCHEDULE_RUNS    [{"local": rfc3339, "utc": rfc3339}, ...]: its next 3 runs
 //   WASMQ_SCREENSHOTS      directory for the screenshots
 //   WASMQ_CHROMIUM         the browser [default: /usr/bin/chromium]
 //
@@ -38,6 +40,8 @@ const expectAttempts = JSON.parse(env('WASMQ_EXPECT_ATTEMPTS'));
 const replayJob = env('WASMQ_REPLAY_JOB');
 const handler = env('WASMQ_HANDLER');
 const liveQueue = env('WASMQ_LIVE_QUEUE');
+const schedule = env('WASMQ_SCHEDULE');
+const scheduleRuns = JSON.parse(env('WASMQ_SCHEDULE_RUNS'));
 const screenshots = env('WASMQ_SCREENSHOTS');
 const executablePath = process.env.WASMQ_CHROMIUM || '/usr/bin/chromium';
 
@@ -214,6 +218,44 @@ describe('the wasmq dashboard', { timeout: 300_000 }, () => {
     await confirmDialog('Roll back');
     await until('version 1 to be current', async () => (await first.locator('.badge').count()) === 1);
     await page.screenshot({ path: join(screenshots, 'dashboard-handler.png'), fullPage: true });
+  });
+
+  it("lists a schedule with its next runs, and pauses it with the token", TEST, async () => {
+    await page.getByRole('link', { name: 'Schedules', exact: true }).click();
+    const row = page.locator(`table.schedules tr[data-schedule="${schedule}"]`);
+    await row.waitFor();
+    const cells = (await row.locator('td').allTextContents()).map((t) => t.trim());
+    assert.deepEqual(cells.slice(0, 6), [schedule, '0 9 * * *', 'Asia/Seoul', 'reports', 'report', 'active']);
+    assert.match(cells[6], /^in \d+/, 'the next run, from now');
+    // Its next runs as the API gives them, in its zone and in UTC: those Rust computed, or one
+    // day on if midnight UTC (its tick) passed in between.
+    const runs = await row.locator('.run').evaluateAll((divs) => divs.map((d) => ({
+      local: d.dataset.local, utc: d.dataset.utc,
+      shown: [...d.querySelectorAll('span')].map((s) => s.textContent),
+    })));
+    const shift = runs[0]?.utc === scheduleRuns[1].utc ? 1 : 0;
+    assert.deepEqual(runs.map(({ local, utc }) => ({ local, utc })).slice(0, 3 - shift), scheduleRuns.slice(shift),
+      'the next runs');
+    const [first] = scheduleRuns.slice(shift);
+    assert.match(first.utc, /T00:00:00\+00:00$/);
+    assert.deepEqual(runs[0].shown, [
+      `${first.local.slice(0, 10)} 09:00:00 +09:00`,
+      `${first.utc.slice(0, 10)} 00:00:00 UTC`,
+    ]);
+
+    // With the token (the replay above set it for this tab; set it again all the same).
+    await page.locator('#token').fill(apiToken);
+    await page.locator('#token-save').click();
+    await row.getByRole('button', { name: 'Pause', exact: true }).click();
+    await confirmDialog('Pause');
+    await until('the pause to be reported', async () => /Schedule .* paused/.test(await page.locator('#toast').textContent()));
+    await until('the row to show it paused', async () =>
+      (await row.locator('td.status').textContent()).trim() === 'paused'
+      && (await row.getByRole('button', { name: 'Resume', exact: true }).count()) === 1);
+    const response = await fetch(`${base}/api/schedules`);
+    const listed = (await response.json()).schedules.find((s) => s.name === schedule);
+    assert.equal(listed.paused, true);
+    await page.screenshot({ path: join(screenshots, 'dashboard-schedules.png'), fullPage: true });
   });
 
   it('logs no script error and no policy violation', TEST, async () => {

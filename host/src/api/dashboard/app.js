@@ -7,6 +7,7 @@
 //   #/queues/<q>/dlq            its dead-letter queue, with replay and purge
 //   #/queues/<q>/jobs/<id>      one job: facts, payload, result, every attempt
 //   #/handlers, #/handlers/<n>  handlers, their versions, rollback
+//   #/schedules                 cron schedules, their next runs, pause and resume
 //
 // Data is never written as HTML: every string from the server goes in through textContent.
 
@@ -974,6 +975,82 @@ function handlerView(name) {
   return { root, tick, destroy() {}, nav: 'handlers' };
 }
 
+/** An RFC 3339 time as the API gives it, easier to read: "2026-01-02 09:00:00 +09:00", and
+ *  "2026-01-02 00:00:00 UTC" for UTC. */
+const fmtRfc3339 = (s) => s.replace('T', ' ').replace(/(\.\d+)?([+-]\d\d:\d\d|Z)$/,
+  (_, frac, zone) => `${frac ?? ''} ${zone === 'Z' || zone === '+00:00' ? 'UTC' : zone}`);
+
+/** #/schedules : every cron schedule, its next runs (in its zone and in UTC), pause, resume. */
+function schedulesView() {
+  const body = h('section', { class: 'panel' }, h('p', { class: 'muted' }, 'Loading…'));
+  const root = h('div', {}, title('Schedules'), body,
+    h('p', { class: 'muted' }, 'Each schedule enqueues one job per tick of its cron expression, read in its ' +
+      'time zone (wasmq schedule add; docs/schedules.md). Times are the next ticks; a paused schedule ' +
+      'enqueues nothing until resumed.'));
+  let loaded = false;
+  let nextDue = Infinity;
+
+  async function setPaused(s, pause) {
+    if (pause) {
+      const ok = await confirmAction({
+        title: `Pause schedule ${s.name}?`,
+        text: `It enqueues no job until resumed. Ticks that fall while it is paused are missed: on resume, ` +
+          (s.catch_up ? `the ${s.catch_up} most recent of them are enqueued, the rest skipped.` : 'they are skipped.'),
+        ok: 'Pause',
+      });
+      if (!ok) return;
+    }
+    const res = await api(`/api/schedules/${enc(s.name)}/${pause ? 'pause' : 'resume'}`, { method: 'POST' });
+    toast(`Schedule ${s.name} ${res.paused ? 'paused' : 'resumed'}${res.changed ? '' : ' (it already was)'}`);
+    loaded = false;
+    await tick();
+  }
+
+  function runs(s) {
+    if (!s.next_runs.length) return h('td', { class: 'muted' }, 'none');
+    return h('td', { class: `runs${s.paused ? ' muted' : ''}` }, s.next_runs.map((r) => h('div', {
+      class: 'run', 'data-local': r.local, 'data-utc': r.utc,
+    }, h('span', { class: 'mono local' }, fmtRfc3339(r.local)),
+    r.local === r.utc ? null : h('span', { class: 'mono utc' }, fmtRfc3339(r.utc)))));
+  }
+
+  function row(s) {
+    const button = h('button', { class: s.paused ? 'small' : 'small quiet' }, s.paused ? 'Resume' : 'Pause');
+    button.addEventListener('click', () => act(button, () => setPaused(s, !s.paused)));
+    const next = s.next_runs.length ? Date.parse(s.next_runs[0].utc) : null;
+    return h('tr', { 'data-schedule': s.name },
+      h('td', { class: 'nowrap', title: s.payload ? `payload: ${s.payload.slice(0, 200)}` : null }, s.name),
+      h('td', { class: 'mono nowrap' }, s.cron),
+      h('td', { class: 'nowrap' }, s.tz),
+      h('td', {}, h('a', { href: `#/queues/${enc(s.queue)}` }, s.queue)),
+      h('td', {}, h('a', { href: `#/handlers/${enc(s.handler)}` }, s.handler)),
+      h('td', { class: 'status' }, s.paused ? badge('paused', 'paused') : badge('active', 'running')),
+      s.paused ? h('td', { class: 'nowrap muted', title: 'paused: it runs again once resumed' }, '—') : timeCell(next),
+      runs(s),
+      h('td', { class: 'num' }, s.catch_up),
+      h('td', { class: 'actions' }, button));
+  }
+
+  async function tick() {
+    // Read again every few polls, after an action, and once the first next run has passed.
+    if (loaded && pollCount % QUEUE_LIST_EVERY !== 0 && serverNow() < nextDue) return;
+    const res = await api('/api/schedules');
+    loaded = true;
+    nextDue = Math.min(Infinity, ...res.schedules.filter((s) => s.next_runs.length)
+      .map((s) => Date.parse(s.next_runs[0].utc) + 1000));
+    body.replaceChildren(res.schedules.length
+      ? h('div', { class: 'table-wrap' }, h('table', { class: 'schedules' },
+        h('thead', {}, h('tr', {},
+          h('th', {}, 'Schedule'), h('th', {}, 'Cron'), h('th', {}, 'Time zone'), h('th', {}, 'Queue'),
+          h('th', {}, 'Handler'), h('th', {}, 'Status'), h('th', {}, 'Next run'),
+          h('th', {}, 'Next runs (its zone · UTC)'), h('th', { class: 'num', title: 'Missed ticks enqueued on resume' }, 'Catch-up'),
+          h('th'))),
+        h('tbody', {}, res.schedules.map(row))))
+      : h('p', { class: 'empty' }, 'No schedules yet: add one with wasmq schedule add, or POST /api/schedules/<name>.'));
+  }
+  return { root, tick, destroy() {}, nav: 'schedules' };
+}
+
 function notFoundView(what) {
   return {
     root: h('div', {}, title('Not found'), h('p', {}, `Nothing here: ${what}. `, h('a', { href: '#/' }, 'Back to the queues'))),
@@ -1008,6 +1085,7 @@ function route() {
   if (parts[0] === 'queues' && parts.length === 4 && parts[2] === 'jobs') return jobView(parts[1], parts[3]);
   if (parts[0] === 'handlers' && parts.length === 1) return handlersView();
   if (parts[0] === 'handlers' && parts.length === 2) return handlerView(parts[1]);
+  if (parts[0] === 'schedules' && parts.length === 1) return schedulesView();
   return notFoundView(hash);
 }
 
