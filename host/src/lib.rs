@@ -13,6 +13,7 @@
 //! - [`worker::Worker`] - the host behind `wasmq run`: fetch loop, slots, leases, shutdown.
 //! - [`alerts::Alerts`] - webhooks on dead-lettered jobs and queue backlogs, signed and retried.
 //! - [`metrics::Metrics`] - the Prometheus metrics a host keeps, served at `/metrics`.
+//! - [`events::send`] - an event starts every handler subscribed to its name, a job each.
 //! - [`api::Server`] - the HTTP API (`wasmq serve`, `wasmq run --http`) and its OpenAPI document.
 //!
 //! The binary (`host/src/main.rs`) is a thin layer over [`cli`].
@@ -20,6 +21,7 @@
 pub mod alerts;
 pub mod api;
 pub mod cli;
+pub mod events;
 pub mod local_redis;
 pub mod metrics;
 pub mod queue;

@@ -49,6 +49,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/schedules/{name}"),
     ("post", "/api/schedules/{name}/pause"),
     ("post", "/api/schedules/{name}/resume"),
+    ("post", "/api/events"),
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
@@ -542,6 +543,57 @@ async fn every_endpoint_answers_over_http() {
         .expect(200);
     assert_eq!(forward["version"], 2);
     assert_eq!(registry.current().await.unwrap()["greet"].version, 2);
+
+    // Events: a handler deployed with `on` gets a job per event, once per event id.
+    call("post", "/api/events");
+    api.deploy(
+        "listener",
+        "?on=order/created,order/paid&on_queue=api-events",
+        echo.clone(),
+    )
+    .await
+    .expect(201);
+    let sent = api
+        .post(
+            "/api/events",
+            json!({"name": "order/created", "data": {"order": 7}, "id": "ev-1"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        sent,
+        json!({"id": "ev-1", "jobs": [{"handler": "listener", "queue": "api-events",
+            "job_id": "evt:ev-1:listener", "created": true, "state": "waiting"}]})
+    );
+    let job = client
+        .get("api-events", "evt:ev-1:listener")
+        .await
+        .unwrap()
+        .unwrap();
+    let payload: Value = serde_json::from_slice(&job.payload).unwrap();
+    assert_eq!(
+        payload,
+        json!({"name": "order/created", "id": "ev-1", "data": {"order": 7}})
+    );
+    let again = api
+        .post(
+            "/api/events",
+            json!({"name": "order/created", "id": "ev-1"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(again["jobs"][0]["created"], false);
+    let nobody = api
+        .post("/api/events", json!({"name": "user/signup"}))
+        .await
+        .expect(200);
+    assert_eq!(nobody["jobs"], json!([]));
+    let bad = api
+        .post("/api/events", json!({"name": "has space"}))
+        .await
+        .error(400);
+    assert!(bad.contains("event name"), "{bad}");
+    api.delete("/api/handlers/listener").await.expect(200);
 
     call("delete", "/api/handlers/{name}");
     let removed = api.delete("/api/handlers/greet").await.expect(200);

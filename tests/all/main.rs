@@ -9,6 +9,7 @@ mod api;
 mod cache;
 mod dashboard;
 mod dev;
+mod events;
 mod exec;
 mod languages;
 mod logs;

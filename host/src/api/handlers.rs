@@ -43,9 +43,15 @@ pub struct VersionView {
     pub max_attempts: Option<u32>,
     pub backoff: Option<String>,
     pub concurrency: Option<usize>,
+    /// Events the handler is subscribed to.
+    pub on: Vec<String>,
+    /// The queue its event jobs go to (null: `default`).
+    pub on_queue: Option<String>,
 }
 
-fn version_view(v: &Version, current: bool) -> VersionView {
+/// The JSON of a version: what `GET /api/handlers/{name}/versions` lists, and what
+/// `wasmq handler versions --json` prints.
+pub(crate) fn version_view(v: &Version, current: bool) -> VersionView {
     let s = &v.settings;
     VersionView {
         name: v.name.clone(),
@@ -60,6 +66,8 @@ fn version_view(v: &Version, current: bool) -> VersionView {
         max_attempts: s.max_attempts,
         backoff: s.backoff.clone(),
         concurrency: s.concurrency,
+        on: s.on.clone(),
+        on_queue: s.on_queue.clone(),
     }
 }
 
@@ -146,6 +154,10 @@ pub struct DeployQuery {
     pub backoff: Option<String>,
     /// Most jobs of this handler running at once per host.
     pub concurrency: Option<usize>,
+    /// Event names to subscribe to, comma-separated, like `order/created,order/paid`.
+    pub on: Option<String>,
+    /// The queue the event jobs go to [default: default].
+    pub on_queue: Option<String>,
 }
 
 impl DeployQuery {
@@ -167,6 +179,11 @@ impl DeployQuery {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
             concurrency: self.concurrency,
+            on: self
+                .on
+                .map(|list| list.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
+            on_queue: self.on_queue,
         };
         settings
             .validate()

@@ -25,6 +25,7 @@
 mod auth;
 mod dashboard;
 mod error;
+mod events;
 mod handlers;
 mod queues;
 mod schedules;
@@ -51,6 +52,7 @@ use utoipa_axum::routes;
 pub use error::{ApiError, ErrorBody};
 /// The JSON view of a job: what `GET /api/queues/{queue}/jobs/{id}` returns, and what
 /// `wasmq job --json` prints, so the two cannot drift apart.
+pub(crate) use handlers::version_view;
 pub(crate) use queues::job_view;
 pub use queues::{JSON_BODY_LIMIT, JobView, MAX_PAGE};
 
@@ -218,6 +220,7 @@ impl Modify for BearerAuth {
         (name = "dlq", description = "The dead-letter queue"),
         (name = "handlers", description = "Handler components in the registry"),
         (name = "schedules", description = "Cron schedules"),
+        (name = "events", description = "Events that start their subscribed handlers"),
         (name = "service", description = "Health and this document")
     )
 )]
@@ -244,6 +247,7 @@ fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(schedules::add, schedules::remove))
         .routes(routes!(schedules::pause))
         .routes(routes!(schedules::resume))
+        .routes(routes!(events::send))
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))

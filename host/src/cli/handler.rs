@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use serde_json::json;
 
 use super::queue::RedisArgs;
 use crate::registry::{HandlerSettings, Registry, Version};
@@ -77,6 +76,13 @@ pub struct DeployArgs {
     /// Most jobs of this handler running at once per host.
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Subscribe to this event: `wasmq event send <name>` enqueues a job of this handler
+    /// (repeatable, or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub on: Vec<String>,
+    /// The queue the event jobs go to [default: default].
+    #[arg(long)]
+    pub on_queue: Option<String>,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -93,22 +99,9 @@ async fn connect(redis: &RedisArgs) -> anyhow::Result<Registry> {
         .with_context(|| format!("cannot connect to Redis at {}", redis.url))
 }
 
+/// A version as JSON: the HTTP API's view, so `--json` and the API cannot drift apart.
 fn version_json(v: &Version, current: bool) -> serde_json::Value {
-    let s = &v.settings;
-    json!({
-        "name": v.name,
-        "version": v.version,
-        "current": current,
-        "sha256": v.sha256,
-        "size": v.size,
-        "deployed_at_ms": v.deployed_at_ms,
-        "memory": s.memory,
-        "timeout_ms": s.timeout.as_millis() as u64,
-        "fuel": s.fuel,
-        "max_attempts": s.max_attempts,
-        "backoff": s.backoff,
-        "concurrency": s.concurrency,
-    })
+    serde_json::to_value(crate::api::version_view(v, current)).unwrap_or_default()
 }
 
 fn describe(v: &Version) -> String {
@@ -132,6 +125,13 @@ fn describe(v: &Version) -> String {
     }
     if let Some(n) = s.concurrency {
         out += &format!("  concurrency {n}");
+    }
+    if !s.on.is_empty() {
+        let queue = s
+            .on_queue
+            .as_deref()
+            .unwrap_or(crate::events::DEFAULT_EVENT_QUEUE);
+        out += &format!("  on {} -> {queue}", s.on.join(","));
     }
     let at = std::time::UNIX_EPOCH + Duration::from_millis(v.deployed_at_ms);
     out += &format!("  deployed {}", humantime::format_rfc3339_seconds(at));
@@ -215,6 +215,8 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<u8> {
         max_attempts: args.max_attempts,
         backoff: args.backoff,
         concurrency: args.concurrency,
+        on: args.on,
+        on_queue: args.on_queue,
     };
     settings.validate().map_err(anyhow::Error::msg)?;
     let bytes =

@@ -11,6 +11,7 @@ macro_rules! say {
 }
 
 mod dev;
+mod event;
 mod exec;
 mod handler;
 mod queue;
@@ -60,6 +61,11 @@ pub enum Command {
     Schedule {
         #[command(subcommand)]
         action: schedule::ScheduleAction,
+    },
+    /// Events: start every handler subscribed to an event name.
+    Event {
+        #[command(subcommand)]
+        action: event::EventAction,
     },
     #[command(flatten)]
     Queue(queue::QueueCommand),
@@ -144,6 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Command::Serve(args) => serve::run(args).await,
             Command::Handler { action } => handler::run(action).await,
             Command::Schedule { action } => schedule::run(action).await,
+            Command::Event { action } => event::run(action).await,
             Command::Queue(cmd) => queue::run(cmd).await,
         }
     })

@@ -42,7 +42,7 @@ pub struct RedisArgs {
 }
 
 impl RedisArgs {
-    async fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) async fn client(&self) -> anyhow::Result<Client> {
         Client::connect(&self.url)
             .await
             .with_context(|| format!("cannot connect to Redis at {}", self.url))

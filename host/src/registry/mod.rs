@@ -91,6 +91,11 @@ pub struct HandlerSettings {
     pub backoff: Option<String>,
     /// Most jobs of this handler running at once per host.
     pub concurrency: Option<usize>,
+    /// Event names this handler is subscribed to: `wasmq event send <name>` enqueues one job
+    /// of it per event (see [`crate::events`]).
+    pub on: Vec<String>,
+    /// The queue those jobs go to [default: `default`].
+    pub on_queue: Option<String>,
 }
 
 impl Default for HandlerSettings {
@@ -102,6 +107,8 @@ impl Default for HandlerSettings {
             max_attempts: None,
             backoff: None,
             concurrency: None,
+            on: Vec::new(),
+            on_queue: None,
         }
     }
 }
@@ -139,6 +146,15 @@ impl HandlerSettings {
         }
         if self.concurrency == Some(0) {
             return Err("concurrency must be at least 1".to_string());
+        }
+        for event in &self.on {
+            crate::events::validate_event_name(event)?;
+        }
+        if let Some(queue) = &self.on_queue {
+            if self.on.is_empty() {
+                return Err("an event queue needs at least one event to subscribe to".to_string());
+            }
+            crate::queue::validate_queue_name(queue)?;
         }
         Ok(())
     }
@@ -185,6 +201,10 @@ struct Record {
     backoff: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     concurrency: Option<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    on: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    on_queue: Option<String>,
     #[serde(default, skip_serializing)]
     version: u64,
     #[serde(default, skip_serializing)]
@@ -213,6 +233,8 @@ impl Record {
                 max_attempts: r.max_attempts,
                 backoff: r.backoff,
                 concurrency: r.concurrency,
+                on: r.on,
+                on_queue: r.on_queue,
             },
             deployed_at_ms: r.deployed_at_ms,
         })
@@ -349,6 +371,8 @@ impl Registry {
             max_attempts: settings.max_attempts,
             backoff: settings.backoff.clone(),
             concurrency: settings.concurrency,
+            on: settings.on.clone(),
+            on_queue: settings.on_queue.clone(),
             version: 0,
             deployed_at_ms: 0,
         })
