@@ -467,6 +467,9 @@ async fn replay_returns_dead_jobs_to_waiting_with_fresh_attempts_and_history_kep
         (JobState::Waiting, 0, 1)
     );
     assert_eq!(job.history.len(), 1, "history survives a replay");
+    // Due since the replay, not since its first enqueue.
+    let replayed_at = job.run_at_ms.unwrap();
+    assert!(replayed_at >= job.history[0].finished_at, "{job:?}");
     let again = fetch_one(&client, "q").await;
     assert_eq!(again.attempt, 1);
 

@@ -10,8 +10,8 @@
 -- the queue sequence), so the longest-waiting job heads one of the priority bands of one of
 -- the waiting sets. This looks at the head of every band present (usually one or two) in
 -- `waiting` and in each group's set: O(bands x groups), at most MAX_HEADS heads in all. A job's
--- due time is its `run_at` (enqueue, retry and promote set it); a replayed job has none and is
--- counted in `waiting` but not in the age.
+-- due time is its `run_at` (enqueue, retry, promote and replay set it; a job replayed before
+-- replay did has none, and counts in `waiting` but not in the age).
 
 local MAX_HEADS = 1000
 local prefix = KEYS[1]
