@@ -222,12 +222,7 @@ async fn each_dead_job_gets_one_signed_alert_also_when_the_first_delivery_fails(
     let receiver = Receiver::start(1).await;
     let ids = enqueue_failing(&client, 3).await;
     let fail = handler("fail", "fail");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let http = format!("127.0.0.1:{port}");
+    let http = crate::support::free_loopback_addr();
     let _host = alerting_host(
         &redis,
         &receiver.url,

@@ -1319,12 +1319,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
 #[tokio::test]
 async fn run_serves_the_api_beside_the_worker_and_stops_with_it() {
     let redis = RedisServer::start();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = crate::support::free_loopback_addr();
     let echo = guests::rust("echo");
     let handler = format!("greet={}", echo.display());
     let mut host = HostProcess::start(
@@ -1448,14 +1443,10 @@ async fn schemathesis_finds_no_server_error() {
 #[tokio::test]
 async fn run_takes_the_api_address_and_token_from_its_config_file() {
     let redis = RedisServer::start();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let toml = format!("http = \"127.0.0.1:{port}\"\napi_token = \"{TOKEN}\"\n");
+    let addr = crate::support::free_loopback_addr();
+    let toml = format!("http = \"{addr}\"\napi_token = \"{TOKEN}\"\n");
     let _host = HostProcess::start_with_config(&redis.url(), &toml, &["--queues", Q]);
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     eventually("the API answers", Duration::from_secs(30), || async {
         let response = http.get(format!("{base}/healthz")).send().await.ok()?;

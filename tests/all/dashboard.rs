@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -184,12 +183,7 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
             .unwrap();
     }
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = crate::support::free_loopback_addr();
     let base = format!("http://{addr}");
     let queues = format!("{Q},{LIVE}");
     let handlers = [

@@ -1,35 +1,15 @@
 //! Events through real processes: `wasmq handler deploy --on`, `wasmq event send`, and a real
 //! host running the subscribers' jobs against a real Redis.
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use wasmq::queue::JobState;
 
+use crate::support::cli::{ok, wasmq};
 use crate::support::host::HostProcess;
 use crate::support::redis::RedisServer;
 use crate::support::{eventually, guests};
-
-fn wasmq(redis: &RedisServer, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wasmq"))
-        .args(args)
-        .arg("--redis")
-        .arg(redis.url())
-        .output()
-        .expect("run wasmq")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "wasmq failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[tokio::test]
 async fn one_event_starts_each_subscribed_handler_once() {

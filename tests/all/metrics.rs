@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -126,12 +125,7 @@ async fn metrics_parse_and_match_the_jobs_the_host_ran() {
             .unwrap();
     }
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = crate::support::free_loopback_addr();
     let handler = |name: &str| format!("{name}={}", guests::rust(name).display());
     let _host = HostProcess::start(
         &redis.url(),

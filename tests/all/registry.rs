@@ -2,39 +2,19 @@
 //! and real `wasmq run` hosts that pick up deploys without a restart.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use wasmq::queue::{Backoff, Client, JobState, NewJob};
 use wasmq::registry::{HandlerSettings, Registry, RegistryError};
 use wasmq::{LoadError, Runtime, RuntimeConfig};
 
+use crate::support::cli::{ok, wasmq};
 use crate::support::eventually;
 use crate::support::guests;
 use crate::support::host::HostProcess;
 use crate::support::redis::RedisServer;
 
 const Q: &str = "deploys";
-
-fn wasmq(redis: &RedisServer, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wasmq"))
-        .args(args)
-        .arg("--redis")
-        .arg(redis.url())
-        .output()
-        .expect("run wasmq")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "wasmq failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn deploy(redis: &RedisServer, name: &str, file: &Path, extra: &[&str]) -> String {
     let mut args = vec![
