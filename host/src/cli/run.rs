@@ -73,9 +73,9 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// Merges flags (and environment, which clap has folded in) over the file over defaults.
-    pub fn to_config(&self) -> anyhow::Result<WorkerConfig> {
-        let file = self.file()?;
+    /// Merges flags (and environment, which clap has folded in) over `file` (the --config
+    /// file, [`RunArgs::file`]) over defaults.
+    pub fn to_config(&self, file: &FileConfig) -> anyhow::Result<WorkerConfig> {
         let mut config = WorkerConfig::new(
             self.redis
                 .clone()
@@ -135,7 +135,7 @@ impl RunArgs {
     }
 
     /// The --config file (empty without one).
-    fn file(&self) -> anyhow::Result<FileConfig> {
+    pub fn file(&self) -> anyhow::Result<FileConfig> {
         match &self.config {
             Some(path) => FileConfig::load(path).map_err(anyhow::Error::msg),
             None => Ok(FileConfig::default()),
@@ -145,8 +145,7 @@ impl RunArgs {
     /// The alert settings, flags and environment over the file's `[alerts]`; `None` without a
     /// webhook. Also checks the file's `log_format`, read earlier by `init_tracing`, which
     /// cannot report errors.
-    pub fn alerts_config(&self) -> anyhow::Result<Option<AlertsConfig>> {
-        let file = self.file()?;
+    pub fn alerts_config(&self, file: &FileConfig) -> anyhow::Result<Option<AlertsConfig>> {
         if let Some(text) = &file.log_format {
             super::LogFormat::parse(text).map_err(anyhow::Error::msg)?;
         }
@@ -161,10 +160,11 @@ impl RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let config = args.to_config()?;
-    let alerts_config = args.alerts_config()?;
-    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    // The --config file is read once, here.
     let file = args.file()?;
+    let config = args.to_config(&file)?;
+    let alerts_config = args.alerts_config(&file)?;
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     // Bound before the worker starts, so a busy port or a missing token fails at once.
     let api = match args.http.or(file.http) {
         Some(bind) => Some(
