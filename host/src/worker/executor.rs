@@ -92,34 +92,33 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
         Err(_) => ("unknown_handler", None),
         Ok(ran) => (ran.outcome.class().as_str(), ran.timing),
     };
-    let (logs, progress) = match &outcome {
-        Ok(ran) => (ran.logs.clone(), ran.progress),
-        Err(_) => (String::new(), None),
-    };
     let outcome = match outcome {
         Err(unknown) => AckOutcome::Fail(Failure::new(&job, class, unknown)),
         Ok(Ran {
-            outcome, loaded, ..
-        }) => {
-            let failure = |class: &str, msg: String| {
-                Failure::new(&job, class, msg)
+            outcome,
+            loaded,
+            logs,
+            progress,
+            ..
+        }) => match outcome {
+            Outcome::Ok(result) => AckOutcome::Complete(
+                Completion::new(&job, result)
+                    .with_version(&loaded.version)
+                    .with_logs(logs, progress),
+            ),
+            failed => {
+                let msg = failed.error_message().unwrap_or_default();
+                let failure = Failure::new(&job, class, msg)
                     .with_handler(&loaded.version, loaded.retry)
-                    .with_logs(logs.clone(), progress)
-            };
-            match outcome {
-                Outcome::Ok(result) => AckOutcome::Complete(
-                    Completion::new(&job, result)
-                        .with_version(&loaded.version)
-                        .with_logs(logs.clone(), progress),
-                ),
+                    .with_logs(logs, progress);
                 // The handler said the failure is permanent: no retry.
-                Outcome::Fail(msg) => AckOutcome::Fail(failure("fail", msg).permanent()),
-                other => {
-                    let msg = other.error_message().unwrap_or_default();
-                    AckOutcome::Fail(failure(class, msg))
-                }
+                AckOutcome::Fail(if matches!(failed, Outcome::Fail(_)) {
+                    failure.permanent()
+                } else {
+                    failure
+                })
             }
-        }
+        },
     };
     let key = (job.queue.clone(), job.id.clone());
     {
