@@ -981,15 +981,7 @@ impl Client {
                 keys.events(),
             ],
         );
-        for completion in done {
-            invocation
-                .arg(&completion.id)
-                .arg(&completion.token)
-                .arg(completion.result.as_slice())
-                .arg(truncate_utf8(&completion.version, MAX_VERSION_LEN))
-                .arg(truncate_utf8(&completion.logs, MAX_ATTEMPT_LOG_LEN))
-                .arg(progress_arg(completion.progress));
-        }
+        push_completions(&mut invocation, done);
         let reply = Reply::of("complete");
         let [completed, rejected, too_large] = reply.tuple(self.invoke(&invocation).await?)?;
         complete_report(&reply, completed, rejected, too_large)
@@ -1020,15 +1012,7 @@ impl Client {
         let mut invocation = Self::invocation(&SCRIPTS.complete_fetch, &fetch_keys(&keys));
         invocation.key(keys.completed()).key(keys.dead());
         invocation.arg(max).arg(lease_ms).arg(&token).arg(host);
-        for completion in done {
-            invocation
-                .arg(&completion.id)
-                .arg(&completion.token)
-                .arg(completion.result.as_slice())
-                .arg(truncate_utf8(&completion.version, MAX_VERSION_LEN))
-                .arg(truncate_utf8(&completion.logs, MAX_ATTEMPT_LOG_LEN))
-                .arg(progress_arg(completion.progress));
-        }
+        push_completions(&mut invocation, done);
         let reply = Reply::of("complete_fetch");
         let [completed, rejected, too_large, leased] =
             reply.tuple(self.invoke(&invocation).await?)?;
@@ -1162,6 +1146,20 @@ impl Client {
         let [moved, next_due] = reply.tuple(self.invoke(&invocation).await?)?;
         let next_due = reply.uint(next_due)?;
         Ok((reply.uint(moved)?, (next_due > 0).then_some(next_due)))
+    }
+}
+
+/// The per-job arguments of complete.lua and complete_fetch.lua: id, token, result, version,
+/// logs, progress (docs/protocol.md).
+fn push_completions(invocation: &mut ScriptInvocation<'_>, done: &[Completion]) {
+    for completion in done {
+        invocation
+            .arg(&completion.id)
+            .arg(&completion.token)
+            .arg(completion.result.as_slice())
+            .arg(truncate_utf8(&completion.version, MAX_VERSION_LEN))
+            .arg(truncate_utf8(&completion.logs, MAX_ATTEMPT_LOG_LEN))
+            .arg(progress_arg(completion.progress));
     }
 }
 
