@@ -168,10 +168,13 @@ local function apply_handler_policy(key, f, policy)
   end
   if policy.backoff and not string.find(own, 'backoff', 1, true) then
     local b = policy.backoff
-    f[5], f[6], f[7], f[8] = b[1], tostring(b[2]), tostring(b[3]), tostring(b[4])
     for i, name in ipairs({ 'backoff', 'backoff_ms', 'backoff_cap_ms', 'backoff_jitter' }) do
-      updates[#updates + 1] = name
-      updates[#updates + 1] = f[4 + i]
+      local value = tostring(b[i])
+      if f[4 + i] ~= value then
+        f[4 + i] = value
+        updates[#updates + 1] = name
+        updates[#updates + 1] = value
+      end
     end
   end
   if #updates > 0 then redis.call('HSET', key, unpack(updates)) end
