@@ -273,7 +273,7 @@ async fn measure(
             .find_map(|kv| kv.strip_prefix("calls="))
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
-        if name == "evalsha" || name == "eval" {
+        if matches!(name, "evalsha" | "eval" | "fcall") {
             script_us += stats
                 .split(',')
                 .find_map(|kv| kv.strip_prefix("usec="))
@@ -285,8 +285,10 @@ async fn measure(
             by_command.insert(name.to_string(), calls);
         }
     }
-    let script_calls = by_command.get("evalsha").copied().unwrap_or(0)
-        + by_command.get("eval").copied().unwrap_or(0);
+    let script_calls = ["evalsha", "eval", "fcall"]
+        .iter()
+        .map(|name| by_command.get(*name).copied().unwrap_or(0))
+        .sum();
     Row {
         mode,
         batch,

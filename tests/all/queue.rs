@@ -1174,17 +1174,30 @@ async fn scripts_are_reloaded_when_redis_forgets_them() {
         .enqueue("q", &NewJob::new("h", vec![]))
         .await
         .unwrap();
+    assert_eq!(client.fetch("q", 1, LEASE, HOST).await.unwrap().len(), 1);
+    // As after a restart without persistence: no scripts, no function library.
     let mut conn = server.connection().await;
-    let () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    for flush in ["SCRIPT", "FUNCTION"] {
+        let () = redis::cmd(flush)
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
     client
         .enqueue("q", &NewJob::new("h", vec![]))
         .await
         .unwrap();
-    assert_eq!(client.fetch("q", 10, LEASE, HOST).await.unwrap().len(), 2);
+    assert_eq!(client.fetch("q", 10, LEASE, HOST).await.unwrap().len(), 1);
+    let libraries: redis::Value = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        format!("{libraries:?}").contains("wasmq_"),
+        "the library is loaded again: {libraries:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1489,20 +1502,6 @@ async fn a_full_batch_passes_the_wake_up_on_to_the_next_idle_worker() {
 
 // ----- complete and fetch in one call ------------------------------------------------------
 
-/// EVALSHA calls Redis has served since the last `CONFIG RESETSTAT`.
-async fn script_calls_since_reset(server: &RedisServer) -> u64 {
-    let mut conn = server.connection().await;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |calls| calls.parse().unwrap())
-}
-
 async fn reset_stats(server: &RedisServer) {
     let mut conn = server.connection().await;
     let () = redis::cmd("CONFIG")
@@ -1521,7 +1520,8 @@ async fn complete_and_fetch_records_completions_and_leases_the_next_jobs_in_one_
     client.enqueue_bulk("q", &jobs).await.unwrap();
     let first = client.fetch("q", 2, LEASE, HOST).await.unwrap();
     assert_eq!(ids(&first), ["j0", "j1"]);
-    // Loads the script (a first EVALSHA answered NOSCRIPT would count as a call).
+    // Loads the function library (a first FCALL answered `Function not found` would count as
+    // a call).
     client
         .complete_and_fetch("q", &[], 0, LEASE, HOST)
         .await
@@ -1536,11 +1536,7 @@ async fn complete_and_fetch_records_completions_and_leases_the_next_jobs_in_one_
         .complete_and_fetch("q", &done, 2, LEASE, "host-b")
         .await
         .unwrap();
-    assert_eq!(
-        script_calls_since_reset(&server).await,
-        1,
-        "one script call"
-    );
+    assert_eq!(server.script_calls().await, 1, "one script call");
     assert_eq!(report.completed, ["j0", "j1"]);
     assert!(report.rejected.is_empty() && report.result_too_large.is_empty());
     assert_eq!(ids(&fetched.jobs), ["j2", "j3"], "next in line, FIFO");

@@ -35,27 +35,6 @@ async fn redis_now_ms(redis: &RedisServer) -> u64 {
     secs * 1000 + micros / 1000
 }
 
-/// Script calls Redis has served since start (every fetch, ack, heartbeat...).
-async fn script_calls(redis: &RedisServer) -> u64 {
-    let mut conn = redis.connection().await;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
-        .filter_map(|line| {
-            line.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 /// The most starts (ms) that any half-open window `[t, t + window)` holds.
 fn most_starts_in_a_window(starts: &[u64], window: u64) -> usize {
     let mut sorted = starts.to_vec();
@@ -110,7 +89,7 @@ async fn two_hosts_start_at_most_100_jobs_in_any_second_of_a_queue_limited_to_10
     assert_eq!(hosts.len(), 2, "both hosts took part");
     // While held back, the hosts slept until the window freed rather than polling: a few
     // calls per window each (fetch, acks, heartbeats), not thousands.
-    let calls = script_calls(&redis).await;
+    let calls = redis.script_calls().await;
     assert!(calls < 2000, "{calls} script calls for 500 jobs");
 }
 

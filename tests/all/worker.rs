@@ -253,6 +253,8 @@ async fn a_host_at_concurrency_one_runs_a_batch_in_order_with_one_call_per_job()
             &handler("echo", "echo"),
             "--concurrency",
             "1",
+            "--prefetch",
+            "0",
         ],
     );
     // Polled with a plain command, so that every script call counted below is the host's.
@@ -274,18 +276,7 @@ async fn a_host_at_concurrency_one_runs_a_batch_in_order_with_one_call_per_job()
         },
     )
     .await;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let calls: u64 = info
-        .lines()
-        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let calls = redis.script_calls().await;
 
     let mut spans = Vec::new();
     for (i, id) in ids.iter().enumerate() {
@@ -313,6 +304,223 @@ async fn a_host_at_concurrency_one_runs_a_batch_in_order_with_one_call_per_job()
     // A fetch, one complete-and-fetch per job, the last fetch that finds the queue empty, and
     // a few heartbeats, recoveries and idle fetches; two calls per job would be 2N.
     assert!(calls <= N + 30, "{calls} script calls for {N} jobs");
+}
+
+/// Enqueues `n` echo jobs whose payloads say their place, and returns their ids.
+async fn enqueue_echoes(client: &Client, n: u64) -> Vec<String> {
+    let jobs: Vec<NewJob> = (0..n)
+        .map(|i| NewJob::new("echo", format!("job {i}").into_bytes()))
+        .collect();
+    let mut ids = Vec::new();
+    for chunk in jobs.chunks(1000) {
+        ids.extend(
+            client
+                .enqueue_bulk(Q, chunk)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id),
+        );
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_host_at_concurrency_one_leases_short_jobs_ahead_and_runs_each_once_in_order() {
+    const N: u64 = 400;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client).await;
+    let ids = enqueue_echoes(&client, N).await;
+    let mut conn = redis.connection().await;
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The default prefetch: echo takes well under a millisecond.
+    let _host = HostProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            Q,
+            "--handler",
+            &handler("echo", "echo"),
+            "--concurrency",
+            "1",
+        ],
+    );
+    let completed = wasmq::queue::QueueKeys::new(Q).unwrap().completed();
+    eventually(
+        &format!("{N} jobs completed"),
+        Duration::from_secs(60),
+        || {
+            let mut conn = conn.clone();
+            let completed = completed.clone();
+            async move {
+                let n: u64 = redis::cmd("ZCARD")
+                    .arg(&completed)
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                (n == N).then_some(())
+            }
+        },
+    )
+    .await;
+    let calls = redis.script_calls().await;
+
+    let mut finished = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let job = client.get(Q, id).await.unwrap().unwrap();
+        assert_eq!(job.result.as_deref(), Some(format!("job {i}").as_bytes()));
+        assert_eq!((job.attempt, job.history.len()), (1, 1), "job {i} ran once");
+        finished.push(job.history[0].finished_at);
+    }
+    // One slot runs its jobs in the order they were leased, which is the queue's order, and
+    // the acker records them in the order they ended.
+    assert!(
+        finished.windows(2).all(|w| w[0] <= w[1]),
+        "jobs finished out of order: {finished:?}"
+    );
+    let events = client.events(Q, None, 10_000).await.unwrap();
+    let mut leased: Vec<(String, u32)> = events
+        .iter()
+        .filter(|e| e.event == "active")
+        .flat_map(|e| e.jobs.clone())
+        .collect();
+    leased.sort();
+    let mut expected: Vec<(String, u32)> = ids.iter().map(|id| (id.clone(), 1)).collect();
+    expected.sort();
+    assert_eq!(leased, expected, "each job leased exactly once");
+    // Without leasing ahead this is one call per job (the test above): runs of jobs share
+    // the call that leases them, and their completions batch up while the slot runs on.
+    assert!(calls <= N / 2, "{calls} script calls for {N} jobs");
+}
+
+#[tokio::test]
+async fn jobs_leased_ahead_of_a_long_job_go_back_to_the_queue_uncounted() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client).await;
+    // Short jobs first, so the slot leases ahead (the very first attempt in a fresh pool slot
+    // may be slower); then a long one, with short ones behind it.
+    let warm = enqueue_echoes(&client, 50).await;
+    let long = enqueue_sleeps(&client, 1, 4000).await;
+    let behind = enqueue_echoes(&client, 10).await;
+    let _host = HostProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            Q,
+            "--handler",
+            &handler("echo", "echo"),
+            "--handler",
+            &handler("sleep", "sleep"),
+            "--concurrency",
+            "1",
+        ],
+    );
+    eventually("the long job running", Duration::from_secs(20), || async {
+        let job = client.get(Q, &long[0]).await.ok()??;
+        (job.state == JobState::Active).then_some(())
+    })
+    .await;
+    // Leased with it, then given back while it runs: waiting again, their attempt uncounted.
+    eventually(
+        "the jobs behind the long one back in waiting",
+        Duration::from_secs(2),
+        || async {
+            for id in &behind {
+                let job = client.get(Q, id).await.ok()??;
+                if job.state != JobState::Waiting || job.attempt != 0 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    let running = client.get(Q, &long[0]).await.unwrap().unwrap();
+    assert_eq!(
+        running.state,
+        JobState::Active,
+        "given back before it ended"
+    );
+    let events = client.events(Q, None, 1000).await.unwrap();
+    let leased_ahead: Vec<&String> = events
+        .iter()
+        .filter(|e| e.event == "active")
+        .flat_map(|e| e.jobs.iter().map(|(id, _)| id))
+        .filter(|id| behind.contains(id))
+        .collect();
+    let released: Vec<&String> = events
+        .iter()
+        .filter(|e| e.event == "released")
+        .flat_map(|e| e.jobs.iter().map(|(id, _)| id))
+        .collect();
+    assert!(
+        !leased_ahead.is_empty() && leased_ahead.iter().all(|id| released.contains(id)),
+        "leased ahead {leased_ahead:?}, released {released:?}"
+    );
+
+    wait_for_count(&client, JobState::Completed, 61, Duration::from_secs(30)).await;
+    for id in warm.iter().chain(&long).chain(&behind) {
+        let job = client.get(Q, id).await.unwrap().unwrap();
+        assert_eq!((job.attempt, job.history.len()), (1, 1), "job {id}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_while_short_jobs_flow_releases_the_jobs_leased_ahead_uncounted() {
+    const N: u64 = 3000;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client).await;
+    let ids = enqueue_echoes(&client, N).await;
+    let args = [
+        "--queues",
+        Q,
+        "--handler",
+        &handler("echo", "echo"),
+        "--concurrency",
+        "1",
+    ];
+    let mut first = HostProcess::start(&redis.url(), &args);
+    eventually("some jobs done", Duration::from_secs(30), || async {
+        let c = client.counts(Q).await.ok()?;
+        (c.completed >= 200).then_some(())
+    })
+    .await;
+    first.sigterm();
+    let status = first.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "log:\n{}", first.log_text());
+    // Nothing left active; every job ran once or not at all.
+    let counts = client.counts(Q).await.unwrap();
+    assert_eq!(counts.active, 0);
+    assert_eq!(counts.completed + counts.waiting, N, "{counts:?}");
+    assert!(counts.waiting > 0, "the host was stopped before the end");
+    for id in &ids {
+        let job = client.get(Q, id).await.unwrap().unwrap();
+        match job.state {
+            JobState::Completed => assert_eq!((job.attempt, job.history.len()), (1, 1)),
+            JobState::Waiting => {
+                assert_eq!(
+                    (job.attempt, job.history.len()),
+                    (0, 0),
+                    "released uncounted"
+                )
+            }
+            other => panic!("job {id} is {other}"),
+        }
+    }
+
+    let _second = HostProcess::start(&redis.url(), &args);
+    wait_for_count(&client, JobState::Completed, N, Duration::from_secs(60)).await;
+    for id in &ids {
+        let job = client.get(Q, id).await.unwrap().unwrap();
+        assert_eq!((job.attempt, job.history.len()), (1, 1), "job {id}");
+    }
 }
 
 #[tokio::test]

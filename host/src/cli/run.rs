@@ -43,6 +43,11 @@ pub struct RunArgs {
     /// Most jobs leased per fetch [default: 64]
     #[arg(long, env = "WASMQ_BATCH")]
     pub batch: Option<usize>,
+    /// Most jobs a slot leases ahead of the one it runs while its jobs take under a
+    /// millisecond, so short jobs cost Redis one call per run of jobs, not per job; 0 turns
+    /// it off [default: 16]
+    #[arg(long, env = "WASMQ_PREFETCH")]
+    pub prefetch: Option<usize>,
     /// This host's id in leases and attempt history [default: hostname-pid-random]
     #[arg(long, env = "WASMQ_HOST_ID")]
     pub host_id: Option<String>,
@@ -113,6 +118,9 @@ impl RunArgs {
         }
         if let Some(n) = self.batch.or(file.batch) {
             config.batch = n;
+        }
+        if let Some(n) = self.prefetch.or(file.prefetch) {
+            config.prefetch = n;
         }
         if let Some(id) = self.host_id.clone().or(file.host_id.clone()) {
             config.host_id = id;

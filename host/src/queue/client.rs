@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Script, ScriptInvocation, Value};
+use redis::{AsyncConnectionConfig, Value};
 
 use super::error::{QueueError, Result};
 use super::job::{
@@ -16,7 +16,7 @@ use super::job::{
 use super::keys::QueueKeys;
 use super::limit::RateLimit;
 use super::reply::Reply;
-use super::scripts::SCRIPTS;
+use super::scripts::{Call, SCRIPTS};
 
 /// Longest handler version label an attempt's history records.
 const MAX_VERSION_LEN: usize = 128;
@@ -445,16 +445,16 @@ impl Client {
         }
     }
 
-    async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> Result<Value> {
+    async fn invoke(&self, invocation: &Call<'_>) -> Result<Value> {
         let mut conn = self.conn.clone();
         invocation
-            .invoke_async(&mut conn)
+            .invoke(&mut conn)
             .await
             .map_err(QueueError::from_script)
     }
 
-    fn invocation<'a>(script: &'a Script, keys: &[String]) -> ScriptInvocation<'a> {
-        let mut invocation = script.prepare_invoke();
+    fn invocation<'a>(target: impl Into<Call<'a>>, keys: &[String]) -> Call<'a> {
+        let mut invocation = target.into();
         for key in keys {
             invocation.key(key);
         }
@@ -1151,7 +1151,7 @@ impl Client {
 
 /// The per-job arguments of complete.lua and complete_fetch.lua: id, token, result, version,
 /// logs, progress (docs/protocol.md).
-fn push_completions(invocation: &mut ScriptInvocation<'_>, done: &[Completion]) {
+fn push_completions(invocation: &mut Call<'_>, done: &[Completion]) {
     for completion in done {
         invocation
             .arg(&completion.id)

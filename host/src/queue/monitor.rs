@@ -22,7 +22,7 @@ use super::client::Event;
 use super::error::{QueueError, Result};
 use super::keys::QueueKeys;
 use super::reply::Reply;
-use super::scripts::SCRIPTS;
+use super::scripts::{Call, SCRIPTS};
 
 /// Entries read from a consumer group.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -366,7 +366,7 @@ impl Monitor {
     /// The queue's waiting count and oldest waiting job, read atomically (`backlog.lua`).
     pub async fn backlog(&self, queue: &str) -> Result<Backlog> {
         let keys = QueueKeys::new(queue)?;
-        let mut invocation = SCRIPTS.backlog.prepare_invoke();
+        let mut invocation = Call::function(&SCRIPTS.backlog);
         for key in [
             keys.job_prefix(),
             keys.config(),
@@ -379,7 +379,7 @@ impl Monitor {
         }
         let mut conn = self.conn.clone();
         let value: Value = invocation
-            .invoke_async(&mut conn)
+            .invoke(&mut conn)
             .await
             .map_err(QueueError::from_script)?;
         let reply = Reply::of("backlog");

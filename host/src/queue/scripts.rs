@@ -1,61 +1,274 @@
-//! The Lua scripts, one per state transition, loaded once and called by SHA1 (`EVALSHA`;
-//! `redis::Script` loads the script and retries when Redis answers `NOSCRIPT`, e.g. after a
-//! restart or `SCRIPT FLUSH`).
+//! The Lua code, one body per state transition, run as Redis functions.
 //!
-//! **Invariant:** every change to a job's state happens inside one of these scripts, so no crash
-//! between two commands can lose or duplicate a job. `lib.lua` (shared helpers) is prepended to
-//! each script except `enqueue.lua`, which stays standalone so that producers in any language
-//! can `EVAL` it verbatim (docs/protocol.md quotes it).
+//! `lib.lua` (shared helpers) and every transition body but `enqueue.lua` form one Redis
+//! function library, `wasmq_<version>`, loaded once per Redis with `FUNCTION LOAD` and called
+//! with `FCALL wasmq_<transition>_<version>`. A call runs only its transition's body: the
+//! helpers were defined when the library was loaded, not again on every call as they would be
+//! if they were prepended to an `EVALSHA` script (which cost Redis more CPU than the commands
+//! of a one-job fetch). The version is a hash of the library's text, so hosts of different
+//! builds sharing one Redis each call the code they were built with. Redis keeps loaded
+//! libraries in its RDB and AOF and on its replicas; a Redis that lost them (restarted without
+//! persistence, `FUNCTION FLUSH`) answers `Function not found`, and [`Call::invoke`] loads the
+//! library again and retries once.
+//!
+//! `enqueue.lua` stays a standalone script called with `EVALSHA` (`redis::Script` loads it and
+//! retries on `NOSCRIPT`), so that producers in any language can `EVAL` it verbatim
+//! (docs/protocol.md quotes it).
+//!
+//! **Invariant:** every change to a job's state happens inside one function or script call, so
+//! no crash between two commands can lose or duplicate a job.
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::aio::ConnectionLike;
+use redis::{RedisResult, Script, ToRedisArgs, Value};
+use sha2::{Digest, Sha256};
 
-/// The shared helpers prepended to every transition script but enqueue.
+/// The shared helpers of every transition but enqueue, defined once per library load.
 pub const LIB_LUA: &str = include_str!("scripts/lib.lua");
 /// The enqueue script, exactly as producers may `EVAL` it.
 pub const ENQUEUE_LUA: &str = include_str!("scripts/enqueue.lua");
 
-pub(crate) struct Scripts {
-    pub enqueue: Script,
-    pub fetch: Script,
-    pub extend: Script,
-    pub complete: Script,
-    pub complete_fetch: Script,
-    pub fail: Script,
-    pub release: Script,
-    pub recover: Script,
-    pub promote: Script,
-    pub cancel: Script,
-    pub replay: Script,
-    pub purge: Script,
-    pub pause: Script,
-    pub resume: Script,
-    pub counts: Script,
-    pub list: Script,
-    pub backlog: Script,
+/// The transitions in the function library: name and Lua body. A body reads `KEYS` and `ARGV`
+/// as a script's would; the library sets both before running it.
+const BODIES: [(&str, &str); 16] = [
+    ("fetch", include_str!("scripts/fetch.lua")),
+    ("extend", include_str!("scripts/extend.lua")),
+    ("complete", include_str!("scripts/complete.lua")),
+    ("complete_fetch", include_str!("scripts/complete_fetch.lua")),
+    ("fail", include_str!("scripts/fail.lua")),
+    ("release", include_str!("scripts/release.lua")),
+    ("recover", include_str!("scripts/recover.lua")),
+    ("promote", include_str!("scripts/promote.lua")),
+    ("cancel", include_str!("scripts/cancel.lua")),
+    ("replay", include_str!("scripts/replay.lua")),
+    ("purge", include_str!("scripts/purge.lua")),
+    ("pause", include_str!("scripts/pause.lua")),
+    ("resume", include_str!("scripts/resume.lua")),
+    ("counts", include_str!("scripts/counts.lua")),
+    ("list", include_str!("scripts/list.lua")),
+    ("backlog", include_str!("scripts/backlog.lua")),
+];
+
+/// The function library: its Lua source (what `FUNCTION LOAD` takes) and version.
+pub(crate) struct Library {
+    pub version: String,
+    pub source: String,
 }
 
-fn with_lib(body: &str) -> Script {
-    Script::new(&format!("{LIB_LUA}\n{body}"))
+impl Library {
+    fn build() -> Library {
+        // The version names the code, not the build: a library is the same wherever its
+        // bodies and helpers are. Each body becomes the function registered under its
+        // transition's name (its top-level `return` the function's). The loading code runs
+        // where only `redis.register_function` is callable: not even `pairs`.
+        let mut body = String::from("local KEYS, ARGV = {}, {}\n");
+        body.push_str(LIB_LUA);
+        for (name, code) in BODIES {
+            body.push_str(&format!(
+                "\nredis.register_function('wasmq_{name}_VERSION', function(keys, args)\n  \
+                 KEYS, ARGV = keys, args\n{code}\nend)\n"
+            ));
+        }
+        let version = Sha256::digest(body.as_bytes())
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        let source = format!(
+            "#!lua name=wasmq_{version}\n{}",
+            body.replace(
+                "_VERSION', function(keys, args)",
+                &format!("_{version}', function(keys, args)")
+            )
+        );
+        Library { version, source }
+    }
+
+    /// The name of a transition's function in this library.
+    fn function(&self, transition: &str) -> String {
+        format!("wasmq_{transition}_{}", self.version)
+    }
+}
+
+pub(crate) static LIBRARY: LazyLock<Library> = LazyLock::new(Library::build);
+
+/// One transition of the library, called with `FCALL`.
+pub(crate) struct Function {
+    name: String,
+}
+
+pub(crate) struct Scripts {
+    pub enqueue: Script,
+    pub fetch: Function,
+    pub extend: Function,
+    pub complete: Function,
+    pub complete_fetch: Function,
+    pub fail: Function,
+    pub release: Function,
+    pub recover: Function,
+    pub promote: Function,
+    pub cancel: Function,
+    pub replay: Function,
+    pub purge: Function,
+    pub pause: Function,
+    pub resume: Function,
+    pub counts: Function,
+    pub list: Function,
+    pub backlog: Function,
+}
+
+fn function(transition: &str) -> Function {
+    debug_assert!(BODIES.iter().any(|(name, _)| *name == transition));
+    Function {
+        name: LIBRARY.function(transition),
+    }
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: Script::new(ENQUEUE_LUA),
-    fetch: with_lib(include_str!("scripts/fetch.lua")),
-    extend: with_lib(include_str!("scripts/extend.lua")),
-    complete: with_lib(include_str!("scripts/complete.lua")),
-    complete_fetch: with_lib(include_str!("scripts/complete_fetch.lua")),
-    fail: with_lib(include_str!("scripts/fail.lua")),
-    release: with_lib(include_str!("scripts/release.lua")),
-    recover: with_lib(include_str!("scripts/recover.lua")),
-    promote: with_lib(include_str!("scripts/promote.lua")),
-    cancel: with_lib(include_str!("scripts/cancel.lua")),
-    replay: with_lib(include_str!("scripts/replay.lua")),
-    purge: with_lib(include_str!("scripts/purge.lua")),
-    pause: with_lib(include_str!("scripts/pause.lua")),
-    resume: with_lib(include_str!("scripts/resume.lua")),
-    counts: with_lib(include_str!("scripts/counts.lua")),
-    list: with_lib(include_str!("scripts/list.lua")),
-    backlog: with_lib(include_str!("scripts/backlog.lua")),
+    fetch: function("fetch"),
+    extend: function("extend"),
+    complete: function("complete"),
+    complete_fetch: function("complete_fetch"),
+    fail: function("fail"),
+    release: function("release"),
+    recover: function("recover"),
+    promote: function("promote"),
+    cancel: function("cancel"),
+    replay: function("replay"),
+    purge: function("purge"),
+    pause: function("pause"),
+    resume: function("resume"),
+    counts: function("counts"),
+    list: function("list"),
+    backlog: function("backlog"),
 });
+
+/// What a [`Call`] runs.
+enum Target<'a> {
+    Script(&'a Script),
+    Function(&'a Function),
+}
+
+/// One call of a transition: its keys and arguments, built up like `redis::ScriptInvocation`.
+pub(crate) struct Call<'a> {
+    target: Target<'a>,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl<'a> Call<'a> {
+    pub fn script(script: &'a Script) -> Call<'a> {
+        Call {
+            target: Target::Script(script),
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    pub fn function(function: &'a Function) -> Call<'a> {
+        Call {
+            target: Target::Function(function),
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    pub fn key<T: ToRedisArgs>(&mut self, key: T) -> &mut Self {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    pub fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    /// Runs the call; a function missing from Redis (restarted without persistence, or never
+    /// loaded) makes it load the library and try once more.
+    pub async fn invoke<C: ConnectionLike>(&self, conn: &mut C) -> RedisResult<Value> {
+        match self.target {
+            Target::Script(script) => {
+                let mut invocation = script.prepare_invoke();
+                for key in &self.keys {
+                    invocation.key(key.as_slice());
+                }
+                for arg in &self.args {
+                    invocation.arg(arg.as_slice());
+                }
+                invocation.invoke_async(conn).await
+            }
+            Target::Function(function) => {
+                let mut fcall = redis::cmd("FCALL");
+                fcall.arg(&function.name).arg(self.keys.len());
+                for key in &self.keys {
+                    fcall.arg(key.as_slice());
+                }
+                for arg in &self.args {
+                    fcall.arg(arg.as_slice());
+                }
+                match fcall.query_async(conn).await {
+                    Err(err) if is_function_missing(&err) => {
+                        load_library(conn).await?;
+                        fcall.query_async(conn).await
+                    }
+                    reply => reply,
+                }
+            }
+        }
+    }
+}
+
+impl<'a> From<&'a Script> for Call<'a> {
+    fn from(script: &'a Script) -> Call<'a> {
+        Call::script(script)
+    }
+}
+
+impl<'a> From<&'a Function> for Call<'a> {
+    fn from(function: &'a Function) -> Call<'a> {
+        Call::function(function)
+    }
+}
+
+/// Whether Redis refused an `FCALL` because it does not have the function.
+fn is_function_missing(err: &redis::RedisError) -> bool {
+    err.detail()
+        .is_some_and(|detail| detail.starts_with("Function not found"))
+}
+
+/// Loads (or reloads: `REPLACE` makes it idempotent) the function library into Redis.
+pub(crate) async fn load_library<C: ConnectionLike>(conn: &mut C) -> RedisResult<()> {
+    redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(&LIBRARY.source)
+        .query_async::<Value>(conn)
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_transition_has_a_function_named_after_the_library_version() {
+        let lib = &*LIBRARY;
+        assert_eq!(lib.version.len(), 12);
+        assert!(
+            lib.source
+                .starts_with(&format!("#!lua name=wasmq_{}\n", lib.version))
+        );
+        assert_eq!(
+            SCRIPTS.complete_fetch.name,
+            format!("wasmq_complete_fetch_{}", lib.version)
+        );
+        for (name, _) in BODIES {
+            let registered = format!("redis.register_function('{}',", lib.function(name));
+            assert_eq!(lib.source.matches(&registered).count(), 1, "{name}");
+        }
+        assert!(!lib.source.contains("_VERSION'"));
+    }
+}

@@ -7,8 +7,9 @@
 //!    with one `complete` and one `fail` call per queue. Under load, batches form by
 //!    themselves; when idle, an outcome is recorded as soon as it arrives.
 //! 3. While the host is running, the completions of a queue and the leasing of that queue's
-//!    next jobs, one per slot they brought, are one call (`complete_and_fetch`), so a busy slot
-//!    goes from one job to the next in one round trip; the new jobs start at once
+//!    next jobs for the slots they brought (one each, and for a slot of short jobs up to
+//!    `prefetch` more to run after it: see `executor`) are one call (`complete_and_fetch`), so
+//!    a busy slot goes from one job to the next in one round trip; the new jobs start at once
 //!    (`executor::spawn_if_running`). Slots not carried over (nothing left to lease, draining,
 //!    a fetcher of another queue waiting for room, no memory for the largest handler) go back
 //!    to the pool, where the fetchers pick them up; no slot outlives the flush it came in.
@@ -18,7 +19,7 @@
 //!    before the next jobs start.
 //! 6. At shutdown it drains what is queued and flushes for at most [`FLUSH_AT_EXIT`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -41,7 +42,23 @@ pub(crate) struct Ack {
     pub queue: String,
     pub outcome: AckOutcome,
     /// The slot of a successful attempt, for the queue's next job.
-    pub slot: Option<Slot>,
+    pub slot: Option<Carried>,
+    /// The attempt's slot went on to a job leased ahead: nothing waits for this outcome but
+    /// the record, so it may wait to be recorded with others ([`GATHER`]).
+    pub slot_ran_on: bool,
+}
+
+/// How long the outcomes of jobs whose slots ran on may wait for more to record in one call.
+/// A run of short jobs leased ahead ends within about this long, so its jobs are recorded in
+/// the call that leases the slot's next run.
+const GATHER: Duration = Duration::from_millis(1);
+
+/// A slot handed on for the queue's next jobs.
+#[derive(Debug)]
+pub(crate) struct Carried {
+    pub slot: Slot,
+    /// How many jobs to lease for it beyond the next one (`executor::lease_ahead`).
+    pub ahead: usize,
 }
 
 #[derive(Debug)]
@@ -55,17 +72,20 @@ pub(crate) enum AckOutcome {
 struct Pending {
     queues: HashMap<String, Bucket>,
     len: usize,
+    /// Whether every outcome pending is one that may wait ([`Ack::slot_ran_on`]).
+    may_wait: bool,
 }
 
 #[derive(Default)]
 struct Bucket {
     completions: Vec<Completion>,
     failures: Vec<Failure>,
-    slots: Vec<Slot>,
+    slots: Vec<Carried>,
 }
 
 impl Pending {
     fn push(&mut self, ack: Ack) {
+        self.may_wait = (self.is_empty() || self.may_wait) && ack.slot_ran_on;
         let bucket = self.queues.entry(ack.queue).or_default();
         bucket.slots.extend(ack.slot);
         match ack.outcome {
@@ -111,6 +131,19 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
+        if pending.may_wait {
+            let deadline = tokio::time::Instant::now() + GATHER;
+            while pending.may_wait && pending.len < MAX_BATCH {
+                tokio::select! {
+                    ack = rx.recv() => match ack {
+                        Some(ack) => pending.push(ack),
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
+                    _ = stop.changed() => break,
+                }
+            }
+        }
         if flush(&shared, &mut pending, &phase).await {
             backoff.reset();
         } else {
@@ -144,12 +177,13 @@ async fn flush(
                 report.map(|report| (report, Vec::new()))
             } else {
                 let config = &shared.config;
+                let wanted = slots.iter().map(|c| 1 + c.ahead).sum::<usize>();
                 shared
                     .client
                     .complete_and_fetch(
                         queue,
                         &bucket.completions,
-                        slots.len(),
+                        wanted.min(crate::queue::MAX_BULK),
                         config.lease,
                         &config.host_id,
                     )
@@ -211,6 +245,8 @@ async fn flush(
             }
         }
     }
+    // What is left failed to record: retried with backoff, not gathered.
+    pending.may_wait = false;
     pending.len = pending
         .queues
         .values()
@@ -226,48 +262,71 @@ async fn flush(
 fn carry_over(
     shared: &Shared,
     queue: &str,
-    slots: Vec<Slot>,
+    slots: Vec<Carried>,
     phase: &watch::Receiver<Phase>,
-) -> Vec<Slot> {
+) -> Vec<Carried> {
     if slots.is_empty() || *phase.borrow() != Phase::Running || shared.slots.others_waiting(queue) {
         return Vec::new();
     }
     let max_cap = shared.handlers.max_cap();
     slots
         .into_iter()
-        .filter_map(|mut slot| slot.resize(max_cap).then_some(slot))
+        .filter_map(|mut c| c.slot.resize(max_cap).then_some(c))
         .collect()
 }
 
-/// Starts the jobs leased for the carried-over slots, each in one of them fitted to its
-/// handler; the slots left over go back to the pool. A job that cannot start here (the host
+/// Shares `jobs` (in the order leased) out to `slots`: one each first, so every slot has a job
+/// before any has a second, then each slot's jobs ahead, up to what it asked for. Returns each
+/// slot with its run of jobs (possibly none), in the order of `slots`.
+fn share_out(jobs: Vec<LeasedJob>, slots: Vec<Carried>) -> Vec<(Carried, VecDeque<LeasedJob>)> {
+    let mut jobs = jobs.into_iter();
+    let mut runs: Vec<(Carried, VecDeque<LeasedJob>)> = slots
+        .into_iter()
+        .map(|c| (c, jobs.next().into_iter().collect()))
+        .collect();
+    for (carried, run) in &mut runs {
+        run.extend(jobs.by_ref().take(carried.ahead));
+    }
+    // Cannot happen: the call leased no more jobs than the slots asked for.
+    for job in jobs {
+        tracing::error!(job_id = %job.id, "leased more jobs than slots asked for");
+        if let Some((_, run)) = runs.last_mut() {
+            run.push_back(job);
+        }
+    }
+    runs
+}
+
+/// Starts the jobs leased for the carried-over slots, each run in one of them fitted to its
+/// handlers; the slots left over go back to the pool. A job that cannot start here (the host
 /// began to shut down during the call) is released, uncounted, as shutdown would.
 async fn start_next(
     shared: &Arc<Shared>,
     queue: &str,
     jobs: Vec<LeasedJob>,
-    mut slots: Vec<Slot>,
+    slots: Vec<Carried>,
     phase: &watch::Receiver<Phase>,
 ) {
     let mut refused: Vec<Lease> = Vec::new();
-    for job in jobs {
-        let cap = shared.handlers.get(&job.handler).map_or(0, |h| h.memory);
-        let Some(mut slot) = slots.pop() else {
-            // Cannot happen: the call leased no more jobs than there were slots.
-            tracing::error!(job_id = %job.id, "leased more jobs than slots");
-            refused.push(job.lease());
+    for (Carried { mut slot, .. }, run) in share_out(jobs, slots) {
+        if run.is_empty() {
             continue;
-        };
+        }
+        // A slot running several jobs in turn keeps room for the largest of them.
+        let cap = run
+            .iter()
+            .map(|job| shared.handlers.get(&job.handler).map_or(0, |h| h.memory))
+            .max()
+            .unwrap_or(0);
         // Growing fails only if a deploy raised the largest cap since the call went out.
         if !slot.resize(cap) {
-            refused.push(job.lease());
+            refused.extend(run.iter().map(LeasedJob::lease));
             continue;
         }
-        if let Err(lease) = executor::spawn_if_running(shared, job, slot, phase) {
-            refused.push(lease);
+        if let Err(leases) = executor::spawn_if_running(shared, run, slot, phase) {
+            refused.extend(leases);
         }
     }
-    drop(slots);
     if refused.is_empty() {
         return;
     }
@@ -299,5 +358,72 @@ fn forget(shared: &Shared, queue: &str, attempts: impl Iterator<Item = (String, 
         if inflight.get(&key).is_some_and(|job| job.token == token) {
             inflight.remove(&key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::OwnPolicy;
+    use crate::worker::slots::Slots;
+
+    fn job(n: usize) -> LeasedJob {
+        LeasedJob {
+            id: format!("j{n}"),
+            queue: "q".to_string(),
+            handler: "h".to_string(),
+            payload: Vec::new(),
+            attempt: 1,
+            max_attempts: 3,
+            own_policy: OwnPolicy::default(),
+            timeout: None,
+            priority: 0,
+            created_at_ms: 0,
+            token: "t".to_string(),
+            lease_expires_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_slot_gets_a_job_before_any_gets_jobs_ahead() {
+        let pool = Slots::new(8, 1 << 30);
+        let mut room = pool.reserve(3, 1 << 20).await.unwrap();
+        let carried: Vec<Carried> = [4, 0, 2]
+            .into_iter()
+            .map(|ahead| Carried {
+                slot: room.take(1 << 20).unwrap(),
+                ahead,
+            })
+            .collect();
+        let ids = |runs: &[(Carried, VecDeque<LeasedJob>)]| -> Vec<Vec<String>> {
+            runs.iter()
+                .map(|(_, run)| run.iter().map(|j| j.id.clone()).collect())
+                .collect()
+        };
+
+        // Fewer jobs than slots: one each, in order, and the last slot gets none.
+        let runs = share_out((0..2).map(job).collect(), carried);
+        assert_eq!(ids(&runs), [vec!["j0"], vec!["j1"], vec![]]);
+        let carried: Vec<Carried> = runs.into_iter().map(|(c, _)| c).collect();
+
+        // Enough for some ahead: heads first, then each slot's share in turn, never more than
+        // it asked for.
+        let runs = share_out((0..6).map(job).collect(), carried);
+        assert_eq!(
+            ids(&runs),
+            [vec!["j0", "j3", "j4", "j5"], vec!["j1"], vec!["j2"]]
+        );
+        let carried: Vec<Carried> = runs.into_iter().map(|(c, _)| c).collect();
+
+        // All they asked for.
+        let runs = share_out((0..9).map(job).collect(), carried);
+        assert_eq!(
+            ids(&runs),
+            [
+                vec!["j0", "j3", "j4", "j5", "j6"],
+                vec!["j1"],
+                vec!["j2", "j7", "j8"]
+            ]
+        );
     }
 }

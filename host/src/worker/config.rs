@@ -44,6 +44,9 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// Most jobs one fetch leases.
     pub batch: usize,
+    /// Most jobs a slot leases ahead of the one it runs, when its jobs are short (see
+    /// `worker::executor`); 0 turns leasing ahead off.
+    pub prefetch: usize,
     /// How long an idle fetcher blocks waiting for a wake-up before it fetches anyway.
     pub idle_wait: Duration,
     /// This host's name in leases and attempt history.
@@ -52,6 +55,9 @@ pub struct WorkerConfig {
     pub cache_dir: Option<PathBuf>,
     pub runtime: RuntimeConfig,
 }
+
+/// Most jobs a slot may lease ahead of the one it runs.
+pub const MAX_PREFETCH: usize = 256;
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_HANDLER_MEMORY: u64 = 64 * 1024 * 1024;
@@ -70,6 +76,7 @@ impl WorkerConfig {
             grace: Duration::from_secs(30),
             lease: Duration::from_secs(30),
             batch: 64,
+            prefetch: 16,
             idle_wait: Duration::from_secs(1),
             host_id: default_host_id(),
             cache_dir: default_cache_dir(),
@@ -93,6 +100,9 @@ impl WorkerConfig {
         }
         if self.batch == 0 || self.batch > crate::queue::MAX_BULK {
             return Err(format!("batch must be in 1..={}", crate::queue::MAX_BULK));
+        }
+        if self.prefetch > MAX_PREFETCH {
+            return Err(format!("prefetch must be in 0..={MAX_PREFETCH}"));
         }
         for h in &self.handlers {
             if h.memory > self.memory_budget {
@@ -167,6 +177,7 @@ pub struct FileConfig {
     pub grace: Option<String>,
     pub lease: Option<String>,
     pub batch: Option<usize>,
+    pub prefetch: Option<usize>,
     pub host_id: Option<String>,
     pub cache_dir: Option<PathBuf>,
     #[serde(default)]

@@ -11,40 +11,83 @@
 //!    lease), in which case nothing is acked. A success hands its slot to the acker with it, so
 //!    that recording it and leasing the queue's next job for the slot is one call; a failure,
 //!    or any attempt while Redis is unreachable, frees the slot as soon as the attempt ends.
+//! 4. Leasing ahead: a slot whose job took under [`SHORT_JOB`] asks the acker for up to
+//!    `prefetch` more jobs than the one it will run next, enough to keep it busy about that
+//!    long. Those wait in the slot's [`Ahead`] (in flight as `Queued`, heartbeated like the
+//!    others) and each starts in the slot as the one before it ends, whatever its outcome;
+//!    the slot goes to the acker with the last one. So a run of short jobs costs Redis one
+//!    call to lease and a few to record (completions batch up while the slot runs on),
+//!    instead of one call per job; each still runs alone, in a fresh instance, one at a time
+//!    per slot. Jobs leased ahead that cannot start (host draining, the slot's job stopped,
+//!    no memory after a deploy raised a cap) are released, uncounted, and so are those behind
+//!    a job that turns out long ([`HOLD_AHEAD`]), so that another slot or host runs them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::acker::{Ack, AckOutcome};
+use super::acker::{Ack, AckOutcome, Carried};
 use super::slots::Slot;
 use super::{InFlight, JobKey, JobState, LoadedHandler, Phase, Shared};
 use crate::queue::{Completion, Failure, Lease, LeasedJob, MAX_ATTEMPT_LOG_LEN, truncate_utf8};
 use crate::runtime::{JobInput, JobLimits, LogLine, Outcome};
 
-/// Starts the attempt of `job` in its own task.
-pub(crate) fn spawn(shared: &Arc<Shared>, job: LeasedJob, slot: Slot) {
-    start(shared, &mut shared.inflight(), job, slot);
+/// A job that took less than this makes its slot lease jobs ahead (see the module docs):
+/// below it, the call that records a job and leases the next costs more than the job.
+pub(crate) const SHORT_JOB: Duration = Duration::from_millis(1);
+
+/// Jobs leased ahead wait at most about this long for the job before them; then they go back
+/// to the queue, in their place, for any slot of any host.
+pub(crate) const HOLD_AHEAD: Duration = Duration::from_millis(10);
+
+/// How many jobs to lease ahead for a slot whose last job took `took`: enough to keep it busy
+/// for about [`SHORT_JOB`], at most `prefetch`.
+pub(crate) fn lease_ahead(took: Duration, prefetch: usize) -> usize {
+    if took >= SHORT_JOB {
+        return 0;
+    }
+    let fit = SHORT_JOB.as_nanos() / took.as_nanos().max(1);
+    usize::try_from(fit.saturating_sub(1)).map_or(prefetch, |n| n.min(prefetch))
 }
 
-/// Starts the attempt of `job` like [`spawn`] if the host is still running; else frees its
-/// slot and hands back its lease, to be released. The phase is read under the in-flight map's lock,
-/// which shutdown takes after it has seen the phase change (to wait for the running jobs, then
-/// to stop and release them): a job started here is one that shutdown sees.
+/// Starts the attempt of `job` in its own task.
+pub(crate) fn spawn(shared: &Arc<Shared>, job: LeasedJob, slot: Slot) {
+    let ahead = Ahead::new(shared, &job.queue);
+    start(shared, &mut shared.inflight(), job, slot, ahead);
+}
+
+/// Starts the first of `jobs` (a run leased for one slot, see the module docs) like [`spawn`]
+/// if the host is still running, the others to follow it in the same slot; else frees the slot
+/// and hands back every lease, to be released. The phase is read under the in-flight map's
+/// lock, which shutdown takes after it has seen the phase change (to wait for the running jobs,
+/// then to stop and release them): a job started here is one that shutdown sees.
 pub(crate) fn spawn_if_running(
     shared: &Arc<Shared>,
-    job: LeasedJob,
+    mut jobs: VecDeque<LeasedJob>,
     slot: Slot,
     phase: &watch::Receiver<Phase>,
-) -> Result<(), Lease> {
+) -> Result<(), Vec<Lease>> {
     let mut inflight = shared.inflight();
-    if *phase.borrow() != Phase::Running {
-        return Err(job.lease());
+    let first = match jobs.pop_front() {
+        Some(first) if *phase.borrow() == Phase::Running => first,
+        first => return Err(first.iter().chain(&jobs).map(LeasedJob::lease).collect()),
+    };
+    let mut ahead = Ahead::new(shared, &first.queue);
+    for job in jobs {
+        inflight.insert(
+            (job.queue.clone(), job.id.clone()),
+            InFlight {
+                token: job.token.clone(),
+                state: JobState::Queued,
+            },
+        );
+        ahead.jobs.push_back(job);
     }
-    start(shared, &mut inflight, job, slot);
+    start(shared, &mut inflight, first, slot, ahead);
     Ok(())
 }
 
@@ -53,11 +96,12 @@ fn start(
     inflight: &mut HashMap<JobKey, InFlight>,
     job: LeasedJob,
     slot: Slot,
+    ahead: Ahead,
 ) {
     let key = (job.queue.clone(), job.id.clone());
     let token = job.token.clone();
     // Holding the map while spawning means the task cannot look itself up before it is there.
-    let task = tokio::spawn(run(shared.clone(), job, slot));
+    let task = tokio::spawn(run(shared.clone(), job, slot, ahead));
     inflight.insert(
         key,
         InFlight {
@@ -65,6 +109,100 @@ fn start(
             state: JobState::Running(task.abort_handle()),
         },
     );
+}
+
+/// The jobs leased ahead for one slot, in the order they run. Whatever is left in it when it
+/// is dropped (the job before them was stopped, the host is draining, a job did not fit) is
+/// released, uncounted, unless shutdown has already taken it over.
+pub(crate) struct Ahead {
+    shared: Arc<Shared>,
+    queue: String,
+    jobs: VecDeque<LeasedJob>,
+}
+
+impl Ahead {
+    fn new(shared: &Arc<Shared>, queue: &str) -> Self {
+        Self {
+            shared: shared.clone(),
+            queue: queue.to_string(),
+            jobs: VecDeque::new(),
+        }
+    }
+
+    /// The next job that may start now, skipping those no longer this host's (lease lost, or
+    /// stopped by shutdown); `None` when there is none or the host is draining (shutdown
+    /// releases the rest). The caller starts it under the same lock.
+    fn next(&mut self, inflight: &HashMap<JobKey, InFlight>) -> Option<LeasedJob> {
+        if self.shared.draining.load(Ordering::SeqCst) {
+            return None;
+        }
+        while let Some(job) = self.jobs.pop_front() {
+            let key = (job.queue.clone(), job.id.clone());
+            if inflight
+                .get(&key)
+                .is_some_and(|e| e.token == job.token && matches!(e.state, JobState::Queued))
+            {
+                return Some(job);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
+impl Ahead {
+    /// Releases the jobs still waiting here (uncounted), in the background; they leave the
+    /// in-flight map now.
+    fn give_back(&mut self) {
+        if self.jobs.is_empty() || self.shared.draining.load(Ordering::SeqCst) {
+            // Draining: shutdown stops and releases every queued job itself.
+            return;
+        }
+        let mut leases = Vec::new();
+        {
+            let mut inflight = self.shared.inflight();
+            for job in self.jobs.drain(..) {
+                let key = (job.queue.clone(), job.id.clone());
+                if inflight
+                    .get(&key)
+                    .is_some_and(|e| e.token == job.token && matches!(e.state, JobState::Queued))
+                {
+                    inflight.remove(&key);
+                    leases.push(job.lease());
+                }
+            }
+        }
+        if leases.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let queue = self.queue.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    match shared.client.release(&queue, &leases).await {
+                        Ok(report) => {
+                            for (id, why) in report.rejected {
+                                tracing::warn!(%queue, job_id = %id, ?why, "could not release a job leased ahead");
+                            }
+                        }
+                        Err(err) => {
+                            shared.redis.failed("releasing jobs leased ahead", &err);
+                            tracing::warn!(%queue, jobs = leases.len(), "jobs leased ahead will run again after their lease expires");
+                        }
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::warn!(%queue, jobs = leases.len(), "jobs leased ahead will run again after their lease expires");
+            }
+        }
+    }
 }
 
 /// Aborts the inner task when the outer one is dropped (stopped at shutdown).
@@ -76,8 +214,22 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
-    let outcome = attempt(&shared, &mut job).await;
+async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead: Ahead) {
+    let outcome = {
+        let running = attempt(&shared, &mut job);
+        tokio::pin!(running);
+        if ahead.jobs.is_empty() {
+            running.await
+        } else {
+            tokio::select! {
+                outcome = &mut running => outcome,
+                () = tokio::time::sleep(HOLD_AHEAD) => {
+                    ahead.give_back();
+                    running.await
+                }
+            }
+        }
+    };
     // Only a success whose ack can be recorded now keeps its slot for the queue's next job: a
     // slot must not wait for an ack that Redis is refusing.
     let ok = matches!(
@@ -87,7 +239,6 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
             ..
         })
     );
-    let slot = (ok && shared.redis.is_up()).then_some(slot);
     let (class, timing) = match &outcome {
         Err(_) => ("unknown_handler", None),
         Ok(ran) => (ran.outcome.class().as_str(), ran.timing),
@@ -121,7 +272,8 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
         },
     };
     let key = (job.queue.clone(), job.id.clone());
-    {
+    let mut slot_ran_on = false;
+    let carried = {
         let mut inflight = shared.inflight();
         match inflight.get_mut(&key) {
             Some(entry)
@@ -132,14 +284,35 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot) {
             // Stopped while we finished: whoever stopped it owns the lease now.
             _ => return,
         }
-    }
+        // The slot runs the next job leased ahead for it, if one may start and fits.
+        match ahead.next(&inflight) {
+            Some(next) => {
+                let cap = shared.handlers.get(&next.handler).map_or(0, |h| h.memory);
+                if slot.fit(cap) {
+                    start(&shared, &mut inflight, next, slot, ahead);
+                    slot_ran_on = true;
+                } else {
+                    // A deploy raised the cap since the lease; give back this job and the
+                    // rest (`Ahead`'s drop), and the slot.
+                    ahead.jobs.push_front(next);
+                    drop(slot);
+                }
+                None
+            }
+            None => (ok && shared.redis.is_up()).then(|| Carried {
+                slot,
+                ahead: timing.map_or(0, |(took, _)| lease_ahead(took, shared.config.prefetch)),
+            }),
+        }
+    };
     shared
         .metrics
         .attempt(&job.queue, &job.handler, class, timing);
     let ack = Ack {
         queue: job.queue,
         outcome,
-        slot,
+        slot: carried,
+        slot_ran_on,
     };
     if shared.acks.send(ack).is_err() {
         tracing::warn!(job_id = %key.1, "acker gone; the job will run again after its lease expires");
@@ -260,6 +433,18 @@ mod tests {
             source,
             message: message.to_string(),
         }
+    }
+
+    #[test]
+    fn short_jobs_lease_enough_ahead_to_fill_about_a_millisecond() {
+        let us = Duration::from_micros;
+        assert_eq!(lease_ahead(us(1000), 16), 0);
+        assert_eq!(lease_ahead(us(5000), 16), 0);
+        assert_eq!(lease_ahead(us(400), 16), 1);
+        assert_eq!(lease_ahead(us(100), 16), 9);
+        assert_eq!(lease_ahead(us(20), 16), 16);
+        assert_eq!(lease_ahead(Duration::ZERO, 16), 16);
+        assert_eq!(lease_ahead(us(20), 0), 0);
     }
 
     #[test]

@@ -194,6 +194,8 @@ pub(crate) struct InFlight {
 
 #[derive(Debug)]
 pub(crate) enum JobState {
+    /// Leased ahead: waits for the slot whose job runs before it (see `executor`).
+    Queued,
     /// The attempt is running in this task.
     Running(AbortHandle),
     /// The attempt ended; its outcome waits in the acker.
@@ -257,6 +259,9 @@ pub(crate) struct Shared {
     pub queue_limits: HashMap<String, Arc<Semaphore>>,
     pub inflight: Mutex<HashMap<JobKey, InFlight>>,
     pub acks: mpsc::UnboundedSender<Ack>,
+    /// Set once the host stops taking jobs: jobs leased ahead then stay unstarted, for
+    /// shutdown to release.
+    pub draining: AtomicBool,
     pub redis: RedisHealth,
     pub metrics: Arc<Metrics>,
     pub completed: AtomicU64,
@@ -294,20 +299,38 @@ impl Shared {
             .count()
     }
 
-    /// Stops the running attempt of a job (shutdown, or lease lost) so it is never acked.
-    /// Returns the lease if the job was running.
+    /// Stops the running attempt of a job (shutdown, or lease lost) so it is never acked, or
+    /// keeps a job leased ahead from ever starting. Returns the lease if the job was running
+    /// or waiting to.
     pub fn stop(&self, key: &JobKey) -> Option<Lease> {
         let mut inflight = self.inflight();
         let job = inflight.get_mut(key)?;
-        if let JobState::Running(abort) = &job.state {
-            abort.abort();
-            job.state = JobState::Stopped;
-            return Some(Lease {
-                id: key.1.clone(),
-                token: job.token.clone(),
-            });
+        match &job.state {
+            JobState::Running(abort) => abort.abort(),
+            JobState::Queued => {}
+            JobState::Finished | JobState::Stopped => return None,
         }
-        None
+        job.state = JobState::Stopped;
+        Some(Lease {
+            id: key.1.clone(),
+            token: job.token.clone(),
+        })
+    }
+
+    /// Stops every job leased ahead that has not started ([`Shared::stop`]), by queue.
+    pub fn stop_queued(&self) -> HashMap<String, Vec<Lease>> {
+        let mut out: HashMap<String, Vec<Lease>> = HashMap::new();
+        let mut inflight = self.inflight();
+        for ((queue, id), job) in inflight.iter_mut() {
+            if matches!(job.state, JobState::Queued) {
+                job.state = JobState::Stopped;
+                out.entry(queue.clone()).or_default().push(Lease {
+                    id: id.clone(),
+                    token: job.token.clone(),
+                });
+            }
+        }
+        out
     }
 }
 
@@ -317,13 +340,16 @@ impl Shared {
     /// there). A newer attempt of the same job, leased since under another token, is left be.
     pub fn abandon(&self, key: &JobKey, token: &str) {
         let mut inflight = self.inflight();
-        if let Some(job) = inflight.get(key)
-            && job.token == token
-            && let JobState::Running(abort) = &job.state
-        {
-            abort.abort();
-            inflight.remove(key);
+        let Some(job) = inflight.get(key).filter(|job| job.token == token) else {
+            return;
+        };
+        match &job.state {
+            JobState::Running(abort) => abort.abort(),
+            // Its slot's chain skips a job no longer in the map.
+            JobState::Queued => {}
+            JobState::Finished | JobState::Stopped => return,
         }
+        inflight.remove(key);
     }
 }
 
@@ -446,6 +472,7 @@ impl Worker {
             queue_limits,
             inflight: Mutex::new(HashMap::new()),
             acks: tx,
+            draining: AtomicBool::new(false),
             redis: RedisHealth::new(metrics.clone()),
             metrics,
             completed: AtomicU64::new(0),
@@ -518,6 +545,7 @@ impl Worker {
                 break;
             }
         }
+        shared.draining.store(true, Ordering::SeqCst);
         tracing::info!(
             running = shared.running(),
             grace = ?config.grace,
@@ -525,6 +553,9 @@ impl Worker {
         );
         while fetchers.join_next().await.is_some() {}
         let _ = scheduler.await;
+        // Jobs leased ahead would only wait out the grace period here: other hosts can run
+        // them now.
+        let mut released = release(&shared, shared.stop_queued()).await;
         drain(&shared, &mut phase).await;
 
         // Stop what is still running and give it back, uncounted.
@@ -535,7 +566,7 @@ impl Worker {
                 to_release.entry(key.0.clone()).or_default().push(lease);
             }
         }
-        let released = release(&shared, to_release).await;
+        released += release(&shared, to_release).await;
 
         // Outcomes already known are recorded before we go.
         let _ = stop_tx.send(true);

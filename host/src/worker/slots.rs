@@ -80,6 +80,12 @@ impl Slot {
         }
         true
     }
+
+    /// Makes the slot's share at least `memory_cap` ([`Slot::resize`] when that grows it;
+    /// never shrinks it). For a slot that runs several jobs in turn and must fit each.
+    pub fn fit(&mut self, memory_cap: u64) -> bool {
+        units(memory_cap).max(1) as usize <= self.memory.num_permits() || self.resize(memory_cap)
+    }
 }
 
 /// A fetcher waiting for room in [`Slots::reserve`], for as long as this lives.
@@ -223,6 +229,30 @@ mod tests {
         drop(a);
         assert_eq!(slots.running(), 0);
         assert_eq!(slots.memory_in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn fitting_a_slot_grows_it_when_room_is_free_and_never_shrinks_it() {
+        let slots = Slots::new(2, 128 * MIB);
+        let mut a = slots
+            .reserve(1, 64 * MIB)
+            .await
+            .unwrap()
+            .take(64 * MIB)
+            .unwrap();
+        assert!(a.fit(16 * MIB));
+        assert_eq!(slots.memory_in_use(), 64 * MIB);
+        assert!(a.fit(96 * MIB));
+        assert_eq!(slots.memory_in_use(), 96 * MIB);
+        let _b = slots
+            .reserve(1, 32 * MIB)
+            .await
+            .unwrap()
+            .take(32 * MIB)
+            .unwrap();
+        // Nothing left to grow into: refused, and the slot keeps what it had.
+        assert!(!a.fit(100 * MIB));
+        assert_eq!(slots.memory_in_use(), 128 * MIB);
     }
 
     #[tokio::test]

@@ -67,6 +67,31 @@ impl RedisServer {
         all
     }
 
+    /// Lua calls (scripts and functions: `EVAL`, `EVALSHA`, `FCALL`) Redis has served since it
+    /// started or its last `CONFIG RESETSTAT`: every fetch, ack, heartbeat...
+    pub async fn script_calls(&self) -> u64 {
+        let mut conn = self.connection().await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        info.lines()
+            .filter_map(|line| {
+                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                if !matches!(name, "eval" | "evalsha" | "fcall") {
+                    return None;
+                }
+                stats
+                    .strip_prefix("calls=")?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
     /// A plain async connection, for assertions on raw Redis state.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())

@@ -316,6 +316,10 @@ local function lease_problem(state, held_token, token)
   return nil
 end
 
+-- The fields of FAIL_FIELDS that a completion needs when the job is not kept (their order
+-- and positions are FAIL_FIELDS').
+local COMPLETE_FIELDS_BARE = { 'state', 'lease_token', 'attempt' }
+
 -- The config fields complete_jobs reads.
 local COMPLETE_CONFIG = { 'completed_keep', 'completed_max_age_ms', 'max_result_bytes',
   'events_maxlen' }
@@ -329,15 +333,19 @@ local function complete_jobs(prefix, K, cfg, now, first)
   local keep = cfg.completed_keep
   local done_ids, rejected, too_large, finished, events, deleted = {}, {}, {}, {}, {}, {}
   local plan = new_fail_plan(nil)
+  -- A completion reads what it records: with no job kept, the lease check and the attempt
+  -- (for the event); the rest of FAIL_FIELDS only for a result that fails the job.
+  local fields = keep == 0 and COMPLETE_FIELDS_BARE or FAIL_FIELDS
   for i = first, #ARGV - 5, 6 do
     local id, token, result, version = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local logs, progress = ARGV[i + 4], ARGV[i + 5]
     local key = prefix .. id
-    local f = redis.call('HMGET', key, unpack(FAIL_FIELDS))
+    local f = redis.call('HMGET', key, unpack(fields))
     local problem = lease_problem(f[1], f[2], token)
     if problem then
       rejected[#rejected + 1] = { id, problem }
     elseif #result > cfg.max_result_bytes then
+      if fields ~= FAIL_FIELDS then f = redis.call('HMGET', key, unpack(FAIL_FIELDS)) end
       fail_job(prefix, id, f, now, 'result_too_large', 'result of ' .. #result
         .. ' bytes is over the limit of ' .. cfg.max_result_bytes, true, plan, version, nil,
         logs, progress)
@@ -502,17 +510,20 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
   end
 
   local jobs, active, events, starts, dropped = {}, {}, {}, {}, 0
+  -- Numbers go to Redis as text; formatting them once, and as integers, costs less than
+  -- letting each call convert a double.
+  local now_text, expires_text = string.format('%d', now), string.format('%d', expires)
   for i, id in ipairs(taken) do
     local key = prefix .. id
     local f = redis.call('HMGET', key, 'state', 'handler', 'payload', 'attempt', 'max_attempts',
       'timeout_ms', 'priority', 'created_at', 'own_policy')
     if f[1] == 'waiting' and f[2] then
       local attempt = (tonumber(f[4]) or 0) + 1
-      redis.call('HSET', key, 'state', 'active', 'attempt', attempt, 'lease_token', token,
-        'host', host, 'started_at', now)
+      redis.call('HSET', key, 'state', 'active', 'attempt', string.format('%d', attempt),
+        'lease_token', token, 'host', host, 'started_at', now_text)
       jobs[#jobs + 1] = { id, f[2], f[3] or '', attempt, tonumber(f[5]) or 1,
         tonumber(f[6]) or 0, tonumber(f[7]) or 0, tonumber(f[8]) or 0, f[9] or '' }
-      active[#active + 1] = expires
+      active[#active + 1] = expires_text
       active[#active + 1] = id
       events[#events + 1] = { id, attempt }
       if queue_limited then
