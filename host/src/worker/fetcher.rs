@@ -13,7 +13,8 @@
 //! 3. Start each leased job (`executor::spawn`) with its own slot.
 //! 4. If the queue had nothing, block on the wake-up list (an enqueue pushes to it) until woken,
 //!    the next delayed job is due, or `idle_wait` passes; never a busy poll.
-//! 5. On a Redis error, back off with jitter and try again; stop as soon as the host drains.
+//! 5. On a Redis error, back off with jitter and try again; stop as soon as the host drains
+//!    (a fetch already sent is seen through, and what it leased released uncounted).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,10 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use super::{Backoff, Phase, Shared, executor};
+use crate::queue::LeasedJob;
+
+/// How long a fetch under way when the host starts to drain may take to come back.
+const FINISH_FETCH: Duration = Duration::from_secs(2);
 
 pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut phase: watch::Receiver<Phase>) {
     let config = &shared.config;
@@ -55,11 +60,26 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut phase: watch::Re
             _ = phase.changed() => continue,
         };
         let max = reservation.len();
+        // Seen through when the host starts to drain (for a while: Redis may be hung): a call
+        // dropped after Redis ran it would leave its jobs leased to nobody until the lease
+        // expired, and count an attempt.
+        let call = shared
+            .client
+            .fetch_batch(&queue, max, config.lease, &config.host_id);
+        tokio::pin!(call);
         let fetched = tokio::select! {
-            f = shared.client.fetch_batch(&queue, max, config.lease, &config.host_id) => f,
-            _ = phase.changed() => continue,
+            f = &mut call => f,
+            _ = phase.changed() => match tokio::time::timeout(FINISH_FETCH, &mut call).await {
+                Ok(f) => f,
+                Err(_) => continue,
+            },
         };
         let wait_for = match fetched {
+            Ok(fetched) if *phase.borrow() != Phase::Running => {
+                shared.redis.ok();
+                release_unstarted(&shared, &queue, &fetched.jobs).await;
+                return;
+            }
             Ok(fetched) => {
                 shared.redis.ok();
                 backoff.reset();
@@ -117,6 +137,28 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut phase: watch::Re
                 }
             }
             _ = phase.changed() => {}
+        }
+    }
+}
+
+/// Gives back jobs leased by a fetch that ended after the host began to drain: uncounted, as
+/// shutdown releases the jobs it stops.
+async fn release_unstarted(shared: &Shared, queue: &str, jobs: &[LeasedJob]) {
+    if jobs.is_empty() {
+        return;
+    }
+    let leases: Vec<_> = jobs.iter().map(LeasedJob::lease).collect();
+    match shared.client.release(queue, &leases).await {
+        Ok(report) => {
+            for (id, why) in report.rejected {
+                tracing::warn!(%queue, job_id = %id, ?why, "could not release a job fetched while draining");
+            }
+        }
+        Err(err) => {
+            shared
+                .redis
+                .failed("releasing jobs fetched while draining", &err);
+            tracing::warn!(%queue, jobs = leases.len(), "jobs fetched while draining will run again after their lease expires");
         }
     }
 }
