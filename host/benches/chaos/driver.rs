@@ -71,7 +71,8 @@ pub struct Plan {
     pub max_attempts: u32,
     /// Redis stays down for a random time up to this long before it is restarted.
     pub redis_down_max: Duration,
-    /// The least time between two chaos events, so a restarted host gets to take jobs.
+    /// The least time between two chaos events. Short: jobs run out quickly (a wave is a few
+    /// hundred milliseconds of work), and a host that has not taken jobs yet is not picked.
     pub min_gap: Duration,
     /// The whole run (enqueue, chaos, drain) must end within this.
     pub deadline: Duration,
@@ -91,8 +92,10 @@ impl Plan {
             work_ms: 10,
             lease: Duration::from_secs(2),
             max_attempts: 100,
-            redis_down_max: Duration::from_secs(1),
-            min_gap: Duration::from_millis(200),
+            // Longer than the lease at times: leases then expire while their hosts still run the
+            // jobs, and those hosts come back to Redis with outcomes it must refuse.
+            redis_down_max: Duration::from_secs(3),
+            min_gap: Duration::from_millis(50),
             deadline: Duration::from_secs(20 * 60),
             seed: rand::random(),
         }
@@ -191,6 +194,8 @@ pub struct Report {
     pub outcomes: BTreeMap<String, u64>,
     /// Jobs taken back (`lease_expired`) from each killed host.
     pub taken_back_per_kill: Vec<u64>,
+    /// Leases that expired on hosts that were not killed (Redis was away for longer).
+    pub lease_losses_without_kill: u64,
     /// Instrument checks: completed jobs whose `ok` attempt left no side effect in any log,
     /// and enqueued ids missing from the events stream (it was trimmed). Both must be 0 for
     /// the duplicate count to mean anything.
@@ -287,6 +292,11 @@ impl Report {
             out,
             "| host kills that caught jobs in flight | {caught} of {} ({taken} jobs taken back) |",
             self.taken_back_per_kill.len()
+        );
+        let _ = writeln!(
+            out,
+            "| leases lost on hosts that were not killed (Redis away longer than the lease) | {} |",
+            self.lease_losses_without_kill
         );
         let _ = writeln!(
             out,
@@ -500,6 +510,7 @@ pub async fn run(plan: &Plan, paths: &Paths) -> Result<Report> {
         attempts: BTreeMap::new(),
         outcomes: BTreeMap::new(),
         taken_back_per_kill: Vec::new(),
+        lease_losses_without_kill: 0,
         completions_without_execution: Vec::new(),
         ids_missing_from_events: 0,
     };
@@ -541,11 +552,14 @@ pub async fn run(plan: &Plan, paths: &Paths) -> Result<Report> {
             {
                 let what = match chaos[next] {
                     Chaos::KillHost => {
-                        let slot = pick_busy_host(&client, &fleet, &mut rng).await;
+                        let (slot, leases) = pick_busy_host(&client, &fleet, &mut rng).await;
                         let id = fleet.kill_and_restart(slot)?;
                         report.kills_done += 1;
                         killed_hosts.push(id.clone());
-                        format!("SIGKILL {id}, restarted as {}", fleet.hosts[slot].id)
+                        format!(
+                            "SIGKILL {id} (holding {leases} leases), restarted as {}",
+                            fleet.hosts[slot].id
+                        )
                     }
                     Chaos::RestartRedis => {
                         let down = rng.random_range(0..=millis(plan.redis_down_max));
@@ -585,22 +599,31 @@ pub async fn run(plan: &Plan, paths: &Paths) -> Result<Report> {
 }
 
 /// A random host among those that hold a lease right now (Redis's view), so the kill lands
-/// mid-job; any host when none does (or Redis cannot say).
-async fn pick_busy_host(client: &Client, fleet: &Fleet<'_>, rng: &mut StdRng) -> usize {
-    let active = client
-        .list(QUEUE, JobState::Active, 0, 10_000)
-        .await
-        .unwrap_or_default();
+/// mid-job; any host when none does (or Redis cannot say). Returns the slot and the leases
+/// its host holds.
+async fn pick_busy_host(client: &Client, fleet: &Fleet<'_>, rng: &mut StdRng) -> (usize, usize) {
+    let active = match client.list(QUEUE, JobState::Active, 0, 10_000).await {
+        Ok(active) => active,
+        Err(err) => {
+            eprintln!("chaos: cannot list the active jobs ({err}); killing any host");
+            Vec::new()
+        }
+    };
+    let leases = |slot: usize| {
+        let id = &fleet.hosts[slot].id;
+        active
+            .iter()
+            .filter(|job| job.host.as_ref() == Some(id))
+            .count()
+    };
     let busy: Vec<usize> = (0..fleet.hosts.len())
-        .filter(|&slot| {
-            let id = &fleet.hosts[slot].id;
-            active.iter().any(|job| job.host.as_ref() == Some(id))
-        })
+        .filter(|&slot| leases(slot) > 0)
         .collect();
-    match busy.choose(rng) {
+    let slot = match busy.choose(rng) {
         Some(&slot) => slot,
         None => rng.random_range(0..fleet.hosts.len()),
-    }
+    };
+    (slot, leases(slot))
 }
 
 fn job_id(i: u64) -> String {
@@ -707,10 +730,11 @@ async fn check(
         *report.attempts.entry(job.attempt).or_default() += 1;
         for attempt in &job.history {
             *report.outcomes.entry(attempt.outcome.clone()).or_default() += 1;
-            if attempt.outcome == "lease_expired"
-                && let Some(host) = killed_hosts.iter().find(|h| **h == attempt.host)
-            {
-                *taken_back.entry(host.as_str()).or_default() += 1;
+            if attempt.outcome == "lease_expired" {
+                match killed_hosts.iter().find(|h| **h == attempt.host) {
+                    Some(host) => *taken_back.entry(host.as_str()).or_default() += 1,
+                    None => report.lease_losses_without_kill += 1,
+                }
             }
         }
         if job.state != JobState::Completed {

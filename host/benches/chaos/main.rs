@@ -32,6 +32,8 @@ fn main() -> Result<()> {
     let stamp = command_output("date", &["-u", "+%Y%m%dT%H%M%SZ"]);
     let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let results = root.join("bench/results");
+    // `cargo bench` runs this in host/: git is pointed at the repository's root.
+    let repo = root.display().to_string();
     let paths = driver::Paths {
         wasmq: std::env::var_os("WASMQ_BIN")
             .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_wasmq")), PathBuf::from),
@@ -56,10 +58,18 @@ fn main() -> Result<()> {
         &mut markdown,
         format_args!(
             "\nRevision: {} ({}).\n",
-            command_output("git", &["rev-parse", "--short", "HEAD"]),
+            command_output("git", &["-C", &repo, "rev-parse", "--short", "HEAD"]),
             if command_output(
                 "git",
-                &["status", "--porcelain", "--", "host", "guest-examples"]
+                &[
+                    "-C",
+                    &repo,
+                    "status",
+                    "--porcelain",
+                    "--",
+                    "host",
+                    "guest-examples"
+                ]
             )
             .is_empty()
             {
