@@ -7,6 +7,7 @@
 mod alerts;
 mod api;
 mod cache;
+mod chaos;
 mod dashboard;
 mod dev;
 mod events;
