@@ -32,9 +32,12 @@ use tokio::task::JoinHandle;
 
 use super::acker::{Ack, AckOutcome, Carried};
 use super::slots::Slot;
+use super::workflow::{self, RedisSteps};
 use super::{InFlight, JobKey, JobState, LoadedHandler, Phase, Shared};
-use crate::queue::{Completion, Failure, Lease, LeasedJob, MAX_ATTEMPT_LOG_LEN, truncate_utf8};
-use crate::runtime::{JobInput, JobLimits, LogLine, Outcome};
+use crate::queue::{
+    Completion, Failure, Lease, LeasedJob, MAX_ATTEMPT_LOG_LEN, Suspension, truncate_utf8,
+};
+use crate::runtime::{ChildJob, JobInput, JobLimits, LogLine, Outcome};
 
 /// A job that took less than this makes its slot lease jobs ahead (see the module docs):
 /// below it, the call that records a job and leases the next costs more than the job.
@@ -250,10 +253,17 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
             loaded,
             logs,
             progress,
+            children,
             ..
         }) => match outcome {
             Outcome::Ok(result) => AckOutcome::Complete(
                 Completion::new(&job, result)
+                    .with_version(&loaded.version)
+                    .with_logs(logs, progress)
+                    .with_children(workflow::children(children)),
+            ),
+            Outcome::Suspended { field, delay } => AckOutcome::Suspend(
+                Suspension::new(&job, field, delay)
                     .with_version(&loaded.version)
                     .with_logs(logs, progress),
             ),
@@ -330,6 +340,8 @@ struct Ran {
     /// What it logged (see [`attempt_log`]) and its last progress.
     logs: String,
     progress: Option<u8>,
+    /// The child jobs it enqueued (only a success has any).
+    children: Vec<ChildJob>,
 }
 
 /// An attempt's log as its history entry keeps it: one `<source>: <message>` line each, cut
@@ -386,17 +398,28 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, Strin
     };
     let runtime = shared.runtime.clone();
     let handler = loaded.handler.clone();
+    let steps = Arc::new(RedisSteps {
+        client: shared.client.clone(),
+        queue: job.queue.clone(),
+        id: job.id.clone(),
+        token: job.token.clone(),
+    });
     let span = tracing::info_span!("job", job_id = %job.id, queue = %job.queue, handler = %job.handler, attempt = job.attempt);
     let mut inner = AbortOnDrop(shared.guests.spawn(tracing::Instrument::instrument(
-        async move { runtime.run(&handler, input, &limits).await },
+        async move {
+            runtime
+                .run_with_store(&handler, input, &limits, steps)
+                .await
+        },
         span,
     )));
-    let (outcome, timing, logs, progress) = match (&mut inner.0).await {
+    let (outcome, timing, logs, progress, children) = match (&mut inner.0).await {
         Ok(report) => (
             report.outcome,
             Some((report.duration, report.instantiation)),
             attempt_log(&report.logs, report.logs_dropped),
             report.progress,
+            report.children,
         ),
         Err(err) if err.is_panic() => {
             tracing::error!(job_id = %job.id, "the host panicked running this job");
@@ -405,6 +428,7 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, Strin
                 None,
                 String::new(),
                 None,
+                Vec::new(),
             )
         }
         Err(_) => (
@@ -412,6 +436,7 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, Strin
             None,
             String::new(),
             None,
+            Vec::new(),
         ),
     };
     Ok(Ran {
@@ -420,6 +445,7 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, Strin
         loaded,
         logs,
         progress,
+        children,
     })
 }
 

@@ -28,6 +28,7 @@ mod fetcher;
 mod scheduler;
 mod slots;
 mod watchman;
+mod workflow;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
