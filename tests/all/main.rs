@@ -19,5 +19,6 @@ mod rate_limit;
 mod registry;
 mod runtime;
 mod schedules;
+mod steps;
 mod support;
 mod worker;
