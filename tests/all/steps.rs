@@ -6,7 +6,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::streams::StreamRangeReply;
-use wasmq::queue::{Backoff, Child, Client, Completion, JobState, NewJob, QueueConfig, StepSave};
+use wasmq::queue::{
+    Backoff, CancelOutcome, Child, Client, Completion, Failure, JobState, NewJob, QueueConfig,
+    StepSave, Suspension,
+};
+use wasmq::{JobInput, JobLimits, Outcome, Runtime, RuntimeConfig};
 
 use crate::support::eventually;
 use crate::support::guests;
@@ -313,4 +317,96 @@ async fn a_step_is_saved_only_under_the_jobs_current_lease() {
     let steps = client.load_steps(Q, "wf-2").await.unwrap();
     assert_eq!(steps.len(), 1);
     assert_eq!(steps.get("run:one").map(Vec::as_slice), Some(&b"1"[..]));
+}
+
+#[tokio::test]
+async fn a_step_result_over_the_limit_fails_the_job_with_an_error_that_says_so() {
+    let runtime = Runtime::new(RuntimeConfig {
+        pooling: false,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let handler = runtime.load_file(&guests::rust("workflow")).unwrap();
+    let job = JobInput {
+        id: "big-1".into(),
+        queue: Q.into(),
+        handler: "workflow".into(),
+        payload: br#"{"big_step":600000}"#.to_vec(),
+        attempt: 1,
+        max_attempts: 3,
+    };
+    let limits = JobLimits {
+        timeout: Duration::from_secs(30),
+        memory: 256 * 1024 * 1024,
+        fuel: None,
+    };
+    let report = runtime.run(&handler, job, &limits).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Fail(
+            "step \"big\": result of 600000 bytes is over the limit of 524288 bytes".to_string()
+        )
+    );
+}
+
+#[tokio::test]
+async fn steps_stay_with_a_dead_job_and_go_when_it_is_purged_or_cancelled() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let steps_key = |id: &str| format!("wasmq:{{{Q}}}:steps:{id}");
+    for id in ["dead-1", "asleep-1"] {
+        client
+            .enqueue(Q, &NewJob::new("workflow", Vec::new()).with_id(id))
+            .await
+            .unwrap();
+    }
+    let leased = client
+        .fetch(Q, 2, Duration::from_secs(30), "test-host")
+        .await
+        .unwrap();
+    for job in &leased {
+        let saved = client
+            .save_step(Q, &job.id, &job.token, "run:one", b"1")
+            .await
+            .unwrap();
+        assert_eq!(saved, StepSave::Saved);
+    }
+    let (dead, asleep) = if leased[0].id == "dead-1" {
+        (&leased[0], &leased[1])
+    } else {
+        (&leased[1], &leased[0])
+    };
+
+    // A dead job keeps its steps (a replay carries on from them) until it is purged.
+    client
+        .dead_letter(Q, &[Failure::new(dead, "fail", "on purpose")])
+        .await
+        .unwrap();
+    assert!(exists(&redis, &steps_key("dead-1")).await);
+    client.purge(Q, &["dead-1".to_string()]).await.unwrap();
+    assert!(!exists(&redis, &steps_key("dead-1")).await);
+
+    // A sleeping job is delayed, uncounted, its sleep marked; cancelling it deletes its steps.
+    let report = client
+        .suspend(
+            Q,
+            &[Suspension::new(
+                asleep,
+                "sleep:nap",
+                Duration::from_secs(60),
+            )],
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.suspended.len(), 1, "{report:?}");
+    let job = client.get(Q, "asleep-1").await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Delayed, 0));
+    let steps = client.load_steps(Q, "asleep-1").await.unwrap();
+    assert!(
+        steps.contains_key("run:one") && steps.contains_key("sleep:nap"),
+        "{steps:?}"
+    );
+    let cancelled = client.cancel(Q, &["asleep-1".to_string()]).await.unwrap();
+    assert_eq!(cancelled[0].1, CancelOutcome::Cancelled);
+    assert!(!exists(&redis, &steps_key("asleep-1")).await);
 }

@@ -2,7 +2,9 @@
 //! (the attempt that ran it), and the result `one@A,two@B,three@C`. The payload (JSON, all
 //! optional) shapes it:
 //! - `{"sleep_ms": N}` sleeps durably (`nap`) for N ms between steps one and two;
-//! - `{"fail_two_once": true}` makes step two ask for a retry on attempt 1.
+//! - `{"fail_two_once": true}` makes step two ask for a retry on attempt 1;
+//! - `{"big_step": N}` first runs a step `big` whose result is N bytes (over the host's limit
+//!   of 512 KiB, the job fails).
 //!
 //! Replayed steps do not run again, so a retry after step two failed gives `one@1,two@2,...`.
 use std::time::Duration;
@@ -16,6 +18,11 @@ impl Handler for Workflow {
     fn handle(job: Job) -> Result<Vec<u8>, JobError> {
         let options: Value = serde_json::from_slice(&job.payload).unwrap_or(Value::Null);
         let attempt = job.attempt;
+        if let Some(n) = options.get("big_step").and_then(Value::as_u64) {
+            step::run("big", || {
+                Ok(vec![b'x'; usize::try_from(n).unwrap_or(usize::MAX)])
+            })?;
+        }
         let one: String = step::run("one", || {
             wasmq_guest::log(Level::Info, "running step one");
             Ok(format!("one@{attempt}"))
