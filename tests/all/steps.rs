@@ -410,3 +410,38 @@ async fn steps_stay_with_a_dead_job_and_go_when_it_is_purged_or_cancelled() {
     assert_eq!(cancelled[0].1, CancelOutcome::Cancelled);
     assert!(!exists(&redis, &steps_key("asleep-1")).await);
 }
+
+/// The same workflow written in Python (guest-examples/python/workflow.py), through a real host:
+/// a sleep, then a step that fails once; each step still runs once in all.
+#[tokio::test]
+async fn a_python_workflow_sleeps_retries_and_replays_its_steps_like_the_rust_one() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, Q).await;
+    let job = NewJob::new(
+        "workflow",
+        br#"{"sleep_ms":300,"fail_two_once":true}"#.to_vec(),
+    )
+    .with_id("py-1")
+    .with_backoff(Backoff::fixed(Duration::from_millis(100)));
+    client.enqueue(Q, &job).await.unwrap();
+    let python = format!("workflow={}", guests::python("workflow").display());
+    let _host = HostProcess::start(&redis.url(), &["--queues", Q, "--handler", &python]);
+    wait_for_state(
+        &client,
+        Q,
+        "py-1",
+        JobState::Completed,
+        Duration::from_secs(90),
+    )
+    .await;
+
+    let job = client.get(Q, "py-1").await.unwrap().unwrap();
+    assert_eq!(job.result.as_deref(), Some(&b"one@1,two@2,three@2"[..]));
+    let outcomes: Vec<&str> = job.history.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["suspended", "retry", "ok"]);
+    let saves = step_saves(&redis, Q).await;
+    for field in ["run:one", "run:two", "run:three"] {
+        assert_eq!(saves.get(field), Some(&1), "{field}: {saves:?}");
+    }
+}
