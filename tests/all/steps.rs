@@ -445,3 +445,70 @@ async fn a_python_workflow_sleeps_retries_and_replays_its_steps_like_the_rust_on
         assert_eq!(saves.get(field), Some(&1), "{field}: {saves:?}");
     }
 }
+
+/// A handler throttled to 2 starts per second per key (the job's group): a burst of one
+/// group's jobs starts two per window, uncounted while it waits; another group is not held
+/// back by it.
+#[tokio::test]
+async fn a_throttled_handler_starts_at_most_its_limit_per_period_per_key() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, Q).await;
+    let mut jobs: Vec<NewJob> = (0..6)
+        .map(|i| {
+            let mut job = NewJob::new("echo", format!("busy {i}").into_bytes());
+            job.options.group = Some("busy".to_string());
+            job
+        })
+        .collect();
+    jobs.extend((0..2).map(|i| {
+        let mut job = NewJob::new("echo", format!("quiet {i}").into_bytes());
+        job.options.group = Some("quiet".to_string());
+        job
+    }));
+    let ids: Vec<String> = client
+        .enqueue_bulk(Q, &jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let toml = format!(
+        "[handlers.echo]\npath = {:?}\nthrottle = \"2/1s\"\n",
+        guests::rust("echo")
+    );
+    let _host = HostProcess::start_with_config(&redis.url(), &toml, &["--queues", Q]);
+    eventually("every job completed", Duration::from_secs(30), || async {
+        let counts = client.counts(Q).await.ok()?;
+        (counts.completed == 8).then_some(())
+    })
+    .await;
+
+    let mut busy = Vec::new();
+    let mut quiet = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let job = client.get(Q, id).await.unwrap().unwrap();
+        // Held back is not an attempt: one attempt each, and it ran.
+        assert_eq!((job.attempt, job.history.len()), (1, 1), "job {i}");
+        let started = job.history[0].started_at;
+        if i < 6 {
+            busy.push(started)
+        } else {
+            quiet.push(started)
+        }
+    }
+    busy.sort_unstable();
+    // At most two starts of the busy group in any second: the third after the first is a
+    // window later (less the few ms between a job's lease and its admission).
+    for w in busy.windows(3) {
+        assert!(w[2] - w[0] >= 900, "three starts within a second: {busy:?}");
+    }
+    assert!(busy[5] - busy[0] >= 1_800, "{busy:?}");
+    // The quiet group started at once, beside the busy one's first two.
+    for q in &quiet {
+        assert!(
+            q.abs_diff(busy[0]) < 800,
+            "quiet {quiet:?} vs busy {busy:?}"
+        );
+    }
+}

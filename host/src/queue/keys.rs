@@ -132,6 +132,12 @@ impl QueueKeys {
         self.key(&format!("steps:{id}"))
     }
 
+    /// `wasmq:{q}:throttle:`: prefix of the handler throttle logs
+    /// (`throttle:<handler length>:<handler>:<group>`, see throttle.lua).
+    pub fn throttle_prefix(&self) -> String {
+        self.key("throttle:")
+    }
+
     /// `wasmq:{q}:outbox`: the parents whose child jobs are still to be delivered, scored by
     /// when they completed (ms).
     pub fn outbox(&self) -> String {

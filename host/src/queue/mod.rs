@@ -49,4 +49,4 @@ pub use keys::QueueKeys;
 pub use limit::{MAX_RATE, RateLimit};
 pub use monitor::{Backlog, DeadJob, GroupRead, Monitor, ReadFrom, is_missing_group};
 pub use scripts::{ENQUEUE_LUA, LIB_LUA};
-pub use workflow::{Child, OutboxReport, StepSave, SuspendReport, Suspension};
+pub use workflow::{Child, OutboxReport, StepSave, SuspendReport, Suspension, ThrottleStart};

@@ -31,7 +31,7 @@ pub const ENQUEUE_LUA: &str = include_str!("scripts/enqueue.lua");
 
 /// The transitions in the function library: name and Lua body. A body reads `KEYS` and `ARGV`
 /// as a script's would; the library sets both before running it.
-const BODIES: [(&str, &str); 20] = [
+const BODIES: [(&str, &str); 21] = [
     ("fetch", include_str!("scripts/fetch.lua")),
     ("extend", include_str!("scripts/extend.lua")),
     ("complete", include_str!("scripts/complete.lua")),
@@ -52,6 +52,7 @@ const BODIES: [(&str, &str); 20] = [
     ("suspend", include_str!("scripts/suspend.lua")),
     ("outbox_due", include_str!("scripts/outbox_due.lua")),
     ("outbox_done", include_str!("scripts/outbox_done.lua")),
+    ("throttle", include_str!("scripts/throttle.lua")),
 ];
 
 /// The function library: its Lua source (what `FUNCTION LOAD` takes) and version.
@@ -124,6 +125,7 @@ pub(crate) struct Scripts {
     pub suspend: Function,
     pub outbox_due: Function,
     pub outbox_done: Function,
+    pub throttle: Function,
 }
 
 fn function(transition: &str) -> Function {
@@ -155,6 +157,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     suspend: function("suspend"),
     outbox_due: function("outbox_due"),
     outbox_done: function("outbox_done"),
+    throttle: function("throttle"),
 });
 
 /// What a [`Call`] runs.

@@ -27,6 +27,7 @@ use super::job::{
     MAX_ATTEMPT_LOG_LEN, NewJob, RunAt, truncate_utf8, validate_job_id, validate_queue_name,
 };
 use super::keys::QueueKeys;
+use super::limit::RateLimit;
 use super::reply::Reply;
 use super::scripts::SCRIPTS;
 
@@ -171,6 +172,17 @@ pub enum StepSave {
     Rejected(LeaseRejection),
 }
 
+/// Outcome of [`Client::throttle_start`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThrottleStart {
+    /// The start is logged: run the job.
+    Admitted,
+    /// The handler's throttle is full for the job's key; it frees in this long.
+    Wait(Duration),
+    /// The lease does not hold the job.
+    Rejected(LeaseRejection),
+}
+
 /// Outcome of delivering outbox entries.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OutboxReport {
@@ -262,6 +274,38 @@ impl Client {
         Ok(SuspendReport {
             suspended,
             rejected: rejections(&reply, rejected)?,
+        })
+    }
+
+    /// Admits the start of a leased job under its handler's throttle (`limit` starts per
+    /// window per key, the key being the job's group), logging it, or says how long until the
+    /// throttle has room; the caller then gives the job back with [`Client::suspend`] and an
+    /// empty field.
+    pub async fn throttle_start(
+        &self,
+        queue: &str,
+        id: &str,
+        token: &str,
+        handler: &str,
+        limit: RateLimit,
+    ) -> Result<ThrottleStart> {
+        let keys = QueueKeys::new(queue)?;
+        let mut invocation = Self::invocation(
+            &SCRIPTS.throttle,
+            &[keys.job_prefix(), keys.throttle_prefix()],
+        );
+        invocation
+            .arg(id)
+            .arg(token)
+            .arg(handler)
+            .arg(limit.max)
+            .arg(limit.window_ms());
+        let reply = Reply::of("throttle");
+        let [verdict, detail] = reply.tuple(self.invoke(&invocation).await?)?;
+        Ok(match reply.int(verdict)? {
+            1 => ThrottleStart::Admitted,
+            0 => ThrottleStart::Wait(Duration::from_millis(reply.uint(detail)?)),
+            _ => ThrottleStart::Rejected(LeaseRejection::parse(&reply.string(detail)?)),
         })
     }
 

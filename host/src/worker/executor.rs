@@ -35,7 +35,8 @@ use super::slots::Slot;
 use super::workflow::{self, RedisSteps};
 use super::{InFlight, JobKey, JobState, LoadedHandler, Phase, Shared};
 use crate::queue::{
-    Completion, Failure, Lease, LeasedJob, MAX_ATTEMPT_LOG_LEN, Suspension, truncate_utf8,
+    Completion, Failure, Lease, LeasedJob, MAX_ATTEMPT_LOG_LEN, RateLimit, Suspension,
+    ThrottleStart, truncate_utf8,
 };
 use crate::runtime::{ChildJob, JobInput, JobLimits, LogLine, Outcome};
 
@@ -381,6 +382,22 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, Strin
         Some(limit) => limit.clone().acquire_owned().await.ok(),
         None => None,
     };
+    if let Some(limit) = loaded.throttle
+        && let Some(wait) = throttled(shared, job, limit).await
+    {
+        // Not started: the job goes back to wait (suspend.lua with no field), uncounted.
+        return Ok(Ran {
+            outcome: Outcome::Suspended {
+                field: String::new(),
+                delay: wait,
+            },
+            timing: None,
+            loaded,
+            logs: String::new(),
+            progress: None,
+            children: Vec::new(),
+        });
+    }
     let limits = JobLimits {
         timeout: job.timeout.unwrap_or(loaded.timeout),
         memory: loaded.memory,
@@ -447,6 +464,26 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, Strin
         progress,
         children,
     })
+}
+
+/// How long `job` must wait before its handler's throttle lets it start, or `None` when its
+/// start is admitted (and logged). A throttle that cannot be checked holds the job back a
+/// second rather than let it through unchecked.
+async fn throttled(shared: &Shared, job: &LeasedJob, limit: RateLimit) -> Option<Duration> {
+    match shared
+        .client
+        .throttle_start(&job.queue, &job.id, &job.token, &job.handler, limit)
+        .await
+    {
+        Ok(ThrottleStart::Admitted) => None,
+        Ok(ThrottleStart::Wait(wait)) => Some(wait),
+        // The lease is gone; the give-back that follows is refused the same way.
+        Ok(ThrottleStart::Rejected(_)) => Some(Duration::ZERO),
+        Err(err) => {
+            shared.redis.failed("checking a handler's throttle", &err);
+            Some(Duration::from_secs(1))
+        }
+    }
 }
 
 #[cfg(test)]
