@@ -8,7 +8,7 @@ source ../lib.sh
 
 venv=$(pinned_venv requirements.txt)
 mkdir -p out
-for name in echo transform flaky; do
+for name in echo transform flaky workflow; do
     if stale "out/$name.wasm" "$name.py" "$WIT_DIR"/*.wit requirements.txt; then
         echo "python: building out/$name.wasm" >&2
         "$venv/bin/componentize-py" --wit-path "$WIT_DIR" --world handler \

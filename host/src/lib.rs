@@ -8,7 +8,9 @@
 //! - [`ArtifactCache`] - compiled handlers on disk, so a restart loads them without compiling.
 //! - [`JobInput`] - one attempt of one job as the handler sees it.
 //! - [`JobLimits`] - the hard limits of one attempt: deadline, memory cap, fuel.
-//! - [`Outcome`] - how an attempt ended: ok, guest retry/fail, or a classified failure.
+//! - [`Outcome`] - how an attempt ended: ok, guest retry/fail, a classified failure, or
+//!   suspended at a durable sleep.
+//! - [`WorkflowStore`] - where an attempt's durable steps are kept (the worker's is Redis).
 //! - [`queue::Client`] - the Redis protocol for jobs: enqueue, fetch, complete, fail, DLQ.
 //! - [`worker::Worker`] - the host behind `wasmq run`: fetch loop, slots, leases, shutdown.
 //! - [`alerts::Alerts`] - webhooks on dead-lettered jobs and queue backlogs, signed and retried.
@@ -31,6 +33,7 @@ pub mod schedule;
 pub mod worker;
 
 pub use runtime::{
-    ArtifactCache, CacheError, Handler, JobInput, JobLimits, LoadError, LoadSource, LogLine,
-    LogSource, Outcome, OutcomeClass, RunReport, Runtime, RuntimeConfig,
+    ArtifactCache, BoxFuture, CacheError, ChildJob, Handler, JobInput, JobLimits, LoadError,
+    LoadSource, LogLine, LogSource, MAX_CHILDREN, MAX_CHILDREN_BYTES, MAX_SLEEP, MAX_STEP_BYTES,
+    MAX_STEPS, Outcome, OutcomeClass, RunReport, Runtime, RuntimeConfig, WorkflowStore, child_id,
 };

@@ -20,5 +20,6 @@ mod rate_limit;
 mod registry;
 mod runtime;
 mod schedules;
+mod steps;
 mod support;
 mod worker;

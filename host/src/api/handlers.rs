@@ -43,6 +43,8 @@ pub struct VersionView {
     pub max_attempts: Option<u32>,
     pub backoff: Option<String>,
     pub concurrency: Option<usize>,
+    /// Most starts per period per key (the job's group), like `10/1m`.
+    pub throttle: Option<String>,
     /// Events the handler is subscribed to.
     pub on: Vec<String>,
     /// The queue its event jobs go to (null: `default`).
@@ -66,6 +68,7 @@ pub(crate) fn version_view(v: &Version, current: bool) -> VersionView {
         max_attempts: s.max_attempts,
         backoff: s.backoff.clone(),
         concurrency: s.concurrency,
+        throttle: s.throttle.clone(),
         on: s.on.clone(),
         on_queue: s.on_queue.clone(),
     }
@@ -154,6 +157,8 @@ pub struct DeployQuery {
     pub backoff: Option<String>,
     /// Most jobs of this handler running at once per host.
     pub concurrency: Option<usize>,
+    /// Most starts of this handler's jobs per period per key (the job's group), like `10/1m`.
+    pub throttle: Option<String>,
     /// Event names to subscribe to, comma-separated, like `order/created,order/paid`.
     pub on: Option<String>,
     /// The queue the event jobs go to [default: default].
@@ -179,6 +184,7 @@ impl DeployQuery {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
             concurrency: self.concurrency,
+            throttle: self.throttle,
             on: self
                 .on
                 .map(|list| list.split(',').map(str::to_string).collect())

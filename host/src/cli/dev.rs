@@ -84,6 +84,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
             timeout: DEFAULT_HANDLER_TIMEOUT,
             fuel: None,
             concurrency: None,
+            throttle: None,
         });
     }
     let redis = LocalRedis::start(LocalRedisOptions::default())?;

@@ -21,7 +21,8 @@ Exit codes:
   13  out_of_fuel: the fuel budget ran out
   14  memory_limit: the instance hit its memory cap
   15  stack_overflow: the guest exhausted its wasm stack
-  16  trap: any other trap (panic, abort, out-of-bounds access, ...)";
+  16  trap: any other trap (panic, abort, out-of-bounds access, ...)
+  17  suspended: the handler reached a durable sleep (a worker would resume it later)";
 
 /// Run a handler component once, locally, without Redis.
 #[derive(Debug, clap::Args)]
@@ -60,6 +61,7 @@ pub fn exit_code(class: OutcomeClass) -> u8 {
         OutcomeClass::MemoryLimit => 14,
         OutcomeClass::StackOverflow => 15,
         OutcomeClass::Trap => 16,
+        OutcomeClass::Suspended => 17,
     }
 }
 

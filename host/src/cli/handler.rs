@@ -76,6 +76,10 @@ pub struct DeployArgs {
     /// Most jobs of this handler running at once per host.
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Most starts of this handler's jobs per period per key (the job's group) in each queue,
+    /// like 10/1m; jobs over it wait, uncounted (docs/workflows.md).
+    #[arg(long)]
+    pub throttle: Option<String>,
     /// Subscribe to this event: `wasmq event send <name>` enqueues a job of this handler
     /// (repeatable, or comma-separated).
     #[arg(long, value_delimiter = ',')]
@@ -125,6 +129,9 @@ fn describe(v: &Version) -> String {
     }
     if let Some(n) = s.concurrency {
         out += &format!("  concurrency {n}");
+    }
+    if let Some(t) = &s.throttle {
+        out += &format!("  throttle {t}");
     }
     if !s.on.is_empty() {
         let queue = s
@@ -215,6 +222,7 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<u8> {
         max_attempts: args.max_attempts,
         backoff: args.backoff,
         concurrency: args.concurrency,
+        throttle: args.throttle,
         on: args.on,
         on_queue: args.on_queue,
     };

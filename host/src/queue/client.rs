@@ -17,9 +17,10 @@ use super::keys::QueueKeys;
 use super::limit::RateLimit;
 use super::reply::Reply;
 use super::scripts::{Call, SCRIPTS};
+use super::workflow::{Child, encode_children};
 
 /// Longest handler version label an attempt's history records.
-const MAX_VERSION_LEN: usize = 128;
+pub(super) const MAX_VERSION_LEN: usize = 128;
 
 /// Most jobs one call handles (enqueue_bulk, fetch, recover_expired, promote; the scripts
 /// refuse more): one script call blocks Redis while it runs, so batches stay bounded.
@@ -34,7 +35,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Client {
     redis: redis::Client,
-    conn: ConnectionManager,
+    pub(super) conn: ConnectionManager,
 }
 
 impl std::fmt::Debug for Client {
@@ -179,7 +180,7 @@ pub struct Fetched {
 }
 
 /// A successful attempt, for [`Client::complete`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub id: String,
     pub token: String,
@@ -189,6 +190,9 @@ pub struct Completion {
     /// What the attempt logged, and its last progress, for its history entry.
     pub logs: String,
     pub progress: Option<u8>,
+    /// Child jobs to write with the completion (through the queue's outbox; see
+    /// docs/workflows.md), each with its id set.
+    pub children: Vec<Child>,
 }
 
 impl Completion {
@@ -200,7 +204,14 @@ impl Completion {
             version: String::new(),
             logs: String::new(),
             progress: None,
+            children: Vec::new(),
         }
+    }
+
+    /// Child jobs to enqueue if, and only if, this completion is recorded.
+    pub fn with_children(mut self, children: Vec<Child>) -> Completion {
+        self.children = children;
+        self
     }
 
     /// Records what the attempt logged (cut to [`MAX_ATTEMPT_LOG_LEN`] bytes) and its last
@@ -286,7 +297,7 @@ pub enum LeaseRejection {
 }
 
 impl LeaseRejection {
-    fn parse(reason: &str) -> LeaseRejection {
+    pub(super) fn parse(reason: &str) -> LeaseRejection {
         match reason {
             "not_found" => LeaseRejection::NotFound,
             "token_mismatch" => LeaseRejection::TokenMismatch,
@@ -445,7 +456,7 @@ impl Client {
         }
     }
 
-    async fn invoke(&self, invocation: &Call<'_>) -> Result<Value> {
+    pub(super) async fn invoke(&self, invocation: &Call<'_>) -> Result<Value> {
         let mut conn = self.conn.clone();
         invocation
             .invoke(&mut conn)
@@ -453,7 +464,7 @@ impl Client {
             .map_err(QueueError::from_script)
     }
 
-    fn invocation<'a>(target: impl Into<Call<'a>>, keys: &[String]) -> Call<'a> {
+    pub(super) fn invocation<'a>(target: impl Into<Call<'a>>, keys: &[String]) -> Call<'a> {
         let mut invocation = target.into();
         for key in keys {
             invocation.key(key);
@@ -554,6 +565,7 @@ impl Client {
                 keys.events(),
                 keys.group_prefix(),
                 keys.groups(),
+                keys.steps_prefix(),
             ],
         );
         for id in ids {
@@ -889,7 +901,13 @@ impl Client {
         } else {
             Self::invocation(
                 &SCRIPTS.purge,
-                &[keys.job_prefix(), keys.config(), keys.dead(), keys.events()],
+                &[
+                    keys.job_prefix(),
+                    keys.config(),
+                    keys.dead(),
+                    keys.events(),
+                    keys.steps_prefix(),
+                ],
             )
         };
         invocation.arg(limit);
@@ -979,9 +997,11 @@ impl Client {
                 keys.completed(),
                 keys.dead(),
                 keys.events(),
+                keys.steps_prefix(),
+                keys.outbox(),
             ],
         );
-        push_completions(&mut invocation, done);
+        push_completions(&mut invocation, done)?;
         let reply = Reply::of("complete");
         let [completed, rejected, too_large] = reply.tuple(self.invoke(&invocation).await?)?;
         complete_report(&reply, completed, rejected, too_large)
@@ -1010,9 +1030,13 @@ impl Client {
         }
         let token = random_token();
         let mut invocation = Self::invocation(&SCRIPTS.complete_fetch, &fetch_keys(&keys));
-        invocation.key(keys.completed()).key(keys.dead());
+        invocation
+            .key(keys.completed())
+            .key(keys.dead())
+            .key(keys.steps_prefix())
+            .key(keys.outbox());
         invocation.arg(max).arg(lease_ms).arg(&token).arg(host);
-        push_completions(&mut invocation, done);
+        push_completions(&mut invocation, done)?;
         let reply = Reply::of("complete_fetch");
         let [completed, rejected, too_large, leased] =
             reply.tuple(self.invoke(&invocation).await?)?;
@@ -1150,8 +1174,8 @@ impl Client {
 }
 
 /// The per-job arguments of complete.lua and complete_fetch.lua: id, token, result, version,
-/// logs, progress (docs/protocol.md).
-fn push_completions(invocation: &mut Call<'_>, done: &[Completion]) {
+/// logs, progress, children (docs/protocol.md).
+fn push_completions(invocation: &mut Call<'_>, done: &[Completion]) -> Result<()> {
     for completion in done {
         invocation
             .arg(&completion.id)
@@ -1159,12 +1183,14 @@ fn push_completions(invocation: &mut Call<'_>, done: &[Completion]) {
             .arg(completion.result.as_slice())
             .arg(truncate_utf8(&completion.version, MAX_VERSION_LEN))
             .arg(truncate_utf8(&completion.logs, MAX_ATTEMPT_LOG_LEN))
-            .arg(progress_arg(completion.progress));
+            .arg(progress_arg(completion.progress))
+            .arg(encode_children(&completion.children)?);
     }
+    Ok(())
 }
 
 /// A progress as the scripts take it: digits, or empty for none.
-fn progress_arg(progress: Option<u8>) -> String {
+pub(super) fn progress_arg(progress: Option<u8>) -> String {
     progress.map(|p| p.min(100).to_string()).unwrap_or_default()
 }
 
@@ -1274,7 +1300,7 @@ fn complete_report(
     })
 }
 
-fn rejections(reply: &Reply, value: Value) -> Result<Vec<(String, LeaseRejection)>> {
+pub(super) fn rejections(reply: &Reply, value: Value) -> Result<Vec<(String, LeaseRejection)>> {
     Ok(reply
         .pairs(value)?
         .into_iter()

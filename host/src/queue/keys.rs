@@ -119,6 +119,35 @@ impl QueueKeys {
     pub fn alerts(&self) -> String {
         self.key("alerts")
     }
+
+    /// `wasmq:{q}:steps:`: prefix of the per-job step hashes; scripts get it in KEYS and
+    /// append the job id.
+    pub fn steps_prefix(&self) -> String {
+        self.key("steps:")
+    }
+
+    /// `wasmq:{q}:steps:<id>`: one job's durable steps and elapsed sleeps (field `run:<name>`
+    /// or `sleep:<name>`).
+    pub fn steps(&self, id: &str) -> String {
+        self.key(&format!("steps:{id}"))
+    }
+
+    /// `wasmq:{q}:throttle:`: prefix of the handler throttle logs
+    /// (`throttle:<handler length>:<handler>:<group>`, see throttle.lua).
+    pub fn throttle_prefix(&self) -> String {
+        self.key("throttle:")
+    }
+
+    /// `wasmq:{q}:outbox`: the parents whose child jobs are still to be delivered, scored by
+    /// when they completed (ms).
+    pub fn outbox(&self) -> String {
+        self.key("outbox")
+    }
+
+    /// `wasmq:{q}:outbox:<id>`: the child jobs of one completed parent, to be delivered (JSON).
+    pub fn outbox_entry(&self, id: &str) -> String {
+        self.key(&format!("outbox:{id}"))
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +174,9 @@ mod tests {
             keys.alerts(),
             keys.group_waiting("tenant-42"),
             keys.group_rate("tenant-42"),
+            keys.steps("j1"),
+            keys.outbox(),
+            keys.outbox_entry("j1"),
         ] {
             assert!(key.starts_with("wasmq:{emails}:"), "{key}");
         }

@@ -10,6 +10,8 @@
 //! - [`QueueKeys`] - the key names of one queue, all under the hash tag `{<queue>}`.
 //! - [`Monitor`] - watching queues for alerts: a consumer group over the events streams,
 //!   the backlog (waiting count, oldest waiting job), the per-queue alert state.
+//! - [`Child`], [`Suspension`] - what durable workflows write: child jobs (delivered through
+//!   the queue's outbox), durable steps ([`Client::save_step`]) and sleeps ([`Client::suspend`]).
 //! - [`RateLimit`] - at most N job starts per window, per queue or per group (`QueueConfig`),
 //!   enforced by fetch across every host.
 //!
@@ -28,6 +30,7 @@ mod limit;
 mod monitor;
 mod reply;
 mod scripts;
+mod workflow;
 
 pub use client::{
     CancelOutcome, Client, CompleteReport, Completion, Counts, DlqReport, Enqueued, Event,
@@ -46,3 +49,4 @@ pub use keys::QueueKeys;
 pub use limit::{MAX_RATE, RateLimit};
 pub use monitor::{Backlog, DeadJob, GroupRead, Monitor, ReadFrom, is_missing_group};
 pub use scripts::{ENQUEUE_LUA, LIB_LUA};
+pub use workflow::{Child, OutboxReport, StepSave, SuspendReport, Suspension, ThrottleStart};

@@ -31,7 +31,7 @@ pub const ENQUEUE_LUA: &str = include_str!("scripts/enqueue.lua");
 
 /// The transitions in the function library: name and Lua body. A body reads `KEYS` and `ARGV`
 /// as a script's would; the library sets both before running it.
-const BODIES: [(&str, &str); 16] = [
+const BODIES: [(&str, &str); 21] = [
     ("fetch", include_str!("scripts/fetch.lua")),
     ("extend", include_str!("scripts/extend.lua")),
     ("complete", include_str!("scripts/complete.lua")),
@@ -48,6 +48,11 @@ const BODIES: [(&str, &str); 16] = [
     ("counts", include_str!("scripts/counts.lua")),
     ("list", include_str!("scripts/list.lua")),
     ("backlog", include_str!("scripts/backlog.lua")),
+    ("step_save", include_str!("scripts/step_save.lua")),
+    ("suspend", include_str!("scripts/suspend.lua")),
+    ("outbox_due", include_str!("scripts/outbox_due.lua")),
+    ("outbox_done", include_str!("scripts/outbox_done.lua")),
+    ("throttle", include_str!("scripts/throttle.lua")),
 ];
 
 /// The function library: its Lua source (what `FUNCTION LOAD` takes) and version.
@@ -116,6 +121,11 @@ pub(crate) struct Scripts {
     pub counts: Function,
     pub list: Function,
     pub backlog: Function,
+    pub step_save: Function,
+    pub suspend: Function,
+    pub outbox_due: Function,
+    pub outbox_done: Function,
+    pub throttle: Function,
 }
 
 fn function(transition: &str) -> Function {
@@ -143,6 +153,11 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     counts: function("counts"),
     list: function("list"),
     backlog: function("backlog"),
+    step_save: function("step_save"),
+    suspend: function("suspend"),
+    outbox_due: function("outbox_due"),
+    outbox_done: function("outbox_done"),
+    throttle: function("throttle"),
 });
 
 /// What a [`Call`] runs.

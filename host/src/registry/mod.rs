@@ -91,6 +91,9 @@ pub struct HandlerSettings {
     pub backoff: Option<String>,
     /// Most jobs of this handler running at once per host.
     pub concurrency: Option<usize>,
+    /// Most starts of this handler's jobs per period per key (the job's group), in each
+    /// queue: `N/period`, like `10/1m` (see docs/workflows.md, "Throttle").
+    pub throttle: Option<String>,
     /// Event names this handler is subscribed to: `wasmq event send <name>` enqueues one job
     /// of it per event (see [`crate::events`]).
     pub on: Vec<String>,
@@ -107,6 +110,7 @@ impl Default for HandlerSettings {
             max_attempts: None,
             backoff: None,
             concurrency: None,
+            throttle: None,
             on: Vec::new(),
             on_queue: None,
         }
@@ -146,6 +150,10 @@ impl HandlerSettings {
         }
         if self.concurrency == Some(0) {
             return Err("concurrency must be at least 1".to_string());
+        }
+        if let Some(text) = &self.throttle {
+            text.parse::<crate::queue::RateLimit>()
+                .map_err(|err| format!("throttle: {err}"))?;
         }
         for event in &self.on {
             crate::events::validate_event_name(event)?;
@@ -201,6 +209,8 @@ struct Record {
     backoff: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     concurrency: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    throttle: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     on: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,6 +243,7 @@ impl Record {
                 max_attempts: r.max_attempts,
                 backoff: r.backoff,
                 concurrency: r.concurrency,
+                throttle: r.throttle,
                 on: r.on,
                 on_queue: r.on_queue,
             },
@@ -371,6 +382,7 @@ impl Registry {
             max_attempts: settings.max_attempts,
             backoff: settings.backoff.clone(),
             concurrency: settings.concurrency,
+            throttle: settings.throttle.clone(),
             on: settings.on.clone(),
             on_queue: settings.on_queue.clone(),
             version: 0,

@@ -35,6 +35,7 @@ mod capture;
 mod limits;
 mod outcome;
 mod version;
+mod workflow;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,20 +52,31 @@ pub use cache::{ArtifactCache, CacheError};
 pub use capture::{LogLine, LogSource};
 pub use limits::JobLimits;
 pub use outcome::{Outcome, OutcomeClass};
+pub use workflow::{
+    BoxFuture, ChildJob, MAX_CHILDREN, MAX_CHILDREN_BYTES, MAX_SLEEP, MAX_STEP_BYTES, MAX_STEPS,
+    Suspend, WorkflowStore, child_id,
+};
 
 use capture::{CaptureStream, JobLog};
 use limits::StoreLimiter;
 use outcome::DeadlineExceeded;
+use workflow::{MemoryStore, WorkflowState};
 
 mod bindings {
     wasmtime::component::bindgen!({
         world: "handler",
         path: "../wit",
+        imports: {
+            "wasmq:job/workflow.step-get": async,
+            "wasmq:job/workflow.step-save": async,
+            "wasmq:job/workflow.sleep": async | trappable,
+            "wasmq:job/workflow.enqueue": async,
+        },
         exports: { default: async },
     });
 }
 
-use bindings::wasmq::job::context;
+use bindings::wasmq::job::{context, workflow as workflow_bindings};
 use bindings::{HandlerPre, Job, JobError};
 
 /// Engine-wide settings of a host. Per-job limits are in [`JobLimits`].
@@ -211,6 +223,9 @@ pub struct RunReport {
     pub peak_memory: u64,
     /// Fuel consumed, when the runtime meters fuel.
     pub fuel_consumed: Option<u64>,
+    /// The child jobs the attempt enqueued (`workflow.enqueue`), in order, with their ids: to
+    /// be written with the job's completion, and dropped with any other outcome.
+    pub children: Vec<ChildJob>,
 }
 
 /// The shared, cheaply cloneable runtime of a host: one engine, one linker, one epoch ticker.
@@ -255,6 +270,8 @@ pub(crate) struct HostState {
     /// The long-job CPU slot this attempt holds while its guest code runs, once it is long.
     /// Shared with the future that acquires it at an epoch yield; dropped with the store.
     cpu_slot: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    /// Steps, sleeps and child jobs (the `workflow` interface).
+    workflow: WorkflowState,
 }
 
 impl WasiView for HostState {
@@ -320,6 +337,8 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
         context::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
+        workflow_bindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
 
         spawn_epoch_ticker(&engine, config.epoch_tick);
@@ -446,10 +465,23 @@ impl Runtime {
         self.load(&bytes)
     }
 
-    /// Runs one attempt of `job` in a fresh instance of `handler` under `limits`.
+    /// Runs one attempt of `job` in a fresh instance of `handler` under `limits`, its steps
+    /// kept in memory for this attempt only (see [`Runtime::run_with_store`]).
     ///
     /// Never fails: every way an attempt can end is an [`Outcome`].
     pub async fn run(&self, handler: &Handler, job: JobInput, limits: &JobLimits) -> RunReport {
+        self.run_with_store(handler, job, limits, Arc::new(MemoryStore::default()))
+            .await
+    }
+
+    /// [`Runtime::run`], with the job's durable steps in `store` (the `workflow` interface).
+    pub async fn run_with_store(
+        &self,
+        handler: &Handler,
+        job: JobInput,
+        limits: &JobLimits,
+        store: Arc<dyn WorkflowStore>,
+    ) -> RunReport {
         let config = &self.inner.config;
         let started = Instant::now();
         let deadline = started + limits.timeout;
@@ -470,6 +502,7 @@ impl Runtime {
             started,
             deadline,
             cpu_slot: Arc::new(Mutex::new(None)),
+            workflow: WorkflowState::new(store, &job.queue, &job.id),
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -538,16 +571,25 @@ impl Runtime {
         // inside host calls (a guest blocked in a WASI poll), which epochs cannot interrupt.
         let result = tokio::time::timeout(limits.timeout, attempt).await;
 
+        let suspend = store.data_mut().workflow.suspend.take();
         let limiter = &store.data().limiter;
         let outcome = match result {
             Err(_elapsed) => Outcome::Timeout,
             Ok(Ok(Ok(bytes))) => Outcome::Ok(bytes),
             Ok(Ok(Err(JobError::Retry(msg)))) => Outcome::Retry(msg),
             Ok(Ok(Err(JobError::Fail(msg)))) => Outcome::Fail(msg),
-            Ok(Err(err)) => outcome::classify(&err, limiter.hit),
+            Ok(Err(err)) => match suspend {
+                // Only a `sleep` sets it, just before it traps to end the attempt.
+                Some(Suspend { field, delay }) => Outcome::Suspended { field, delay },
+                None => outcome::classify(&err, limiter.hit),
+            },
         };
         let peak_memory = limiter.peak_memory as u64;
         let progress = store.data().progress;
+        let children = match outcome {
+            Outcome::Ok(_) => std::mem::take(&mut store.data_mut().workflow.children),
+            _ => Vec::new(),
+        };
         let fuel_consumed = config
             .fuel
             .then(|| fuel_budget.saturating_sub(store.get_fuel().unwrap_or(0)));
@@ -562,6 +604,7 @@ impl Runtime {
             instantiation,
             peak_memory,
             fuel_consumed,
+            children,
         }
     }
 }

@@ -24,6 +24,12 @@ pub enum Outcome {
     StackOverflow,
     /// Any other trap: a panic or abort, an out-of-bounds access, an instantiation failure.
     Trap(String),
+    /// The handler reached a durable sleep (`workflow.sleep`) that has not elapsed: the job
+    /// waits `delay`, then runs again, this attempt not counted; `field` marks the sleep done.
+    Suspended {
+        field: String,
+        delay: std::time::Duration,
+    },
 }
 
 /// The outcome without its data: what metrics, retry policy and exit codes key on.
@@ -37,10 +43,11 @@ pub enum OutcomeClass {
     MemoryLimit,
     StackOverflow,
     Trap,
+    Suspended,
 }
 
 impl OutcomeClass {
-    pub const ALL: [OutcomeClass; 8] = [
+    pub const ALL: [OutcomeClass; 9] = [
         Self::Ok,
         Self::Retry,
         Self::Fail,
@@ -49,6 +56,7 @@ impl OutcomeClass {
         Self::MemoryLimit,
         Self::StackOverflow,
         Self::Trap,
+        Self::Suspended,
     ];
 
     /// The stable name used in Redis, the API, metrics and `--json` output.
@@ -62,6 +70,7 @@ impl OutcomeClass {
             Self::MemoryLimit => "memory_limit",
             Self::StackOverflow => "stack_overflow",
             Self::Trap => "trap",
+            Self::Suspended => "suspended",
         }
     }
 }
@@ -83,6 +92,7 @@ impl Outcome {
             Self::MemoryLimit => OutcomeClass::MemoryLimit,
             Self::StackOverflow => OutcomeClass::StackOverflow,
             Self::Trap(_) => OutcomeClass::Trap,
+            Self::Suspended { .. } => OutcomeClass::Suspended,
         }
     }
 
@@ -96,6 +106,7 @@ impl Outcome {
             Self::OutOfFuel => Some("fuel budget exhausted".to_string()),
             Self::MemoryLimit => Some("memory limit exceeded".to_string()),
             Self::StackOverflow => Some("wasm stack overflow".to_string()),
+            Self::Suspended { delay, .. } => Some(format!("sleeping for {} ms", delay.as_millis())),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Which versions of the `wasmq:job` WIT package this host runs.
 //!
 //! A handler names the package version it was built against in its imports
-//! (`wasmq:job/context@0.1.0`, `wasmq:job/types@0.1.0`); the `handle` export is a plain function
+//! (`wasmq:job/context@0.1.1`, `wasmq:job/types@0.1.1`); the `handle` export is a plain function
 //! of the world and carries none. [`check`] reads those names from the component's top-level
 //! import section, before anything is compiled, and refuses a version outside the host's
 //! compatibility unit with a message that names both. Within the unit, the linker decides: a
@@ -17,7 +17,7 @@ use wasmparser::{Parser, Payload};
 use super::LoadError;
 
 /// The version of `wit/job.wit` that this host implements (its `package` line).
-pub(crate) const HOST: &str = "0.1.0";
+pub(crate) const HOST: &str = "0.1.1";
 
 /// The prefix of every import name that belongs to the `wasmq:job` package.
 const PACKAGE: &str = "wasmq:job/";
@@ -115,7 +115,7 @@ mod tests {
     /// it.
     fn handler(version: &str, extra_import: bool) -> Vec<u8> {
         let mut wit = include_str!("../../../wit/job.wit").replace(
-            "package wasmq:job@0.1.0;",
+            &format!("package wasmq:job@{HOST};"),
             &format!("package wasmq:job@{version};"),
         );
         if extra_import {
@@ -204,22 +204,30 @@ mod tests {
         );
     }
 
+    /// 0.1.0 is what every handler built before the `workflow` interface imports; 0.1.3 is a
+    /// newer 0.1 than this host's.
     #[tokio::test]
-    async fn a_handler_built_against_a_newer_0_1_that_needs_nothing_new_loads_and_runs() {
+    async fn a_handler_built_against_an_older_or_newer_0_1_that_needs_nothing_new_runs() {
         let rt = runtime();
-        let handler = rt.load(&handler("0.1.3", false)).unwrap();
-        let job = super::super::JobInput {
-            id: "job-1".into(),
-            payload: b"hello".to_vec(),
-            attempt: 1,
-            max_attempts: 1,
-            ..Default::default()
-        };
-        let report = rt
-            .run(&handler, job, &super::super::JobLimits::default())
-            .await;
-        assert_eq!(report.outcome, super::super::Outcome::Ok(b"hello".to_vec()));
-        assert_eq!(report.progress, Some(100));
+        for version in ["0.1.0", "0.1.3"] {
+            let handler = rt.load(&handler(version, false)).unwrap();
+            let job = super::super::JobInput {
+                id: "job-1".into(),
+                payload: b"hello".to_vec(),
+                attempt: 1,
+                max_attempts: 1,
+                ..Default::default()
+            };
+            let report = rt
+                .run(&handler, job, &super::super::JobLimits::default())
+                .await;
+            assert_eq!(
+                report.outcome,
+                super::super::Outcome::Ok(b"hello".to_vec()),
+                "{version}"
+            );
+            assert_eq!(report.progress, Some(100), "{version}");
+        }
     }
 
     #[test]
@@ -249,7 +257,7 @@ mod tests {
                 err.to_string(),
                 format!(
                     "the handler was built against wasmq:job@{version}; this host implements \
-                     wasmq:job@0.1.0 (incompatible)"
+                     wasmq:job@{HOST} (incompatible)"
                 )
             );
         }

@@ -27,8 +27,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use super::slots::Slot;
+use super::workflow;
 use super::{Backoff, Phase, Shared, executor};
-use crate::queue::{Completion, Failure, Lease, LeasedJob};
+use crate::queue::{Completion, Failure, Lease, LeasedJob, Suspension};
 
 /// Most outcomes recorded in one flush.
 const MAX_BATCH: usize = 512;
@@ -65,6 +66,8 @@ pub(crate) struct Carried {
 pub(crate) enum AckOutcome {
     Complete(Completion),
     Fail(Failure),
+    /// The attempt reached a durable sleep: the job waits, the attempt not counted.
+    Suspend(Suspension),
 }
 
 /// Outcomes waiting to be recorded, by queue.
@@ -80,6 +83,7 @@ struct Pending {
 struct Bucket {
     completions: Vec<Completion>,
     failures: Vec<Failure>,
+    suspensions: Vec<Suspension>,
     slots: Vec<Carried>,
 }
 
@@ -91,6 +95,7 @@ impl Pending {
         match ack.outcome {
             AckOutcome::Complete(c) => bucket.completions.push(c),
             AckOutcome::Fail(f) => bucket.failures.push(f),
+            AckOutcome::Suspend(s) => bucket.suspensions.push(s),
         }
         self.len += 1;
     }
@@ -207,6 +212,15 @@ async fn flush(
                     for id in &report.result_too_large {
                         tracing::warn!(%queue, job_id = %id, "result over the queue's size limit: job dead-lettered");
                     }
+                    // The children of the completions just recorded are in the outbox now;
+                    // deliver them (a refused completion wrote none).
+                    let parents: Vec<String> = bucket
+                        .completions
+                        .iter()
+                        .filter(|c| !c.children.is_empty() && report.completed.contains(&c.id))
+                        .map(|c| c.id.clone())
+                        .collect();
+                    workflow::deliver(shared, queue, parents);
                     forget(
                         shared,
                         queue,
@@ -244,13 +258,32 @@ async fn flush(
                 }
             }
         }
+        if !bucket.suspensions.is_empty() {
+            match shared.client.suspend(queue, &bucket.suspensions).await {
+                Ok(report) => {
+                    shared.redis.ok();
+                    for (id, why) in &report.rejected {
+                        tracing::warn!(%queue, job_id = %id, ?why, "sleep not recorded: this host no longer held the job's lease");
+                    }
+                    forget(
+                        shared,
+                        queue,
+                        bucket.suspensions.drain(..).map(|s| (s.id, s.token)),
+                    );
+                }
+                Err(err) => {
+                    shared.redis.failed("recording sleeps", &err);
+                    all_ok = false;
+                }
+            }
+        }
     }
     // What is left failed to record: retried with backoff, not gathered.
     pending.may_wait = false;
     pending.len = pending
         .queues
         .values()
-        .map(|b| b.completions.len() + b.failures.len())
+        .map(|b| b.completions.len() + b.failures.len() + b.suspensions.len())
         .sum();
     all_ok
 }

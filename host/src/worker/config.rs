@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::queue::RateLimit;
 use crate::runtime::RuntimeConfig;
 
 /// Limits and concurrency of one handler on this host.
@@ -24,6 +25,8 @@ pub struct HandlerSpec {
     pub fuel: Option<u64>,
     /// Most jobs of this handler running at once on this host.
     pub concurrency: Option<usize>,
+    /// Most starts of this handler's jobs per window per key (the job's group), per queue.
+    pub throttle: Option<RateLimit>,
 }
 
 /// Everything `wasmq run` needs.
@@ -202,6 +205,8 @@ pub struct FileHandler {
     pub timeout: Option<String>,
     pub fuel: Option<u64>,
     pub concurrency: Option<usize>,
+    /// `N/period`, like `10/1m`.
+    pub throttle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,6 +285,13 @@ pub fn merge_handlers(
             Some(t) => parse_duration(&format!("handler {name} timeout"), t)?,
             None => DEFAULT_HANDLER_TIMEOUT,
         };
+        let throttle = match from_file.and_then(|f| f.throttle.as_deref()) {
+            Some(t) => Some(
+                t.parse::<RateLimit>()
+                    .map_err(|err| format!("handler {name} throttle: {err}"))?,
+            ),
+            None => None,
+        };
         out.push(HandlerSpec {
             name: name.clone(),
             path,
@@ -287,6 +299,7 @@ pub fn merge_handlers(
             timeout,
             fuel: from_file.and_then(|f| f.fuel),
             concurrency: from_file.and_then(|f| f.concurrency),
+            throttle,
         });
     }
     Ok(out)
@@ -347,6 +360,7 @@ mod tests {
             timeout: DEFAULT_HANDLER_TIMEOUT,
             fuel: None,
             concurrency: None,
+            throttle: None,
         });
         assert!(c.validate().unwrap_err().contains("memory budget"));
     }

@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use super::{Backoff, HandlerSpec, LoadedHandler, Shared, WorkerError};
+use crate::queue::RateLimit;
 use crate::registry::{self, CHANGES_CHANNEL, Version};
 use crate::runtime::{ArtifactCache, Handler, LoadError, LoadSource, Runtime};
 
@@ -210,6 +211,10 @@ async fn load_version(
         concurrency: settings.concurrency,
         limit,
         retry,
+        throttle: settings
+            .throttle
+            .as_deref()
+            .and_then(|t| t.parse::<RateLimit>().ok()),
         version: version.label(),
         registry_version: Some(version.clone()),
     };

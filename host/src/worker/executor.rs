@@ -32,9 +32,13 @@ use tokio::task::JoinHandle;
 
 use super::acker::{Ack, AckOutcome, Carried};
 use super::slots::Slot;
+use super::workflow::{self, RedisSteps};
 use super::{InFlight, JobKey, JobState, LoadedHandler, Phase, Shared};
-use crate::queue::{Completion, Failure, Lease, LeasedJob, MAX_ATTEMPT_LOG_LEN, truncate_utf8};
-use crate::runtime::{JobInput, JobLimits, LogLine, Outcome};
+use crate::queue::{
+    Completion, Failure, Lease, LeasedJob, MAX_ATTEMPT_LOG_LEN, RateLimit, Suspension,
+    ThrottleStart, truncate_utf8,
+};
+use crate::runtime::{ChildJob, JobInput, JobLimits, LogLine, Outcome};
 
 /// A job that took less than this makes its slot lease jobs ahead (see the module docs):
 /// below it, the call that records a job and leases the next costs more than the job.
@@ -250,10 +254,17 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
             loaded,
             logs,
             progress,
+            children,
             ..
         }) => match outcome {
             Outcome::Ok(result) => AckOutcome::Complete(
                 Completion::new(&job, result)
+                    .with_version(&loaded.version)
+                    .with_logs(logs, progress)
+                    .with_children(workflow::children(children)),
+            ),
+            Outcome::Suspended { field, delay } => AckOutcome::Suspend(
+                Suspension::new(&job, field, delay)
                     .with_version(&loaded.version)
                     .with_logs(logs, progress),
             ),
@@ -330,6 +341,8 @@ struct Ran {
     /// What it logged (see [`attempt_log`]) and its last progress.
     logs: String,
     progress: Option<u8>,
+    /// The child jobs it enqueued (only a success has any).
+    children: Vec<ChildJob>,
 }
 
 /// An attempt's log as its history entry keeps it: one `<source>: <message>` line each, cut
@@ -369,6 +382,22 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, Strin
         Some(limit) => limit.clone().acquire_owned().await.ok(),
         None => None,
     };
+    if let Some(limit) = loaded.throttle
+        && let Some(wait) = throttled(shared, job, limit).await
+    {
+        // Not started: the job goes back to wait (suspend.lua with no field), uncounted.
+        return Ok(Ran {
+            outcome: Outcome::Suspended {
+                field: String::new(),
+                delay: wait,
+            },
+            timing: None,
+            loaded,
+            logs: String::new(),
+            progress: None,
+            children: Vec::new(),
+        });
+    }
     let limits = JobLimits {
         timeout: job.timeout.unwrap_or(loaded.timeout),
         memory: loaded.memory,
@@ -386,17 +415,28 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, Strin
     };
     let runtime = shared.runtime.clone();
     let handler = loaded.handler.clone();
+    let steps = Arc::new(RedisSteps {
+        client: shared.client.clone(),
+        queue: job.queue.clone(),
+        id: job.id.clone(),
+        token: job.token.clone(),
+    });
     let span = tracing::info_span!("job", job_id = %job.id, queue = %job.queue, handler = %job.handler, attempt = job.attempt);
     let mut inner = AbortOnDrop(shared.guests.spawn(tracing::Instrument::instrument(
-        async move { runtime.run(&handler, input, &limits).await },
+        async move {
+            runtime
+                .run_with_store(&handler, input, &limits, steps)
+                .await
+        },
         span,
     )));
-    let (outcome, timing, logs, progress) = match (&mut inner.0).await {
+    let (outcome, timing, logs, progress, children) = match (&mut inner.0).await {
         Ok(report) => (
             report.outcome,
             Some((report.duration, report.instantiation)),
             attempt_log(&report.logs, report.logs_dropped),
             report.progress,
+            report.children,
         ),
         Err(err) if err.is_panic() => {
             tracing::error!(job_id = %job.id, "the host panicked running this job");
@@ -405,6 +445,7 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, Strin
                 None,
                 String::new(),
                 None,
+                Vec::new(),
             )
         }
         Err(_) => (
@@ -412,6 +453,7 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, Strin
             None,
             String::new(),
             None,
+            Vec::new(),
         ),
     };
     Ok(Ran {
@@ -420,7 +462,28 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, Strin
         loaded,
         logs,
         progress,
+        children,
     })
+}
+
+/// How long `job` must wait before its handler's throttle lets it start, or `None` when its
+/// start is admitted (and logged). A throttle that cannot be checked holds the job back a
+/// second rather than let it through unchecked.
+async fn throttled(shared: &Shared, job: &LeasedJob, limit: RateLimit) -> Option<Duration> {
+    match shared
+        .client
+        .throttle_start(&job.queue, &job.id, &job.token, &job.handler, limit)
+        .await
+    {
+        Ok(ThrottleStart::Admitted) => None,
+        Ok(ThrottleStart::Wait(wait)) => Some(wait),
+        // The lease is gone; the give-back that follows is refused the same way.
+        Ok(ThrottleStart::Rejected(_)) => Some(Duration::ZERO),
+        Err(err) => {
+            shared.redis.failed("checking a handler's throttle", &err);
+            Some(Duration::from_secs(1))
+        }
+    }
 }
 
 #[cfg(test)]

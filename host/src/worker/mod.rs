@@ -28,6 +28,7 @@ mod fetcher;
 mod scheduler;
 mod slots;
 mod watchman;
+mod workflow;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,7 +39,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::metrics::{HostSample, Metrics};
-use crate::queue::{Client, Lease, QueueError, RetryPolicy};
+use crate::queue::{Client, Lease, QueueError, RateLimit, RetryPolicy};
 use crate::registry::{self, Registry};
 use crate::runtime::{ArtifactCache, Handler, Runtime};
 
@@ -111,6 +112,8 @@ pub(crate) struct LoadedHandler {
     pub limit: Option<Arc<Semaphore>>,
     /// The retry policy for jobs that do not set their own (none for `--handler` files).
     pub retry: RetryPolicy,
+    /// Most starts of its jobs per window per key (the job's group), per queue.
+    pub throttle: Option<RateLimit>,
     /// What attempt history records: `local:<sha256 prefix>` or `<version>:<sha256 prefix>`.
     pub version: String,
     /// The registry version, for handlers that came from the registry.
@@ -127,6 +130,7 @@ impl LoadedHandler {
             concurrency: spec.concurrency,
             limit: spec.concurrency.map(|n| Arc::new(Semaphore::new(n))),
             retry: RetryPolicy::default(),
+            throttle: spec.throttle,
             version: format!("local:{}", &sha256[..12]),
             registry_version: None,
         }

@@ -7,6 +7,8 @@
 //! 2. Recovery: fail the jobs of every served queue whose lease expired (a crashed, killed or
 //!    partitioned host), as an attempt with outcome `lease_expired`; they retry per policy.
 //!    Any number of hosts may do this at once: the script is atomic.
+//! 3. Outbox: deliver the child jobs that completed parents left in the outbox of a served
+//!    queue when their host died before delivering them (`workflow::recover`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         heartbeat(&shared).await;
         recover(&shared).await;
+        super::workflow::recover(&shared).await;
     }
 }
 

@@ -2,7 +2,8 @@
 -- be cancelled (its handler is running); completed and dead jobs are not pending.
 --
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] waiting  KEYS[4] delayed  KEYS[5] retry
--- KEYS[6] events      KEYS[7] group prefix  KEYS[8] groups
+-- KEYS[6] events      KEYS[7] group prefix  KEYS[8] groups  KEYS[9] steps prefix (optional:
+-- a cancelled job's durable steps are deleted with it)
 -- ARGV: job ids
 -- Reply: one {id, outcome} per id: 'cancelled', 'not_found' or the state it is in.
 
@@ -22,11 +23,13 @@ for i, id in ipairs(ARGV) do
     redis.call('ZREM', set, id)
     if redis.call('ZCARD', set) == 0 then redis.call('ZREM', KEYS[8], group) end
     redis.call('DEL', key)
+    if KEYS[9] then redis.call('DEL', KEYS[9] .. id) end
     replies[i] = { id, 'cancelled' }
     events[#events + 1] = { id, tonumber(f[2]) or 0 }
   elseif sets[state] then
     redis.call('ZREM', sets[state], id)
     redis.call('DEL', key)
+    if KEYS[9] then redis.call('DEL', KEYS[9] .. id) end
     replies[i] = { id, 'cancelled' }
     events[#events + 1] = { id, tonumber(f[2]) or 0 }
   else

@@ -3,10 +3,11 @@
 -- complete_jobs in lib.lua, which complete_fetch.lua runs too.
 --
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] active  KEYS[4] completed  KEYS[5] dead
--- KEYS[6] events
--- ARGV: sextuples id, token, result, handler version that ran the attempt ('' if none), the
+-- KEYS[6] events  KEYS[7] steps prefix  KEYS[8] outbox
+-- ARGV: septuples id, token, result, handler version that ran the attempt ('' if none), the
 --   attempt's log ('' if none; the first 4096 bytes are kept), its last progress 0-100 ('' if
---   none), which the attempt's history entry records
+--   none), which the attempt's history entry records, and its child jobs ('' if none: an
+--   opaque blob that goes to the outbox with the completion, see docs/workflows.md)
 -- Reply: {completed_ids, rejected, too_large_ids}: rejected lists {id, reason} as in extend
 --   (those jobs are untouched); a result over `max_result_bytes` dead-letters its job with
 --   outcome 'result_too_large' (retrying would produce it again).
@@ -15,6 +16,9 @@
 -- 1000 jobs per call.
 
 local K = { config = KEYS[2], active = KEYS[3], completed = KEYS[4], dead = KEYS[5],
-  events = KEYS[6] }
+  events = KEYS[6], steps = KEYS[7], outbox = KEYS[8] }
+if not K.outbox then
+  return redis.error_reply('WASMQ_INVALID complete needs 8 keys')
+end
 local now = now_ms()
 return complete_jobs(KEYS[1], K, read_config(K.config, COMPLETE_CONFIG), now, 1)

@@ -11,19 +11,21 @@
 -- completions. N = 0 only completes.
 --
 -- KEYS[1..12] as fetch.lua: job prefix, config, waiting, delayed, retry, active, seq, events,
---   wake, rate, group prefix, groups;  KEYS[13] completed  KEYS[14] dead
+--   wake, rate, group prefix, groups;  KEYS[13] completed  KEYS[14] dead  KEYS[15] steps prefix
+--   KEYS[16] outbox
 -- ARGV[1] N (jobs to lease, 0..10000)  ARGV[2] lease_ms  ARGV[3] lease token (random, unique
--- per call)  ARGV[4] host id; then sextuples id, token, result, version, logs, progress as
--- in complete.lua
+-- per call)  ARGV[4] host id; then septuples id, token, result, version, logs, progress,
+-- children as in complete.lua
 -- Reply: {completed_ids, rejected, too_large_ids, fetched}: complete.lua's reply, then
 --   fetch.lua's as `fetched` ({now_ms, lease_expires_at_ms, jobs, next_due_ms, dropped, held}).
 
 local K = { config = KEYS[2], waiting = KEYS[3], delayed = KEYS[4], retry = KEYS[5],
   active = KEYS[6], seq = KEYS[7], events = KEYS[8], wake = KEYS[9], rate = KEYS[10],
-  gprefix = KEYS[11], groups = KEYS[12], completed = KEYS[13], dead = KEYS[14] }
+  gprefix = KEYS[11], groups = KEYS[12], completed = KEYS[13], dead = KEYS[14],
+  steps = KEYS[15], outbox = KEYS[16] }
 local n, lease_ms, token, host = lease_args(0)
-if not n or not K.dead then
-  return redis.error_reply('WASMQ_INVALID complete_fetch needs 14 keys, N in 0..10000, '
+if not n or not K.outbox then
+  return redis.error_reply('WASMQ_INVALID complete_fetch needs 16 keys, N in 0..10000, '
     .. 'lease_ms >= 1 and a token')
 end
 local now = now_ms()

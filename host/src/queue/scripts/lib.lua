@@ -324,11 +324,14 @@ local COMPLETE_FIELDS_BARE = { 'state', 'lease_token', 'attempt' }
 local COMPLETE_CONFIG = { 'completed_keep', 'completed_max_age_ms', 'max_result_bytes',
   'events_maxlen' }
 
--- Completes the active jobs given as sextuples id, token, result, handler version, logs,
--- progress in ARGV[first..] (active ->
+-- Completes the active jobs given as septuples id, token, result, handler version, logs,
+-- progress, children in ARGV[first..] (active ->
 -- completed), then applies retention: the body of complete.lua, whose header gives the rules,
--- shared with complete_fetch.lua. `K` names config, active, completed, dead and events; `cfg`
--- holds COMPLETE_CONFIG. Returns complete's reply: {completed_ids, rejected, too_large_ids}.
+-- shared with complete_fetch.lua. `K` names config, active, completed, dead, events, steps
+-- (the step-hash prefix) and outbox; `cfg` holds COMPLETE_CONFIG. A completed job's steps are
+-- deleted; its children (an opaque blob the host wrote, '' for none) go to the outbox
+-- (`<outbox>:<id>`, and the id into `outbox` scored now), in the same call as the completion.
+-- Returns complete's reply: {completed_ids, rejected, too_large_ids}.
 local function complete_jobs(prefix, K, cfg, now, first)
   local keep = cfg.completed_keep
   local done_ids, rejected, too_large, finished, events, deleted = {}, {}, {}, {}, {}, {}
@@ -336,9 +339,10 @@ local function complete_jobs(prefix, K, cfg, now, first)
   -- A completion reads what it records: with no job kept, the lease check and the attempt
   -- (for the event); the rest of FAIL_FIELDS only for a result that fails the job.
   local fields = keep == 0 and COMPLETE_FIELDS_BARE or FAIL_FIELDS
-  for i = first, #ARGV - 5, 6 do
+  local steps, outbox = {}, {}
+  for i = first, #ARGV - 6, 7 do
     local id, token, result, version = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    local logs, progress = ARGV[i + 4], ARGV[i + 5]
+    local logs, progress, children = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
     local key = prefix .. id
     local f = redis.call('HMGET', key, unpack(fields))
     local problem = lease_problem(f[1], f[2], token)
@@ -367,8 +371,16 @@ local function complete_jobs(prefix, K, cfg, now, first)
       end
       done_ids[#done_ids + 1] = id
       events[#events + 1] = { id, attempt }
+      steps[#steps + 1] = K.steps .. id
+      if children ~= '' then
+        redis.call('SET', K.outbox .. ':' .. id, children)
+        outbox[#outbox + 1] = now
+        outbox[#outbox + 1] = id
+      end
     end
   end
+  del_many(steps)
+  zadd_pairs(K.outbox, outbox)
   local leaving = {}
   for _, id in ipairs(done_ids) do leaving[#leaving + 1] = id end
   for _, id in ipairs(too_large) do leaving[#leaving + 1] = id end

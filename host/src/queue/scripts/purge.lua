@@ -1,7 +1,8 @@
 -- purge: delete dead-lettered jobs for good. Only ever called by a person (CLI, API): nothing
 -- in wasmq purges on its own.
 --
--- KEYS[1] job prefix  KEYS[2] config  KEYS[3] dead  KEYS[4] events
+-- KEYS[1] job prefix  KEYS[2] config  KEYS[3] dead  KEYS[4] events  KEYS[5] steps prefix
+-- (optional: a purged job's durable steps are deleted with it)
 -- ARGV[1] limit; ARGV[2..] job ids. Without ids, purges the `limit` oldest dead jobs.
 -- Reply: {purged_ids, skipped} where skipped lists {id, 'not_found' | <state>}.
 
@@ -14,6 +15,7 @@ for _, id in ipairs(ids) do
   if f[1] == 'dead' then
     purged[#purged + 1] = id
     keys[#keys + 1] = prefix .. id
+    if KEYS[5] then keys[#keys + 1] = KEYS[5] .. id end
     events[#events + 1] = { id, tonumber(f[2]) or 0 }
   else
     skipped[#skipped + 1] = { id, f[1] or 'not_found' }

@@ -1,0 +1,66 @@
+-- suspend: end active jobs' attempts at a durable sleep (active -> delayed), without counting
+-- them: like release, the attempt counter goes back down, and the job is due again after its
+-- sleep. The sleep's field is written into the job's steps in the same call, so the attempt
+-- that runs after the sleep finds it elapsed; a host that dies before this call leaves the
+-- job to lease expiry, and the next attempt sleeps again (a sleep lasts at least its time).
+--
+-- An empty field is a start held back by its handler's throttle (throttle.lua): the job waits
+-- the same way, uncounted, but nothing ran, so it gets no history entry and no step field,
+-- and the event is `throttled`.
+--
+-- KEYS[1] job prefix  KEYS[2] config  KEYS[3] active  KEYS[4] delayed  KEYS[5] events
+-- KEYS[6] steps prefix
+-- ARGV: septuples id, token, sleep field (`sleep:<name>`, or '' for a throttled start),
+--   delay_ms, handler version, logs, progress (the last three for the attempt's history
+--   entry, '' when none)
+-- Reply: {suspended, rejected}: suspended lists {id, run_at_ms}; rejected {id, reason} as in
+--   extend (those jobs are untouched).
+
+local prefix = KEYS[1]
+if not KEYS[6] then
+  return redis.error_reply('WASMQ_INVALID suspend needs 6 keys')
+end
+local cfg = read_config(KEYS[2], { 'events_maxlen' })
+local now = now_ms()
+local suspended, rejected, delayed, ids, events, throttled = {}, {}, {}, {}, {}, {}
+for i = 1, #ARGV - 6, 7 do
+  local id, token, field = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local delay = math.floor(tonumber(ARGV[i + 3]) or -1)
+  local version, logs, progress = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local key = prefix .. id
+  local f = redis.call('HMGET', key, 'state', 'lease_token', 'attempt', 'history', 'host',
+    'started_at')
+  local problem = lease_problem(f[1], f[2], token)
+  if not problem and delay < 0 then problem = 'invalid_delay' end
+  if problem then
+    rejected[#rejected + 1] = { id, problem }
+  else
+    local attempt = tonumber(f[3]) or 1
+    local run_at = now + delay
+    if field == '' then
+      redis.call('HSET', key, 'state', 'delayed', 'attempt', math.max(attempt - 1, 0),
+        'run_at', run_at, 'lease_token', '')
+      throttled[#throttled + 1] = { id, attempt }
+    else
+      local history = history_append(f[4], { attempt = attempt, outcome = 'suspended',
+        error = 'sleeping ' .. delay .. ' ms (' .. field .. ')', host = f[5] or '',
+        started_at = tonumber(f[6]) or 0, finished_at = now,
+        version = version ~= '' and version or nil,
+        logs = logs ~= '' and string.sub(logs, 1, MAX_LOGS_LEN) or nil,
+        progress = tonumber(progress) })
+      redis.call('HSET', key, 'state', 'delayed', 'attempt', math.max(attempt - 1, 0),
+        'run_at', run_at, 'history', history, 'lease_token', '')
+      redis.call('HSET', KEYS[6] .. id, field, run_at)
+      events[#events + 1] = { id, attempt }
+    end
+    delayed[#delayed + 1] = run_at
+    delayed[#delayed + 1] = id
+    ids[#ids + 1] = id
+    suspended[#suspended + 1] = { id, run_at }
+  end
+end
+zrem_many(KEYS[3], ids)
+zadd_pairs(KEYS[4], delayed)
+emit(KEYS[5], cfg.events_maxlen, 'suspended', events)
+emit(KEYS[5], cfg.events_maxlen, 'throttled', throttled)
+return { suspended, rejected }

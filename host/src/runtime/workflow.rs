@@ -1,0 +1,332 @@
+//! The `workflow` interface (`wasmq:job@0.1.1`): durable steps, durable sleeps and child jobs,
+//! as one attempt sees them.
+//!
+//! The runtime knows nothing about where steps are kept: the worker hands each attempt a
+//! [`WorkflowStore`] (Redis, checked against the job's lease), and [`Runtime::run`] gives an
+//! attempt an in-memory one, so that a handler run outside a worker (`wasmq exec`, tests) sees
+//! the same calls behave within that one attempt.
+//!
+//! What this module decides, for every store:
+//! - A job's steps are one map of fields: `run:<name>` holds a step's result, `sleep:<name>`
+//!   marks a sleep that has elapsed (written by the worker's suspend transition, never here).
+//!   The map is read once per attempt, at the first call that needs it.
+//! - The bounds: [`MAX_NAME_LEN`], [`MAX_STEP_BYTES`] per result, [`MAX_STEPS`] per job,
+//!   [`MAX_CHILDREN`] and [`MAX_CHILDREN_BYTES`] per attempt, [`MAX_SLEEP`]. Past them a call
+//!   returns an error that says which bound, and the handler decides (the SDK fails the
+//!   attempt permanently: a rerun would hit the same bound).
+//! - A sleep not yet elapsed ends the attempt: the host call traps with [`Suspend`], which
+//!   [`Runtime::run`] reports as [`Outcome::Suspended`], and the instance is dropped.
+//! - Child jobs are only buffered here; [`RunReport::children`] hands them to the worker,
+//!   which writes them with the completion. Each gets its id now, deterministically
+//!   ([`child_id`]), so that delivering them twice enqueues them once.
+//!
+//! [`Runtime::run`]: super::Runtime::run
+//! [`Outcome::Suspended`]: super::Outcome::Suspended
+//! [`RunReport::children`]: super::RunReport::children
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::HostState;
+use super::bindings::wasmq::job::workflow;
+
+/// Longest step or sleep name, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// Largest result one step may store, in bytes.
+pub const MAX_STEP_BYTES: usize = 512 * 1024;
+/// Most steps and sleeps one job may store.
+pub const MAX_STEPS: usize = 1000;
+/// Most child jobs one attempt may enqueue.
+pub const MAX_CHILDREN: usize = 1000;
+/// Most payload bytes the child jobs of one attempt may carry in all.
+pub const MAX_CHILDREN_BYTES: usize = 8 * 1024 * 1024;
+/// Longest durable sleep.
+pub const MAX_SLEEP: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Longest job id (as the queue protocol allows).
+const MAX_ID_LEN: usize = 128;
+
+/// A boxed future, as [`WorkflowStore`] returns them (the trait is used as a trait object).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where one job's steps are kept, for one attempt. The worker implements it over Redis.
+pub trait WorkflowStore: Send + Sync {
+    /// Every field stored for the job (see the module docs), or why they cannot be read.
+    fn load(&self) -> BoxFuture<'_, Result<HashMap<String, Vec<u8>>, String>>;
+    /// Stores one field durably; `Ok` only once it is stored.
+    fn save(&self, field: String, value: Vec<u8>) -> BoxFuture<'_, Result<(), String>>;
+    /// Checks a child job the handler asks for (queue and handler names, id, priority); the
+    /// runtime has already given it its id.
+    fn check_child(&self, child: &ChildJob) -> Result<(), String>;
+}
+
+/// A child job an attempt asked for, with its id decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildJob {
+    /// The queue it goes to (the parent's unless the handler named another).
+    pub queue: String,
+    pub id: String,
+    pub handler: String,
+    pub payload: Vec<u8>,
+    pub priority: i32,
+    pub delay: Option<Duration>,
+}
+
+/// Raised by the `sleep` host call to end the attempt: the job sleeps `delay`, then the
+/// sleep's field (`sleep:<name>`) marks it elapsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("suspended by sleep {field:?} for {delay:?}")]
+pub struct Suspend {
+    pub field: String,
+    pub delay: Duration,
+}
+
+/// The field that holds step `name`'s result.
+pub fn step_field(name: &str) -> String {
+    format!("run:{name}")
+}
+
+/// The field that marks sleep `name` elapsed.
+pub fn sleep_field(name: &str) -> String {
+    format!("sleep:{name}")
+}
+
+/// The id of the `n`th (from 1) child of job `parent` of `queue` that was given none:
+/// `<queue>/<parent>:c<n>` (a queue name has no `/`, so two parents never share one), or, when
+/// that is over the id limit, the same with the parent part replaced by its SHA-256.
+pub fn child_id(queue: &str, parent: &str, n: usize) -> String {
+    let id = format!("{queue}/{parent}:c{n}");
+    if id.len() <= MAX_ID_LEN {
+        return id;
+    }
+    let digest: String = Sha256::digest(format!("{queue}/{parent}").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("h{digest}:c{n}")
+}
+
+/// A store that keeps the steps in memory, for the one attempt of a run without a worker.
+#[derive(Default)]
+pub(crate) struct MemoryStore {
+    fields: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl MemoryStore {
+    fn fields(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        // A map of plain values: nothing is left half-done by a panic.
+        self.fields
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl WorkflowStore for MemoryStore {
+    fn load(&self) -> BoxFuture<'_, Result<HashMap<String, Vec<u8>>, String>> {
+        let fields = self.fields().clone();
+        Box::pin(async move { Ok(fields) })
+    }
+
+    fn save(&self, field: String, value: Vec<u8>) -> BoxFuture<'_, Result<(), String>> {
+        self.fields().insert(field, value);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn check_child(&self, _child: &ChildJob) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// One attempt's view of its workflow: the store, the fields read from it, the children.
+pub(crate) struct WorkflowState {
+    store: Arc<dyn WorkflowStore>,
+    queue: String,
+    job_id: String,
+    fields: Option<HashMap<String, Vec<u8>>>,
+    pub children: Vec<ChildJob>,
+    children_bytes: usize,
+    /// Set by a sleep that ends the attempt.
+    pub suspend: Option<Suspend>,
+}
+
+impl WorkflowState {
+    pub fn new(store: Arc<dyn WorkflowStore>, queue: &str, job_id: &str) -> Self {
+        Self {
+            store,
+            queue: queue.to_string(),
+            job_id: job_id.to_string(),
+            fields: None,
+            children: Vec::new(),
+            children_bytes: 0,
+            suspend: None,
+        }
+    }
+
+    /// The job's fields, read from the store at the first call that needs them.
+    async fn fields(&mut self) -> Result<&mut HashMap<String, Vec<u8>>, String> {
+        let fields = match self.fields.take() {
+            Some(fields) => fields,
+            None => self
+                .store
+                .load()
+                .await
+                .map_err(|err| format!("reading the job's steps: {err}"))?,
+        };
+        Ok(self.fields.insert(fields))
+    }
+
+    fn child(&mut self, job: workflow::ChildJob) -> Result<String, String> {
+        if self.children.len() >= MAX_CHILDREN {
+            return Err(format!(
+                "an attempt may enqueue at most {MAX_CHILDREN} child jobs"
+            ));
+        }
+        if self.children_bytes.saturating_add(job.payload.len()) > MAX_CHILDREN_BYTES {
+            return Err(format!(
+                "the child jobs of an attempt may carry at most {MAX_CHILDREN_BYTES} payload \
+                 bytes in all"
+            ));
+        }
+        let priority = job.priority.unwrap_or(0);
+        let delay = match job.delay_ms {
+            Some(ms) if Duration::from_millis(ms) > MAX_SLEEP => {
+                return Err(format!(
+                    "a child job's delay may be at most {} ms",
+                    MAX_SLEEP.as_millis()
+                ));
+            }
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => None,
+        };
+        let child = ChildJob {
+            queue: job.queue.unwrap_or_else(|| self.queue.clone()),
+            id: job
+                .id
+                .unwrap_or_else(|| child_id(&self.queue, &self.job_id, self.children.len() + 1)),
+            handler: job.handler,
+            payload: job.payload,
+            priority,
+            delay,
+        };
+        self.store.check_child(&child)?;
+        if self
+            .children
+            .iter()
+            .any(|c| c.queue == child.queue && c.id == child.id)
+        {
+            return Err(format!(
+                "this attempt already enqueued a child job with id {:?} in queue {:?}",
+                child.id, child.queue
+            ));
+        }
+        let id = child.id.clone();
+        self.children_bytes += child.payload.len();
+        self.children.push(child);
+        Ok(id)
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "a {what} name must be 1 to {MAX_NAME_LEN} bytes, got {} bytes",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
+impl workflow::Host for HostState {
+    async fn step_get(&mut self, name: String) -> Result<Option<Vec<u8>>, String> {
+        check_name("step", &name)?;
+        let fields = self.workflow.fields().await?;
+        Ok(fields.get(&step_field(&name)).cloned())
+    }
+
+    async fn step_save(&mut self, name: String, value: Vec<u8>) -> Result<(), String> {
+        check_name("step", &name)?;
+        if value.len() > MAX_STEP_BYTES {
+            return Err(format!(
+                "step {name:?}: result of {} bytes is over the limit of {MAX_STEP_BYTES} bytes",
+                value.len()
+            ));
+        }
+        let field = step_field(&name);
+        let fields = self.workflow.fields().await?;
+        if !fields.contains_key(&field) && fields.len() >= MAX_STEPS {
+            return Err(format!(
+                "step {name:?}: a job may store at most {MAX_STEPS} steps and sleeps"
+            ));
+        }
+        self.workflow
+            .store
+            .save(field.clone(), value.clone())
+            .await
+            .map_err(|err| format!("step {name:?}: storing its result: {err}"))?;
+        self.workflow.fields().await?.insert(field, value);
+        Ok(())
+    }
+
+    async fn sleep(
+        &mut self,
+        name: String,
+        duration_ms: u64,
+    ) -> wasmtime::Result<Result<(), String>> {
+        if let Err(err) = check_name("sleep", &name) {
+            return Ok(Err(err));
+        }
+        let delay = Duration::from_millis(duration_ms);
+        if delay > MAX_SLEEP {
+            return Ok(Err(format!(
+                "sleep {name:?}: at most {} ms",
+                MAX_SLEEP.as_millis()
+            )));
+        }
+        let field = sleep_field(&name);
+        let fields = match self.workflow.fields().await {
+            Ok(fields) => fields,
+            Err(err) => return Ok(Err(err)),
+        };
+        if fields.contains_key(&field) {
+            return Ok(Ok(()));
+        }
+        if fields.len() >= MAX_STEPS {
+            return Ok(Err(format!(
+                "sleep {name:?}: a job may store at most {MAX_STEPS} steps and sleeps"
+            )));
+        }
+        let suspend = Suspend { field, delay };
+        self.workflow.suspend = Some(suspend.clone());
+        Err(wasmtime::Error::new(suspend))
+    }
+
+    async fn enqueue(&mut self, job: workflow::ChildJob) -> Result<String, String> {
+        self.workflow.child(job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_ids_are_deterministic_unique_per_queue_and_bounded() {
+        assert_eq!(child_id("orders", "o-1", 1), "orders/o-1:c1");
+        assert_eq!(child_id("orders", "o-1", 12), "orders/o-1:c12");
+        let long = "x".repeat(128);
+        let id = child_id("orders", &long, 3);
+        assert!(id.len() <= MAX_ID_LEN, "{id}");
+        assert_eq!(id, child_id("orders", &long, 3));
+        assert!(id.starts_with('h') && id.ends_with(":c3"), "{id}");
+    }
+
+    #[test]
+    fn steps_and_sleeps_have_their_own_fields() {
+        assert_eq!(step_field("charge"), "run:charge");
+        assert_eq!(sleep_field("charge"), "sleep:charge");
+    }
+}
