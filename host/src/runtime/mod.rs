@@ -34,6 +34,7 @@ mod cache;
 mod capture;
 mod limits;
 mod outcome;
+mod size;
 mod version;
 mod workflow;
 
@@ -171,6 +172,13 @@ pub enum LoadError {
     WrongWorld(String),
     #[error("the engine could not be configured: {0}")]
     Engine(String),
+    /// The component defines more functions than this host compiles: compiling costs time
+    /// and memory per function, and a small file can declare a great many.
+    #[error(
+        "the component defines {found} functions; this host compiles at most {limit} per \
+         component"
+    )]
+    TooManyFunctions { found: u64, limit: u64 },
     /// The component imports the `wasmq:job` package at a version outside this host's
     /// compatibility unit (for 0.x, the minor version).
     #[error(
@@ -369,8 +377,9 @@ impl Runtime {
     ///
     /// The checks are those of [`Runtime::load`], with the same errors, whether the code was
     /// compiled or cached: a WebAssembly component, whose `wasmq:job` imports are of a version
-    /// this host runs ([`LoadError::IncompatibleWit`], checked before compiling), that exports
-    /// `handle` and links against the host. Only a component that passed them is stored.
+    /// this host runs ([`LoadError::IncompatibleWit`], checked before compiling), that defines
+    /// no more functions than the host compiles ([`LoadError::TooManyFunctions`], likewise),
+    /// that exports `handle` and links against the host. Only a component that passed them is stored.
     ///
     /// The cache never makes a load fail: an artifact that fails its integrity check or that
     /// wasmtime refuses is deleted and the component compiled again
@@ -388,6 +397,7 @@ impl Runtime {
             return Err(LoadError::CoreModule);
         }
         version::check(bytes)?;
+        size::check(bytes)?;
         let Some(cache) = cache else {
             let component = self.compile(bytes)?;
             return Ok((self.prepare(&component)?, LoadSource::Compiled));
