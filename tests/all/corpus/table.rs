@@ -1,0 +1,729 @@
+//! The hostile-guest corpus as data: every component, how it is built, the limits it runs
+//! under and what the host must make of it. Shared by `tests/all/corpus.rs`, which checks each
+//! entry's class through a real host, and `tests/isolation`, which runs the run-time entries
+//! beside a neighbour queue and measures that queue's latency.
+//!
+//! Components come from two places: the Rust guests of guest-examples/rust (the `hostile`
+//! guest takes the attack to run as its payload), and core modules written here in WAT, made
+//! into components of the `wasmq:job/handler` world with `wit-component`, for what Rust cannot
+//! express (a loop with no calls, a start function that traps, a table bomb, a result that
+//! points outside memory...).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use wasmq::LoadError;
+
+use crate::support::guests;
+
+const MIB: u64 = 1024 * 1024;
+const PAGE: u64 = 64 * 1024;
+/// The memory cap of the entries that test it: small, so the bombs are cheap.
+const CAP_MIB: u64 = 16;
+
+/// How an entry's component is built.
+pub enum Build {
+    /// A Rust guest of guest-examples/rust, by name.
+    Rust(&'static str),
+    /// Bytes made here (WAT turned into a component, or raw bytes).
+    Bytes(Vec<u8>),
+}
+
+impl Build {
+    pub fn bytes(&self) -> Vec<u8> {
+        match self {
+            Build::Rust(name) => guests::rust_bytes(name),
+            Build::Bytes(bytes) => bytes.clone(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Build::Rust(name) => format!("rust:{name}"),
+            Build::Bytes(bytes) => format!("wat/bytes ({} B)", bytes.len()),
+        }
+    }
+}
+
+/// The per-attempt limits of a run-time entry, as a handler's section of the host's TOML.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub memory_mib: u64,
+    pub fuel: Option<u64>,
+}
+
+impl Limits {
+    /// Room to meet its own fate on a busy machine: entries that must not time out get this.
+    pub const ROOMY: Limits = Limits {
+        timeout: Duration::from_secs(30),
+        memory_mib: 64,
+        fuel: None,
+    };
+
+    /// For entries whose expected end is their deadline.
+    pub const SHORT: Limits = Limits {
+        timeout: Duration::from_millis(300),
+        memory_mib: 64,
+        fuel: None,
+    };
+
+    pub const CAPPED: Limits = Limits {
+        memory_mib: CAP_MIB,
+        ..Limits::ROOMY
+    };
+
+    pub const FUELLED: Limits = Limits {
+        fuel: Some(5_000_000),
+        ..Limits::ROOMY
+    };
+
+    /// The handler's TOML section (`[handlers.<name>]`) for these limits.
+    pub fn toml(&self, name: &str, path: &std::path::Path) -> String {
+        let mut out = format!(
+            "[handlers.{name:?}]\npath = {path:?}\ntimeout = \"{}ms\"\nmemory = \"{}MiB\"\n",
+            self.timeout.as_millis(),
+            self.memory_mib
+        );
+        if let Some(fuel) = self.fuel {
+            writeln!(out, "fuel = {fuel}").unwrap();
+        }
+        out
+    }
+}
+
+/// What the host must make of a run-time entry's job (one attempt, `max_attempts` 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Completed with exactly this result.
+    Completed(Vec<u8>),
+    /// Dead-lettered with this outcome class recorded (`last_outcome`, and in its history).
+    Dead(&'static str),
+}
+
+/// An entry run by a real host.
+pub struct RunEntry {
+    pub name: &'static str,
+    pub build: Build,
+    pub payload: Vec<u8>,
+    pub limits: Limits,
+    pub expect: Expect,
+}
+
+/// An entry that `Runtime::load` must refuse.
+pub struct LoadEntry {
+    pub name: &'static str,
+    pub bytes: Vec<u8>,
+    /// The `LoadError` variant, as named by [`load_error_kind`].
+    pub refused_as: &'static str,
+}
+
+/// A stable name for each way a load is refused, for the table and its messages.
+pub fn load_error_kind(err: &LoadError) -> &'static str {
+    match err {
+        LoadError::Io { .. } => "io",
+        LoadError::NotWasm => "not_wasm",
+        LoadError::CoreModule => "core_module",
+        LoadError::Invalid(_) => "invalid",
+        LoadError::MissingExport => "missing_export",
+        LoadError::UnsupportedImport(_) => "unsupported_import",
+        LoadError::WrongWorld(_) => "wrong_world",
+        LoadError::Engine(_) => "engine",
+        LoadError::IncompatibleWit { .. } => "incompatible_wit",
+        LoadError::TooManyFunctions { .. } => "too_many_functions",
+        _ => "other",
+    }
+}
+
+/// A handler core module in WAT, turned into a `wasmq:job/handler` component.
+///
+/// `handle` receives the job record flattened (id, queue and handler as pointer and length,
+/// the payload as pointer and length in locals 6 and 7, attempt in 8, max-attempts in 9) and
+/// returns a pointer to its result: the result's discriminant at 16 (0 ok, 1 error), then an
+/// ok list's pointer and length at 20 and 24, or an error's case (0 retry, 1 fail) at 20 and
+/// its string's pointer and length at 24 and 28. `cabi_realloc` is a bump allocator from 1024.
+pub struct Wat<'a> {
+    /// Imports from `wasmq:job/context@0.1.0` (e.g. `(import ... "log" (func $log ...))`).
+    pub imports: &'a str,
+    /// The memory's declaration, exported as `memory`.
+    pub memory: &'a str,
+    /// Module fields: functions, tables, data, start.
+    pub items: &'a str,
+    /// The body of `handle`, leaving the result pointer on the stack.
+    pub body: &'a str,
+}
+
+/// The end of a `handle` body that returns the payload as the result.
+pub const RETURN_PAYLOAD: &str = "
+    (i32.store8 (i32.const 16) (i32.const 0))
+    (i32.store (i32.const 20) (local.get 6))
+    (i32.store (i32.const 24) (local.get 7))
+    (i32.const 16)";
+
+const ONE_PAGE: &str = r#"(memory (export "memory") 1)"#;
+
+impl Wat<'_> {
+    pub fn component(&self) -> Vec<u8> {
+        self.component_at("0.1.0")
+    }
+
+    /// The component, built against the WIT of wit/job.wit with its package at `version`.
+    pub fn component_at(&self, version: &str) -> Vec<u8> {
+        let Wat {
+            imports,
+            memory,
+            items,
+            body,
+        } = self;
+        let imports = imports.replace("@0.1.0", &format!("@{version}"));
+        let wat = format!(
+            r#"(module
+              {imports}
+              {memory}
+              (global $heap (mut i32) (i32.const 1024))
+              (func (export "cabi_realloc")
+                (param $old i32) (param $old_size i32) (param $align i32) (param $size i32)
+                (result i32)
+                (local $ptr i32)
+                (local.set $ptr
+                  (i32.and
+                    (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
+                    (i32.sub (i32.const 0) (local.get $align))))
+                (global.set $heap (i32.add (local.get $ptr) (local.get $size)))
+                (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
+                  (then
+                    (if (i32.eq
+                          (memory.grow
+                            (i32.add (i32.shr_u (local.get $size) (i32.const 16)) (i32.const 1)))
+                          (i32.const -1))
+                      (then unreachable))))
+                (local.get $ptr))
+              {items}
+              (func (export "handle")
+                (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+                {body}))"#
+        );
+        let wit = include_str!("../../../wit/job.wit").replace(
+            "package wasmq:job@0.1.0;",
+            &format!("package wasmq:job@{version};"),
+        );
+        let mut resolve = wit_parser::Resolve::default();
+        let package = resolve.push_str("job.wit", &wit).unwrap();
+        let world = resolve.select_world(&[package], Some("handler")).unwrap();
+        let mut module = wat::parse_str(&wat).unwrap();
+        wit_component::embed_component_metadata(
+            &mut module,
+            &resolve,
+            world,
+            wit_component::StringEncoding::UTF8,
+        )
+        .unwrap();
+        wit_component::ComponentEncoder::default()
+            .module(&module)
+            .unwrap()
+            .validate(true)
+            .encode()
+            .unwrap()
+    }
+}
+
+/// A handler whose `handle` runs `body` then returns the payload, in one page of memory.
+fn handler_doing(body: &str) -> Vec<u8> {
+    Wat {
+        imports: "",
+        memory: ONE_PAGE,
+        items: "",
+        body: &format!("{body}\n{RETURN_PAYLOAD}"),
+    }
+    .component()
+}
+
+fn handler_with(items: &str, body: &str) -> Vec<u8> {
+    Wat {
+        imports: "",
+        memory: ONE_PAGE,
+        items,
+        body: &format!("{body}\n{RETURN_PAYLOAD}"),
+    }
+    .component()
+}
+
+/// Functions in the gigantic entry: twice what the host compiles in one component
+/// (`MAX_FUNCTIONS` in host/src/runtime/size.rs, 100,000), a fifth of wasmparser's limit.
+pub const GIGANTIC_FUNCTIONS: usize = 200_000;
+/// Functions in the large entry that the host must compile and run: more than a Python or
+/// JavaScript handler defines (about 13,000), cheap enough to compile on every test run.
+pub const MANY_FUNCTIONS: usize = 20_000;
+
+/// A handler with `n` more tiny, distinct functions (wasmtime compiles every function of a
+/// module, called or not).
+pub fn gigantic_handler(n: usize) -> Vec<u8> {
+    let mut items = String::with_capacity(n * 40);
+    for i in 0..n {
+        writeln!(items, "(func (result i32) (i32.const {i}))").unwrap();
+    }
+    handler_with(&items, "")
+}
+
+/// A component holding a core module whose function section declares `count` functions: the
+/// header and the count, with no code after it.
+fn component_declaring_functions(count: u32) -> Vec<u8> {
+    fn leb(mut n: u32, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut functions = Vec::new();
+    leb(count, &mut functions);
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    module.extend_from_slice(&[0x01, 0x04, 0x01, 0x60, 0x00, 0x00]);
+    module.push(0x03);
+    leb(functions.len() as u32, &mut module);
+    module.extend_from_slice(&functions);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    component.push(0x01);
+    leb(module.len() as u32, &mut component);
+    component.extend_from_slice(&module);
+    component
+}
+
+/// Everything `Runtime::load` must refuse, with the reason.
+pub fn load_entries() -> Vec<LoadEntry> {
+    let echo = guests::rust_bytes("echo");
+    let wat = |text: &str| wat::parse_str(text).unwrap();
+    let entry = |name, bytes, refused_as| LoadEntry {
+        name,
+        bytes,
+        refused_as,
+    };
+    vec![
+        entry(
+            "random bytes",
+            b"\x13\x37 not wasm at all".to_vec(),
+            "not_wasm",
+        ),
+        entry("empty file", Vec::new(), "not_wasm"),
+        entry(
+            "core module",
+            wat(r#"(module (func (export "handle")))"#),
+            "core_module",
+        ),
+        entry(
+            "truncated component",
+            echo[..echo.len() / 2].to_vec(),
+            "invalid",
+        ),
+        entry(
+            "component header alone (an empty component)",
+            echo[..8].to_vec(),
+            "missing_export",
+        ),
+        entry(
+            "component of an unknown binary version",
+            b"\0asm\x0e\0\x01\0".to_vec(),
+            "invalid",
+        ),
+        entry(
+            "component of a CLI world (exports run, not handle)",
+            wat(r#"(component
+                (core module $m (func (export "run") (result i32) (i32.const 0)))
+                (core instance $i (instantiate $m))
+                (func $run (result (result)) (canon lift (core func $i "run")))
+                (instance $cli (export "run" (func $run)))
+                (export "wasi:cli/run@0.2.0" (instance $cli)))"#),
+            "missing_export",
+        ),
+        entry(
+            "handle with the wrong signature",
+            wat(r#"(component
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (export "handle" (func $f)))"#),
+            "wrong_world",
+        ),
+        entry(
+            "handle that is not a function",
+            wat(r#"(component
+                (core module $m)
+                (export "handle" (core module $m)))"#),
+            "wrong_world",
+        ),
+        entry(
+            "unresolvable import",
+            wat(r#"(component
+                (import "acme:billing/ledger@1.0.0" (instance (export "charge" (func))))
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (export "handle" (func $f)))"#),
+            "unsupported_import",
+        ),
+        entry(
+            "WASI import of a function the host lacks",
+            wat(r#"(component
+                (import "wasi:cli/environment@0.2.0"
+                  (instance (export "get-secrets" (func (result string)))))
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (export "handle" (func $f)))"#),
+            "unsupported_import",
+        ),
+        entry(
+            "built against an incompatible wasmq:job",
+            Wat {
+                imports: r#"(import "wasmq:job/context@0.1.0" "progress"
+                              (func $progress (param i32)))"#,
+                memory: ONE_PAGE,
+                items: "",
+                body: &format!("(call $progress (i32.const 1)) {RETURN_PAYLOAD}"),
+            }
+            .component_at("0.2.0"),
+            "incompatible_wit",
+        ),
+        entry(
+            "gigantic function count",
+            gigantic_handler(GIGANTIC_FUNCTIONS),
+            "too_many_functions",
+        ),
+        entry(
+            "function count over wasmparser's limit",
+            component_declaring_functions(1_000_001),
+            "too_many_functions",
+        ),
+    ]
+}
+
+/// The address the TCP probe is told to connect to (a listener the test owns).
+pub fn run_entries(tcp_probe_addr: &str) -> Vec<RunEntry> {
+    use Build::{Bytes, Rust};
+    use Expect::{Completed, Dead};
+    let ok = |bytes: &[u8]| Completed(bytes.to_vec());
+    let denied = || ok(b"denied");
+    let entry = |name, build, payload: &[u8], limits, expect| RunEntry {
+        name,
+        build,
+        payload: payload.to_vec(),
+        limits,
+        expect,
+    };
+    let cap_pages = CAP_MIB * MIB / PAGE;
+    let tight_loop = handler_doing("(loop $spin (br $spin)) unreachable");
+    let mut entries = vec![
+        // CPU
+        entry(
+            "infinite-loop",
+            Rust("infinite-loop"),
+            b"",
+            Limits::SHORT,
+            Dead("timeout"),
+        ),
+        entry(
+            "tight-br-loop",
+            Bytes(tight_loop.clone()),
+            b"",
+            Limits::SHORT,
+            Dead("timeout"),
+        ),
+        entry(
+            "infinite-loop-fuel",
+            Rust("infinite-loop"),
+            b"",
+            Limits::FUELLED,
+            Dead("out_of_fuel"),
+        ),
+        entry(
+            "tight-br-loop-fuel",
+            Bytes(tight_loop),
+            b"",
+            Limits::FUELLED,
+            Dead("out_of_fuel"),
+        ),
+        entry(
+            "clock-spin",
+            Rust("hostile"),
+            b"clock-spin",
+            Limits::SHORT,
+            Dead("timeout"),
+        ),
+        entry(
+            "monotonic-clock-spin",
+            Rust("hostile"),
+            b"instant-spin",
+            Limits::SHORT,
+            Dead("timeout"),
+        ),
+        entry(
+            "sleep-in-host-call",
+            Rust("hostile"),
+            b"sleep",
+            Limits::SHORT,
+            Dead("timeout"),
+        ),
+        // Memory, tables, stack
+        entry(
+            "memory-bomb",
+            Rust("memory-bomb"),
+            b"",
+            Limits::CAPPED,
+            Dead("memory_limit"),
+        ),
+        entry(
+            "memory-grow-to-the-cap",
+            Bytes(handler_doing(&format!(
+                "(if (i32.eq (memory.grow (i32.sub (i32.const {cap_pages}) (memory.size)))
+                            (i32.const -1))
+                   (then unreachable))"
+            ))),
+            b"at the cap",
+            Limits::CAPPED,
+            ok(b"at the cap"),
+        ),
+        entry(
+            "memory-grow-one-page-past-the-cap",
+            Bytes(handler_doing(&format!(
+                "(drop (memory.grow (i32.sub (i32.const {}) (memory.size))))",
+                cap_pages + 1
+            ))),
+            b"",
+            Limits::CAPPED,
+            Dead("memory_limit"),
+        ),
+        entry(
+            "initial-memory-over-the-cap",
+            Bytes(
+                Wat {
+                    imports: "",
+                    memory: &format!(r#"(memory (export "memory") {})"#, 2 * cap_pages),
+                    items: "",
+                    body: RETURN_PAYLOAD,
+                }
+                .component(),
+            ),
+            b"",
+            Limits::CAPPED,
+            Dead("memory_limit"),
+        ),
+        entry(
+            "huge-data-segment",
+            Bytes(
+                Wat {
+                    imports: "",
+                    memory: &format!(r#"(memory (export "memory") {cap_pages})"#),
+                    items: &format!(
+                        r#"(data (i32.const {}) "{}")"#,
+                        MIB,
+                        "d".repeat((CAP_MIB - 2) as usize * MIB as usize)
+                    ),
+                    body: RETURN_PAYLOAD,
+                }
+                .component(),
+            ),
+            b"data",
+            Limits::CAPPED,
+            ok(b"data"),
+        ),
+        entry(
+            "table-growth-bomb",
+            Bytes(handler_with(
+                "(table $t 1 funcref)",
+                "(loop $grow
+                   (drop (table.grow $t (ref.null func) (i32.const 10000)))
+                   (br $grow))",
+            )),
+            b"",
+            Limits::ROOMY,
+            Dead("memory_limit"),
+        ),
+        entry(
+            "deep-recursion",
+            Rust("deep-recursion"),
+            b"",
+            Limits::ROOMY,
+            Dead("stack_overflow"),
+        ),
+        entry(
+            "recursion-through-call-indirect",
+            Bytes(handler_with(
+                "(type $t (func (param i32) (result i32)))
+                 (table 1 funcref)
+                 (elem (i32.const 0) $rec)
+                 (func $rec (type $t)
+                   (i32.add (call_indirect (type $t) (local.get 0) (i32.const 0))
+                            (i32.const 1)))",
+                "(drop (call $rec (i32.const 0)))",
+            )),
+            b"",
+            Limits::ROOMY,
+            Dead("stack_overflow"),
+        ),
+        // Traps
+        entry("panic", Rust("panic"), b"", Limits::ROOMY, Dead("trap")),
+        entry(
+            "unreachable",
+            Bytes(handler_doing("unreachable")),
+            b"",
+            Limits::ROOMY,
+            Dead("trap"),
+        ),
+        entry(
+            "integer-divide-by-zero",
+            Bytes(handler_doing(
+                "(drop (i32.div_u (local.get 8) (i32.sub (local.get 8) (local.get 8))))",
+            )),
+            b"",
+            Limits::ROOMY,
+            Dead("trap"),
+        ),
+        entry(
+            "trap-in-start-function",
+            Bytes(handler_with("(func $boom unreachable) (start $boom)", "")),
+            b"",
+            Limits::ROOMY,
+            Dead("trap"),
+        ),
+        entry(
+            "data-segment-out-of-bounds",
+            Bytes(handler_with(r#"(data (i32.const 0x7fff0000) "x")"#, "")),
+            b"",
+            Limits::ROOMY,
+            Dead("trap"),
+        ),
+        entry(
+            "exit",
+            Rust("hostile"),
+            b"exit",
+            Limits::ROOMY,
+            Dead("trap"),
+        ),
+        entry(
+            "abort",
+            Rust("hostile"),
+            b"abort",
+            Limits::ROOMY,
+            Dead("trap"),
+        ),
+        // What the guest hands back
+        entry(
+            "result-outside-memory",
+            Bytes(
+                Wat {
+                    imports: "",
+                    memory: ONE_PAGE,
+                    items: "",
+                    body: "(i32.store8 (i32.const 16) (i32.const 0))
+                           (i32.store (i32.const 20) (i32.const 0x7fff0000))
+                           (i32.store (i32.const 24) (i32.const 0x7fffffff))
+                           (i32.const 16)",
+                }
+                .component(),
+            ),
+            b"",
+            Limits::ROOMY,
+            Dead("trap"),
+        ),
+        entry(
+            "non-utf8-error-string",
+            Bytes(
+                Wat {
+                    imports: "",
+                    memory: ONE_PAGE,
+                    items: r#"(data (i32.const 100) "\ff\fe\fd")"#,
+                    body: "(i32.store8 (i32.const 16) (i32.const 1))
+                           (i32.store8 (i32.const 20) (i32.const 1))
+                           (i32.store (i32.const 24) (i32.const 100))
+                           (i32.store (i32.const 28) (i32.const 3))
+                           (i32.const 16)",
+                }
+                .component(),
+            ),
+            b"",
+            Limits::ROOMY,
+            Dead("trap"),
+        ),
+        entry(
+            "huge-result",
+            Rust("hostile"),
+            b"huge-result:8388608",
+            Limits::ROOMY,
+            Dead("result_too_large"),
+        ),
+        entry(
+            "huge-error-string",
+            Rust("hostile"),
+            b"huge-error:4194304",
+            Limits::ROOMY,
+            Dead("fail"),
+        ),
+        entry(
+            "huge-stdout",
+            Rust("stdout-flood"),
+            b"",
+            Limits::ROOMY,
+            ok(b"flooded"),
+        ),
+        entry(
+            "million-log-calls",
+            Rust("hostile"),
+            b"log-flood:1000000",
+            Limits::ROOMY,
+            ok(b"logged 1000000"),
+        ),
+        entry(
+            "largest-payload-echo",
+            Rust("echo"),
+            &vec![b'p'; wasmq::queue::DEFAULT_MAX_PAYLOAD_BYTES as usize],
+            Limits::ROOMY,
+            ok(&vec![
+                b'p';
+                wasmq::queue::DEFAULT_MAX_PAYLOAD_BYTES as usize
+            ]),
+        ),
+        // Compiler stress
+        entry(
+            "many-functions",
+            Bytes(gigantic_handler(MANY_FUNCTIONS)),
+            b"compiled",
+            Limits::ROOMY,
+            ok(b"compiled"),
+        ),
+        entry(
+            "deeply-nested-blocks",
+            Bytes(handler_doing(&format!(
+                "{}{}",
+                "block\n".repeat(20_000),
+                "end\n".repeat(20_000)
+            ))),
+            b"nested",
+            Limits::ROOMY,
+            ok(b"nested"),
+        ),
+    ];
+    // The sandbox: each ambient capability, refused.
+    for (name, attack) in [
+        ("read-env", "env".to_string()),
+        ("read-args", "args".to_string()),
+        ("open-file", "file-read".to_string()),
+        ("create-file", "file-write".to_string()),
+        ("list-root-dir", "dir-list".to_string()),
+        ("tcp-connect", format!("tcp-connect:{tcp_probe_addr}")),
+        ("udp-bind", "udp-bind".to_string()),
+        ("dns-lookup", "dns".to_string()),
+    ] {
+        entries.push(entry(
+            name,
+            Rust("hostile"),
+            attack.as_bytes(),
+            Limits::ROOMY,
+            denied(),
+        ));
+    }
+    entries
+}
