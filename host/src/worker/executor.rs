@@ -11,6 +11,8 @@
 //!    lease), in which case nothing is acked. A success hands its slot to the acker with it, so
 //!    that recording it and leasing the queue's next job for the slot is one call; a failure,
 //!    or any attempt while Redis is unreachable, frees the slot as soon as the attempt ends.
+//!    A result over the queue's `max_result_bytes` is not sent: the attempt is acked as the
+//!    `result_too_large` failure the complete script would have made of it.
 //! 4. Leasing ahead: a slot whose job took under [`SHORT_JOB`] asks the acker for up to
 //!    `prefetch` more jobs than the one it will run next, enough to keep it busy about that
 //!    long. Those wait in the slot's [`Ahead`] (in flight as `Queued`, heartbeated like the
@@ -236,7 +238,7 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
     };
     // Only a success whose ack can be recorded now keeps its slot for the queue's next job: a
     // slot must not wait for an ack that Redis is refusing.
-    let ok = matches!(
+    let mut ok = matches!(
         outcome,
         Ok(Ran {
             outcome: Outcome::Ok(_),
@@ -247,7 +249,7 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
         Err(_) => ("unknown_handler", None),
         Ok(ran) => (ran.outcome.class().as_str(), ran.timing),
     };
-    let outcome = match outcome {
+    let mut outcome = match outcome {
         Err(unknown) => AckOutcome::Fail(Failure::new(&job, class, unknown)),
         Ok(Ran {
             outcome,
@@ -282,6 +284,12 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
             }
         },
     };
+    if let AckOutcome::Complete(completion) = &outcome
+        && let Some(too_large) = refuse_oversized_result(&shared, &job, completion).await
+    {
+        outcome = AckOutcome::Fail(too_large);
+        ok = false;
+    }
     let key = (job.queue.clone(), job.id.clone());
     let mut slot_ran_on = false;
     let carried = {
@@ -328,6 +336,47 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
     if shared.acks.send(ack).is_err() {
         tracing::warn!(job_id = %key.1, "acker gone; the job will run again after its lease expires");
     }
+}
+
+/// Results up to this size go to Redis as they are. A larger one is first checked against its
+/// queue's `max_result_bytes` (one small read), and not sent when it is over: the complete
+/// script would only dead-letter it, and a guest returning megabytes in a loop would otherwise
+/// keep the one Redis busy copying them, raising every other queue's latency (tests/isolation,
+/// the hostile-guest corpus).
+const RESULT_CHECKED_FROM: usize = 64 * 1024;
+
+/// The failure that the complete script would record for `completion` (outcome
+/// `result_too_large`, permanent), when its result is over the queue's limit; `None` to send it
+/// (also when the limit cannot be read: the script checks it anyway).
+async fn refuse_oversized_result(
+    shared: &Shared,
+    job: &LeasedJob,
+    completion: &Completion,
+) -> Option<Failure> {
+    let size = completion.result.len();
+    if size <= RESULT_CHECKED_FROM {
+        return None;
+    }
+    let limit = shared
+        .client
+        .config(&job.queue)
+        .await
+        .ok()?
+        .max_result_bytes;
+    if size as u64 <= limit {
+        return None;
+    }
+    tracing::warn!(queue = %job.queue, job_id = %job.id, size, limit, "result over the queue's size limit: job dead-lettered");
+    let mut failure = Failure::new(
+        job,
+        "result_too_large",
+        format!("result of {size} bytes is over the limit of {limit}"),
+    )
+    .permanent();
+    failure.version.clone_from(&completion.version);
+    failure.logs.clone_from(&completion.logs);
+    failure.progress = completion.progress;
+    Some(failure)
 }
 
 /// An attempt that ran.
