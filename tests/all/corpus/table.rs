@@ -389,6 +389,19 @@ pub fn load_entries() -> Vec<LoadEntry> {
             "incompatible_wit",
         ),
         entry(
+            "table larger than the host's pool holds",
+            handler_with("(table 200000 funcref)", ""),
+            "invalid",
+        ),
+        entry(
+            "more memories than the host's pool holds",
+            handler_with(
+                "(memory $a 1) (memory $b 1) (memory $c 1) (memory $d 1) (memory $e 1)",
+                "",
+            ),
+            "invalid",
+        ),
+        entry(
             "gigantic function count",
             gigantic_handler(GIGANTIC_FUNCTIONS),
             "too_many_functions",
