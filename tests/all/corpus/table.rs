@@ -1,4 +1,4 @@
-//! The hostile-guest corpus as data: every component, how it is built, the limits it runs
+//! The hostile-guest corpus as data: each component, how it is built, the limits it runs
 //! under and what the host must make of it. Shared by `tests/all/corpus.rs`, which checks each
 //! entry's class through a real host, and `tests/isolation`, which runs the run-time entries
 //! beside a neighbour queue and measures that queue's latency.
@@ -414,7 +414,8 @@ pub fn load_entries() -> Vec<LoadEntry> {
     ]
 }
 
-/// The address the TCP probe is told to connect to (a listener the test owns).
+/// Everything a real host must run to its class. `tcp_probe_addr` is where the TCP probe is
+/// told to connect (a listener the test owns, so that a connection that got through shows).
 pub fn run_entries(tcp_probe_addr: &str) -> Vec<RunEntry> {
     use Build::{Bytes, Rust};
     use Expect::{Completed, Dead};
