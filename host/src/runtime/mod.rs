@@ -517,16 +517,39 @@ impl Runtime {
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        // A long job waiting in a host call (a WASI clock or poll) is not using the CPU:
-        // it gives its slot back, and takes one again at its next tick in guest code.
-        store.call_hook(|ctx, hook| {
-            if matches!(hook, wasmtime::CallHook::CallingHost) {
-                drop(lock_slot(&ctx.data().cpu_slot).take());
+        let long_jobs = self.inner.long_jobs.clone();
+        let long_job_after = config.long_job_after;
+        // A long job waiting in a host call (a WASI clock or poll) is not using the CPU: it
+        // gives its slot back. Back in guest code it takes a free one at once, or, when all
+        // are taken, queues for one at its next epoch check, now: a guest that calls the host
+        // in a loop (spinning on the clock, flooding stdout) would otherwise run without a
+        // slot from each call to the next tick, and CPU hogs of that kind would not share the
+        // slots but all run at once.
+        let slots = long_jobs.clone();
+        store.call_hook(move |mut ctx, hook| {
+            match hook {
+                wasmtime::CallHook::CallingHost => {
+                    drop(lock_slot(&ctx.data().cpu_slot).take());
+                }
+                wasmtime::CallHook::ReturningFromHost => {
+                    let state = ctx.data();
+                    if state.started.elapsed() >= long_job_after {
+                        let mut held = lock_slot(&state.cpu_slot);
+                        if held.is_none() {
+                            match slots.clone().try_acquire_owned() {
+                                Ok(permit) => *held = Some(permit),
+                                Err(_) => {
+                                    drop(held);
+                                    ctx.set_epoch_deadline(0);
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
             }
             Ok(())
         });
-        let long_jobs = self.inner.long_jobs.clone();
-        let long_job_after = config.long_job_after;
         store.epoch_deadline_callback(move |ctx| {
             let state = ctx.data();
             let now = Instant::now();
