@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// it off [default: 16]
     #[arg(long, env = "WASMQ_PREFETCH")]
     pub prefetch: Option<usize>,
+    /// Jobs count as short, to lease ahead, below this; those leased ahead go back to the queue
+    /// when the job before them runs ten times as long [default: 1ms]
+    #[arg(long, env = "WASMQ_PREFETCH_BELOW")]
+    pub prefetch_below: Option<String>,
     /// This host's id in leases and attempt history [default: hostname-pid-random]
     #[arg(long, env = "WASMQ_HOST_ID")]
     pub host_id: Option<String>,
@@ -115,6 +119,9 @@ impl RunArgs {
         }
         if let Some(d) = duration(&self.lease, &file.lease, "lease")? {
             config.lease = d;
+        }
+        if let Some(d) = duration(&self.prefetch_below, &file.prefetch_below, "prefetch_below")? {
+            config.prefetch_below = d;
         }
         if let Some(n) = self.batch.or(file.batch) {
             config.batch = n;

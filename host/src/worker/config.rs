@@ -50,6 +50,9 @@ pub struct WorkerConfig {
     /// Most jobs a slot leases ahead of the one it runs, when its jobs are short (see
     /// `worker::executor`); 0 turns leasing ahead off.
     pub prefetch: usize,
+    /// A slot leases ahead only while its jobs take less than this; jobs leased ahead go back
+    /// to the queue if the one before them runs ten times as long.
+    pub prefetch_below: Duration,
     /// How long an idle fetcher blocks waiting for a wake-up before it fetches anyway.
     pub idle_wait: Duration,
     /// This host's name in leases and attempt history.
@@ -80,6 +83,7 @@ impl WorkerConfig {
             lease: Duration::from_secs(30),
             batch: 64,
             prefetch: 16,
+            prefetch_below: Duration::from_millis(1),
             idle_wait: Duration::from_secs(1),
             host_id: default_host_id(),
             cache_dir: default_cache_dir(),
@@ -181,6 +185,7 @@ pub struct FileConfig {
     pub lease: Option<String>,
     pub batch: Option<usize>,
     pub prefetch: Option<usize>,
+    pub prefetch_below: Option<String>,
     pub host_id: Option<String>,
     pub cache_dir: Option<PathBuf>,
     #[serde(default)]

@@ -13,7 +13,7 @@
 //!    or any attempt while Redis is unreachable, frees the slot as soon as the attempt ends.
 //!    A result over the queue's `max_result_bytes` is not sent: the attempt is acked as the
 //!    `result_too_large` failure the complete script would have made of it.
-//! 4. Leasing ahead: a slot whose job took under [`SHORT_JOB`] asks the acker for up to
+//! 4. Leasing ahead: a slot whose job took under `prefetch_below` (1 ms) asks the acker for up to
 //!    `prefetch` more jobs than the one it will run next, enough to keep it busy about that
 //!    long. Those wait in the slot's [`Ahead`] (in flight as `Queued`, heartbeated like the
 //!    others) and each starts in the slot as the one before it ends, whatever its outcome;
@@ -22,7 +22,7 @@
 //!    instead of one call per job; each still runs alone, in a fresh instance, one at a time
 //!    per slot. Jobs leased ahead that cannot start (host draining, the slot's job stopped,
 //!    no memory after a deploy raised a cap) are released, uncounted, and so are those behind
-//!    a job that turns out long ([`HOLD_AHEAD`]), so that another slot or host runs them.
+//!    a job that turns out long ([`hold_ahead`]), so that another slot or host runs them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -42,21 +42,22 @@ use crate::queue::{
 };
 use crate::runtime::{ChildJob, JobInput, JobLimits, LogLine, Outcome};
 
-/// A job that took less than this makes its slot lease jobs ahead (see the module docs):
-/// below it, the call that records a job and leases the next costs more than the job.
-pub(crate) const SHORT_JOB: Duration = Duration::from_millis(1);
+/// Jobs leased ahead wait at most about this long for the job before them, ten times what
+/// counts as short (`below`); then they go back to the queue, in their place, for any slot of
+/// any host.
+pub(crate) fn hold_ahead(below: Duration) -> Duration {
+    below.saturating_mul(10)
+}
 
-/// Jobs leased ahead wait at most about this long for the job before them; then they go back
-/// to the queue, in their place, for any slot of any host.
-pub(crate) const HOLD_AHEAD: Duration = Duration::from_millis(10);
-
-/// How many jobs to lease ahead for a slot whose last job took `took`: enough to keep it busy
-/// for about [`SHORT_JOB`], at most `prefetch`.
-pub(crate) fn lease_ahead(took: Duration, prefetch: usize) -> usize {
-    if took >= SHORT_JOB {
+/// How many jobs to lease ahead for a slot whose last job took `took`: none when it took
+/// `below` (the host's `prefetch_below`) or longer, else enough to keep the slot busy for
+/// about `below`, at most `prefetch`. Below about a millisecond the call that records a job and
+/// leases the next costs more than the job.
+pub(crate) fn lease_ahead(took: Duration, below: Duration, prefetch: usize) -> usize {
+    if took >= below {
         return 0;
     }
-    let fit = SHORT_JOB.as_nanos() / took.as_nanos().max(1);
+    let fit = below.as_nanos() / took.as_nanos().max(1);
     usize::try_from(fit.saturating_sub(1)).map_or(prefetch, |n| n.min(prefetch))
 }
 
@@ -229,7 +230,7 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
         } else {
             tokio::select! {
                 outcome = &mut running => outcome,
-                () = tokio::time::sleep(HOLD_AHEAD) => {
+                () = tokio::time::sleep(hold_ahead(shared.config.prefetch_below)) => {
                     ahead.give_back();
                     running.await
                 }
@@ -320,7 +321,9 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
             }
             None => (ok && shared.redis.is_up()).then(|| Carried {
                 slot,
-                ahead: timing.map_or(0, |(took, _)| lease_ahead(took, shared.config.prefetch)),
+                ahead: timing.map_or(0, |(took, _)| {
+                    lease_ahead(took, shared.config.prefetch_below, shared.config.prefetch)
+                }),
             }),
         }
     };
@@ -550,13 +553,17 @@ mod tests {
     #[test]
     fn short_jobs_lease_enough_ahead_to_fill_about_a_millisecond() {
         let us = Duration::from_micros;
-        assert_eq!(lease_ahead(us(1000), 16), 0);
-        assert_eq!(lease_ahead(us(5000), 16), 0);
-        assert_eq!(lease_ahead(us(400), 16), 1);
-        assert_eq!(lease_ahead(us(100), 16), 9);
-        assert_eq!(lease_ahead(us(20), 16), 16);
-        assert_eq!(lease_ahead(Duration::ZERO, 16), 16);
-        assert_eq!(lease_ahead(us(20), 0), 0);
+        let ms = Duration::from_millis(1);
+        assert_eq!(lease_ahead(us(2000), Duration::from_millis(100), 16), 16);
+        assert_eq!(lease_ahead(us(50_000), Duration::from_millis(100), 16), 1);
+        assert_eq!(hold_ahead(ms), Duration::from_millis(10));
+        assert_eq!(lease_ahead(us(1000), ms, 16), 0);
+        assert_eq!(lease_ahead(us(5000), ms, 16), 0);
+        assert_eq!(lease_ahead(us(400), ms, 16), 1);
+        assert_eq!(lease_ahead(us(100), ms, 16), 9);
+        assert_eq!(lease_ahead(us(20), ms, 16), 16);
+        assert_eq!(lease_ahead(Duration::ZERO, ms, 16), 16);
+        assert_eq!(lease_ahead(us(20), ms, 0), 0);
     }
 
     #[test]

@@ -203,10 +203,17 @@ impl Wat<'_> {
                 (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
                 {body}))"#
         );
-        let wit = include_str!("../../../wit/job.wit").replace(
-            "package wasmq:job@0.1.0;",
-            &format!("package wasmq:job@{version};"),
-        );
+        // The host's WIT, whatever its own version, restated at `version`.
+        let wit: String = include_str!("../../../wit/job.wit")
+            .lines()
+            .map(|line| {
+                if line.starts_with("package wasmq:job@") {
+                    format!("package wasmq:job@{version};\n")
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
         let mut resolve = wit_parser::Resolve::default();
         let package = resolve.push_str("job.wit", &wit).unwrap();
         let world = resolve.select_world(&[package], Some("handler")).unwrap();
