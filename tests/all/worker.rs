@@ -222,6 +222,41 @@ async fn immediate_retries_are_acked_as_their_own_attempt() {
 
 /// At concurrency 1 the host runs the jobs one after another, in order, each once, and records
 /// each one's result in the same script call that leases the next (one call per job, not two).
+/// Starts an echo host at concurrency 1 (with `flags`) on the jobs already waiting in `Q`,
+/// waits until `n` have completed, and returns the host and the script calls Redis served
+/// meanwhile: every one the host's, since the wait polls with a plain command.
+async fn run_at_concurrency_one(redis: &RedisServer, n: u64, flags: &[&str]) -> (HostProcess, u64) {
+    let conn = redis.connection().await;
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+    let echo = handler("echo", "echo");
+    let mut args = vec!["--queues", Q, "--handler", &echo, "--concurrency", "1"];
+    args.extend_from_slice(flags);
+    let host = HostProcess::start(&redis.url(), &args);
+    let completed = wasmq::queue::QueueKeys::new(Q).unwrap().completed();
+    eventually(
+        &format!("{n} jobs completed"),
+        Duration::from_secs(60),
+        || {
+            let mut conn = conn.clone();
+            let completed = completed.clone();
+            async move {
+                let done: u64 = redis::cmd("ZCARD")
+                    .arg(&completed)
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                (done == n).then_some(())
+            }
+        },
+    )
+    .await;
+    (host, redis.script_calls().await)
+}
+
 #[tokio::test]
 async fn a_host_at_concurrency_one_runs_a_batch_in_order_with_one_call_per_job() {
     const N: u64 = 200;
@@ -238,45 +273,7 @@ async fn a_host_at_concurrency_one_runs_a_batch_in_order_with_one_call_per_job()
         .into_iter()
         .map(|e| e.id)
         .collect();
-    let mut conn = redis.connection().await;
-    let () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _host = HostProcess::start(
-        &redis.url(),
-        &[
-            "--queues",
-            Q,
-            "--handler",
-            &handler("echo", "echo"),
-            "--concurrency",
-            "1",
-            "--prefetch",
-            "0",
-        ],
-    );
-    // Polled with a plain command, so that every script call counted below is the host's.
-    let completed = wasmq::queue::QueueKeys::new(Q).unwrap().completed();
-    eventually(
-        &format!("{N} jobs completed"),
-        Duration::from_secs(60),
-        || {
-            let mut conn = conn.clone();
-            let completed = completed.clone();
-            async move {
-                let n: u64 = redis::cmd("ZCARD")
-                    .arg(&completed)
-                    .query_async(&mut conn)
-                    .await
-                    .ok()?;
-                (n == N).then_some(())
-            }
-        },
-    )
-    .await;
-    let calls = redis.script_calls().await;
+    let (_host, calls) = run_at_concurrency_one(&redis, N, &["--prefetch", "0"]).await;
 
     let mut spans = Vec::new();
     for (i, id) in ids.iter().enumerate() {
@@ -332,46 +329,9 @@ async fn a_host_at_concurrency_one_leases_short_jobs_ahead_and_runs_each_once_in
     let client = redis.client().await;
     keep_everything(&client).await;
     let ids = enqueue_echoes(&client, N).await;
-    let mut conn = redis.connection().await;
-    let () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     // The default prefetch; echo takes well under a millisecond on a quiet machine, and a
     // busy one (CI, other suites beside this test) must not decide the outcome.
-    let _host = HostProcess::start(
-        &redis.url(),
-        &[
-            "--queues",
-            Q,
-            "--handler",
-            &handler("echo", "echo"),
-            "--concurrency",
-            "1",
-            "--prefetch-below",
-            "100ms",
-        ],
-    );
-    let completed = wasmq::queue::QueueKeys::new(Q).unwrap().completed();
-    eventually(
-        &format!("{N} jobs completed"),
-        Duration::from_secs(60),
-        || {
-            let mut conn = conn.clone();
-            let completed = completed.clone();
-            async move {
-                let n: u64 = redis::cmd("ZCARD")
-                    .arg(&completed)
-                    .query_async(&mut conn)
-                    .await
-                    .ok()?;
-                (n == N).then_some(())
-            }
-        },
-    )
-    .await;
-    let calls = redis.script_calls().await;
+    let (_host, calls) = run_at_concurrency_one(&redis, N, &["--prefetch-below", "100ms"]).await;
 
     let mut finished = Vec::new();
     for (i, id) in ids.iter().enumerate() {
