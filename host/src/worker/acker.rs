@@ -360,22 +360,9 @@ async fn start_next(
             refused.extend(leases);
         }
     }
-    if refused.is_empty() {
-        return;
-    }
-    match shared.client.release(queue, &refused).await {
-        Ok(report) => {
-            for (id, why) in report.rejected {
-                tracing::warn!(%queue, job_id = %id, ?why, "could not release a job leased for a freed slot");
-            }
-        }
-        Err(err) => {
-            shared
-                .redis
-                .failed("releasing jobs leased for freed slots", &err);
-            tracing::warn!(%queue, jobs = refused.len(), "jobs leased for freed slots will run again after their lease expires");
-        }
-    }
+    shared
+        .release_unstarted(queue, &refused, "jobs leased for freed slots")
+        .await;
 }
 
 /// Removes recorded attempts from the in-flight map: this host holds their leases no longer.

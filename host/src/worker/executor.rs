@@ -144,16 +144,20 @@ impl Ahead {
             return None;
         }
         while let Some(job) = self.jobs.pop_front() {
-            let key = (job.queue.clone(), job.id.clone());
-            if inflight
-                .get(&key)
-                .is_some_and(|e| e.token == job.token && matches!(e.state, JobState::Queued))
-            {
+            if still_queued(inflight, &job) {
                 return Some(job);
             }
         }
         None
     }
+}
+
+/// Whether `job`, leased ahead, is still waiting here under its lease: not stopped by
+/// shutdown, nor forgotten because its lease was lost.
+fn still_queued(inflight: &HashMap<JobKey, InFlight>, job: &LeasedJob) -> bool {
+    inflight
+        .get(&(job.queue.clone(), job.id.clone()))
+        .is_some_and(|e| e.token == job.token && matches!(e.state, JobState::Queued))
 }
 
 impl Drop for Ahead {
@@ -174,12 +178,8 @@ impl Ahead {
         {
             let mut inflight = self.shared.inflight();
             for job in self.jobs.drain(..) {
-                let key = (job.queue.clone(), job.id.clone());
-                if inflight
-                    .get(&key)
-                    .is_some_and(|e| e.token == job.token && matches!(e.state, JobState::Queued))
-                {
-                    inflight.remove(&key);
+                if still_queued(&inflight, &job) {
+                    inflight.remove(&(job.queue.clone(), job.id.clone()));
                     leases.push(job.lease());
                 }
             }
@@ -192,17 +192,9 @@ impl Ahead {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    match shared.client.release(&queue, &leases).await {
-                        Ok(report) => {
-                            for (id, why) in report.rejected {
-                                tracing::warn!(%queue, job_id = %id, ?why, "could not release a job leased ahead");
-                            }
-                        }
-                        Err(err) => {
-                            shared.redis.failed("releasing jobs leased ahead", &err);
-                            tracing::warn!(%queue, jobs = leases.len(), "jobs leased ahead will run again after their lease expires");
-                        }
-                    }
+                    shared
+                        .release_unstarted(&queue, &leases, "jobs leased ahead")
+                        .await;
                 });
             }
             Err(_) => {

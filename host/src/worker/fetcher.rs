@@ -77,7 +77,10 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut phase: watch::Re
         let wait_for = match fetched {
             Ok(fetched) if *phase.borrow() != Phase::Running => {
                 shared.redis.ok();
-                release_unstarted(&shared, &queue, &fetched.jobs).await;
+                let leases: Vec<_> = fetched.jobs.iter().map(LeasedJob::lease).collect();
+                shared
+                    .release_unstarted(&queue, &leases, "jobs fetched while draining")
+                    .await;
                 return;
             }
             Ok(fetched) => {
@@ -137,28 +140,6 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: String, mut phase: watch::Re
                 }
             }
             _ = phase.changed() => {}
-        }
-    }
-}
-
-/// Gives back jobs leased by a fetch that ended after the host began to drain: uncounted, as
-/// shutdown releases the jobs it stops.
-async fn release_unstarted(shared: &Shared, queue: &str, jobs: &[LeasedJob]) {
-    if jobs.is_empty() {
-        return;
-    }
-    let leases: Vec<_> = jobs.iter().map(LeasedJob::lease).collect();
-    match shared.client.release(queue, &leases).await {
-        Ok(report) => {
-            for (id, why) in report.rejected {
-                tracing::warn!(%queue, job_id = %id, ?why, "could not release a job fetched while draining");
-            }
-        }
-        Err(err) => {
-            shared
-                .redis
-                .failed("releasing jobs fetched while draining", &err);
-            tracing::warn!(%queue, jobs = leases.len(), "jobs fetched while draining will run again after their lease expires");
         }
     }
 }

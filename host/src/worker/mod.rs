@@ -339,6 +339,25 @@ impl Shared {
 }
 
 impl Shared {
+    /// Releases leased jobs that never started (uncounted), in one call, without retrying:
+    /// if Redis fails, they run again after their lease expires. `what` names them in the log.
+    pub async fn release_unstarted(&self, queue: &str, leases: &[Lease], what: &str) {
+        if leases.is_empty() {
+            return;
+        }
+        match self.client.release(queue, leases).await {
+            Ok(report) => {
+                for (id, why) in report.rejected {
+                    tracing::warn!(%queue, job_id = %id, ?why, "could not release one of the {what}");
+                }
+            }
+            Err(err) => {
+                self.redis.failed(&format!("releasing {what}"), &err);
+                tracing::warn!(%queue, jobs = leases.len(), "{what} will run again after their lease expires");
+            }
+        }
+    }
+
     /// Gives up the attempt holding lease `token`, which this host lost: stops it if it is
     /// still running and forgets it (an outcome still waiting in the acker will be refused
     /// there). A newer attempt of the same job, leased since under another token, is left be.
