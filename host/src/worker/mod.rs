@@ -358,22 +358,58 @@ impl Shared {
         }
     }
 
-    /// Gives up the attempt holding lease `token`, which this host lost: stops it if it is
-    /// still running and forgets it (an outcome still waiting in the acker will be refused
-    /// there). A newer attempt of the same job, leased since under another token, is left be.
-    pub fn abandon(&self, key: &JobKey, token: &str) {
-        let mut inflight = self.inflight();
-        let Some(job) = inflight.get(key).filter(|job| job.token == token) else {
-            return;
-        };
-        match &job.state {
-            JobState::Running(abort) => abort.abort(),
-            // Its slot's chain skips a job no longer in the map.
-            JobState::Queued => {}
-            JobState::Finished | JobState::Stopped => return,
-        }
-        inflight.remove(key);
+    /// Gives up the attempt holding lease `token`, which Redis refused to extend: see
+    /// [`abandon`].
+    pub fn abandon(&self, key: &JobKey, token: &str) -> Abandoned {
+        abandon(&mut self.inflight(), key, token)
     }
+}
+
+/// What giving up a lease Redis refused to extend found here ([`abandon`]). A heartbeat lists
+/// its leases, then calls Redis; the acker may record one of those jobs in between, and then
+/// the extension is refused (`not_active:completed`, `not_found`) although nothing was lost.
+/// Only the first two are a lost lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Abandoned {
+    /// The attempt was running here: it is stopped, its outcome never recorded.
+    Running,
+    /// The job was leased ahead and waiting for its slot: it will not start here.
+    Queued,
+    /// The attempt had ended and its outcome waits in the acker, which reports it if Redis
+    /// refuses it.
+    Finished,
+    /// Nothing here holds that lease any more: the acker recorded the outcome (or this host
+    /// stopped the job) after the heartbeat listed it.
+    NotHeld,
+}
+
+impl Abandoned {
+    /// Whether work this host still had under the lease was given up: a real lease loss.
+    pub fn lost_work(self) -> bool {
+        matches!(self, Abandoned::Running | Abandoned::Queued)
+    }
+}
+
+/// Gives up the attempt holding lease `token` of `key`: stops it if it is still running, keeps a
+/// job leased ahead from starting, and forgets either. An attempt that ended is left to the
+/// acker (Redis will refuse its outcome if the lease is really gone), and a newer attempt of
+/// the same job, leased since under another token, is left be.
+fn abandon(inflight: &mut HashMap<JobKey, InFlight>, key: &JobKey, token: &str) -> Abandoned {
+    let Some(job) = inflight.get(key).filter(|job| job.token == token) else {
+        return Abandoned::NotHeld;
+    };
+    let found = match &job.state {
+        JobState::Running(abort) => {
+            abort.abort();
+            Abandoned::Running
+        }
+        // Its slot's chain skips a job no longer in the map.
+        JobState::Queued => Abandoned::Queued,
+        JobState::Finished => return Abandoned::Finished,
+        JobState::Stopped => return Abandoned::NotHeld,
+    };
+    inflight.remove(key);
+    found
 }
 
 /// Redis reachability as the host sees it, logged once per change rather than per error, and
@@ -658,4 +694,72 @@ async fn release(shared: &Shared, leases: HashMap<String, Vec<Lease>>) -> u64 {
         }
     }
     released
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn key(id: &str) -> JobKey {
+        ("q".to_string(), id.to_string())
+    }
+
+    fn held(token: &str, state: JobState) -> InFlight {
+        InFlight {
+            token: token.to_string(),
+            state,
+        }
+    }
+
+    /// The race behind a false "lease lost": the heartbeat lists a lease, the acker records
+    /// the job and forgets it, then Redis refuses the extension. Only an attempt still running
+    /// (or waiting to) under that lease is a loss.
+    #[tokio::test]
+    async fn a_refused_extension_is_a_lost_lease_only_while_the_attempt_has_not_ended() {
+        let attempt = tokio::spawn(std::future::pending::<()>());
+        let mut inflight = HashMap::from([
+            (
+                key("running"),
+                held("t1", JobState::Running(attempt.abort_handle())),
+            ),
+            (key("queued"), held("t1", JobState::Queued)),
+            (key("finished"), held("t1", JobState::Finished)),
+            (key("stopped"), held("t1", JobState::Stopped)),
+            (key("retried"), held("t2", JobState::Queued)),
+        ]);
+
+        let running = abandon(&mut inflight, &key("running"), "t1");
+        assert_eq!(running, Abandoned::Running);
+        assert!(running.lost_work());
+        assert!(attempt.await.unwrap_err().is_cancelled());
+        assert!(!inflight.contains_key(&key("running")));
+
+        let queued = abandon(&mut inflight, &key("queued"), "t1");
+        assert_eq!(queued, Abandoned::Queued);
+        assert!(queued.lost_work());
+        assert!(!inflight.contains_key(&key("queued")));
+
+        // Recorded by the acker between the heartbeat's list and Redis's answer: gone here.
+        let recorded = abandon(&mut inflight, &key("recorded"), "t1");
+        assert_eq!(recorded, Abandoned::NotHeld);
+        assert!(!recorded.lost_work());
+
+        // Ended, its outcome still in the acker: the acker reports a refusal, if there is one.
+        let finished = abandon(&mut inflight, &key("finished"), "t1");
+        assert_eq!(finished, Abandoned::Finished);
+        assert!(!finished.lost_work());
+        assert!(inflight.contains_key(&key("finished")));
+
+        assert_eq!(
+            abandon(&mut inflight, &key("stopped"), "t1"),
+            Abandoned::NotHeld
+        );
+        // A newer attempt of the job, under another lease, is not the one refused.
+        assert_eq!(
+            abandon(&mut inflight, &key("retried"), "t1"),
+            Abandoned::NotHeld
+        );
+        assert!(inflight.contains_key(&key("retried")));
+    }
 }

@@ -3,7 +3,8 @@
 //! Lifecycle, every tick (a third of the lease):
 //! 1. Heartbeat: extend the lease of every job this host holds, one call per queue. A job
 //!    whose lease was refused (it expired and another host took it) is stopped here: its
-//!    outcome would be refused anyway.
+//!    outcome would be refused anyway. A refusal for an attempt the acker recorded meanwhile
+//!    (the heartbeat listed it just before) is no loss and is not reported as one.
 //! 2. Recovery: fail the jobs of every served queue whose lease expired (a crashed, killed or
 //!    partitioned host), as an attempt with outcome `lease_expired`; they retry per policy.
 //!    Any number of hosts may do this at once: the script is atomic.
@@ -48,8 +49,15 @@ async fn heartbeat(shared: &Shared) {
                     let Some(lease) = leases.iter().find(|l| l.id == id) else {
                         continue;
                     };
-                    tracing::warn!(%queue, job_id = %id, ?why, "lease lost; stopping the job here");
-                    shared.abandon(&(queue.clone(), id), &lease.token);
+                    let key = (queue.clone(), id);
+                    let found = shared.abandon(&key, &lease.token);
+                    if found.lost_work() {
+                        tracing::warn!(%queue, job_id = %key.1, ?why, "lease lost; stopping the job here");
+                    } else {
+                        // The attempt ended here before the extension reached Redis; if its
+                        // outcome is refused, the acker says so.
+                        tracing::debug!(%queue, job_id = %key.1, ?why, ?found, "lease not extended for an attempt that already ended here");
+                    }
                 }
             }
             Err(err) => shared.redis.failed("heartbeat", &err),
