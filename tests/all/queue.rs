@@ -553,6 +553,27 @@ async fn completed_jobs_beyond_the_retention_count_are_deleted_oldest_first() {
 }
 
 #[tokio::test]
+async fn a_completion_batch_of_any_size_leaves_only_completed_keep_jobs() {
+    let (server, client) = start().await;
+    let config = QueueConfig {
+        completed_keep: Some(10),
+        ..QueueConfig::default()
+    };
+    client.set_config("q", &config).await.unwrap();
+    // Over the 1000 deletions a call may make beyond the jobs it completes.
+    let jobs = vec![NewJob::new("h", vec![]); 2500];
+    client.enqueue_bulk("q", &jobs).await.unwrap();
+    let leased = client.fetch("q", 2500, LEASE, HOST).await.unwrap();
+    let done: Vec<Completion> = leased.iter().map(|j| Completion::new(j, vec![])).collect();
+    let report = client.complete("q", &done).await.unwrap();
+    assert_eq!(report.completed.len(), 2500);
+    assert_eq!(client.counts("q").await.unwrap().completed, 10);
+    let mut conn = server.connection().await;
+    let hashes: Vec<String> = conn.keys("wasmq:{q}:job:*").await.unwrap();
+    assert_eq!(hashes.len(), 10);
+}
+
+#[tokio::test]
 async fn keep_zero_deletes_on_completion_and_max_age_deletes_old_completions() {
     let (server, client) = start().await;
     client
@@ -1109,6 +1130,48 @@ async fn the_events_stream_records_each_transition_with_job_ids_and_attempts() {
         .await
         .unwrap();
     assert_eq!(after.len(), 2);
+}
+
+#[tokio::test]
+async fn an_events_entry_lists_at_most_100_jobs_so_maxlen_bounds_the_streams_memory() {
+    let (_server, client) = start().await;
+    let jobs: Vec<NewJob> = (0..250)
+        .map(|n| NewJob::new("h", vec![]).with_id(format!("j{n:03}")))
+        .collect();
+    client.enqueue_bulk("q", &jobs).await.unwrap();
+    let leased = client.fetch("q", 250, LEASE, HOST).await.unwrap();
+    let done: Vec<Completion> = leased.iter().map(|j| Completion::new(j, vec![])).collect();
+    client.complete("q", &done).await.unwrap();
+
+    let events = client.events("q", None, 100).await.unwrap();
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    let mut listed: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for e in &events {
+        seen.push((e.event.as_str(), e.jobs.len()));
+        listed
+            .entry(e.event.as_str())
+            .or_default()
+            .extend(e.jobs.iter().map(|(id, _)| id.clone()));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("enqueued", 100),
+            ("enqueued", 100),
+            ("enqueued", 50),
+            ("active", 100),
+            ("active", 100),
+            ("active", 50),
+            ("completed", 100),
+            ("completed", 100),
+            ("completed", 50),
+        ]
+    );
+    // Every job once per transition, in order.
+    let ids: Vec<String> = (0..250).map(|n| format!("j{n:03}")).collect();
+    for (event, jobs) in listed {
+        assert_eq!(jobs, ids, "{event}");
+    }
 }
 
 #[tokio::test]

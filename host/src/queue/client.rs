@@ -376,7 +376,8 @@ pub struct Event {
     /// enqueued, promoted, active, completed, retried, dead, released, cancelled, replayed,
     /// purged, paused, resumed.
     pub event: String,
-    /// `(job id, attempt)` for every job the transition moved.
+    /// `(job id, attempt)` for every job the transition moved, at most 100: a call that moves
+    /// more writes several entries.
     pub jobs: Vec<(String, u32)>,
 }
 

@@ -13,7 +13,7 @@
 --   outcome 'result_too_large' (retrying would produce it again).
 -- Retention: `completed_keep` newest jobs are kept (default 1000; -1 keeps all; 0 deletes the
 -- job on completion); `completed_max_age_ms` > 0 also deletes older ones. Either trims at most
--- 1000 jobs per call.
+-- 1000 jobs more than the call completed, so a batch of any size keeps within retention.
 
 local K = { config = KEYS[2], active = KEYS[3], completed = KEYS[4], dead = KEYS[5],
   events = KEYS[6], steps = KEYS[7], outbox = KEYS[8] }

@@ -196,9 +196,12 @@ for _, group in ipairs(group_order) do
   -- NX: a group already in the round-robin keeps its turn; a new one queues behind the others.
   redis.call('ZADD', KEYS[9], 'NX', now, group)
 end
+-- One event entry per 100 jobs: `events_maxlen` entries then bound the stream's memory.
 if events_maxlen > 0 then
-  redis.call('XADD', KEYS[6], 'MAXLEN', '~', events_maxlen, '*', 'event', 'enqueued',
-    'jobs', cjson.encode(events))
+  for c = 1, #events, 100 do
+    redis.call('XADD', KEYS[6], 'MAXLEN', '~', events_maxlen, '*', 'event', 'enqueued',
+      'jobs', cjson.encode({ unpack(events, c, math.min(c + 99, #events)) }))
+  end
 end
 -- Wake one idle worker (the wake list holds at most one token).
 if (#waiting > 0 or #group_order > 0) and not paused and redis.call('LLEN', KEYS[7]) == 0 then

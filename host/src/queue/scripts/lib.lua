@@ -45,12 +45,20 @@ local function del_many(keys)
   end
 end
 
--- One events-stream entry per transition and script call: `event` and `jobs`, a JSON array of
--- [id, attempt] pairs. Batching keeps the cost at one XADD per call, not per job.
+-- Most jobs one events-stream entry lists (enqueue.lua has its own copy).
+local EVENT_JOBS = 100
+
+-- Events-stream entries for one transition in one script call: `event` and `jobs`, a JSON
+-- array of [id, attempt] pairs, at most EVENT_JOBS of them an entry. Batching keeps the cost
+-- at one XADD per call (per EVENT_JOBS jobs), not per job; the cap keeps an entry small, so
+-- that `events_maxlen` entries bound the stream's memory whatever the batch sizes.
 local function emit(events_key, maxlen, name, jobs)
-  if maxlen > 0 and #jobs > 0 then
+  if maxlen <= 0 then return end
+  for c = 1, #jobs, EVENT_JOBS do
+    local part = jobs
+    if #jobs > EVENT_JOBS then part = { unpack(jobs, c, math.min(c + EVENT_JOBS - 1, #jobs)) } end
     redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', 'event', name,
-      'jobs', cjson.encode(jobs))
+      'jobs', cjson.encode(part))
   end
 end
 
@@ -392,9 +400,12 @@ local function complete_jobs(prefix, K, cfg, now, first)
   emit(K.events, cfg.events_maxlen, 'dead', plan.died)
 
   -- Retention: trim the oldest completed jobs beyond `keep`, then those past the max age.
+  -- Each call deletes at most 1000 more jobs than it completed, so lowering `completed_keep`
+  -- (or the age) never makes one call slow, and a batch of any size still leaves the set
+  -- within its bounds (a cap of 1000 alone let a batch of 5000 leave 4000 behind).
+  local trim_limit = #finished + 1000
   if keep > 0 and #finished > 0 then
-    -- At most 1000 deletions per call, so lowering `completed_keep` never makes one call slow.
-    local excess = math.min(redis.call('ZCARD', K.completed) - keep, 1000)
+    local excess = math.min(redis.call('ZCARD', K.completed) - keep, trim_limit)
     if excess > 0 then
       local old = redis.call('ZRANGE', K.completed, 0, excess - 1)
       local keys = {}
@@ -405,7 +416,7 @@ local function complete_jobs(prefix, K, cfg, now, first)
   end
   if cfg.completed_max_age_ms > 0 then
     local old = redis.call('ZRANGEBYSCORE', K.completed, '-inf', now - cfg.completed_max_age_ms,
-      'LIMIT', 0, 1000)
+      'LIMIT', 0, trim_limit)
     if #old > 0 then
       local keys = {}
       for j, id in ipairs(old) do keys[j] = prefix .. id end
