@@ -15,6 +15,7 @@ mod events;
 mod exec;
 mod languages;
 mod logs;
+mod memory;
 mod metrics;
 mod queue;
 mod rate_limit;
