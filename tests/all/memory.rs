@@ -4,7 +4,7 @@
 //! Redis, with `INFO memory` and `MEMORY USAGE`.
 //!
 //! Size: `WASMQ_MEMORY_JOBS` jobs (default [`CI_JOBS`]). The full run of the issue:
-//! `WASMQ_MEMORY_JOBS=1000000 cargo test --test all memory -- --nocapture`.
+//! `WASMQ_MEMORY_JOBS=1000000 cargo test --test all memory:: -- --nocapture`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
