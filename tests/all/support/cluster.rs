@@ -191,16 +191,16 @@ impl RedisCluster {
                 query(node.port(), redis::cmd("CLUSTER").arg("MYID")).expect("CLUSTER MYID")
             })
             .collect();
-        for i in 0..self.primaries {
+        for (i, primary_id) in ids.iter().take(self.primaries).enumerate() {
             for k in 0..replicas {
                 let replica = self.primaries + i * replicas + k;
                 let port = self.nodes[replica].port();
                 wait_until("a replica knows its primary", || {
                     self.nodes_seen_by(port)
                         .iter()
-                        .any(|node| node.id == ids[i])
+                        .any(|node| &node.id == primary_id)
                 });
-                let () = query(port, redis::cmd("CLUSTER").arg("REPLICATE").arg(&ids[i]))
+                let () = query(port, redis::cmd("CLUSTER").arg("REPLICATE").arg(primary_id))
                     .expect("CLUSTER REPLICATE");
             }
         }
