@@ -17,6 +17,11 @@ bash guest-examples/build-all.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
+# The queue and worker suites again, each test against a private 3-primary Redis Cluster
+# instead of one redis-server (tests/all/support/redis.rs), so both stay checked (about 90 s
+# on 2 cores, the clusters' forming included).
+WASMQ_TEST_REDIS=cluster cargo test --locked -p wasmq --test all -- queue:: worker:: 2>&1 |
+    tee -a "$log"
 # One closing line for the whole run (cargo ends on its last binary's, the doc tests').
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -15,6 +15,10 @@
 #[path = "../../tests/all/support/redis.rs"]
 #[allow(dead_code)]
 mod redis_support;
+// `redis_support` can stand a Redis Cluster in for its server (`super::cluster`).
+#[path = "../../tests/all/support/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -227,7 +231,7 @@ async fn fill(client: &Client, count: u64) {
 #[allow(clippy::too_many_arguments)]
 async fn measure(
     client: &Client,
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut wasmq::connection::RedisConnection,
     mode: &'static str,
     depth: u64,
     events: bool,

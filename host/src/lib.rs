@@ -11,6 +11,8 @@
 //! - [`Outcome`] - how an attempt ended: ok, guest retry/fail, a classified failure, or
 //!   suspended at a durable sleep.
 //! - [`WorkflowStore`] - where an attempt's durable steps are kept (the worker's is Redis).
+//! - [`connection::RedisTarget`] - where Redis is: one server (`redis://`) or a Redis Cluster
+//!   (`redis+cluster://`), and the one connection type every Redis user goes through.
 //! - [`queue::Client`] - the Redis protocol for jobs: enqueue, fetch, complete, fail, DLQ.
 //! - [`worker::Worker`] - the host behind `wasmq run`: fetch loop, slots, leases, shutdown.
 //! - [`alerts::Alerts`] - webhooks on dead-lettered jobs and queue backlogs, signed and retried.
@@ -23,6 +25,7 @@
 pub mod alerts;
 pub mod api;
 pub mod cli;
+pub mod connection;
 pub mod events;
 pub mod local_redis;
 pub mod metrics;

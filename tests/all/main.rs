@@ -8,6 +8,7 @@ mod alerts;
 mod api;
 mod cache;
 mod chaos;
+mod cluster;
 mod corpus;
 mod dashboard;
 mod dev;

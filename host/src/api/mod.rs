@@ -35,12 +35,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connection::{ConnectOptions, RedisConnection, RedisTarget};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 use tokio::sync::{OnceCell, Semaphore, oneshot};
 use tokio::task::JoinHandle;
@@ -161,7 +161,7 @@ pub(crate) struct ApiState {
     schedules: crate::schedule::Schedules,
     /// For what is not a queue or registry call: `PING` (health) and the `SCAN` behind
     /// `GET /api/queues`.
-    redis: ConnectionManager,
+    redis: RedisConnection,
     queues: Vec<String>,
     metrics: Arc<Metrics>,
     /// The engine deploys are validated under, built on the first deploy.
@@ -371,14 +371,13 @@ impl Server {
         let schedules = crate::schedule::Schedules::connect(&config.redis_url)
             .await
             .map_err(|e| redis_error(Box::new(e)))?;
-        let redis =
-            redis::Client::open(config.redis_url.as_str()).map_err(|e| redis_error(Box::new(e)))?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1);
-        let redis = redis
-            .get_connection_manager_with_config(manager_config)
+        let redis = RedisTarget::open(&config.redis_url)
+            .map_err(|e| redis_error(Box::new(e)))?
+            .connect(ConnectOptions {
+                response_timeout: Some(Duration::from_secs(10)),
+                connection_timeout: Duration::from_secs(2),
+                retries: 1,
+            })
             .await
             .map_err(|e| redis_error(Box::new(e)))?;
         let listener = TcpListener::bind(config.bind)

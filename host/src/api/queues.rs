@@ -580,25 +580,12 @@ pub(crate) async fn list_queues(
 ) -> Result<Json<QueueList>, ApiError> {
     let mut names: BTreeSet<String> = state.queues.iter().cloned().collect();
     let mut conn = state.redis.clone();
-    let mut cursor: u64 = 0;
-    let mut complete = false;
-    for _ in 0..SCAN_CALLS {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg("wasmq:{*}:[sc][eo][qn]*")
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(&mut conn)
-            .await
-            .map_err(|err| ApiError::from(crate::queue::QueueError::Redis(err)))?;
-        names.extend(keys.iter().filter_map(|key| queue_of_key(key)));
-        cursor = next;
-        if cursor == 0 {
-            complete = true;
-            break;
-        }
-    }
+    // On a Redis Cluster this walks every primary, within the same bound in all.
+    let (keys, complete) = conn
+        .scan("wasmq:{*}:[sc][eo][qn]*", SCAN_COUNT, SCAN_CALLS)
+        .await
+        .map_err(|err| ApiError::from(crate::queue::QueueError::Redis(err)))?;
+    names.extend(keys.iter().filter_map(|key| queue_of_key(key)));
     Ok(Json(QueueList {
         queues: names.into_iter().collect(),
         complete,

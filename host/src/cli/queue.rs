@@ -32,7 +32,8 @@ pub enum QueueCommand {
 
 #[derive(Debug, Args)]
 pub struct RedisArgs {
-    /// Redis URL.
+    /// Redis URL: redis://host:port/db, or redis+cluster://host:port,host:port,... for a
+    /// Redis Cluster (seed nodes).
     #[arg(
         long = "redis",
         env = "WASMQ_REDIS_URL",

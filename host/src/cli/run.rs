@@ -19,7 +19,8 @@ use crate::worker::{
 /// release the rest back to waiting, exit 0. A second signal shortens the grace to zero.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Redis URL [default: redis://127.0.0.1:6379]
+    /// Redis URL: redis://host:port/db, or redis+cluster://host:port,host:port,... for a
+    /// Redis Cluster (seed nodes) [default: redis://127.0.0.1:6379]
     #[arg(long, env = "WASMQ_REDIS_URL")]
     pub redis: Option<String>,
     /// Queues to serve, comma-separated [default: default]

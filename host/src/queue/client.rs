@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Value};
+use redis::Value;
 
 use super::error::{QueueError, Result};
 use super::job::{
@@ -18,6 +17,7 @@ use super::limit::RateLimit;
 use super::reply::Reply;
 use super::scripts::{Call, SCRIPTS};
 use super::workflow::{Child, encode_children};
+use crate::connection::{ConnectOptions, RedisConnection, RedisTarget};
 
 /// Longest handler version label an attempt's history records.
 pub(super) const MAX_VERSION_LEN: usize = 128;
@@ -30,18 +30,19 @@ pub const MAX_BULK: usize = 10_000;
 /// a bulk enqueue of [`MAX_BULK`] jobs takes tens of milliseconds.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A connection to the queues in one Redis. Cheap to clone: clones share one multiplexed
-/// connection, which reconnects by itself when Redis goes away and comes back.
+/// A connection to the queues in one Redis or one Redis Cluster. Cheap to clone: clones share
+/// one multiplexed connection (per cluster node), which reconnects by itself when Redis goes
+/// away and comes back.
 #[derive(Clone)]
 pub struct Client {
-    redis: redis::Client,
-    pub(super) conn: ConnectionManager,
+    redis: RedisTarget,
+    pub(super) conn: RedisConnection,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("redis", &self.redis.get_connection_info().addr())
+            .field("redis", &self.redis.redacted_url())
             .finish_non_exhaustive()
     }
 }
@@ -384,8 +385,8 @@ pub struct Event {
 /// Blocks until a queue has work, on its own connection (a blocking BLPOP would stall every
 /// other call sharing a multiplexed connection). Get one from [`Client::waiter`].
 pub struct Waiter {
-    redis: redis::Client,
-    conn: Option<MultiplexedConnection>,
+    redis: RedisTarget,
+    conn: Option<RedisConnection>,
 }
 
 impl Waiter {
@@ -397,11 +398,7 @@ impl Waiter {
         let conn = match &mut self.conn {
             Some(conn) => conn,
             None => {
-                let config = AsyncConnectionConfig::new().set_response_timeout(None);
-                let conn = self
-                    .redis
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
+                let conn = self.redis.connect_blocking().await?;
                 self.conn.insert(conn)
             }
         };
@@ -436,16 +433,19 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl Client {
-    /// Connects to Redis at `url` (`redis://host:port/db`).
+    /// Connects to Redis at `url`: `redis://host:port/db` for one server,
+    /// `redis+cluster://host:port,host:port` for a Redis Cluster (`crate::connection`).
     pub async fn connect(url: &str) -> Result<Client> {
-        let redis = redis::Client::open(url)?;
+        let redis = RedisTarget::open(url)?;
         // Few retries per (re)connect: a refused connection fails fast (the CLI answers at
         // once), and the manager tries again on the next call anyway.
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2);
-        let conn = redis.get_connection_manager_with_config(config).await?;
+        let conn = redis
+            .connect(ConnectOptions {
+                response_timeout: Some(RESPONSE_TIMEOUT),
+                connection_timeout: Duration::from_secs(5),
+                retries: 2,
+            })
+            .await?;
         Ok(Client { redis, conn })
     }
 

@@ -16,13 +16,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redis::Value;
-use redis::aio::ConnectionManager;
 
 use super::client::Event;
 use super::error::{QueueError, Result};
 use super::keys::QueueKeys;
 use super::reply::Reply;
 use super::scripts::{Call, SCRIPTS};
+use crate::connection::{ConnectOptions, RedisConnection, RedisTarget};
 
 /// Entries read from a consumer group.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -85,7 +85,7 @@ impl Backlog {
 /// A connection for watching queues: one consumer (this host) of one consumer group.
 #[derive(Clone)]
 pub struct Monitor {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     group: String,
     consumer: String,
 }
@@ -112,12 +112,9 @@ fn millis(duration: Duration) -> u64 {
 impl Monitor {
     /// Connects to Redis at `url` as `consumer` of the consumer group `group`.
     pub async fn connect(url: &str, group: &str, consumer: &str) -> Result<Monitor> {
-        let redis = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(30)))
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2);
-        let conn = redis.get_connection_manager_with_config(config).await?;
+        let conn = RedisTarget::open(url)?
+            .connect(ConnectOptions::default())
+            .await?;
         Ok(Monitor {
             conn,
             group: group.to_string(),

@@ -27,11 +27,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::connection::{ConnectOptions, RedisConnection, RedisTarget};
 use crate::queue::{Backoff, MAX_ATTEMPTS, RetryPolicy, validate_handler_name};
 use crate::runtime::{LoadError, Runtime};
 
@@ -301,23 +301,19 @@ impl<F: FnMut(u64, u64)> UploadProgress for F {
 /// The registry client: what `wasmq handler ...`, hosts and the HTTP API use.
 #[derive(Clone)]
 pub struct Registry {
-    redis: redis::Client,
-    conn: ConnectionManager,
+    redis: RedisTarget,
+    conn: RedisConnection,
 }
 
 impl Registry {
     pub async fn connect(url: &str) -> Result<Registry> {
-        let redis = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(30)))
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2);
-        let conn = redis.get_connection_manager_with_config(config).await?;
+        let redis = RedisTarget::open(url)?;
+        let conn = redis.connect(ConnectOptions::default()).await?;
         Ok(Registry { redis, conn })
     }
 
-    /// The underlying client, for a pub/sub connection of its own.
-    pub fn redis_client(&self) -> &redis::Client {
+    /// Where the registry is, for a pub/sub connection of its own.
+    pub fn redis_target(&self) -> &RedisTarget {
         &self.redis
     }
 

@@ -31,9 +31,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
+use crate::connection::{ConnectOptions, RedisConnection, RedisTarget};
 use crate::queue::{validate_handler_name, validate_queue_name};
 
 const BASE: &str = "wasmq:{@schedules}:";
@@ -330,17 +330,17 @@ fn schedule_key(name: &str) -> String {
 /// The schedule store: what `wasmq schedule ...`, the HTTP API and hosts use.
 #[derive(Clone)]
 pub struct Schedules {
-    conn: ConnectionManager,
+    conn: RedisConnection,
 }
 
 impl Schedules {
     pub async fn connect(url: &str) -> Result<Schedules> {
-        let redis = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2);
-        let conn = redis.get_connection_manager_with_config(config).await?;
+        let conn = RedisTarget::open(url)?
+            .connect(ConnectOptions {
+                response_timeout: Some(Duration::from_secs(10)),
+                ..ConnectOptions::default()
+            })
+            .await?;
         Ok(Schedules { conn })
     }
 

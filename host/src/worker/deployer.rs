@@ -260,16 +260,15 @@ async fn listen(registry: registry::Registry, changed: Arc<Notify>) {
     use futures_util::StreamExt;
     let mut backoff = Backoff::default();
     loop {
-        match registry.redis_client().get_async_pubsub().await {
-            Ok(mut pubsub) => {
-                if pubsub.subscribe(CHANGES_CHANNEL).await.is_ok() {
-                    backoff.reset();
-                    // A change may have happened while we were not subscribed.
+        // On a Redis Cluster this is one node's connection (any node hears every PUBLISH);
+        // when that node dies the stream ends and the next subscription tries another.
+        match registry.redis_target().subscribe(CHANGES_CHANNEL).await {
+            Ok(mut messages) => {
+                backoff.reset();
+                // A change may have happened while we were not subscribed.
+                changed.notify_one();
+                while messages.next().await.is_some() {
                     changed.notify_one();
-                    let mut messages = pubsub.on_message();
-                    while messages.next().await.is_some() {
-                        changed.notify_one();
-                    }
                 }
             }
             Err(err) => tracing::debug!(error = %err, "registry change channel unavailable"),

@@ -1,21 +1,43 @@
-//! A private `redis-server` for a test: `wasmq::local_redis::LocalRedis` (free loopback port,
-//! never 6379; own directory; no persistence unless asked; killed when dropped), with the
-//! panicking conveniences a test wants.
+//! The Redis a test runs against: a private `redis-server` (`wasmq::local_redis::LocalRedis`:
+//! free loopback port, never 6379; own directory; no persistence unless asked; killed when
+//! dropped), or, when the environment says `WASMQ_TEST_REDIS=cluster`, a private 3-primary
+//! Redis Cluster (`support::cluster`) standing in for it, with the panicking conveniences a
+//! test wants. `scripts/test.sh` runs the queue and worker suites a second time that way, so
+//! the same tests check both.
 //!
 //! ```ignore
 //! let redis = RedisServer::start();
 //! let client = redis.client().await;
 //! ```
 
-use std::ops::{Deref, DerefMut};
-
+use wasmq::connection::{ConnectOptions, RedisConnection, RedisTarget};
 use wasmq::local_redis::{LocalRedis, LocalRedisOptions};
+
+use super::cluster::RedisCluster;
 
 /// Options for [`RedisServer::start_with`].
 pub type RedisOptions = LocalRedisOptions;
 
-/// A running (or stopped) private redis-server.
-pub struct RedisServer(LocalRedis);
+/// The environment variable that makes [`RedisServer`] a cluster.
+pub const TEST_REDIS_ENV: &str = "WASMQ_TEST_REDIS";
+
+/// Whether this run's tests get a Redis Cluster for a [`RedisServer`].
+pub fn cluster_mode() -> bool {
+    match std::env::var(TEST_REDIS_ENV) {
+        Ok(value) if value == "cluster" => true,
+        Ok(value) if value.is_empty() || value == "single" => false,
+        Ok(other) => panic!("{TEST_REDIS_ENV}={other}: expected `single` or `cluster`"),
+        Err(_) => false,
+    }
+}
+
+enum Backend {
+    Single(LocalRedis),
+    Cluster(RedisCluster),
+}
+
+/// A running (or stopped) private redis-server, or Redis Cluster standing in for one.
+pub struct RedisServer(Backend);
 
 impl RedisServer {
     /// Starts a server without persistence.
@@ -31,12 +53,29 @@ impl RedisServer {
         })
     }
 
-    /// Starts a server with `options`. Panics when redis-server is missing (the message says
-    /// how to install it: the tests never skip) or does not come up.
+    /// Starts a server with `options` (on every node of a cluster). Panics when redis-server
+    /// is missing (the message says how to install it: the tests never skip) or does not
+    /// come up.
     pub fn start_with(options: RedisOptions) -> RedisServer {
+        if cluster_mode() {
+            return RedisServer(Backend::Cluster(RedisCluster::start(3, 0, options)));
+        }
         match LocalRedis::start(options) {
-            Ok(server) => RedisServer(server),
+            Ok(server) => RedisServer(Backend::Single(server)),
             Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// Whether this is a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.0, Backend::Cluster(_))
+    }
+
+    /// The URL hosts and clients take: `redis://...` or `redis+cluster://...`.
+    pub fn url(&self) -> String {
+        match &self.0 {
+            Backend::Single(server) => server.url(),
+            Backend::Cluster(cluster) => cluster.url(),
         }
     }
 
@@ -50,6 +89,7 @@ impl RedisServer {
     /// Every key and its `DUMP`: what "Redis content unchanged" compares.
     pub async fn snapshot(&self) -> std::collections::BTreeMap<String, Vec<u8>> {
         let mut conn = self.connection().await;
+        // On a cluster, `KEYS` goes to every primary and the replies are joined.
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg("*")
             .query_async(&mut conn)
@@ -68,15 +108,29 @@ impl RedisServer {
     }
 
     /// Lua calls (scripts and functions: `EVAL`, `EVALSHA`, `FCALL`) Redis has served since it
-    /// started or its last `CONFIG RESETSTAT`: every fetch, ack, heartbeat...
+    /// started or its last `CONFIG RESETSTAT` (every node's, summed, on a cluster): every
+    /// fetch, ack, heartbeat...
     pub async fn script_calls(&self) -> u64 {
-        let mut conn = self.connection().await;
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        info.lines()
+        let infos: Vec<String> = match &self.0 {
+            Backend::Single(_) => {
+                let mut conn = self.connection().await;
+                vec![
+                    redis::cmd("INFO")
+                        .arg("commandstats")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap(),
+                ]
+            }
+            Backend::Cluster(cluster) => cluster
+                .ports()
+                .into_iter()
+                .map(|port| cluster.query_node(port, redis::cmd("INFO").arg("commandstats")))
+                .collect(),
+        };
+        infos
+            .iter()
+            .flat_map(|info| info.lines())
             .filter_map(|line| {
                 let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
                 if !matches!(name, "eval" | "evalsha" | "fcall") {
@@ -92,33 +146,43 @@ impl RedisServer {
             .sum()
     }
 
-    /// A plain async connection, for assertions on raw Redis state.
-    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
+    /// An async connection for assertions on raw Redis state; on a cluster it routes each
+    /// command as wasmq's own connections do (by key; `KEYS`, `FLUSHALL`, `CONFIG RESETSTAT`,
+    /// `FUNCTION FLUSH` to every primary or node).
+    pub async fn connection(&self) -> RedisConnection {
+        RedisTarget::open(&self.url())
             .expect("open a redis client")
-            .get_multiplexed_async_connection()
+            .connect(ConnectOptions::default())
             .await
             .expect("connect to the test redis-server")
     }
 
-    /// Starts the server again on the same port and directory (after `stop` or `kill`).
-    pub fn restart(&mut self) {
-        if let Err(err) = self.0.restart() {
-            panic!("{err}");
+    /// Graceful stop (every node of a cluster).
+    pub fn stop(&mut self) {
+        match &mut self.0 {
+            Backend::Single(server) => server.stop(),
+            Backend::Cluster(cluster) => cluster.stop(),
         }
     }
-}
 
-impl Deref for RedisServer {
-    type Target = LocalRedis;
-
-    fn deref(&self) -> &LocalRedis {
-        &self.0
+    /// SIGKILL (every node of a cluster).
+    pub fn kill(&mut self) {
+        match &mut self.0 {
+            Backend::Single(server) => server.kill(),
+            Backend::Cluster(cluster) => cluster.kill(),
+        }
     }
-}
 
-impl DerefMut for RedisServer {
-    fn deref_mut(&mut self) -> &mut LocalRedis {
-        &mut self.0
+    /// Starts the server again on the same port and directory (after `stop` or `kill`); a
+    /// cluster comes back as it was, from its nodes' `nodes.conf`.
+    pub fn restart(&mut self) {
+        match &mut self.0 {
+            Backend::Single(server) => {
+                if let Err(err) = server.restart() {
+                    panic!("{err}");
+                }
+            }
+            Backend::Cluster(cluster) => cluster.restart(),
+        }
     }
 }

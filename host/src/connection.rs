@@ -1,0 +1,469 @@
+//! Where Redis is: one server or a Redis Cluster, named by the one URL every command takes.
+//!
+//! - [`RedisTarget`] - a parsed `--redis` URL: `redis://host:port/db` for one server (through
+//!   the redis crate's `ConnectionManager`), `redis+cluster://host:port,host:port,...` for a
+//!   cluster (seed nodes; the redis crate's cluster client learns the rest of the topology and
+//!   follows it through failovers and resharding).
+//! - [`RedisConnection`] - the connection every part of wasmq talks through, whichever it is.
+//!   It implements `redis::aio::ConnectionLike`, so commands, pipelines and script calls are
+//!   written once.
+//!
+//! On a cluster a command goes to the primary that owns its key's slot. Every key of a queue
+//! carries the hash tag `{<queue>}` (the registry's `{@registry}`, the schedules'
+//! `{@schedules}`), so each script call and pipeline stays within one slot, and different
+//! queues spread over the shards. The few commands that are not about one key say so here:
+//! [`RedisConnection::scan`] walks every primary, `FUNCTION LOAD` goes to every primary (the
+//! redis crate routes it so), and [`RedisTarget::subscribe`] listens on any one node, since a
+//! classic `PUBLISH` reaches every node of a cluster.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{
+    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+};
+
+/// The URL scheme that names a cluster by its seed nodes.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// How a connection waits and retries.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectOptions {
+    /// How long one command may take; `None` for blocking commands (`BLPOP`).
+    pub response_timeout: Option<Duration>,
+    /// How long connecting to one node may take.
+    pub connection_timeout: Duration,
+    /// Attempts per reconnect (one server) or retries per command (cluster: redirections,
+    /// a node that went away, a failover in progress).
+    pub retries: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            response_timeout: Some(Duration::from_secs(30)),
+            connection_timeout: Duration::from_secs(5),
+            retries: 2,
+        }
+    }
+}
+
+/// A cluster's seed nodes: their URLs (for cluster clients) and one plain client each (for
+/// pub/sub).
+struct Cluster {
+    urls: Vec<String>,
+    seeds: Vec<redis::Client>,
+    /// The seed the next subscription tries first, so a dead node is not tried forever.
+    next_seed: AtomicUsize,
+}
+
+#[derive(Clone)]
+enum Target {
+    Single(redis::Client),
+    Cluster(Arc<Cluster>),
+}
+
+/// One Redis server or one Redis Cluster, parsed from a URL. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisTarget {
+    url: String,
+    target: Target,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("url", &redact(&self.url))
+            .field("cluster", &self.is_cluster())
+            .finish()
+    }
+}
+
+/// `url` with any password replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+fn invalid(what: &'static str, detail: String) -> RedisError {
+    RedisError::from((ErrorKind::InvalidClientConfig, what, detail))
+}
+
+/// The seed node URLs of a `redis+cluster://[user:password@]host:port,host:port[/0]` URL,
+/// each as a `redis://` URL with the same credentials.
+fn cluster_seeds(url: &str) -> RedisResult<Vec<String>> {
+    let rest = url
+        .strip_prefix(CLUSTER_SCHEME)
+        .ok_or_else(|| invalid("not a cluster URL", url.to_string()))?;
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, ""),
+    };
+    // A cluster has database 0 only.
+    if !matches!(path, "" | "/" | "/0") {
+        return Err(invalid(
+            "a Redis Cluster URL takes no path but /0 (a cluster has one database)",
+            redact(url),
+        ));
+    }
+    let (credentials, hosts) = match authority.rfind('@') {
+        Some(at) => (&authority[..=at], &authority[at + 1..]),
+        None => ("", authority),
+    };
+    let seeds: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+        .map(|host| format!("redis://{credentials}{host}"))
+        .collect();
+    if seeds.is_empty() {
+        return Err(invalid(
+            "a Redis Cluster URL names at least one node: redis+cluster://host:port,host:port",
+            redact(url),
+        ));
+    }
+    Ok(seeds)
+}
+
+impl RedisTarget {
+    /// Parses `url`: `redis://...` (one server) or `redis+cluster://h1:p1,h2:p2` (a cluster).
+    /// Nothing is connected yet.
+    pub fn open(url: &str) -> RedisResult<RedisTarget> {
+        let target = if url.starts_with(CLUSTER_SCHEME) {
+            let seeds = cluster_seeds(url)?;
+            let clients = seeds
+                .iter()
+                .map(|seed| redis::Client::open(seed.as_str()))
+                .collect::<RedisResult<Vec<_>>>()?;
+            // Checks the seeds (same credentials everywhere); connects nothing.
+            ClusterClient::new(seeds.clone())?;
+            Target::Cluster(Arc::new(Cluster {
+                urls: seeds,
+                seeds: clients,
+                next_seed: AtomicUsize::new(0),
+            }))
+        } else {
+            Target::Single(redis::Client::open(url)?)
+        };
+        Ok(RedisTarget {
+            url: url.to_string(),
+            target,
+        })
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
+    /// The URL, with any password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// A shared connection that reconnects by itself: one server's `ConnectionManager`, or a
+    /// cluster connection (one multiplexed connection per primary, following the topology).
+    pub async fn connect(&self, options: ConnectOptions) -> RedisResult<RedisConnection> {
+        match &self.target {
+            Target::Single(client) => {
+                let mut config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(options.connection_timeout))
+                    .set_number_of_retries(options.retries);
+                config = config.set_response_timeout(options.response_timeout);
+                let conn = client.get_connection_manager_with_config(config).await?;
+                Ok(RedisConnection::Single(conn))
+            }
+            Target::Cluster(cluster) => {
+                let client = cluster_client(cluster, options)?;
+                Ok(RedisConnection::Cluster(
+                    client.get_async_connection().await?,
+                ))
+            }
+        }
+    }
+
+    /// A connection of its own for a blocking command (`BLPOP`), which would stall every
+    /// other call sharing a multiplexed connection: no response timeout.
+    pub async fn connect_blocking(&self) -> RedisResult<RedisConnection> {
+        match &self.target {
+            Target::Single(client) => {
+                let config = AsyncConnectionConfig::new().set_response_timeout(None);
+                let conn = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                Ok(RedisConnection::Plain(conn))
+            }
+            Target::Cluster(cluster) => {
+                let options = ConnectOptions {
+                    response_timeout: None,
+                    ..ConnectOptions::default()
+                };
+                let client = cluster_client(cluster, options)?;
+                Ok(RedisConnection::Cluster(
+                    client.get_async_connection().await?,
+                ))
+            }
+        }
+    }
+
+    /// Subscribes to `channel` and returns the stream of its messages' payloads; the stream
+    /// ends when the connection drops (subscribe again). On a cluster the subscription is on
+    /// one node (a classic `PUBLISH` reaches every node), the seeds tried in turn from the one
+    /// after the last that was used, so a node that died is not the only one tried.
+    pub async fn subscribe(
+        &self,
+        channel: &str,
+    ) -> RedisResult<futures_util::stream::BoxStream<'static, Vec<u8>>> {
+        let client = match &self.target {
+            Target::Single(client) => client.clone(),
+            Target::Cluster(cluster) => {
+                let mut last_error = None;
+                let mut subscribed = None;
+                for _ in 0..cluster.seeds.len() {
+                    let index = cluster.next_seed.fetch_add(1, Ordering::Relaxed);
+                    let seed = &cluster.seeds[index % cluster.seeds.len()];
+                    match seed.get_async_pubsub().await {
+                        Ok(mut pubsub) => match pubsub.subscribe(channel).await {
+                            Ok(()) => {
+                                subscribed = Some(pubsub);
+                                break;
+                            }
+                            Err(err) => last_error = Some(err),
+                        },
+                        Err(err) => last_error = Some(err),
+                    }
+                }
+                return match (subscribed, last_error) {
+                    (Some(pubsub), _) => Ok(messages(pubsub)),
+                    (None, Some(err)) => Err(err),
+                    (None, None) => Err(invalid("no seed node", self.redacted_url())),
+                };
+            }
+        };
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok(messages(pubsub))
+    }
+}
+
+fn messages(pubsub: redis::aio::PubSub) -> futures_util::stream::BoxStream<'static, Vec<u8>> {
+    pubsub
+        .into_on_message()
+        .map(|message| message.get_payload_bytes().to_vec())
+        .boxed()
+}
+
+fn cluster_client(cluster: &Cluster, options: ConnectOptions) -> RedisResult<ClusterClient> {
+    // The cluster client's defaults wait over a second before the first retry and retry 16
+    // times; a failover takes about the node timeout, and the callers (fetchers, the acker)
+    // retry on their own, so a few quick retries are enough.
+    let mut builder = ClusterClientBuilder::new(cluster.urls.clone())
+        .connection_timeout(options.connection_timeout)
+        .retries(u32::try_from(options.retries.max(1) * 2).unwrap_or(u32::MAX))
+        .min_retry_wait(50)
+        .max_retry_wait(1_000);
+    if let Some(timeout) = options.response_timeout {
+        builder = builder
+            .response_timeout(timeout)
+            .overall_response_timeout(Some(timeout));
+    }
+    builder.build()
+}
+
+/// A connection to one Redis server or a Redis Cluster. Cheap to clone: clones share the
+/// underlying connections.
+#[derive(Clone)]
+pub enum RedisConnection {
+    /// One server, reconnecting by itself.
+    Single(ConnectionManager),
+    /// One server, a connection of its own (blocking commands).
+    Plain(MultiplexedConnection),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl RedisConnection {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisConnection::Cluster(_))
+    }
+
+    /// The keys matching `pattern`, by `SCAN` with `COUNT count`, over every primary of a
+    /// cluster; at most `max_calls` `SCAN` calls in all. Returns the keys and whether the
+    /// whole keyspace was walked.
+    pub async fn scan(
+        &mut self,
+        pattern: &str,
+        count: usize,
+        max_calls: usize,
+    ) -> RedisResult<(Vec<Vec<u8>>, bool)> {
+        let scan = |cursor: u64| {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(count);
+            cmd
+        };
+        let mut keys = Vec::new();
+        let mut calls = 0;
+        match self {
+            RedisConnection::Cluster(conn) => {
+                for (host, port) in primaries(conn).await? {
+                    let mut cursor = 0u64;
+                    loop {
+                        if calls == max_calls {
+                            return Ok((keys, false));
+                        }
+                        calls += 1;
+                        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port,
+                        });
+                        let reply = conn.route_command(scan(cursor), routing).await?;
+                        let (next, found): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)?;
+                        keys.extend(found);
+                        cursor = next;
+                        if cursor == 0 {
+                            break;
+                        }
+                    }
+                }
+                Ok((keys, true))
+            }
+            _ => {
+                let mut cursor = 0u64;
+                loop {
+                    if calls == max_calls {
+                        return Ok((keys, false));
+                    }
+                    calls += 1;
+                    let (next, found): (u64, Vec<Vec<u8>>) = scan(cursor).query_async(self).await?;
+                    keys.extend(found);
+                    cursor = next;
+                    if cursor == 0 {
+                        return Ok((keys, true));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The primaries of a cluster, as `(host, port)`, from `CLUSTER NODES` (failed ones left out).
+async fn primaries(conn: &mut ClusterConnection) -> RedisResult<Vec<(String, u16)>> {
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(conn).await?;
+    Ok(parse_primaries(&nodes))
+}
+
+/// The `(host, port)` of each live primary in a `CLUSTER NODES` reply: lines of
+/// `<id> <ip:port@cport[,hostname]> <flags> ...`.
+fn parse_primaries(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let _id = fields.next()?;
+            let address = fields.next()?;
+            let flags = fields.next()?;
+            let flags: Vec<&str> = flags.split(',').collect();
+            if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
+                return None;
+            }
+            let address = address.split(['@', ',']).next()?;
+            let (host, port) = address.rsplit_once(':')?;
+            let port: u16 = port.parse().ok()?;
+            (port != 0).then(|| (host.to_string(), port))
+        })
+        .collect()
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConnection::Single(conn) => conn.req_packed_command(cmd),
+            RedisConnection::Plain(conn) => conn.req_packed_command(cmd),
+            RedisConnection::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConnection::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            RedisConnection::Plain(conn) => conn.req_packed_commands(pipeline, offset, count),
+            RedisConnection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConnection::Single(conn) => conn.get_db(),
+            RedisConnection::Plain(conn) => conn.get_db(),
+            RedisConnection::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_url_names_its_seed_nodes_with_the_same_credentials() {
+        assert_eq!(
+            cluster_seeds("redis+cluster://10.0.0.1:7000,10.0.0.2:7001").unwrap(),
+            ["redis://10.0.0.1:7000", "redis://10.0.0.2:7001"]
+        );
+        assert_eq!(
+            cluster_seeds("redis+cluster://app:s3cret@h1:7000,h2:7000/0").unwrap(),
+            ["redis://app:s3cret@h1:7000", "redis://app:s3cret@h2:7000"]
+        );
+        assert!(cluster_seeds("redis+cluster:///").is_err());
+        assert!(cluster_seeds("redis+cluster://h1:7000/3").is_err());
+        let target = RedisTarget::open("redis+cluster://u:pw@h1:7000,h2:7001").unwrap();
+        assert!(target.is_cluster());
+        assert_eq!(target.redacted_url(), "redis+cluster://***@h1:7000,h2:7001");
+        assert!(
+            !RedisTarget::open("redis://127.0.0.1:6379")
+                .unwrap()
+                .is_cluster()
+        );
+    }
+
+    #[test]
+    fn primaries_are_the_live_masters_of_cluster_nodes() {
+        let nodes = "\
+a1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:30002@40002,host-b master - 0 0 2 connected 5461-10922
+c3 127.0.0.1:30003@40003 master,fail - 0 0 3 connected
+d4 127.0.0.1:30004@40004 slave a1 0 0 1 connected
+e5 127.0.0.1:30005@40005 master - 0 0 4 connected 10923-16383
+";
+        assert_eq!(
+            parse_primaries(nodes),
+            [
+                ("127.0.0.1".to_string(), 30001),
+                ("127.0.0.1".to_string(), 30002),
+                ("127.0.0.1".to_string(), 30005),
+            ]
+        );
+    }
+}
