@@ -16,6 +16,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+dir="${WASMQ_FUZZ_TARGET_DIR:-$HOME/.cache/wasmq/target-fuzz}"
+# Not the host build's directory (scripts/test.sh exports that one): the instrumented build
+# has other flags, and installing cargo-fuzz builds there too.
+export CARGO_TARGET_DIR="$dir"
+
 # cargo-fuzz, pinned, kept with wasmq's other tools outside the clone.
 CARGO_FUZZ_VERSION=0.13.2
 tools="$HOME/.cache/wasmq/tools/cargo-fuzz-$CARGO_FUZZ_VERSION"
@@ -24,7 +29,6 @@ if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION
     cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --root "$tools" --quiet
 fi
 
-dir="${WASMQ_FUZZ_TARGET_DIR:-$HOME/.cache/wasmq/target-fuzz}"
 # Only stable Rust is needed. cargo-fuzz's default AddressSanitizer needs the nightly-only
 # -Zsanitizer; `-s none` leaves it out, and every other flag cargo-fuzz passes (the sancov
 # passes, -Cllvm-args, --cfg fuzzing) is stable. The code under test is safe Rust, so ASan
