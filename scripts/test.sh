@@ -12,8 +12,16 @@ bash scripts/install-deps.sh
 cargo fmt --all --check
 (cd sdk/rust && cargo fmt --check)
 (cd guest-examples/rust && cargo fmt --all --check)
+(cd fuzz && cargo fmt --check)
 cargo clippy --workspace --all-targets --locked -- -D warnings
 bash guest-examples/build-all.sh
+# The fuzz targets, 30 s each (docs/fuzzing.md): long enough to catch a decoder or a check
+# that panics on the inputs libFuzzer reaches first; `bash fuzz/run.sh 3600` is the long run.
+# WASMQ_FUZZ_SECONDS=0 skips them (the instrumented build is the costly part from nothing).
+fuzz_seconds="${WASMQ_FUZZ_SECONDS:-30}"
+if [ "$fuzz_seconds" != 0 ]; then
+    bash fuzz/run.sh "$fuzz_seconds"
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"

@@ -211,6 +211,17 @@ pub async fn read_json<T: DeserializeOwned>(
     limit: u64,
     allow_empty: bool,
 ) -> Result<T, ApiError> {
+    let bytes = read_json_bytes(headers, body, limit, allow_empty).await?;
+    parse_json(&bytes, allow_empty)
+}
+
+/// The first half of [`read_json`]: checks the media type and reads the body's bytes.
+pub async fn read_json_bytes(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+    allow_empty: bool,
+) -> Result<Vec<u8>, ApiError> {
     let declared_empty = headers
         .get(header::CONTENT_LENGTH)
         .is_some_and(|v| v.as_bytes() == b"0");
@@ -223,11 +234,16 @@ pub async fn read_json<T: DeserializeOwned>(
             "send the body as JSON, with Content-Type: application/json",
         ));
     }
-    let bytes = read_body(headers, body, limit).await?;
+    read_body(headers, body, limit).await
+}
+
+/// The second half of [`read_json`]: the bytes as `T`, or a 400 that names where the JSON
+/// went wrong.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], allow_empty: bool) -> Result<T, ApiError> {
     let bytes: &[u8] = if allow_empty && bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
-        &bytes
+        bytes
     };
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {

@@ -54,7 +54,7 @@ pub use error::{ApiError, ErrorBody};
 /// `wasmq job --json` prints, so the two cannot drift apart.
 pub(crate) use handlers::version_view;
 pub(crate) use queues::job_view;
-pub use queues::{JSON_BODY_LIMIT, JobView, MAX_PAGE};
+pub use queues::{JSON_BODY_LIMIT, JobView, MAX_PAGE, enqueue_job};
 
 use crate::metrics::{self, Metrics};
 use crate::queue::Client;

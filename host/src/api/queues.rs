@@ -17,7 +17,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::ApiState;
-use super::error::{ApiError, ErrorBody, read_json};
+use super::error::{ApiError, ErrorBody, parse_json, read_json, read_json_bytes};
 use crate::queue::{
     Backoff, CancelOutcome, Job, JobState, MAX_BULK, NewJob, QueueConfig, QueueKeys, system_time,
     validate_job_id,
@@ -357,6 +357,15 @@ impl EnqueueRequest {
     }
 }
 
+/// The job an enqueue body (`POST /api/queues/{queue}/jobs`) asks for: the JSON read as an
+/// [`EnqueueRequest`], then checked and turned into a [`NewJob`] (what
+/// [`crate::queue::Client::enqueue`] is given); a 400 with the reason when either step fails.
+/// This is everything the endpoint does with the body's bytes; `fuzz/` drives it with
+/// arbitrary bodies.
+pub fn enqueue_job(body: &[u8]) -> Result<NewJob, ApiError> {
+    parse_json::<EnqueueRequest>(body, false)?.into_job()
+}
+
 /// The enqueued job.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EnqueueResponse {
@@ -398,8 +407,8 @@ pub(crate) async fn enqueue(
     body: Body,
 ) -> Result<(StatusCode, Json<EnqueueResponse>), ApiError> {
     let config = state.client.config(&queue).await?;
-    let request: EnqueueRequest = read_json(&headers, body, enqueue_limit(&config), false).await?;
-    let job = request.into_job()?;
+    let body = read_json_bytes(&headers, body, enqueue_limit(&config), false).await?;
+    let job = enqueue_job(&body)?;
     let enqueued = state.client.enqueue(&queue, &job).await?;
     let status = if enqueued.created {
         StatusCode::CREATED

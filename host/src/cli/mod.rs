@@ -21,6 +21,9 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// `wasmq enqueue`'s arguments and the job they make ([`EnqueueArgs::job`]), for `fuzz/`.
+pub use queue::{EnqueueArgs, QueueCommand};
+
 /// Exit code for errors that are not a job outcome: bad arguments to a command, a handler that
 /// cannot be loaded, Redis unreachable.
 pub const EXIT_ERROR: u8 = 1;

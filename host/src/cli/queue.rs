@@ -91,6 +91,28 @@ pub struct EnqueueArgs {
     pub redis: RedisArgs,
 }
 
+impl EnqueueArgs {
+    /// The job `wasmq enqueue` sends for these arguments, given the payload it read
+    /// (`--payload`, `--payload-file` or nothing); [`crate::queue::Client::enqueue`] checks it
+    /// ([`NewJob::validate`]) before anything reaches Redis. `fuzz/` drives this with arbitrary
+    /// command lines.
+    pub fn job(&self, payload: Vec<u8>) -> NewJob {
+        let mut job = NewJob::new(self.handler.clone(), payload).with_priority(self.priority);
+        job.options.max_attempts = self.attempts;
+        job.options.backoff = self.backoff;
+        job.options.id = self.id.clone();
+        job.options.group = self.group.clone();
+        if let Some(delay) = self.delay {
+            job = job.with_delay(delay);
+        }
+        if let Some(at) = self.run_at {
+            job = job.with_run_at(at);
+        }
+        job.options.timeout = self.timeout;
+        job
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct JobArgs {
     pub queue: String,
@@ -203,24 +225,7 @@ async fn enqueue(args: EnqueueArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("cannot read the payload file {}", path.display()))?,
         (None, None) => Vec::new(),
     };
-    let mut job = NewJob::new(args.handler, payload).with_priority(args.priority);
-    job.options.max_attempts = args.attempts;
-    job.options.backoff = args.backoff;
-    if let Some(id) = args.id {
-        job = job.with_id(id);
-    }
-    if let Some(delay) = args.delay {
-        job = job.with_delay(delay);
-    }
-    if let Some(at) = args.run_at {
-        job = job.with_run_at(at);
-    }
-    if let Some(timeout) = args.timeout {
-        job = job.with_timeout(timeout);
-    }
-    if let Some(group) = args.group {
-        job = job.with_group(group);
-    }
+    let job = args.job(payload);
     let client = args.redis.client().await?;
     let enqueued = client.enqueue(&args.queue, &job).await?;
     if !enqueued.created {

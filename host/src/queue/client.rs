@@ -180,6 +180,16 @@ pub struct Fetched {
     pub rate_limited: bool,
 }
 
+impl Fetched {
+    /// Decodes `fetch.lua`'s reply to a fetch that sent the lease token `token`: what
+    /// [`Client::fetch_batch`] does with it (and [`Client::complete_and_fetch`] with the `fetched`
+    /// part of its reply). Anything that is not the documented shape is an
+    /// [`QueueError::UnexpectedReply`], never a panic: `fuzz/` feeds it arbitrary replies.
+    pub fn decode(value: Value, queue: &str, token: &str) -> Result<Fetched> {
+        fetched(&Reply::of("fetch"), value, queue, token)
+    }
+}
+
 /// A successful attempt, for [`Client::complete`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
@@ -957,7 +967,7 @@ impl Client {
         let mut invocation = Self::invocation(&SCRIPTS.fetch, &fetch_keys(&keys));
         invocation.arg(max).arg(lease_ms).arg(&token).arg(host);
         let value = self.invoke(&invocation).await?;
-        fetched(&Reply::of("fetch"), value, queue, &token)
+        Fetched::decode(value, queue, &token)
     }
 
     /// Renews the leases (heartbeat) to `lease` from now, on Redis's clock. Jobs this host no

@@ -34,6 +34,10 @@ pub const MAX_PRIORITY: i32 = 1000;
 pub const MAX_NAME_LEN: usize = 128;
 /// Error messages are cut to this many bytes before they are stored in a job's history.
 pub const MAX_ERROR_LEN: usize = 4096;
+/// Longest delay, timeout and backoff, and latest run-at time, in ms (about 31,700 years):
+/// the bound `enqueue.lua` puts on its millisecond fields, so a job the client accepts is one
+/// the script accepts.
+pub const MAX_MS: u64 = 1_000_000_000_000_000;
 
 /// Every state a job can be in. This is the one canonical list: the Redis sets, the `state`
 /// field of a job hash, the API and the CLI use these words.
@@ -241,6 +245,13 @@ impl Backoff {
     }
 
     fn validate(&self) -> Result<(), String> {
+        let (base, cap) = match *self {
+            Backoff::Fixed { delay, .. } => (delay, delay),
+            Backoff::Exponential { base, cap, .. } => (base, cap),
+        };
+        if base.max(cap).as_millis() > u128::from(MAX_MS) {
+            return Err(format!("backoff delays must be at most {MAX_MS} ms"));
+        }
         let jitter = self.jitter();
         if !(0.0..=1.0).contains(&jitter) {
             return Err(format!("backoff jitter must be within 0..=1, got {jitter}"));
@@ -492,8 +503,26 @@ impl NewJob {
                 "max attempts must be within 1..={MAX_ATTEMPTS}, got {attempts}"
             ));
         }
-        if options.timeout == Some(Duration::ZERO) {
-            return Err("timeout must be longer than zero".to_string());
+        // Times travel in whole ms: a timeout under 1 ms would be stored as 0, which means
+        // the handler's default.
+        if let Some(timeout) = options.timeout
+            && !(1..=u128::from(MAX_MS)).contains(&timeout.as_millis())
+        {
+            return Err(format!(
+                "timeout must be within 1 ms..={MAX_MS} ms, got {timeout:?}"
+            ));
+        }
+        match options.run_at {
+            RunAt::Delay(delay) if delay.as_millis() > u128::from(MAX_MS) => {
+                return Err(format!("delay must be at most {MAX_MS} ms, got {delay:?}"));
+            }
+            RunAt::At(at) if unix_ms(at) > MAX_MS => {
+                return Err(format!(
+                    "run-at must be at most {MAX_MS} ms after the Unix epoch, got {}",
+                    unix_ms(at)
+                ));
+            }
+            _ => {}
         }
         options.backoff.as_ref().map_or(Ok(()), Backoff::validate)
     }
@@ -922,6 +951,59 @@ mod tests {
                 .with_priority(-1000)
                 .validate()
                 .is_ok()
+        );
+    }
+
+    /// Found by fuzz/ (enqueue_options): jobs the client accepted and enqueue.lua refused
+    /// (a millisecond field over its bound), or stored other than asked (a timeout under 1 ms
+    /// stored as 0, the handler's default).
+    #[test]
+    fn options_the_script_would_refuse_or_store_otherwise_are_refused() {
+        let years = |n: u64| Duration::from_secs(n * 365 * 24 * 3600);
+        let table: Vec<(NewJob, &str)> = vec![
+            (
+                NewJob::new("h", "x").with_delay(Duration::from_millis(10_000_000_000_000_000)),
+                "delay must be at most",
+            ),
+            (
+                NewJob::new("h", "x").with_run_at(system_time(MAX_MS + 1)),
+                "run-at must be at most",
+            ),
+            (
+                NewJob::new("h", "x").with_timeout(Duration::from_micros(500)),
+                "timeout must be within 1 ms",
+            ),
+            (
+                NewJob::new("h", "x").with_timeout(years(40_000)),
+                "timeout must be within 1 ms",
+            ),
+            (
+                NewJob::new("h", "x").with_backoff(Backoff::fixed(years(40_000))),
+                "backoff delays must be at most",
+            ),
+            (
+                NewJob::new("h", "x").with_backoff(Backoff::Exponential {
+                    base: secs(1),
+                    cap: years(40_000),
+                    jitter: 0.2,
+                }),
+                "backoff delays must be at most",
+            ),
+        ];
+        for (job, reason) in table {
+            let err = job.validate().unwrap_err();
+            assert!(err.contains(reason), "{err:?} should mention {reason:?}");
+        }
+        let at_the_bounds = NewJob::new("h", "x")
+            .with_delay(Duration::from_millis(MAX_MS))
+            .with_timeout(Duration::from_millis(1))
+            .with_backoff(Backoff::fixed(Duration::from_millis(MAX_MS)));
+        assert_eq!(at_the_bounds.validate(), Ok(()));
+        assert_eq!(
+            NewJob::new("h", "x")
+                .with_run_at(system_time(MAX_MS))
+                .validate(),
+            Ok(())
         );
     }
 

@@ -41,8 +41,8 @@ pub use error::QueueError;
 pub use job::{
     Attempt, Backoff, DEFAULT_COMPLETED_KEEP, DEFAULT_EVENTS_MAXLEN, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, Job, JobOptions, JobState,
-    MAX_ATTEMPT_LOG_LEN, MAX_ATTEMPTS, MAX_NAME_LEN, MAX_PRIORITY, MIN_PRIORITY, NewJob, OwnPolicy,
-    RetryPolicy, RunAt, generate_job_id, system_time, truncate_utf8, unix_ms,
+    MAX_ATTEMPT_LOG_LEN, MAX_ATTEMPTS, MAX_MS, MAX_NAME_LEN, MAX_PRIORITY, MIN_PRIORITY, NewJob,
+    OwnPolicy, RetryPolicy, RunAt, generate_job_id, system_time, truncate_utf8, unix_ms,
     validate_handler_name, validate_job_id, validate_queue_name,
 };
 pub use keys::QueueKeys;
