@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
+use wasmq::connection::RedisConnection;
 use wasmq::queue::{
     Backoff, Child, Client, Completion, Failure, LeasedJob, MAX_BULK, NewJob, QueueConfig,
     RateLimit, StepSave,
@@ -107,7 +107,7 @@ fn completion(job: &LeasedJob) -> Completion {
 }
 
 /// `INFO memory` fields, in bytes.
-async fn info_memory(conn: &mut MultiplexedConnection) -> BTreeMap<String, u64> {
+async fn info_memory(conn: &mut RedisConnection) -> BTreeMap<String, u64> {
     let info: String = redis::cmd("INFO")
         .arg("memory")
         .query_async(conn)
@@ -127,7 +127,7 @@ async fn info_memory(conn: &mut MultiplexedConnection) -> BTreeMap<String, u64> 
 /// the arguments of the last 128 calls that took over 10 ms (`slowlog-max-len`,
 /// `slowlog-log-slower-than`), which batches of this size do, so it fills by about 1.6 KB a
 /// round until it holds 128 (a bounded 200 KB that is Redis's own, not the queue's).
-async fn held(conn: &mut MultiplexedConnection) -> u64 {
+async fn held(conn: &mut RedisConnection) -> u64 {
     let () = redis::cmd("SLOWLOG")
         .arg("RESET")
         .query_async(conn)
@@ -138,12 +138,12 @@ async fn held(conn: &mut MultiplexedConnection) -> u64 {
 }
 
 /// Redis time in ms: the clock completion times are measured on.
-async fn redis_now_ms(conn: &mut MultiplexedConnection) -> u64 {
+async fn redis_now_ms(conn: &mut RedisConnection) -> u64 {
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
     secs * 1000 + micros / 1000
 }
 
-async fn memory_usage(conn: &mut MultiplexedConnection, key: &str) -> u64 {
+async fn memory_usage(conn: &mut RedisConnection, key: &str) -> u64 {
     // SAMPLES 0: every element of an aggregate, not an estimate from a sample.
     let bytes: Option<u64> = redis::cmd("MEMORY")
         .arg("USAGE")
@@ -156,7 +156,7 @@ async fn memory_usage(conn: &mut MultiplexedConnection, key: &str) -> u64 {
     bytes.unwrap_or(0)
 }
 
-async fn every_key(conn: &mut MultiplexedConnection) -> Vec<String> {
+async fn every_key(conn: &mut RedisConnection) -> Vec<String> {
     let mut keys = Vec::new();
     let mut cursor = 0u64;
     loop {
@@ -264,7 +264,7 @@ impl Allowed {
 /// Checks every key of the server against what retention allows, and measures the allowed
 /// ones. A key that is none of these (a job's steps, an outbox entry, a group's set, a job
 /// hash of a deleted job) fails the test by name: that is a key that grows with the jobs.
-async fn allowed_keys(conn: &mut MultiplexedConnection, dead_ids: &[String]) -> Allowed {
+async fn allowed_keys(conn: &mut RedisConnection, dead_ids: &[String]) -> Allowed {
     let completed: Vec<String> = redis::cmd("ZRANGE")
         .arg(key("completed"))
         .arg(0)
