@@ -166,9 +166,19 @@ async fn handler_logs_and_progress_are_captured() {
 
 #[tokio::test]
 async fn stdout_flood_is_bounded_and_marked_truncated() {
-    let report = run("stdout-flood", b"", &limits(30_000, 32)).await;
+    // A runtime of its own: on the shared one, beside the four floods of
+    // `hundred_hostile_jobs_at_once...`, five floods take turns on one long-job CPU slot, one
+    // turn per stdout write, and in a debug build that ran past any deadline meant for one
+    // flood (35 s). Sharing the slot is that test's business; this one checks the capture.
+    let rt = Runtime::new(RuntimeConfig {
+        max_instances: 4,
+        log_capacity: 16 * 1024,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let report = run_on(&rt, "stdout-flood", b"", &limits(30_000, 32)).await;
     assert_eq!(report.outcome, Outcome::Ok(b"flooded".to_vec()));
-    let cap = runtime().config().log_capacity;
+    let cap = rt.config().log_capacity;
     let kept: usize = report
         .logs
         .iter()
