@@ -115,9 +115,21 @@ impl CpuTicks {
     }
 }
 
+/// One stamp job of a round.
+struct Sample {
+    /// The clock reading taken just before its enqueue call, in µs since the Unix epoch.
+    enqueued_us: u64,
+    /// From then to the moment its guest started, in µs.
+    latency_us: u64,
+    /// When a host fetched it, in ms since the Unix epoch (Redis's clock, the same machine's):
+    /// what splits a latency into waiting in Redis and waiting in the host.
+    fetched_ms: u64,
+}
+
 /// One round of the measurement.
 struct Round {
     hostile: bool,
+    samples: Vec<Sample>,
     /// Sorted.
     latencies_us: Vec<u64>,
     /// Share of the machine's CPU used by other processes during the round.
@@ -160,30 +172,83 @@ async fn stamp_stream(client: &Client, queue: &str, n: usize) -> Vec<(String, u6
     sent
 }
 
-/// The latency of each job `sent` by [`stamp_stream`], sorted: the guest's start time minus
-/// the clock reading taken just before the enqueue call, in µs.
-async fn latencies_us(client: &Client, queue: &str, sent: &[(String, u64)]) -> Vec<u64> {
-    let mut latencies = Vec::with_capacity(sent.len());
+/// Each job `sent` by [`stamp_stream`], with its latency: the guest's start time minus the
+/// clock reading taken just before the enqueue call.
+async fn samples(client: &Client, queue: &str, sent: &[(String, u64)]) -> Vec<Sample> {
+    let mut samples = Vec::with_capacity(sent.len());
     for (id, enqueued_us) in sent {
         let job = client.get(queue, id).await.unwrap().unwrap();
         let result = job
             .result
             .unwrap_or_else(|| panic!("job {id} has no result"));
         let started_ns: u64 = String::from_utf8(result).unwrap().parse().unwrap();
-        latencies.push((started_ns / 1000).saturating_sub(*enqueued_us));
+        samples.push(Sample {
+            enqueued_us: *enqueued_us,
+            latency_us: (started_ns / 1000).saturating_sub(*enqueued_us),
+            fetched_ms: job.started_at_ms.unwrap_or(0),
+        });
     }
-    latencies.sort_unstable();
-    latencies
+    samples
+}
+
+/// One attempt of a hostile job, from its fetch to its end, in ms since the Unix epoch.
+struct HostileRun {
+    handler: String,
+    started_ms: u64,
+    finished_ms: u64,
+}
+
+/// The hostile jobs among `ids` that ran (a paused queue keeps the others for later rounds).
+async fn hostile_runs(client: &Client, ids: &[String]) -> Vec<HostileRun> {
+    let mut runs = Vec::new();
+    for id in ids {
+        let job = client.get("hostile", id).await.unwrap().unwrap();
+        if let (Some(started_ms), Some(finished_ms)) = (job.started_at_ms, job.finished_at_ms) {
+            runs.push(HostileRun {
+                handler: job.handler,
+                started_ms,
+                finished_ms,
+            });
+        }
+    }
+    runs
+}
+
+/// The slowest samples of the hostile rounds, each with where its time went (in Redis until
+/// a host fetched it, then in the host) and the hostile jobs that started or ended while it
+/// waited: what to look at first when the bound fails.
+fn slowest(rounds: &[Round], runs: &[HostileRun], n: usize) -> Vec<String> {
+    let mut slow: Vec<&Sample> = rounds
+        .iter()
+        .filter(|r| r.hostile)
+        .flat_map(|r| &r.samples)
+        .collect();
+    slow.sort_unstable_by_key(|s| std::cmp::Reverse(s.latency_us));
+    slow.iter()
+        .take(n)
+        .map(|s| {
+            let from = s.enqueued_us / 1000;
+            let to = (s.enqueued_us + s.latency_us) / 1000 + 1;
+            let near = |t: u64| t + 3 >= from && t <= to;
+            let mut nearby: Vec<&str> = runs
+                .iter()
+                .filter(|r| near(r.started_ms) || near(r.finished_ms))
+                .map(|r| r.handler.as_str())
+                .collect();
+            nearby.sort_unstable();
+            nearby.dedup();
+            format!(
+                "  {:6} µs, fetched after {} ms; hostile jobs starting or ending meanwhile: {}",
+                s.latency_us,
+                s.fetched_ms.saturating_sub(from),
+                nearby.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// Jobs enqueued per round, at 200/s: 1.5 s of samples.
 const ROUND_JOBS: usize = 300;
-/// One epoch tick (`RuntimeConfig::epoch_tick`). Hostile jobs start in batches (when a hostile
-/// round starts, and each time the loops reach their deadline together); each runs its first
-/// `long_job_after` as a short job, holding no CPU slot, so a stamp job that arrives then
-/// waits until one of them yields at its next tick: up to one tick that the baseline never
-/// pays, however fast the machine.
-const ALLOWANCE_US: u64 = 2_000;
 
 /// Hostile jobs enqueued (while the hostile queue is paused) before each hostile round of
 /// [`hostile_queue_leaves_the_echo_queue_latency_within_twice_its_baseline`]: more than its 8
@@ -234,7 +299,7 @@ struct Measurement {
 }
 
 impl Measurement {
-    /// Fails the test unless the loaded p99 is within twice the baseline (plus one tick).
+    /// Fails the test unless the loaded p99 is within twice the baseline.
     fn assert_within_twice_the_baseline(&self) {
         let Measurement {
             baseline_p99: baseline,
@@ -242,9 +307,9 @@ impl Measurement {
             report,
         } = self;
         assert!(
-            *loaded <= 2 * baseline + ALLOWANCE_US,
+            *loaded <= 2 * baseline,
             "echo p99 {loaded} µs under hostile load vs {baseline} µs baseline (limit: twice \
-             the baseline + {ALLOWANCE_US} µs); every round:\n{report}"
+             the baseline); every round:\n{report}"
         );
     }
 }
@@ -255,9 +320,10 @@ static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The echo queue's p99 latency (from just before the enqueue call to the moment the guest
 /// starts, in µs) with the hostile queue busy beside it, against its baseline with the hostile
-/// queue paused. Baseline and hostile rounds alternate (B H B H ... B) and each p99 is taken
-/// over all rounds of its kind, so load from other processes that comes and goes during the
-/// test falls on both alike, and no single burst of it decides a p99.
+/// queue paused. Baseline and hostile rounds alternate (B H B H ... B), so load from other
+/// processes that comes and goes during the test falls on both alike; each p99 is taken over
+/// all rounds of its kind but its worst one (the one of highest p99), so that no single burst
+/// of it decides a p99. A hostile load that raises the latency does so in every hostile round.
 async fn measure_echo_latency(load: HostileLoad) -> Measurement {
     let _machine = MACHINE.lock().await;
     let redis = RedisServer::start();
@@ -294,10 +360,12 @@ async fn measure_echo_latency(load: HostileLoad) -> Measurement {
     }
 
     let mut rounds: Vec<Round> = Vec::new();
+    let mut hostile_ids: Vec<String> = Vec::new();
     for i in 0..=2 * load.rounds {
         let hostile = i % 2 == 1;
         if hostile {
-            client.enqueue_bulk("hostile", &load.jobs).await.unwrap();
+            let enqueued = client.enqueue_bulk("hostile", &load.jobs).await.unwrap();
+            hostile_ids.extend(enqueued.into_iter().map(|e| e.id));
             client.resume("hostile").await.unwrap();
             eventually("hostile jobs running", Duration::from_secs(10), || async {
                 let c = client.counts("hostile").await.ok()?;
@@ -324,35 +392,67 @@ async fn measure_echo_latency(load: HostileLoad) -> Measurement {
             })
             .await;
         }
+        let samples = samples(&client, "echo", &sent).await;
+        let mut latencies_us: Vec<u64> = samples.iter().map(|s| s.latency_us).collect();
+        latencies_us.sort_unstable();
         rounds.push(Round {
             hostile,
-            latencies_us: latencies_us(&client, "echo", &sent).await,
+            samples,
+            latencies_us,
             others,
         });
     }
     assert!(host.is_running(), "the host died:\n{}", host.log_text());
 
-    let pooled = |hostile: bool| {
-        let mut all: Vec<u64> = rounds
+    let pooled = |hostile: bool, but_the_worst: bool| {
+        let mut kind: Vec<&Round> = rounds.iter().filter(|r| r.hostile == hostile).collect();
+        if but_the_worst {
+            kind.sort_by_key(|r| quantile(&r.latencies_us, 0.99));
+            kind.pop();
+        }
+        let mut all: Vec<u64> = kind
             .iter()
-            .filter(|r| r.hostile == hostile)
             .flat_map(|r| r.latencies_us.iter().copied())
             .collect();
         all.sort_unstable();
         all
     };
-    let (baseline, loaded) = (pooled(false), pooled(true));
+    let (baseline, loaded) = (pooled(false, true), pooled(true, true));
     let mut report: Vec<String> = rounds.iter().map(Round::to_string).collect();
-    report.push(format!("all baseline rounds {}", percentiles(&baseline)));
-    report.push(format!("all hostile rounds  {}", percentiles(&loaded)));
+    report.push(format!(
+        "all baseline rounds {}",
+        percentiles(&pooled(false, false))
+    ));
+    report.push(format!(
+        "all hostile rounds  {}",
+        percentiles(&pooled(true, false))
+    ));
+    report.push("compared, each kind without its worst round:".to_string());
+    report.push(format!("baseline {}", percentiles(&baseline)));
+    report.push(format!("hostile  {}", percentiles(&loaded)));
+    report.push(format!(
+        "hostile p99 / baseline p99 = {:.2}",
+        quantile(&loaded, 0.99) as f64 / quantile(&baseline, 0.99).max(1) as f64
+    ));
+    report.push("slowest samples of the hostile rounds:".to_string());
+    report.extend(slowest(
+        &rounds,
+        &hostile_runs(&client, &hostile_ids).await,
+        10,
+    ));
     // Not a reason to pass: with other processes on its cores, the OS gives the host less CPU
     // than it has cores, and the hostile jobs take their share of it from the echo queue too.
-    // The note tells that case from a slower host on a machine of its own.
+    // Linux shares the CPU between sessions (autogroups) first: a host whose CPU slot is busy
+    // uses up its session's share, and its other threads then wait for the session's turn,
+    // which an idle baseline host does not. On this project's 2-core machine, with other
+    // sessions using 75% of it, that alone made the hostile p99 1.7 to 3 times the baseline;
+    // with this test's session given more weight (`echo -10 > /proc/self/autogroup`), under
+    // the same load, 0.6 to 1.0 times. The note tells that case from a slower host.
     let busiest = rounds.iter().filter_map(|r| r.others).fold(0.0, f64::max);
     if busiest > 0.25 {
         report.push(format!(
             "other processes used up to {:.0}% of the CPU in a round: this test needs the \
-             machine to itself",
+             machine to itself (or its session given more weight than theirs)",
             busiest * 100.0
         ));
     }
@@ -414,7 +514,7 @@ async fn hostile_corpus_leaves_the_echo_queue_latency_within_twice_its_baseline(
     let measured = measure_echo_latency(HostileLoad {
         handlers,
         jobs: (0..CORPUS_COPIES).flat_map(|_| jobs.clone()).collect(),
-        rounds: 3,
+        rounds: 5,
         warm_up: jobs,
     })
     .await;
