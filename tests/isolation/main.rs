@@ -445,7 +445,7 @@ async fn measure_echo_latency(load: HostileLoad) -> Measurement {
     // Linux shares the CPU between sessions (autogroups) first: a host whose CPU slot is busy
     // uses up its session's share, and its other threads then wait for the session's turn,
     // which an idle baseline host does not. On this project's 2-core machine, with other
-    // sessions using 75% of it, that alone made the hostile p99 1.7 to 3 times the baseline;
+    // sessions using 75% of it, that alone made the hostile p99 up to 3 times the baseline;
     // with this test's session given more weight (`echo -10 > /proc/self/autogroup`), under
     // the same load, 0.6 to 1.0 times. The note tells that case from a slower host.
     let busiest = rounds.iter().filter_map(|r| r.others).fold(0.0, f64::max);
