@@ -370,3 +370,80 @@ async fn a_job_never_sees_what_an_earlier_job_left_in_memory() {
         }
     }
 }
+
+/// One `memory.fill` of most of a 128 MiB memory: a single instruction, which no epoch tick
+/// can interrupt, holding its thread for tens of milliseconds (mostly page faults).
+fn filler() -> Vec<u8> {
+    crate::corpus::table::Wat {
+        imports: "",
+        memory: r#"(memory (export "memory") 2048)"#,
+        items: "",
+        body: &format!(
+            "(memory.fill (i32.const 65536) (i32.const 0x5a) (i32.const {}))\n{}",
+            127 * MIB,
+            crate::corpus::table::RETURN_PAYLOAD
+        ),
+    }
+    .component()
+}
+
+/// How long a short job takes, from its spawn to its end, when it is spawned just after two
+/// jobs of `filler` on a runtime of two threads.
+async fn echo_beside_two_fillers(rt: &Runtime, filler: &wasmq::Handler) -> Duration {
+    let echo = rt.load(&guests::rust_bytes("echo")).unwrap();
+    let fillers: Vec<_> = (0..2)
+        .map(|_| {
+            let (rt, filler) = (rt.clone(), filler.clone());
+            tokio::spawn(async move { rt.run(&filler, job(b"f"), &limits(10_000, 256)).await })
+        })
+        .collect();
+    // Long enough for both to be running (or, with a CPU slot, one to run and one to wait).
+    // A thread sleep: this is not one of the runtime's threads, and its timers would wait for
+    // a free one.
+    std::thread::sleep(Duration::from_millis(5));
+    let started = std::time::Instant::now();
+    let rt2 = rt.clone();
+    let report = tokio::spawn(async move { rt2.run(&echo, job(b"e"), &limits(10_000, 16)).await })
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(report.outcome, Outcome::Ok(b"e".to_vec()));
+    for filler in fillers {
+        assert_eq!(filler.await.unwrap().outcome, Outcome::Ok(b"f".to_vec()));
+    }
+    took
+}
+
+/// A job that cannot be interrupted (one huge `memory.fill`) runs without a CPU slot the
+/// first times, as every job starts short: two at once then hold both threads of a two-thread
+/// runtime and a short job waits for them. Once two of its handler's last four attempts ran
+/// long, its jobs take the one long-job slot before they start: one fills, the other waits
+/// without a thread, and the short job runs on the free one.
+#[test]
+fn a_handler_whose_jobs_ran_long_starts_its_next_jobs_holding_a_cpu_slot() {
+    let threads = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    threads.block_on(async {
+        let rt = Runtime::new(RuntimeConfig {
+            max_instances: 8,
+            long_job_cpu_slots: 1,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let filler = rt.load(&filler()).unwrap();
+        // A fresh handler: both fillers start at once, as short jobs.
+        let first = echo_beside_two_fillers(&rt, &filler).await;
+        // Those two ran long; the next ones start long.
+        let fill = rt.run(&filler, job(b"f"), &limits(10_000, 256)).await;
+        let then = echo_beside_two_fillers(&rt, &filler).await;
+        assert!(
+            then < fill.duration / 2,
+            "the short job took {then:?} beside two fillers of a handler known to run long \
+             ({:?} each; {first:?} beside two of a fresh handler)",
+            fill.duration
+        );
+    });
+}

@@ -7,6 +7,11 @@
 #[path = "../all/support/mod.rs"]
 mod support;
 
+// The load-time half of the table is the main suite's business.
+#[allow(dead_code)]
+#[path = "../all/corpus/table.rs"]
+mod corpus_table;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -110,9 +115,21 @@ impl CpuTicks {
     }
 }
 
+/// One stamp job of a round.
+struct Sample {
+    /// The clock reading taken just before its enqueue call, in µs since the Unix epoch.
+    enqueued_us: u64,
+    /// From then to the moment its guest started, in µs.
+    latency_us: u64,
+    /// When a host fetched it, in ms since the Unix epoch (Redis's clock, the same machine's):
+    /// what splits a latency into waiting in Redis and waiting in the host.
+    fetched_ms: u64,
+}
+
 /// One round of the measurement.
 struct Round {
     hostile: bool,
+    samples: Vec<Sample>,
     /// Sorted.
     latencies_us: Vec<u64>,
     /// Share of the machine's CPU used by other processes during the round.
@@ -155,36 +172,88 @@ async fn stamp_stream(client: &Client, queue: &str, n: usize) -> Vec<(String, u6
     sent
 }
 
-/// The latency of each job `sent` by [`stamp_stream`], sorted: the guest's start time minus
-/// the clock reading taken just before the enqueue call, in µs.
-async fn latencies_us(client: &Client, queue: &str, sent: &[(String, u64)]) -> Vec<u64> {
-    let mut latencies = Vec::with_capacity(sent.len());
+/// Each job `sent` by [`stamp_stream`], with its latency: the guest's start time minus the
+/// clock reading taken just before the enqueue call.
+async fn samples(client: &Client, queue: &str, sent: &[(String, u64)]) -> Vec<Sample> {
+    let mut samples = Vec::with_capacity(sent.len());
     for (id, enqueued_us) in sent {
         let job = client.get(queue, id).await.unwrap().unwrap();
         let result = job
             .result
             .unwrap_or_else(|| panic!("job {id} has no result"));
         let started_ns: u64 = String::from_utf8(result).unwrap().parse().unwrap();
-        latencies.push((started_ns / 1000).saturating_sub(*enqueued_us));
+        samples.push(Sample {
+            enqueued_us: *enqueued_us,
+            latency_us: (started_ns / 1000).saturating_sub(*enqueued_us),
+            fetched_ms: job.started_at_ms.unwrap_or(0),
+        });
     }
-    latencies.sort_unstable();
-    latencies
+    samples
+}
+
+/// One attempt of a hostile job, from its fetch to its end, in ms since the Unix epoch.
+struct HostileRun {
+    handler: String,
+    started_ms: u64,
+    finished_ms: u64,
+}
+
+/// The hostile jobs among `ids` that ran (a paused queue keeps the others for later rounds).
+async fn hostile_runs(client: &Client, ids: &[String]) -> Vec<HostileRun> {
+    let mut runs = Vec::new();
+    for id in ids {
+        let job = client.get("hostile", id).await.unwrap().unwrap();
+        if let (Some(started_ms), Some(finished_ms)) = (job.started_at_ms, job.finished_at_ms) {
+            runs.push(HostileRun {
+                handler: job.handler,
+                started_ms,
+                finished_ms,
+            });
+        }
+    }
+    runs
+}
+
+/// The slowest samples of the hostile rounds, each with where its time went (in Redis until
+/// a host fetched it, then in the host) and the hostile jobs that started or ended while it
+/// waited: what to look at first when the bound fails.
+fn slowest(rounds: &[Round], runs: &[HostileRun], n: usize) -> Vec<String> {
+    let mut slow: Vec<&Sample> = rounds
+        .iter()
+        .filter(|r| r.hostile)
+        .flat_map(|r| &r.samples)
+        .collect();
+    slow.sort_unstable_by_key(|s| std::cmp::Reverse(s.latency_us));
+    slow.iter()
+        .take(n)
+        .map(|s| {
+            let from = s.enqueued_us / 1000;
+            let to = (s.enqueued_us + s.latency_us) / 1000 + 1;
+            let near = |t: u64| t + 3 >= from && t <= to;
+            let mut nearby: Vec<&str> = runs
+                .iter()
+                .filter(|r| near(r.started_ms) || near(r.finished_ms))
+                .map(|r| r.handler.as_str())
+                .collect();
+            nearby.sort_unstable();
+            nearby.dedup();
+            format!(
+                "  {:6} µs, fetched after {} ms; hostile jobs starting or ending meanwhile: {}",
+                s.latency_us,
+                s.fetched_ms.saturating_sub(from),
+                nearby.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// Jobs enqueued per round, at 200/s: 1.5 s of samples.
 const ROUND_JOBS: usize = 300;
-/// Hostile rounds; a baseline round comes before the first and after each one.
-const HOSTILE_ROUNDS: usize = 5;
-/// One epoch tick (`RuntimeConfig::epoch_tick`). Hostile jobs start in batches (when a hostile
-/// round starts, and each time the loops reach their deadline together); each runs its first
-/// `long_job_after` as a short job, holding no CPU slot, so a stamp job that arrives then
-/// waits until one of them yields at its next tick: up to one tick that the baseline never
-/// pays, however fast the machine.
-const ALLOWANCE_US: u64 = 2_000;
 
-/// Hostile jobs enqueued (while the hostile queue is paused) before each hostile round: more
-/// than its 8 slots get through in a round, since each infinite loop holds its slot for its
-/// whole 1 s deadline and each memory bomb for a few ms.
+/// Hostile jobs enqueued (while the hostile queue is paused) before each hostile round of
+/// [`hostile_queue_leaves_the_echo_queue_latency_within_twice_its_baseline`]: more than its 8
+/// slots get through in a round, since each infinite loop holds its slot for its whole 1 s
+/// deadline and each memory bomb for a few ms.
 fn hostile_jobs() -> Vec<NewJob> {
     (0..40)
         .map(|i| {
@@ -209,13 +278,54 @@ async fn redis_pid(redis: &RedisServer) -> u32 {
     pid.unwrap().trim().parse().unwrap()
 }
 
+/// What runs on the hostile queue while the echo queue's latency is measured.
+struct HostileLoad {
+    /// The TOML sections (`[handlers.<name>]`) of the hostile queue's handlers.
+    handlers: String,
+    /// Enqueued, while the hostile queue is paused, before each hostile round.
+    jobs: Vec<NewJob>,
+    /// Hostile rounds; a baseline round comes before the first and after each one.
+    rounds: usize,
+    /// Run once before the first round, like the echo queue's warm-up: a handler's first
+    /// instance builds what the later ones reuse (its memory image), once per host.
+    warm_up: Vec<NewJob>,
+}
+
+/// The echo queue's p99 under load and at baseline, in µs, and a report of every round.
+struct Measurement {
+    baseline_p99: u64,
+    loaded_p99: u64,
+    report: String,
+}
+
+impl Measurement {
+    /// Fails the test unless the loaded p99 is within twice the baseline.
+    fn assert_within_twice_the_baseline(&self) {
+        let Measurement {
+            baseline_p99: baseline,
+            loaded_p99: loaded,
+            report,
+        } = self;
+        assert!(
+            *loaded <= 2 * baseline,
+            "echo p99 {loaded} µs under hostile load vs {baseline} µs baseline (limit: twice \
+             the baseline); every round:\n{report}"
+        );
+    }
+}
+
+/// One measurement at a time: the tests of this binary would otherwise run side by side and
+/// each be the other's load.
+static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The echo queue's p99 latency (from just before the enqueue call to the moment the guest
-/// starts, in µs) with a hostile queue busy beside it, against its baseline with the hostile
-/// queue paused. Baseline and hostile rounds alternate (B H B H ... B) and each p99 is taken
-/// over all rounds of its kind, so load from other processes that comes and goes during the
-/// test falls on both alike, and no single burst of it decides a p99.
-#[tokio::test]
-async fn hostile_queue_leaves_the_echo_queue_latency_within_twice_its_baseline() {
+/// starts, in µs) with the hostile queue busy beside it, against its baseline with the hostile
+/// queue paused. Baseline and hostile rounds alternate (B H B H ... B), so load from other
+/// processes that comes and goes during the test falls on both alike; each p99 is taken over
+/// all rounds of its kind but its worst one (the one of highest p99), so that no single burst
+/// of it decides a p99. A hostile load that raises the latency does so in every hostile round.
+async fn measure_echo_latency(load: HostileLoad) -> Measurement {
+    let _machine = MACHINE.lock().await;
     let redis = RedisServer::start();
     let client = redis.client().await;
     for q in ["echo", "hostile"] {
@@ -228,28 +338,34 @@ async fn hostile_queue_leaves_the_echo_queue_latency_within_twice_its_baseline()
     client.pause("hostile").await.unwrap();
     let toml = format!(
         "queues = [\"echo\", \"hostile\"]\nconcurrency = 32\n\
-             [handlers.stamp]\npath = {:?}\n\
-             [handlers.loop]\npath = {:?}\ntimeout = \"1s\"\n\
-             [handlers.bomb]\npath = {:?}\nmemory = \"32MiB\"\n\
+             [handlers.stamp]\npath = {:?}\n{}\
              [queue.hostile]\nconcurrency = 8\n",
         stamp_guest(),
-        guests::rust("infinite-loop"),
-        guests::rust("memory-bomb"),
+        load.handlers,
     );
-    let host = HostProcess::start_with_config(&redis.url(), &toml, &[]);
+    let mut host = HostProcess::start_with_config(&redis.url(), &toml, &[]);
     let our_pids = [std::process::id(), redis_pid(&redis).await, host.pid()];
 
     // Warm up (first instantiations, connections).
     stamp_stream(&client, "echo", 50).await;
+    if !load.warm_up.is_empty() {
+        client.enqueue_bulk("hostile", &load.warm_up).await.unwrap();
+        client.resume("hostile").await.unwrap();
+        eventually("hostile warm-up done", Duration::from_secs(60), || async {
+            let c = client.counts("hostile").await.ok()?;
+            (c.waiting + c.active == 0).then_some(())
+        })
+        .await;
+        client.pause("hostile").await.unwrap();
+    }
 
     let mut rounds: Vec<Round> = Vec::new();
-    for i in 0..=2 * HOSTILE_ROUNDS {
+    let mut hostile_ids: Vec<String> = Vec::new();
+    for i in 0..=2 * load.rounds {
         let hostile = i % 2 == 1;
         if hostile {
-            client
-                .enqueue_bulk("hostile", &hostile_jobs())
-                .await
-                .unwrap();
+            let enqueued = client.enqueue_bulk("hostile", &load.jobs).await.unwrap();
+            hostile_ids.extend(enqueued.into_iter().map(|e| e.id));
             client.resume("hostile").await.unwrap();
             eventually("hostile jobs running", Duration::from_secs(10), || async {
                 let c = client.counts("hostile").await.ok()?;
@@ -268,7 +384,7 @@ async fn hostile_queue_leaves_the_echo_queue_latency_within_twice_its_baseline()
                 c.waiting > 0,
                 "the hostile queue drained before round {i} ended: {c:?}"
             );
-            // Running loops stop at their deadline; none start after the pause.
+            // Running jobs stop at their deadline at the latest; none start after the pause.
             client.pause("hostile").await.unwrap();
             eventually("hostile jobs stopped", Duration::from_secs(10), || async {
                 let c = client.counts("hostile").await.ok()?;
@@ -276,45 +392,131 @@ async fn hostile_queue_leaves_the_echo_queue_latency_within_twice_its_baseline()
             })
             .await;
         }
+        let samples = samples(&client, "echo", &sent).await;
+        let mut latencies_us: Vec<u64> = samples.iter().map(|s| s.latency_us).collect();
+        latencies_us.sort_unstable();
         rounds.push(Round {
             hostile,
-            latencies_us: latencies_us(&client, "echo", &sent).await,
+            samples,
+            latencies_us,
             others,
         });
     }
+    assert!(host.is_running(), "the host died:\n{}", host.log_text());
 
-    let pooled = |hostile: bool| {
-        let mut all: Vec<u64> = rounds
+    let pooled = |hostile: bool, but_the_worst: bool| {
+        let mut kind: Vec<&Round> = rounds.iter().filter(|r| r.hostile == hostile).collect();
+        if but_the_worst {
+            kind.sort_by_key(|r| quantile(&r.latencies_us, 0.99));
+            kind.pop();
+        }
+        let mut all: Vec<u64> = kind
             .iter()
-            .filter(|r| r.hostile == hostile)
             .flat_map(|r| r.latencies_us.iter().copied())
             .collect();
         all.sort_unstable();
         all
     };
-    let (baseline, loaded) = (pooled(false), pooled(true));
+    let (baseline, loaded) = (pooled(false, true), pooled(true, true));
     let mut report: Vec<String> = rounds.iter().map(Round::to_string).collect();
-    report.push(format!("all baseline rounds {}", percentiles(&baseline)));
-    report.push(format!("all hostile rounds  {}", percentiles(&loaded)));
-    let report = report.join("\n");
-    eprintln!("{report}");
-    let (baseline, loaded) = (quantile(&baseline, 0.99), quantile(&loaded, 0.99));
+    report.push(format!(
+        "all baseline rounds {}",
+        percentiles(&pooled(false, false))
+    ));
+    report.push(format!(
+        "all hostile rounds  {}",
+        percentiles(&pooled(true, false))
+    ));
+    report.push("compared, each kind without its worst round:".to_string());
+    report.push(format!("baseline {}", percentiles(&baseline)));
+    report.push(format!("hostile  {}", percentiles(&loaded)));
+    report.push(format!(
+        "hostile p99 / baseline p99 = {:.2}",
+        quantile(&loaded, 0.99) as f64 / quantile(&baseline, 0.99).max(1) as f64
+    ));
+    report.push("slowest samples of the hostile rounds:".to_string());
+    report.extend(slowest(
+        &rounds,
+        &hostile_runs(&client, &hostile_ids).await,
+        10,
+    ));
     // Not a reason to pass: with other processes on its cores, the OS gives the host less CPU
     // than it has cores, and the hostile jobs take their share of it from the echo queue too.
-    // The note tells that case from a slower host on a machine of its own.
+    // Linux shares the CPU between sessions (autogroups) first: a host whose CPU slot is busy
+    // uses up its session's share, and its other threads then wait for the session's turn,
+    // which an idle baseline host does not. On this project's 2-core machine, with other
+    // sessions using 75% of it, that alone made the hostile p99 up to 3 times the baseline;
+    // with this test's session given more weight (`echo -10 > /proc/self/autogroup`), under
+    // the same load, 0.6 to 1.0 times. The note tells that case from a slower host.
     let busiest = rounds.iter().filter_map(|r| r.others).fold(0.0, f64::max);
-    let note = if busiest > 0.25 {
-        format!(
-            "\nother processes used up to {:.0}% of the CPU in a round: this test needs the \
-             machine to itself",
+    if busiest > 0.25 {
+        report.push(format!(
+            "other processes used up to {:.0}% of the CPU in a round: this test needs the \
+             machine to itself (or its session given more weight than theirs)",
             busiest * 100.0
-        )
-    } else {
-        String::new()
-    };
-    assert!(
-        loaded <= 2 * baseline + ALLOWANCE_US,
-        "echo p99 {loaded} µs under hostile load vs {baseline} µs baseline (limit: twice the \
-         baseline + {ALLOWANCE_US} µs); every round:\n{report}{note}"
+        ));
+    }
+    let report = report.join("\n");
+    eprintln!("{report}");
+    Measurement {
+        baseline_p99: quantile(&baseline, 0.99),
+        loaded_p99: quantile(&loaded, 0.99),
+        report,
+    }
+}
+
+/// A queue of infinite loops and memory bombs beside the echo queue.
+#[tokio::test]
+async fn hostile_queue_leaves_the_echo_queue_latency_within_twice_its_baseline() {
+    let handlers = format!(
+        "[handlers.loop]\npath = {:?}\ntimeout = \"1s\"\n\
+         [handlers.bomb]\npath = {:?}\nmemory = \"32MiB\"\n",
+        guests::rust("infinite-loop"),
+        guests::rust("memory-bomb"),
     );
+    let measured = measure_echo_latency(HostileLoad {
+        handlers,
+        jobs: hostile_jobs(),
+        rounds: 5,
+        warm_up: Vec::new(),
+    })
+    .await;
+    measured.assert_within_twice_the_baseline();
+}
+
+/// Copies of the corpus enqueued before each hostile round: enough that the hostile queue's 8
+/// slots are still busy when the round's 1.5 s of samples end.
+const CORPUS_COPIES: usize = 8;
+/// The corpus runs here under a shorter deadline than in the main suite, so that a paused
+/// hostile queue empties quickly between rounds: what times out here instead of finishing
+/// still ran for this long beside the echo queue.
+const CORPUS_MAX_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Every run-time entry of the hostile-guest corpus (tests/all/corpus/table.rs) on the hostile
+/// queue: spinning loops, clock spinners, floods of stdout and log calls, bombs, traps in
+/// start functions, huge results, sandbox probes.
+#[tokio::test]
+async fn hostile_corpus_leaves_the_echo_queue_latency_within_twice_its_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = corpus_table::run_entries("127.0.0.1:9");
+    let mut handlers = String::new();
+    let mut jobs = Vec::new();
+    for entry in &entries {
+        let path = dir.path().join(format!("{}.wasm", entry.name));
+        std::fs::write(&path, entry.build.bytes()).unwrap();
+        let limits = corpus_table::Limits {
+            timeout: entry.limits.timeout.min(CORPUS_MAX_TIMEOUT),
+            ..entry.limits
+        };
+        handlers += &limits.toml(entry.name, &path);
+        jobs.push(NewJob::new(entry.name, entry.payload.clone()).with_max_attempts(1));
+    }
+    let measured = measure_echo_latency(HostileLoad {
+        handlers,
+        jobs: (0..CORPUS_COPIES).flat_map(|_| jobs.clone()).collect(),
+        rounds: 5,
+        warm_up: jobs,
+    })
+    .await;
+    measured.assert_within_twice_the_baseline();
 }

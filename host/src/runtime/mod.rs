@@ -11,13 +11,16 @@
 //! 1. A `Store` is made with the job's limiter (memory and table caps), fuel, a wall-clock
 //!    deadline and a WASI context that grants nothing; stdout/stderr go to the job's log.
 //! 2. The handler's `InstancePre` is instantiated (the pooling allocator makes this cheap).
+//!    A handler two of whose last four attempts ran long (`cpu.rs`) first waits for a CPU
+//!    slot (see 3) and is a long job from the start.
 //! 3. `handle` is called. Every epoch tick the guest yields to tokio, so a busy guest never
 //!    holds a runtime thread for longer than a tick; past the deadline the next tick traps it.
 //!    A job whose guest code has run past `long_job_after` is a long job: from then on it
 //!    runs only while it holds one of the `long_job_cpu_slots` (by default all cores but
 //!    one), taken in turn at each tick, so CPU hogs share those slots and short jobs always
 //!    find a core.
-//! 4. The result or the error is classified into an [`Outcome`]; the store is dropped.
+//! 4. The result or the error is classified into an [`Outcome`]; the store is dropped. The
+//!    time the attempt held a runtime thread (its polls) says whether it ran long.
 //!
 //! Loading with an [`ArtifactCache`] ([`Runtime::load_with_cache`]) skips the compile when the
 //! cache holds this component compiled by an engine of this configuration; the cached component
@@ -32,6 +35,7 @@
 
 mod cache;
 mod capture;
+mod cpu;
 mod limits;
 mod outcome;
 mod size;
@@ -59,6 +63,7 @@ pub use workflow::{
 };
 
 use capture::{CaptureStream, JobLog};
+use cpu::{Busy, RecentAttempts};
 use limits::StoreLimiter;
 use outcome::DeadlineExceeded;
 use workflow::{MemoryStore, WorkflowState};
@@ -111,7 +116,9 @@ pub struct RuntimeConfig {
     /// `PAGEMAP_SCAN` where the kernel has it, 6.7+) instead of unmapped with `madvise`, so
     /// the next job in the slot takes no page faults there. 0 unmaps everything.
     pub keep_resident: usize,
-    /// A job whose guest code has been running longer than this is a long job.
+    /// A job whose guest code has been running longer than this is a long job; an attempt
+    /// that held a runtime thread this long in all ran long, and a handler two of whose last
+    /// four attempts ran long starts its next ones as long jobs.
     pub long_job_after: Duration,
     /// How many long jobs may execute guest code at once. The default, one less than the
     /// machine's cores (at least one), keeps a core for short jobs and the host's own work,
@@ -223,9 +230,10 @@ pub struct RunReport {
     pub logs_dropped: u64,
     /// The last progress the guest reported, 0-100.
     pub progress: Option<u8>,
-    /// From the start of instantiation to the end of the call.
+    /// From the start of the attempt to the end of the call: instantiation, the call, and
+    /// for a job that started long (`RuntimeConfig::long_job_after`), its wait for a CPU slot.
     pub duration: Duration,
-    /// Time spent instantiating (the rest of `duration` is the call).
+    /// Time spent instantiating.
     pub instantiation: Duration,
     /// The most linear memory the instance held at once, in bytes.
     pub peak_memory: u64,
@@ -258,6 +266,9 @@ struct Inner {
 #[derive(Clone)]
 pub struct Handler {
     pre: HandlerPre<HostState>,
+    /// Which of its last attempts ran long (shared by the clones of this handler): whether
+    /// the next one starts as a long job (see `cpu.rs`).
+    recent: Arc<RecentAttempts>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -273,7 +284,9 @@ pub(crate) struct HostState {
     limiter: StoreLimiter,
     log: Arc<Mutex<JobLog>>,
     progress: Option<u8>,
-    started: Instant,
+    /// When the attempt becomes a long job: `long_job_after` from its start, or its start for
+    /// a handler whose recent attempts ran long.
+    long_from: Instant,
     deadline: Instant,
     /// The long-job CPU slot this attempt holds while its guest code runs, once it is long.
     /// Shared with the future that acquires it at an epoch yield; dropped with the store.
@@ -463,7 +476,10 @@ impl Runtime {
             .instantiate_pre(component)
             .map_err(|e| LoadError::UnsupportedImport(format!("{e:?}")))?;
         let pre = HandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:?}")))?;
-        Ok(Handler { pre })
+        Ok(Handler {
+            pre,
+            recent: Arc::default(),
+        })
     }
 
     /// [`Runtime::load`] from a file.
@@ -503,22 +519,28 @@ impl Runtime {
             .stderr(CaptureStream::new(log.clone(), LogSource::Stderr))
             .build();
         let memory_cap = limits.memory.min(config.max_memory_per_instance);
+        let start_long = handler.recent.start_long();
+        let long_from = if start_long {
+            started
+        } else {
+            started + config.long_job_after
+        };
+        let cpu_slot = Arc::new(Mutex::new(None));
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
             limiter: StoreLimiter::new(memory_cap, config.max_table_elements as usize),
             log: log.clone(),
             progress: None,
-            started,
+            long_from,
             deadline,
-            cpu_slot: Arc::new(Mutex::new(None)),
+            cpu_slot: cpu_slot.clone(),
             workflow: WorkflowState::new(store, &job.queue, &job.id),
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         let long_jobs = self.inner.long_jobs.clone();
-        let long_job_after = config.long_job_after;
         // A long job waiting in a host call (a WASI clock or poll) is not using the CPU: it
         // gives its slot back. Back in guest code it takes a free one at once, or, when all
         // are taken, queues for one at its next epoch check, now: a guest that calls the host
@@ -533,7 +555,7 @@ impl Runtime {
                 }
                 wasmtime::CallHook::ReturningFromHost => {
                     let state = ctx.data();
-                    if state.started.elapsed() >= long_job_after {
+                    if Instant::now() >= state.long_from {
                         let mut held = lock_slot(&state.cpu_slot);
                         if held.is_none() {
                             match slots.clone().try_acquire_owned() {
@@ -556,7 +578,7 @@ impl Runtime {
             if now >= state.deadline {
                 return Err(DeadlineExceeded.into());
             }
-            if now.duration_since(state.started) < long_job_after {
+            if now < state.long_from {
                 // tokio's own yield: it puts the task behind the others that are ready. A bare
                 // self-wake may be polled again at once and starve them.
                 return Ok(wasmtime::UpdateDeadline::YieldCustom(
@@ -595,14 +617,31 @@ impl Runtime {
             attempt: job.attempt,
             max_attempts: job.max_attempts,
         };
-        let attempt = async {
-            let instance = handler.pre.instantiate_async(&mut store).await?;
-            instantiation = started.elapsed();
-            instance.call_handle(&mut store, &job).await
+        let slots = self.inner.long_jobs.clone();
+        let (result, busy) = {
+            let attempt = async {
+                // A handler whose recent attempts ran long waits for a CPU slot before it starts:
+                // its instantiation and first guest code may be what cannot be interrupted.
+                if start_long && let Ok(permit) = slots.acquire_owned().await {
+                    *lock_slot(&cpu_slot) = Some(permit);
+                }
+                let instantiating = Instant::now();
+                let instance = handler.pre.instantiate_async(&mut store).await?;
+                instantiation = instantiating.elapsed();
+                instance.call_handle(&mut store, &job).await
+            };
+            tokio::pin!(attempt);
+            let mut attempt = Busy {
+                inner: attempt,
+                busy: Duration::ZERO,
+            };
+            // The epoch callback stops guest code at the deadline; this timeout covers time
+            // spent inside host calls (a guest blocked in a WASI poll), which epochs cannot
+            // interrupt.
+            let result = tokio::time::timeout(limits.timeout, &mut attempt).await;
+            (result, attempt.busy)
         };
-        // The epoch callback stops guest code at the deadline; this timeout covers time spent
-        // inside host calls (a guest blocked in a WASI poll), which epochs cannot interrupt.
-        let result = tokio::time::timeout(limits.timeout, attempt).await;
+        handler.recent.record(busy >= config.long_job_after);
 
         let suspend = store.data_mut().workflow.suspend.take();
         let limiter = &store.data().limiter;
