@@ -5,7 +5,8 @@
 //!    brings its attempt's slot along.
 //! 2. The acker takes whatever is queued (up to a batch), groups it by queue, and records it
 //!    with one `complete` and one `fail` call per queue. Under load, batches form by
-//!    themselves; when idle, an outcome is recorded as soon as it arrives.
+//!    themselves; when idle, an outcome is recorded as soon as it arrives. Up to [`FLIGHTS`]
+//!    batches are under way at once, so Redis runs one while the host handles the last.
 //! 3. While the host is running, the completions of a queue and the leasing of that queue's
 //!    next jobs for the slots they brought (one each, and for a slot of short jobs up to
 //!    `prefetch` more to run after it: see `executor`) are one call (`complete_and_fetch`), so
@@ -25,6 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
 use super::slots::Slot;
 use super::workflow;
@@ -103,6 +105,22 @@ impl Pending {
     fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Adds what a flush left unrecorded (no slots: a flush uses or frees all of them). Those
+    /// outcomes are retried with backoff, not gathered.
+    fn absorb(&mut self, left: Pending) {
+        if left.is_empty() {
+            return;
+        }
+        for (queue, mut from) in left.queues {
+            let bucket = self.queues.entry(queue).or_default();
+            bucket.completions.append(&mut from.completions);
+            bucket.failures.append(&mut from.failures);
+            bucket.suspensions.append(&mut from.suspensions);
+        }
+        self.len += left.len;
+        self.may_wait = false;
+    }
 }
 
 pub(crate) async fn run(
@@ -113,22 +131,32 @@ pub(crate) async fn run(
 ) {
     let mut pending = Pending::default();
     let mut backoff = Backoff::default();
+    // Flushes under way, each returning what it could not record.
+    let mut flights: JoinSet<(Pending, bool)> = JoinSet::new();
+    // After a failed flush, no new one starts before this.
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut stopping = *stop.borrow();
+    let mut closed = false;
     loop {
-        if pending.is_empty() {
+        if (stopping || closed) && pending.is_empty() && rx.is_empty() && flights.is_empty() {
+            return;
+        }
+        // Wait for something to do: an outcome, a flush ending, the backoff's end, the stop.
+        if pending.is_empty() || retry_at.is_some() {
             tokio::select! {
-                ack = rx.recv() => match ack {
+                ack = rx.recv(), if !closed => match ack {
                     Some(ack) => pending.push(ack),
-                    None => return,
+                    None => closed = true,
                 },
-                _ = stop.changed() => {
-                    while let Ok(ack) = rx.try_recv() {
-                        pending.push(ack);
-                    }
-                    if pending.is_empty() {
-                        return;
-                    }
+                Some(done) = flights.join_next(), if !flights.is_empty() => {
+                    landed(done, &mut pending, &mut backoff, &mut retry_at);
+                }
+                () = sleep_until_some(retry_at) => retry_at = None,
+                changed = stop.changed(), if !stopping => {
+                    stopping = changed.is_err() || *stop.borrow();
                 }
             }
+            continue;
         }
         while pending.len < MAX_BATCH {
             match rx.try_recv() {
@@ -149,19 +177,56 @@ pub(crate) async fn run(
                 }
             }
         }
-        if flush(&shared, &mut pending, &phase).await {
-            backoff.reset();
-        } else {
-            let delay = backoff.next_delay();
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                // Keep collecting while Redis is away; stop only ends the waiting here.
-                _ = stop.changed() => {}
+        // Room for one more flush, or wait for one to land (its leftovers join this batch).
+        if flights.len() >= FLIGHTS {
+            if let Some(done) = flights.join_next().await {
+                landed(done, &mut pending, &mut backoff, &mut retry_at);
             }
+            continue;
         }
-        if *stop.borrow() && pending.is_empty() && rx.is_empty() {
-            return;
+        let mut batch = std::mem::take(&mut pending);
+        let shared = shared.clone();
+        let phase = phase.clone();
+        flights.spawn(async move {
+            let ok = flush(&shared, &mut batch, &phase).await;
+            (batch, ok)
+        });
+    }
+}
+
+/// Most flushes under way at once. With one, Redis waits while the host sends a batch, reads
+/// the reply and starts the jobs leased in it (about 40% of each flush at C=50), and the host
+/// waits while Redis runs the script; with two, the next batch is in Redis while the host
+/// handles the last reply. The outcomes of one job are never in two flushes: an attempt is
+/// acked once, and its job cannot be leased again before that ack is recorded.
+const FLIGHTS: usize = 2;
+
+/// Takes back what a flush could not record, and sets the backoff before the next one.
+fn landed(
+    done: Result<(Pending, bool), tokio::task::JoinError>,
+    pending: &mut Pending,
+    backoff: &mut Backoff,
+    retry_at: &mut Option<tokio::time::Instant>,
+) {
+    match done {
+        Ok((left, true)) => {
+            backoff.reset();
+            pending.absorb(left);
         }
+        Ok((left, false)) => {
+            pending.absorb(left);
+            *retry_at = Some(tokio::time::Instant::now() + backoff.next_delay());
+        }
+        // A flush that panicked lost its batch: those leases expire and the jobs run again.
+        Err(err) => tracing::error!(%err, "recording outcomes failed"),
+    }
+}
+
+/// Waits until `at`, forever when there is none.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
