@@ -514,9 +514,12 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
       if left == 0 then break end
       if not p.done then
         local want = math.min(share, left, p.cap - p.took)
-        local popped = redis.call('ZPOPMIN', p.key, want)
-        local got = #popped / 2
-        for i = 1, #popped, 2 do
+        -- The ids alone, then their removal: ZPOPMIN would also format every score (a
+        -- double) as text, for nothing.
+        local popped = want > 0 and redis.call('ZRANGE', p.key, 0, want - 1) or {}
+        local got = #popped
+        if got > 0 then redis.call('ZREMRANGEBYRANK', p.key, 0, got - 1) end
+        for i = 1, got do
           taken[#taken + 1] = popped[i]
           owner[#taken] = p
         end
