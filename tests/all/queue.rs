@@ -13,6 +13,7 @@ use wasmq::queue::{
     LeasedJob, NewJob, OwnPolicy, QueueConfig, QueueError, RetryPolicy,
 };
 
+use crate::support::jobs::keep_everything;
 use crate::support::redis::RedisServer;
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -1434,16 +1435,7 @@ async fn scripts_are_reloaded_when_redis_forgets_them() {
 async fn eight_fetchers_lease_each_of_5000_jobs_exactly_once() {
     let server = RedisServer::start();
     let client = server.client().await;
-    client
-        .set_config(
-            "q",
-            &QueueConfig {
-                completed_keep: None,
-                ..QueueConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+    keep_everything(&client, "q").await;
     let jobs: Vec<NewJob> = (0..5000)
         .map(|n| NewJob::new("h", n.to_string().into_bytes()))
         .collect();
