@@ -97,16 +97,45 @@ fn name_ok(value: &[u8]) -> bool {
     (1..=MAX_NAME_LEN).contains(&value.len()) && value.iter().all(u8::is_ascii_graphic)
 }
 
-/// `integer` in enqueue.lua: plain decimal (`^-?%d+$`) within `lo..=hi`.
+/// `integer` in enqueue.lua: plain decimal within `lo..=hi`, with a minus sign (`^-?%d+$`) only
+/// where `lo` is negative (`^%d+$` otherwise: Rust's unsigned parse takes no `-0`).
 fn integer(value: &[u8], lo: i128, hi: i128) -> Option<i128> {
     let text = std::str::from_utf8(value).ok()?;
-    let digits = text.strip_prefix('-').unwrap_or(text);
+    let digits = match text.strip_prefix('-') {
+        Some(digits) if lo < 0 => digits,
+        _ => text,
+    };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     // Lua reads it as a double; past i128 it is out of every range here anyway.
     let n: i128 = text.parse().ok()?;
     (lo..=hi).contains(&n).then_some(n)
+}
+
+/// `fraction` in enqueue.lua: an optional sign, digits with at most one point (at least one
+/// digit), an optional exponent (`[eE][+-]?%d+`), within `0..=1`. No spaces, hex, `inf` or `nan`.
+fn fraction(value: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(value).ok()?;
+    let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], Some(&unsigned[at + 1..])),
+        None => (unsigned, None),
+    };
+    let digits = mantissa.bytes().filter(u8::is_ascii_digit).count();
+    let points = mantissa.bytes().filter(|b| *b == b'.').count();
+    if digits == 0 || points > 1 || digits + points != mantissa.len() {
+        return None;
+    }
+    if let Some(exponent) = exponent {
+        let exponent_digits = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+        if exponent_digits.is_empty() || !exponent_digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+    }
+    // Lua's tonumber (C's strtod) and Rust's parse round a decimal numeral alike.
+    let n: f64 = text.parse().ok()?;
+    (0.0..=1.0).contains(&n).then_some(n)
 }
 
 /// What `enqueue.lua` does with one job given as `wire` (id aside) at Redis time `now_ms`:
@@ -174,13 +203,7 @@ pub fn enqueue_hash(
                 }
             }
             "backoff_jitter" => {
-                // Lua's tonumber: a decimal or hexadecimal numeral, surrounding space allowed.
-                let jitter = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<f64>().ok())
-                    .filter(|j| (0.0..=1.0).contains(j))
-                    .ok_or("backoff_jitter must be a number in 0..1")?;
-                let _ = jitter;
+                fraction(value).ok_or("backoff_jitter must be a decimal number in 0..1")?;
                 set(field, value);
                 own_backoff = true;
             }

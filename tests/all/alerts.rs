@@ -14,18 +14,15 @@ use sha2::Sha256;
 use wasmq::queue::{Client, JobState, Monitor, NewJob};
 
 use crate::support::eventually;
-use crate::support::guests;
+use crate::support::guests::handler;
 use crate::support::host::HostProcess;
+use crate::support::jobs::enqueue_ids;
 use crate::support::redis::RedisServer;
 
 const Q: &str = "work";
 const SECRET: &str = "whsec_test-secret";
 /// Quick retries, so a test sees the retry of a failed delivery within a second.
 const FAST_RETRIES: &str = "[alerts]\nbackoff = \"100ms\"\n";
-
-fn handler(name: &str, guest: &str) -> String {
-    format!("{name}={}", guests::rust(guest).display())
-}
 
 /// One request the receiver got, and what it answered.
 #[derive(Debug, Clone)]
@@ -186,13 +183,7 @@ async fn enqueue_failing(client: &Client, n: usize) -> Vec<String> {
     let jobs: Vec<NewJob> = (0..n)
         .map(|_| NewJob::new("fail", Vec::new()).with_max_attempts(1))
         .collect();
-    client
-        .enqueue_bulk(Q, &jobs)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id)
-        .collect()
+    enqueue_ids(client, Q, &jobs).await
 }
 
 fn alerting_host(

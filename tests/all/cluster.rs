@@ -6,25 +6,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use wasmq::queue::{Client, JobState, NewJob, QueueConfig};
+use wasmq::queue::{Client, JobState, NewJob};
 
 use crate::support::cluster::RedisCluster;
 use crate::support::eventually;
-use crate::support::guests;
+use crate::support::guests::handler;
 use crate::support::host::HostProcess;
+use crate::support::jobs::{enqueue_ids, keep_everything};
 use crate::support::redis::RedisOptions;
-
-fn handler(name: &str, guest: &str) -> String {
-    format!("{name}={}", guests::rust(guest).display())
-}
-
-async fn keep_everything(client: &Client, queue: &str) {
-    let config = QueueConfig {
-        completed_keep: None,
-        ..QueueConfig::default()
-    };
-    client.set_config(queue, &config).await.unwrap();
-}
 
 /// The primary (port) that holds `queue`'s keys: the owner of its hash tag's slot.
 fn home_of(cluster: &RedisCluster, queue: &str) -> u16 {
@@ -58,8 +47,7 @@ async fn queues_spread_over_the_shards_and_one_host_serves_them_all() {
         let jobs: Vec<NewJob> = (0..20)
             .map(|i| NewJob::new("echo", format!("{queue} {i}").into_bytes()))
             .collect();
-        let enqueued = client.enqueue_bulk(queue, &jobs).await.unwrap();
-        ids.insert(queue, enqueued.into_iter().map(|e| e.id).collect());
+        ids.insert(queue, enqueue_ids(&client, queue, &jobs).await);
     }
 
     // Each queue's keys live on the primary that owns its hash tag's slot, and on no other
@@ -128,8 +116,7 @@ async fn a_killed_primary_fails_over_to_its_replica_and_every_job_still_complete
         let jobs: Vec<NewJob> = (0..JOBS)
             .map(|_| NewJob::new("sleep", b"20".to_vec()))
             .collect();
-        let enqueued = client.enqueue_bulk(queue, &jobs).await.unwrap();
-        ids.insert(queue.clone(), enqueued.into_iter().map(|e| e.id).collect());
+        ids.insert(queue.clone(), enqueue_ids(&client, queue, &jobs).await);
     }
     for (_, primary) in &queues {
         let replicated: u64 = cluster.query_node(*primary, redis::cmd("WAIT").arg(1).arg(5000));

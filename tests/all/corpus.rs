@@ -10,12 +10,13 @@ pub mod table;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use wasmq::queue::{JobState, NewJob, QueueConfig};
+use wasmq::queue::{JobState, NewJob};
 use wasmq::{Runtime, worker};
 
 use crate::support::eventually;
 use crate::support::guests;
 use crate::support::host::HostProcess;
+use crate::support::jobs::{enqueue_ids, keep_everything};
 use crate::support::redis::RedisServer;
 
 use table::{Expect, load_entries, load_error_kind, run_entries};
@@ -53,11 +54,7 @@ async fn every_hostile_job_ends_in_its_class_and_the_host_keeps_serving() {
     let redis = RedisServer::start();
     let client = redis.client().await;
     for q in [Q, "echo"] {
-        let config = QueueConfig {
-            completed_keep: None,
-            ..QueueConfig::default()
-        };
-        client.set_config(q, &config).await.unwrap();
+        keep_everything(&client, q).await;
     }
     // Anything that reached this listener got through the sandbox.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -82,13 +79,7 @@ async fn every_hostile_job_ends_in_its_class_and_the_host_keeps_serving() {
         .iter()
         .map(|e| NewJob::new(e.name, e.payload.clone()).with_max_attempts(1))
         .collect();
-    let ids: Vec<String> = client
-        .enqueue_bulk(Q, &jobs)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
+    let ids = enqueue_ids(&client, Q, &jobs).await;
     let n = entries.len() as u64;
     eventually(
         "every corpus job finished",

@@ -21,7 +21,7 @@ use wasmq::registry::Registry;
 use wasmq::schedule::{ScheduleSpec, Schedules};
 
 use crate::support::eventually;
-use crate::support::guests::{self, repo_root};
+use crate::support::guests::{self, handler, repo_root};
 use crate::support::host::HostProcess;
 use crate::support::redis::RedisServer;
 
@@ -39,10 +39,6 @@ const SCHEDULE: &str = "nightly-report";
 /// The browser test's own bound is shorter (each of its tests 60 s); this one catches a hung
 /// browser or node.
 const NODE_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn handler(name: &str, guest: &str) -> String {
-    format!("{name}={}", guests::rust(guest).display())
-}
 
 /// What the browser test needs on this machine, or the command that installs it.
 fn browser_prerequisites() -> (PathBuf, PathBuf) {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use wasmq::{Handler, JobInput, JobLimits, LogLine, LogSource, Outcome, RunReport, Runtime};
 
 use crate::support::guests;
+use crate::support::jobs::enqueue_ids;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -497,13 +498,7 @@ async fn every_language_runs_through_the_host_and_redis_alike() {
             NewJob::new(h("flaky"), b"{}".to_vec()).with_backoff(no_wait),
             NewJob::new(h("flaky"), br#"{"fail":true}"#.to_vec()),
         ];
-        let ids: Vec<String> = client
-            .enqueue_bulk(&q, &batch)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
+        let ids = enqueue_ids(&client, &q, &batch).await;
         jobs.insert(lang, ids);
     }
     let queues: Vec<String> = LANGS.iter().map(|&l| name(l)).collect();

@@ -7,7 +7,7 @@ use serde_json::Value;
 use wasmq::queue::{JobState, NewJob};
 
 use crate::support::eventually;
-use crate::support::guests;
+use crate::support::guests::handler;
 use crate::support::host::HostProcess;
 use crate::support::redis::RedisServer;
 
@@ -33,7 +33,7 @@ async fn json_logs_carry_the_job_span_fields() {
         .enqueue(Q, &NewJob::new("echo", b"hello".to_vec()))
         .await
         .unwrap();
-    let echo = format!("echo={}", guests::rust("echo").display());
+    let echo = handler("echo", "echo");
     let host = HostProcess::start(
         &redis.url(),
         &[
@@ -72,7 +72,7 @@ async fn json_logs_carry_the_job_span_fields() {
 #[tokio::test]
 async fn log_format_can_come_from_the_config_file() {
     let redis = RedisServer::start();
-    let echo = format!("echo={}", guests::rust("echo").display());
+    let echo = handler("echo", "echo");
     let host = HostProcess::start_with_config(
         &redis.url(),
         "log_format = \"json\"\n",

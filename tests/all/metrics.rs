@@ -10,9 +10,10 @@ use std::time::Duration;
 use serde_json::Value;
 use wasmq::queue::{Backoff, Client, JobState, NewJob, QueueConfig, RateLimit};
 
+use crate::support::guests::handler;
 use crate::support::host::HostProcess;
 use crate::support::redis::RedisServer;
-use crate::support::{eventually, guests, tools};
+use crate::support::{eventually, tools};
 
 const Q: &str = "metered";
 /// A queue that starts one job per minute.
@@ -126,18 +127,17 @@ async fn metrics_parse_and_match_the_jobs_the_host_ran() {
     }
 
     let addr = crate::support::free_loopback_addr();
-    let handler = |name: &str| format!("{name}={}", guests::rust(name).display());
     let _host = HostProcess::start(
         &redis.url(),
         &[
             "--queues",
             &format!("{Q},{SLOW}"),
             "--handler",
-            &handler("echo"),
+            &handler("echo", "echo"),
             "--handler",
-            &handler("retry"),
+            &handler("retry", "retry"),
             "--handler",
-            &handler("fail"),
+            &handler("fail", "fail"),
             "--concurrency",
             "4",
             "--memory-budget",

@@ -13,6 +13,7 @@ use wasmq::queue::{
     LeasedJob, NewJob, OwnPolicy, QueueConfig, QueueError, RetryPolicy,
 };
 
+use crate::support::jobs::keep_everything;
 use crate::support::redis::RedisServer;
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -819,7 +820,6 @@ async fn malformed_input_is_refused_with_a_clear_error_and_nothing_is_written() 
 
     // A producer speaking the protocol directly gets the same checks from the script.
     let mut conn = server.connection().await;
-    let script = redis::Script::new(wasmq::queue::ENQUEUE_LUA);
     let raw_table: Vec<(Vec<&str>, &str)> = vec![
         (vec!["1", "j", "1", "payload", "x"], "handler must be"),
         (
@@ -841,19 +841,7 @@ async fn malformed_input_is_refused_with_a_clear_error_and_nothing_is_written() 
         ),
     ];
     for (args, message) in raw_table {
-        let mut invocation = script.prepare_invoke();
-        for key in [
-            "job:", "config", "waiting", "delayed", "seq", "events", "wake",
-        ] {
-            invocation.key(format!("wasmq:{{q}}:{key}"));
-        }
-        for arg in &args {
-            invocation.arg(*arg);
-        }
-        let err = invocation
-            .invoke_async::<redis::Value>(&mut conn)
-            .await
-            .unwrap_err();
+        let err = enqueue_raw(&mut conn, &args).await.unwrap_err();
         assert_eq!(err.code(), Some("WASMQ_INVALID"), "{args:?}: {err}");
         assert!(
             err.to_string().contains(message),
@@ -865,6 +853,186 @@ async fn malformed_input_is_refused_with_a_clear_error_and_nothing_is_written() 
         before,
         "refused input must write nothing"
     );
+}
+
+/// enqueue.lua run as a producer with a plain Redis client runs it: queue `q`'s seven keys and
+/// `args` as ARGV.
+async fn enqueue_raw(
+    conn: &mut wasmq::connection::RedisConnection,
+    args: &[&str],
+) -> redis::RedisResult<redis::Value> {
+    let script = redis::Script::new(wasmq::queue::ENQUEUE_LUA);
+    let mut invocation = script.prepare_invoke();
+    for key in [
+        "job:", "config", "waiting", "delayed", "seq", "events", "wake",
+    ] {
+        invocation.key(format!("wasmq:{{q}}:{key}"));
+    }
+    for arg in args {
+        invocation.arg(*arg);
+    }
+    invocation.invoke_async(conn).await
+}
+
+// enqueue.lua stores numbers as the producer wrote them and every host reads them back with
+// Rust's parsers; Lua's tonumber is laxer (spaces, hex, nan, a NUL and what follows it, `-0`
+// for a count), and a job the script accepted in such a form could never be fetched.
+#[tokio::test]
+async fn enqueue_accepts_only_numbers_the_host_can_read_back() {
+    let (server, client) = start().await;
+    let mut conn = server.connection().await;
+    let host_reads = |text: &str| text.parse::<f64>().is_ok_and(|j| (0.0..=1.0).contains(&j));
+
+    let before = keyspace(&server).await;
+    let refused_jitter = [
+        " 0.5",
+        "0.5 ",
+        "\t0.5",
+        "0.5\n",
+        "0x0.8",
+        "0X1",
+        "0x.8p1",
+        "nan",
+        "NaN",
+        "-nan",
+        "inf",
+        "-inf",
+        "infinity",
+        "0.5\0junk",
+        "",
+        ".",
+        "+",
+        "e-1",
+        "1e",
+        "1e+",
+        "1.5.1",
+        "1,5",
+        "-0.1",
+        "1.5",
+        "2e-0",
+        "0.5e1",
+    ];
+    for text in refused_jitter {
+        let args = ["1", "j", "2", "handler", "h", "backoff_jitter", text];
+        let err = enqueue_raw(&mut conn, &args).await.unwrap_err();
+        assert_eq!(err.code(), Some("WASMQ_INVALID"), "{text:?}: {err}");
+        assert!(
+            err.to_string()
+                .contains("backoff_jitter must be a decimal number in 0..1"),
+            "{text:?}: {err}"
+        );
+        assert!(!host_reads(text), "{text:?} is a jitter the host reads");
+    }
+    // `-0` is no count of attempts or milliseconds to Rust's unsigned parse.
+    assert!("-0".parse::<u64>().is_err() && "-0".parse::<u32>().is_err());
+    let unsigned = [
+        "delay_ms",
+        "run_at_ms",
+        "timeout_ms",
+        "backoff_ms",
+        "backoff_cap_ms",
+        "max_attempts",
+    ];
+    let mut refused_integers = Vec::new();
+    for field in unsigned.iter().chain(&["priority"]) {
+        for text in [
+            " 5", "5 ", "5\n", "0x10", "1e3", "5.0", "+5", "5\0", "", "-",
+        ] {
+            refused_integers.push((*field, text));
+        }
+    }
+    for field in unsigned {
+        refused_integers.push((field, "-0"));
+    }
+    for (field, text) in refused_integers {
+        let args = ["1", "j", "2", "handler", "h", field, text];
+        let err = enqueue_raw(&mut conn, &args).await.unwrap_err();
+        assert_eq!(err.code(), Some("WASMQ_INVALID"), "{field} {text:?}: {err}");
+        assert!(
+            err.to_string().contains(&format!("job j: {field} must be")),
+            "{field} {text:?}: {err}"
+        );
+    }
+    assert_eq!(
+        keyspace(&server).await,
+        before,
+        "refused input must write nothing"
+    );
+
+    // Every form the script takes decodes, to the value Rust's parse gives.
+    let accepted_jitter = [
+        "0.5",
+        "1",
+        "0",
+        "-0",
+        "-0.0",
+        ".5",
+        "1.",
+        "+0.25",
+        "1e-1",
+        "2.5E-1",
+        "10e-1",
+        "0.0000001",
+        "1e-400",
+        "1.00000000000000000001",
+    ];
+    for (n, &text) in accepted_jitter.iter().enumerate() {
+        let id = format!("jitter-{n}");
+        let args = ["1", &id, "2", "handler", "h", "backoff_jitter", text];
+        enqueue_raw(&mut conn, &args)
+            .await
+            .unwrap_or_else(|err| panic!("{text:?} refused: {err}"));
+        let job = client.get("q", &id).await.unwrap().unwrap();
+        assert_eq!(
+            job.backoff.jitter(),
+            text.parse::<f64>().unwrap(),
+            "{text:?}"
+        );
+        assert!(host_reads(text), "{text:?}");
+    }
+    // Integers in the forms both read alike: leading zeros, `-0` where a sign is allowed.
+    let args = [
+        "1",
+        "integers",
+        "7",
+        "handler",
+        "h",
+        "priority",
+        "-007",
+        "max_attempts",
+        "05",
+        "timeout_ms",
+        "0030000",
+        "backoff_ms",
+        "0",
+        "backoff_cap_ms",
+        "00",
+        "run_at_ms",
+        "0",
+    ];
+    enqueue_raw(&mut conn, &args).await.unwrap();
+    let job = client.get("q", "integers").await.unwrap().unwrap();
+    assert_eq!((job.priority, job.max_attempts), (-7, 5));
+    assert_eq!(job.timeout, Some(Duration::from_secs(30)));
+    assert_eq!(
+        job.backoff,
+        Backoff::Exponential {
+            base: Duration::ZERO,
+            cap: Duration::ZERO,
+            jitter: 0.2
+        }
+    );
+    assert_eq!((job.state, job.run_at_ms), (JobState::Waiting, Some(0)));
+    let args = [
+        "1", "zeros", "3", "handler", "h", "priority", "-0", "delay_ms", "000",
+    ];
+    enqueue_raw(&mut conn, &args).await.unwrap();
+    let job = client.get("q", "zeros").await.unwrap().unwrap();
+    assert_eq!((job.priority, job.state), (0, JobState::Waiting));
+
+    // And a host leases every one of them.
+    let fetched = client.fetch("q", 100, LEASE, HOST).await.unwrap();
+    assert_eq!(fetched.len(), accepted_jitter.len() + 2);
 }
 
 #[tokio::test]
@@ -1267,16 +1435,7 @@ async fn scripts_are_reloaded_when_redis_forgets_them() {
 async fn eight_fetchers_lease_each_of_5000_jobs_exactly_once() {
     let server = RedisServer::start();
     let client = server.client().await;
-    client
-        .set_config(
-            "q",
-            &QueueConfig {
-                completed_keep: None,
-                ..QueueConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+    keep_everything(&client, "q").await;
     let jobs: Vec<NewJob> = (0..5000)
         .map(|n| NewJob::new("h", n.to_string().into_bytes()))
         .collect();

@@ -7,15 +7,18 @@ use std::time::Duration;
 use wasmq::queue::{Client, JobState, NewJob, QueueConfig};
 
 use crate::support::eventually;
-use crate::support::guests;
+use crate::support::guests::handler;
 use crate::support::host::HostProcess;
+use crate::support::jobs::enqueue_ids;
 use crate::support::redis::RedisServer;
 
 const Q: &str = "limited";
 
 fn echo_host(redis: &RedisServer) -> HostProcess {
-    let handler = format!("echo={}", guests::rust("echo").display());
-    HostProcess::start(&redis.url(), &["--queues", Q, "--handler", &handler])
+    HostProcess::start(
+        &redis.url(),
+        &["--queues", Q, "--handler", &handler("echo", "echo")],
+    )
 }
 
 /// Sets the limits ("N/duration") and keeps every completed job, so tests can read them all.
@@ -57,13 +60,7 @@ async fn two_hosts_start_at_most_100_jobs_in_any_second_of_a_queue_limited_to_10
     let jobs: Vec<NewJob> = (0..500)
         .map(|i| NewJob::new("echo", format!("{i}").into_bytes()))
         .collect();
-    let ids: Vec<String> = client
-        .enqueue_bulk(Q, &jobs)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
+    let ids = enqueue_ids(&client, Q, &jobs).await;
     let _hosts = [echo_host(&redis), echo_host(&redis)];
     eventually("500 jobs completed", Duration::from_secs(20), || async {
         let counts = client.counts(Q).await.ok()?;

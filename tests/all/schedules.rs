@@ -8,19 +8,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use wasmq::queue::{Client, QueueConfig};
 use wasmq::schedule::{ScheduleSpec, Schedules};
 
 use crate::support::eventually;
-use crate::support::guests;
+use crate::support::guests::handler;
 use crate::support::host::HostProcess;
+use crate::support::jobs::keep_everything;
 use crate::support::redis::RedisServer;
 
 const Q: &str = "sched-q";
-
-fn echo() -> String {
-    format!("echo={}", guests::rust("echo").display())
-}
 
 fn spec(name: &str, cron: &str, catch_up: u32) -> ScheduleSpec {
     ScheduleSpec {
@@ -44,22 +40,15 @@ async fn ticks(redis: &RedisServer, name: &str) -> BTreeSet<u64> {
         .collect()
 }
 
-async fn keep_everything(client: &Client) {
-    let config = QueueConfig {
-        completed_keep: None,
-        ..QueueConfig::default()
-    };
-    client.set_config(Q, &config).await.unwrap();
-}
-
 #[tokio::test]
 async fn two_hosts_enqueue_exactly_one_job_per_tick() {
     let redis = RedisServer::start();
     let client = redis.client().await;
-    keep_everything(&client).await;
+    keep_everything(&client, Q).await;
     let store = Schedules::connect(&redis.url()).await.unwrap();
-    let _a = HostProcess::start(&redis.url(), &["--queues", Q, "--handler", &echo()]);
-    let _b = HostProcess::start(&redis.url(), &["--queues", Q, "--handler", &echo()]);
+    let echo = handler("echo", "echo");
+    let _a = HostProcess::start(&redis.url(), &["--queues", Q, "--handler", &echo]);
+    let _b = HostProcess::start(&redis.url(), &["--queues", Q, "--handler", &echo]);
     store
         .add(&spec("every-second", "*/1 * * * * *", 0))
         .await
@@ -108,7 +97,7 @@ async fn two_hosts_enqueue_exactly_one_job_per_tick() {
 async fn missed_ticks_follow_the_catch_up_policy_and_paused_schedules_wait() {
     let redis = RedisServer::start();
     let client = redis.client().await;
-    keep_everything(&client).await;
+    keep_everything(&client, Q).await;
     let store = Schedules::connect(&redis.url()).await.unwrap();
     let hour = 3_600_000;
     let now = store.now_ms().await.unwrap();
@@ -136,7 +125,10 @@ async fn missed_ticks_follow_the_catch_up_policy_and_paused_schedules_wait() {
             .unwrap();
     }
 
-    let _host = HostProcess::start(&redis.url(), &["--queues", Q, "--handler", &echo()]);
+    let _host = HostProcess::start(
+        &redis.url(),
+        &["--queues", Q, "--handler", &handler("echo", "echo")],
+    );
     eventually(
         "both schedules dealt with",
         Duration::from_secs(30),

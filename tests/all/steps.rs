@@ -7,31 +7,19 @@ use std::time::Duration;
 
 use redis::streams::StreamRangeReply;
 use wasmq::queue::{
-    Backoff, CancelOutcome, Child, Client, Completion, Failure, JobState, NewJob, QueueConfig,
-    StepSave, Suspension,
+    Backoff, CancelOutcome, Child, Client, Completion, Failure, JobState, NewJob, StepSave,
+    Suspension,
 };
 use wasmq::{JobInput, JobLimits, Outcome, Runtime, RuntimeConfig};
 
 use crate::support::eventually;
-use crate::support::guests;
+use crate::support::guests::{self, handler};
 use crate::support::host::HostProcess;
+use crate::support::jobs::{enqueue_ids, keep_everything};
 use crate::support::redis::RedisServer;
 
 const Q: &str = "flows";
 const KIDS: &str = "kids";
-
-fn handler(name: &str, guest: &str) -> String {
-    format!("{name}={}", guests::rust(guest).display())
-}
-
-/// Keeps every completed job, so tests can read them all.
-async fn keep_everything(client: &Client, queue: &str) {
-    let config = QueueConfig {
-        completed_keep: None,
-        ..QueueConfig::default()
-    };
-    client.set_config(queue, &config).await.unwrap();
-}
 
 async fn wait_for_state(client: &Client, queue: &str, id: &str, state: JobState, within: Duration) {
     eventually(&format!("job {id} {state}"), within, || async {
@@ -466,13 +454,7 @@ async fn a_throttled_handler_starts_at_most_its_limit_per_period_per_key() {
         job.options.group = Some("quiet".to_string());
         job
     }));
-    let ids: Vec<String> = client
-        .enqueue_bulk(Q, &jobs)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
+    let ids = enqueue_ids(&client, Q, &jobs).await;
     let toml = format!(
         "[handlers.echo]\npath = {:?}\nthrottle = \"2/1s\"\n",
         guests::rust("echo")

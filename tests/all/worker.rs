@@ -3,39 +3,21 @@
 
 use std::time::Duration;
 
-use wasmq::queue::{Client, JobState, NewJob, QueueConfig};
+use wasmq::queue::{Client, JobState, NewJob};
 
 use crate::support::eventually;
-use crate::support::guests;
+use crate::support::guests::{self, handler};
 use crate::support::host::HostProcess;
+use crate::support::jobs::{enqueue_ids, keep_everything};
 use crate::support::redis::RedisServer;
 
 const Q: &str = "work";
-
-fn handler(name: &str, guest: &str) -> String {
-    format!("{name}={}", guests::rust(guest).display())
-}
-
-/// Keeps every completed job, so tests can count and read them all.
-async fn keep_everything(client: &Client) {
-    let config = QueueConfig {
-        completed_keep: None,
-        ..QueueConfig::default()
-    };
-    client.set_config(Q, &config).await.unwrap();
-}
 
 async fn enqueue_sleeps(client: &Client, n: usize, ms: u64) -> Vec<String> {
     let jobs: Vec<NewJob> = (0..n)
         .map(|_| NewJob::new("sleep", ms.to_string().into_bytes()))
         .collect();
-    client
-        .enqueue_bulk(Q, &jobs)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id)
-        .collect()
+    enqueue_ids(client, Q, &jobs).await
 }
 
 async fn wait_for_count(client: &Client, state: JobState, n: u64, within: Duration) {
@@ -169,18 +151,12 @@ async fn immediate_retries_are_acked_as_their_own_attempt() {
     const N: u64 = 300;
     let redis = RedisServer::start();
     let client = redis.client().await;
-    keep_everything(&client).await;
+    keep_everything(&client, Q).await;
     let no_wait = wasmq::queue::Backoff::fixed(Duration::ZERO);
     let jobs: Vec<NewJob> = (0..N)
         .map(|_| NewJob::new("flaky", b"{}".to_vec()).with_backoff(no_wait))
         .collect();
-    let ids: Vec<String> = client
-        .enqueue_bulk(Q, &jobs)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
+    let ids = enqueue_ids(&client, Q, &jobs).await;
     let _host = HostProcess::start(
         &redis.url(),
         &[
@@ -262,17 +238,11 @@ async fn a_host_at_concurrency_one_runs_a_batch_in_order_with_one_call_per_job()
     const N: u64 = 200;
     let redis = RedisServer::start();
     let client = redis.client().await;
-    keep_everything(&client).await;
+    keep_everything(&client, Q).await;
     let jobs: Vec<NewJob> = (0..N)
         .map(|i| NewJob::new("echo", format!("job {i}").into_bytes()))
         .collect();
-    let ids: Vec<String> = client
-        .enqueue_bulk(Q, &jobs)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
+    let ids = enqueue_ids(&client, Q, &jobs).await;
     let (_host, calls) = run_at_concurrency_one(&redis, N, &["--prefetch", "0"]).await;
 
     let mut spans = Vec::new();
@@ -310,14 +280,7 @@ async fn enqueue_echoes(client: &Client, n: u64) -> Vec<String> {
         .collect();
     let mut ids = Vec::new();
     for chunk in jobs.chunks(1000) {
-        ids.extend(
-            client
-                .enqueue_bulk(Q, chunk)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|e| e.id),
-        );
+        ids.extend(enqueue_ids(client, Q, chunk).await);
     }
     ids
 }
@@ -327,7 +290,7 @@ async fn a_host_at_concurrency_one_leases_short_jobs_ahead_and_runs_each_once_in
     const N: u64 = 400;
     let redis = RedisServer::start();
     let client = redis.client().await;
-    keep_everything(&client).await;
+    keep_everything(&client, Q).await;
     let ids = enqueue_echoes(&client, N).await;
     // The default prefetch; echo takes well under a millisecond on a quiet machine, and a
     // busy one (CI, other suites beside this test) must not decide the outcome.
@@ -365,7 +328,7 @@ async fn a_host_at_concurrency_one_leases_short_jobs_ahead_and_runs_each_once_in
 async fn jobs_leased_ahead_of_a_long_job_go_back_to_the_queue_uncounted() {
     let redis = RedisServer::start();
     let client = redis.client().await;
-    keep_everything(&client).await;
+    keep_everything(&client, Q).await;
     // Short jobs first, so the slot leases ahead (the very first attempt in a fresh pool slot
     // may be slower); then a long one, with short ones behind it.
     let warm = enqueue_echoes(&client, 50).await;
@@ -442,7 +405,7 @@ async fn sigterm_while_short_jobs_flow_releases_the_jobs_leased_ahead_uncounted(
     const N: u64 = 3000;
     let redis = RedisServer::start();
     let client = redis.client().await;
-    keep_everything(&client).await;
+    keep_everything(&client, Q).await;
     let ids = enqueue_echoes(&client, N).await;
     let args = [
         "--queues",
@@ -598,7 +561,7 @@ async fn a_second_signal_stops_in_flight_jobs_at_once() {
 async fn sigkill_mid_batch_loses_nothing_and_reruns_count_an_attempt() {
     let redis = RedisServer::start();
     let client = redis.client().await;
-    keep_everything(&client).await;
+    keep_everything(&client, Q).await;
     let ids = enqueue_sleeps(&client, 10, 3000).await;
     let sleep = handler("sleep", "sleep");
     let mut doomed = HostProcess::start(
@@ -625,7 +588,7 @@ async fn sigkill_mid_batch_loses_nothing_and_reruns_count_an_attempt() {
 async fn memory_budget_bounds_how_many_jobs_run_at_once() {
     let redis = RedisServer::start();
     let client = redis.client().await;
-    keep_everything(&client).await;
+    keep_everything(&client, Q).await;
     let ids = enqueue_sleeps(&client, 6, 400).await;
     let toml = format!(
         "memory_budget = \"128MiB\"\nconcurrency = 10\n[handlers.sleep]\npath = {:?}\nmemory = \"64MiB\"\n",
@@ -641,7 +604,7 @@ async fn memory_budget_bounds_how_many_jobs_run_at_once() {
 async fn redis_restart_while_jobs_flow_loses_nothing() {
     let mut redis = RedisServer::start_with_aof();
     let client = redis.client().await;
-    keep_everything(&client).await;
+    keep_everything(&client, Q).await;
     let jobs: Vec<NewJob> = (0..2000)
         .map(|i| NewJob::new("echo", format!("{i}").into_bytes()))
         .collect();
@@ -679,7 +642,7 @@ async fn redis_restart_while_jobs_flow_loses_nothing() {
 async fn handler_concurrency_limit_holds_beside_a_roomy_host() {
     let redis = RedisServer::start();
     let client = redis.client().await;
-    keep_everything(&client).await;
+    keep_everything(&client, Q).await;
     let ids = enqueue_sleeps(&client, 4, 300).await;
     let toml = format!(
         "concurrency = 16\n[handlers.sleep]\npath = {:?}\nconcurrency = 1\n",

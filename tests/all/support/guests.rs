@@ -30,6 +30,12 @@ pub fn rust(name: &str) -> PathBuf {
     path
 }
 
+/// The `--handler` argument (`name=path`) that runs the Rust example guest `guest` as handler
+/// `name`.
+pub fn handler(name: &str, guest: &str) -> String {
+    format!("{name}={}", rust(guest).display())
+}
+
 pub fn rust_bytes(name: &str) -> Vec<u8> {
     std::fs::read(rust(name)).expect("read guest component")
 }

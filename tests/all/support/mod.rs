@@ -1,5 +1,5 @@
 //! Shared test helpers: guest components, private redis-server processes, wasmq host
-//! processes, and polling with a deadline.
+//! processes, common queue set-up, and polling with a deadline.
 
 #![allow(dead_code)]
 
@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cluster;
 pub mod guests;
 pub mod host;
+pub mod jobs;
 pub mod redis;
 pub mod tools;
 

@@ -35,11 +35,27 @@ local paused = cfg[3] == '1'
 local function invalid(id, reason)
   return redis.error_reply('WASMQ_INVALID job ' .. tostring(id) .. ': ' .. reason)
 end
--- Integers must be plain decimal ('5', '-3'); they are stored as given, unformatted.
+-- Integers must be plain decimal ('5', '-3'); they are stored as given, unformatted, and the
+-- hosts read them with Rust's integer parse, which takes no '-' at all for an unsigned field:
+-- so a minus sign only where the range has negatives ('-0' is no millisecond count).
 local function integer(value, lo, hi)
-  if type(value) ~= 'string' or not string.find(value, '^%-?%d+$') then return nil end
+  if type(value) ~= 'string' then return nil end
+  if not string.find(value, lo < 0 and '^%-?%d+$' or '^%d+$') then return nil end
   local n = tonumber(value)
   if n < lo or n > hi then return nil end
+  return n
+end
+-- A decimal fraction in 0..1: digits with at most one point ('0.5', '1', '.5', '1.'), an
+-- optional sign and exponent ('1e-1'). Stored as given, it is read with Rust's f64 parse; Lua's
+-- tonumber alone would also take spaces around it, hex ('0x0.8'), 'nan' and text after a NUL.
+local function fraction(value)
+  local mantissa, exponent = string.match(value, '^[+-]?([%d.]*)(.*)$')
+  if not string.find(mantissa, '^%d*%.?%d*$') or not string.find(mantissa, '%d') then
+    return nil
+  end
+  if exponent ~= '' and not string.find(exponent, '^[eE][+-]?%d+$') then return nil end
+  local n = tonumber(value)
+  if n == nil or n < 0 or n > 1 then return nil end
   return n
 end
 local function name_ok(s)
@@ -93,9 +109,8 @@ for i = 1, n do
       text[field] = value
       if field == 'backoff_ms' or field == 'backoff_cap_ms' then own_backoff = true end
     elseif field == 'backoff_jitter' then
-      local jitter = tonumber(value)
-      if jitter == nil or jitter < 0 or jitter > 1 then
-        return invalid(id, 'backoff_jitter must be a number in 0..1')
+      if fraction(value) == nil then
+        return invalid(id, 'backoff_jitter must be a decimal number in 0..1')
       end
       job.backoff_jitter = value
       own_backoff = true
