@@ -6,7 +6,8 @@
 //! 2. The acker takes whatever is queued (up to a batch), groups it by queue, and records it
 //!    with one `complete` and one `fail` call per queue. Under load, batches form by
 //!    themselves; when idle, an outcome is recorded as soon as it arrives. Up to [`FLIGHTS`]
-//!    batches are under way at once, so Redis runs one while the host handles the last.
+//!    batches are under way at once, so Redis runs one while the host handles the last; their
+//!    calls reach Redis in the order the batches formed ([`Turn`]).
 //! 3. While the host is running, the completions of a queue and the leasing of that queue's
 //!    next jobs for the slots they brought (one each, and for a slot of short jobs up to
 //!    `prefetch` more to run after it: see `executor`) are one call (`complete_and_fetch`), so
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::slots::Slot;
@@ -135,6 +136,8 @@ pub(crate) async fn run(
     let mut flights: JoinSet<(Pending, bool)> = JoinSet::new();
     // After a failed flush, no new one starts before this.
     let mut retry_at: Option<tokio::time::Instant> = None;
+    // The turn of the flush spawned last, which the next one waits for.
+    let mut last_turn: Option<oneshot::Receiver<()>> = None;
     let mut stopping = *stop.borrow();
     let mut closed = false;
     loop {
@@ -187,8 +190,13 @@ pub(crate) async fn run(
         let mut batch = std::mem::take(&mut pending);
         let shared = shared.clone();
         let phase = phase.clone();
+        let (passed, next) = oneshot::channel();
+        let turn = Turn {
+            after: last_turn.replace(next),
+            passed: Some(passed),
+        };
         flights.spawn(async move {
-            let ok = flush(&shared, &mut batch, &phase).await;
+            let ok = flush(&shared, &mut batch, &phase, turn).await;
             (batch, ok)
         });
     }
@@ -200,6 +208,32 @@ pub(crate) async fn run(
 /// handles the last reply. The outcomes of one job are never in two flushes: an attempt is
 /// acked once, and its job cannot be leased again before that ack is recorded.
 const FLIGHTS: usize = 2;
+
+/// A flush's place in line: its calls go to Redis once the flush spawned before it has its
+/// replies, so outcomes are recorded in the order they were gathered (at concurrency 1, the
+/// order the jobs ended: two flushes sent at once may reach Redis either way round). What a
+/// flush does with its replies still runs while Redis runs the next one's calls.
+struct Turn {
+    /// Passed (or dropped, if that flush panicked) by the flush before.
+    after: Option<oneshot::Receiver<()>>,
+    passed: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    async fn wait(&mut self) {
+        if let Some(after) = self.after.take() {
+            // An error is the flush before ending without passing: nothing to wait for.
+            let _ = after.await;
+        }
+    }
+
+    fn pass(&mut self) {
+        if let Some(passed) = self.passed.take() {
+            // The next flush may not exist (yet): its receiver is kept by the acker.
+            let _ = passed.send(());
+        }
+    }
+}
 
 /// Takes back what a flush could not record, and sets the backoff before the next one.
 fn landed(
@@ -217,8 +251,10 @@ fn landed(
             pending.absorb(left);
             *retry_at = Some(tokio::time::Instant::now() + backoff.next_delay());
         }
-        // A flush that panicked lost its batch: those leases expire and the jobs run again.
-        Err(err) => tracing::error!(%err, "recording outcomes failed"),
+        // A panic in a flush is the acker's own, as when flushes ran in its task.
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        // Cancelled: only when the set is dropped, and then nobody is here to see it.
+        Err(_) => {}
     }
 }
 
@@ -237,112 +273,130 @@ async fn flush(
     shared: &Arc<Shared>,
     pending: &mut Pending,
     phase: &watch::Receiver<Phase>,
+    mut turn: Turn,
 ) -> bool {
     let mut all_ok = true;
-    for (queue, bucket) in pending.queues.iter_mut() {
+    turn.wait().await;
+    let queues = pending.queues.len();
+    for (i, (queue, bucket)) in pending.queues.iter_mut().enumerate() {
         let slots = carry_over(shared, queue, std::mem::take(&mut bucket.slots), phase);
-        if !bucket.completions.is_empty() {
-            let recorded = if slots.is_empty() {
-                let report = shared.client.complete(queue, &bucket.completions).await;
-                report.map(|report| (report, Vec::new()))
-            } else {
-                let config = &shared.config;
-                let wanted = slots.iter().map(|c| 1 + c.ahead).sum::<usize>();
+        // This queue's calls first, then what the replies call for.
+        let completed = if bucket.completions.is_empty() {
+            None
+        } else if slots.is_empty() {
+            let report = shared.client.complete(queue, &bucket.completions).await;
+            Some(report.map(|report| (report, Vec::new())))
+        } else {
+            let config = &shared.config;
+            let wanted = slots.iter().map(|c| 1 + c.ahead).sum::<usize>();
+            let recorded = shared
+                .client
+                .complete_and_fetch(
+                    queue,
+                    &bucket.completions,
+                    wanted.min(crate::queue::MAX_BULK),
+                    config.lease,
+                    &config.host_id,
+                )
+                .await;
+            Some(recorded.map(|(report, fetched)| {
+                if fetched.rate_limited {
+                    shared.metrics.rate_limited(queue);
+                }
+                (report, fetched.jobs)
+            }))
+        };
+        let failed = if bucket.failures.is_empty() {
+            None
+        } else {
+            Some(shared.client.fail(queue, &bucket.failures).await)
+        };
+        let suspended = if bucket.suspensions.is_empty() {
+            None
+        } else {
+            Some(shared.client.suspend(queue, &bucket.suspensions).await)
+        };
+        if i + 1 == queues {
+            turn.pass();
+        }
+
+        match completed {
+            None => {}
+            Some(Ok((report, next))) => {
+                shared.redis.ok();
                 shared
-                    .client
-                    .complete_and_fetch(
-                        queue,
-                        &bucket.completions,
-                        wanted.min(crate::queue::MAX_BULK),
-                        config.lease,
-                        &config.host_id,
-                    )
-                    .await
-                    .map(|(report, fetched)| {
-                        if fetched.rate_limited {
-                            shared.metrics.rate_limited(queue);
-                        }
-                        (report, fetched.jobs)
-                    })
-            };
-            match recorded {
-                Ok((report, next)) => {
-                    shared.redis.ok();
-                    shared
-                        .completed
-                        .fetch_add(report.completed.len() as u64, Ordering::Relaxed);
-                    for (id, why) in &report.rejected {
-                        tracing::warn!(%queue, job_id = %id, ?why, "result not recorded: this host no longer held the job's lease (it runs again, or already did elsewhere)");
-                    }
-                    for id in &report.result_too_large {
-                        tracing::warn!(%queue, job_id = %id, "result over the queue's size limit: job dead-lettered");
-                    }
-                    // The children of the completions just recorded are in the outbox now;
-                    // deliver them (a refused completion wrote none).
-                    let parents: Vec<String> = bucket
-                        .completions
-                        .iter()
-                        .filter(|c| !c.children.is_empty() && report.completed.contains(&c.id))
-                        .map(|c| c.id.clone())
-                        .collect();
-                    workflow::deliver(shared, queue, parents);
-                    forget(
-                        shared,
-                        queue,
-                        bucket.completions.drain(..).map(|c| (c.id, c.token)),
-                    );
-                    start_next(shared, queue, next, slots, phase).await;
+                    .completed
+                    .fetch_add(report.completed.len() as u64, Ordering::Relaxed);
+                for (id, why) in &report.rejected {
+                    tracing::warn!(%queue, job_id = %id, ?why, "result not recorded: this host no longer held the job's lease (it runs again, or already did elsewhere)");
                 }
-                Err(err) => {
-                    // Back to the pool at once: the retry may take a while.
-                    drop(slots);
-                    shared.redis.failed("recording completions", &err);
-                    all_ok = false;
+                for id in &report.result_too_large {
+                    tracing::warn!(%queue, job_id = %id, "result over the queue's size limit: job dead-lettered");
                 }
+                // The children of the completions just recorded are in the outbox now;
+                // deliver them (a refused completion wrote none).
+                let parents: Vec<String> = bucket
+                    .completions
+                    .iter()
+                    .filter(|c| !c.children.is_empty() && report.completed.contains(&c.id))
+                    .map(|c| c.id.clone())
+                    .collect();
+                workflow::deliver(shared, queue, parents);
+                forget(
+                    shared,
+                    queue,
+                    bucket.completions.drain(..).map(|c| (c.id, c.token)),
+                );
+                start_next(shared, queue, next, slots, phase).await;
+            }
+            Some(Err(err)) => {
+                // Back to the pool at once: the retry may take a while.
+                drop(slots);
+                shared.redis.failed("recording completions", &err);
+                all_ok = false;
             }
         }
-        if !bucket.failures.is_empty() {
-            match shared.client.fail(queue, &bucket.failures).await {
-                Ok(report) => {
-                    shared.redis.ok();
-                    shared
-                        .failed
-                        .fetch_add(report.outcomes.len() as u64, Ordering::Relaxed);
-                    for (id, why) in &report.rejected {
-                        tracing::warn!(%queue, job_id = %id, ?why, "failure not recorded: this host no longer held the job's lease");
-                    }
-                    forget(
-                        shared,
-                        queue,
-                        bucket.failures.drain(..).map(|f| (f.id, f.token)),
-                    );
+        match failed {
+            None => {}
+            Some(Ok(report)) => {
+                shared.redis.ok();
+                shared
+                    .failed
+                    .fetch_add(report.outcomes.len() as u64, Ordering::Relaxed);
+                for (id, why) in &report.rejected {
+                    tracing::warn!(%queue, job_id = %id, ?why, "failure not recorded: this host no longer held the job's lease");
                 }
-                Err(err) => {
-                    shared.redis.failed("recording failures", &err);
-                    all_ok = false;
-                }
+                forget(
+                    shared,
+                    queue,
+                    bucket.failures.drain(..).map(|f| (f.id, f.token)),
+                );
+            }
+            Some(Err(err)) => {
+                shared.redis.failed("recording failures", &err);
+                all_ok = false;
             }
         }
-        if !bucket.suspensions.is_empty() {
-            match shared.client.suspend(queue, &bucket.suspensions).await {
-                Ok(report) => {
-                    shared.redis.ok();
-                    for (id, why) in &report.rejected {
-                        tracing::warn!(%queue, job_id = %id, ?why, "sleep not recorded: this host no longer held the job's lease");
-                    }
-                    forget(
-                        shared,
-                        queue,
-                        bucket.suspensions.drain(..).map(|s| (s.id, s.token)),
-                    );
+        match suspended {
+            None => {}
+            Some(Ok(report)) => {
+                shared.redis.ok();
+                for (id, why) in &report.rejected {
+                    tracing::warn!(%queue, job_id = %id, ?why, "sleep not recorded: this host no longer held the job's lease");
                 }
-                Err(err) => {
-                    shared.redis.failed("recording sleeps", &err);
-                    all_ok = false;
-                }
+                forget(
+                    shared,
+                    queue,
+                    bucket.suspensions.drain(..).map(|s| (s.id, s.token)),
+                );
+            }
+            Some(Err(err)) => {
+                shared.redis.failed("recording sleeps", &err);
+                all_ok = false;
             }
         }
     }
+    turn.pass();
     // What is left failed to record: retried with backoff, not gathered.
     pending.may_wait = false;
     pending.len = pending
