@@ -8,6 +8,9 @@
 //! - [`ArtifactCache`] - compiled handlers on disk, so a restart loads them without compiling.
 //! - [`JobInput`] - one attempt of one job as the handler sees it.
 //! - [`JobLimits`] - the hard limits of one attempt: deadline, memory cap, fuel.
+//! - [`capability::Grants`] - what a handler version may reach outside its sandbox (outbound
+//!   HTTP to allow-listed hosts, config, secrets), resolved on a host into
+//!   [`capability::Capabilities`] and given to a [`Handler`] with `with_capabilities`.
 //! - [`Outcome`] - how an attempt ended: ok, guest retry/fail, a classified failure, or
 //!   suspended at a durable sleep.
 //! - [`WorkflowStore`] - where an attempt's durable steps are kept (the worker's is Redis).
@@ -24,6 +27,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod capability;
 pub mod cli;
 pub mod connection;
 pub mod events;

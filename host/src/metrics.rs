@@ -42,6 +42,17 @@ struct HandlerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboundLabels {
+    handler: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandlerOnlyLabels {
+    handler: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabels {
     queue: String,
 }
@@ -90,6 +101,8 @@ pub struct Metrics {
     memory_budget: Gauge,
     redis_up: Gauge,
     alerts: Family<ResultLabels, Counter>,
+    outbound: Family<OutboundLabels, Counter>,
+    outbound_duration: Family<HandlerOnlyLabels, Histogram>,
     sampler: Mutex<Option<Sampler>>,
     /// The alert sender's counters, and what of them the `alerts` family has taken so far.
     alert_stats: Mutex<Option<(Arc<DeliveryStats>, DeliveryCounts)>>,
@@ -195,9 +208,28 @@ impl Metrics {
              was tried again), failed (given up), lost (trimmed from an events stream unread)",
             alerts.clone(),
         );
+        let outbound = Family::<OutboundLabels, Counter>::default();
+        registry.register(
+            "outbound_requests",
+            "Outbound HTTP requests of handlers, by handler and outcome: ok (a response \
+             arrived), denied (not granted, or a forbidden address; nothing sent), error, timeout",
+            outbound.clone(),
+        );
+        // 1 ms to about 65 s, doubling.
+        let outbound_duration =
+            Family::<HandlerOnlyLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 17))
+            });
+        registry.register(
+            "outbound_request_duration_seconds",
+            "Time from sending an outbound HTTP request to its response's head (or its failure)",
+            outbound_duration.clone(),
+        );
         Metrics {
             registry,
             jobs,
+            outbound,
+            outbound_duration,
             duration,
             instantiation,
             recoveries,
@@ -212,6 +244,23 @@ impl Metrics {
             alerts,
             sampler: Mutex::new(None),
             alert_stats: Mutex::new(None),
+        }
+    }
+
+    /// Counts an outbound HTTP request of a handler.
+    pub fn outbound(&self, handler: &str, outcome: &str, elapsed: Option<Duration>) {
+        self.outbound
+            .get_or_create(&OutboundLabels {
+                handler: handler.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        if let Some(elapsed) = elapsed {
+            self.outbound_duration
+                .get_or_create(&HandlerOnlyLabels {
+                    handler: handler.to_string(),
+                })
+                .observe(elapsed.as_secs_f64());
         }
     }
 
@@ -354,6 +403,18 @@ impl Metrics {
 
 /// A shared [`Metrics`].
 pub type SharedMetrics = Arc<Metrics>;
+
+impl crate::capability::OutboundObserver for Metrics {
+    fn request(
+        &self,
+        handler: &str,
+        outcome: crate::capability::OutboundOutcome,
+        elapsed: Duration,
+    ) {
+        let sent = outcome != crate::capability::OutboundOutcome::Denied;
+        self.outbound(handler, outcome.as_str(), sent.then_some(elapsed));
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,7 @@ mod languages;
 mod logs;
 mod memory;
 mod metrics;
+mod outbound;
 mod queue;
 mod rate_limit;
 mod registry;

@@ -18,6 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiState;
 use super::error::{ApiError, ErrorBody, content_type_is, read_body, read_json};
 use super::queues::JSON_BODY_LIMIT;
+use crate::capability::Grants;
 use crate::queue::validate_handler_name;
 use crate::registry::{HandlerSettings, Version};
 use crate::worker::{DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT, parse_bytes, parse_duration};
@@ -49,6 +50,12 @@ pub struct VersionView {
     pub on: Vec<String>,
     /// The queue its event jobs go to (null: `default`).
     pub on_queue: Option<String>,
+    /// Outbound HTTP patterns it may reach (docs/capabilities.md).
+    pub allow_outbound: Vec<String>,
+    /// The keys of its config values (the values are not shown).
+    pub config: Vec<String>,
+    /// The names of the secrets it reads (values are never stored).
+    pub secrets: Vec<String>,
 }
 
 /// The JSON of a version: what `GET /api/handlers/{name}/versions` lists, and what
@@ -71,6 +78,9 @@ pub(crate) fn version_view(v: &Version, current: bool) -> VersionView {
         throttle: s.throttle.clone(),
         on: s.on.clone(),
         on_queue: s.on_queue.clone(),
+        allow_outbound: s.grants.allow_outbound.clone(),
+        config: s.grants.config.keys().cloned().collect(),
+        secrets: s.grants.secrets.clone(),
     }
 }
 
@@ -163,6 +173,17 @@ pub struct DeployQuery {
     pub on: Option<String>,
     /// The queue the event jobs go to [default: default].
     pub on_queue: Option<String>,
+    /// Outbound HTTP patterns, comma-separated, like `https://api.example.com,https://*.slack.com`.
+    pub allow_outbound: Option<String>,
+    /// Config values as a JSON object of strings, like `{"region":"eu"}`.
+    pub config: Option<String>,
+    /// Secret names, comma-separated; each host resolves their values.
+    pub secrets: Option<String>,
+}
+
+fn comma_list(text: Option<String>) -> Vec<String> {
+    text.map(|list| list.split(',').map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 impl DeployQuery {
@@ -185,11 +206,20 @@ impl DeployQuery {
             backoff: self.backoff,
             concurrency: self.concurrency,
             throttle: self.throttle,
-            on: self
-                .on
-                .map(|list| list.split(',').map(str::to_string).collect())
-                .unwrap_or_default(),
+            on: comma_list(self.on),
             on_queue: self.on_queue,
+            grants: Grants {
+                allow_outbound: comma_list(self.allow_outbound),
+                config: match self.config {
+                    Some(text) => serde_json::from_str(&text).map_err(|e| {
+                        ApiError::bad_request(format!(
+                            "config: expected a JSON object of strings, like {{\"region\":\"eu\"}}: {e}"
+                        ))
+                    })?,
+                    None => Default::default(),
+                },
+                secrets: comma_list(self.secrets),
+            },
         };
         settings
             .validate()

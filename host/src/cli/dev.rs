@@ -85,6 +85,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
             fuel: None,
             concurrency: None,
             throttle: None,
+            grants: Default::default(),
         });
     }
     let redis = LocalRedis::start(LocalRedisOptions::default())?;

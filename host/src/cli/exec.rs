@@ -8,6 +8,7 @@ use anyhow::Context;
 use base64::Engine as _;
 use serde::Serialize;
 
+use crate::capability::{Capabilities, SecretSource};
 use crate::{JobInput, JobLimits, LogLine, Outcome, OutcomeClass, Runtime, RuntimeConfig};
 
 const EXIT_CODES: &str = "\
@@ -48,6 +49,11 @@ pub struct ExecArgs {
     /// Print one JSON object: outcome, result or error, duration_ms, logs.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub grants: super::handler::GrantArgs,
+    /// A directory of secret files, read after the WASMQ_SECRET_<NAME> variables.
+    #[arg(long, env = "WASMQ_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 /// Exit code of an outcome class, as documented in `--help`.
@@ -106,14 +112,24 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
     let handler = runtime
         .load_file(&args.handler)
         .with_context(|| format!("loading {}", args.handler.display()))?;
+    let name = args
+        .handler
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let secrets = SecretSource {
+        dir: args.secrets_dir.clone(),
+    };
+    let caps = Capabilities::resolve(&name, &args.grants.into_grants(), &secrets, None)
+        .map_err(anyhow::Error::msg)?;
+    if let Some(why) = caps.missing_secrets_message("exec") {
+        anyhow::bail!("{why}");
+    }
+    let handler = handler.with_capabilities(std::sync::Arc::new(caps));
     let job = JobInput {
         id: "exec-1".to_string(),
         queue: "exec".to_string(),
-        handler: args
-            .handler
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        handler: name,
         payload,
         attempt: 1,
         max_attempts: 1,

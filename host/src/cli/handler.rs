@@ -15,7 +15,7 @@ use crate::worker::{DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT, host_runtim
 #[derive(Debug, Subcommand)]
 pub enum HandlerAction {
     /// Validate a component and make it the current version of a handler on every host.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// The current version of every handler.
     List {
         #[arg(long)]
@@ -87,10 +87,39 @@ pub struct DeployArgs {
     /// The queue the event jobs go to [default: default].
     #[arg(long)]
     pub on_queue: Option<String>,
+    #[command(flatten)]
+    pub grants: GrantArgs,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub redis: RedisArgs,
+}
+
+/// What a handler may reach outside its sandbox (docs/capabilities.md); `deploy` and `exec`.
+#[derive(Debug, Args, Default)]
+pub struct GrantArgs {
+    /// Allow outbound HTTP to `scheme://host[:port]` (repeatable): a name, `*.example.com`
+    /// (subdomains), an IP address or CIDR range; port a number, `*` or a range.
+    #[arg(long = "allow-outbound", value_name = "PATTERN")]
+    pub allow_outbound: Vec<String>,
+    /// A config value the handler reads with `wasi:config` (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = crate::capability::parse_config_flag)]
+    pub config: Vec<(String, String)>,
+    /// A secret the handler reads with `wasi:config` under this name (repeatable); each host
+    /// resolves its value from `WASMQ_SECRET_<NAME>` or `--secrets-dir`. Only the name is
+    /// stored.
+    #[arg(long = "secret", value_name = "NAME")]
+    pub secrets: Vec<String>,
+}
+
+impl GrantArgs {
+    pub fn into_grants(self) -> crate::capability::Grants {
+        crate::capability::Grants {
+            allow_outbound: self.allow_outbound,
+            config: self.config.into_iter().collect(),
+            secrets: self.secrets,
+        }
+    }
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -140,6 +169,17 @@ fn describe(v: &Version) -> String {
             .unwrap_or(crate::events::DEFAULT_EVENT_QUEUE);
         out += &format!("  on {} -> {queue}", s.on.join(","));
     }
+    let g = &s.grants;
+    if !g.allow_outbound.is_empty() {
+        out += &format!("  allow-outbound {}", g.allow_outbound.join(","));
+    }
+    if !g.config.is_empty() {
+        let keys: Vec<&str> = g.config.keys().map(String::as_str).collect();
+        out += &format!("  config {}", keys.join(","));
+    }
+    if !g.secrets.is_empty() {
+        out += &format!("  secrets {}", g.secrets.join(","));
+    }
     let at = std::time::UNIX_EPOCH + Duration::from_millis(v.deployed_at_ms);
     out += &format!("  deployed {}", humantime::format_rfc3339_seconds(at));
     out
@@ -147,7 +187,7 @@ fn describe(v: &Version) -> String {
 
 pub async fn run(action: HandlerAction) -> anyhow::Result<u8> {
     match action {
-        HandlerAction::Deploy(args) => deploy(args).await,
+        HandlerAction::Deploy(args) => deploy(*args).await,
         HandlerAction::List { json, redis } => {
             let current = connect(&redis).await?.current().await?;
             if json {
@@ -225,6 +265,7 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<u8> {
         throttle: args.throttle,
         on: args.on,
         on_queue: args.on_queue,
+        grants: args.grants.into_grants(),
     };
     settings.validate().map_err(anyhow::Error::msg)?;
     let bytes =

@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// Where compiled handlers are kept across restarts [default: ~/.cache/wasmq/artifacts]
     #[arg(long, env = "WASMQ_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// A directory of secret files, one per secret, named after it (the Kubernetes layout),
+    /// read after the WASMQ_SECRET_<NAME> variables (docs/capabilities.md).
+    #[arg(long, env = "WASMQ_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
     /// Compile every handler at start; keep no compiled artifacts on disk.
     #[arg(long, env = "WASMQ_NO_CACHE")]
     pub no_cache: bool,
@@ -139,6 +143,7 @@ impl RunArgs {
         if self.no_cache {
             config.cache_dir = None;
         }
+        config.secrets_dir = self.secrets_dir.clone().or(file.secrets_dir.clone());
         for (queue, q) in &file.queue {
             if let Some(n) = q.concurrency {
                 config.queue_concurrency.insert(queue.clone(), n);

@@ -31,6 +31,7 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::capability::Grants;
 use crate::connection::{ConnectOptions, RedisConnection, RedisTarget};
 use crate::queue::{Backoff, MAX_ATTEMPTS, RetryPolicy, validate_handler_name};
 use crate::runtime::{LoadError, Runtime};
@@ -99,6 +100,9 @@ pub struct HandlerSettings {
     pub on: Vec<String>,
     /// The queue those jobs go to [default: `default`].
     pub on_queue: Option<String>,
+    /// What the handler may reach outside its sandbox (docs/capabilities.md): stored with
+    /// the version, so a rollback restores the grants it was deployed with.
+    pub grants: Grants,
 }
 
 impl Default for HandlerSettings {
@@ -113,6 +117,7 @@ impl Default for HandlerSettings {
             throttle: None,
             on: Vec::new(),
             on_queue: None,
+            grants: Grants::default(),
         }
     }
 }
@@ -164,7 +169,7 @@ impl HandlerSettings {
             }
             crate::queue::validate_queue_name(queue)?;
         }
-        Ok(())
+        self.grants.validate()
     }
 }
 
@@ -215,6 +220,9 @@ struct Record {
     on: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     on_queue: Option<String>,
+    /// Written only when there are grants, so records of older versions read the same.
+    #[serde(default, skip_serializing_if = "Grants::is_empty")]
+    grants: Grants,
     #[serde(default, skip_serializing)]
     version: u64,
     #[serde(default, skip_serializing)]
@@ -246,6 +254,7 @@ impl Record {
                 throttle: r.throttle,
                 on: r.on,
                 on_queue: r.on_queue,
+                grants: r.grants,
             },
             deployed_at_ms: r.deployed_at_ms,
         })
@@ -381,6 +390,7 @@ impl Registry {
             throttle: settings.throttle.clone(),
             on: settings.on.clone(),
             on_queue: settings.on_queue.clone(),
+            grants: settings.grants.clone(),
             version: 0,
             deployed_at_ms: 0,
         })

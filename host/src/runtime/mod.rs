@@ -52,6 +52,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::WasiConfig;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::capability::{Capabilities, OutboundHooks};
 
 pub use cache::{ArtifactCache, CacheError};
 pub use capture::{LogLine, LogSource};
@@ -269,6 +273,25 @@ pub struct Handler {
     /// Which of its last attempts ran long (shared by the clones of this handler): whether
     /// the next one starts as a long job (see `cpu.rs`).
     recent: Arc<RecentAttempts>,
+    /// What its attempts may reach outside the sandbox; none unless granted.
+    caps: Arc<Capabilities>,
+}
+
+impl Handler {
+    /// This handler, its attempts granted `caps` (a handler version's grants resolved on this
+    /// host). Shares the compiled code and the record of recent attempts.
+    pub fn with_capabilities(&self, caps: Arc<Capabilities>) -> Handler {
+        Handler {
+            pre: self.pre.clone(),
+            recent: self.recent.clone(),
+            caps,
+        }
+    }
+
+    /// The capabilities its attempts run with.
+    pub fn capabilities(&self) -> &Arc<Capabilities> {
+        &self.caps
+    }
 }
 
 impl std::fmt::Debug for Handler {
@@ -293,6 +316,28 @@ pub(crate) struct HostState {
     cpu_slot: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
     /// Steps, sleeps and child jobs (the `workflow` interface).
     workflow: WorkflowState,
+    /// `wasi:http`: the resource limits of its fields, and the hooks that decide each
+    /// outgoing request (`capability::http`).
+    http: WasiHttpCtx,
+    outbound: OutboundHooks,
+    /// The handler's grants: `wasi:config` reads its values.
+    caps: Arc<Capabilities>,
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// `wasi:config/store` reads the handler's config values and resolved secrets; a key not
+/// granted reads as none.
+fn config_view(state: &mut HostState) -> WasiConfig<'_> {
+    WasiConfig::from(&state.caps.config)
 }
 
 impl WasiView for HostState {
@@ -360,6 +405,12 @@ impl Runtime {
         context::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
         workflow_bindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
+        // Capabilities are always linked, so components whose toolchains import them (a
+        // JavaScript `fetch`) load; whether a call may do anything is decided per call.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, config_view)
             .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
 
         spawn_epoch_ticker(&engine, config.epoch_tick);
@@ -479,6 +530,7 @@ impl Runtime {
         Ok(Handler {
             pre,
             recent: Arc::default(),
+            caps: Arc::new(Capabilities::none()),
         })
     }
 
@@ -536,6 +588,9 @@ impl Runtime {
             deadline,
             cpu_slot: cpu_slot.clone(),
             workflow: WorkflowState::new(store, &job.queue, &job.id),
+            http: WasiHttpCtx::new(),
+            outbound: OutboundHooks::new(handler.caps.clone(), deadline),
+            caps: handler.caps.clone(),
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);

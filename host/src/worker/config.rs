@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::capability::Grants;
 use crate::queue::RateLimit;
 use crate::runtime::RuntimeConfig;
 
@@ -27,6 +28,8 @@ pub struct HandlerSpec {
     pub concurrency: Option<usize>,
     /// Most starts of this handler's jobs per window per key (the job's group), per queue.
     pub throttle: Option<RateLimit>,
+    /// What it may reach outside its sandbox (docs/capabilities.md).
+    pub grants: Grants,
 }
 
 /// Everything `wasmq run` needs.
@@ -59,6 +62,9 @@ pub struct WorkerConfig {
     pub host_id: String,
     /// Where compiled handlers are kept across restarts (`None`: compile at every start).
     pub cache_dir: Option<PathBuf>,
+    /// A directory of secret files, one per secret named after it, read after the
+    /// `WASMQ_SECRET_<NAME>` variables (docs/capabilities.md).
+    pub secrets_dir: Option<PathBuf>,
     pub runtime: RuntimeConfig,
 }
 
@@ -87,6 +93,7 @@ impl WorkerConfig {
             idle_wait: Duration::from_secs(1),
             host_id: default_host_id(),
             cache_dir: default_cache_dir(),
+            secrets_dir: None,
             runtime: host_runtime(),
         }
     }
@@ -188,6 +195,8 @@ pub struct FileConfig {
     pub prefetch_below: Option<String>,
     pub host_id: Option<String>,
     pub cache_dir: Option<PathBuf>,
+    /// `--secrets-dir`.
+    pub secrets_dir: Option<PathBuf>,
     #[serde(default)]
     pub handlers: BTreeMap<String, FileHandler>,
     #[serde(default)]
@@ -212,6 +221,15 @@ pub struct FileHandler {
     pub concurrency: Option<usize>,
     /// `N/period`, like `10/1m`.
     pub throttle: Option<String>,
+    /// Outbound HTTP patterns (docs/capabilities.md).
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
+    /// Plain config values.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Names of secrets, resolved by this host.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -297,7 +315,18 @@ pub fn merge_handlers(
             ),
             None => None,
         };
+        let grants = Grants {
+            allow_outbound: from_file
+                .map(|f| f.allow_outbound.clone())
+                .unwrap_or_default(),
+            config: from_file.map(|f| f.config.clone()).unwrap_or_default(),
+            secrets: from_file.map(|f| f.secrets.clone()).unwrap_or_default(),
+        };
+        grants
+            .validate()
+            .map_err(|why| format!("handler {name}: {why}"))?;
         out.push(HandlerSpec {
+            grants,
             name: name.clone(),
             path,
             memory,
@@ -366,6 +395,7 @@ mod tests {
             fuel: None,
             concurrency: None,
             throttle: None,
+            grants: Default::default(),
         });
         assert!(c.validate().unwrap_err().contains("memory budget"));
     }

@@ -61,6 +61,8 @@ pub(crate) async fn load_local(
     runtime: &Runtime,
     cache: Option<&Arc<ArtifactCache>>,
     spec: &HandlerSpec,
+    config: &super::WorkerConfig,
+    metrics: &Arc<crate::metrics::Metrics>,
 ) -> Result<LoadedHandler, WorkerError> {
     let err = |source| WorkerError::Handler {
         name: spec.name.clone(),
@@ -74,8 +76,11 @@ pub(crate) async fn load_local(
     })?;
     let sha = registry::sha256_hex(&bytes);
     let (handler, source) = compile(runtime, cache, bytes).await.map_err(err)?;
+    let (handler, unavailable) =
+        super::grant(config, metrics, &spec.name, &spec.grants, handler)
+            .map_err(|why| WorkerError::Config(format!("handler {}: {why}", spec.name)))?;
     tracing::info!(handler = %spec.name, path = %spec.path.display(), ?source, "handler loaded from a local file");
-    Ok(LoadedHandler::local(spec, handler, &sha))
+    Ok(LoadedHandler::local(spec, handler, &sha, unavailable))
 }
 
 /// Brings the handler table in line with the registry. Returns the epoch it synced to, or
@@ -198,6 +203,14 @@ async fn load_version(
     let (handler, source) = compile(&shared.runtime, shared.cache.as_ref(), bytes)
         .await
         .map_err(|e| Skip::Refused(e.to_string()))?;
+    let (handler, unavailable) = super::grant(
+        &shared.config,
+        &shared.metrics,
+        &version.name,
+        &settings.grants,
+        handler,
+    )
+    .map_err(Skip::Refused)?;
     // The same limit carries over, so a deploy never lets more jobs run at once than it says.
     let limit = match installed {
         Some(old) if old.concurrency == settings.concurrency => old.limit.clone(),
@@ -217,6 +230,7 @@ async fn load_version(
             .and_then(|t| t.parse::<RateLimit>().ok()),
         version: version.label(),
         registry_version: Some(version.clone()),
+        unavailable,
     };
     Ok((loaded, source))
 }

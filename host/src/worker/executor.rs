@@ -421,6 +421,10 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, Strin
             shared.handlers.names().join(", ")
         ));
     };
+    if let Some(why) = &loaded.unavailable {
+        tracing::warn!(job_id = %job.id, queue = %job.queue, handler = %job.handler, "{why}");
+        return Err(why.clone());
+    }
     let payload = std::mem::take(&mut job.payload);
     let _handler_permit = match &loaded.limit {
         Some(limit) => limit.clone().acquire_owned().await.ok(),

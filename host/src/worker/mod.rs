@@ -38,6 +38,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 
+use crate::capability::{Capabilities, Grants, SecretSource};
 use crate::metrics::{HostSample, Metrics};
 use crate::queue::{Client, Lease, QueueError, RateLimit, RetryPolicy};
 use crate::registry::{self, Registry};
@@ -118,11 +119,20 @@ pub(crate) struct LoadedHandler {
     pub version: String,
     /// The registry version, for handlers that came from the registry.
     pub registry_version: Option<registry::Version>,
+    /// Why its jobs cannot run on this host (secrets it needs that the host does not have):
+    /// they are retried per their policy, so that a host that has them can run them.
+    pub unavailable: Option<String>,
 }
 
 impl LoadedHandler {
-    fn local(spec: &HandlerSpec, handler: Handler, sha256: &str) -> Self {
+    fn local(
+        spec: &HandlerSpec,
+        handler: Handler,
+        sha256: &str,
+        unavailable: Option<String>,
+    ) -> Self {
         Self {
+            unavailable,
             handler,
             memory: spec.memory,
             timeout: spec.timeout,
@@ -488,6 +498,28 @@ impl Backoff {
     }
 }
 
+/// Gives `handler` the capabilities `grants` resolve to on this host (secrets from its
+/// environment or `--secrets-dir`; outbound requests counted in `metrics`). The second value
+/// says why it cannot run here, when secrets are missing; that is logged here, once per load.
+pub(crate) fn grant(
+    config: &WorkerConfig,
+    metrics: &Arc<Metrics>,
+    name: &str,
+    grants: &Grants,
+    handler: Handler,
+) -> Result<(Handler, Option<String>), String> {
+    let secrets = SecretSource {
+        dir: config.secrets_dir.clone(),
+    };
+    let observer: Arc<dyn crate::capability::OutboundObserver> = metrics.clone();
+    let caps = Capabilities::resolve(name, grants, &secrets, Some(observer))?;
+    let unavailable = caps.missing_secrets_message(&config.host_id);
+    if let Some(why) = &unavailable {
+        tracing::error!(handler = %name, "{why}; its jobs are retried (another host may have them)");
+    }
+    Ok((handler.with_capabilities(Arc::new(caps)), unavailable))
+}
+
 impl Worker {
     /// Loads the handlers and connects to Redis.
     pub async fn new(config: WorkerConfig) -> Result<Self, WorkerError> {
@@ -504,7 +536,8 @@ impl Worker {
         let cache = deployer::open_cache(config.cache_dir.as_deref());
         let handlers = HandlerTable::default();
         for spec in &config.handlers {
-            let loaded = deployer::load_local(&runtime, cache.as_ref(), spec).await?;
+            let loaded =
+                deployer::load_local(&runtime, cache.as_ref(), spec, &config, &metrics).await?;
             handlers.set(&spec.name, Some(Arc::new(loaded)));
         }
         let client = Client::connect(&config.redis_url).await?;

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cluster;
 pub mod guests;
 pub mod host;
+pub mod http_server;
 pub mod jobs;
 pub mod redis;
 pub mod tools;

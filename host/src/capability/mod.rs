@@ -1,0 +1,339 @@
+//! Capabilities: what a handler may reach outside its sandbox, granted per handler version.
+//!
+//! - [`Grants`] - the data deployed with a handler version (stored in the registry with it,
+//!   or given in the TOML file or to `wasmq exec`): `allow_outbound` patterns, plain
+//!   `config` values and the *names* of secrets. Validated at deploy; a bad grant writes
+//!   nothing.
+//! - [`SecretSource`] - where this host finds secret values: `WASMQ_SECRET_<NAME>` in its
+//!   environment, then `<secrets dir>/<NAME>` (the Kubernetes layout).
+//! - [`Capabilities`] - grants resolved on one host: the parsed [`AllowList`], the
+//!   `wasi:config/store` values (config and secrets), the pooled HTTP client. Built once per
+//!   handler version a host loads, shared by its attempts (`Handler::with_capabilities`).
+//!
+//! Where each grant is checked, once: outbound HTTP in `http::OutboundHooks::send_request`
+//! (the allow-list) and `http::PolicyResolver` (the addresses, `ssrf`); config and secrets by
+//! what [`Capabilities`] puts in the store's `wasi:config` view (a key not granted reads as
+//! none).
+//!
+//! **Invariant:** a secret's value lives only in [`Capabilities`] on the host and in the
+//! guest that reads it: it is never written to Redis, a log, an error, the API or metrics
+//! (`Capabilities`' `Debug` prints names only).
+
+mod allow;
+mod http;
+mod ssrf;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wasmtime_wasi_config::WasiConfigVariables;
+
+pub use allow::{AllowList, PatternError, default_port};
+pub(crate) use http::OutboundHooks;
+pub use http::{HttpLimits, OutboundObserver, OutboundOutcome};
+pub use ssrf::is_blocked;
+
+/// Most config values and secrets one handler version may carry.
+pub const MAX_CONFIG_ENTRIES: usize = 256;
+/// Most bytes of one config value.
+pub const MAX_CONFIG_VALUE: usize = 64 * 1024;
+/// Most `allow_outbound` patterns.
+pub const MAX_ALLOW_OUTBOUND: usize = 256;
+
+/// What a handler version is granted, as deployed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Outbound HTTP: `scheme://host[:port]` patterns (see [`AllowList`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_outbound: Vec<String>,
+    /// Plain `wasi:config` values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+    /// Names of secrets, read by the guest through `wasi:config` under the same name; each
+    /// host resolves the values ([`SecretSource`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+}
+
+impl Grants {
+    pub fn is_empty(&self) -> bool {
+        self.allow_outbound.is_empty() && self.config.is_empty() && self.secrets.is_empty()
+    }
+
+    /// Checks every grant, naming the first bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.allow_outbound.len() > MAX_ALLOW_OUTBOUND {
+            return Err(format!(
+                "at most {MAX_ALLOW_OUTBOUND} allow_outbound patterns, got {}",
+                self.allow_outbound.len()
+            ));
+        }
+        AllowList::parse(&self.allow_outbound).map_err(|e| e.to_string())?;
+        if self.config.len() + self.secrets.len() > MAX_CONFIG_ENTRIES {
+            return Err(format!(
+                "at most {MAX_CONFIG_ENTRIES} config values and secrets together"
+            ));
+        }
+        for (key, value) in &self.config {
+            validate_config_key(key)?;
+            if value.len() > MAX_CONFIG_VALUE {
+                return Err(format!(
+                    "config {key:?}: the value is {} bytes, over {MAX_CONFIG_VALUE}",
+                    value.len()
+                ));
+            }
+        }
+        for (i, name) in self.secrets.iter().enumerate() {
+            validate_secret_name(name)?;
+            if self.config.contains_key(name) {
+                return Err(format!(
+                    "secret {name:?} has the name of a config value: a guest reads both \
+                     through wasi:config, so the names must differ"
+                ));
+            }
+            if self.secrets[..i].contains(name) {
+                return Err(format!("secret {name:?} is named twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A config key: 1-128 characters of letters, digits, `_`, `-` and `.`.
+pub fn validate_config_key(key: &str) -> Result<(), String> {
+    if key.is_empty()
+        || key.len() > 128
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    {
+        return Err(format!(
+            "config key {key:?}: 1-128 letters, digits, '_', '-' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// A secret name: 1-128 characters of letters, digits and `_`, not starting with a digit (it
+/// becomes part of an environment variable's name).
+pub fn validate_secret_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 128
+        || name.starts_with(|c: char| c.is_ascii_digit())
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(format!(
+            "secret name {name:?}: 1-128 letters, digits or '_', not starting with a digit"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `KEY=VALUE` (the `--config` flag).
+pub fn parse_config_flag(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected KEY=VALUE"))?;
+    validate_config_key(key)?;
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// Where a host finds secret values.
+#[derive(Debug, Clone, Default)]
+pub struct SecretSource {
+    /// A directory of files, one per secret, named after it (`--secrets-dir`).
+    pub dir: Option<PathBuf>,
+}
+
+/// The environment variable that holds secret `name` on a host.
+pub fn secret_env_var(name: &str) -> String {
+    format!("WASMQ_SECRET_{name}")
+}
+
+impl SecretSource {
+    /// The value of secret `name`: `WASMQ_SECRET_<name>`, else the file `<dir>/<name>` (one
+    /// trailing newline removed). None when neither has it.
+    pub fn get(&self, name: &str) -> Option<String> {
+        if validate_secret_name(name).is_err() {
+            return None;
+        }
+        if let Some(value) = std::env::var_os(secret_env_var(name)) {
+            return value.into_string().ok();
+        }
+        let path = self.dir.as_ref()?.join(name);
+        let mut text = std::fs::read_to_string(path).ok()?;
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        Some(text)
+    }
+}
+
+/// A handler version's grants, resolved on this host.
+pub struct Capabilities {
+    pub(crate) handler: String,
+    pub(crate) allow: Arc<AllowList>,
+    pub(crate) config: WasiConfigVariables,
+    pub(crate) http: Option<http::HttpClient>,
+    pub(crate) http_limits: HttpLimits,
+    observer: Option<Arc<dyn OutboundObserver>>,
+    missing: Vec<String>,
+}
+
+impl std::fmt::Debug for Capabilities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the config values: they hold the secrets.
+        f.debug_struct("Capabilities")
+            .field("handler", &self.handler)
+            .field("allow_outbound", &self.allow.to_string())
+            .field("missing_secrets", &self.missing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Capabilities {
+    /// No grants: every request denied, no config.
+    pub fn none() -> Self {
+        Self {
+            handler: String::new(),
+            allow: Arc::default(),
+            config: WasiConfigVariables::new(),
+            http: None,
+            http_limits: HttpLimits::default(),
+            observer: None,
+            missing: Vec::new(),
+        }
+    }
+
+    /// Resolves `grants` for `handler` on this host. Secrets `secrets` does not have are
+    /// listed by [`Capabilities::missing_secrets`] (the caller decides; a worker does not run
+    /// the handler's jobs without them). Fails only for grants that do not validate.
+    pub fn resolve(
+        handler: &str,
+        grants: &Grants,
+        secrets: &SecretSource,
+        observer: Option<Arc<dyn OutboundObserver>>,
+    ) -> Result<Self, String> {
+        grants.validate()?;
+        let allow = Arc::new(AllowList::parse(&grants.allow_outbound).map_err(|e| e.to_string())?);
+        let http_limits = HttpLimits::default();
+        let http = if allow.is_empty() {
+            None
+        } else {
+            Some(http::HttpClient::new(allow.clone(), &http_limits)?)
+        };
+        let mut config = WasiConfigVariables::new();
+        for (key, value) in &grants.config {
+            config.insert(key.clone(), value.clone());
+        }
+        let mut missing = Vec::new();
+        for name in &grants.secrets {
+            match secrets.get(name) {
+                Some(value) => {
+                    config.insert(name.clone(), value);
+                }
+                None => missing.push(name.clone()),
+            }
+        }
+        Ok(Self {
+            handler: handler.to_string(),
+            allow,
+            config,
+            http,
+            http_limits,
+            observer,
+            missing,
+        })
+    }
+
+    /// Secrets the handler needs that this host does not have.
+    pub fn missing_secrets(&self) -> &[String] {
+        &self.missing
+    }
+
+    /// What to say when a handler cannot run for want of its secrets (no values in it).
+    pub fn missing_secrets_message(&self, host: &str) -> Option<String> {
+        if self.missing.is_empty() {
+            return None;
+        }
+        let vars: Vec<String> = self.missing.iter().map(|n| secret_env_var(n)).collect();
+        Some(format!(
+            "handler {} needs secret(s) {} that host {host} does not have: set {} or put a \
+             file of that name in --secrets-dir",
+            self.handler,
+            self.missing.join(", "),
+            vars.join(", ")
+        ))
+    }
+
+    fn observe(&self, outcome: OutboundOutcome, elapsed: Duration) {
+        if let Some(observer) = &self.observer {
+            observer.request(&self.handler, outcome, elapsed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_validate_names_the_bad_entry() {
+        let mut g = Grants::default();
+        assert!(g.validate().is_ok());
+        g.allow_outbound = vec!["https://ok.example.com".into(), "https://x/y".into()];
+        assert!(g.validate().unwrap_err().contains("https://x/y"));
+        g.allow_outbound.clear();
+        g.config.insert("bad key".into(), "v".into());
+        assert!(g.validate().unwrap_err().contains("bad key"));
+        g.config.clear();
+        g.config.insert("API_KEY".into(), "v".into());
+        g.secrets = vec!["API_KEY".into()];
+        assert!(g.validate().unwrap_err().contains("API_KEY"));
+        g.config.clear();
+        g.secrets = vec!["1X".into()];
+        assert!(g.validate().is_err());
+        g.secrets = vec!["A".into(), "A".into()];
+        assert!(g.validate().unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn secrets_come_from_a_directory_and_debug_never_shows_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("WASMQ_TEST_DIR_SECRET"), "s3cr3t-value\n").unwrap();
+        let source = SecretSource {
+            dir: Some(dir.path().to_path_buf()),
+        };
+        assert_eq!(
+            source.get("WASMQ_TEST_DIR_SECRET").as_deref(),
+            Some("s3cr3t-value")
+        );
+        assert_eq!(source.get("WASMQ_TEST_ABSENT_SECRET"), None);
+        assert_eq!(source.get("../etc/passwd"), None);
+        let grants = Grants {
+            secrets: vec![
+                "WASMQ_TEST_DIR_SECRET".into(),
+                "WASMQ_TEST_ABSENT_SECRET".into(),
+            ],
+            ..Grants::default()
+        };
+        let caps = Capabilities::resolve("h", &grants, &source, None).unwrap();
+        assert_eq!(caps.missing_secrets(), ["WASMQ_TEST_ABSENT_SECRET"]);
+        let shown = format!(
+            "{caps:?} {}",
+            caps.missing_secrets_message("host-1").unwrap()
+        );
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(
+            shown.contains("WASMQ_SECRET_WASMQ_TEST_ABSENT_SECRET"),
+            "{shown}"
+        );
+    }
+}
