@@ -202,9 +202,25 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
     })
     .await;
     // A handler in the registry with two versions, for the rollback.
-    for guest in ["echo", "echo-prefix"] {
+    // The first is deployed with grants, which the handler's page shows (names, never a
+    // config value).
+    for (guest, grants) in [
+        (
+            "echo",
+            &[
+                (
+                    "allow_outbound",
+                    "https://api.example.com,https://*.slack.com",
+                ),
+                ("config", r#"{"region":"eu-west-9"}"#),
+                ("secrets", "MAIL_KEY"),
+            ][..],
+        ),
+        ("echo-prefix", &[][..]),
+    ] {
         let response = http
             .post(format!("{base}/api/handlers/greet"))
+            .query(grants)
             .bearer_auth(TOKEN)
             .header("Content-Type", "application/wasm")
             .body(guests::rust_bytes(guest))

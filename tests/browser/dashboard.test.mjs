@@ -214,6 +214,11 @@ describe('the wasmq dashboard', { timeout: 300_000 }, () => {
     await page.getByRole('link', { name: 'Handlers', exact: true }).click();
     await page.locator(`tr[data-handler="${handler}"] a`).click();
     const first = page.locator('table.versions tr[data-version="1"]');
+    // Version 1 was deployed with grants: patterns, config keys and secret names, no values.
+    const grants = await first.locator('td.grants').textContent();
+    assert.equal(grants, 'outbound https://api.example.com\noutbound https://*.slack.com\nconfig region\nsecret MAIL_KEY');
+    assert.equal(await page.locator('table.versions tr[data-version="2"] td.grants').textContent(), '—');
+    assert.doesNotMatch(await page.content(), /eu-west-9/);
     await first.getByRole('button').click();
     await confirmDialog('Roll back');
     await until('version 1 to be current', async () => (await first.locator('.badge').count()) === 1);

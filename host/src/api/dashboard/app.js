@@ -887,7 +887,15 @@ function jobView(queue, id) {
 
 // Column titles of a handler version, with whether each is a number (right-aligned).
 const handlerColumns = [['Deployed', false], ['SHA-256', false], ['Size', true], ['Memory', true],
-  ['Timeout', true], ['Fuel', true], ['Attempts', true], ['Backoff', false], ['Concurrency', true]];
+  ['Timeout', true], ['Fuel', true], ['Attempts', true], ['Backoff', false], ['Concurrency', true],
+  ['Grants', false]];
+// What a version may reach outside its sandbox: outbound patterns, config keys and secret
+// names (the API never gives a config value or a secret).
+const grantsText = (v) => [
+  ...(v.allow_outbound ?? []).map((p) => `outbound ${p}`),
+  ...(v.config ?? []).map((k) => `config ${k}`),
+  ...(v.secrets ?? []).map((s) => `secret ${s}`),
+].join('\n') || '—';
 const handlerHeads = () => handlerColumns.map(([c, num]) => h('th', { class: num ? 'num' : null }, c));
 const handlerCells = (v) => [
   timeCell(v.deployed_at_ms),
@@ -899,6 +907,7 @@ const handlerCells = (v) => [
   h('td', { class: 'num' }, v.max_attempts ?? '—'),
   h('td', {}, v.backoff ?? '—'),
   h('td', { class: 'num' }, v.concurrency ?? '—'),
+  h('td', { class: 'grants' }, grantsText(v)),
 ];
 
 /** #/handlers : the current version of every handler in the registry. */
