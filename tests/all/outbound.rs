@@ -8,7 +8,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use wasmq::capability::{Capabilities, Grants, SecretSource};
+use wasmq::capability::{Capabilities, Grants, HttpLimitOverrides, SecretSource};
 use wasmq::{
     Handler, JobInput, JobLimits, Outcome, OutcomeClass, RunReport, Runtime, RuntimeConfig,
 };
@@ -104,6 +104,7 @@ async fn an_allowed_request_goes_out_with_the_secret_and_config_while_an_ungrant
             allow_outbound: vec![server.origin()],
             config: [("url".to_string(), server.url("/ok"))].into(),
             secrets: vec!["token".into()],
+            ..Grants::default()
         },
         &secrets,
     );
@@ -237,6 +238,28 @@ async fn a_huge_response_is_cut_at_the_body_cap() {
 }
 
 #[tokio::test]
+async fn a_handlers_own_limits_replace_the_defaults() {
+    let server = TestServer::start().await;
+    let handler = granted(
+        Grants {
+            allow_outbound: vec![server.origin()],
+            http_limits: HttpLimitOverrides::parse_all(&["response_body=1KiB"]).unwrap(),
+            ..Grants::default()
+        },
+        &SecretSource::default(),
+    );
+    // 5 bytes pass, 1 MiB does not.
+    assert_eq!(
+        result_json(&fetch(&handler, &server.url("/ok"), Duration::from_secs(10)).await)["body"],
+        "hello"
+    );
+    failed_with(
+        &fetch(&handler, &server.url("/huge/1"), Duration::from_secs(10)).await,
+        "body size exceeds limit",
+    );
+}
+
+#[tokio::test]
 async fn two_hundred_concurrent_jobs_share_the_pools_few_connections() {
     let server = TestServer::start().await;
     let handler = allow(&[server.origin()]);
@@ -315,6 +338,8 @@ async fn grants_travel_with_the_handler_version_and_the_secret_stays_on_the_host
         url.as_str(),
         "--secret",
         "token",
+        "--http-limit",
+        "requests=5",
     ];
     deploy_fetcher(&redis, &granted);
     let http = crate::support::free_loopback_addr();
@@ -355,6 +380,7 @@ async fn grants_travel_with_the_handler_version_and_the_secret_stays_on_the_host
     ));
     let versions: serde_json::Value = serde_json::from_str(&versions).unwrap();
     assert_eq!(versions[0]["allow_outbound"][0], origin.as_str());
+    assert_eq!(versions[0]["http_limits"]["requests"], 5);
     assert_eq!(versions[1]["allow_outbound"], serde_json::json!([]));
     assert_eq!(versions[1]["secrets"][0], "token");
 

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiState;
 use super::error::{ApiError, ErrorBody, content_type_is, read_body, read_json};
 use super::queues::JSON_BODY_LIMIT;
-use crate::capability::Grants;
+use crate::capability::{Grants, HttpLimitOverrides};
 use crate::queue::validate_handler_name;
 use crate::registry::{HandlerSettings, Version};
 use crate::worker::{DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT, parse_bytes, parse_duration};
@@ -56,6 +56,9 @@ pub struct VersionView {
     pub config: Vec<String>,
     /// The names of the secrets it reads (values are never stored).
     pub secrets: Vec<String>,
+    /// Its own outbound HTTP limits, where they differ from the defaults.
+    #[schema(value_type = Object)]
+    pub http_limits: crate::capability::HttpLimitOverrides,
 }
 
 /// The JSON of a version: what `GET /api/handlers/{name}/versions` lists, and what
@@ -81,6 +84,7 @@ pub(crate) fn version_view(v: &Version, current: bool) -> VersionView {
         allow_outbound: s.grants.allow_outbound.clone(),
         config: s.grants.config.keys().cloned().collect(),
         secrets: s.grants.secrets.clone(),
+        http_limits: s.grants.http_limits,
     }
 }
 
@@ -179,6 +183,8 @@ pub struct DeployQuery {
     pub config: Option<String>,
     /// Secret names, comma-separated; each host resolves their values.
     pub secrets: Option<String>,
+    /// Outbound HTTP limits, comma-separated `NAME=VALUE`, like `requests=10,response_body=1MiB`.
+    pub http_limits: Option<String>,
 }
 
 fn comma_list(text: Option<String>) -> Vec<String> {
@@ -219,6 +225,8 @@ impl DeployQuery {
                     None => Default::default(),
                 },
                 secrets: comma_list(self.secrets),
+                http_limits: HttpLimitOverrides::parse_all(&comma_list(self.http_limits))
+                    .map_err(ApiError::bad_request)?,
             },
         };
         settings

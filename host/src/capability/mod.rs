@@ -57,11 +57,131 @@ pub struct Grants {
     /// host resolves the values ([`SecretSource`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// This handler's own outbound HTTP limits, where they differ from the defaults
+    /// ([`HttpLimits`]).
+    #[serde(default, skip_serializing_if = "HttpLimitOverrides::is_empty")]
+    pub http_limits: HttpLimitOverrides,
+}
+
+/// A handler's outbound HTTP limits that differ from the defaults, as deployed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLimitOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub between_bytes_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<usize>,
+}
+
+/// The names `--http-limit NAME=VALUE` takes, with what each value is.
+pub const HTTP_LIMIT_NAMES: &str = "requests=N, response_body=SIZE, request_body=SIZE, \
+     connect_timeout=DURATION, first_byte_timeout=DURATION, between_bytes_timeout=DURATION, \
+     connections=N";
+
+impl HttpLimitOverrides {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Sets one limit from `NAME=VALUE` (the `--http-limit` flag): a count, a size like
+    /// `1MiB` or a duration like `5s`.
+    pub fn set(&mut self, text: &str) -> Result<(), String> {
+        let (name, value) = text.split_once('=').ok_or_else(|| {
+            format!("http limit {text:?}: expected NAME=VALUE ({HTTP_LIMIT_NAMES})")
+        })?;
+        let bad = |what: &str| format!("http limit {name}: {value:?} is not {what}");
+        let size = || {
+            value
+                .parse::<bytesize::ByteSize>()
+                .map(|b| b.as_u64())
+                .map_err(|_| bad("a size (like 1MiB)"))
+        };
+        let millis = || {
+            humantime::parse_duration(value)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .map_err(|_| bad("a duration (like 5s)"))
+        };
+        match name {
+            "requests" => self.requests = Some(value.parse().map_err(|_| bad("a count"))?),
+            "response_body" => self.response_body = Some(size()?),
+            "request_body" => self.request_body = Some(size()?),
+            "connect_timeout" => self.connect_timeout_ms = Some(millis()?),
+            "first_byte_timeout" => self.first_byte_timeout_ms = Some(millis()?),
+            "between_bytes_timeout" => self.between_bytes_timeout_ms = Some(millis()?),
+            "connections" => self.connections = Some(value.parse().map_err(|_| bad("a count"))?),
+            _ => {
+                return Err(format!(
+                    "http limit {name:?} is not one of: {HTTP_LIMIT_NAMES}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets every `NAME=VALUE` of `items` ([`HttpLimitOverrides::set`]).
+    pub fn parse_all<S: AsRef<str>>(items: &[S]) -> Result<Self, String> {
+        let mut limits = Self::default();
+        for item in items {
+            limits.set(item.as_ref())?;
+        }
+        Ok(limits)
+    }
+
+    /// Checks each limit's range.
+    pub fn validate(&self) -> Result<(), String> {
+        let within = |name: &str, v: Option<u64>, lo: u64, hi: u64| match v {
+            Some(v) if !(lo..=hi).contains(&v) => {
+                Err(format!("http limit {name} must be in {lo}..={hi}, got {v}"))
+            }
+            _ => Ok(()),
+        };
+        within("requests", self.requests.map(u64::from), 1, 10_000)?;
+        within("response_body", self.response_body, 1, 1 << 30)?;
+        within("request_body", self.request_body, 1, 1 << 30)?;
+        for (name, v) in [
+            ("connect_timeout", self.connect_timeout_ms),
+            ("first_byte_timeout", self.first_byte_timeout_ms),
+            ("between_bytes_timeout", self.between_bytes_timeout_ms),
+        ] {
+            within(&format!("{name} (ms)"), v, 1, 3_600_000)?;
+        }
+        within("connections", self.connections.map(|n| n as u64), 1, 1024)
+    }
+
+    /// The defaults with these overrides applied.
+    pub fn apply(&self) -> HttpLimits {
+        let d = HttpLimits::default();
+        let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
+        HttpLimits {
+            max_requests: self.requests.unwrap_or(d.max_requests),
+            max_response_bytes: self.response_body.unwrap_or(d.max_response_bytes),
+            max_request_bytes: self.request_body.unwrap_or(d.max_request_bytes),
+            connect_timeout: ms(self.connect_timeout_ms, d.connect_timeout),
+            first_byte_timeout: ms(self.first_byte_timeout_ms, d.first_byte_timeout),
+            between_bytes_timeout: ms(self.between_bytes_timeout_ms, d.between_bytes_timeout),
+            max_connections_per_authority: self
+                .connections
+                .unwrap_or(d.max_connections_per_authority),
+        }
+    }
 }
 
 impl Grants {
     pub fn is_empty(&self) -> bool {
-        self.allow_outbound.is_empty() && self.config.is_empty() && self.secrets.is_empty()
+        self.allow_outbound.is_empty()
+            && self.config.is_empty()
+            && self.secrets.is_empty()
+            && self.http_limits.is_empty()
     }
 
     /// Checks every grant, naming the first bad one.
@@ -73,6 +193,7 @@ impl Grants {
             ));
         }
         AllowList::parse(&self.allow_outbound).map_err(|e| e.to_string())?;
+        self.http_limits.validate()?;
         if self.config.len() + self.secrets.len() > MAX_CONFIG_ENTRIES {
             return Err(format!(
                 "at most {MAX_CONFIG_ENTRIES} config values and secrets together"
@@ -223,7 +344,7 @@ impl Capabilities {
     ) -> Result<Self, String> {
         grants.validate()?;
         let allow = Arc::new(AllowList::parse(&grants.allow_outbound).map_err(|e| e.to_string())?);
-        let http_limits = HttpLimits::default();
+        let http_limits = grants.http_limits.apply();
         let http = if allow.is_empty() {
             None
         } else {
@@ -302,6 +423,26 @@ mod tests {
         assert!(g.validate().is_err());
         g.secrets = vec!["A".into(), "A".into()];
         assert!(g.validate().unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn http_limits_parse_validate_and_apply() {
+        let mut o = HttpLimitOverrides::default();
+        o.set("requests=3").unwrap();
+        o.set("response_body=1KiB").unwrap();
+        o.set("first_byte_timeout=250ms").unwrap();
+        o.set("connections=2").unwrap();
+        assert!(o.validate().is_ok());
+        let l = o.apply();
+        assert_eq!(l.max_requests, 3);
+        assert_eq!(l.max_response_bytes, 1024);
+        assert_eq!(l.first_byte_timeout, Duration::from_millis(250));
+        assert_eq!(l.max_connections_per_authority, 2);
+        assert_eq!(l.max_request_bytes, HttpLimits::default().max_request_bytes);
+        assert!(o.set("bogus=1").unwrap_err().contains("bogus"));
+        assert!(o.set("requests=many").is_err());
+        o.set("requests=0").unwrap();
+        assert!(o.validate().unwrap_err().contains("requests"));
     }
 
     #[test]

@@ -120,8 +120,13 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
     let secrets = SecretSource {
         dir: args.secrets_dir.clone(),
     };
-    let caps = Capabilities::resolve(&name, &args.grants.into_grants(), &secrets, None)
-        .map_err(anyhow::Error::msg)?;
+    let caps = Capabilities::resolve(
+        &name,
+        &args.grants.into_grants().map_err(anyhow::Error::msg)?,
+        &secrets,
+        None,
+    )
+    .map_err(anyhow::Error::msg)?;
     if let Some(why) = caps.missing_secrets_message("exec") {
         anyhow::bail!("{why}");
     }

@@ -110,15 +110,21 @@ pub struct GrantArgs {
     /// stored.
     #[arg(long = "secret", value_name = "NAME")]
     pub secrets: Vec<String>,
+    /// One of the handler's outbound HTTP limits (repeatable): requests=N,
+    /// response_body=SIZE, request_body=SIZE, connect_timeout=DURATION,
+    /// first_byte_timeout=DURATION, between_bytes_timeout=DURATION, connections=N.
+    #[arg(long = "http-limit", value_name = "NAME=VALUE")]
+    pub http_limits: Vec<String>,
 }
 
 impl GrantArgs {
-    pub fn into_grants(self) -> crate::capability::Grants {
-        crate::capability::Grants {
+    pub fn into_grants(self) -> Result<crate::capability::Grants, String> {
+        Ok(crate::capability::Grants {
+            http_limits: crate::capability::HttpLimitOverrides::parse_all(&self.http_limits)?,
             allow_outbound: self.allow_outbound,
             config: self.config.into_iter().collect(),
             secrets: self.secrets,
-        }
+        })
     }
 }
 
@@ -265,7 +271,7 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<u8> {
         throttle: args.throttle,
         on: args.on,
         on_queue: args.on_queue,
-        grants: args.grants.into_grants(),
+        grants: args.grants.into_grants().map_err(anyhow::Error::msg)?,
     };
     settings.validate().map_err(anyhow::Error::msg)?;
     let bytes =

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::capability::Grants;
+use crate::capability::{Grants, HttpLimitOverrides};
 use crate::queue::RateLimit;
 use crate::runtime::RuntimeConfig;
 
@@ -230,6 +230,9 @@ pub struct FileHandler {
     /// Names of secrets, resolved by this host.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Outbound HTTP limits as `NAME=VALUE`, like `["requests=10", "response_body=1MiB"]`.
+    #[serde(default)]
+    pub http_limits: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -321,6 +324,10 @@ pub fn merge_handlers(
                 .unwrap_or_default(),
             config: from_file.map(|f| f.config.clone()).unwrap_or_default(),
             secrets: from_file.map(|f| f.secrets.clone()).unwrap_or_default(),
+            http_limits: HttpLimitOverrides::parse_all(
+                from_file.map_or(&[][..], |f| f.http_limits.as_slice()),
+            )
+            .map_err(|why| format!("handler {name}: {why}"))?,
         };
         grants
             .validate()
