@@ -446,6 +446,7 @@ async fn a_host_without_a_secret_runs_none_of_the_handlers_jobs_and_says_which_s
     let mut without = HostProcess::start(&redis.url(), &["--queues", Q]);
     let job = run_fetcher(&client, 2).await;
     assert_eq!(job.state, JobState::Dead);
+    assert_eq!(job.last_outcome.as_deref(), Some("missing_secret"));
     let error = job.last_error.unwrap_or_default();
     assert!(
         error.contains("needs secret(s) token") && error.contains("WASMQ_SECRET_token"),

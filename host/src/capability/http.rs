@@ -389,6 +389,9 @@ impl tower_service::Service<Name> for PolicyResolver {
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector<PolicyResolver>>;
 
+/// Authorities past which `Capped` forgets the idle ones.
+const MAX_TRACKED_AUTHORITIES: usize = 256;
+
 /// A connector that opens at most `cap` connections per scheme and authority at once: each
 /// connection holds a permit until hyper drops it.
 #[derive(Clone)]
@@ -416,6 +419,12 @@ impl tower_service::Service<::http::Uri> for Capped {
         );
         let semaphore = {
             let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            // A wildcard pattern allows any number of authorities: forget those with no
+            // connection open, so the map stays as large as what is in use.
+            if open.len() >= MAX_TRACKED_AUTHORITIES {
+                let cap = self.cap;
+                open.retain(|_, s| s.available_permits() < cap);
+            }
             open.entry(key)
                 .or_insert_with(|| Arc::new(Semaphore::new(self.cap)))
                 .clone()

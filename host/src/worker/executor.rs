@@ -239,11 +239,15 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
         })
     );
     let (class, timing) = match &outcome {
-        Err(_) => ("unknown_handler", None),
+        Err(NotRun::Unknown(_)) => ("unknown_handler", None),
+        Err(NotRun::MissingSecret { .. }) => ("missing_secret", None),
         Ok(ran) => (ran.outcome.class().as_str(), ran.timing),
     };
     let mut outcome = match outcome {
-        Err(unknown) => AckOutcome::Fail(Failure::new(&job, class, unknown)),
+        Err(NotRun::Unknown(why)) => AckOutcome::Fail(Failure::new(&job, class, why)),
+        Err(NotRun::MissingSecret { loaded, why }) => AckOutcome::Fail(
+            Failure::new(&job, class, why).with_handler(&loaded.version, loaded.retry),
+        ),
         Ok(Ran {
             outcome,
             loaded,
@@ -410,20 +414,31 @@ fn attempt_log(lines: &[LogLine], dropped: u64) -> String {
     text
 }
 
-/// Runs the attempt; `Err` when this host has no such handler (retried per the job's policy:
-/// a deploy may be on its way).
-async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, String> {
+/// Why an attempt did not start on this host. Both are retried per the job's policy: a deploy
+/// may be on its way, or another host may have the secret.
+enum NotRun {
+    /// This host has no handler of that name.
+    Unknown(String),
+    /// The handler needs secrets this host does not have (`LoadedHandler::unavailable`).
+    MissingSecret {
+        loaded: Arc<LoadedHandler>,
+        why: String,
+    },
+}
+
+/// Runs the attempt, or says why it did not start.
+async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, NotRun> {
     let Some(loaded) = shared.handlers.get(&job.handler) else {
-        return Err(format!(
+        return Err(NotRun::Unknown(format!(
             "no handler named {:?} on host {} (known: {}); deploy it with `wasmq handler deploy`",
             job.handler,
             shared.config.host_id,
             shared.handlers.names().join(", ")
-        ));
+        )));
     };
-    if let Some(why) = &loaded.unavailable {
+    if let Some(why) = loaded.unavailable.clone() {
         tracing::warn!(job_id = %job.id, queue = %job.queue, handler = %job.handler, "{why}");
-        return Err(why.clone());
+        return Err(NotRun::MissingSecret { loaded, why });
     }
     let payload = std::mem::take(&mut job.payload);
     let _handler_permit = match &loaded.limit {
