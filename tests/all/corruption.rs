@@ -388,6 +388,51 @@ async fn queue_check_reports_each_inconsistency_and_repair_puts_each_right_once(
     assert_eq!(leased_ids(&fetched), sorted(expected_ids));
 }
 
+#[tokio::test]
+async fn the_check_hosts_run_repairs_dangling_and_malformed_ids_in_active() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let mut conn = server.connection().await;
+    let ids = enqueue_ids(&client, "q", &jobs(3)).await;
+    let leased = client.fetch("q", 3, LEASE, HOST).await.unwrap();
+    make_list(&mut conn, "q", &ids[1]).await;
+    let () = conn.zadd(set_key("q", "active"), "ghost", 1).await.unwrap();
+
+    let report = client.check_active("q", 100).await.unwrap();
+    let found: BTreeSet<(String, String, bool)> = report
+        .findings
+        .iter()
+        .map(|f| (f.kind.clone(), f.subject.clone(), f.repaired))
+        .collect();
+    let expected: BTreeSet<(String, String, bool)> = [
+        ("dangling".to_string(), "ghost".to_string(), true),
+        ("malformed".to_string(), ids[1].clone(), true),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(found, expected);
+    assert_buried(&client, "q", &ids[1], "holds a list").await;
+    // The jobs still leased are untouched, and their holder completes them.
+    let done: Vec<Completion> = leased
+        .iter()
+        .filter(|job| job.id != ids[1])
+        .map(|job| Completion::new(job, b"r".to_vec()))
+        .collect();
+    assert_eq!(
+        client.complete("q", &done).await.unwrap().completed.len(),
+        2
+    );
+    assert!(
+        client
+            .check_active("q", 100)
+            .await
+            .unwrap()
+            .findings
+            .is_empty()
+    );
+    assert_consistent(&client, "q").await;
+}
+
 /// A small seeded generator, so that a failing run can be replayed with its seed.
 struct Rng(u64);
 
