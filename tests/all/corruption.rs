@@ -433,6 +433,34 @@ async fn the_check_hosts_run_repairs_dangling_and_malformed_ids_in_active() {
     assert_consistent(&client, "q").await;
 }
 
+#[tokio::test]
+async fn a_listed_key_that_is_not_a_hash_is_named_and_repair_makes_the_list_readable() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let mut conn = server.connection().await;
+    let ids = enqueue_ids(&client, "q", &jobs(2)).await;
+    let leased = client.fetch("q", 2, LEASE, HOST).await.unwrap();
+    let dead: Vec<Failure> = leased
+        .iter()
+        .map(|job| Failure::new(job, "fail", "x").permanent())
+        .collect();
+    client.fail("q", &dead).await.unwrap();
+    let () = conn.set(job_key("q", &ids[0]), "by hand").await.unwrap();
+
+    let err = client.dead_letters("q", 0, 10).await.unwrap_err();
+    assert!(
+        matches!(err, wasmq::queue::QueueError::MalformedJob { ref id, .. } if *id == ids[0]),
+        "{err:?}"
+    );
+    client.check("q", true).await.unwrap();
+    let listed = client.dead_letters("q", 0, 10).await.unwrap();
+    assert_eq!(
+        sorted(listed.iter().map(|job| job.id.clone())),
+        sorted(ids.clone())
+    );
+    assert_buried(&client, "q", &ids[0], "holds a string").await;
+}
+
 /// A small seeded generator, so that a failing run can be replayed with its seed.
 struct Rng(u64);
 

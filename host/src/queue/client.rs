@@ -699,7 +699,10 @@ impl Client {
                     return Err(QueueError::MalformedJob {
                         queue: queue.to_string(),
                         id,
-                        reason: format!("listed in {state} but its hash is missing"),
+                        reason: format!(
+                            "listed in {state} but its hash is missing or not a hash \
+                             (`wasmq queue check` repairs it)"
+                        ),
                     });
                 }
                 let mut job = decode_job(queue, &id, hash)?;
