@@ -643,6 +643,8 @@ async fn hosts_run_every_valid_job_once_through_random_corruption() {
     let args = [
         "--queues",
         q,
+        "--lease",
+        "2s",
         "--handler",
         &handler("echo", "echo"),
         "--handler",
@@ -652,6 +654,34 @@ async fn hosts_run_every_valid_job_once_through_random_corruption() {
         HostProcess::start(&server.url(), &args),
         HostProcess::start(&server.url(), &args),
     ];
+
+    // A second wave while the hosts run: new jobs, some corrupted at once, racing the hosts
+    // (only corruptions that are never a job's own state, whatever it reached meanwhile).
+    let handlers: Vec<&str> = (0..24)
+        .map(|_| if rng.below(4) == 0 { "fail" } else { "echo" })
+        .collect();
+    let new: Vec<NewJob> = handlers
+        .iter()
+        .map(|h| NewJob::new(*h, b"y".to_vec()).with_backoff(Backoff::fixed(Duration::ZERO)))
+        .collect();
+    let wave = enqueue_ids(&client, q, &new).await;
+    for (id, h) in wave.iter().zip(handlers) {
+        planned.insert(id.clone(), (JobState::Waiting, h));
+    }
+    let racing: Vec<Corruption> = CORRUPTIONS
+        .iter()
+        .copied()
+        .filter(|c| !matches!(c, Corruption::Field("state", "completed" | "waiting")))
+        .collect();
+    for _ in 0..6 {
+        let id = &wave[rng.below(wave.len())];
+        if !corrupted.contains_key(id) {
+            let corruption = racing[rng.below(racing.len())];
+            corrupt(&mut conn, q, id, corruption).await;
+            corrupted.insert(id.clone(), corruption);
+        }
+    }
+
     eventually("no job left to run", Duration::from_secs(60), || async {
         let counts = client.counts(q).await.ok()?;
         (counts.waiting + counts.delayed + counts.active + counts.retry == 0).then_some(())
