@@ -42,7 +42,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         recover(&shared).await;
         super::workflow::recover(&shared).await;
         ticks += 1;
-        if ticks % check_ticks == 0 {
+        if ticks.is_multiple_of(check_ticks) {
             check(&shared).await;
         }
     }
