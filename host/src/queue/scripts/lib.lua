@@ -23,12 +23,16 @@ end
 -- and move a job that fails either out of the way with bury() instead of raising.
 -- **Invariant:** no script raises after its first write because of what a job's key holds.
 
--- The integer fields of a job and their ranges (docs/protocol.md, "Job fields").
+-- The integer fields of a job: their range, and the digits the host parses (a minus sign
+-- only where the range has negatives, as enqueue.lua stores them).
+local UNSIGNED, SIGNED = '^%d+$', '^%-?%d+$'
 local INT_RANGES = {
-  priority = { -1000, 1000 }, attempt = { 0, 4294967295 }, max_attempts = { 0, 4294967295 },
-  replays = { 0, 4294967295 }, seq = { 0, PRIORITY_SPAN - 1 }, timeout_ms = { 0, 1e15 },
-  backoff_ms = { 0, 1e15 }, backoff_cap_ms = { 0, 1e15 }, created_at = { 0, 1e15 },
-  started_at = { 0, 1e15 }, run_at = { 0, 1e15 }, finished_at = { 0, 1e15 },
+  priority = { -1000, 1000, SIGNED }, attempt = { 0, 4294967295, UNSIGNED },
+  max_attempts = { 0, 4294967295, UNSIGNED }, replays = { 0, 4294967295, UNSIGNED },
+  seq = { 0, PRIORITY_SPAN - 1, UNSIGNED }, timeout_ms = { 0, 1e15, UNSIGNED },
+  backoff_ms = { 0, 1e15, UNSIGNED }, backoff_cap_ms = { 0, 1e15, UNSIGNED },
+  created_at = { 0, 1e15, UNSIGNED }, started_at = { 0, 1e15, UNSIGNED },
+  run_at = { 0, 1e15, UNSIGNED }, finished_at = { 0, 1e15, UNSIGNED },
 }
 
 local STATES = { waiting = true, delayed = true, active = true, retry = true, completed = true,
@@ -42,9 +46,10 @@ end
 -- integer in lo..hi.
 local function int_in(v, lo, hi)
   if not v or v == '' then return nil end
-  if #v > 17 or not string.find(v, lo < 0 and '^%-?%d+$' or '^%d+$') then return false end
   local n = tonumber(v)
-  if n < lo or n > hi then return false end
+  if not n or n < lo or n > hi or not string.find(v, lo < 0 and SIGNED or UNSIGNED) then
+    return false
+  end
   return n
 end
 
@@ -57,8 +62,7 @@ end
 -- A decimal fraction in 0..1 as enqueue.lua accepts it (see `fraction` there).
 local function fraction_ok(v)
   local mantissa, exponent = string.match(v, '^[+-]?([%d.]*)(.*)$')
-  if not mantissa or not string.find(mantissa, '^%d*%.?%d*$')
-      or not string.find(mantissa, '%d') then
+  if not mantissa or not string.find(mantissa, '^%d*%.?%d*$') or not string.find(mantissa, '%d') then
     return false
   end
   if exponent ~= '' and not string.find(exponent, '^[eE][+-]?%d+$') then return false end
@@ -71,36 +75,58 @@ local function quoted(v)
   return string.format('%q', v)
 end
 
+-- The checks of a job's text fields: each returns why `v` is not what the host reads, or nil.
+local TEXT_CHECKS = {
+  state = function(v)
+    if not STATES[v] then return 'field state is not a job state: ' .. quoted(v) end
+  end,
+  handler = function(v)
+    if not name_ok(v) then return 'field handler is not a handler name: ' .. quoted(v) end
+  end,
+  group = function(v)
+    if not name_ok(v) then return 'field group is not a group name: ' .. quoted(v) end
+  end,
+  own_policy = function(v)
+    if not string.find(v, '^[%w%p]+$') then
+      return 'field own_policy is not printable text: ' .. quoted(v)
+    end
+  end,
+  backoff = function(v)
+    if v ~= 'exponential' and v ~= 'fixed' then
+      return 'field backoff is not exponential or fixed: ' .. quoted(v)
+    end
+  end,
+  backoff_jitter = function(v)
+    if not fraction_ok(v) then
+      return 'field backoff_jitter is not a decimal number in 0..1: ' .. quoted(v)
+    end
+  end,
+}
+
 -- Why the fields `f` of a job, read with HMGET `names`, cannot be used as the host reads them,
 -- or nil when they can. An absent or empty field is no problem here: its reader has a default.
--- With `only` (a set of names), only those fields are looked at.
+-- With `only` (a set of names), only those fields are looked at. This runs for every job
+-- every script reads, so it is written for speed: one table lookup per field, and for an
+-- integer a tonumber, two comparisons and one anchored match.
 local function field_problem(names, f, only)
-  for i, name in ipairs(names) do
+  for i = 1, #names do
     local v = f[i]
-    if v and v ~= '' and (not only or only[name]) then
-      local range = INT_RANGES[name]
-      if range then
-        if not int_in(v, range[1], range[2]) then
-          return string.format('field %s is not an integer in %d..%d: %s', name, range[1],
-            range[2], quoted(v))
-        end
-      elseif name == 'state' then
-        if not STATES[v] then return 'field state is not a job state: ' .. quoted(v) end
-      elseif name == 'handler' then
-        if not name_ok(v) then return 'field handler is not a handler name: ' .. quoted(v) end
-      elseif name == 'own_policy' then
-        if not string.find(v, '^[%w%p]+$') then
-          return 'field own_policy is not printable text: ' .. quoted(v)
-        end
-      elseif name == 'group' then
-        if not name_ok(v) then return 'field group is not a group name: ' .. quoted(v) end
-      elseif name == 'backoff' then
-        if v ~= 'exponential' and v ~= 'fixed' then
-          return 'field backoff is not exponential or fixed: ' .. quoted(v)
-        end
-      elseif name == 'backoff_jitter' then
-        if not fraction_ok(v) then
-          return 'field backoff_jitter is not a decimal number in 0..1: ' .. quoted(v)
+    if v and v ~= '' then
+      local name = names[i]
+      if not only or only[name] then
+        local range = INT_RANGES[name]
+        if range then
+          local n = tonumber(v)
+          if not n or n < range[1] or n > range[2] or not string.find(v, range[3]) then
+            return string.format('field %s is not an integer in %d..%d: %s', name, range[1],
+              range[2], quoted(v))
+          end
+        else
+          local check = TEXT_CHECKS[name]
+          if check then
+            local problem = check(v)
+            if problem then return problem end
+          end
         end
       end
     end
