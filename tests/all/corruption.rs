@@ -461,6 +461,62 @@ async fn a_listed_key_that_is_not_a_hash_is_named_and_repair_makes_the_list_read
     assert_buried(&client, "q", &ids[0], "holds a string").await;
 }
 
+#[tokio::test]
+async fn a_seq_events_or_wake_key_of_the_wrong_type_does_not_stop_a_call_half_way() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let mut conn = server.connection().await;
+    let new: Vec<NewJob> = jobs(3)
+        .into_iter()
+        .map(|job| job.with_backoff(Backoff::fixed(Duration::ZERO)))
+        .collect();
+    let ids = enqueue_ids(&client, "q", &new).await;
+    let leased = client.fetch("q", 3, LEASE, HOST).await.unwrap();
+    let () = conn
+        .set(set_key("q", "seq"), "not a counter")
+        .await
+        .unwrap();
+    let () = conn
+        .set(set_key("q", "events"), "not a stream")
+        .await
+        .unwrap();
+    let () = conn.del(set_key("q", "wake")).await.unwrap();
+    let () = conn
+        .hset(set_key("q", "wake"), "not", "a list")
+        .await
+        .unwrap();
+
+    // Each failed job goes straight back to waiting: that takes a sequence number, writes an
+    // event and wakes a worker, after the jobs were written.
+    let failed: Vec<Failure> = leased
+        .iter()
+        .map(|job| Failure::new(job, "trap", "x"))
+        .collect();
+    let report = client.fail("q", &failed).await.unwrap();
+    assert_eq!(report.outcomes.len(), 3);
+    assert_eq!(client.counts("q").await.unwrap().waiting, 3);
+    let seq: u64 = conn.get(set_key("q", "seq")).await.unwrap();
+    assert!(
+        seq > 1_000_000_000_000,
+        "the counter restarts from the clock: {seq}"
+    );
+    let again = client.fetch("q", 3, LEASE, HOST).await.unwrap();
+    assert_eq!(leased_ids(&again), sorted(ids));
+
+    let report = client.check("q", true).await.unwrap();
+    let wrong: BTreeSet<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind == "wrong_type" && !f.repaired)
+        .map(|f| f.subject.clone())
+        .collect();
+    assert_eq!(
+        wrong,
+        BTreeSet::from([set_key("q", "events"), set_key("q", "wake")])
+    );
+    assert_eq!(report.findings.len(), 2, "{:#?}", report.findings);
+}
+
 /// A small seeded generator, so that a failing run can be replayed with its seed.
 struct Rng(u64);
 
