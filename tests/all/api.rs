@@ -31,6 +31,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/queues/{queue}"),
     ("post", "/api/queues/{queue}/pause"),
     ("post", "/api/queues/{queue}/resume"),
+    ("get", "/api/queues/{queue}/check"),
+    ("post", "/api/queues/{queue}/check"),
     ("post", "/api/queues/{queue}/jobs"),
     ("get", "/api/queues/{queue}/jobs"),
     ("get", "/api/queues/{queue}/jobs/{id}"),
@@ -395,6 +397,25 @@ async fn every_endpoint_answers_over_http() {
     let resumed = api.post_empty("/api/queues/api-q/resume").await.expect(200);
     assert_eq!(resumed["changed"], false);
 
+    // The consistency check: a dangling id is reported by GET and repaired by POST.
+    let mut conn = redis.connection().await;
+    let () = redis::AsyncCommands::zadd(&mut conn, "wasmq:{api-q}:delayed", "ghost", 1)
+        .await
+        .unwrap();
+    call("get", "/api/queues/{queue}/check");
+    let found = api.get("/api/queues/api-q/check").await.expect(200);
+    assert_eq!(found["unrepaired"], 1, "{found}");
+    assert_eq!(
+        found["findings"],
+        json!([{"kind": "dangling", "subject": "ghost", "repaired": false,
+                "detail": "no job key, but in delayed"}])
+    );
+    call("post", "/api/queues/{queue}/check");
+    let repaired = api.post_empty("/api/queues/api-q/check").await.expect(200);
+    assert_eq!(repaired["findings"][0]["repaired"], true, "{repaired}");
+    let clean = api.get("/api/queues/api-q/check").await.expect(200);
+    assert_eq!(clean["findings"], json!([]));
+
     call("delete", "/api/queues/{queue}/jobs/{id}");
     let cancelled = api
         .delete(&format!("/api/queues/api-q/jobs/{later_id}"))
@@ -692,6 +713,7 @@ async fn writes_need_the_token_and_a_sent_token_is_always_checked() {
             api.delete("/api/queues/api-q/jobs/j1").await,
             api.post_empty("/api/queues/api-q/pause").await,
             api.post_empty("/api/queues/api-q/resume").await,
+            api.post_empty("/api/queues/api-q/check").await,
             api.post("/api/queues/api-q/dlq/replay", json!({"oldest": 1}))
                 .await,
             api.post("/api/queues/api-q/dlq/purge", json!({"oldest": 1}))

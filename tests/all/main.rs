@@ -10,6 +10,7 @@ mod cache;
 mod chaos;
 mod cluster;
 mod corpus;
+mod corruption;
 mod dashboard;
 mod dev;
 mod events;

@@ -233,6 +233,7 @@ fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(queues::get_queue))
         .routes(routes!(queues::pause))
         .routes(routes!(queues::resume))
+        .routes(routes!(queues::get_check, queues::post_check))
         .routes(routes!(queues::enqueue, queues::list_jobs))
         .routes(routes!(queues::get_job, queues::cancel_job))
         .routes(routes!(queues::list_dlq))

@@ -1,4 +1,5 @@
-//! Queue commands: `enqueue`, `job`, `queue stats|pause|resume|limit`, `dlq list|replay|purge`.
+//! Queue commands: `enqueue`, `job`, `queue stats|pause|resume|limit|check`,
+//! `dlq list|replay|purge`.
 //! Each is a thin call into [`crate::queue::Client`]; the output is for people, `--json` for
 //! scripts.
 
@@ -159,6 +160,22 @@ pub enum QueueAction {
         /// Remove both limits (before applying --rate/--group-rate, if given).
         #[arg(long)]
         clear: bool,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// Find what is out of step in the queue's keys: ids with no job, malformed jobs, jobs in
+    /// no set, in the wrong one or in two, groups out of step, keys of the wrong type. Exits 1
+    /// when something is left as it was found (always, without --repair, if anything is
+    /// found). Safe while hosts run.
+    Check {
+        queue: String,
+        /// Put each finding right: a job back into the set its state names, a malformed one
+        /// into the dead-letter queue (outcome `malformed`), a dangling id out of its set.
+        /// Idempotent, in bounded batches.
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         redis: RedisArgs,
     },
@@ -329,6 +346,35 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
 
 async fn queue(action: QueueAction) -> anyhow::Result<u8> {
     match action {
+        QueueAction::Check {
+            queue,
+            repair,
+            json,
+            redis,
+        } => {
+            let report = redis.client().await?.check(&queue, repair).await?;
+            if json {
+                say!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for finding in &report.findings {
+                    say!(
+                        "{:<18} {}  {}{}",
+                        finding.kind,
+                        finding.subject.escape_debug(),
+                        finding.detail.escape_debug(),
+                        if finding.repaired { "  (repaired)" } else { "" }
+                    );
+                }
+                let left = report.unrepaired();
+                say!(
+                    "queue {queue}: {} checked, {} found, {} repaired, {left} left",
+                    report.checked,
+                    report.findings.len(),
+                    report.findings.len() - left
+                );
+            }
+            return Ok(u8::from(report.unrepaired() > 0));
+        }
         QueueAction::Stats { queue, json, redis } => {
             let counts = redis.client().await?.counts(&queue).await?;
             if json {

@@ -174,7 +174,9 @@ pub struct Fetched {
     /// delayed or retry job is due, or a rate limit's window frees), so an idle worker knows
     /// how long it may sleep.
     pub next_due_ms: Option<u64>,
-    /// Waiting ids without a job hash behind them, dropped (the keyspace was edited by hand).
+    /// Waiting ids without a job hash behind them, or left over from a job that is in its own
+    /// state's set, dropped (the keyspace was edited by hand). A malformed job is not dropped
+    /// but moved to the dead-letter queue (docs/protocol.md, "Malformed jobs").
     pub dropped: u64,
     /// Whether a rate limit (the queue's, or a group's) held back jobs that were waiting.
     pub rate_limited: bool,
@@ -699,7 +701,10 @@ impl Client {
                     return Err(QueueError::MalformedJob {
                         queue: queue.to_string(),
                         id,
-                        reason: format!("listed in {state} but its hash is missing"),
+                        reason: format!(
+                            "listed in {state} but its hash is missing or not a hash \
+                             (`wasmq queue check` repairs it)"
+                        ),
                     });
                 }
                 let mut job = decode_job(queue, &id, hash)?;
@@ -1286,7 +1291,7 @@ fn fetched(reply: &Reply, value: Value, queue: &str, token: &str) -> Result<Fetc
         tracing::warn!(
             queue,
             dropped,
-            "fetch dropped waiting ids that had no job hash"
+            "fetch dropped waiting ids with no job behind them"
         );
     }
     Ok(Fetched {

@@ -12,6 +12,8 @@
 //!   the backlog (waiting count, oldest waiting job), the per-queue alert state.
 //! - [`Child`], [`Suspension`] - what durable workflows write: child jobs (delivered through
 //!   the queue's outbox), durable steps ([`Client::save_step`]) and sleeps ([`Client::suspend`]).
+//! - [`CheckReport`] - what [`Client::check`] (`wasmq queue check`) found out of step in a
+//!   queue's keys (dangling ids, malformed jobs, jobs in no set or two), and repaired.
 //! - [`RateLimit`] - at most N job starts per window, per queue or per group (`QueueConfig`),
 //!   enforced by fetch across every host.
 //!
@@ -22,6 +24,7 @@
 //! Jobs run at least once: a lease that is not completed, failed or released in time expires
 //! and the job runs again (`recover_expired`). It is worse to lose a job than to run it twice.
 
+mod check;
 mod client;
 mod error;
 mod job;
@@ -32,6 +35,7 @@ mod reply;
 mod scripts;
 mod workflow;
 
+pub use check::{CHECK_BATCH, CheckReport, Finding};
 pub use client::{
     CancelOutcome, Client, CompleteReport, Completion, Counts, DlqReport, Enqueued, Event,
     Extended, FailOutcome, FailReport, Failure, Fetched, Lease, LeaseRejection, LeasedJob,

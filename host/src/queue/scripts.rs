@@ -31,7 +31,7 @@ pub const ENQUEUE_LUA: &str = include_str!("scripts/enqueue.lua");
 
 /// The transitions in the function library: name and Lua body. A body reads `KEYS` and `ARGV`
 /// as a script's would; the library sets both before running it.
-const BODIES: [(&str, &str); 21] = [
+const BODIES: [(&str, &str); 22] = [
     ("fetch", include_str!("scripts/fetch.lua")),
     ("extend", include_str!("scripts/extend.lua")),
     ("complete", include_str!("scripts/complete.lua")),
@@ -53,6 +53,7 @@ const BODIES: [(&str, &str); 21] = [
     ("outbox_due", include_str!("scripts/outbox_due.lua")),
     ("outbox_done", include_str!("scripts/outbox_done.lua")),
     ("throttle", include_str!("scripts/throttle.lua")),
+    ("check", include_str!("scripts/check.lua")),
 ];
 
 /// The function library: its Lua source (what `FUNCTION LOAD` takes) and version.
@@ -126,6 +127,7 @@ pub(crate) struct Scripts {
     pub outbox_due: Function,
     pub outbox_done: Function,
     pub throttle: Function,
+    pub check: Function,
 }
 
 fn function(transition: &str) -> Function {
@@ -158,6 +160,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     outbox_due: function("outbox_due"),
     outbox_done: function("outbox_done"),
     throttle: function("throttle"),
+    check: function("check"),
 });
 
 /// What a [`Call`] runs.

@@ -10,6 +10,9 @@
 //!    Any number of hosts may do this at once: the script is atomic.
 //! 3. Outbox: deliver the child jobs that completed parents left in the outbox of a served
 //!    queue when their host died before delivering them (`workflow::recover`).
+//! 4. Every [`CHECK_EVERY`]: the cheap part of `queue check` on each served queue's `active`
+//!    ids (`Client::check_active`): dangling ids and malformed jobs leave, a job in two sets
+//!    keeps its own; each repair is logged.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +24,15 @@ use super::Shared;
 /// Most expired leases recovered per queue per tick.
 const RECOVER_BATCH: usize = 1_000;
 
+/// How often a host checks the `active` ids of its queues.
+const CHECK_EVERY: Duration = Duration::from_secs(60);
+
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let tick = (shared.config.lease / 3).max(Duration::from_millis(100));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let check_ticks = (CHECK_EVERY.as_millis() / tick.as_millis()).max(1);
+    let mut ticks: u128 = 0;
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -33,6 +41,28 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         heartbeat(&shared).await;
         recover(&shared).await;
         super::workflow::recover(&shared).await;
+        ticks += 1;
+        if ticks.is_multiple_of(check_ticks) {
+            check(&shared).await;
+        }
+    }
+}
+
+async fn check(shared: &Shared) {
+    for queue in &shared.config.queues {
+        match shared
+            .client
+            .check_active(queue, crate::queue::CHECK_BATCH)
+            .await
+        {
+            Ok(report) => {
+                shared.redis.ok();
+                for finding in &report.findings {
+                    tracing::warn!(%queue, kind = %finding.kind, subject = %finding.subject, detail = %finding.detail, "queue check repaired an inconsistency");
+                }
+            }
+            Err(err) => shared.redis.failed("checking active jobs", &err),
+        }
     }
 }
 

@@ -23,7 +23,8 @@ local function scan(set)
   local head = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
   while head[1] and heads < MAX_HEADS do
     heads = heads + 1
-    local due = tonumber(redis.call('HGET', prefix .. head[1], 'run_at'))
+    local due = redis.pcall('HGET', prefix .. head[1], 'run_at')
+    due = type(due) == 'string' and int_field('run_at', due, nil) or nil
     if due and (oldest == 0 or due < oldest) then oldest = due end
     local band = math.floor(tonumber(head[2]) / PRIORITY_SPAN)
     head = redis.call('ZRANGEBYSCORE', set, string.format('%d', (band + 1) * PRIORITY_SPAN),

@@ -212,14 +212,16 @@ for _, group in ipairs(group_order) do
   redis.call('ZADD', KEYS[9], 'NX', now, group)
 end
 -- One event entry per 100 jobs: `events_maxlen` entries then bound the stream's memory.
+-- The stream and the wake list come after the jobs are written, and neither is needed for a
+-- job's state: one of another type (edited by hand) is skipped, never a half-done call.
 if events_maxlen > 0 then
   for c = 1, #events, 100 do
-    redis.call('XADD', KEYS[6], 'MAXLEN', '~', events_maxlen, '*', 'event', 'enqueued',
+    redis.pcall('XADD', KEYS[6], 'MAXLEN', '~', events_maxlen, '*', 'event', 'enqueued',
       'jobs', cjson.encode({ unpack(events, c, math.min(c + 99, #events)) }))
   end
 end
 -- Wake one idle worker (the wake list holds at most one token).
-if (#waiting > 0 or #group_order > 0) and not paused and redis.call('LLEN', KEYS[7]) == 0 then
-  redis.call('RPUSH', KEYS[7], '1')
+if (#waiting > 0 or #group_order > 0) and not paused and redis.pcall('LLEN', KEYS[7]) == 0 then
+  redis.pcall('RPUSH', KEYS[7], '1')
 end
 return replies

@@ -3,7 +3,8 @@
 -- KEYS[1] job prefix  KEYS[2] active
 -- ARGV[1] lease_ms; then pairs: id, token
 -- Reply: {lease_expires_at_ms, rejected} where rejected lists {id, reason} with reason
---   'not_found', 'not_active:<state>' or 'token_mismatch'; those leases were not extended.
+--   'not_found', 'not_active:<state>', 'token_mismatch' or 'malformed' (a key that is not a
+--   job hash: recover buries it once the lease expires); those leases were not extended.
 
 local prefix = KEYS[1]
 local lease_ms = math.floor(tonumber(ARGV[1]) or 0)
@@ -12,8 +13,8 @@ local expires = now_ms() + lease_ms
 local renewed, rejected = {}, {}
 for i = 2, #ARGV - 1, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
-  local f = redis.call('HMGET', prefix .. id, 'state', 'lease_token')
-  local problem = lease_problem(f[1], f[2], token)
+  local f, unusable = read_job(prefix .. id, { 'state', 'lease_token' }, NO_FIELDS)
+  local problem = lease_check(f, unusable, token)
   if problem then
     rejected[#rejected + 1] = { id, problem }
   else

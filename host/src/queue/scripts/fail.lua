@@ -13,6 +13,8 @@
 --   first 4096 bytes are kept), its last progress 0-100 ('' if none)
 -- Reply: {outcomes, rejected}: outcomes lists {id, 'retry' | 'dead', run_at_ms (retry) or
 --   finished_at_ms (dead)}; rejected lists {id, reason} as in extend (those are untouched).
+-- A job whose key or fields cannot be read (as the host reads them, under the handler's
+-- policy) is buried as malformed (bury in lib.lua) and reported 'dead'; the others go on.
 
 local prefix = KEYS[1]
 local K = { config = KEYS[2], active = KEYS[3], retry = KEYS[4], dead = KEYS[5],
@@ -30,9 +32,14 @@ for i = 2, #ARGV - 8, 9 do
     ARGV[i + 4] == '1'
   local version, policy = ARGV[i + 5], parse_policy(ARGV[i + 6])
   local logs, progress = ARGV[i + 7], ARGV[i + 8]
-  local f = redis.call('HMGET', prefix .. id, unpack(FAIL_FIELDS))
-  local problem = lease_problem(f[1], f[2], token)
-  if problem then
+  -- fail_job checks the fields itself, under the handler's policy.
+  local f, unusable = read_job(prefix .. id, FAIL_FIELDS, NO_FIELDS)
+  local problem = lease_check(f, unusable, token)
+  if problem == 'malformed' then
+    bury(prefix, id, unusable, now, plan)
+    outcomes[#outcomes + 1] = { id, 'dead', now }
+    leaving[#leaving + 1] = id
+  elseif problem then
     rejected[#rejected + 1] = { id, problem }
   else
     local next_state, at = fail_job(prefix, id, f, now, outcome, err, permanent, plan, version,

@@ -30,7 +30,9 @@
 --   own_policy} (own_policy: what of its retry policy the job set itself, see enqueue.lua);
 --   next_due_ms (only computed when fewer than N jobs were leased; 0 if none) is the earliest
 --   time more may be leased: a delayed or retry job due, a rate-limited group's window or the
---   queue's window freeing; dropped counts waiting ids whose hash was missing or not 'waiting';
+--   queue's window freeing; dropped counts waiting ids whose hash was missing, or left over
+--   from a job that is in its own state's set (a job that cannot be used is buried instead,
+--   see bury in lib.lua);
 --   held is 1 when a rate limit (the queue's, or a group's) held back jobs that were waiting.
 
 local K = { config = KEYS[2], waiting = KEYS[3], delayed = KEYS[4], retry = KEYS[5],

@@ -15,18 +15,220 @@ local function waiting_score(priority, seq)
   return (1000 - (tonumber(priority) or 0)) * PRIORITY_SPAN + (tonumber(seq) or 0)
 end
 
+-- A job's key and fields are written by producers (any Redis client, by hand) and Redis does not
+-- undo a call's earlier writes when a later command fails. So the scripts read a job with
+-- redis.pcall (a key of another type answers an error instead of raising), check each field
+-- they use as the host reads it back (the plain decimal integers enqueue.lua stores: Lua's
+-- tonumber also takes 'nan', 'inf' and hex, which a ZADD score or cjson.encode then refuses),
+-- and move a job that fails either out of the way with bury() instead of raising.
+-- **Invariant:** no script raises after its first write because of what a job's key holds.
+
+-- The integer fields of a job: their range, and the digits the host parses (a minus sign
+-- only where the range has negatives, as enqueue.lua stores them).
+local UNSIGNED, SIGNED = '^%d+$', '^%-?%d+$'
+local INT_RANGES = {
+  priority = { -1000, 1000, SIGNED }, attempt = { 0, 4294967295, UNSIGNED },
+  max_attempts = { 0, 4294967295, UNSIGNED }, replays = { 0, 4294967295, UNSIGNED },
+  seq = { 0, PRIORITY_SPAN - 1, UNSIGNED }, timeout_ms = { 0, 1e15, UNSIGNED },
+  backoff_ms = { 0, 1e15, UNSIGNED }, backoff_cap_ms = { 0, 1e15, UNSIGNED },
+  created_at = { 0, 1e15, UNSIGNED }, started_at = { 0, 1e15, UNSIGNED },
+  run_at = { 0, 1e15, UNSIGNED }, finished_at = { 0, 1e15, UNSIGNED },
+}
+
+local STATES = { waiting = true, delayed = true, active = true, retry = true, completed = true,
+  dead = true }
+
+local function name_ok(s)
+  return #s >= 1 and #s <= 128 and string.find(s, '^[%w%p]+$') ~= nil
+end
+
+-- The integer `v` holds: nil when absent or empty, false when it is not a plain decimal
+-- integer in lo..hi.
+local function int_in(v, lo, hi)
+  if not v or v == '' then return nil end
+  local n = tonumber(v)
+  if not n or n < lo or n > hi or not string.find(v, lo < 0 and SIGNED or UNSIGNED) then
+    return false
+  end
+  return n
+end
+
+-- The integer field `name` of a job holds (`v`), or `default` when absent or unreadable.
+local function int_field(name, v, default)
+  local range = INT_RANGES[name]
+  return int_in(v, range[1], range[2]) or default
+end
+
+-- A decimal fraction in 0..1 as enqueue.lua accepts it (see `fraction` there).
+local function fraction_ok(v)
+  local mantissa, exponent = string.match(v, '^[+-]?([%d.]*)(.*)$')
+  if not mantissa or not string.find(mantissa, '^%d*%.?%d*$') or not string.find(mantissa, '%d') then
+    return false
+  end
+  if exponent ~= '' and not string.find(exponent, '^[eE][+-]?%d+$') then return false end
+  local n = tonumber(v)
+  return n ~= nil and n >= 0 and n <= 1
+end
+
+local function quoted(v)
+  if #v > 40 then v = string.sub(v, 1, 40) .. '...' end
+  return string.format('%q', v)
+end
+
+-- The checks of a job's text fields: each returns why `v` is not what the host reads, or nil.
+local TEXT_CHECKS = {
+  state = function(v)
+    if not STATES[v] then return 'field state is not a job state: ' .. quoted(v) end
+  end,
+  handler = function(v)
+    if not name_ok(v) then return 'field handler is not a handler name: ' .. quoted(v) end
+  end,
+  group = function(v)
+    if not name_ok(v) then return 'field group is not a group name: ' .. quoted(v) end
+  end,
+  own_policy = function(v)
+    if not string.find(v, '^[%w%p]+$') then
+      return 'field own_policy is not printable text: ' .. quoted(v)
+    end
+  end,
+  backoff = function(v)
+    if v ~= 'exponential' and v ~= 'fixed' then
+      return 'field backoff is not exponential or fixed: ' .. quoted(v)
+    end
+  end,
+  backoff_jitter = function(v)
+    if not fraction_ok(v) then
+      return 'field backoff_jitter is not a decimal number in 0..1: ' .. quoted(v)
+    end
+  end,
+}
+
+-- Why the fields `f` of a job, read with HMGET `names`, cannot be used as the host reads them,
+-- or nil when they can. An absent or empty field is no problem here: its reader has a default.
+-- With `only` (a set of names), only those fields are looked at. This runs for every job
+-- every script reads, so it is written for speed: one table lookup per field, and for an
+-- integer a tonumber, two comparisons and one anchored match.
+local function field_problem(names, f, only)
+  for i = 1, #names do
+    local v = f[i]
+    if v and v ~= '' then
+      local name = names[i]
+      if not only or only[name] then
+        local range = INT_RANGES[name]
+        if range then
+          local n = tonumber(v)
+          if not n or n < range[1] or n > range[2] or not string.find(v, range[3]) then
+            return string.format('field %s is not an integer in %d..%d: %s', name, range[1],
+              range[2], quoted(v))
+          end
+        else
+          local check = TEXT_CHECKS[name]
+          if check then
+            local problem = check(v)
+            if problem then return problem end
+          end
+        end
+      end
+    end
+  end
+  return nil
+end
+
+-- Reads the fields `names` of the job at `key`; names[1] must be 'state'. Returns the values
+-- and, when one of them cannot be used, why (field_problem); or nil and why there is no job to
+-- use: false when the key does not exist, else the reason (a key of another type, a hash
+-- without a state). `only` as in field_problem. Costs one HMGET; the rest only for a job that
+-- is not well.
+local function read_job(key, names, only)
+  local f = redis.pcall('HMGET', key, unpack(names))
+  if f.err then
+    local t = redis.call('TYPE', key)
+    return nil, 'the job key holds a ' .. tostring(t.ok or t) .. ', not a hash'
+  end
+  if not f[1] or f[1] == '' then
+    if redis.call('EXISTS', key) == 0 then return nil, false end
+    return nil, 'field state is missing'
+  end
+  return f, field_problem(names, f, only)
+end
+
+-- The sorted set of state `state` (`<q><state>`), from the job prefix `<q>job:`; a waiting job
+-- with a group waits in its group's set instead (`<q>g:<group>:waiting`).
+local function state_set(prefix, state, group)
+  local base = string.sub(prefix, 1, -5)
+  if state == 'waiting' and group and group ~= '' then
+    return base .. 'g:' .. group .. ':waiting'
+  end
+  return base .. state
+end
+
+-- Where a malformed job's key is kept as it was found: `<q>malformed:<id>`.
+local function malformed_key(prefix, id)
+  return string.sub(prefix, 1, -5) .. 'malformed:' .. id
+end
+
+-- Whether the job `id` in state `state` (a known one) is missing from its state's set, found
+-- in the set of another state: nil when it is in its own set (an id left over in the other
+-- set, which the caller drops), else the reason to bury it. Only for jobs already out of line.
+local function misplaced(prefix, id, state, group, found_in)
+  if redis.call('ZSCORE', state_set(prefix, state, group), id) then return nil end
+  return 'state ' .. state .. ' but found in ' .. found_in .. ' and not in its own set'
+end
+
+-- What a malformed job's dead-letter record takes over from its hash, when readable.
+local KEPT_FIELDS = { 'handler', 'payload', 'group', 'priority', 'max_attempts', 'attempt',
+  'created_at', 'timeout_ms' }
+
+-- Moves the job `id`, whose key or fields cannot be used (`reason`), out of the way into the
+-- dead-letter queue: its key, whatever it holds, is renamed to malformed_key (kept exactly as
+-- found; purge deletes it with the job), and a dead-letter record takes its place: state
+-- `dead`, outcome `malformed`, the reason as `last_error` and in `history`, and those of
+-- KEPT_FIELDS that were readable. `extra` (field/value pairs, or nil) is stored with it.
+-- `plan` (new_fail_plan) collects the ZADD to `dead` and the event; the caller takes the id
+-- out of the set it was found in. Never raises: RENAME and HSET cannot fail on a key that
+-- exists, and every number written is checked.
+local function bury(prefix, id, reason, now, plan, extra)
+  local key = prefix .. id
+  local kept = malformed_key(prefix, id)
+  redis.call('RENAME', key, kept)
+  local attempt = 0
+  local record = { 'id', id, 'state', 'dead', 'handler', '', 'max_attempts', '1', 'attempt', '0',
+    'created_at', now, 'finished_at', now, 'last_outcome', 'malformed', 'last_error', reason,
+    'lease_token', '', 'malformed_key', kept }
+  local f = redis.pcall('HMGET', kept, unpack(KEPT_FIELDS))
+  if not f.err then
+    for i, name in ipairs(KEPT_FIELDS) do
+      if f[i] and f[i] ~= '' and not field_problem({ name }, { f[i] }) then
+        record[#record + 1] = name
+        record[#record + 1] = f[i]
+        if name == 'attempt' then attempt = tonumber(f[i]) end
+      end
+    end
+  end
+  record[#record + 1] = 'history'
+  record[#record + 1] = cjson.encode({ { attempt = attempt, outcome = 'malformed',
+    error = reason, host = '', started_at = 0, finished_at = now } })
+  for _, v in ipairs(extra or {}) do record[#record + 1] = v end
+  redis.call('HSET', key, unpack(record))
+  plan.dead[#plan.dead + 1] = now
+  plan.dead[#plan.dead + 1] = id
+  plan.died[#plan.died + 1] = { id, attempt }
+  plan.buried[#plan.buried + 1] = id
+end
+
 local CONFIG_DEFAULTS = {
   max_payload_bytes = 524288, max_result_bytes = 524288, completed_keep = 1000,
   completed_max_age_ms = 0, events_maxlen = 10000, paused = 0,
   rate_max = 0, rate_window_ms = 0, group_rate_max = 0, group_rate_window_ms = 0,
 }
 
--- Reads the named fields of the queue config hash, numbers with their defaults.
+-- Reads the named fields of the queue config hash, numbers with their defaults (a value that
+-- is not a plain integer, edited by hand, counts as absent).
 local function read_config(key, names)
   local values = redis.call('HMGET', key, unpack(names))
   local cfg = {}
   for i, name in ipairs(names) do
-    cfg[name] = tonumber(values[i]) or CONFIG_DEFAULTS[name]
+    cfg[name] = int_in(values[i], -1e15, 1e15) or CONFIG_DEFAULTS[name]
   end
   return cfg
 end
@@ -57,7 +259,9 @@ local function emit(events_key, maxlen, name, jobs)
   for c = 1, #jobs, EVENT_JOBS do
     local part = jobs
     if #jobs > EVENT_JOBS then part = { unpack(jobs, c, math.min(c + EVENT_JOBS - 1, #jobs)) } end
-    redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', 'event', name,
+    -- The stream is a record, not the state: a key of another type must not stop a call that
+    -- has moved jobs already.
+    redis.pcall('XADD', events_key, 'MAXLEN', '~', maxlen, '*', 'event', name,
       'jobs', cjson.encode(part))
   end
 end
@@ -97,10 +301,23 @@ end
 -- With `if_any_in` (a set), only if that set holds jobs; it is looked at only when no token
 -- waits already, which is the usual case for a busy queue.
 local function wake(wake_key, if_any_in)
-  if redis.call('LLEN', wake_key) == 0
+  -- A wake list of another type (edited by hand) only costs idle workers their wake-up.
+  if redis.pcall('LLEN', wake_key) == 0
       and (not if_any_in or redis.call('ZCARD', if_any_in) > 0) then
-    redis.call('RPUSH', wake_key, '1')
+    redis.pcall('RPUSH', wake_key, '1')
   end
+end
+
+-- Takes `n` numbers from the queue's sequence counter `key` and returns the last. A counter
+-- that is not one (edited by hand) starts again from the Redis clock in ms, above every
+-- number a queue hands out in practice and below 2^42 until the year 2109.
+local function next_seq(key, n)
+  local last = redis.pcall('INCRBY', key, n)
+  if type(last) ~= 'number' then
+    last = now_ms() + n
+    redis.call('SET', key, last)
+  end
+  return last
 end
 
 -- Appends one attempt record to a job's `history` (a JSON array) without decoding it.
@@ -146,46 +363,53 @@ local FAIL_FIELDS = { 'state', 'lease_token', 'attempt', 'max_attempts', 'backof
 -- A handler's retry policy as a host sends it (fail.lua, recover.lua):
 -- '<max_attempts>|<backoff kind>|<base ms>|<cap ms>|<jitter>', a part left empty when the
 -- handler's deployment does not set it; '' for no policy. Returns nil, or
--- { max_attempts = n or nil, backoff = { kind, base, cap, jitter } or nil }.
+-- { max_attempts = text or nil, backoff = { kind, base, cap, jitter } or nil }, every part as
+-- the text the job's fields take (a part that is not a number the host reads back counts as
+-- absent, so a policy can never make a job malformed).
 local function parse_policy(text)
   if not text or text == '' then return nil end
   local parts = {}
   for part in string.gmatch(text .. '|', '([^|]*)|') do parts[#parts + 1] = part end
   local policy = {}
-  local n = tonumber(parts[1])
-  if n and n >= 1 and n <= 1000 then policy.max_attempts = math.floor(n) end
+  if int_in(parts[1], 1, 1000) then policy.max_attempts = parts[1] end
   if parts[2] == 'exponential' or parts[2] == 'fixed' then
-    policy.backoff = { parts[2], tonumber(parts[3]) or 1000, tonumber(parts[4]) or 0,
-      tonumber(parts[5]) or 0 }
+    local function ms(v, default) return int_in(v, 0, 1e15) and v or default end
+    policy.backoff = { parts[2], ms(parts[3], '1000'), ms(parts[4], '0'),
+      (parts[5] and parts[5] ~= '' and fraction_ok(parts[5])) and parts[5] or '0' }
   end
   return policy
 end
 
--- Applies a handler's `policy` (parse_policy) to the job `key` whose FAIL_FIELDS are `f`, for
--- the parts the job did not set itself (`own_policy`, written by enqueue.lua): those fields of
--- `f` and of the hash become the handler's, so the job shows the policy it runs under.
-local function apply_handler_policy(key, f, policy)
-  if not policy then return end
-  local own = f[14] or ''
+-- Applies a handler's `policy` (parse_policy) to the FAIL_FIELDS `f` of a job, for the parts
+-- the job did not set itself (`own_policy`, written by enqueue.lua): those fields of `f`
+-- become the handler's. Returns the field/value pairs that changed, for the caller to write
+-- with the rest, so the job shows the policy it runs under.
+local function apply_handler_policy(f, policy)
   local updates = {}
+  if not policy then return updates end
+  local own = f[14] or ''
   if policy.max_attempts and not string.find(own, 'attempts', 1, true)
-      and tostring(policy.max_attempts) ~= f[4] then
-    f[4] = tostring(policy.max_attempts)
+      and policy.max_attempts ~= f[4] then
+    f[4] = policy.max_attempts
     updates[#updates + 1] = 'max_attempts'
     updates[#updates + 1] = f[4]
   end
   if policy.backoff and not string.find(own, 'backoff', 1, true) then
     local b = policy.backoff
     for i, name in ipairs({ 'backoff', 'backoff_ms', 'backoff_cap_ms', 'backoff_jitter' }) do
-      local value = tostring(b[i])
-      if f[4 + i] ~= value then
-        f[4 + i] = value
+      if f[4 + i] ~= b[i] then
+        f[4 + i] = b[i]
         updates[#updates + 1] = name
-        updates[#updates + 1] = value
+        updates[#updates + 1] = b[i]
       end
     end
   end
-  if #updates > 0 then redis.call('HSET', key, unpack(updates)) end
+  return updates
+end
+
+-- A progress argument (0-100) as a number, or nil when there is none.
+local function progress_of(text)
+  return int_in(text, 0, 100) or nil
 end
 
 -- Records a failed attempt of the active job `id` (fields `f` read with FAIL_FIELDS) and moves
@@ -195,11 +419,17 @@ end
 -- add_waiting), plan.retried/plan.died events. `version` is the handler version that ran the
 -- attempt ('' when unknown, as for an expired lease); `policy` the handler's retry policy
 -- (parse_policy), or nil; `logs` and `progress` what the attempt logged and its last progress
--- ('' when none).
+-- ('' when none). A job whose fields cannot be used (under the policy) is buried as malformed
+-- instead, with nothing else written: it goes dead too.
 local function fail_job(prefix, id, f, now, outcome, err, permanent, plan, version, policy, logs,
     progress)
   local key = prefix .. id
-  apply_handler_policy(key, f, policy)
+  local updates = apply_handler_policy(f, policy)
+  local problem = field_problem(FAIL_FIELDS, f)
+  if problem then
+    bury(prefix, id, problem, now, plan)
+    return 'dead', now
+  end
   local attempt = tonumber(f[3]) or 0
   local max_attempts = tonumber(f[4]) or 1
   err = string.sub(err or '', 1, MAX_ERROR_LEN)
@@ -207,10 +437,15 @@ local function fail_job(prefix, id, f, now, outcome, err, permanent, plan, versi
     host = f[11] or '', started_at = tonumber(f[10]) or 0, finished_at = now,
     version = (version ~= nil and version ~= '') and version or nil,
     logs = (logs ~= nil and logs ~= '') and string.sub(logs, 1, MAX_LOGS_LEN) or nil,
-    progress = tonumber(progress) })
+    progress = progress_of(progress) })
+  local function write(...)
+    local args = { ... }
+    for _, v in ipairs(updates) do args[#args + 1] = v end
+    redis.call('HSET', key, unpack(args))
+  end
   if permanent or attempt >= max_attempts then
-    redis.call('HSET', key, 'state', 'dead', 'history', history, 'last_error', err,
-      'last_outcome', outcome, 'finished_at', now, 'lease_token', '')
+    write('state', 'dead', 'history', history, 'last_error', err, 'last_outcome', outcome,
+      'finished_at', now, 'lease_token', '')
     plan.dead[#plan.dead + 1] = now
     plan.dead[#plan.dead + 1] = id
     plan.died[#plan.died + 1] = { id, attempt }
@@ -218,13 +453,13 @@ local function fail_job(prefix, id, f, now, outcome, err, permanent, plan, versi
   end
   local delay = backoff_ms(f[5], f[6], f[7], f[8], attempt)
   if delay <= 0 then
-    local seq = redis.call('INCR', plan.seq_key)
-    redis.call('HSET', key, 'state', 'waiting', 'history', history, 'last_error', err,
-      'last_outcome', outcome, 'run_at', now, 'seq', seq, 'lease_token', '')
+    local seq = next_seq(plan.seq_key, 1)
+    write('state', 'waiting', 'history', history, 'last_error', err, 'last_outcome', outcome,
+      'run_at', now, 'seq', seq, 'lease_token', '')
     add_waiting(plan.waiting, f[13], waiting_score(f[12], seq), id)
   else
-    redis.call('HSET', key, 'state', 'retry', 'history', history, 'last_error', err,
-      'last_outcome', outcome, 'run_at', now + delay, 'lease_token', '')
+    write('state', 'retry', 'history', history, 'last_error', err, 'last_outcome', outcome,
+      'run_at', now + delay, 'lease_token', '')
     plan.retry[#plan.retry + 1] = now + delay
     plan.retry[#plan.retry + 1] = id
   end
@@ -234,7 +469,7 @@ end
 
 local function new_fail_plan(seq_key)
   return { retry = {}, dead = {}, waiting = new_waiting(), retried = {}, died = {},
-    seq_key = seq_key }
+    buried = {}, seq_key = seq_key }
 end
 
 -- Applies a fail plan: the set moves and the events. `K` names the keys.
@@ -250,14 +485,21 @@ end
 -- Moves up to `limit` due jobs from `delayed` and `retry` to waiting (their group's, if they
 -- have one), each with a fresh sequence number (FIFO by the time it became due). Returns how
 -- many moved, and `heads` for next_scheduled: per set, its first due time when this saw it
--- (false: empty; nil: jobs moved, so unknown).
+-- (false: empty; nil: jobs moved, so unknown). A due id whose job cannot be used is buried
+-- (bury) into `K.dead`, or `<q>dead` when the caller has no such key.
 local function promote(prefix, K, now, limit, maxlen)
   local moved, waiting, events, heads = 0, new_waiting(), {}, {}
-  for _, set in ipairs({ K.delayed, K.retry }) do
-    -- Peek at the head first: when nothing is due (the usual case) that is the only command,
-    -- and the head is the set's next due time, which a fetch that comes back short needs.
-    local head = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
-    local at = tonumber(head[2]) or false
+  local plan = new_fail_plan(nil)
+  -- Peek at both heads first: when nothing is due (the usual case) that is the only command
+  -- per set, and the head is the set's next due time, which a fetch that comes back short
+  -- needs. Both sets are read before anything is written.
+  local sets = { { K.delayed, 'delayed' }, { K.retry, 'retry' } }
+  for _, s in ipairs(sets) do
+    s.head = redis.call('ZRANGE', s[1], 0, 0, 'WITHSCORES')
+  end
+  for _, s in ipairs(sets) do
+    local set = s[1]
+    local at = tonumber(s.head[2]) or false
     local due = {}
     if at and at <= now then
       due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, limit)
@@ -266,23 +508,34 @@ local function promote(prefix, K, now, limit, maxlen)
     heads[set] = at
     if #due > 0 then
       zrem_many(set, due)
-      local last = redis.call('INCRBY', K.seq, #due)
+      local last = next_seq(K.seq, #due)
       for i, id in ipairs(due) do
         local key = prefix .. id
-        local f = redis.call('HMGET', key, 'priority', 'attempt', 'state', 'group')
-        -- A due id whose hash is gone (deleted by hand) is dropped, not resurrected.
-        if f[3] then
+        local f, problem = read_job(key, { 'state', 'priority', 'attempt', 'group' })
+        if f and not problem and f[1] ~= 'delayed' and f[1] ~= 'retry' then
+          -- Not scheduled: an id left over in this set, or a job that is nowhere else.
+          problem = misplaced(prefix, id, f[1], f[4], s[2])
+          if not problem then f = nil end
+        end
+        if problem then
+          bury(prefix, id, problem, now, plan)
+        elseif f then
           local seq = last - #due + i
           redis.call('HSET', key, 'state', 'waiting', 'seq', seq)
-          add_waiting(waiting, f[4], waiting_score(f[1], seq), id)
-          events[#events + 1] = { id, tonumber(f[2]) or 0 }
+          add_waiting(waiting, f[4], waiting_score(f[2], seq), id)
+          events[#events + 1] = { id, tonumber(f[3]) or 0 }
           moved = moved + 1
         end
+        -- A due id whose hash is gone (deleted by hand) is dropped, not resurrected.
       end
     end
   end
   flush_waiting(waiting, K, now)
   emit(K.events, maxlen, 'promoted', events)
+  if #plan.dead > 0 then
+    zadd_pairs(K.dead or state_set(prefix, 'dead'), plan.dead)
+    emit(K.events, maxlen, 'dead', plan.died)
+  end
   return moved, heads
 end
 
@@ -324,9 +577,23 @@ local function lease_problem(state, held_token, token)
   return nil
 end
 
+-- The lease check of a lease-checked call on a job read with read_job (`f`, `unusable`): nil
+-- when the caller holds the job, else the rejection: 'not_found', 'not_active:<state>',
+-- 'token_mismatch', or 'malformed' when the key cannot be read as a job (another type, no
+-- state).
+local function lease_check(f, unusable, token)
+  if not f then return unusable == false and 'not_found' or 'malformed' end
+  return lease_problem(f[1], f[2], token)
+end
+
+-- For read_job: look at no field (the caller checks what it uses itself).
+local NO_FIELDS = {}
+
 -- The fields of FAIL_FIELDS that a completion needs when the job is not kept (their order
 -- and positions are FAIL_FIELDS').
 local COMPLETE_FIELDS_BARE = { 'state', 'lease_token', 'attempt' }
+-- The fields a completion uses (the rest of FAIL_FIELDS only for a result that fails the job).
+local COMPLETE_USES = { state = true, attempt = true, started_at = true }
 
 -- The config fields complete_jobs reads.
 local COMPLETE_CONFIG = { 'completed_keep', 'completed_max_age_ms', 'max_result_bytes',
@@ -343,6 +610,7 @@ local COMPLETE_CONFIG = { 'completed_keep', 'completed_max_age_ms', 'max_result_
 local function complete_jobs(prefix, K, cfg, now, first)
   local keep = cfg.completed_keep
   local done_ids, rejected, too_large, finished, events, deleted = {}, {}, {}, {}, {}, {}
+  local leaving = {}
   local plan = new_fail_plan(nil)
   -- A completion reads what it records: with no job kept, the lease check and the attempt
   -- (for the event); the rest of FAIL_FIELDS only for a result that fails the job.
@@ -352,10 +620,16 @@ local function complete_jobs(prefix, K, cfg, now, first)
     local id, token, result, version = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local logs, progress, children = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
     local key = prefix .. id
-    local f = redis.call('HMGET', key, unpack(fields))
-    local problem = lease_problem(f[1], f[2], token)
-    if problem then
+    local f, unusable = read_job(key, fields, COMPLETE_USES)
+    local problem = lease_check(f, unusable, token)
+    if problem and problem ~= 'malformed' then
       rejected[#rejected + 1] = { id, problem }
+    elseif unusable then
+      -- A job that cannot be completed as it is (a key of another type, a field the host
+      -- cannot read): the result is kept with it in the dead-letter queue.
+      bury(prefix, id, unusable, now, plan, { 'result', result })
+      rejected[#rejected + 1] = { id, 'not_active:dead' }
+      leaving[#leaving + 1] = id
     elseif #result > cfg.max_result_bytes then
       if fields ~= FAIL_FIELDS then f = redis.call('HMGET', key, unpack(FAIL_FIELDS)) end
       fail_job(prefix, id, f, now, 'result_too_large', 'result of ' .. #result
@@ -371,7 +645,7 @@ local function complete_jobs(prefix, K, cfg, now, first)
           host = f[11] or '', started_at = tonumber(f[10]) or 0, finished_at = now,
           version = version ~= '' and version or nil,
           logs = logs ~= '' and string.sub(logs, 1, MAX_LOGS_LEN) or nil,
-          progress = tonumber(progress) })
+          progress = progress_of(progress) })
         redis.call('HSET', key, 'state', 'completed', 'result', result, 'history', history,
           'finished_at', now, 'lease_token', '')
         finished[#finished + 1] = now
@@ -389,7 +663,6 @@ local function complete_jobs(prefix, K, cfg, now, first)
   end
   del_many(steps)
   zadd_pairs(K.outbox, outbox)
-  local leaving = {}
   for _, id in ipairs(done_ids) do leaving[#leaving + 1] = id end
   for _, id in ipairs(too_large) do leaving[#leaving + 1] = id end
   zrem_many(K.active, leaving)
@@ -426,6 +699,10 @@ local function complete_jobs(prefix, K, cfg, now, first)
   end
   return { done_ids, rejected, too_large }
 end
+
+-- The fields of a job lease_jobs reads, the job's part of fetch's reply.
+local LEASE_FIELDS = { 'state', 'handler', 'payload', 'attempt', 'max_attempts', 'timeout_ms',
+  'priority', 'created_at', 'own_policy' }
 
 -- The config fields lease_jobs reads.
 local LEASE_CONFIG = { 'paused', 'events_maxlen', 'rate_max', 'rate_window_ms', 'group_rate_max',
@@ -539,11 +816,23 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
   -- Numbers go to Redis as text; formatting them once, and as integers, costs less than
   -- letting each call convert a double.
   local now_text, expires_text = string.format('%d', now), string.format('%d', expires)
+  local buried = new_fail_plan(nil)
   for i, id in ipairs(taken) do
     local key = prefix .. id
-    local f = redis.call('HMGET', key, 'state', 'handler', 'payload', 'attempt', 'max_attempts',
-      'timeout_ms', 'priority', 'created_at', 'own_policy')
-    if f[1] == 'waiting' and f[2] then
+    local f, problem = nil, false
+    -- An id the host could not take as text is dropped, its key left for `queue check`.
+    if name_ok(id) then f, problem = read_job(key, LEASE_FIELDS) end
+    if f and not problem then
+      if not f[2] or f[2] == '' then
+        problem = 'field handler is missing'
+      elseif f[1] ~= 'waiting' then
+        problem = misplaced(prefix, id, f[1], nil, 'waiting')
+        if not problem then f = nil end
+      end
+    end
+    if problem then
+      bury(prefix, id, problem, now, buried)
+    elseif f then
       local attempt = (tonumber(f[4]) or 0) + 1
       redis.call('HSET', key, 'state', 'active', 'attempt', string.format('%d', attempt),
         'lease_token', token, 'host', host, 'started_at', now_text)
@@ -563,14 +852,19 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
         p.starts[#p.starts + 1] = id .. ':' .. token
       end
     else
-      -- An id without a waiting job behind it (hash deleted or rewritten by hand): dropping it
-      -- is all that can be done; the count tells the caller to log it.
+      -- An id without a job behind it (hash deleted by hand), or left over from a job that
+      -- is in its own state's set: dropping it is all that can be done; the count tells the
+      -- caller to log it.
       dropped = dropped + 1
     end
   end
   zadd_pairs(K.active, active)
   zadd_pairs(K.rate, starts)
   emit(K.events, cfg.events_maxlen, 'active', events)
+  if #buried.dead > 0 then
+    zadd_pairs(K.dead or state_set(prefix, 'dead'), buried.dead)
+    emit(K.events, cfg.events_maxlen, 'dead', buried.died)
+  end
 
   -- A served participant goes to the back of the line: behind every ready group, including
   -- those that joined or were served in this same millisecond (1/1024 ms apart, exact in a

@@ -34,6 +34,10 @@ end
 local out = {}
 for i, id in ipairs(ids) do
   local expiry = redis.call('ZSCORE', KEYS[3], id)
-  out[i] = { id, redis.call('HGETALL', KEYS[1] .. id), tonumber(expiry) or 0 }
+  -- A key that is not a hash (edited by hand) lists as no hash, which the reader reports
+  -- naming the job, rather than failing the page with WRONGTYPE.
+  local hash = redis.pcall('HGETALL', KEYS[1] .. id)
+  if hash.err then hash = {} end
+  out[i] = { id, hash, tonumber(expiry) or 0 }
 end
 return out

@@ -28,13 +28,23 @@ local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', string.format('(%d
 local plan = new_fail_plan(K.seq)
 local outcomes = {}
 for _, id in ipairs(expired) do
-  local f = redis.call('HMGET', prefix .. id, unpack(FAIL_FIELDS))
-  if f[1] == 'active' then
+  local f, unusable = read_job(prefix .. id, FAIL_FIELDS, NO_FIELDS)
+  if f and f[1] == 'active' then
     local next_state, at = fail_job(prefix, id, f, now, 'lease_expired', 'lease expired', false,
       plan, '', parse_policy(policies[f[15]]))
     outcomes[#outcomes + 1] = { id, next_state, at }
+  else
+    -- An id in `active` whose job is in its own state's set is stale, and removing it is the
+    -- whole repair; a job in no set, or that cannot be read, is buried.
+    if f then
+      unusable = field_problem({ 'state', 'group' }, { f[1], f[13] })
+        or misplaced(prefix, id, f[1], f[13], 'active')
+    end
+    if unusable then
+      bury(prefix, id, unusable, now, plan)
+      outcomes[#outcomes + 1] = { id, 'dead', now }
+    end
   end
-  -- An id in `active` whose hash is not active is stale; removing it is the whole repair.
 end
 zrem_many(K.active, expired)
 apply_fail_plan(plan, K, cfg.events_maxlen, now)

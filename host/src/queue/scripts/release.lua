@@ -5,30 +5,40 @@
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] active  KEYS[4] waiting  KEYS[5] events
 -- KEYS[6] wake        KEYS[7] group prefix  KEYS[8] groups
 -- ARGV: pairs id, token
--- Reply: {released_ids, rejected} with rejected as in extend.
+-- Reply: {released_ids, rejected} with rejected as in extend. A job whose key or fields
+--   cannot be read is buried as malformed (bury in lib.lua) and rejected as 'not_active:dead'.
 
 local prefix = KEYS[1]
 local K = { waiting = KEYS[4], gprefix = KEYS[7], groups = KEYS[8] }
 local cfg = read_config(KEYS[2], { 'events_maxlen', 'paused' })
-local released, rejected, waiting, events = {}, {}, new_waiting(), {}
+local released, rejected, waiting, events, leaving = {}, {}, new_waiting(), {}, {}
+local now = now_ms()
+local plan = new_fail_plan(nil)
 for i = 1, #ARGV - 1, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'lease_token', 'attempt', 'priority', 'seq',
-    'group')
-  local problem = lease_problem(f[1], f[2], token)
-  if problem then
+  local f, unusable = read_job(key, { 'state', 'lease_token', 'attempt', 'priority', 'seq',
+    'group' })
+  local problem = lease_check(f, unusable, token)
+  if problem and problem ~= 'malformed' then
     rejected[#rejected + 1] = { id, problem }
+  elseif unusable then
+    bury(prefix, id, unusable, now, plan)
+    rejected[#rejected + 1] = { id, 'not_active:dead' }
+    leaving[#leaving + 1] = id
   else
     local attempt = math.max((tonumber(f[3]) or 1) - 1, 0)
     redis.call('HSET', key, 'state', 'waiting', 'attempt', attempt, 'lease_token', '')
     add_waiting(waiting, f[6], waiting_score(f[4], f[5]), id)
     released[#released + 1] = id
+    leaving[#leaving + 1] = id
     events[#events + 1] = { id, attempt }
   end
 end
-zrem_many(KEYS[3], released)
-if waiting.n > 0 then flush_waiting(waiting, K, now_ms()) end
+zrem_many(KEYS[3], leaving)
+if waiting.n > 0 then flush_waiting(waiting, K, now) end
 emit(KEYS[5], cfg.events_maxlen, 'released', events)
+zadd_pairs(state_set(prefix, 'dead'), plan.dead)
+emit(KEYS[5], cfg.events_maxlen, 'dead', plan.died)
 if #released > 0 and cfg.paused == 0 then wake(KEYS[6]) end
 return { released, rejected }

@@ -6,7 +6,8 @@
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] dead  KEYS[4] waiting  KEYS[5] seq
 -- KEYS[6] events      KEYS[7] wake  KEYS[8] group prefix  KEYS[9] groups
 -- ARGV[1] limit; ARGV[2..] job ids. Without ids, replays the `limit` oldest dead jobs.
--- Reply: {replayed_ids, skipped} where skipped lists {id, 'not_found' | <state>}.
+-- Reply: {replayed_ids, skipped} where skipped lists {id, 'not_found' | <state> |
+--   'malformed: <reason>'} (a job that cannot be read is left as it is).
 
 local prefix = KEYS[1]
 local K = { waiting = KEYS[4], gprefix = KEYS[8], groups = KEYS[9] }
@@ -17,16 +18,20 @@ local replayed, skipped, waiting, events = {}, {}, new_waiting(), {}
 local last = nil
 for _, id in ipairs(ids) do
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'priority', 'replays', 'group')
-  if f[1] == 'dead' then
-    last = last and last + 1 or redis.call('INCRBY', KEYS[5], #ids) - #ids + 1
+  local f, unusable = read_job(key, { 'state', 'priority', 'replays', 'group' })
+  if f and unusable then
+    skipped[#skipped + 1] = { id, 'malformed: ' .. unusable }
+  elseif not f then
+    skipped[#skipped + 1] = { id, unusable and 'malformed: ' .. unusable or 'not_found' }
+  elseif f[1] == 'dead' then
+    last = last and last + 1 or next_seq(KEYS[5], #ids) - #ids + 1
     redis.call('HSET', key, 'state', 'waiting', 'attempt', 0, 'seq', last, 'run_at', now,
       'replays', (tonumber(f[3]) or 0) + 1, 'lease_token', '')
     add_waiting(waiting, f[4], waiting_score(f[2], last), id)
     replayed[#replayed + 1] = id
     events[#events + 1] = { id, 0 }
   else
-    skipped[#skipped + 1] = { id, f[1] or 'not_found' }
+    skipped[#skipped + 1] = { id, f[1] }
   end
 end
 zrem_many(KEYS[3], replayed)

@@ -5,20 +5,21 @@
 -- KEYS[1] job prefix  KEYS[2] steps prefix  KEYS[3] config  KEYS[4] events
 -- ARGV[1] id  ARGV[2] lease token  ARGV[3] field (`run:<name>`)  ARGV[4] value
 -- Reply: 'ok', or the rejection reason as in extend ('not_found', 'not_active:<state>',
---   'token_mismatch'), in which case nothing is written.
+--   'token_mismatch', 'malformed'), in which case nothing is written.
 -- Event: `step` with the job, its attempt and the field, one per save.
 
 local id, token, field, value = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if not value or not KEYS[4] then
   return redis.error_reply('WASMQ_INVALID step_save needs 4 keys and id, token, field, value')
 end
-local f = redis.call('HMGET', KEYS[1] .. id, 'state', 'lease_token', 'attempt')
-local problem = lease_problem(f[1], f[2], token)
+local f, unusable = read_job(KEYS[1] .. id, { 'state', 'lease_token', 'attempt' }, NO_FIELDS)
+local problem = lease_check(f, unusable, token)
 if problem then return problem end
-redis.call('HSET', KEYS[2] .. id, field, value)
+-- Everything that can fail is read before the one write.
 local cfg = read_config(KEYS[3], { 'events_maxlen' })
+redis.call('HSET', KEYS[2] .. id, field, value)
 if cfg.events_maxlen > 0 then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', cfg.events_maxlen, '*', 'event', 'step',
-    'jobs', cjson.encode({ { id, tonumber(f[3]) or 0 } }), 'field', field)
+  redis.pcall('XADD', KEYS[4], 'MAXLEN', '~', cfg.events_maxlen, '*', 'event', 'step',
+    'jobs', cjson.encode({ { id, int_field('attempt', f[3], 0) } }), 'field', field)
 end
 return 'ok'

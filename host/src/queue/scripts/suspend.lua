@@ -14,7 +14,8 @@
 --   delay_ms, handler version, logs, progress (the last three for the attempt's history
 --   entry, '' when none)
 -- Reply: {suspended, rejected}: suspended lists {id, run_at_ms}; rejected {id, reason} as in
---   extend (those jobs are untouched).
+--   extend (those jobs are untouched, but for a job whose key or fields cannot be read: it is
+--   buried as malformed, bury in lib.lua, and rejected as 'not_active:dead').
 
 local prefix = KEYS[1]
 if not KEYS[6] then
@@ -23,17 +24,22 @@ end
 local cfg = read_config(KEYS[2], { 'events_maxlen' })
 local now = now_ms()
 local suspended, rejected, delayed, ids, events, throttled = {}, {}, {}, {}, {}, {}
+local plan = new_fail_plan(nil)
 for i = 1, #ARGV - 6, 7 do
   local id, token, field = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local delay = math.floor(tonumber(ARGV[i + 3]) or -1)
+  local delay = int_in(ARGV[i + 3], 0, 1e15) or -1
   local version, logs, progress = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'lease_token', 'attempt', 'history', 'host',
-    'started_at')
-  local problem = lease_problem(f[1], f[2], token)
+  local f, unusable = read_job(key, { 'state', 'lease_token', 'attempt', 'history', 'host',
+    'started_at' })
+  local problem = lease_check(f, unusable, token)
   if not problem and delay < 0 then problem = 'invalid_delay' end
-  if problem then
+  if problem and problem ~= 'malformed' then
     rejected[#rejected + 1] = { id, problem }
+  elseif unusable then
+    bury(prefix, id, unusable, now, plan)
+    rejected[#rejected + 1] = { id, 'not_active:dead' }
+    ids[#ids + 1] = id
   else
     local attempt = tonumber(f[3]) or 1
     local run_at = now + delay
@@ -47,10 +53,12 @@ for i = 1, #ARGV - 6, 7 do
         started_at = tonumber(f[6]) or 0, finished_at = now,
         version = version ~= '' and version or nil,
         logs = logs ~= '' and string.sub(logs, 1, MAX_LOGS_LEN) or nil,
-        progress = tonumber(progress) })
+        progress = progress_of(progress) })
       redis.call('HSET', key, 'state', 'delayed', 'attempt', math.max(attempt - 1, 0),
         'run_at', run_at, 'history', history, 'lease_token', '')
-      redis.call('HSET', KEYS[6] .. id, field, run_at)
+      -- A steps key of another type loses only the sleep's record: the attempt after it
+      -- sleeps again (a sleep lasts at least its time).
+      redis.pcall('HSET', KEYS[6] .. id, field, run_at)
       events[#events + 1] = { id, attempt }
     end
     delayed[#delayed + 1] = run_at
@@ -63,4 +71,6 @@ zrem_many(KEYS[3], ids)
 zadd_pairs(KEYS[4], delayed)
 emit(KEYS[5], cfg.events_maxlen, 'suspended', events)
 emit(KEYS[5], cfg.events_maxlen, 'throttled', throttled)
+zadd_pairs(state_set(prefix, 'dead'), plan.dead)
+emit(KEYS[5], cfg.events_maxlen, 'dead', plan.died)
 return { suspended, rejected }

@@ -16,8 +16,8 @@ if max < 1 or w < 1 or not handler then
   return redis.error_reply('WASMQ_INVALID throttle needs id, token, handler, max >= 1 and '
     .. 'window_ms >= 1')
 end
-local f = redis.call('HMGET', KEYS[1] .. id, 'state', 'lease_token', 'group')
-local problem = lease_problem(f[1], f[2], token)
+local f, unusable = read_job(KEYS[1] .. id, { 'state', 'lease_token', 'group' }, NO_FIELDS)
+local problem = lease_check(f, unusable, token)
 if problem then return { -1, problem } end
 -- The handler's length keeps `a:b` + `c` apart from `a` + `b:c`.
 local log = KEYS[2] .. #handler .. ':' .. handler .. ':' .. (f[3] or '')

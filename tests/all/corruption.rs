@@ -1,0 +1,815 @@
+//! Nothing lost to one bad key: a job key or field that a producer or a person wrote wrongly is
+//! moved into the dead-letter queue as `malformed` (its key kept as `<q>malformed:<id>`), and
+//! every other job of the same script call goes on; `wasmq queue check` finds what is out of
+//! step and `--repair` puts it right. Real redis-server processes, real hosts.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use wasmq::connection::RedisConnection;
+use wasmq::queue::{
+    Backoff, Client, Completion, FailOutcome, Failure, Job, JobState, LeaseRejection, LeasedJob,
+    NewJob, Suspension,
+};
+
+use crate::support::cli::{ok, wasmq};
+use crate::support::eventually;
+use crate::support::guests::handler;
+use crate::support::host::HostProcess;
+use crate::support::jobs::{enqueue_ids, keep_everything};
+use crate::support::redis::RedisServer;
+
+const LEASE: Duration = Duration::from_secs(60);
+const HOST: &str = "host-a";
+
+fn job_key(queue: &str, id: &str) -> String {
+    format!("wasmq:{{{queue}}}:job:{id}")
+}
+
+fn set_key(queue: &str, set: &str) -> String {
+    format!("wasmq:{{{queue}}}:{set}")
+}
+
+fn jobs(n: usize) -> Vec<NewJob> {
+    (0..n)
+        .map(|i| NewJob::new("h", format!("payload {i}").into_bytes()))
+        .collect()
+}
+
+fn sorted(ids: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut ids: Vec<String> = ids.into_iter().collect();
+    ids.sort();
+    ids
+}
+
+fn leased_ids(jobs: &[LeasedJob]) -> Vec<String> {
+    sorted(jobs.iter().map(|job| job.id.clone()))
+}
+
+/// The job, which must exist and be in the dead-letter queue as `malformed`, with a reason
+/// that contains `reason`.
+async fn assert_buried(client: &Client, queue: &str, id: &str, reason: &str) -> Job {
+    let job = client.get(queue, id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Dead, "{id}");
+    assert_eq!(job.last_outcome.as_deref(), Some("malformed"), "{id}");
+    let error = job.last_error.clone().unwrap_or_default();
+    assert!(error.contains(reason), "{id}: {error:?} lacks {reason:?}");
+    assert_eq!(job.history.last().unwrap().outcome, "malformed");
+    job
+}
+
+/// A check that finds nothing out of step.
+async fn assert_consistent(client: &Client, queue: &str) {
+    let report = client.check(queue, false).await.unwrap();
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+}
+
+/// Replaces a job's hash with a list holding the same id: a key no HMGET can read.
+async fn make_list(conn: &mut RedisConnection, queue: &str, id: &str) {
+    let key = job_key(queue, id);
+    let () = conn.del(&key).await.unwrap();
+    let () = conn.rpush(&key, "not a hash").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_string_job_key_among_ten_valid_jobs_is_dead_lettered_and_the_ten_are_leased() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let ids = enqueue_ids(&client, "q", &jobs(10)).await;
+    // A producer that used SET instead of HSET, its id in line among the others.
+    let mut conn = server.connection().await;
+    let score: f64 = conn.zscore(set_key("q", "waiting"), &ids[4]).await.unwrap();
+    let () = conn
+        .set(job_key("q", "bad"), "handler h payload x")
+        .await
+        .unwrap();
+    let () = conn
+        .zadd(set_key("q", "waiting"), "bad", score)
+        .await
+        .unwrap();
+
+    let fetched = client.fetch_batch("q", 20, LEASE, HOST).await.unwrap();
+    assert_eq!(leased_ids(&fetched.jobs), sorted(ids.clone()));
+    assert_eq!(fetched.dropped, 0);
+    let counts = client.counts("q").await.unwrap();
+    assert_eq!((counts.waiting, counts.active, counts.dead), (0, 10, 1));
+    assert_buried(&client, "q", "bad", "holds a string").await;
+    // What the key held is kept, exactly, beside the dead-letter record.
+    let kept: String = conn.get("wasmq:{q}:malformed:bad").await.unwrap();
+    assert_eq!(kept, "handler h payload x");
+
+    // The ten run to completion, and nothing is left out of step.
+    let done: Vec<Completion> = fetched
+        .jobs
+        .iter()
+        .map(|job| Completion::new(job, b"ok".to_vec()))
+        .collect();
+    let report = client.complete("q", &done).await.unwrap();
+    assert_eq!(sorted(report.completed), sorted(ids));
+    assert_consistent(&client, "q").await;
+
+    // Purging the malformed job deletes what its key held with it.
+    let purged = client.purge("q", &["bad".to_string()]).await.unwrap();
+    assert_eq!(purged.done, ["bad"]);
+    let left: bool = conn.exists("wasmq:{q}:malformed:bad").await.unwrap();
+    assert!(!left);
+}
+
+#[tokio::test]
+async fn a_nan_jitter_on_one_of_ten_failing_jobs_dead_letters_it_and_the_nine_retry() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let ids = enqueue_ids(&client, "q", &jobs(10)).await;
+    let fetched = client.fetch("q", 10, LEASE, HOST).await.unwrap();
+    assert_eq!(fetched.len(), 10);
+    let mut conn = server.connection().await;
+    let () = conn
+        .hset(job_key("q", &ids[3]), "backoff_jitter", "nan")
+        .await
+        .unwrap();
+
+    let failures: Vec<Failure> = fetched
+        .iter()
+        .map(|job| Failure::new(job, "guest_fail", "boom"))
+        .collect();
+    let report = client.fail("q", &failures).await.unwrap();
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    assert_eq!(report.outcomes.len(), 10);
+    for (id, outcome) in &report.outcomes {
+        if *id == ids[3] {
+            assert_eq!(*outcome, FailOutcome::Dead, "{id}");
+        } else {
+            assert!(
+                matches!(outcome, FailOutcome::Retry { .. }),
+                "{id}: {outcome:?}"
+            );
+        }
+    }
+    let counts = client.counts("q").await.unwrap();
+    assert_eq!((counts.active, counts.retry, counts.dead), (0, 9, 1));
+    let dead = assert_buried(&client, "q", &ids[3], "backoff_jitter").await;
+    assert_eq!(dead.payload, b"payload 3");
+    assert_eq!(dead.handler, "h");
+
+    // A host that sends the same call again (it cannot know the first one was recorded)
+    // changes nothing: every job is rejected, none is lost.
+    let again = client.fail("q", &failures).await.unwrap();
+    assert!(again.outcomes.is_empty());
+    assert_eq!(again.rejected.len(), 10);
+    assert_consistent(&client, "q").await;
+}
+
+/// Three jobs taken to where `transition` acts on them, the middle one's key made a list, then
+/// the transition: the other two go on, the middle one is buried. One queue per transition.
+#[tokio::test]
+async fn every_worker_transition_buries_an_unreadable_job_and_serves_the_rest() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let mut conn = server.connection().await;
+    let short = Duration::from_millis(1);
+
+    for transition in [
+        "fetch", "complete", "fail", "release", "recover", "promote", "suspend",
+    ] {
+        let q = format!("t-{transition}");
+        let mut new = jobs(3);
+        if transition == "promote" {
+            new = new.into_iter().map(|job| job.with_delay(short)).collect();
+        }
+        let ids = enqueue_ids(&client, &q, &new).await;
+        let bad = ids[1].clone();
+        let good = sorted([ids[0].clone(), ids[2].clone()]);
+        let lease = if transition == "recover" {
+            short
+        } else {
+            LEASE
+        };
+        let leased = if matches!(transition, "fetch" | "promote") {
+            Vec::new()
+        } else {
+            client.fetch(&q, 3, lease, HOST).await.unwrap()
+        };
+        make_list(&mut conn, &q, &bad).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+
+        match transition {
+            "fetch" => {
+                let fetched = client.fetch(&q, 3, LEASE, HOST).await.unwrap();
+                assert_eq!(leased_ids(&fetched), good, "{transition}");
+            }
+            "complete" => {
+                let done: Vec<Completion> = leased
+                    .iter()
+                    .map(|job| Completion::new(job, b"r".to_vec()))
+                    .collect();
+                let report = client.complete(&q, &done).await.unwrap();
+                assert_eq!(sorted(report.completed), good);
+                assert_eq!(
+                    report.rejected,
+                    [(bad.clone(), LeaseRejection::NotActive("dead".into()))]
+                );
+            }
+            "fail" => {
+                let failed: Vec<Failure> = leased
+                    .iter()
+                    .map(|job| Failure::new(job, "trap", "x"))
+                    .collect();
+                let report = client.fail(&q, &failed).await.unwrap();
+                let dead: Vec<&String> = report
+                    .outcomes
+                    .iter()
+                    .filter(|(_, o)| *o == FailOutcome::Dead)
+                    .map(|(id, _)| id)
+                    .collect();
+                assert_eq!(dead, [&bad]);
+                assert_eq!(report.outcomes.len(), 3);
+            }
+            "release" => {
+                let leases: Vec<_> = leased.iter().map(LeasedJob::lease).collect();
+                let report = client.release(&q, &leases).await.unwrap();
+                assert_eq!(sorted(report.released), good);
+            }
+            "recover" => {
+                let report = client.recover_expired(&q, 10, &[]).await.unwrap();
+                assert_eq!(report.outcomes.len(), 3);
+            }
+            "promote" => {
+                let (moved, _) = client.promote(&q, 10).await.unwrap();
+                assert_eq!(moved, 2);
+            }
+            "suspend" => {
+                let sleeps: Vec<Suspension> = leased
+                    .iter()
+                    .map(|job| Suspension::new(job, "sleep:nap", Duration::from_secs(60)))
+                    .collect();
+                let report = client.suspend(&q, &sleeps).await.unwrap();
+                assert_eq!(sorted(report.suspended.into_iter().map(|(id, _)| id)), good);
+            }
+            other => unreachable!("{other}"),
+        }
+        assert_buried(&client, &q, &bad, "holds a list").await;
+        let counts = client.counts(&q).await.unwrap();
+        assert_eq!(counts.dead, 1, "{transition}");
+        let kept: Vec<String> = conn
+            .lrange(format!("wasmq:{{{q}}}:malformed:{bad}"), 0, -1)
+            .await
+            .unwrap();
+        assert_eq!(kept, ["not a hash"], "{transition}");
+        assert_consistent(&client, &q).await;
+    }
+}
+
+/// A field that the host could not read back, one per job: fetch leases the valid jobs and
+/// buries each of these with the field named.
+#[tokio::test]
+async fn fetch_buries_jobs_whose_fields_the_host_cannot_read() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let mut conn = server.connection().await;
+    let cases: &[(&str, Option<&str>, &str)] = &[
+        ("priority", Some("nan"), "field priority"),
+        ("attempt", Some("1e3"), "field attempt"),
+        ("max_attempts", Some("-1"), "field max_attempts"),
+        ("timeout_ms", Some("inf"), "field timeout_ms"),
+        ("created_at", Some("yesterday"), "field created_at"),
+        ("handler", Some("has space"), "field handler"),
+        ("handler", None, "field handler is missing"),
+        ("state", None, "field state is missing"),
+        ("state", Some("sleeping"), "not a job state"),
+        // A state that contradicts the set the job is in, and no other set holds it.
+        ("state", Some("retry"), "state retry but found in waiting"),
+    ];
+    let ids = enqueue_ids(&client, "q", &jobs(cases.len() + 5)).await;
+    for ((field, value, _), id) in cases.iter().zip(&ids) {
+        let key = job_key("q", id);
+        let () = match value {
+            Some(value) => conn.hset(&key, *field, *value).await.unwrap(),
+            None => conn.hdel(&key, *field).await.unwrap(),
+        };
+    }
+    let fetched = client.fetch_batch("q", 100, LEASE, HOST).await.unwrap();
+    assert_eq!(
+        leased_ids(&fetched.jobs),
+        sorted(ids[cases.len()..].iter().cloned())
+    );
+    for ((_, _, reason), id) in cases.iter().zip(&ids) {
+        assert_buried(&client, "q", id, reason).await;
+    }
+    assert_consistent(&client, "q").await;
+}
+
+#[tokio::test]
+async fn queue_check_reports_each_inconsistency_and_repair_puts_each_right_once() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let mut conn = server.connection().await;
+    let ids = enqueue_ids(&client, "q", &jobs(6)).await;
+    let grouped = enqueue_ids(
+        &client,
+        "q",
+        &[NewJob::new("h", Vec::new()).with_group("g1")],
+    )
+    .await;
+    let waiting = set_key("q", "waiting");
+    // A dangling id; a job in two sets; one in none; one in another state's set only; one
+    // malformed; a group left out of `groups`, and an empty group still in it.
+    let () = conn.zadd(set_key("q", "dead"), "ghost", 1).await.unwrap();
+    let () = conn
+        .zadd(set_key("q", "delayed"), &ids[0], 1)
+        .await
+        .unwrap();
+    let () = conn.zrem(&waiting, &ids[1]).await.unwrap();
+    let () = conn.zrem(&waiting, &ids[2]).await.unwrap();
+    let () = conn.zadd(set_key("q", "retry"), &ids[2], 1).await.unwrap();
+    let () = conn
+        .hset(job_key("q", &ids[3]), "priority", "high")
+        .await
+        .unwrap();
+    let () = conn.zrem(set_key("q", "groups"), "g1").await.unwrap();
+    let () = conn.zadd(set_key("q", "groups"), "g2", 1).await.unwrap();
+    let () = conn.set(set_key("q", "active"), "oops").await.unwrap();
+
+    let expected: BTreeSet<(String, String)> = [
+        ("dangling", "ghost"),
+        ("in_two_sets", ids[0].as_str()),
+        ("in_no_set", ids[1].as_str()),
+        ("contradicts_set", ids[2].as_str()),
+        ("malformed", ids[3].as_str()),
+        ("group_not_listed", "g1"),
+        ("group_listed_empty", "g2"),
+        ("wrong_type", "wasmq:{q}:active"),
+    ]
+    .iter()
+    .map(|(k, s)| (k.to_string(), s.to_string()))
+    .collect();
+
+    // Without --repair: reported, nothing written, exit 1.
+    let before = server.snapshot().await;
+    let out = wasmq(&server, &["queue", "check", "q", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: BTreeSet<(String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            assert_eq!(f["repaired"], false);
+            (
+                f["kind"].as_str().unwrap().to_string(),
+                f["subject"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, expected);
+    assert_eq!(server.snapshot().await, before);
+
+    // With --repair: each put right (the wrong-typed key aside: a person decides), exit 1
+    // for that one.
+    let out = wasmq(&server, &["queue", "check", "q", "--repair"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("8 found, 7 repaired, 1 left"), "{text}");
+    let () = conn.del(set_key("q", "active")).await.unwrap();
+    let again = client.check("q", true).await.unwrap();
+    assert!(again.findings.is_empty(), "{:#?}", again.findings);
+    ok(&wasmq(&server, &["queue", "check", "q"]));
+
+    // Every valid job is where its state says, and runs; the malformed one is dead.
+    let counts = client.counts("q").await.unwrap();
+    assert_eq!((counts.waiting, counts.dead, counts.delayed), (6, 1, 0));
+    assert_buried(&client, "q", &ids[3], "field priority").await;
+    let fetched = client.fetch("q", 10, LEASE, HOST).await.unwrap();
+    let mut expected_ids: Vec<String> = ids.clone();
+    expected_ids.remove(3);
+    expected_ids.extend(grouped);
+    assert_eq!(leased_ids(&fetched), sorted(expected_ids));
+}
+
+#[tokio::test]
+async fn the_check_hosts_run_repairs_dangling_and_malformed_ids_in_active() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let mut conn = server.connection().await;
+    let ids = enqueue_ids(&client, "q", &jobs(3)).await;
+    let leased = client.fetch("q", 3, LEASE, HOST).await.unwrap();
+    make_list(&mut conn, "q", &ids[1]).await;
+    let () = conn.zadd(set_key("q", "active"), "ghost", 1).await.unwrap();
+
+    let report = client.check_active("q", 100).await.unwrap();
+    let found: BTreeSet<(String, String, bool)> = report
+        .findings
+        .iter()
+        .map(|f| (f.kind.clone(), f.subject.clone(), f.repaired))
+        .collect();
+    let expected: BTreeSet<(String, String, bool)> = [
+        ("dangling".to_string(), "ghost".to_string(), true),
+        ("malformed".to_string(), ids[1].clone(), true),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(found, expected);
+    assert_buried(&client, "q", &ids[1], "holds a list").await;
+    // The jobs still leased are untouched, and their holder completes them.
+    let done: Vec<Completion> = leased
+        .iter()
+        .filter(|job| job.id != ids[1])
+        .map(|job| Completion::new(job, b"r".to_vec()))
+        .collect();
+    assert_eq!(
+        client.complete("q", &done).await.unwrap().completed.len(),
+        2
+    );
+    assert!(
+        client
+            .check_active("q", 100)
+            .await
+            .unwrap()
+            .findings
+            .is_empty()
+    );
+    assert_consistent(&client, "q").await;
+}
+
+#[tokio::test]
+async fn a_listed_key_that_is_not_a_hash_is_named_and_repair_makes_the_list_readable() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let mut conn = server.connection().await;
+    let ids = enqueue_ids(&client, "q", &jobs(2)).await;
+    let leased = client.fetch("q", 2, LEASE, HOST).await.unwrap();
+    let dead: Vec<Failure> = leased
+        .iter()
+        .map(|job| Failure::new(job, "fail", "x").permanent())
+        .collect();
+    client.fail("q", &dead).await.unwrap();
+    let () = conn.set(job_key("q", &ids[0]), "by hand").await.unwrap();
+
+    let err = client.dead_letters("q", 0, 10).await.unwrap_err();
+    assert!(
+        matches!(err, wasmq::queue::QueueError::MalformedJob { ref id, .. } if *id == ids[0]),
+        "{err:?}"
+    );
+    client.check("q", true).await.unwrap();
+    let listed = client.dead_letters("q", 0, 10).await.unwrap();
+    assert_eq!(
+        sorted(listed.iter().map(|job| job.id.clone())),
+        sorted(ids.clone())
+    );
+    assert_buried(&client, "q", &ids[0], "holds a string").await;
+}
+
+#[tokio::test]
+async fn a_seq_events_or_wake_key_of_the_wrong_type_does_not_stop_a_call_half_way() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let mut conn = server.connection().await;
+    let new: Vec<NewJob> = jobs(3)
+        .into_iter()
+        .map(|job| job.with_backoff(Backoff::fixed(Duration::ZERO)))
+        .collect();
+    let ids = enqueue_ids(&client, "q", &new).await;
+    let leased = client.fetch("q", 3, LEASE, HOST).await.unwrap();
+    let () = conn
+        .set(set_key("q", "seq"), "not a counter")
+        .await
+        .unwrap();
+    let () = conn
+        .set(set_key("q", "events"), "not a stream")
+        .await
+        .unwrap();
+    let () = conn.del(set_key("q", "wake")).await.unwrap();
+    let () = conn
+        .hset(set_key("q", "wake"), "not", "a list")
+        .await
+        .unwrap();
+
+    // Each failed job goes straight back to waiting: that takes a sequence number, writes an
+    // event and wakes a worker, after the jobs were written.
+    let failed: Vec<Failure> = leased
+        .iter()
+        .map(|job| Failure::new(job, "trap", "x"))
+        .collect();
+    let report = client.fail("q", &failed).await.unwrap();
+    assert_eq!(report.outcomes.len(), 3);
+    assert_eq!(client.counts("q").await.unwrap().waiting, 3);
+    let seq: u64 = conn.get(set_key("q", "seq")).await.unwrap();
+    assert!(
+        seq > 1_000_000_000_000,
+        "the counter restarts from the clock: {seq}"
+    );
+    let again = client.fetch("q", 3, LEASE, HOST).await.unwrap();
+    assert_eq!(leased_ids(&again), sorted(ids));
+
+    let report = client.check("q", true).await.unwrap();
+    let wrong: BTreeSet<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind == "wrong_type" && !f.repaired)
+        .map(|f| f.subject.clone())
+        .collect();
+    assert_eq!(
+        wrong,
+        BTreeSet::from([set_key("q", "events"), set_key("q", "wake")])
+    );
+    assert_eq!(report.findings.len(), 2, "{:#?}", report.findings);
+}
+
+/// A small seeded generator, so that a failing run can be replayed with its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // SplitMix64.
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// What the test does to a job key (or, for `Ghost`, to a set).
+#[derive(Debug, Clone, Copy)]
+enum Corruption {
+    StringKey,
+    ListKey,
+    Field(&'static str, &'static str),
+    Missing(&'static str),
+}
+
+const CORRUPTIONS: &[Corruption] = &[
+    Corruption::StringKey,
+    Corruption::ListKey,
+    Corruption::Field("priority", "nan"),
+    Corruption::Field("attempt", "two"),
+    Corruption::Field("max_attempts", "1.5"),
+    Corruption::Field("backoff_jitter", "nan"),
+    Corruption::Field("backoff_ms", "inf"),
+    Corruption::Field("created_at", "-1"),
+    Corruption::Field("state", "sleeping"),
+    // States that contradict the set the job is in.
+    Corruption::Field("state", "completed"),
+    Corruption::Field("state", "waiting"),
+    Corruption::Missing("state"),
+    Corruption::Missing("handler"),
+];
+
+async fn corrupt(conn: &mut RedisConnection, queue: &str, id: &str, corruption: Corruption) {
+    let key = job_key(queue, id);
+    match corruption {
+        Corruption::StringKey => {
+            let () = conn.set(&key, "a string").await.unwrap();
+        }
+        Corruption::ListKey => make_list(conn, queue, id).await,
+        Corruption::Field(field, value) => {
+            let () = conn.hset(&key, field, value).await.unwrap();
+        }
+        Corruption::Missing(field) => {
+            let () = conn.hdel(&key, field).await.unwrap();
+        }
+    }
+}
+
+/// The state a job is set up in before the hosts start.
+const STATES: [JobState; 6] = [
+    JobState::Waiting,
+    JobState::Delayed,
+    JobState::Active,
+    JobState::Retry,
+    JobState::Completed,
+    JobState::Dead,
+];
+
+/// Queues of valid jobs in every state, random corruptions in some of their keys and dangling
+/// ids in the sets, then two hosts run through it all. Every valid job ends completed or
+/// dead-lettered by its own outcome, each exactly once; every corrupted one ends in the
+/// dead-letter queue as `malformed` or is reported by `queue check`, and a repair leaves a
+/// check with nothing to find; no host exits. The seed is `WASMQ_CORRUPTION_SEED` (printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_run_every_valid_job_once_through_random_corruption() {
+    let seed = std::env::var("WASMQ_CORRUPTION_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(19);
+    eprintln!("WASMQ_CORRUPTION_SEED={seed}");
+    let mut rng = Rng(seed);
+    let q = "corrupt";
+    let server = RedisServer::start();
+    let client = server.client().await;
+    keep_everything(&client, q).await;
+    let mut conn = server.connection().await;
+
+    // Per state, 8 jobs: echo (completes) or fail (dead-letters itself, outcome `fail`).
+    let mut planned: BTreeMap<String, (JobState, &str)> = BTreeMap::new();
+    // Those set up by a fetch first, so that each fetch takes its own jobs.
+    let order = [
+        JobState::Completed,
+        JobState::Dead,
+        JobState::Active,
+        JobState::Retry,
+        JobState::Delayed,
+        JobState::Waiting,
+    ];
+    for state in order {
+        let handlers: Vec<&str> = (0..8)
+            .map(|_| if rng.below(4) == 0 { "fail" } else { "echo" })
+            .collect();
+        let new: Vec<NewJob> = handlers
+            .iter()
+            .map(|h| {
+                let job = NewJob::new(*h, b"x".to_vec())
+                    .with_backoff(Backoff::fixed(Duration::from_millis(200)));
+                if state == JobState::Delayed {
+                    job.with_delay(Duration::from_millis(300))
+                } else {
+                    job
+                }
+            })
+            .collect();
+        let ids = enqueue_ids(&client, q, &new).await;
+        let lease = Duration::from_millis(if state == JobState::Active {
+            300
+        } else {
+            60_000
+        });
+        let leased = match state {
+            JobState::Waiting | JobState::Delayed => Vec::new(),
+            _ => client.fetch(q, ids.len(), lease, HOST).await.unwrap(),
+        };
+        if !leased.is_empty() {
+            assert_eq!(leased_ids(&leased), sorted(ids.clone()), "{state}");
+        }
+        match state {
+            JobState::Retry => {
+                let failed: Vec<Failure> = leased
+                    .iter()
+                    .map(|j| Failure::new(j, "trap", "setup"))
+                    .collect();
+                client.fail(q, &failed).await.unwrap();
+            }
+            JobState::Completed => {
+                let done: Vec<Completion> = leased
+                    .iter()
+                    .map(|j| Completion::new(j, b"setup".to_vec()))
+                    .collect();
+                client.complete(q, &done).await.unwrap();
+            }
+            JobState::Dead => {
+                let failed: Vec<Failure> = leased
+                    .iter()
+                    .map(|j| Failure::new(j, "setup_dead", "setup"))
+                    .collect();
+                client.dead_letter(q, &failed).await.unwrap();
+            }
+            _ => {}
+        }
+        for (id, h) in ids.into_iter().zip(handlers) {
+            planned.insert(id, (state, h));
+        }
+    }
+    let all: Vec<String> = planned.keys().cloned().collect();
+    let mut corrupted: BTreeMap<String, Corruption> = BTreeMap::new();
+    while corrupted.len() < all.len() / 4 {
+        let id = &all[rng.below(all.len())];
+        let corruption = CORRUPTIONS[rng.below(CORRUPTIONS.len())];
+        // Writing the state a job already has is no corruption.
+        let same =
+            matches!(corruption, Corruption::Field("state", s) if s == planned[id].0.as_str());
+        if !same && !corrupted.contains_key(id) {
+            corrupt(&mut conn, q, id, corruption).await;
+            corrupted.insert(id.clone(), corruption);
+        }
+    }
+    let mut ghosts = Vec::new();
+    for i in 0..6 {
+        let ghost = format!("ghost-{i}");
+        let set = STATES[rng.below(STATES.len())].as_str();
+        let () = conn.zadd(set_key(q, set), &ghost, 1).await.unwrap();
+        ghosts.push(ghost);
+    }
+    eprintln!("corrupted: {corrupted:?}");
+
+    let args = [
+        "--queues",
+        q,
+        "--lease",
+        "2s",
+        "--handler",
+        &handler("echo", "echo"),
+        "--handler",
+        &handler("fail", "fail"),
+    ];
+    let mut hosts = [
+        HostProcess::start(&server.url(), &args),
+        HostProcess::start(&server.url(), &args),
+    ];
+
+    // A second wave while the hosts run: new jobs, some corrupted at once, racing the hosts
+    // (only corruptions that are never a job's own state, whatever it reached meanwhile).
+    let handlers: Vec<&str> = (0..24)
+        .map(|_| if rng.below(4) == 0 { "fail" } else { "echo" })
+        .collect();
+    let new: Vec<NewJob> = handlers
+        .iter()
+        .map(|h| NewJob::new(*h, b"y".to_vec()).with_backoff(Backoff::fixed(Duration::ZERO)))
+        .collect();
+    let wave = enqueue_ids(&client, q, &new).await;
+    for (id, h) in wave.iter().zip(handlers) {
+        planned.insert(id.clone(), (JobState::Waiting, h));
+    }
+    let racing: Vec<Corruption> = CORRUPTIONS
+        .iter()
+        .copied()
+        .filter(|c| !matches!(c, Corruption::Field("state", "completed" | "waiting")))
+        .collect();
+    for _ in 0..6 {
+        let id = &wave[rng.below(wave.len())];
+        if !corrupted.contains_key(id) {
+            let corruption = racing[rng.below(racing.len())];
+            corrupt(&mut conn, q, id, corruption).await;
+            corrupted.insert(id.clone(), corruption);
+        }
+    }
+
+    eventually("no job left to run", Duration::from_secs(60), || async {
+        let counts = client.counts(q).await.ok()?;
+        (counts.waiting + counts.delayed + counts.active + counts.retry == 0).then_some(())
+    })
+    .await;
+    for host in &mut hosts {
+        assert!(host.is_running(), "a host exited:\n{}", host.log_text());
+    }
+
+    let report = client.check(q, false).await.unwrap();
+    let reported: BTreeSet<&str> = report.findings.iter().map(|f| f.subject.as_str()).collect();
+    for (id, (state, handler)) in &planned {
+        if let Some(corruption) = corrupted.get(id) {
+            let buried = match client.get(q, id).await {
+                Ok(Some(job)) => {
+                    job.state == JobState::Dead && job.last_outcome.as_deref() == Some("malformed")
+                }
+                _ => false,
+            };
+            assert!(
+                buried || reported.contains(id.as_str()),
+                "{id} ({state}, {corruption:?}) is neither dead as malformed nor reported"
+            );
+            continue;
+        }
+        let job = client.get(q, id).await.unwrap().unwrap();
+        let ok_runs = job.history.iter().filter(|a| a.outcome == "ok").count();
+        match (*state, *handler) {
+            (JobState::Completed, _) => {
+                assert_eq!(job.state, JobState::Completed, "{id}");
+                assert_eq!(job.result.as_deref(), Some(&b"setup"[..]));
+                assert_eq!(ok_runs, 1, "{id}");
+            }
+            (JobState::Dead, _) => {
+                assert_eq!(job.state, JobState::Dead, "{id}");
+                assert_eq!(job.last_outcome.as_deref(), Some("setup_dead"), "{id}");
+            }
+            (_, "echo") => {
+                assert_eq!(job.state, JobState::Completed, "{id} {state}");
+                assert_eq!(ok_runs, 1, "{id}: {:?}", job.history);
+            }
+            _ => {
+                assert_eq!(job.state, JobState::Dead, "{id} {state}");
+                assert_eq!(job.last_outcome.as_deref(), Some("fail"), "{id}");
+                assert_eq!(ok_runs, 0, "{id}");
+            }
+        }
+        assert!(
+            !reported.contains(id.as_str()),
+            "{id} is valid but reported"
+        );
+    }
+    for ghost in &ghosts {
+        let mut held = false;
+        for state in STATES {
+            let score: Option<f64> = conn
+                .zscore(set_key(q, state.as_str()), ghost)
+                .await
+                .unwrap();
+            held |= score.is_some();
+        }
+        assert!(
+            !held || reported.contains(ghost.as_str()),
+            "{ghost} is still in a set and not reported"
+        );
+    }
+
+    // A repair leaves nothing for the next check to find, and the hosts run on.
+    let repaired = client.check(q, true).await.unwrap();
+    assert_eq!(repaired.unrepaired(), 0, "{:#?}", repaired.findings);
+    assert_consistent(&client, q).await;
+    for host in &mut hosts {
+        assert!(host.is_running(), "a host exited:\n{}", host.log_text());
+    }
+}
