@@ -15,7 +15,7 @@ use crate::worker::{DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT, host_runtim
 #[derive(Debug, Subcommand)]
 pub enum HandlerAction {
     /// Validate a component and make it the current version of a handler on every host.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// The current version of every handler.
     List {
         #[arg(long)]
@@ -90,6 +90,8 @@ pub struct DeployArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub compile: super::compile::CompileArgs,
+    #[command(flatten)]
     pub redis: RedisArgs,
 }
 
@@ -147,7 +149,7 @@ fn describe(v: &Version) -> String {
 
 pub async fn run(action: HandlerAction) -> anyhow::Result<u8> {
     match action {
-        HandlerAction::Deploy(args) => deploy(args).await,
+        HandlerAction::Deploy(args) => deploy(*args).await,
         HandlerAction::List { json, redis } => {
             let current = connect(&redis).await?.current().await?;
             if json {
@@ -230,9 +232,11 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<u8> {
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let registry = connect(&args.redis).await?;
-    // Validate under the engine settings hosts run with; no pool is needed for one compile.
+    // Validate under the engine settings hosts run with, compiling in a child process
+    // within the compile limits; no pool is needed for one compile.
     let runtime = Runtime::new(RuntimeConfig {
         pooling: false,
+        compile: args.compile.config(None, None)?,
         ..host_runtime()
     })?;
     let bar = indicatif::ProgressBar::new(bytes.len() as u64).with_style(

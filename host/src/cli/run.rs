@@ -62,6 +62,8 @@ pub struct RunArgs {
     /// Compile every handler at start; keep no compiled artifacts on disk.
     #[arg(long, env = "WASMQ_NO_CACHE")]
     pub no_cache: bool,
+    #[command(flatten)]
+    pub compile: super::compile::CompileArgs,
     /// A TOML file with any of the settings above, and [handlers.NAME] / [queue.NAME] tables.
     #[arg(long, env = "WASMQ_CONFIG")]
     pub config: Option<PathBuf>,
@@ -139,6 +141,10 @@ impl RunArgs {
         if self.no_cache {
             config.cache_dir = None;
         }
+        config.runtime.compile = self.compile.config(
+            file.compile_memory.as_deref(),
+            file.compile_timeout.as_deref(),
+        )?;
         for (queue, q) in &file.queue {
             if let Some(n) = q.concurrency {
                 config.queue_concurrency.insert(queue.clone(), n);
@@ -190,6 +196,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
                 token: args.api_token.clone().or(file.api_token),
                 queues: config.queues.clone(),
                 metrics: Some(metrics.clone()),
+                compile: config.runtime.compile.clone(),
             })
             .await
             .context("starting the HTTP API")?,

@@ -188,6 +188,8 @@ pub struct FileConfig {
     pub prefetch_below: Option<String>,
     pub host_id: Option<String>,
     pub cache_dir: Option<PathBuf>,
+    pub compile_memory: Option<String>,
+    pub compile_timeout: Option<String>,
     #[serde(default)]
     pub handlers: BTreeMap<String, FileHandler>,
     #[serde(default)]

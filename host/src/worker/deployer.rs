@@ -13,8 +13,9 @@
 //! 3. A version that cannot be loaded here (damaged, refused by this host's runtime, over its
 //!    memory budget) is logged once and skipped; the previous version, if any, stays.
 //!
-//! Compiling takes seconds for Python or JavaScript components; it runs on the blocking pool,
-//! never on the threads that fetch, heartbeat and ack.
+//! Compiling takes seconds for Python or JavaScript components, and as long and as much
+//! memory as a hostile component asks for: it runs in a child process under the compile
+//! limits (`Runtime::load_async`), never on the threads that fetch, heartbeat and ack.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -43,17 +44,14 @@ pub(crate) fn open_cache(dir: Option<&Path>) -> Option<Arc<ArtifactCache>> {
     }
 }
 
-/// Validates and compiles `bytes` on the blocking pool, through the cache.
+/// Validates and compiles `bytes` through the cache, in a child process under the compile
+/// limits when the runtime has a compiler program.
 async fn compile(
     runtime: &Runtime,
     cache: Option<&Arc<ArtifactCache>>,
     bytes: Vec<u8>,
 ) -> Result<(Handler, LoadSource), LoadError> {
-    let runtime = runtime.clone();
-    let cache = cache.cloned();
-    tokio::task::spawn_blocking(move || runtime.load_with_cache(&bytes, cache.as_deref()))
-        .await
-        .unwrap_or_else(|e| Err(LoadError::Invalid(format!("compiling did not finish: {e}"))))
+    runtime.load_async(bytes.into(), cache.cloned()).await
 }
 
 /// Loads a handler given on this host's command line or config file.

@@ -1,0 +1,76 @@
+//! The compile limits' flags (`wasmq run`, `wasmq serve`, `wasmq handler deploy`), and the
+//! hidden `wasmq compile-child`, the process a handler is compiled in (`runtime::compile`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::runtime::{ChildRequest, CompileConfig};
+use crate::worker::{parse_bytes, parse_duration};
+
+/// Where and under which limits handlers are compiled.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompileArgs {
+    /// Address space a handler's compile may take, in a process of its own; a handler that
+    /// needs more is refused [default: 2GiB]
+    #[arg(long, env = "WASMQ_COMPILE_MEMORY")]
+    pub compile_memory: Option<String>,
+    /// Time a handler's compile may take; a handler that takes longer is refused
+    /// [default: 60s]
+    #[arg(long, env = "WASMQ_COMPILE_TIMEOUT")]
+    pub compile_timeout: Option<String>,
+}
+
+impl CompileArgs {
+    /// The flags (and environment) over the `--config` file's `compile_memory` and
+    /// `compile_timeout` over the defaults, compiling in this executable.
+    pub fn config(
+        &self,
+        file_memory: Option<&str>,
+        file_timeout: Option<&str>,
+    ) -> anyhow::Result<CompileConfig> {
+        let mut config = CompileConfig {
+            // This is the `wasmq` binary, which has the `compile-child` command.
+            program: Some(
+                std::env::current_exe().context("finding this executable to compile in")?,
+            ),
+            ..CompileConfig::default()
+        };
+        if let Some(text) = self.compile_memory.as_deref().or(file_memory) {
+            config.memory = parse_bytes("compile memory", text).map_err(anyhow::Error::msg)?;
+        }
+        if let Some(text) = self.compile_timeout.as_deref().or(file_timeout) {
+            config.timeout = parse_duration("compile timeout", text).map_err(anyhow::Error::msg)?;
+        }
+        if config.timeout.is_zero() {
+            anyhow::bail!("the compile timeout must be more than 0");
+        }
+        Ok(config)
+    }
+}
+
+/// The arguments of `wasmq compile-child` ([`ChildRequest`]), which only wasmq itself runs.
+#[derive(Debug, clap::Args)]
+pub struct ChildArgs {
+    #[arg(long)]
+    pub cache_dir: PathBuf,
+    #[arg(long)]
+    pub memory: u64,
+    #[arg(long)]
+    pub fuel: bool,
+    #[arg(long)]
+    pub max_wasm_stack: usize,
+    #[arg(long)]
+    pub fingerprint: String,
+}
+
+/// Runs the compiler process; returns its exit code.
+pub fn run_child(args: ChildArgs) -> u8 {
+    crate::runtime::compile_child(&ChildRequest {
+        cache_dir: args.cache_dir,
+        memory: args.memory,
+        fuel: args.fuel,
+        max_wasm_stack: args.max_wasm_stack,
+        fingerprint: args.fingerprint,
+    })
+}
