@@ -1162,7 +1162,7 @@ async fn a_compile_bomb_is_refused_naming_the_limit_and_writes_nothing() {
     let server = ApiServer::start(&redis, &["--compile-memory", "256MiB"]);
     let api = Http::new(&server, None);
     let before = redis.snapshot().await;
-    let bomb = crate::corpus::table::compile_bomb(crate::corpus::table::BOMB_DEPTH);
+    let bomb = crate::corpus::table::loop_bomb(crate::corpus::table::LOOP_BOMB_DEPTH);
     let message = api.deploy("bomb", "", bomb).await.error(422);
     assert!(
         message.contains("compile memory limit (256.0 MiB"),

@@ -8,23 +8,23 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::corpus::table::{BOMB_DEPTH, compile_bomb};
+use crate::corpus::table::{BLOCK_BOMB_DEPTH, LOOP_BOMB_DEPTH, block_bomb, loop_bomb};
 use crate::support::cli::{ok, wasmq};
 use crate::support::guests;
 use crate::support::redis::RedisServer;
 
-fn write_bomb(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("bomb.wasm");
-    std::fs::write(&path, compile_bomb(BOMB_DEPTH)).unwrap();
-    path
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.to_str().unwrap().to_string()
 }
 
 #[test]
 fn a_compile_bomb_is_refused_at_deploy_naming_the_limit_and_nothing_is_written() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let bomb = write_bomb(dir.path());
-    let bomb = bomb.to_str().unwrap();
+    let memory_bomb = write(dir.path(), "loops.wasm", &loop_bomb(LOOP_BOMB_DEPTH));
+    let time_bomb = write(dir.path(), "blocks.wasm", &block_bomb(BLOCK_BOMB_DEPTH));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let before = runtime.block_on(redis.snapshot());
 
@@ -35,7 +35,7 @@ fn a_compile_bomb_is_refused_at_deploy_naming_the_limit_and_nothing_is_written()
             "handler",
             "deploy",
             "bomb",
-            bomb,
+            &memory_bomb,
             "--compile-memory",
             "256MiB",
             "--compile-timeout",
@@ -61,9 +61,9 @@ fn a_compile_bomb_is_refused_at_deploy_naming_the_limit_and_nothing_is_written()
             "handler",
             "deploy",
             "bomb",
-            bomb,
+            &time_bomb,
             "--compile-memory",
-            "4GiB",
+            "512MiB",
             "--compile-timeout",
             "1s",
         ],

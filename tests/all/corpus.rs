@@ -33,7 +33,7 @@ async fn every_component_that_is_not_a_handler_is_refused_at_load_with_its_reaso
         compile: CompileConfig {
             program: Some(env!("CARGO_BIN_EXE_wasmq").into()),
             memory: 256 * 1024 * 1024,
-            timeout: Duration::from_secs(20),
+            timeout: Duration::from_secs(3),
         },
         ..worker::host_runtime()
     })
