@@ -64,6 +64,10 @@ pub struct RunArgs {
     pub no_cache: bool,
     #[command(flatten)]
     pub compile: super::compile::CompileArgs,
+    /// Most registry handlers compiled at once; jobs of a handler still compiling wait,
+    /// uncounted [default: 2]
+    #[arg(long, env = "WASMQ_COMPILE_CONCURRENCY")]
+    pub compile_concurrency: Option<usize>,
     /// A TOML file with any of the settings above, and [handlers.NAME] / [queue.NAME] tables.
     #[arg(long, env = "WASMQ_CONFIG")]
     pub config: Option<PathBuf>,
@@ -145,6 +149,9 @@ impl RunArgs {
             file.compile_memory.as_deref(),
             file.compile_timeout.as_deref(),
         )?;
+        if let Some(n) = self.compile_concurrency.or(file.compile_concurrency) {
+            config.compile_concurrency = n;
+        }
         for (queue, q) in &file.queue {
             if let Some(n) = q.concurrency {
                 config.queue_concurrency.insert(queue.clone(), n);
