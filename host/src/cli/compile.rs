@@ -16,7 +16,7 @@ pub struct CompileArgs {
     #[arg(long, env = "WASMQ_COMPILE_MEMORY")]
     pub compile_memory: Option<String>,
     /// Time a handler's compile may take; a handler that takes longer is refused
-    /// [default: 60s]
+    /// [default: 120s]
     #[arg(long, env = "WASMQ_COMPILE_TIMEOUT")]
     pub compile_timeout: Option<String>,
 }

@@ -48,7 +48,7 @@ pub const CHILD_COMMAND: &str = "compile-child";
 /// Default of [`CompileConfig::memory`].
 pub const DEFAULT_COMPILE_MEMORY: u64 = 2 * 1024 * 1024 * 1024;
 /// Default of [`CompileConfig::timeout`].
-pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The child's exit codes besides 0 (the artifact is stored).
 const EXIT_MEMORY: u8 = 3;
