@@ -96,6 +96,14 @@ fn compile_children(parent: u32) -> Vec<u32> {
     found
 }
 
+/// Whether process `pid` has ended (exited, or a zombie nobody has reaped yet).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.contains(") Z "),
+        Err(_) => true,
+    }
+}
+
 /// The most resident memory the process `pid` has had (`VmHWM`), bytes.
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -323,11 +331,45 @@ async fn sigterm_during_a_compile_honours_the_grace_and_stops_the_compiler() {
         signalled.elapsed()
     );
     eventually("the compiler gone", Duration::from_secs(5), || async {
-        (!Path::new(&format!("/proc/{compiler}")).exists()
-            || std::fs::read_to_string(format!("/proc/{compiler}/stat"))
-                .is_ok_and(|s| s.contains(") Z ")))
-        .then_some(())
+        gone(compiler).then_some(())
     })
     .await;
     assert_waits_uncounted(&client, "bomb-1").await;
+}
+
+/// A host SIGKILLed mid-compile cannot kill its compiler: the compiler ends itself a second
+/// past its time limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_compiler_of_a_sigkilled_host_ends_at_its_time_limit() {
+    let redis = RedisServer::start();
+    deploy_unchecked(&redis, "a-bomb", &block_bomb(BLOCK_BOMB_DEPTH)).await;
+    let mut host = HostProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            Q,
+            "--no-cache",
+            "--compile-memory",
+            "512MiB",
+            "--compile-timeout",
+            "3s",
+        ],
+    );
+    let compiler = eventually("the bomb compiling", Duration::from_secs(20), || async {
+        compile_children(host.pid()).first().copied()
+    })
+    .await;
+    host.sigkill();
+    let killed = Instant::now();
+    eventually(
+        "the orphaned compiler gone",
+        Duration::from_secs(10),
+        || async { gone(compiler).then_some(()) },
+    )
+    .await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(6),
+        "the compiler lasted {:?} past its host",
+        killed.elapsed()
+    );
 }

@@ -57,6 +57,8 @@ pub struct ChildArgs {
     #[arg(long)]
     pub memory: u64,
     #[arg(long)]
+    pub timeout_ms: u64,
+    #[arg(long)]
     pub fuel: bool,
     #[arg(long)]
     pub max_wasm_stack: usize,
@@ -69,6 +71,7 @@ pub fn run_child(args: ChildArgs) -> u8 {
     crate::runtime::compile_child(&ChildRequest {
         cache_dir: args.cache_dir,
         memory: args.memory,
+        timeout: std::time::Duration::from_millis(args.timeout_ms),
         fuel: args.fuel,
         max_wasm_stack: args.max_wasm_stack,
         fingerprint: args.fingerprint,

@@ -7,15 +7,17 @@
 //! executable run as `wasmq compile-child` (a hidden command), in [`Runtime::load_async`]:
 //! 1. The parent checks what is cheap (magic number, `wasmq:job` version, function count) and
 //!    looks in the artifact cache: a hit is loaded at once, and no process is started.
-//! 2. It starts the child with the engine's settings and a cache directory (the host's, or a
-//!    private temporary one when the caller has none, as a deploy has), and writes the
-//!    component to the child's stdin.
+//! 2. It starts the child with the engine's settings, the limits and a cache directory (the
+//!    host's, or a private temporary one when the caller has none, as a deploy has), and
+//!    writes the component to the child's stdin.
 //! 3. The child limits its own address space (`setrlimit(RLIMIT_AS)`, which needs no
 //!    privilege) to [`CompileConfig::memory`], builds an engine of the parent's
 //!    configuration but without the instance pool (the pool reserves far more address space
 //!    than any limit, and does not change compiled code: the child checks that its engine
 //!    fingerprint is the parent's), compiles, and stores the artifact in the cache, tagged
-//!    with the cache's secret like any artifact. Its exit status says how it ended.
+//!    with the cache's secret like any artifact. Its exit status says how it ended. A
+//!    watchdog thread ends it a second past the time limit, for when no parent is left to
+//!    (a SIGKILLed host).
 //! 4. The parent waits at most [`CompileConfig::timeout`] and kills the child past it; it
 //!    kills it too when the load is dropped, so a host shutting down never waits for a
 //!    compile. Then it loads the artifact through the cache's HMAC check
@@ -93,6 +95,9 @@ pub struct ChildRequest {
     pub cache_dir: PathBuf,
     /// The address-space limit, bytes.
     pub memory: u64,
+    /// The time limit: the parent kills the child past it, and the child ends itself a second
+    /// later should the parent be gone (SIGKILLed hosts have no one to kill their compiles).
+    pub timeout: Duration,
     /// The engine settings that decide compiled code, as [`RuntimeConfig`] has them.
     pub fuel: bool,
     pub max_wasm_stack: usize,
@@ -108,6 +113,8 @@ impl ChildRequest {
             self.cache_dir.clone().into(),
             "--memory".into(),
             self.memory.to_string().into(),
+            "--timeout-ms".into(),
+            self.timeout.as_millis().to_string().into(),
             "--max-wasm-stack".into(),
             self.max_wasm_stack.to_string().into(),
             "--fingerprint".into(),
@@ -124,6 +131,18 @@ impl ChildRequest {
 /// `request`, under its memory limit. Returns the process's exit code. It prints only to
 /// stderr (the reason, when it fails), which the parent reads.
 pub fn compile_child(request: &ChildRequest) -> u8 {
+    // Started before the limit, which it would count against.
+    let backstop = request.timeout.saturating_add(Duration::from_secs(1));
+    let watchdog = std::thread::Builder::new()
+        .name("wasmq-compile-watchdog".to_string())
+        .spawn(move || {
+            std::thread::sleep(backstop);
+            std::process::exit(i32::from(EXIT_FAILED));
+        });
+    if let Err(err) = watchdog {
+        eprintln!("cannot start the compiler's watchdog: {err}");
+        return EXIT_FAILED;
+    }
     if let Err(err) = limit_address_space(request.memory) {
         eprintln!("cannot limit the compiler's address space: {err}");
         return EXIT_FAILED;
@@ -300,6 +319,7 @@ impl Runtime {
         let request = ChildRequest {
             cache_dir: artifacts.cache.dir().to_path_buf(),
             memory: self.inner.config.compile.memory,
+            timeout: self.inner.config.compile.timeout,
             fuel: self.inner.config.fuel,
             max_wasm_stack: self.inner.config.max_wasm_stack,
             fingerprint: self.inner.fingerprint.clone(),
@@ -388,6 +408,8 @@ async fn run_child(
         // glibc reserves 64 MiB of address space per thread arena, up to eight per core: a
         // compile's threads would spend the limit on reservations.
         .env("MALLOC_ARENA_MAX", "2")
+        // Its stderr is the reason it gives when it fails, not a log.
+        .env("WASMQ_LOG", "error")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
