@@ -30,10 +30,7 @@ impl CompileArgs {
         file_timeout: Option<&str>,
     ) -> anyhow::Result<CompileConfig> {
         let mut config = CompileConfig {
-            // This is the `wasmq` binary, which has the `compile-child` command.
-            program: Some(
-                std::env::current_exe().context("finding this executable to compile in")?,
-            ),
+            program: Some(this_executable()?),
             ..CompileConfig::default()
         };
         if let Some(text) = self.compile_memory.as_deref().or(file_memory) {
@@ -47,6 +44,17 @@ impl CompileArgs {
         }
         Ok(config)
     }
+}
+
+/// This executable, the `wasmq` binary, which has the `compile-child` command. On Linux,
+/// `/proc/self/exe`: it runs this very binary even after a package upgrade replaced (or
+/// deleted) the file at its path, where the new binary's engine could differ.
+fn this_executable() -> anyhow::Result<PathBuf> {
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe);
+    }
+    std::env::current_exe().context("finding this executable to compile in")
 }
 
 /// The arguments of `wasmq compile-child` ([`ChildRequest`]), which only wasmq itself runs.
