@@ -85,3 +85,40 @@ pub fn run_child(args: ChildArgs) -> u8 {
         fingerprint: args.fingerprint,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+    use crate::runtime::{DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT};
+    use crate::worker::{DEFAULT_COMPILE_CONCURRENCY, FileConfig, WorkerConfig};
+
+    fn run_config(argv: &[&str], file: &str) -> WorkerConfig {
+        let file: FileConfig = toml::from_str(file).unwrap();
+        let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not a run command");
+        };
+        args.to_config(&file).unwrap()
+    }
+
+    #[test]
+    fn compile_flags_override_the_config_file_which_overrides_the_defaults() {
+        let config = run_config(
+            &["wasmq", "run", "--compile-timeout", "5s"],
+            "compile_memory = \"1GiB\"\ncompile_timeout = \"30s\"\ncompile_concurrency = 3",
+        );
+        assert_eq!(config.runtime.compile.memory, 1024 * 1024 * 1024);
+        assert_eq!(config.runtime.compile.timeout, Duration::from_secs(5));
+        assert_eq!(config.compile_concurrency, 3);
+        // `wasmq run` compiles in a child process, of this executable.
+        assert!(config.runtime.compile.program.is_some());
+
+        let config = run_config(&["wasmq", "run"], "");
+        assert_eq!(config.runtime.compile.memory, DEFAULT_COMPILE_MEMORY);
+        assert_eq!(config.runtime.compile.timeout, DEFAULT_COMPILE_TIMEOUT);
+        assert_eq!(config.compile_concurrency, DEFAULT_COMPILE_CONCURRENCY);
+    }
+}
