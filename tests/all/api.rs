@@ -1176,6 +1176,41 @@ async fn bad_input_is_a_4xx_with_a_message_and_writes_nothing() {
     );
 }
 
+/// A compile bomb sent to the API is compiled in a child process under the server's compile
+/// limits, refused with a 422 naming the limit, and written nowhere; the server stays small.
+#[tokio::test]
+async fn a_compile_bomb_is_refused_naming_the_limit_and_writes_nothing() {
+    let redis = RedisServer::start();
+    let server = ApiServer::start(&redis, &["--compile-memory", "256MiB"]);
+    let api = Http::new(&server, None);
+    let before = redis.snapshot().await;
+    let bomb = crate::corpus::table::loop_bomb(crate::corpus::table::LOOP_BOMB_DEPTH);
+    let message = api.deploy("bomb", "", bomb).await.error(422);
+    assert!(
+        message.contains("compile memory limit (256.0 MiB"),
+        "{message}"
+    );
+    assert_eq!(
+        redis.snapshot().await,
+        before,
+        "a refused deploy wrote nothing"
+    );
+    // The server did not compile it itself.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        peak_kib < 200 * 1024,
+        "wasmq serve peaked at {peak_kib} KiB"
+    );
+
+    let answer = api.deploy("greet", "", guests::rust_bytes("echo")).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+}
+
 #[tokio::test]
 async fn redis_unreachable_is_503_and_recovers() {
     let mut redis = RedisServer::start();

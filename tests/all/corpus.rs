@@ -1,6 +1,7 @@
 //! The hostile-guest corpus (`corpus/table.rs`): every component a handler author could
 //! upload to hurt a host, and what the host must make of it. Load-time entries go through
-//! `Runtime::load` (configured as a host configures it) and must be refused with their reason;
+//! `Runtime::load_async` (configured as a host configures it, compiling in a child process
+//! under limits) and must be refused with their reason;
 //! run-time entries run as jobs through a real `wasmq run` process and private Redis, and each
 //! job's recorded outcome must be its entry's class. The host must be alive afterwards and
 //! still serve an ordinary job.
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use wasmq::queue::{JobState, NewJob};
-use wasmq::{Runtime, worker};
+use wasmq::{CompileConfig, Runtime, RuntimeConfig, worker};
 
 use crate::support::eventually;
 use crate::support::guests;
@@ -24,14 +25,24 @@ use table::{Expect, load_entries, load_error_kind, run_entries};
 /// `MAX_ERROR_LEN` of host/src/queue/job.rs: the longest error message kept for a job.
 const MAX_ERROR_LEN: usize = 4096;
 
-#[test]
-fn every_component_that_is_not_a_handler_is_refused_at_load_with_its_reason() {
-    let rt = Runtime::new(worker::host_runtime()).unwrap();
+#[tokio::test]
+async fn every_component_that_is_not_a_handler_is_refused_at_load_with_its_reason() {
+    // Compiled as hosts compile, in a `wasmq compile-child` process under limits (scaled for
+    // CI: the compile bomb needs gigabytes).
+    let rt = Runtime::new(RuntimeConfig {
+        compile: CompileConfig {
+            program: Some(env!("CARGO_BIN_EXE_wasmq").into()),
+            memory: 256 * 1024 * 1024,
+            timeout: Duration::from_secs(3),
+        },
+        ..worker::host_runtime()
+    })
+    .unwrap();
     let entries = load_entries();
     let mut wrong = Vec::new();
-    for entry in &entries {
+    for entry in entries.iter() {
         let started = Instant::now();
-        let got = match rt.load(&entry.bytes) {
+        let got = match rt.load_async(entry.bytes.clone().into(), None).await {
             Ok(_) => "accepted",
             Err(err) => load_error_kind(&err),
         };

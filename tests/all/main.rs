@@ -9,6 +9,7 @@ mod api;
 mod cache;
 mod chaos;
 mod cluster;
+mod compile;
 mod corpus;
 mod corruption;
 mod dashboard;

@@ -59,7 +59,7 @@ pub use queues::{JSON_BODY_LIMIT, JobView, MAX_PAGE, enqueue_job};
 use crate::metrics::{self, Metrics};
 use crate::queue::Client;
 use crate::registry::Registry;
-use crate::runtime::{Runtime, RuntimeConfig};
+use crate::runtime::{CompileConfig, Runtime, RuntimeConfig};
 
 /// The address `wasmq serve` listens on unless told otherwise.
 pub const DEFAULT_BIND: &str = "127.0.0.1:7070";
@@ -81,6 +81,10 @@ pub struct ApiConfig {
     /// The metrics `/metrics` serves: a worker's, beside it (`wasmq run --http`); `None` for
     /// a server of its own, which reports only the queues' depths.
     pub metrics: Option<Arc<Metrics>>,
+    /// Where and under which limits deploys are compiled (`CompileConfig::default()`
+    /// compiles in this process, unbounded; `wasmq serve` and `wasmq run --http` compile in a
+    /// child process).
+    pub compile: CompileConfig,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -91,6 +95,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("queues", &self.queues)
             .field("metrics", &self.metrics.is_some())
+            .field("compile", &self.compile)
             .finish()
     }
 }
@@ -164,6 +169,8 @@ pub(crate) struct ApiState {
     redis: RedisConnection,
     queues: Vec<String>,
     metrics: Arc<Metrics>,
+    /// Where deploys are compiled, and under which limits.
+    compile: CompileConfig,
     /// The engine deploys are validated under, built on the first deploy.
     runtime: OnceCell<Runtime>,
     deploys: Semaphore,
@@ -177,6 +184,7 @@ impl ApiState {
             .get_or_try_init(|| async {
                 Runtime::new(RuntimeConfig {
                     pooling: false,
+                    compile: self.compile.clone(),
                     ..crate::worker::host_runtime()
                 })
             })
@@ -398,6 +406,7 @@ impl Server {
             redis,
             queues: config.queues.clone(),
             metrics: config.metrics.clone().unwrap_or_default(),
+            compile: config.compile.clone(),
             runtime: OnceCell::new(),
             deploys: Semaphore::new(1),
         });

@@ -92,6 +92,8 @@ pub struct DeployArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub compile: super::compile::CompileArgs,
+    #[command(flatten)]
     pub redis: RedisArgs,
 }
 
@@ -277,9 +279,11 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<u8> {
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let registry = connect(&args.redis).await?;
-    // Validate under the engine settings hosts run with; no pool is needed for one compile.
+    // Validate under the engine settings hosts run with, compiling in a child process
+    // within the compile limits; no pool is needed for one compile.
     let runtime = Runtime::new(RuntimeConfig {
         pooling: false,
+        compile: args.compile.config(None, None)?,
         ..host_runtime()
     })?;
     let bar = indicatif::ProgressBar::new(bytes.len() as u64).with_style(

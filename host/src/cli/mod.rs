@@ -10,6 +10,7 @@ macro_rules! say {
     }};
 }
 
+mod compile;
 mod dev;
 mod event;
 mod exec;
@@ -53,7 +54,7 @@ pub struct Cli {
 pub enum Command {
     Exec(exec::ExecArgs),
     Dev(dev::DevArgs),
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     Serve(serve::ServeArgs),
     /// Deploy handler components to every host, list them, roll back, remove.
     Handler {
@@ -72,6 +73,10 @@ pub enum Command {
     },
     #[command(flatten)]
     Queue(queue::QueueCommand),
+    /// Compiles the component on stdin into an artifact cache, under a memory limit: the
+    /// process wasmq compiles handlers in. Not for people.
+    #[command(name = crate::runtime::CHILD_COMMAND, hide = true)]
+    CompileChild(compile::ChildArgs),
 }
 
 /// How log lines are written (`--log-format`).
@@ -142,14 +147,20 @@ pub fn init_tracing(cli: &Cli) {
 
 /// Runs one parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    // Before any runtime: the compiler process spends its address space on the compile.
+    let command = match cli.command {
+        Command::CompileChild(args) => return Ok(compile::run_child(args)),
+        command => command,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        match cli.command {
+        match command {
+            Command::CompileChild(args) => Ok(compile::run_child(args)),
             Command::Exec(args) => exec::run(args).await,
             Command::Dev(args) => dev::run(args).await,
-            Command::Run(args) => run::run(args).await,
+            Command::Run(args) => run::run(*args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Handler { action } => handler::run(action).await,
             Command::Schedule { action } => schedule::run(action).await,

@@ -66,6 +66,12 @@ pub struct RunArgs {
     /// Compile every handler at start; keep no compiled artifacts on disk.
     #[arg(long, env = "WASMQ_NO_CACHE")]
     pub no_cache: bool,
+    #[command(flatten)]
+    pub compile: super::compile::CompileArgs,
+    /// Most registry handlers compiled at once; jobs of a handler still compiling wait,
+    /// uncounted [default: 2]
+    #[arg(long, env = "WASMQ_COMPILE_CONCURRENCY")]
+    pub compile_concurrency: Option<usize>,
     /// A TOML file with any of the settings above, and [handlers.NAME] / [queue.NAME] tables.
     #[arg(long, env = "WASMQ_CONFIG")]
     pub config: Option<PathBuf>,
@@ -144,6 +150,13 @@ impl RunArgs {
             config.cache_dir = None;
         }
         config.secrets_dir = self.secrets_dir.clone().or(file.secrets_dir.clone());
+        config.runtime.compile = self.compile.config(
+            file.compile_memory.as_deref(),
+            file.compile_timeout.as_deref(),
+        )?;
+        if let Some(n) = self.compile_concurrency.or(file.compile_concurrency) {
+            config.compile_concurrency = n;
+        }
         for (queue, q) in &file.queue {
             if let Some(n) = q.concurrency {
                 config.queue_concurrency.insert(queue.clone(), n);
@@ -195,6 +208,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
                 token: args.api_token.clone().or(file.api_token),
                 queues: config.queues.clone(),
                 metrics: Some(metrics.clone()),
+                compile: config.runtime.compile.clone(),
             })
             .await
             .context("starting the HTTP API")?,

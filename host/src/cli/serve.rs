@@ -25,6 +25,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WASMQ_QUEUES", value_delimiter = ',')]
     pub queues: Vec<String>,
     #[command(flatten)]
+    pub compile: super::compile::CompileArgs,
+    #[command(flatten)]
     pub redis: RedisArgs,
 }
 
@@ -35,6 +37,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         token: args.token,
         queues: args.queues,
         metrics: None,
+        compile: args.compile.config(None, None)?,
     })
     .await
     .context("starting the HTTP API")?;

@@ -12,7 +12,8 @@
 //! Lifecycle of a deploy ([`Registry::deploy`]):
 //! 1. Validate before anything is written: the size limit, then the bytes through the host's
 //!    runtime (a component implementing `wasmq:job/handler`, compiling under the host's engine
-//!    settings). Invalid uploads change nothing.
+//!    settings, in a child process within the compile memory and time limits). Invalid
+//!    uploads, and those over either limit, change nothing.
 //! 2. Upload the bytes in chunks to a temporary key (skipped when the component is already
 //!    stored), reporting progress.
 //! 3. One script (`deploy.lua`) checks the upload's size, moves it to its content address, and
@@ -366,15 +367,14 @@ impl Registry {
         if size > limit {
             return Err(RegistryError::TooLarge { size, limit });
         }
-        // Compiling takes seconds for big components: off the async threads.
-        let check = runtime.clone();
-        let (bytes, loaded) = tokio::task::spawn_blocking(move || {
-            let loaded = check.load(&bytes);
-            (bytes, loaded)
-        })
-        .await
-        .map_err(|e| RegistryError::Invalid(format!("validation did not finish: {e}")))?;
-        loaded.map_err(RegistryError::Refused)?;
+        // Compiling takes seconds for big components, and as long and as much memory as a
+        // hostile one asks for: in a child process under the runtime's compile limits when it
+        // has a compiler program, and off the async threads either way.
+        let bytes = bytes::Bytes::from(bytes);
+        runtime
+            .load_async(bytes.clone(), None)
+            .await
+            .map_err(RegistryError::Refused)?;
 
         let sha = sha256_hex(&bytes);
         let record = serde_json::to_string(&Record {

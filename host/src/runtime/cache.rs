@@ -178,16 +178,23 @@ impl ArtifactCache {
     /// handler runs from memory.
     pub(crate) fn put(&self, key: &Key, component: &Component) {
         let path = self.dir.join(&key.file_name);
-        let code = match component.serialize() {
-            Ok(code) => code,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %format!("{e:#}"),
-                    "artifact cache: could not serialize a compiled handler; not cached");
-                return;
-            }
-        };
+        match self.store(key, component) {
+            Ok(()) => tracing::debug!(path = %path.display(), "artifact cache: stored"),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e,
+                "artifact cache: could not store a compiled handler; the handler runs from \
+                 memory and compiles again at the next start"),
+        }
+    }
+
+    /// Stores `component` at `key`, or says why it could not: what the compiler process
+    /// (`compile.rs`) does, whose only output is the artifact.
+    pub(crate) fn store(&self, key: &Key, component: &Component) -> Result<(), String> {
+        let path = self.dir.join(&key.file_name);
+        let code = component
+            .serialize()
+            .map_err(|e| format!("serializing: {e:#}"))?;
         let tag = self.tag(key, &code);
-        let written = tempfile::Builder::new()
+        tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempfile_in(&self.dir)
             .and_then(|mut file| {
@@ -197,13 +204,8 @@ impl ArtifactCache {
                 // No fsync: a file cut short by a power loss fails its tag and is recompiled.
                 file.persist(&path).map_err(|e| e.error)?;
                 Ok(())
-            });
-        match written {
-            Ok(()) => tracing::debug!(path = %path.display(), "artifact cache: stored"),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e,
-                "artifact cache: could not write; the handler runs from memory and compiles \
-                 again at the next start"),
-        }
+            })
+            .map_err(|e| format!("writing {}: {e}", path.display()))
     }
 
     /// The compiled code in `file`, if its tag proves this host wrote it for `key`.

@@ -35,6 +35,7 @@
 
 mod cache;
 mod capture;
+mod compile;
 mod cpu;
 mod limits;
 mod outcome;
@@ -59,6 +60,10 @@ use crate::capability::{Capabilities, OutboundHooks};
 
 pub use cache::{ArtifactCache, CacheError};
 pub use capture::{LogLine, LogSource};
+pub use compile::{
+    CHILD_COMMAND, CacheLookup, ChildRequest, CompileConfig, DEFAULT_COMPILE_MEMORY,
+    DEFAULT_COMPILE_TIMEOUT, compile_child,
+};
 pub use limits::JobLimits;
 pub use outcome::{Outcome, OutcomeClass};
 pub use workflow::{
@@ -128,6 +133,8 @@ pub struct RuntimeConfig {
     /// machine's cores (at least one), keeps a core for short jobs and the host's own work,
     /// so a queue of CPU hogs cannot starve its neighbours.
     pub long_job_cpu_slots: usize,
+    /// Where handlers are compiled, and under which memory and time limits (`compile.rs`).
+    pub compile: CompileConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -149,6 +156,7 @@ impl Default for RuntimeConfig {
             long_job_cpu_slots: std::thread::available_parallelism()
                 .map_or(1, |n| n.get().saturating_sub(1))
                 .max(1),
+            compile: CompileConfig::default(),
         }
     }
 }
@@ -197,6 +205,25 @@ pub enum LoadError {
          wasmq:job@{host} (incompatible)"
     )]
     IncompatibleWit { found: String, host: String },
+    /// Compiling the component took more address space than the compile memory limit
+    /// ([`CompileConfig::memory`]).
+    #[error(
+        "compiling the component needs more memory than the compile memory limit ({}; \
+         --compile-memory)",
+        bytesize::ByteSize(*limit)
+    )]
+    CompileMemory { limit: u64 },
+    /// Compiling the component took longer than the compile time limit
+    /// ([`CompileConfig::timeout`]); the compiler was stopped.
+    #[error(
+        "compiling the component takes longer than the compile time limit ({}; \
+         --compile-timeout)",
+        humantime::format_duration(*limit)
+    )]
+    CompileTimeout { limit: Duration },
+    /// The compiler process could not be run, or failed for a reason of its own.
+    #[error("the compiler process failed: {0}")]
+    Compiler(String),
 }
 
 /// How [`Runtime::load_with_cache`] got a handler's compiled code.
@@ -369,35 +396,8 @@ impl context::Host for HostState {
 impl Runtime {
     /// Builds the engine (and its pool) and starts the epoch ticker.
     pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
-        let mut wasm = Config::new();
-        wasm.wasm_component_model(true)
-            .epoch_interruption(true)
-            .consume_fuel(config.fuel)
-            .max_wasm_stack(config.max_wasm_stack);
-        if config.pooling {
-            let mut pool = PoolingAllocationConfig::new();
-            let n = config.max_instances;
-            // Totals sized so that `n` instances of the largest admitted component fit at once
-            // (a Python component makes 14 core instances per job): a job must never fail for
-            // want of a pool slot. The slots are address space, committed only when used.
-            pool.total_component_instances(n)
-                .total_core_instances(n.saturating_mul(config.max_core_instances_per_component))
-                .total_memories(n.saturating_mul(config.max_memories_per_component))
-                .total_tables(n.saturating_mul(config.max_tables_per_component))
-                .total_stacks(n)
-                .max_core_instances_per_component(config.max_core_instances_per_component)
-                .max_memories_per_component(config.max_memories_per_component)
-                .max_tables_per_component(config.max_tables_per_component)
-                .table_elements(config.max_table_elements as usize)
-                .max_memory_size(
-                    usize::try_from(config.max_memory_per_instance).unwrap_or(usize::MAX),
-                )
-                .linear_memory_keep_resident(config.keep_resident)
-                .table_keep_resident(config.keep_resident)
-                .pagemap_scan(wasmtime::Enabled::Auto);
-            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        }
-        let engine = Engine::new(&wasm).map_err(|e| LoadError::Engine(format!("{e:?}")))?;
+        let engine =
+            Engine::new(&wasm_config(&config)).map_err(|e| LoadError::Engine(format!("{e:?}")))?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -454,14 +454,7 @@ impl Runtime {
         bytes: &[u8],
         cache: Option<&ArtifactCache>,
     ) -> Result<(Handler, LoadSource), LoadError> {
-        if !bytes.starts_with(b"\0asm") {
-            return Err(LoadError::NotWasm);
-        }
-        if wasmparser::Parser::is_core_wasm(bytes) {
-            return Err(LoadError::CoreModule);
-        }
-        version::check(bytes)?;
-        size::check(bytes)?;
+        check(bytes)?;
         let Some(cache) = cache else {
             let component = self.compile(bytes)?;
             return Ok((self.prepare(&component)?, LoadSource::Compiled));
@@ -734,6 +727,50 @@ impl Runtime {
             children,
         }
     }
+}
+
+/// The checks made before compiling: cheap, and refusing what would cost a compile for nothing.
+fn check(bytes: &[u8]) -> Result<(), LoadError> {
+    if !bytes.starts_with(b"\0asm") {
+        return Err(LoadError::NotWasm);
+    }
+    if wasmparser::Parser::is_core_wasm(bytes) {
+        return Err(LoadError::CoreModule);
+    }
+    version::check(bytes)?;
+    size::check(bytes)
+}
+
+/// The engine configuration of `config`: what [`Runtime::new`] builds its engine with, and
+/// what the compiler process (`compile.rs`) builds its own with, without the pool.
+fn wasm_config(config: &RuntimeConfig) -> Config {
+    let mut wasm = Config::new();
+    wasm.wasm_component_model(true)
+        .epoch_interruption(true)
+        .consume_fuel(config.fuel)
+        .max_wasm_stack(config.max_wasm_stack);
+    if config.pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        let n = config.max_instances;
+        // Totals sized so that `n` instances of the largest admitted component fit at once
+        // (a Python component makes 14 core instances per job): a job must never fail for
+        // want of a pool slot. The slots are address space, committed only when used.
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(config.max_core_instances_per_component))
+            .total_memories(n.saturating_mul(config.max_memories_per_component))
+            .total_tables(n.saturating_mul(config.max_tables_per_component))
+            .total_stacks(n)
+            .max_core_instances_per_component(config.max_core_instances_per_component)
+            .max_memories_per_component(config.max_memories_per_component)
+            .max_tables_per_component(config.max_tables_per_component)
+            .table_elements(config.max_table_elements as usize)
+            .max_memory_size(usize::try_from(config.max_memory_per_instance).unwrap_or(usize::MAX))
+            .linear_memory_keep_resident(config.keep_resident)
+            .table_keep_resident(config.keep_resident)
+            .pagemap_scan(wasmtime::Enabled::Auto);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    wasm
 }
 
 fn lock_slot(

@@ -65,6 +65,9 @@ pub struct WorkerConfig {
     /// A directory of secret files, one per secret named after it, read after the
     /// `WASMQ_SECRET_<NAME>` variables (docs/capabilities.md).
     pub secrets_dir: Option<PathBuf>,
+    /// Most registry handlers compiled at once; each compile may take `runtime.compile`'s
+    /// memory and time.
+    pub compile_concurrency: usize,
     pub runtime: RuntimeConfig,
 }
 
@@ -74,6 +77,8 @@ pub const MAX_PREFETCH: usize = 256;
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_HANDLER_MEMORY: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`WorkerConfig::compile_concurrency`].
+pub const DEFAULT_COMPILE_CONCURRENCY: usize = 2;
 
 impl WorkerConfig {
     /// A configuration with defaults for everything but the queues and handlers.
@@ -94,6 +99,7 @@ impl WorkerConfig {
             host_id: default_host_id(),
             cache_dir: default_cache_dir(),
             secrets_dir: None,
+            compile_concurrency: DEFAULT_COMPILE_CONCURRENCY,
             runtime: host_runtime(),
         }
     }
@@ -108,6 +114,9 @@ impl WorkerConfig {
         }
         if self.concurrency == 0 {
             return Err("concurrency must be at least 1".to_string());
+        }
+        if self.compile_concurrency == 0 {
+            return Err("compile concurrency must be at least 1".to_string());
         }
         if self.lease < Duration::from_millis(300) {
             return Err("the lease must be at least 300ms".to_string());
@@ -197,6 +206,9 @@ pub struct FileConfig {
     pub cache_dir: Option<PathBuf>,
     /// `--secrets-dir`.
     pub secrets_dir: Option<PathBuf>,
+    pub compile_memory: Option<String>,
+    pub compile_timeout: Option<String>,
+    pub compile_concurrency: Option<usize>,
     #[serde(default)]
     pub handlers: BTreeMap<String, FileHandler>,
     #[serde(default)]

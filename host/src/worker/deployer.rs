@@ -11,10 +11,19 @@
 //!    whole, removed handlers are taken out. Jobs already running keep the version they
 //!    started with (they hold an `Arc` of it); jobs started after the swap get the new one.
 //! 3. A version that cannot be loaded here (damaged, refused by this host's runtime, over its
-//!    memory budget) is logged once and skipped; the previous version, if any, stays.
+//!    memory budget, over the compile limits) is logged once and skipped; the previous
+//!    version, if any, stays.
 //!
-//! Compiling takes seconds for Python or JavaScript components; it runs on the blocking pool,
-//! never on the threads that fetch, heartbeat and ack.
+//! Compiling takes seconds for Python or JavaScript components, and a hostile component can
+//! ask for minutes and gigabytes, so a sync never waits for one. A version found in the
+//! artifact cache is installed at once; any other is compiled by a task of its own
+//! ([`start_compile`]), in a child process under the compile limits
+//! (`Runtime::load_async`), at most `compile_concurrency` at a time, and installed when it is
+//! ready. Meanwhile the handler is [`Availability::NotReady`]: its jobs wait, uncounted
+//! (see `executor`), while the handlers that are ready run theirs; so do the jobs of a
+//! handler this host refused, for a host that can run them. A newer version supersedes a
+//! compile under way (which is killed), and so does shutdown: a host never waits for a
+//! compile to stop.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,14 +31,69 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::AbortHandle;
 
 use super::{Backoff, HandlerSpec, LoadedHandler, Shared, WorkerError};
 use crate::queue::RateLimit;
 use crate::registry::{self, CHANGES_CHANNEL, Version};
-use crate::runtime::{ArtifactCache, Handler, LoadError, LoadSource, Runtime};
+use crate::runtime::{ArtifactCache, CacheLookup, Handler, LoadError, LoadSource, Runtime};
 
 /// How often the epoch counter is read when no change message arrives.
 const POLL: Duration = Duration::from_secs(1);
+
+/// How long a job of a handler still compiling here waits before it is leased again.
+pub(crate) const WAIT_FOR_COMPILE: Duration = Duration::from_secs(1);
+/// How long a job of a handler this host refused waits before any host leases it again.
+pub(crate) const WAIT_FOR_ANOTHER_HOST: Duration = Duration::from_secs(10);
+
+/// A registry version being compiled by a task of its own.
+pub(crate) struct Compiling {
+    version: Version,
+    task: AbortHandle,
+}
+
+/// Whether this host can run a handler's jobs now ([`Shared::availability`]).
+pub(crate) enum Availability {
+    Ready(Arc<LoadedHandler>),
+    /// The registry has it, but it is compiling here, or refused here: its jobs go back to
+    /// wait this long, uncounted.
+    NotReady(Duration),
+    /// Neither here nor in the registry as this host last saw it.
+    Unknown,
+}
+
+impl Shared {
+    /// Whether the handler `name` can run here now. Consistent with a compile that ends
+    /// meanwhile: a compile task installs its handler before it leaves the compiling map,
+    /// under that map's lock, which this takes first.
+    pub(crate) fn availability(&self, name: &str) -> Availability {
+        let compiling = lock(&self.compiling);
+        if let Some(loaded) = self.handlers.get(name) {
+            return Availability::Ready(loaded);
+        }
+        if compiling.contains_key(name) {
+            return Availability::NotReady(WAIT_FOR_COMPILE);
+        }
+        if lock(&self.refused).contains_key(name) {
+            return Availability::NotReady(WAIT_FOR_ANOTHER_HOST);
+        }
+        Availability::Unknown
+    }
+
+    /// Stops every compile under way (shutdown): their children are killed.
+    pub(crate) fn stop_compiles(&self) {
+        for (_, compiling) in lock(&self.compiling).drain() {
+            compiling.task.abort();
+        }
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each map is whole after every single operation on it.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Opens the artifact cache, or logs why there is none (only start-up time depends on it).
 pub(crate) fn open_cache(dir: Option<&Path>) -> Option<Arc<ArtifactCache>> {
@@ -43,17 +107,14 @@ pub(crate) fn open_cache(dir: Option<&Path>) -> Option<Arc<ArtifactCache>> {
     }
 }
 
-/// Validates and compiles `bytes` on the blocking pool, through the cache.
+/// Validates and compiles `bytes` through the cache, in a child process under the compile
+/// limits when the runtime has a compiler program.
 async fn compile(
     runtime: &Runtime,
     cache: Option<&Arc<ArtifactCache>>,
     bytes: Vec<u8>,
 ) -> Result<(Handler, LoadSource), LoadError> {
-    let runtime = runtime.clone();
-    let cache = cache.cloned();
-    tokio::task::spawn_blocking(move || runtime.load_with_cache(&bytes, cache.as_deref()))
-        .await
-        .unwrap_or_else(|e| Err(LoadError::Invalid(format!("compiling did not finish: {e}"))))
+    runtime.load_async(bytes.into(), cache.cloned()).await
 }
 
 /// Loads a handler given on this host's command line or config file.
@@ -85,7 +146,7 @@ pub(crate) async fn load_local(
 
 /// Brings the handler table in line with the registry. Returns the epoch it synced to, or
 /// `None` if the registry could not be read (try again later).
-pub(crate) async fn sync(shared: &Shared) -> Option<u64> {
+pub(crate) async fn sync(shared: &Arc<Shared>) -> Option<u64> {
     let epoch = match shared.registry.epoch().await {
         Ok(epoch) => epoch,
         Err(err) => {
@@ -116,24 +177,22 @@ pub(crate) async fn sync(shared: &Shared) -> Option<u64> {
             .as_ref()
             .and_then(|h| h.registry_version.as_ref())
             .is_some_and(|v| v == version);
-        if same {
+        let compiling = lock(&shared.compiling)
+            .get(name)
+            .is_some_and(|c| &c.version == version);
+        // Refused once is refused: logged then, and not loaded again at each change.
+        let refused = refused_versions(shared).get(name) == Some(version);
+        if same || compiling || refused {
             continue;
         }
-        match load_version(shared, version, installed.as_deref()).await {
-            Ok((loaded, source)) => {
-                tracing::info!(handler = %name, version = %loaded.version, ?source, "handler version installed");
-                shared.handlers.set(name, Some(Arc::new(loaded)));
-            }
+        match load_version(shared, version).await {
+            Ok(Loaded::Ready(handler, source)) => install(shared, version, handler, source),
+            Ok(Loaded::Compile(bytes, source)) => start_compile(shared, version, bytes, source),
             Err(Skip::Retry(why)) => {
                 tracing::warn!(handler = %name, version = version.version, "cannot load this version yet: {why}");
                 complete = false;
             }
-            Err(Skip::Refused(why)) => {
-                // Refused for good: keep what runs now, and do not compile it again each poll.
-                tracing::error!(handler = %name, version = version.version, "handler version refused on this host: {why}");
-                let mut refused = refused_versions(shared);
-                refused.insert(name.clone(), version.clone());
-            }
+            Err(Skip::Refused(why)) => refuse(shared, version, &why),
         }
     }
     // Handlers removed from the registry stop taking jobs here (local ones stay).
@@ -147,14 +206,105 @@ pub(crate) async fn sync(shared: &Shared) -> Option<u64> {
             shared.handlers.set(&name, None);
         }
     }
+    // Nor do they wait for a compile or for another host any more.
+    lock(&shared.refused).retain(|name, _| current.contains_key(name));
+    lock(&shared.compiling).retain(|name, compiling| {
+        let keep = current.contains_key(name);
+        if !keep {
+            compiling.task.abort();
+        }
+        keep
+    });
     complete.then_some(epoch)
 }
 
 fn refused_versions(shared: &Shared) -> std::sync::MutexGuard<'_, HashMap<String, Version>> {
-    shared
-        .refused
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock(&shared.refused)
+}
+
+/// Installs a loaded registry version, its concurrency limit carried over from the version it
+/// replaces when unchanged (a deploy never lets more jobs run at once than it says).
+fn install(shared: &Shared, version: &Version, handler: Handler, source: LoadSource) {
+    let settings = &version.settings;
+    let (handler, unavailable) = match super::grant(
+        &shared.config,
+        &shared.metrics,
+        &version.name,
+        &settings.grants,
+        handler,
+    ) {
+        Ok(granted) => granted,
+        Err(why) => return refuse(shared, version, &why),
+    };
+    let limit = match shared.handlers.get(&version.name) {
+        Some(old) if old.concurrency == settings.concurrency => old.limit.clone(),
+        _ => settings.concurrency.map(|n| Arc::new(Semaphore::new(n))),
+    };
+    let loaded = LoadedHandler {
+        handler,
+        memory: settings.memory,
+        timeout: settings.timeout,
+        fuel: settings.fuel,
+        concurrency: settings.concurrency,
+        limit,
+        // Checked before loading (`load_version`).
+        retry: settings.retry_policy().unwrap_or_default(),
+        throttle: settings
+            .throttle
+            .as_deref()
+            .and_then(|t| t.parse::<RateLimit>().ok()),
+        version: version.label(),
+        registry_version: Some(version.clone()),
+        unavailable,
+    };
+    tracing::info!(handler = %version.name, version = %loaded.version, ?source, "handler version installed");
+    shared.handlers.set(&version.name, Some(Arc::new(loaded)));
+}
+
+/// Refused for good: keep what runs now, and do not load it again each poll.
+fn refuse(shared: &Shared, version: &Version, why: &str) {
+    tracing::error!(handler = %version.name, version = version.version, "handler version refused on this host: {why}");
+    refused_versions(shared).insert(version.name.clone(), version.clone());
+}
+
+/// Compiles `version` in a task of its own, which installs it (or refuses it) when done,
+/// unless a newer version or shutdown superseded it meanwhile. A compile of an older version
+/// of the same handler still under way is stopped.
+fn start_compile(shared: &Arc<Shared>, version: &Version, bytes: Vec<u8>, source: LoadSource) {
+    tracing::info!(handler = %version.name, version = version.version, "compiling a handler version");
+    // Held until the task is registered, so the task cannot end before it is.
+    let mut compiling = lock(&shared.compiling);
+    let task = {
+        let shared = shared.clone();
+        let version = version.clone();
+        tokio::spawn(async move {
+            let loaded = match shared.compile_slots.clone().acquire_owned().await {
+                Ok(_turn) => compile(&shared.runtime, shared.cache.as_ref(), bytes).await,
+                Err(_) => return,
+            };
+            let mut compiling = lock(&shared.compiling);
+            if compiling.get(&version.name).map(|c| &c.version) != Some(&version) {
+                return;
+            }
+            match loaded {
+                // A cached artifact refused at the lookup was deleted then: say so.
+                Ok((handler, LoadSource::Compiled)) => install(&shared, &version, handler, source),
+                Ok((handler, compiled)) => install(&shared, &version, handler, compiled),
+                Err(err) => refuse(&shared, &version, &err.to_string()),
+            }
+            compiling.remove(&version.name);
+        })
+    };
+    let previous = compiling.insert(
+        version.name.clone(),
+        Compiling {
+            version: version.clone(),
+            task: task.abort_handle(),
+        },
+    );
+    if let Some(previous) = previous {
+        previous.task.abort();
+    }
 }
 
 enum Skip {
@@ -164,14 +314,15 @@ enum Skip {
     Refused(String),
 }
 
-async fn load_version(
-    shared: &Shared,
-    version: &Version,
-    installed: Option<&LoadedHandler>,
-) -> Result<(LoadedHandler, LoadSource), Skip> {
-    if refused_versions(shared).get(&version.name) == Some(version) {
-        return Err(Skip::Refused("refused before".to_string()));
-    }
+/// A version that passed the checks of this host: found compiled in the cache, or its bytes
+/// to compile.
+enum Loaded {
+    Ready(Handler, LoadSource),
+    /// Its bytes, and whether the compile is a first one or replaces a refused artifact.
+    Compile(Vec<u8>, LoadSource),
+}
+
+async fn load_version(shared: &Shared, version: &Version) -> Result<Loaded, Skip> {
     let settings = &version.settings;
     if settings.memory > shared.config.memory_budget {
         return Err(Skip::Refused(format!(
@@ -192,7 +343,7 @@ async fn load_version(
             "it has a fuel budget and this host's runtime does not meter fuel".to_string(),
         ));
     }
-    let retry = settings
+    settings
         .retry_policy()
         .map_err(|e| Skip::Refused(format!("invalid retry policy: {e}")))?;
     let bytes = match shared.registry.component(&version.sha256).await {
@@ -200,39 +351,21 @@ async fn load_version(
         Err(registry::RegistryError::Redis(err)) => return Err(Skip::Retry(err.to_string())),
         Err(other) => return Err(Skip::Refused(other.to_string())),
     };
-    let (handler, source) = compile(&shared.runtime, shared.cache.as_ref(), bytes)
-        .await
-        .map_err(|e| Skip::Refused(e.to_string()))?;
-    let (handler, unavailable) = super::grant(
-        &shared.config,
-        &shared.metrics,
-        &version.name,
-        &settings.grants,
-        handler,
-    )
-    .map_err(Skip::Refused)?;
-    // The same limit carries over, so a deploy never lets more jobs run at once than it says.
-    let limit = match installed {
-        Some(old) if old.concurrency == settings.concurrency => old.limit.clone(),
-        _ => settings.concurrency.map(|n| Arc::new(Semaphore::new(n))),
+    let Some(cache) = shared.cache.clone() else {
+        return Ok(Loaded::Compile(bytes, LoadSource::Compiled));
     };
-    let loaded = LoadedHandler {
-        handler,
-        memory: settings.memory,
-        timeout: settings.timeout,
-        fuel: settings.fuel,
-        concurrency: settings.concurrency,
-        limit,
-        retry,
-        throttle: settings
-            .throttle
-            .as_deref()
-            .and_then(|t| t.parse::<RateLimit>().ok()),
-        version: version.label(),
-        registry_version: Some(version.clone()),
-        unavailable,
-    };
-    Ok((loaded, source))
+    let runtime = shared.runtime.clone();
+    let cached = tokio::task::spawn_blocking(move || {
+        runtime
+            .load_cached(&bytes, &cache)
+            .map(|found| match found {
+                CacheLookup::Hit(handler) => Loaded::Ready(handler, LoadSource::Cached),
+                CacheLookup::Miss(source) => Loaded::Compile(bytes, source),
+            })
+    })
+    .await
+    .map_err(|e| Skip::Retry(format!("loading did not finish: {e}")))?;
+    cached.map_err(|e| Skip::Refused(e.to_string()))
 }
 
 /// Follows the registry until `stop`: on a change message, or when the epoch counter moved.
@@ -266,6 +399,7 @@ pub(crate) async fn run(
         }
     }
     listener.abort();
+    shared.stop_compiles();
 }
 
 /// Subscribes to the registry's change channel and signals `changed` on every message,

@@ -4,7 +4,10 @@
 //! 1. The fetcher (or the acker, starting the next job in a freed slot) hands over a leased job
 //!    with its slot; the job is registered in flight as running (with the handle that can stop
 //!    it) before its task can finish.
-//! 2. The task waits for its handler's own concurrency limit, if any, then runs the attempt
+//! 2. A job whose handler is still compiling on this host, or was refused here, does not
+//!    start: it goes back to wait, uncounted (`deployer::Availability`); one whose handler
+//!    neither this host nor the registry knows fails as `unknown_handler`. Otherwise the
+//!    task waits for its handler's own concurrency limit, if any, then runs the attempt
 //!    in the sandbox in an inner task on the guest threads (`GuestThreads`), so that even a
 //!    host panic becomes this job's failure.
 //! 3. The outcome goes to the acker, unless the job was stopped meanwhile (shutdown or lost
@@ -33,6 +36,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::acker::{Ack, AckOutcome, Carried};
+use super::deployer::Availability;
 use super::slots::Slot;
 use super::workflow::{self, RedisSteps};
 use super::{InFlight, JobKey, JobState, LoadedHandler, Phase, Shared};
@@ -40,7 +44,7 @@ use crate::queue::{
     Completion, Failure, Lease, LeasedJob, MAX_ATTEMPT_LOG_LEN, RateLimit, Suspension,
     ThrottleStart, truncate_utf8,
 };
-use crate::runtime::{ChildJob, JobInput, JobLimits, LogLine, Outcome};
+use crate::runtime::{ChildJob, JobInput, JobLimits, LogLine, Outcome, OutcomeClass};
 
 /// Jobs leased ahead wait at most about this long for the job before them, ten times what
 /// counts as short (`below`); then they go back to the queue, in their place, for any slot of
@@ -241,6 +245,7 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
     let (class, timing) = match &outcome {
         Err(NotRun::Unknown(_)) => ("unknown_handler", None),
         Err(NotRun::MissingSecret { .. }) => ("missing_secret", None),
+        Err(NotRun::NotReady(_)) => (OutcomeClass::Suspended.as_str(), None),
         Ok(ran) => (ran.outcome.class().as_str(), ran.timing),
     };
     let mut outcome = match outcome {
@@ -248,6 +253,10 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
         Err(NotRun::MissingSecret { loaded, why }) => AckOutcome::Fail(
             Failure::new(&job, class, why).with_handler(&loaded.version, loaded.retry),
         ),
+        // Not started: back to wait, uncounted, like a throttled start.
+        Err(NotRun::NotReady(wait)) => {
+            AckOutcome::Suspend(Suspension::new(&job, String::new(), wait))
+        }
         Ok(Ran {
             outcome,
             loaded,
@@ -414,27 +423,35 @@ fn attempt_log(lines: &[LogLine], dropped: u64) -> String {
     text
 }
 
-/// Why an attempt did not start on this host. Both are retried per the job's policy: a deploy
-/// may be on its way, or another host may have the secret.
+/// Why an attempt did not start.
 enum NotRun {
-    /// This host has no handler of that name.
+    /// This host has no such handler, nor has the registry: a failure, retried per the job's
+    /// policy (a deploy may be on its way).
     Unknown(String),
-    /// The handler needs secrets this host does not have (`LoadedHandler::unavailable`).
+    /// The handler is compiling here, or this host refused it: the job waits this long,
+    /// uncounted (`deployer::Availability`).
+    NotReady(Duration),
+    /// The handler needs secrets this host does not have (`LoadedHandler::unavailable`): a
+    /// failure under the handler's retry policy, since another host may have them.
     MissingSecret {
         loaded: Arc<LoadedHandler>,
         why: String,
     },
 }
 
-/// Runs the attempt, or says why it did not start.
+/// Runs the attempt, if this host can run the job's handler now.
 async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, NotRun> {
-    let Some(loaded) = shared.handlers.get(&job.handler) else {
-        return Err(NotRun::Unknown(format!(
-            "no handler named {:?} on host {} (known: {}); deploy it with `wasmq handler deploy`",
-            job.handler,
-            shared.config.host_id,
-            shared.handlers.names().join(", ")
-        )));
+    let loaded = match shared.availability(&job.handler) {
+        Availability::Ready(loaded) => loaded,
+        Availability::NotReady(wait) => return Err(NotRun::NotReady(wait)),
+        Availability::Unknown => {
+            return Err(NotRun::Unknown(format!(
+                "no handler named {:?} on host {} (known: {}); deploy it with `wasmq handler deploy`",
+                job.handler,
+                shared.config.host_id,
+                shared.handlers.names().join(", ")
+            )));
+        }
     };
     if let Some(why) = loaded.unavailable.clone() {
         tracing::warn!(job_id = %job.id, queue = %job.queue, handler = %job.handler, "{why}");

@@ -45,9 +45,9 @@ use crate::registry::{self, Registry};
 use crate::runtime::{ArtifactCache, Handler, Runtime};
 
 pub use config::{
-    DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT, DEFAULT_REDIS_URL, FileConfig, HandlerSpec,
-    WorkerConfig, default_cache_dir, host_runtime, merge_handlers, parse_bytes, parse_duration,
-    parse_handler_flag,
+    DEFAULT_COMPILE_CONCURRENCY, DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT,
+    DEFAULT_REDIS_URL, FileConfig, HandlerSpec, WorkerConfig, default_cache_dir, host_runtime,
+    merge_handlers, parse_bytes, parse_duration, parse_handler_flag,
 };
 
 use acker::Ack;
@@ -269,6 +269,10 @@ pub(crate) struct Shared {
     pub cache: Option<Arc<ArtifactCache>>,
     /// Registry versions this host refused to load (so it does not try again every poll).
     pub refused: Mutex<HashMap<String, registry::Version>>,
+    /// Registry versions being compiled, by handler name (see `deployer`).
+    pub compiling: Mutex<HashMap<String, deployer::Compiling>>,
+    /// Turns to compile: `compile_concurrency` compiles at once.
+    pub compile_slots: Arc<Semaphore>,
     pub slots: Slots,
     pub queue_limits: HashMap<String, Arc<Semaphore>>,
     pub inflight: Mutex<HashMap<JobKey, InFlight>>,
@@ -550,6 +554,7 @@ impl Worker {
             .map(|(q, n)| (q.clone(), Arc::new(Semaphore::new(*n))))
             .collect();
         let (tx, rx) = mpsc::unbounded_channel();
+        let compile_slots = Arc::new(Semaphore::new(config.compile_concurrency.max(1)));
         let shared = Shared {
             guests: GuestThreads::new()
                 .map_err(|e| WorkerError::Config(format!("starting guest threads: {e}")))?,
@@ -561,6 +566,8 @@ impl Worker {
             registry,
             cache,
             refused: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(HashMap::new()),
+            compile_slots,
             queue_limits,
             inflight: Mutex::new(HashMap::new()),
             acks: tx,
@@ -582,8 +589,8 @@ impl Worker {
                     redis_up: shared.redis.is_up(),
                 })
         });
-        // Registry handlers are ready before the first fetch, so no job meets a host that
-        // merely has not loaded its handler yet.
+        // Registry handlers found in the artifact cache are ready before the first fetch; the
+        // others compile meanwhile, their jobs waiting (uncounted) until they are.
         let epoch = deployer::sync(&shared).await;
         Ok(Self {
             shared,

@@ -131,6 +131,9 @@ pub fn load_error_kind(err: &LoadError) -> &'static str {
         LoadError::Engine(_) => "engine",
         LoadError::IncompatibleWit { .. } => "incompatible_wit",
         LoadError::TooManyFunctions { .. } => "too_many_functions",
+        LoadError::CompileMemory { .. } => "compile_memory",
+        LoadError::CompileTimeout { .. } => "compile_timeout",
+        LoadError::Compiler(_) => "compiler",
         _ => "other",
     }
 }
@@ -232,6 +235,46 @@ impl Wat<'_> {
             .encode()
             .unwrap()
     }
+}
+
+/// Nesting of [`loop_bomb`] in the corpus and `compile.rs`: 25 KB that take 1.8 GB and 22 s
+/// to compile with wasmtime 48 on the 2-core test machine (4,000: 0.5 GB and 4.5 s; the
+/// issue's reproduction used 20,000). The tests' memory limits stop it within a second or two.
+pub const LOOP_BOMB_DEPTH: usize = 8_000;
+
+/// Nesting of [`block_bomb`]: about 200 KB whose compile takes 40 s and little memory here
+/// (50,000: 10 s and 72 MB). The tests' time limits stop it.
+pub const BLOCK_BOMB_DEPTH: usize = 100_000;
+
+/// A valid handler (its `handle` echoes the payload) with one more function, `depth` nested
+/// `loop (param i32) (result i32)` blocks: a few bytes a level, and a compile whose memory
+/// and time grow with the square of the depth.
+pub fn loop_bomb(depth: usize) -> Vec<u8> {
+    handler_with_nested(
+        "(param i32) (result i32)\nlocal.get 0",
+        "loop (param i32) (result i32)",
+        depth,
+    )
+}
+
+/// A valid handler with one more function of `depth` nested empty blocks: a compile whose
+/// time grows with the square of the depth, its memory barely.
+pub fn block_bomb(depth: usize) -> Vec<u8> {
+    handler_with_nested("", "block", depth)
+}
+
+fn handler_with_nested(signature: &str, open: &str, depth: usize) -> Vec<u8> {
+    let mut items = format!("(func $bomb {signature}\n");
+    items.push_str(&format!("{open}\n").repeat(depth));
+    items.push_str(&"end\n".repeat(depth));
+    items.push(')');
+    Wat {
+        imports: "",
+        memory: ONE_PAGE,
+        items: &items,
+        body: RETURN_PAYLOAD,
+    }
+    .component()
 }
 
 /// A handler whose `handle` runs `body` then returns the payload, in one page of memory.
@@ -417,6 +460,16 @@ pub fn load_entries() -> Vec<LoadEntry> {
             "function count over wasmparser's limit",
             component_declaring_functions(1_000_001),
             "too_many_functions",
+        ),
+        entry(
+            "compile bomb: one function of nested loops (memory)",
+            loop_bomb(LOOP_BOMB_DEPTH),
+            "compile_memory",
+        ),
+        entry(
+            "compile bomb: one function of nested empty blocks (time)",
+            block_bomb(BLOCK_BOMB_DEPTH),
+            "compile_timeout",
         ),
     ]
 }
