@@ -87,8 +87,8 @@ impl std::fmt::Debug for RedisTarget {
     }
 }
 
-/// `url` with any password replaced by `***`.
-fn redact(url: &str) -> String {
+/// `url` with any user name and password replaced by `***`: what errors and logs may show.
+pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

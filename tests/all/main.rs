@@ -23,6 +23,7 @@ mod rate_limit;
 mod registry;
 mod runtime;
 mod schedules;
+mod secrets;
 mod steps;
 mod support;
 mod worker;

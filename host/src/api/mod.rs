@@ -87,7 +87,7 @@ impl std::fmt::Debug for ApiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiConfig")
             .field("bind", &self.bind)
-            .field("redis_url", &self.redis_url)
+            .field("redis_url", &crate::connection::redact(&self.redis_url))
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("queues", &self.queues)
             .field("metrics", &self.metrics.is_some())
@@ -115,6 +115,7 @@ pub enum StartError {
     },
     #[error("cannot connect to Redis at {url}")]
     Redis {
+        /// The URL without its credentials.
         url: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -359,7 +360,7 @@ impl Server {
     pub async fn bind(config: ApiConfig) -> Result<Server, StartError> {
         config.check()?;
         let redis_error = |source: Box<dyn std::error::Error + Send + Sync>| StartError::Redis {
-            url: config.redis_url.clone(),
+            url: crate::connection::redact(&config.redis_url),
             source,
         };
         let client = Client::connect(&config.redis_url)

@@ -37,6 +37,7 @@ pub struct RedisArgs {
     #[arg(
         long = "redis",
         env = "WASMQ_REDIS_URL",
+        hide_env_values = true,
         default_value = "redis://127.0.0.1:6379"
     )]
     pub url: String,
@@ -46,7 +47,15 @@ impl RedisArgs {
     pub(crate) async fn client(&self) -> anyhow::Result<Client> {
         Client::connect(&self.url)
             .await
-            .with_context(|| format!("cannot connect to Redis at {}", self.url))
+            .with_context(|| self.cannot_connect())
+    }
+
+    /// "cannot connect to Redis at <url>", the URL without its credentials.
+    pub(crate) fn cannot_connect(&self) -> String {
+        format!(
+            "cannot connect to Redis at {}",
+            crate::connection::redact(&self.url)
+        )
     }
 }
 

@@ -21,7 +21,7 @@ use crate::worker::{
 pub struct RunArgs {
     /// Redis URL: redis://host:port/db, or redis+cluster://host:port,host:port,... for a
     /// Redis Cluster (seed nodes) [default: redis://127.0.0.1:6379]
-    #[arg(long, env = "WASMQ_REDIS_URL")]
+    #[arg(long, env = "WASMQ_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
     /// Queues to serve, comma-separated [default: default]
     #[arg(long, env = "WASMQ_QUEUES", value_delimiter = ',')]
@@ -74,7 +74,7 @@ pub struct RunArgs {
     pub api_token: Option<String>,
     /// Webhook that gets alerts: dead-lettered jobs, queue backlogs (see docs/alerts.md; more
     /// settings in the [alerts] table of --config).
-    #[arg(long, env = "WASMQ_ALERT_WEBHOOK")]
+    #[arg(long, env = "WASMQ_ALERT_WEBHOOK", hide_env_values = true)]
     pub alert_webhook: Option<String>,
     /// Key that signs alerts (HMAC-SHA256), required with a webhook (prefer the environment
     /// variable: flags show in `ps`).
@@ -199,7 +199,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let (redis_url, queues) = (config.redis_url.clone(), config.queues.clone());
     let worker = Worker::with_metrics(config, metrics.clone())
         .await
-        .context("starting the worker")?;
+        .with_context(|| {
+            format!(
+                "starting the worker (Redis at {})",
+                crate::connection::redact(&redis_url)
+            )
+        })?;
     // Before the first fetch, so the consumer groups exist before this host dead-letters a job.
     let alerts = match alerts_config {
         Some(alerts) => Some(
