@@ -1471,3 +1471,94 @@ async fn run_takes_the_api_address_and_token_from_its_config_file() {
         .unwrap();
     assert_eq!(accepted.status(), StatusCode::CREATED);
 }
+
+/// Reads `stream` until the server closes it (EOF or reset); how long that took, or `None`
+/// when it was still open after `within`.
+fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < within {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn half_sent_requests_and_idle_connections_are_closed_after_the_header_timeout() {
+    use std::io::Write;
+    let redis = RedisServer::start();
+    let server = ApiServer::start(&redis, &["--http-header-timeout", "1s"]);
+    let mut half_sent = std::net::TcpStream::connect(server.addr).unwrap();
+    half_sent
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let mut idle = std::net::TcpStream::connect(server.addr).unwrap();
+    let took = closed_within(&mut half_sent, Duration::from_secs(10))
+        .expect("a half-sent request still open 10 s later");
+    assert!(took >= Duration::from_millis(500), "closed after {took:?}");
+    closed_within(&mut idle, Duration::from_secs(5)).expect("an idle connection still open");
+    // A kept-alive connection idle after its response goes the same way.
+    let mut kept = std::net::TcpStream::connect(server.addr).unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    closed_within(&mut kept, Duration::from_secs(10)).expect("a kept-alive connection idle");
+    // The server serves on.
+    Http::new(&server, None).get("/healthz").await.expect(200);
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_at_once() {
+    let redis = RedisServer::start();
+    let server = ApiServer::start(
+        &redis,
+        &[
+            "--http-max-connections",
+            "4",
+            "--http-header-timeout",
+            "60s",
+        ],
+    );
+    let mut held: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .collect();
+    // Let the server accept them all.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = std::net::TcpStream::connect(server.addr).unwrap();
+    let took = closed_within(&mut extra, Duration::from_secs(5))
+        .expect("a connection over the cap was kept open");
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    for stream in &mut held {
+        assert!(
+            closed_within(stream, Duration::from_millis(200)).is_none(),
+            "a connection within the cap was closed"
+        );
+    }
+    // A connection that closes makes room for another.
+    held.pop();
+    eventually(
+        "room for a new connection",
+        Duration::from_secs(10),
+        || async {
+            let fresh = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let answer = fresh.get(server.url("/healthz")).send().await.ok()?;
+            (answer.status() == StatusCode::OK).then_some(())
+        },
+    )
+    .await;
+}

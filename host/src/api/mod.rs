@@ -27,10 +27,11 @@ mod dashboard;
 mod error;
 mod events;
 mod handlers;
+mod listener;
 mod queues;
 mod schedules;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,7 @@ pub use error::{ApiError, ErrorBody};
 /// The JSON view of a job: what `GET /api/queues/{queue}/jobs/{id}` returns, and what
 /// `wasmq job --json` prints, so the two cannot drift apart.
 pub(crate) use handlers::version_view;
+pub use listener::{DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Limits as HttpLimits};
 pub(crate) use queues::job_view;
 pub use queues::{JSON_BODY_LIMIT, JobView, MAX_PAGE, enqueue_job};
 
@@ -81,6 +83,8 @@ pub struct ApiConfig {
     /// The metrics `/metrics` serves: a worker's, beside it (`wasmq run --http`); `None` for
     /// a server of its own, which reports only the queues' depths.
     pub metrics: Option<Arc<Metrics>>,
+    /// Header-read timeout and connection cap.
+    pub limits: HttpLimits,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -91,6 +95,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("queues", &self.queues)
             .field("metrics", &self.metrics.is_some())
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -108,6 +113,8 @@ pub enum StartError {
     Unprotected(SocketAddr),
     #[error("invalid API token: {0}")]
     BadToken(&'static str),
+    #[error("invalid HTTP limits: {0}")]
+    BadLimits(&'static str),
     #[error("cannot listen on {addr}: {source}{}", bind_hint(.source))]
     Bind {
         addr: SocketAddr,
@@ -150,6 +157,16 @@ impl ApiConfig {
             }
         } else if !self.bind.ip().is_loopback() {
             return Err(StartError::Unprotected(self.bind));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(StartError::BadLimits(
+                "--http-max-connections must be at least 1",
+            ));
+        }
+        if self.limits.header_timeout.is_zero() {
+            return Err(StartError::BadLimits(
+                "--http-header-timeout must be above zero",
+            ));
         }
         Ok(())
     }
@@ -351,6 +368,7 @@ pub struct Server {
     listener: TcpListener,
     app: Router,
     addr: SocketAddr,
+    limits: HttpLimits,
 }
 
 impl Server {
@@ -422,6 +440,7 @@ impl Server {
             listener,
             app,
             addr,
+            limits: config.limits,
         })
     }
 
@@ -437,15 +456,13 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (stopping_tx, stopping_rx) = oneshot::channel::<()>();
-        let graceful = axum::serve(self.listener, self.app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stopping_tx.send(());
-            })
-            .into_future();
+        let graceful = listener::serve(self.listener, self.app, self.limits, async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        });
         tokio::pin!(graceful);
         tokio::select! {
-            result = &mut graceful => result,
+            () = &mut graceful => Ok(()),
             () = async {
                 if stopping_rx.await.is_ok() {
                     tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -68,6 +68,8 @@ pub struct RunArgs {
     /// Also serve the HTTP API here, like `wasmq serve`.
     #[arg(long, env = "WASMQ_HTTP")]
     pub http: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub http_limits: super::serve::HttpLimitArgs,
     /// Bearer token of the HTTP API; required off loopback (prefer the environment variable
     /// or `api_token` in --config: flags show in `ps`).
     #[arg(long, env = "WASMQ_API_TOKEN", hide_env_values = true)]
@@ -190,6 +192,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
                 token: args.api_token.clone().or(file.api_token),
                 queues: config.queues.clone(),
                 metrics: Some(metrics.clone()),
+                limits: args.http_limits.limits(
+                    file.http_header_timeout.as_deref(),
+                    file.http_max_connections,
+                )?,
             })
             .await
             .context("starting the HTTP API")?,

@@ -200,6 +200,10 @@ pub struct FileConfig {
     pub http: Option<std::net::SocketAddr>,
     /// The HTTP API's bearer token (`--api-token`); keep the file private.
     pub api_token: Option<String>,
+    /// `--http-header-timeout`.
+    pub http_header_timeout: Option<String>,
+    /// `--http-max-connections`.
+    pub http_max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
