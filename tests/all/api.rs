@@ -1562,3 +1562,60 @@ async fn connections_over_the_cap_are_closed_at_once() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn without_a_token_pages_of_other_local_servers_cannot_write() {
+    let redis = RedisServer::start();
+    let server = ApiServer::start(&redis, &[]);
+    let api = Http::new(&server, None);
+    let before = redis.snapshot().await;
+    let other_port = if server.addr.port() == 3000 {
+        3001
+    } else {
+        3000
+    };
+    // A page of another local server (a dev server on another port) is another origin.
+    for origin in [
+        format!("http://localhost:{other_port}"),
+        format!("http://127.0.0.1:{other_port}"),
+        "http://127.0.0.1".to_string(),
+    ] {
+        let message = api
+            .send(
+                api.request(Method::POST, "/api/queues/api-q/pause")
+                    .header("origin", &origin),
+            )
+            .await
+            .error(403);
+        assert!(message.contains("origin"), "{origin}: {message}");
+    }
+    // A browser that sends no Origin still says where the request came from.
+    for site in ["same-site", "cross-site"] {
+        let message = api
+            .send(
+                api.request(Method::POST, "/api/queues/api-q/pause")
+                    .header("sec-fetch-site", site),
+            )
+            .await
+            .error(403);
+        assert!(message.contains("Sec-Fetch-Site"), "{site}: {message}");
+    }
+    assert_eq!(redis.snapshot().await, before);
+    // The server's own pages, and clients that are not browsers, still write.
+    let own = format!("http://127.0.0.1:{}", server.addr.port());
+    api.send(
+        api.request(Method::POST, "/api/queues/api-q/pause")
+            .header("origin", &own)
+            .header("sec-fetch-site", "same-origin"),
+    )
+    .await
+    .expect(200);
+    api.post_empty("/api/queues/api-q/resume").await.expect(200);
+    // Reads from a page of another origin are not writes; CORS keeps their answers from it.
+    api.send(
+        api.request(Method::GET, "/api/queues/api-q")
+            .header("sec-fetch-site", "cross-site"),
+    )
+    .await
+    .expect(200);
+}
