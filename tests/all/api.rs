@@ -1619,3 +1619,38 @@ async fn without_a_token_pages_of_other_local_servers_cannot_write() {
     .await
     .expect(200);
 }
+
+#[tokio::test]
+async fn data_after_a_json_body_is_refused() {
+    let redis = RedisServer::start();
+    let server = ApiServer::start(&redis, &["--token", TOKEN]);
+    let api = Http::new(&server, Some(TOKEN));
+    let before = redis.snapshot().await;
+    for body in [
+        r#"{"handler":"greet"}{"handler":"evil"}"#,
+        r#"{"handler":"greet"} x"#,
+        r#"{"handler":"greet"}]"#,
+    ] {
+        let message = api
+            .send(
+                api.request(Method::POST, "/api/queues/api-q/jobs")
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await
+            .error(400);
+        assert!(
+            message.contains("after the JSON value"),
+            "{body}: {message}"
+        );
+    }
+    assert_eq!(redis.snapshot().await, before);
+    // Trailing whitespace is not data.
+    api.send(
+        api.request(Method::POST, "/api/queues/api-q/jobs")
+            .header("content-type", "application/json")
+            .body("{\"handler\":\"greet\"}\n"),
+    )
+    .await
+    .expect(201);
+}
