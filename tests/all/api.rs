@@ -1654,3 +1654,22 @@ async fn data_after_a_json_body_is_refused() {
     .await
     .expect(201);
 }
+
+#[tokio::test]
+async fn serve_reports_whether_redis_is_up_in_its_metrics() {
+    let mut redis = RedisServer::start();
+    let server = ApiServer::start(&redis, &[]);
+    let scrape = || async {
+        reqwest::get(server.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let text = scrape().await;
+    assert!(text.contains("\nwasmq_redis_up 1\n"), "{text}");
+    redis.stop();
+    let text = scrape().await;
+    assert!(text.contains("\nwasmq_redis_up 0\n"), "{text}");
+}

@@ -182,6 +182,8 @@ pub(crate) struct ApiState {
     redis: RedisConnection,
     queues: Vec<String>,
     metrics: Arc<Metrics>,
+    /// The metrics are this server's own (no worker beside it reports Redis's state).
+    own_metrics: bool,
     /// The engine deploys are validated under, built on the first deploy.
     runtime: OnceCell<Runtime>,
     deploys: Semaphore,
@@ -294,6 +296,14 @@ pub struct Health {
     )
 )]
 async fn healthz(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, ApiError> {
+    ping(&state).await?;
+    Ok(Json(Health {
+        status: "ok".to_string(),
+    }))
+}
+
+/// `PING`, within two seconds.
+async fn ping(state: &ApiState) -> Result<(), ApiError> {
     let mut conn = state.redis.clone();
     let ping = redis::cmd("PING");
     match tokio::time::timeout(
@@ -302,9 +312,7 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, Api
     )
     .await
     {
-        Ok(Ok(_)) => Ok(Json(Health {
-            status: "ok".to_string(),
-        })),
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(err)) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("Redis is unreachable: {err}"),
@@ -327,6 +335,9 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, Api
     responses((status = 200, description = "The metrics", content_type = "application/openmetrics-text"))
 )]
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    if state.own_metrics {
+        state.metrics.set_redis_up(ping(&state).await.is_ok());
+    }
     let text = state
         .metrics
         .render(Some(&state.client), &state.queues)
@@ -416,6 +427,7 @@ impl Server {
             redis,
             queues: config.queues.clone(),
             metrics: config.metrics.clone().unwrap_or_default(),
+            own_metrics: config.metrics.is_none(),
             runtime: OnceCell::new(),
             deploys: Semaphore::new(1),
         });
