@@ -14,6 +14,7 @@ mod dashboard;
 mod dev;
 mod events;
 mod exec;
+mod hardening;
 mod languages;
 mod logs;
 mod memory;

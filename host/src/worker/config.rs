@@ -254,10 +254,11 @@ pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{what}: {text:?} is not a duration (like 30s): {e}"))
 }
 
-/// Parses `NAME=path.wasm`.
+/// Parses `NAME=path.wasm`; NAME must be a valid handler name (what jobs name).
 pub fn parse_handler_flag(text: &str) -> Result<(String, PathBuf), String> {
     match text.split_once('=') {
         Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            crate::queue::validate_handler_name(name)?;
             Ok((name.to_string(), PathBuf::from(path)))
         }
         _ => Err(format!("{text:?}: expected NAME=path.wasm")),
@@ -278,6 +279,8 @@ pub fn merge_handlers(
     }
     let mut out = Vec::new();
     for name in names {
+        crate::queue::validate_handler_name(name)
+            .map_err(|reason| format!("[handlers]: {reason}"))?;
         let from_file = file.get(name);
         let path = flags
             .iter()
