@@ -45,3 +45,14 @@ async fn invalid_handler_names_are_refused_from_flags_and_the_config_file() {
     );
     assert!(stderr(&out).contains("handler name"), "{out:?}");
 }
+
+#[tokio::test]
+async fn a_queue_table_for_a_queue_the_host_does_not_serve_is_refused() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wasmq.toml");
+    std::fs::write(&config, "queues = [\"a\"]\n[queue.b]\nconcurrency = 2\n").unwrap();
+    let out = run_refused(&redis, &["--config", config.to_str().unwrap()]);
+    assert!(stderr(&out).contains("[queue.b]"), "{out:?}");
+    assert!(stderr(&out).contains("does not serve"), "{out:?}");
+}

@@ -142,6 +142,15 @@ impl RunArgs {
             config.cache_dir = None;
         }
         for (queue, q) in &file.queue {
+            // A table for a queue this host does not serve is a typo or a forgotten --queues:
+            // its settings would silently apply to nothing.
+            if !config.queues.contains(queue) {
+                anyhow::bail!(
+                    "[queue.{queue}] configures queue {queue:?}, which this host does not serve \
+                     (it serves {}); add it to --queues / queues, or remove the table",
+                    config.queues.join(", ")
+                );
+            }
             if let Some(n) = q.concurrency {
                 config.queue_concurrency.insert(queue.clone(), n);
             }
