@@ -3,8 +3,11 @@
 //! others can read, and job contents printed to a terminal.
 
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+use crate::support::eventually;
 use crate::support::guests;
+use crate::support::host::HostProcess;
 use crate::support::redis::RedisServer;
 
 const Q: &str = "hardened";
@@ -55,4 +58,43 @@ async fn a_queue_table_for_a_queue_the_host_does_not_serve_is_refused() {
     let out = run_refused(&redis, &["--config", config.to_str().unwrap()]);
     assert!(stderr(&out).contains("[queue.b]"), "{out:?}");
     assert!(stderr(&out).contains("does not serve"), "{out:?}");
+}
+
+/// Starts a host with `toml` as its config file at `mode`; its log once it runs.
+async fn log_of_host_with_config(redis: &RedisServer, toml: &str, mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wasmq.toml");
+    std::fs::write(&config, toml).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).unwrap();
+    let host = HostProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            Q,
+            "--no-cache",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    eventually("the host to start", Duration::from_secs(30), || {
+        let log = host.log_text();
+        async move { log.contains("wasmq host running").then_some(log) }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_config_file_with_the_api_token_that_everyone_can_read_is_warned_about() {
+    let redis = RedisServer::start();
+    let toml = "api_token = \"tok-0123456789\"\n";
+    let warning = "every user of this machine can read it";
+    let open = log_of_host_with_config(&redis, toml, 0o644).await;
+    assert!(open.contains(warning), "{open}");
+    assert!(open.contains("chmod 600"), "{open}");
+    assert!(!open.contains("tok-0123456789"), "{open}");
+    let private = log_of_host_with_config(&redis, toml, 0o600).await;
+    assert!(!private.contains(warning), "{private}");
+    let no_secret = log_of_host_with_config(&redis, "batch = 8\n", 0o644).await;
+    assert!(!no_secret.contains(warning), "{no_secret}");
 }

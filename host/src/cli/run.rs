@@ -161,10 +161,34 @@ impl RunArgs {
         Ok(config)
     }
 
-    /// The --config file (empty without one).
+    /// The --config file (empty without one). Warns when the file holds a secret (the API
+    /// token, the alert secret) and every user of the machine may read it.
     pub fn file(&self) -> anyhow::Result<FileConfig> {
         match &self.config {
-            Some(path) => FileConfig::load(path).map_err(anyhow::Error::msg),
+            Some(path) => {
+                let file = FileConfig::load(path).map_err(anyhow::Error::msg)?;
+                let secrets: Vec<&str> = [
+                    file.api_token.as_ref().map(|_| "api_token"),
+                    file.alerts
+                        .as_ref()
+                        .and_then(|a| a.secret.as_ref())
+                        .map(|_| "[alerts] secret"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if !secrets.is_empty() && world_readable(path) {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "the config file holds {} and every user of this machine can read it: \
+                         `chmod 600 {}`, or set WASMQ_API_TOKEN / WASMQ_ALERT_SECRET in the \
+                         environment instead",
+                        secrets.join(" and "),
+                        path.display()
+                    );
+                }
+                Ok(file)
+            }
             None => Ok(FileConfig::default()),
         }
     }
@@ -184,6 +208,12 @@ impl RunArgs {
         )
         .map_err(anyhow::Error::msg)
     }
+}
+
+/// Whether every user of the machine may read `path`.
+fn world_readable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
