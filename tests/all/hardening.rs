@@ -5,6 +5,9 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use wasmq::queue::NewJob;
+
+use crate::support::cli::{ok, wasmq};
 use crate::support::eventually;
 use crate::support::guests;
 use crate::support::host::HostProcess;
@@ -97,4 +100,24 @@ async fn a_config_file_with_the_api_token_that_everyone_can_read_is_warned_about
     assert!(!private.contains(warning), "{private}");
     let no_secret = log_of_host_with_config(&redis, "batch = 8\n", 0o644).await;
     assert!(!no_secret.contains(warning), "{no_secret}");
+}
+
+#[tokio::test]
+async fn job_prints_control_characters_escaped() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J\rover\u{202e}txt";
+    let id = client
+        .enqueue(Q, &NewJob::new("h", hostile.as_bytes().to_vec()))
+        .await
+        .unwrap()
+        .id;
+    let out = ok(&wasmq(&redis, &["job", Q, &id]));
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(!out.contains('\r'), "{out:?}");
+    assert!(!out.contains('\u{202e}'), "{out:?}");
+    assert!(
+        out.contains(r"\u{1b}]0;pwned\u{7}\u{1b}[2J\u{d}over\u{202e}txt"),
+        "{out}"
+    );
 }

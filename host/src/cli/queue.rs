@@ -260,13 +260,13 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let time = |ms: Option<u64>| ms.map_or_else(|| "-".to_string(), format_ms);
-    say!("id:           {}", job.id);
-    say!("queue:        {}", job.queue);
-    say!("handler:      {}", job.handler);
+    say!("id:           {}", shown(&job.id));
+    say!("queue:        {}", shown(&job.queue));
+    say!("handler:      {}", shown(&job.handler));
     say!("state:        {}", job.state);
     say!("priority:     {}", job.priority);
     if let Some(group) = &job.group {
-        say!("group:        {group}");
+        say!("group:        {}", shown(group));
     }
     say!("attempts:     {} of {}", job.attempt, job.max_attempts);
     say!("backoff:      {}", describe_backoff(&job.backoff));
@@ -284,7 +284,7 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
     if let Some(expiry) = job.lease_expires_at_ms {
         say!(
             "lease:        {} until {}",
-            job.host.as_deref().unwrap_or("-"),
+            shown(job.host.as_deref().unwrap_or("-")),
             format_ms(expiry)
         );
     }
@@ -297,8 +297,9 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
     }
     if let Some(error) = &job.last_error {
         say!(
-            "last error:   [{}] {error}",
-            job.last_outcome.as_deref().unwrap_or("-")
+            "last error:   [{}] {}",
+            shown(job.last_outcome.as_deref().unwrap_or("-")),
+            shown(error)
         );
     }
     if !job.history.is_empty() {
@@ -311,25 +312,25 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
                 attempt
                     .version
                     .as_deref()
-                    .map_or_else(String::new, |v| format!(" (version {v})")),
+                    .map_or_else(String::new, |v| format!(" (version {})", shown(v))),
                 if attempt.host.is_empty() {
-                    "-"
+                    "-".to_string()
                 } else {
-                    &attempt.host
+                    shown(&attempt.host)
                 },
                 format_ms(attempt.started_at),
                 attempt.finished_at.saturating_sub(attempt.started_at),
                 if attempt.error.is_empty() {
                     String::new()
                 } else {
-                    format!(": {}", attempt.error)
+                    format!(": {}", shown(&attempt.error))
                 }
             );
             if let Some(progress) = attempt.progress {
                 say!("      progress {progress}%");
             }
             for line in attempt.logs.as_deref().unwrap_or_default().lines() {
-                say!("      | {line}");
+                say!("      | {}", shown(line));
             }
         }
     }
@@ -427,14 +428,14 @@ async fn dlq(action: DlqAction) -> anyhow::Result<u8> {
                 for job in &jobs {
                     say!(
                         "{}  {}  attempts {}/{}  died {}  [{}] {}",
-                        job.id,
-                        job.handler,
+                        shown(&job.id),
+                        shown(&job.handler),
                         job.attempt,
                         job.max_attempts,
                         job.finished_at_ms
                             .map_or_else(|| "-".to_string(), format_ms),
-                        job.last_outcome.as_deref().unwrap_or("-"),
-                        job.last_error.as_deref().unwrap_or("")
+                        shown(job.last_outcome.as_deref().unwrap_or("-")),
+                        shown(job.last_error.as_deref().unwrap_or(""))
                     );
                 }
                 if jobs.is_empty() {
@@ -526,14 +527,35 @@ fn describe_backoff(backoff: &Backoff) -> String {
     }
 }
 
-/// The payload as text when it is short UTF-8, else its size.
+/// The payload as text when it is short UTF-8, else its size; control characters escaped
+/// ([`shown`]).
 fn preview(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
-        Ok(text) if text.len() <= 200 => text.to_string(),
+        Ok(text) if text.chars().count() <= 200 => shown(text),
         Ok(text) => {
             let cut = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
-            format!("{}… ({} bytes)", &text[..cut], bytes.len())
+            format!("{}… ({} bytes)", shown(&text[..cut]), bytes.len())
         }
         Err(_) => format!("<{} bytes of binary data>", bytes.len()),
     }
+}
+
+/// `text` with control characters (escape sequences, carriage returns, newlines) and the
+/// invisible characters that reorder text (bidi controls) written as `\u{..}` escapes:
+/// what a job holds was written by producers and handlers, and printed raw it could rewrite
+/// the reader's terminal or disguise itself.
+fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let invisible = matches!(
+            c,
+            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        );
+        if c.is_control() || invisible {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
