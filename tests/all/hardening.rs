@@ -5,7 +5,7 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use wasmq::queue::NewJob;
+use wasmq::queue::{JobState, NewJob};
 
 use crate::support::cli::{ok, wasmq};
 use crate::support::eventually;
@@ -120,4 +120,49 @@ async fn job_prints_control_characters_escaped() {
         out.contains(r"\u{1b}]0;pwned\u{7}\u{1b}[2J\u{d}over\u{202e}txt"),
         "{out}"
     );
+}
+
+/// Bytes Redis has read from its clients since it started.
+async fn redis_input_bytes(redis: &RedisServer) -> u64 {
+    let mut conn = redis.connection().await;
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| line.strip_prefix("total_net_input_bytes:"))
+        .map(|n| n.trim().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn an_oversize_payload_file_is_refused_before_it_is_sent() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(64 * 1024 * 1024)
+        .unwrap();
+    let before = redis_input_bytes(&redis).await;
+    let out = wasmq(
+        &redis,
+        &["enqueue", Q, "h", "--payload-file", big.to_str().unwrap()],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr(&out).contains("over queue"), "{out:?}");
+    let sent = redis_input_bytes(&redis).await - before;
+    assert!(sent < 64 * 1024, "{sent} bytes reached Redis");
+    assert_eq!(client.counts(Q).await.unwrap().get(JobState::Waiting), 0);
+    // One that fits goes in.
+    let small = dir.path().join("small.bin");
+    std::fs::write(&small, b"fits").unwrap();
+    let id = ok(&wasmq(
+        &redis,
+        &["enqueue", Q, "h", "--payload-file", small.to_str().unwrap()],
+    ));
+    let job = client.get(Q, id.trim()).await.unwrap().unwrap();
+    assert_eq!(job.payload, b"fits");
 }

@@ -221,21 +221,39 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<u8> {
 }
 
 async fn enqueue(args: EnqueueArgs) -> anyhow::Result<u8> {
+    let client = args.redis.client().await?;
+    // The queue's limit first, so an oversize file is refused before it is read into memory
+    // or sent to Redis.
+    let limit = client.config(&args.queue).await?.max_payload_bytes;
+    let too_large = |size: u64| {
+        anyhow::anyhow!(
+            "the payload is {size} bytes, over queue {}'s limit of {limit} bytes \
+             (max_payload_bytes); nothing was enqueued",
+            args.queue
+        )
+    };
     let payload = match (&args.payload, &args.payload_file) {
         (Some(text), _) => text.clone().into_bytes(),
         (None, Some(path)) if path.as_os_str() == "-" => {
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut bytes)
-                .context("cannot read the payload from standard input")?;
-            bytes
+            read_at_most(std::io::stdin().lock(), limit)
+                .context("cannot read the payload from standard input")?
+                .ok_or_else(|| too_large(limit.saturating_add(1)))?
         }
-        (None, Some(path)) => std::fs::read(path)
-            .with_context(|| format!("cannot read the payload file {}", path.display()))?,
+        (None, Some(path)) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot read the payload file {}", path.display()))?;
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if size > limit {
+                return Err(too_large(size));
+            }
+            // The file may grow between the check and the read.
+            read_at_most(file, limit)
+                .with_context(|| format!("cannot read the payload file {}", path.display()))?
+                .ok_or_else(|| too_large(limit.saturating_add(1)))?
+        }
         (None, None) => Vec::new(),
     };
     let job = args.job(payload);
-    let client = args.redis.client().await?;
     let enqueued = client.enqueue(&args.queue, &job).await?;
     if !enqueued.created {
         eprintln!(
@@ -525,6 +543,15 @@ fn describe_backoff(backoff: &Backoff) -> String {
             jitter * 100.0
         ),
     }
+}
+
+/// Everything `reader` holds when that is at most `limit` bytes; `None` when there is more.
+fn read_at_most(reader: impl Read, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
 }
 
 /// The payload as text when it is short UTF-8, else its size; control characters escaped
