@@ -5,7 +5,7 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use wasmq::queue::{JobState, NewJob};
+use wasmq::queue::{JobState, NewJob, QueueConfig};
 
 use crate::support::cli::{ok, wasmq};
 use crate::support::eventually;
@@ -165,4 +165,38 @@ async fn an_oversize_payload_file_is_refused_before_it_is_sent() {
     ));
     let job = client.get(Q, id.trim()).await.unwrap().unwrap();
     assert_eq!(job.payload, b"fits");
+}
+
+#[tokio::test]
+async fn a_schedule_whose_payload_is_over_the_queue_limit_is_refused_at_add() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let config = QueueConfig {
+        max_payload_bytes: 100,
+        ..QueueConfig::default()
+    };
+    client.set_config(Q, &config).await.unwrap();
+    let add = |payload: &str| {
+        wasmq(
+            &redis,
+            &[
+                "schedule",
+                "add",
+                "nightly",
+                "--cron",
+                "0 3 * * *",
+                "--queue",
+                Q,
+                "--handler",
+                "h",
+                "--payload",
+                payload,
+            ],
+        )
+    };
+    let out = add(&"x".repeat(101));
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr(&out).contains("over the limit of queue"), "{out:?}");
+    assert!(ok(&wasmq(&redis, &["schedule", "list"])).contains("no schedules"));
+    ok(&add(&"x".repeat(100)));
 }
