@@ -200,3 +200,27 @@ async fn a_schedule_whose_payload_is_over_the_queue_limit_is_refused_at_add() {
     assert!(ok(&wasmq(&redis, &["schedule", "list"])).contains("no schedules"));
     ok(&add(&"x".repeat(100)));
 }
+
+#[tokio::test]
+async fn a_memory_cap_no_host_can_run_is_refused_at_deploy() {
+    let redis = RedisServer::start();
+    let echo = guests::rust("echo");
+    let before = redis.snapshot().await;
+    let out = wasmq(
+        &redis,
+        &[
+            "handler",
+            "deploy",
+            "big",
+            echo.to_str().unwrap(),
+            "--memory",
+            "1TB",
+        ],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains("over the most a host runs"),
+        "{out:?}"
+    );
+    assert_eq!(redis.snapshot().await, before);
+}
