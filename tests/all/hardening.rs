@@ -224,3 +224,41 @@ async fn a_memory_cap_no_host_can_run_is_refused_at_deploy() {
     );
     assert_eq!(redis.snapshot().await, before);
 }
+
+#[tokio::test]
+async fn a_hosts_refusal_of_a_version_is_logged_once() {
+    let redis = RedisServer::start();
+    let echo = guests::rust("echo");
+    let echo = echo.to_str().unwrap();
+    let host = HostProcess::start(
+        &redis.url(),
+        &["--queues", Q, "--no-cache", "--memory-budget", "64MiB"],
+    );
+    // Over this host's budget: refused here (another host may run it).
+    ok(&wasmq(
+        &redis,
+        &["handler", "deploy", "big", echo, "--memory", "128MiB"],
+    ));
+    // Registry changes after the refusal.
+    for timeout in ["1s", "2s", "3s"] {
+        ok(&wasmq(
+            &redis,
+            &["handler", "deploy", "small", echo, "--timeout", timeout],
+        ));
+    }
+    eventually(
+        "the third version of small",
+        Duration::from_secs(30),
+        || {
+            let log = host.log_text();
+            async move {
+                log.lines()
+                    .any(|l| l.contains("handler version installed") && l.contains("version=3"))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let log = host.log_text();
+    assert_eq!(log.matches("refused on this host").count(), 1, "{log}");
+}

@@ -111,7 +111,8 @@ pub(crate) async fn sync(shared: &Shared) -> Option<u64> {
             .as_ref()
             .and_then(|h| h.registry_version.as_ref())
             .is_some_and(|v| v == version);
-        if same {
+        // Refused before: logged then, and nothing has changed since.
+        if same || refused_versions(shared).get(name) == Some(version) {
             continue;
         }
         match load_version(shared, version, installed.as_deref()).await {
