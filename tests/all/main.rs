@@ -27,4 +27,5 @@ mod schedules;
 mod secrets;
 mod steps;
 mod support;
+mod tls;
 mod worker;

@@ -33,7 +33,8 @@ pub enum QueueCommand {
 #[derive(Debug, Args)]
 pub struct RedisArgs {
     /// Redis URL: redis://host:port/db, or redis+cluster://host:port,host:port,... for a
-    /// Redis Cluster (seed nodes).
+    /// Redis Cluster (seed nodes); rediss:// and rediss+cluster:// over TLS, with
+    /// ?tls_ca=FILE&tls_cert=FILE&tls_key=FILE for a private CA and a client certificate.
     #[arg(
         long = "redis",
         env = "WASMQ_REDIS_URL",

@@ -20,7 +20,8 @@ use crate::worker::{
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Redis URL: redis://host:port/db, or redis+cluster://host:port,host:port,... for a
-    /// Redis Cluster (seed nodes) [default: redis://127.0.0.1:6379]
+    /// Redis Cluster (seed nodes); rediss:// and rediss+cluster:// over TLS, with
+    /// ?tls_ca=FILE&tls_cert=FILE&tls_key=FILE for a private CA and a client certificate [default: redis://127.0.0.1:6379]
     #[arg(long, env = "WASMQ_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
     /// Queues to serve, comma-separated [default: default]
