@@ -3,7 +3,9 @@
 //! - [`RedisTarget`] - a parsed `--redis` URL: `redis://host:port/db` for one server (through
 //!   the redis crate's `ConnectionManager`), `redis+cluster://host:port,host:port,...` for a
 //!   cluster (seed nodes; the redis crate's cluster client learns the rest of the topology and
-//!   follows it through failovers and resharding).
+//!   follows it through failovers and resharding). `rediss://` and `rediss+cluster://` are the
+//!   same over TLS (rustls; the system's trust store, or the CA named by `?tls_ca=FILE`, and a
+//!   client certificate by `tls_cert=FILE&tls_key=FILE`: see [`TlsFiles`]).
 //! - [`RedisConnection`] - the connection every part of wasmq talks through, whichever it is.
 //!   It implements `redis::aio::ConnectionLike`, so commands, pipelines and script calls are
 //!   written once.
@@ -33,6 +35,116 @@ use redis::{
 
 /// The URL scheme that names a cluster by its seed nodes.
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+/// The same over TLS.
+pub const TLS_CLUSTER_SCHEME: &str = "rediss+cluster://";
+
+/// The files a TLS connection to Redis uses beside the system's trust store, named by the
+/// URL's query: `rediss://host:6380/0?tls_ca=/etc/wasmq/ca.pem&tls_cert=client.pem&tls_key=client.key`.
+/// They are read when the URL is opened, so a missing or unreadable file fails at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificates to trust instead of the system's (a private CA).
+    pub ca: Option<std::path::PathBuf>,
+    /// A PEM client certificate (chain), for servers that require one (`tls-auth-clients`).
+    pub cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `cert`.
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    fn is_empty(&self) -> bool {
+        *self == TlsFiles::default()
+    }
+
+    /// Reads the files into the redis crate's form.
+    fn load(&self) -> RedisResult<redis::TlsCertificates> {
+        let read = |what: &'static str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|err| invalid(what, format!("{}: {err}", path.display())))
+        };
+        let client_tls = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read("cannot read the TLS client certificate (tls_cert)", cert)?,
+                client_key: read("cannot read the TLS client key (tls_key)", key)?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "a TLS client certificate needs both tls_cert and tls_key",
+                    String::new(),
+                ));
+            }
+        };
+        let root_cert = match &self.ca {
+            Some(ca) => Some(read("cannot read the TLS CA certificates (tls_ca)", ca)?),
+            None => None,
+        };
+        Ok(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        })
+    }
+}
+
+/// Takes wasmq's own query parameters (`tls_ca`, `tls_cert`, `tls_key`) out of `url`; what is
+/// left goes to the redis crate. Fails on any other query parameter, so a typo is not ignored.
+fn split_tls_query(url: &str) -> RedisResult<(String, TlsFiles)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), TlsFiles::default()));
+    };
+    let mut files = TlsFiles::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        if value.is_empty() {
+            return Err(invalid("an empty Redis URL parameter", name.to_string()));
+        }
+        let slot = match name {
+            "tls_ca" => &mut files.ca,
+            "tls_cert" => &mut files.cert,
+            "tls_key" => &mut files.key,
+            other => {
+                return Err(invalid(
+                    "unknown Redis URL parameter (wasmq takes tls_ca, tls_cert, tls_key)",
+                    other.to_string(),
+                ));
+            }
+        };
+        *slot = Some(std::path::PathBuf::from(value));
+    }
+    Ok((base.to_string(), files))
+}
+
+/// `%XX` escapes decoded (paths with spaces or `&`); anything malformed is kept as written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A client for one server's `url`, with `certs` when it is `rediss://`.
+fn client(url: &str, certs: Option<&redis::TlsCertificates>) -> RedisResult<redis::Client> {
+    match certs {
+        Some(certs) => redis::Client::build_with_tls(url, certs.clone()),
+        None => redis::Client::open(url),
+    }
+}
 
 /// How a connection waits and retries.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +172,8 @@ impl Default for ConnectOptions {
 /// pub/sub).
 struct Cluster {
     urls: Vec<String>,
+    /// The TLS files' contents, for `rediss+cluster://`.
+    certs: Option<redis::TlsCertificates>,
     seeds: Vec<redis::Client>,
     /// The seed the next subscription tries first, so a dead node is not tried forever.
     next_seed: AtomicUsize,
@@ -67,7 +181,8 @@ struct Cluster {
 
 #[derive(Clone)]
 enum Target {
-    Single(redis::Client),
+    /// Boxed: with TLS, a client holds its certificates.
+    Single(Box<redis::Client>),
     Cluster(Arc<Cluster>),
 }
 
@@ -87,8 +202,8 @@ impl std::fmt::Debug for RedisTarget {
     }
 }
 
-/// `url` with any password replaced by `***`.
-fn redact(url: &str) -> String {
+/// `url` with any user name and password replaced by `***`: what errors and logs may show.
+pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -104,11 +219,15 @@ fn invalid(what: &'static str, detail: String) -> RedisError {
 }
 
 /// The seed node URLs of a `redis+cluster://[user:password@]host:port,host:port[/0]` URL,
-/// each as a `redis://` URL with the same credentials.
+/// each as a `redis://` URL with the same credentials (`rediss://` for `rediss+cluster://`).
 fn cluster_seeds(url: &str) -> RedisResult<Vec<String>> {
-    let rest = url
-        .strip_prefix(CLUSTER_SCHEME)
-        .ok_or_else(|| invalid("not a cluster URL", url.to_string()))?;
+    let (rest, node_scheme) = if let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) {
+        (rest, "redis://")
+    } else if let Some(rest) = url.strip_prefix(TLS_CLUSTER_SCHEME) {
+        (rest, "rediss://")
+    } else {
+        return Err(invalid("not a cluster URL", redact(url)));
+    };
     let (authority, path) = match rest.find('/') {
         Some(slash) => (&rest[..slash], &rest[slash..]),
         None => (rest, ""),
@@ -128,11 +247,12 @@ fn cluster_seeds(url: &str) -> RedisResult<Vec<String>> {
         .split(',')
         .map(str::trim)
         .filter(|host| !host.is_empty())
-        .map(|host| format!("redis://{credentials}{host}"))
+        .map(|host| format!("{node_scheme}{credentials}{host}"))
         .collect();
     if seeds.is_empty() {
         return Err(invalid(
-            "a Redis Cluster URL names at least one node: redis+cluster://host:port,host:port",
+            "a Redis Cluster URL names at least one node: redis+cluster://host:port,host:port \
+             (rediss+cluster:// over TLS)",
             redact(url),
         ));
     }
@@ -143,21 +263,38 @@ impl RedisTarget {
     /// Parses `url`: `redis://...` (one server) or `redis+cluster://h1:p1,h2:p2` (a cluster).
     /// Nothing is connected yet.
     pub fn open(url: &str) -> RedisResult<RedisTarget> {
-        let target = if url.starts_with(CLUSTER_SCHEME) {
-            let seeds = cluster_seeds(url)?;
+        let (base, files) = split_tls_query(url)?;
+        let tls = base.starts_with("rediss://") || base.starts_with(TLS_CLUSTER_SCHEME);
+        if !tls && !files.is_empty() {
+            return Err(invalid(
+                "tls_ca, tls_cert and tls_key apply to TLS connections: use rediss:// (or \
+                 rediss+cluster://)",
+                redact(url),
+            ));
+        }
+        // With no file given, `None`: the redis crate trusts the system's store.
+        let certs = if files.is_empty() {
+            None
+        } else {
+            Some(files.load()?)
+        };
+        let target = if base.starts_with(CLUSTER_SCHEME) || base.starts_with(TLS_CLUSTER_SCHEME) {
+            let seeds = cluster_seeds(&base)?;
             let clients = seeds
                 .iter()
-                .map(|seed| redis::Client::open(seed.as_str()))
+                .map(|seed| client(seed, certs.as_ref()))
                 .collect::<RedisResult<Vec<_>>>()?;
-            // Checks the seeds (same credentials everywhere); connects nothing.
-            ClusterClient::new(seeds.clone())?;
-            Target::Cluster(Arc::new(Cluster {
+            let cluster = Cluster {
                 urls: seeds,
+                certs,
                 seeds: clients,
                 next_seed: AtomicUsize::new(0),
-            }))
+            };
+            // Checks the seeds (same credentials everywhere); connects nothing.
+            cluster_builder(&cluster).build()?;
+            Target::Cluster(Arc::new(cluster))
         } else {
-            Target::Single(redis::Client::open(url)?)
+            Target::Single(Box::new(client(&base, certs.as_ref())?))
         };
         Ok(RedisTarget {
             url: url.to_string(),
@@ -266,11 +403,20 @@ fn messages(pubsub: redis::aio::PubSub) -> futures_util::stream::BoxStream<'stat
         .boxed()
 }
 
+/// A builder for the cluster's seeds, with its TLS files.
+fn cluster_builder(cluster: &Cluster) -> ClusterClientBuilder {
+    let builder = ClusterClientBuilder::new(cluster.urls.clone());
+    match &cluster.certs {
+        Some(certs) => builder.certs(certs.clone()),
+        None => builder,
+    }
+}
+
 fn cluster_client(cluster: &Cluster, options: ConnectOptions) -> RedisResult<ClusterClient> {
     // The cluster client's defaults wait over a second before the first retry and retry 16
     // times; a failover takes about the node timeout, and the callers (fetchers, the acker)
     // retry on their own, so a few quick retries are enough.
-    let mut builder = ClusterClientBuilder::new(cluster.urls.clone())
+    let mut builder = cluster_builder(cluster)
         .connection_timeout(options.connection_timeout)
         .retries(u32::try_from(options.retries.max(1) * 2).unwrap_or(u32::MAX))
         .min_retry_wait(50)

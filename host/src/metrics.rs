@@ -199,7 +199,7 @@ impl Metrics {
         let redis_up = gauge(
             &mut registry,
             "redis_up",
-            "1 when this host's last Redis call succeeded",
+            "1 when this host's last Redis call succeeded (wasmq serve: when Redis answered PING at this scrape)",
         );
         let alerts = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -361,6 +361,12 @@ impl Metrics {
         self.sampler
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets `wasmq_redis_up` where no worker reports it (a server of its own, `wasmq serve`,
+    /// which PINGs Redis at each scrape).
+    pub fn set_redis_up(&self, up: bool) {
+        self.redis_up.set(i64::from(up));
     }
 
     /// The text a scrape returns: everything counted, the worker's sample, and the depth of

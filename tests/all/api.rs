@@ -1528,3 +1528,205 @@ async fn run_takes_the_api_address_and_token_from_its_config_file() {
         .unwrap();
     assert_eq!(accepted.status(), StatusCode::CREATED);
 }
+
+/// Reads `stream` until the server closes it (EOF or reset); how long that took, or `None`
+/// when it was still open after `within`.
+fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < within {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn half_sent_requests_and_idle_connections_are_closed_after_the_header_timeout() {
+    use std::io::Write;
+    let redis = RedisServer::start();
+    let server = ApiServer::start(&redis, &["--http-header-timeout", "1s"]);
+    let mut half_sent = std::net::TcpStream::connect(server.addr).unwrap();
+    half_sent
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let mut idle = std::net::TcpStream::connect(server.addr).unwrap();
+    let took = closed_within(&mut half_sent, Duration::from_secs(10))
+        .expect("a half-sent request still open 10 s later");
+    assert!(took >= Duration::from_millis(500), "closed after {took:?}");
+    closed_within(&mut idle, Duration::from_secs(5)).expect("an idle connection still open");
+    // A kept-alive connection idle after its response goes the same way.
+    let mut kept = std::net::TcpStream::connect(server.addr).unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    closed_within(&mut kept, Duration::from_secs(10)).expect("a kept-alive connection idle");
+    // The server serves on.
+    Http::new(&server, None).get("/healthz").await.expect(200);
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_at_once() {
+    let redis = RedisServer::start();
+    let server = ApiServer::start(
+        &redis,
+        &[
+            "--http-max-connections",
+            "4",
+            "--http-header-timeout",
+            "60s",
+        ],
+    );
+    let mut held: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .collect();
+    // Let the server accept them all.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = std::net::TcpStream::connect(server.addr).unwrap();
+    let took = closed_within(&mut extra, Duration::from_secs(5))
+        .expect("a connection over the cap was kept open");
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    for stream in &mut held {
+        assert!(
+            closed_within(stream, Duration::from_millis(200)).is_none(),
+            "a connection within the cap was closed"
+        );
+    }
+    // A connection that closes makes room for another.
+    held.pop();
+    eventually(
+        "room for a new connection",
+        Duration::from_secs(10),
+        || async {
+            let fresh = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let answer = fresh.get(server.url("/healthz")).send().await.ok()?;
+            (answer.status() == StatusCode::OK).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_token_pages_of_other_local_servers_cannot_write() {
+    let redis = RedisServer::start();
+    let server = ApiServer::start(&redis, &[]);
+    let api = Http::new(&server, None);
+    let before = redis.snapshot().await;
+    let other_port = if server.addr.port() == 3000 {
+        3001
+    } else {
+        3000
+    };
+    // A page of another local server (a dev server on another port) is another origin.
+    for origin in [
+        format!("http://localhost:{other_port}"),
+        format!("http://127.0.0.1:{other_port}"),
+        "http://127.0.0.1".to_string(),
+    ] {
+        let message = api
+            .send(
+                api.request(Method::POST, "/api/queues/api-q/pause")
+                    .header("origin", &origin),
+            )
+            .await
+            .error(403);
+        assert!(message.contains("origin"), "{origin}: {message}");
+    }
+    // A browser that sends no Origin still says where the request came from.
+    for site in ["same-site", "cross-site"] {
+        let message = api
+            .send(
+                api.request(Method::POST, "/api/queues/api-q/pause")
+                    .header("sec-fetch-site", site),
+            )
+            .await
+            .error(403);
+        assert!(message.contains("Sec-Fetch-Site"), "{site}: {message}");
+    }
+    assert_eq!(redis.snapshot().await, before);
+    // The server's own pages, and clients that are not browsers, still write.
+    let own = format!("http://127.0.0.1:{}", server.addr.port());
+    api.send(
+        api.request(Method::POST, "/api/queues/api-q/pause")
+            .header("origin", &own)
+            .header("sec-fetch-site", "same-origin"),
+    )
+    .await
+    .expect(200);
+    api.post_empty("/api/queues/api-q/resume").await.expect(200);
+    // Reads from a page of another origin are not writes; CORS keeps their answers from it.
+    api.send(
+        api.request(Method::GET, "/api/queues/api-q")
+            .header("sec-fetch-site", "cross-site"),
+    )
+    .await
+    .expect(200);
+}
+
+#[tokio::test]
+async fn data_after_a_json_body_is_refused() {
+    let redis = RedisServer::start();
+    let server = ApiServer::start(&redis, &["--token", TOKEN]);
+    let api = Http::new(&server, Some(TOKEN));
+    let before = redis.snapshot().await;
+    for body in [
+        r#"{"handler":"greet"}{"handler":"evil"}"#,
+        r#"{"handler":"greet"} x"#,
+        r#"{"handler":"greet"}]"#,
+    ] {
+        let message = api
+            .send(
+                api.request(Method::POST, "/api/queues/api-q/jobs")
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await
+            .error(400);
+        assert!(
+            message.contains("after the JSON value"),
+            "{body}: {message}"
+        );
+    }
+    assert_eq!(redis.snapshot().await, before);
+    // Trailing whitespace is not data.
+    api.send(
+        api.request(Method::POST, "/api/queues/api-q/jobs")
+            .header("content-type", "application/json")
+            .body("{\"handler\":\"greet\"}\n"),
+    )
+    .await
+    .expect(201);
+}
+
+#[tokio::test]
+async fn serve_reports_whether_redis_is_up_in_its_metrics() {
+    let mut redis = RedisServer::start();
+    let server = ApiServer::start(&redis, &[]);
+    let scrape = || async {
+        reqwest::get(server.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let text = scrape().await;
+    assert!(text.contains("\nwasmq_redis_up 1\n"), "{text}");
+    redis.stop();
+    let text = scrape().await;
+    assert!(text.contains("\nwasmq_redis_up 0\n"), "{text}");
+}

@@ -33,7 +33,7 @@ pub struct AlertsConfig {
 impl std::fmt::Debug for AlertsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AlertsConfig")
-            .field("webhook_url", &self.webhook_url)
+            .field("webhook_url", &redacted_webhook(&self.webhook_url))
             .field("secret", &"<redacted>")
             .field("max_attempts", &self.max_attempts)
             .field("backoff", &self.backoff)
@@ -43,6 +43,20 @@ impl std::fmt::Debug for AlertsConfig {
             .field("backlog", &self.backlog)
             .finish()
     }
+}
+
+/// The webhook URL as logs may show it: scheme, host and port. A webhook's user, password,
+/// path and query often hold its credentials (`https://hooks.example/services/T0/B0/XXXX`),
+/// so they are left out.
+pub fn redacted_webhook(url: &hyper::Uri) -> String {
+    let scheme = url.scheme_str().unwrap_or("http");
+    let host = url.host().unwrap_or_default();
+    let port = url.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    let rest = match url.path_and_query().map(|pq| pq.as_str()) {
+        None | Some("" | "/") => "",
+        Some(_) => "/...",
+    };
+    format!("{scheme}://{host}{port}{rest}")
 }
 
 /// Backlog thresholds, for every queue the host serves; `None` turns a condition off.
@@ -123,9 +137,10 @@ impl AlertsConfig {
             })?,
             (None, None, None) => {
                 return Err(format!(
-                    "alerts: webhook {url} has no secret to sign alerts with: set \
+                    "alerts: webhook {} has no secret to sign alerts with: set \
                      WASMQ_ALERT_SECRET (or --alert-secret, or secret_env / secret in \
-                     [alerts]); wasmq sends no unsigned alerts"
+                     [alerts]); wasmq sends no unsigned alerts",
+                    redacted_webhook(&webhook_url)
                 ));
             }
         };
@@ -198,9 +213,9 @@ impl AlertsConfig {
 }
 
 /// An absolute `http://` or `https://` URL with a host. Any host: operators choose where their
-/// alerts go.
+/// alerts go. The errors do not repeat the URL, which may hold credentials.
 fn parse_url(text: &str) -> Result<hyper::Uri, String> {
-    let bad = |why: &str| format!("alerts: webhook URL {text:?} {why}");
+    let bad = |why: &str| format!("alerts: the webhook URL {why}");
     let uri: hyper::Uri = text
         .parse()
         .map_err(|e| bad(&format!("does not parse: {e}")))?;

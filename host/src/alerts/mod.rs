@@ -126,7 +126,7 @@ impl Alerts {
         consumer: &str,
     ) -> Result<Alerts, AlertsError> {
         let (backlog, claim_after) = (config.backlog.clone(), config.claim_after);
-        let webhook = config.webhook_url.to_string();
+        let webhook = config::redacted_webhook(&config.webhook_url);
         let sender = Sender::new(config).map_err(AlertsError::Config)?;
         let monitor = Monitor::connect(redis_url, GROUP, consumer).await?;
         let start_ms = monitor.server_time_ms().await?.saturating_sub(1000);

@@ -10,9 +10,11 @@
 //!    anything else at startup).
 //! 3. A request answered without the token (no token configured, or a GET on loopback) is
 //!    refused when a browser could have been tricked into sending it: a `Host` that is not a
-//!    loopback name (DNS rebinding) or an `Origin` that is not a loopback origin (cross-site
-//!    requests). A request with the token needs no such check: browsers cannot attach it to a
-//!    cross-site request without CORS, which this server never grants.
+//!    loopback name (DNS rebinding), an `Origin` that is not a loopback origin, or a write
+//!    from a page of another origin: an `Origin` with another port (a page of another local
+//!    server), or a `Sec-Fetch-Site` other than `same-origin` or `none`. A request with the
+//!    token needs no such check: browsers cannot attach it to a cross-site request without
+//!    CORS, which this server never grants.
 //!
 //! Tokens are compared in constant time: both sides are hashed with SHA-256 first, so neither
 //! the content nor the length of the token leaks through timing.
@@ -87,7 +89,12 @@ impl Access {
         }
         // Unauthenticated (no token configured, or a read on loopback): only what a browser
         // cannot have been tricked into sending.
-        loopback_only(headers)
+        loopback_only(headers)?;
+        let read = method == Method::GET || method == Method::HEAD;
+        if !read {
+            same_origin_write(headers)?;
+        }
+        Ok(())
     }
 }
 
@@ -137,6 +144,61 @@ fn loopback_only(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Without a token, a write from a page of another origin is refused: one whose `Origin` is
+/// not this server's (another port of localhost is another origin), or, where a browser sent
+/// no `Origin`, whose `Sec-Fetch-Site` says so. (Reads are left to CORS, which keeps their
+/// answers from other origins' pages.)
+fn same_origin_write(headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let (scheme, rest) = origin.split_once("://").unwrap_or(("", origin));
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let scheme_port = if scheme.eq_ignore_ascii_case("https") {
+            443
+        } else {
+            80
+        };
+        if port_of(authority, scheme_port) != port_of(host, 80) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "a write from the web origin {origin:?} is refused; without an API token \
+                     this server accepts writes only from its own origin (this port)"
+                ),
+            ));
+        }
+    }
+    match headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
+        None | Some(b"same-origin" | b"none") => Ok(()),
+        Some(other) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "a write sent by a page of another origin (Sec-Fetch-Site: {}) is refused; \
+                 without an API token this server accepts writes only from its own pages",
+                String::from_utf8_lossy(other)
+            ),
+        )),
+    }
+}
+
+/// The port of `host[:port]` (or `[v6][:port]`), `default` without one.
+fn port_of(authority: &str, default: u16) -> Option<u16> {
+    let after_host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or("", |(_, after)| after),
+        None => authority.split_once(':').map_or("", |(_, port)| port),
+    };
+    let port = after_host.strip_prefix(':').unwrap_or(after_host);
+    if port.is_empty() {
+        Some(default)
+    } else {
+        port.parse().ok()
+    }
+}
+
 /// `host[:port]` (or `[v6][:port]`) naming this machine's loopback interface.
 fn is_loopback_authority(authority: &str) -> bool {
     let host = if let Some(rest) = authority.strip_prefix('[') {
@@ -167,7 +229,7 @@ pub(crate) async fn authorize(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderName, HeaderValue};
 
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -260,5 +322,46 @@ mod tests {
             (header::ORIGIN, "http://localhost:7070"),
         ]);
         assert!(open.check(&Method::POST, "/api/x", &same).is_ok());
+    }
+
+    #[test]
+    fn without_a_token_pages_of_other_local_servers_cannot_write() {
+        let open = Access::new(None, true);
+        let host = (header::HOST, "127.0.0.1:7070");
+        // A page of another server on this machine (another port) is another origin.
+        for origin in [
+            "http://localhost:3000",
+            "http://127.0.0.1",
+            "https://localhost",
+        ] {
+            let h = headers(&[host.clone(), (header::ORIGIN, origin)]);
+            assert!(open.check(&Method::POST, "/api/x", &h).is_err(), "{origin}");
+            assert!(open.check(&Method::GET, "/api/x", &h).is_ok(), "{origin}");
+        }
+        for site in ["same-site", "cross-site"] {
+            let h = headers(&[
+                host.clone(),
+                (HeaderName::from_static("sec-fetch-site"), site),
+            ]);
+            assert!(open.check(&Method::POST, "/api/x", &h).is_err(), "{site}");
+            assert!(open.check(&Method::GET, "/api/x", &h).is_ok(), "{site}");
+        }
+        for site in ["same-origin", "none"] {
+            let h = headers(&[
+                host.clone(),
+                (HeaderName::from_static("sec-fetch-site"), site),
+            ]);
+            assert!(open.check(&Method::POST, "/api/x", &h).is_ok(), "{site}");
+        }
+        let v6 = headers(&[
+            (header::HOST, "[::1]:7070"),
+            (header::ORIGIN, "http://[::1]:7070"),
+        ]);
+        assert!(open.check(&Method::POST, "/api/x", &v6).is_ok());
+        let default_port = headers(&[
+            (header::HOST, "localhost"),
+            (header::ORIGIN, "http://localhost"),
+        ]);
+        assert!(open.check(&Method::POST, "/api/x", &default_port).is_ok());
     }
 }

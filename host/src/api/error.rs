@@ -246,7 +246,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], allow_empty: bool) -> Resul
         bytes
     };
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         if path == "." || path.is_empty() {
@@ -254,7 +254,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], allow_empty: bool) -> Resul
         } else {
             ApiError::bad_request(format!("invalid JSON body at {path}: {inner}"))
         }
-    })
+    })?;
+    // A body is one JSON value: anything after it (a second object, a stray byte) would be
+    // silently dropped, and the request would not be the one the client meant.
+    de.end().map_err(|err| {
+        ApiError::bad_request(format!(
+            "invalid JSON body: data after the JSON value: {err}"
+        ))
+    })?;
+    Ok(value)
 }
 
 /// Gives the error shape to answers made outside our handlers (axum's own rejections of a path

@@ -27,10 +27,11 @@ mod dashboard;
 mod error;
 mod events;
 mod handlers;
+mod listener;
 mod queues;
 mod schedules;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,7 @@ pub use error::{ApiError, ErrorBody};
 /// The JSON view of a job: what `GET /api/queues/{queue}/jobs/{id}` returns, and what
 /// `wasmq job --json` prints, so the two cannot drift apart.
 pub(crate) use handlers::version_view;
+pub use listener::{DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Limits as HttpLimits};
 pub(crate) use queues::job_view;
 pub use queues::{JSON_BODY_LIMIT, JobView, MAX_PAGE, enqueue_job};
 
@@ -85,17 +87,20 @@ pub struct ApiConfig {
     /// compiles in this process, unbounded; `wasmq serve` and `wasmq run --http` compile in a
     /// child process).
     pub compile: CompileConfig,
+    /// Header-read timeout and connection cap.
+    pub limits: HttpLimits,
 }
 
 impl std::fmt::Debug for ApiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiConfig")
             .field("bind", &self.bind)
-            .field("redis_url", &self.redis_url)
+            .field("redis_url", &crate::connection::redact(&self.redis_url))
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("queues", &self.queues)
             .field("metrics", &self.metrics.is_some())
             .field("compile", &self.compile)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -113,6 +118,8 @@ pub enum StartError {
     Unprotected(SocketAddr),
     #[error("invalid API token: {0}")]
     BadToken(&'static str),
+    #[error("invalid HTTP limits: {0}")]
+    BadLimits(&'static str),
     #[error("cannot listen on {addr}: {source}{}", bind_hint(.source))]
     Bind {
         addr: SocketAddr,
@@ -120,6 +127,7 @@ pub enum StartError {
     },
     #[error("cannot connect to Redis at {url}")]
     Redis {
+        /// The URL without its credentials.
         url: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -155,6 +163,16 @@ impl ApiConfig {
         } else if !self.bind.ip().is_loopback() {
             return Err(StartError::Unprotected(self.bind));
         }
+        if self.limits.max_connections == 0 {
+            return Err(StartError::BadLimits(
+                "--http-max-connections must be at least 1",
+            ));
+        }
+        if self.limits.header_timeout.is_zero() {
+            return Err(StartError::BadLimits(
+                "--http-header-timeout must be above zero",
+            ));
+        }
         Ok(())
     }
 }
@@ -171,6 +189,8 @@ pub(crate) struct ApiState {
     metrics: Arc<Metrics>,
     /// Where deploys are compiled, and under which limits.
     compile: CompileConfig,
+    /// The metrics are this server's own (no worker beside it reports Redis's state).
+    own_metrics: bool,
     /// The engine deploys are validated under, built on the first deploy.
     runtime: OnceCell<Runtime>,
     deploys: Semaphore,
@@ -285,6 +305,14 @@ pub struct Health {
     )
 )]
 async fn healthz(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, ApiError> {
+    ping(&state).await?;
+    Ok(Json(Health {
+        status: "ok".to_string(),
+    }))
+}
+
+/// `PING`, within two seconds.
+async fn ping(state: &ApiState) -> Result<(), ApiError> {
     let mut conn = state.redis.clone();
     let ping = redis::cmd("PING");
     match tokio::time::timeout(
@@ -293,9 +321,7 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, Api
     )
     .await
     {
-        Ok(Ok(_)) => Ok(Json(Health {
-            status: "ok".to_string(),
-        })),
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(err)) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("Redis is unreachable: {err}"),
@@ -318,6 +344,9 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Result<Json<Health>, Api
     responses((status = 200, description = "The metrics", content_type = "application/openmetrics-text"))
 )]
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    if state.own_metrics {
+        state.metrics.set_redis_up(ping(&state).await.is_ok());
+    }
     let text = state
         .metrics
         .render(Some(&state.client), &state.queues)
@@ -359,6 +388,7 @@ pub struct Server {
     listener: TcpListener,
     app: Router,
     addr: SocketAddr,
+    limits: HttpLimits,
 }
 
 impl Server {
@@ -368,7 +398,7 @@ impl Server {
     pub async fn bind(config: ApiConfig) -> Result<Server, StartError> {
         config.check()?;
         let redis_error = |source: Box<dyn std::error::Error + Send + Sync>| StartError::Redis {
-            url: config.redis_url.clone(),
+            url: crate::connection::redact(&config.redis_url),
             source,
         };
         let client = Client::connect(&config.redis_url)
@@ -407,6 +437,7 @@ impl Server {
             queues: config.queues.clone(),
             metrics: config.metrics.clone().unwrap_or_default(),
             compile: config.compile.clone(),
+            own_metrics: config.metrics.is_none(),
             runtime: OnceCell::new(),
             deploys: Semaphore::new(1),
         });
@@ -431,6 +462,7 @@ impl Server {
             listener,
             app,
             addr,
+            limits: config.limits,
         })
     }
 
@@ -446,15 +478,13 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (stopping_tx, stopping_rx) = oneshot::channel::<()>();
-        let graceful = axum::serve(self.listener, self.app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stopping_tx.send(());
-            })
-            .into_future();
+        let graceful = listener::serve(self.listener, self.app, self.limits, async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        });
         tokio::pin!(graceful);
         tokio::select! {
-            result = &mut graceful => result,
+            () = &mut graceful => Ok(()),
             () = async {
                 if stopping_rx.await.is_ok() {
                     tokio::time::sleep(SHUTDOWN_GRACE).await;

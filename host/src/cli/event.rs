@@ -44,7 +44,7 @@ pub async fn run(action: EventAction) -> anyhow::Result<u8> {
             };
             let registry = Registry::connect(&redis.url)
                 .await
-                .with_context(|| format!("cannot connect to Redis at {}", redis.url))?;
+                .with_context(|| redis.cannot_connect())?;
             let client = redis.client().await?;
             let sent = events::send(&registry, &client, &name, data, id).await?;
             if json {

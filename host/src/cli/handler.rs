@@ -137,7 +137,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 async fn connect(redis: &RedisArgs) -> anyhow::Result<Registry> {
     Registry::connect(&redis.url)
         .await
-        .with_context(|| format!("cannot connect to Redis at {}", redis.url))
+        .with_context(|| redis.cannot_connect())
 }
 
 /// A version as JSON: the HTTP API's view, so `--json` and the API cannot drift apart.

@@ -34,10 +34,12 @@ pub enum QueueCommand {
 #[derive(Debug, Args)]
 pub struct RedisArgs {
     /// Redis URL: redis://host:port/db, or redis+cluster://host:port,host:port,... for a
-    /// Redis Cluster (seed nodes).
+    /// Redis Cluster (seed nodes); rediss:// and rediss+cluster:// over TLS, with
+    /// ?tls_ca=FILE&tls_cert=FILE&tls_key=FILE for a private CA and a client certificate.
     #[arg(
         long = "redis",
         env = "WASMQ_REDIS_URL",
+        hide_env_values = true,
         default_value = "redis://127.0.0.1:6379"
     )]
     pub url: String,
@@ -47,7 +49,15 @@ impl RedisArgs {
     pub(crate) async fn client(&self) -> anyhow::Result<Client> {
         Client::connect(&self.url)
             .await
-            .with_context(|| format!("cannot connect to Redis at {}", self.url))
+            .with_context(|| self.cannot_connect())
+    }
+
+    /// "cannot connect to Redis at <url>", the URL without its credentials.
+    pub(crate) fn cannot_connect(&self) -> String {
+        format!(
+            "cannot connect to Redis at {}",
+            crate::connection::redact(&self.url)
+        )
     }
 }
 
@@ -229,21 +239,39 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<u8> {
 }
 
 async fn enqueue(args: EnqueueArgs) -> anyhow::Result<u8> {
+    let client = args.redis.client().await?;
+    // The queue's limit first, so an oversize file is refused before it is read into memory
+    // or sent to Redis.
+    let limit = client.config(&args.queue).await?.max_payload_bytes;
+    let too_large = |size: u64| {
+        anyhow::anyhow!(
+            "the payload is {size} bytes, over queue {}'s limit of {limit} bytes \
+             (max_payload_bytes); nothing was enqueued",
+            args.queue
+        )
+    };
     let payload = match (&args.payload, &args.payload_file) {
         (Some(text), _) => text.clone().into_bytes(),
         (None, Some(path)) if path.as_os_str() == "-" => {
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut bytes)
-                .context("cannot read the payload from standard input")?;
-            bytes
+            read_at_most(std::io::stdin().lock(), limit)
+                .context("cannot read the payload from standard input")?
+                .ok_or_else(|| too_large(limit.saturating_add(1)))?
         }
-        (None, Some(path)) => std::fs::read(path)
-            .with_context(|| format!("cannot read the payload file {}", path.display()))?,
+        (None, Some(path)) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot read the payload file {}", path.display()))?;
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if size > limit {
+                return Err(too_large(size));
+            }
+            // The file may grow between the check and the read.
+            read_at_most(file, limit)
+                .with_context(|| format!("cannot read the payload file {}", path.display()))?
+                .ok_or_else(|| too_large(limit.saturating_add(1)))?
+        }
         (None, None) => Vec::new(),
     };
     let job = args.job(payload);
-    let client = args.redis.client().await?;
     let enqueued = client.enqueue(&args.queue, &job).await?;
     if !enqueued.created {
         eprintln!(
@@ -268,13 +296,13 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let time = |ms: Option<u64>| ms.map_or_else(|| "-".to_string(), format_ms);
-    say!("id:           {}", job.id);
-    say!("queue:        {}", job.queue);
-    say!("handler:      {}", job.handler);
+    say!("id:           {}", shown(&job.id));
+    say!("queue:        {}", shown(&job.queue));
+    say!("handler:      {}", shown(&job.handler));
     say!("state:        {}", job.state);
     say!("priority:     {}", job.priority);
     if let Some(group) = &job.group {
-        say!("group:        {group}");
+        say!("group:        {}", shown(group));
     }
     say!("attempts:     {} of {}", job.attempt, job.max_attempts);
     say!("backoff:      {}", describe_backoff(&job.backoff));
@@ -292,7 +320,7 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
     if let Some(expiry) = job.lease_expires_at_ms {
         say!(
             "lease:        {} until {}",
-            job.host.as_deref().unwrap_or("-"),
+            shown(job.host.as_deref().unwrap_or("-")),
             format_ms(expiry)
         );
     }
@@ -305,8 +333,9 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
     }
     if let Some(error) = &job.last_error {
         say!(
-            "last error:   [{}] {error}",
-            job.last_outcome.as_deref().unwrap_or("-")
+            "last error:   [{}] {}",
+            shown(job.last_outcome.as_deref().unwrap_or("-")),
+            shown(error)
         );
     }
     if !job.history.is_empty() {
@@ -319,25 +348,25 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
                 attempt
                     .version
                     .as_deref()
-                    .map_or_else(String::new, |v| format!(" (version {v})")),
+                    .map_or_else(String::new, |v| format!(" (version {})", shown(v))),
                 if attempt.host.is_empty() {
-                    "-"
+                    "-".to_string()
                 } else {
-                    &attempt.host
+                    shown(&attempt.host)
                 },
                 format_ms(attempt.started_at),
                 attempt.finished_at.saturating_sub(attempt.started_at),
                 if attempt.error.is_empty() {
                     String::new()
                 } else {
-                    format!(": {}", attempt.error)
+                    format!(": {}", shown(&attempt.error))
                 }
             );
             if let Some(progress) = attempt.progress {
                 say!("      progress {progress}%");
             }
             for line in attempt.logs.as_deref().unwrap_or_default().lines() {
-                say!("      | {line}");
+                say!("      | {}", shown(line));
             }
         }
     }
@@ -464,14 +493,14 @@ async fn dlq(action: DlqAction) -> anyhow::Result<u8> {
                 for job in &jobs {
                     say!(
                         "{}  {}  attempts {}/{}  died {}  [{}] {}",
-                        job.id,
-                        job.handler,
+                        shown(&job.id),
+                        shown(&job.handler),
                         job.attempt,
                         job.max_attempts,
                         job.finished_at_ms
                             .map_or_else(|| "-".to_string(), format_ms),
-                        job.last_outcome.as_deref().unwrap_or("-"),
-                        job.last_error.as_deref().unwrap_or("")
+                        shown(job.last_outcome.as_deref().unwrap_or("-")),
+                        shown(job.last_error.as_deref().unwrap_or(""))
                     );
                 }
                 if jobs.is_empty() {
@@ -563,14 +592,44 @@ fn describe_backoff(backoff: &Backoff) -> String {
     }
 }
 
-/// The payload as text when it is short UTF-8, else its size.
+/// Everything `reader` holds when that is at most `limit` bytes; `None` when there is more.
+fn read_at_most(reader: impl Read, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
+}
+
+/// The payload as text when it is short UTF-8, else its size; control characters escaped
+/// ([`shown`]).
 fn preview(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
-        Ok(text) if text.len() <= 200 => text.to_string(),
+        Ok(text) if text.chars().count() <= 200 => shown(text),
         Ok(text) => {
             let cut = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
-            format!("{}… ({} bytes)", &text[..cut], bytes.len())
+            format!("{}… ({} bytes)", shown(&text[..cut]), bytes.len())
         }
         Err(_) => format!("<{} bytes of binary data>", bytes.len()),
     }
+}
+
+/// `text` with control characters (escape sequences, carriage returns, newlines) and the
+/// invisible characters that reorder text (bidi controls) written as `\u{..}` escapes:
+/// what a job holds was written by producers and handlers, and printed raw it could rewrite
+/// the reader's terminal or disguise itself.
+fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let invisible = matches!(
+            c,
+            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        );
+        if c.is_control() || invisible {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

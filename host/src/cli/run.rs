@@ -20,8 +20,9 @@ use crate::worker::{
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Redis URL: redis://host:port/db, or redis+cluster://host:port,host:port,... for a
-    /// Redis Cluster (seed nodes) [default: redis://127.0.0.1:6379]
-    #[arg(long, env = "WASMQ_REDIS_URL")]
+    /// Redis Cluster (seed nodes); rediss:// and rediss+cluster:// over TLS, with
+    /// ?tls_ca=FILE&tls_cert=FILE&tls_key=FILE for a private CA and a client certificate [default: redis://127.0.0.1:6379]
+    #[arg(long, env = "WASMQ_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
     /// Queues to serve, comma-separated [default: default]
     #[arg(long, env = "WASMQ_QUEUES", value_delimiter = ',')]
@@ -78,13 +79,15 @@ pub struct RunArgs {
     /// Also serve the HTTP API here, like `wasmq serve`.
     #[arg(long, env = "WASMQ_HTTP")]
     pub http: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub http_limits: super::serve::HttpLimitArgs,
     /// Bearer token of the HTTP API; required off loopback (prefer the environment variable
     /// or `api_token` in --config: flags show in `ps`).
     #[arg(long, env = "WASMQ_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// Webhook that gets alerts: dead-lettered jobs, queue backlogs (see docs/alerts.md; more
     /// settings in the [alerts] table of --config).
-    #[arg(long, env = "WASMQ_ALERT_WEBHOOK")]
+    #[arg(long, env = "WASMQ_ALERT_WEBHOOK", hide_env_values = true)]
     pub alert_webhook: Option<String>,
     /// Key that signs alerts (HMAC-SHA256), required with a webhook (prefer the environment
     /// variable: flags show in `ps`).
@@ -158,6 +161,15 @@ impl RunArgs {
             config.compile_concurrency = n;
         }
         for (queue, q) in &file.queue {
+            // A table for a queue this host does not serve is a typo or a forgotten --queues:
+            // its settings would silently apply to nothing.
+            if !config.queues.contains(queue) {
+                anyhow::bail!(
+                    "[queue.{queue}] configures queue {queue:?}, which this host does not serve \
+                     (it serves {}); add it to --queues / queues, or remove the table",
+                    config.queues.join(", ")
+                );
+            }
             if let Some(n) = q.concurrency {
                 config.queue_concurrency.insert(queue.clone(), n);
             }
@@ -168,10 +180,34 @@ impl RunArgs {
         Ok(config)
     }
 
-    /// The --config file (empty without one).
+    /// The --config file (empty without one). Warns when the file holds a secret (the API
+    /// token, the alert secret) and every user of the machine may read it.
     pub fn file(&self) -> anyhow::Result<FileConfig> {
         match &self.config {
-            Some(path) => FileConfig::load(path).map_err(anyhow::Error::msg),
+            Some(path) => {
+                let file = FileConfig::load(path).map_err(anyhow::Error::msg)?;
+                let secrets: Vec<&str> = [
+                    file.api_token.as_ref().map(|_| "api_token"),
+                    file.alerts
+                        .as_ref()
+                        .and_then(|a| a.secret.as_ref())
+                        .map(|_| "[alerts] secret"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if !secrets.is_empty() && world_readable(path) {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "the config file holds {} and every user of this machine can read it: \
+                         `chmod 600 {}`, or set WASMQ_API_TOKEN / WASMQ_ALERT_SECRET in the \
+                         environment instead",
+                        secrets.join(" and "),
+                        path.display()
+                    );
+                }
+                Ok(file)
+            }
             None => Ok(FileConfig::default()),
         }
     }
@@ -193,6 +229,12 @@ impl RunArgs {
     }
 }
 
+/// Whether every user of the machine may read `path`.
+fn world_readable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     // The --config file is read once, here.
     let file = args.file()?;
@@ -209,6 +251,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
                 queues: config.queues.clone(),
                 metrics: Some(metrics.clone()),
                 compile: config.runtime.compile.clone(),
+                limits: args.http_limits.limits(
+                    file.http_header_timeout.as_deref(),
+                    file.http_max_connections,
+                )?,
             })
             .await
             .context("starting the HTTP API")?,
@@ -218,7 +264,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let (redis_url, queues) = (config.redis_url.clone(), config.queues.clone());
     let worker = Worker::with_metrics(config, metrics.clone())
         .await
-        .context("starting the worker")?;
+        .with_context(|| {
+            format!(
+                "starting the worker (Redis at {})",
+                crate::connection::redact(&redis_url)
+            )
+        })?;
     // Before the first fetch, so the consumer groups exist before this host dead-letters a job.
     let alerts = match alerts_config {
         Some(alerts) => Some(

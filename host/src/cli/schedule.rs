@@ -82,7 +82,7 @@ pub struct AddArgs {
 async fn connect(redis: &RedisArgs) -> anyhow::Result<Schedules> {
     Schedules::connect(&redis.url)
         .await
-        .with_context(|| format!("cannot connect to Redis at {}", redis.url))
+        .with_context(|| redis.cannot_connect())
 }
 
 fn read_payload(args: &AddArgs) -> anyhow::Result<Vec<u8>> {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 
 use super::queue::RedisArgs;
-use crate::api::{ApiConfig, Server};
+use crate::api::{ApiConfig, HttpLimits, Server};
 
 /// Serve the HTTP API (JSON endpoints and /openapi.json; see docs/api.md) until SIGTERM or
 /// SIGINT.
@@ -21,6 +21,8 @@ pub struct ServeArgs {
     /// Bearer token the API requires (prefer the environment variable: flags show in `ps`).
     #[arg(long, env = "WASMQ_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub limits: HttpLimitArgs,
     /// Queues to list in GET /api/queues besides those found in Redis, comma-separated.
     #[arg(long, env = "WASMQ_QUEUES", value_delimiter = ',')]
     pub queues: Vec<String>,
@@ -38,6 +40,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         queues: args.queues,
         metrics: None,
         compile: args.compile.config(None, None)?,
+        limits: args.limits.limits(None, None)?,
     })
     .await
     .context("starting the HTTP API")?;
@@ -49,6 +52,39 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("serving the HTTP API on {addr}"))?;
     Ok(0)
+}
+
+/// How much of the HTTP API one client can hold (`serve`, `run --http`).
+#[derive(Debug, clap::Args)]
+pub struct HttpLimitArgs {
+    /// Close a connection whose request line and headers have not all arrived this long
+    /// after the server began waiting for them, and a keep-alive connection idle this long
+    /// [default: 10s]
+    #[arg(long, env = "WASMQ_HTTP_HEADER_TIMEOUT")]
+    pub http_header_timeout: Option<String>,
+    /// Most HTTP connections open at once; more are closed as soon as they are accepted
+    /// [default: 512]
+    #[arg(long, env = "WASMQ_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+}
+
+impl HttpLimitArgs {
+    /// The flags (or environment) over `run`'s --config file values over the defaults.
+    pub fn limits(
+        &self,
+        file_timeout: Option<&str>,
+        file_max: Option<usize>,
+    ) -> anyhow::Result<HttpLimits> {
+        let mut limits = HttpLimits::default();
+        if let Some(text) = self.http_header_timeout.as_deref().or(file_timeout) {
+            limits.header_timeout = crate::worker::parse_duration("http_header_timeout", text)
+                .map_err(anyhow::Error::msg)?;
+        }
+        if let Some(n) = self.http_max_connections.or(file_max) {
+            limits.max_connections = n;
+        }
+        Ok(limits)
+    }
 }
 
 /// The first SIGTERM or SIGINT.

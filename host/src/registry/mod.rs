@@ -138,6 +138,17 @@ impl HandlerSettings {
         if self.memory < 64 * 1024 {
             return Err("memory must be at least 64KiB (one WebAssembly page)".to_string());
         }
+        // Hosts all run the runtime's default per-instance maximum (a 32-bit memory's 4GiB):
+        // a cap above it could never run anywhere, and every host would refuse the version.
+        let most = crate::runtime::RuntimeConfig::default().max_memory_per_instance;
+        if self.memory > most {
+            return Err(format!(
+                "memory {} is over the most a host runs one instance with ({}, the largest \
+                 32-bit WebAssembly memory)",
+                bytesize::ByteSize(self.memory),
+                bytesize::ByteSize(most)
+            ));
+        }
         if self.timeout.is_zero() {
             return Err("timeout must be more than 0".to_string());
         }

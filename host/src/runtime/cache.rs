@@ -8,8 +8,8 @@
 //! names, so hosts of different configurations can share a directory.
 //!
 //! Deserializing compiled code runs it as machine code, so only artifacts this host wrote are
-//! ever deserialized. The directory holds a random 32-byte secret (`key`, mode 0600, made on
-//! first use); every artifact carries an HMAC-SHA256 over its name and its content under that
+//! ever deserialized. The directory (owned by this host's user, not writable by others) holds a
+//! random 32-byte secret (`key`, this user's, mode 0600, made on first use); every artifact carries an HMAC-SHA256 over its name and its content under that
 //! secret, checked before deserializing. An artifact that fails the check (truncated, corrupt,
 //! written under another secret) or that wasmtime refuses is deleted, logged and compiled again.
 //!
@@ -109,7 +109,8 @@ impl ArtifactCache {
     /// Opens the cache in `dir`, creating the directory (mode 0700) and its secret (mode 0600)
     /// if they are missing.
     ///
-    /// Refuses a directory or secret that other users can write, or a secret they can read.
+    /// Refuses a directory or secret that other users can write, a secret they can read, and
+    /// a directory or secret another user owns (its owner could change them at will).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, CacheError> {
         let dir = dir.as_ref().to_path_buf();
         let mut builder = std::fs::DirBuilder::new();
@@ -131,6 +132,12 @@ impl ArtifactCache {
             return Err(CacheError::Insecure {
                 path: dir.display().to_string(),
                 problem: "writable by other users",
+            });
+        }
+        if owned_by_another_user(&meta) {
+            return Err(CacheError::Insecure {
+                path: dir.display().to_string(),
+                problem: "owned by another user, who could replace its secret and artifacts",
             });
         }
         let secret = load_or_create_secret(&dir)?;
@@ -354,6 +361,12 @@ fn read_secret(path: &Path) -> Result<Option<[u8; SECRET_LEN]>, CacheError> {
             problem: "readable or writable by other users (it must be mode 0600)",
         });
     }
+    if owned_by_another_user(&meta) {
+        return Err(CacheError::Insecure {
+            path: path.display().to_string(),
+            problem: "owned by another user, who can read and change it",
+        });
+    }
     let mut bytes = Vec::with_capacity(SECRET_LEN + 1);
     Read::by_ref(&mut file)
         .take(SECRET_LEN as u64 + 1)
@@ -407,6 +420,19 @@ fn writable_by_others(meta: &std::fs::Metadata) -> bool {
 fn accessible_by_others(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;
     meta.permissions().mode() & 0o077 != 0
+}
+
+/// Whether the file's owner is not the user this process runs as (root included: root must not
+/// load native code signed with a key another user can change).
+#[cfg(unix)]
+fn owned_by_another_user(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.uid() != rustix::process::geteuid().as_raw()
+}
+
+#[cfg(not(unix))]
+fn owned_by_another_user(_meta: &std::fs::Metadata) -> bool {
+    false
 }
 
 #[cfg(not(unix))]
@@ -471,6 +497,37 @@ mod tests {
             ArtifactCache::open(tmp.path()),
             Err(CacheError::Insecure { .. })
         ));
+    }
+
+    /// A directory of another user's: one made and given away (as root, as the tests run in
+    /// CI), or else `/`, which root owns.
+    fn someone_elses_directory(tmp: &Path) -> PathBuf {
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(tmp, Some(65534), Some(65534)).unwrap();
+            tmp.to_path_buf()
+        } else {
+            PathBuf::from("/")
+        }
+    }
+
+    #[test]
+    fn open_refuses_a_directory_or_secret_owned_by_another_user() {
+        let tmp = tempfile::tempdir().unwrap();
+        let theirs = someone_elses_directory(tmp.path());
+        let err = ArtifactCache::open(&theirs).unwrap_err();
+        assert!(err.to_string().contains("owned by another user"), "{err}");
+        if rustix::process::geteuid().is_root() {
+            let tmp = tempfile::tempdir().unwrap();
+            ArtifactCache::open(tmp.path()).unwrap();
+            let key = tmp.path().join(SECRET_FILE);
+            std::os::unix::fs::chown(&key, Some(65534), Some(65534)).unwrap();
+            let err = ArtifactCache::open(tmp.path()).unwrap_err();
+            assert!(
+                err.to_string().contains(&key.display().to_string()),
+                "{err}"
+            );
+            assert!(err.to_string().contains("owned by another user"), "{err}");
+        }
     }
 
     #[test]

@@ -348,6 +348,7 @@ impl Schedules {
     /// the stored schedule. Nothing is written for a spec that does not validate.
     pub async fn add(&self, spec: &ScheduleSpec) -> Result<(bool, Schedule)> {
         spec.validate().map_err(ScheduleError::Invalid)?;
+        self.check_payload_fits(spec).await?;
         let mut conn = self.conn.clone();
         let (created, _now): (u8, u64) = ADD
             .key(schedule_key(&spec.name))
@@ -367,6 +368,31 @@ impl Schedules {
             .await?
             .ok_or_else(|| ScheduleError::NoSchedule(spec.name.clone()))?;
         Ok((created == 1, stored))
+    }
+
+    /// Refuses a payload over the queue's `max_payload_bytes`: every tick's enqueue would be
+    /// refused, and the schedule would retry it for ever. (The queue's limit read now: a limit
+    /// lowered later is met at the tick, which the host reports.)
+    async fn check_payload_fits(&self, spec: &ScheduleSpec) -> Result<()> {
+        let config_key = crate::queue::QueueKeys::new(&spec.queue)
+            .map_err(|err| ScheduleError::Invalid(err.to_string()))?
+            .config();
+        let mut conn = self.conn.clone();
+        let limit: Option<String> = conn.hget(config_key, "max_payload_bytes").await?;
+        let limit = limit
+            .and_then(|text| text.parse::<i64>().ok())
+            .map_or(crate::queue::DEFAULT_MAX_PAYLOAD_BYTES, |n| {
+                n.max(0).unsigned_abs()
+            });
+        let size = spec.payload.len() as u64;
+        if size > limit {
+            return Err(ScheduleError::Invalid(format!(
+                "payload is {size} bytes, over the limit of queue {} ({limit} bytes, its \
+                 max_payload_bytes): every tick's job would be refused",
+                spec.queue
+            )));
+        }
+        Ok(())
     }
 
     /// One schedule, if it exists.

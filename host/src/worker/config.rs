@@ -221,6 +221,10 @@ pub struct FileConfig {
     pub http: Option<std::net::SocketAddr>,
     /// The HTTP API's bearer token (`--api-token`); keep the file private.
     pub api_token: Option<String>,
+    /// `--http-header-timeout`.
+    pub http_header_timeout: Option<String>,
+    /// `--http-max-connections`.
+    pub http_max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -283,10 +287,11 @@ pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{what}: {text:?} is not a duration (like 30s): {e}"))
 }
 
-/// Parses `NAME=path.wasm`.
+/// Parses `NAME=path.wasm`; NAME must be a valid handler name (what jobs name).
 pub fn parse_handler_flag(text: &str) -> Result<(String, PathBuf), String> {
     match text.split_once('=') {
         Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            crate::queue::validate_handler_name(name)?;
             Ok((name.to_string(), PathBuf::from(path)))
         }
         _ => Err(format!("{text:?}: expected NAME=path.wasm")),
@@ -307,6 +312,8 @@ pub fn merge_handlers(
     }
     let mut out = Vec::new();
     for name in names {
+        crate::queue::validate_handler_name(name)
+            .map_err(|reason| format!("[handlers]: {reason}"))?;
         let from_file = file.get(name);
         let path = flags
             .iter()
