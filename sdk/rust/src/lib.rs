@@ -48,6 +48,9 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_handler_world",
         default_bindings_module: "wasmq_guest::bindings",
+        // Since 0.1.2 the world imports wasi:http and wasi:config too; only what the SDK calls
+        // ends up imported by a component.
+        generate_all,
     });
 }
 
