@@ -340,6 +340,9 @@ pub mod http {
     pub struct Error {
         message: String,
         denied: bool,
+        /// The request itself is wrong (a bad method, url or header): sending it again fails
+        /// the same way.
+        invalid: bool,
     }
 
     impl Error {
@@ -348,7 +351,19 @@ pub mod http {
             // may not reach with `DestinationIpProhibited`.
             let denied = message.contains("HttpRequestDenied")
                 || message.contains("DestinationIpProhibited");
-            Error { message, denied }
+            Error {
+                message,
+                denied,
+                invalid: false,
+            }
+        }
+
+        fn invalid(message: String) -> Error {
+            Error {
+                message,
+                denied: false,
+                invalid: true,
+            }
         }
 
         /// True when the host refused the request (not granted, or an address it may not
@@ -372,10 +387,11 @@ pub mod http {
     impl std::error::Error for Error {}
 
     /// A denied request fails the job (retrying will be denied again until the handler is
-    /// granted more); any other failure to get an answer asks for a retry.
+    /// granted more), as does a request that is itself wrong (a bad method, url or header);
+    /// any other failure to get an answer asks for a retry.
     impl From<Error> for JobError {
         fn from(err: Error) -> JobError {
-            if err.denied {
+            if err.denied || err.invalid {
                 JobError::Fail(err.to_string())
             } else {
                 JobError::Retry(err.to_string())
@@ -446,18 +462,20 @@ pub mod http {
     /// A request being built; [`Request::send`] sends it.
     #[derive(Debug, Clone)]
     pub struct Request {
-        method: wstd::http::Method,
+        /// `Err` holds a method name that is not an HTTP token; `send` refuses it.
+        method: Result<wstd::http::Method, String>,
         url: String,
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     }
 
     impl Request {
-        /// A request of `method` (`"GET"`, `"POST"`, `"PUT"`, ...) to `url`.
+        /// A request of `method` (`"GET"`, `"POST"`, `"PUT"`, ...) to `url`. A name that is
+        /// not a valid method makes [`Request::send`] fail without sending anything.
         pub fn new(method: &str, url: &str) -> Request {
             Request {
                 method: wstd::http::Method::from_bytes(method.as_bytes())
-                    .unwrap_or(wstd::http::Method::GET),
+                    .map_err(|_| method.to_string()),
                 url: url.to_string(),
                 headers: Vec::new(),
                 body: Vec::new(),
@@ -505,15 +523,16 @@ pub mod http {
         }
 
         async fn send_async(self) -> Result<Response, Error> {
-            let mut builder = wstd::http::Request::builder()
-                .method(self.method)
-                .uri(&self.url);
+            let method = self
+                .method
+                .map_err(|name| Error::invalid(format!("{name:?} is not an HTTP method")))?;
+            let mut builder = wstd::http::Request::builder().method(method).uri(&self.url);
             for (name, value) in &self.headers {
                 builder = builder.header(name.as_str(), value.as_str());
             }
             let request = builder
                 .body(wstd::http::Body::from(self.body))
-                .map_err(|e| Error::new(format!("bad request to {}: {e}", self.url)))?;
+                .map_err(|e| Error::invalid(format!("bad request to {}: {e}", self.url)))?;
             let response = wstd::http::Client::new()
                 .send(request)
                 .await
