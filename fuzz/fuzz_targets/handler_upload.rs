@@ -49,8 +49,8 @@ const SHAPE: &str = r#"(module
   (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
     unreachable))"#;
 const IMPORTS: &str = r#"(module
-  (import "wasmq:job/context@0.1.1" "log" (func (param i32 i32 i32)))
-  (import "wasmq:job/context@0.1.1" "progress" (func (param i32))))"#;
+  (import "wasmq:job/context@0.1.2" "log" (func (param i32 i32 i32)))
+  (import "wasmq:job/context@0.1.2" "progress" (func (param i32))))"#;
 
 struct Shapes {
     exports: Vec<u8>,
@@ -61,9 +61,10 @@ struct Shapes {
 
 static SHAPES: LazyLock<Shapes> = LazyLock::new(|| {
     let mut resolve = wit_parser::Resolve::default();
-    let package = resolve
-        .push_str("job.wit", include_str!("../../wit/job.wit"))
-        .unwrap_or_else(|err| panic!("wit/job.wit: {err:?}"));
+    // wit/job.wit with the WASI packages of wit/deps that its world imports (since 0.1.2).
+    let (package, _) = resolve
+        .push_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit"))
+        .unwrap_or_else(|err| panic!("wit/: {err:?}"));
     let world = resolve
         .select_world(&[package], Some("handler"))
         .unwrap_or_else(|err| panic!("wit/job.wit: {err:?}"));

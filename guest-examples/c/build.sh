@@ -31,17 +31,21 @@ adapter=out/wasi_snapshot_preview1.reactor.wasm
 if stale "$adapter" "$tools"; then
     "$tools" adapter "$adapter"
 fi
-if stale out/gen/handler.h "$tools" "$WIT_DIR"/*.wit; then
+if stale out/gen/handler.h "$tools" "$WIT_DIR"/*.wit "$WIT_DIR"/deps/*.wit "$WIT_DIR"/deps/*/*.wit; then
     "$tools" bindings "$WIT_DIR" handler out/gen
 fi
 
-common=(wasmq.c wasmq.h json.c json.h out/gen/handler.h "$adapter" requirements.txt)
-for name in echo transform flaky; do
+common=(wasmq.c wasmq.h json.c json.h wasmq_http.c wasmq_http.h out/gen/handler.h "$adapter"
+    requirements.txt)
+for name in echo transform flaky notify; do
     if stale "out/$name.wasm" "$name.c" "${common[@]}"; then
         echo "c: building out/$name.wasm" >&2
+        # wasmq_http.c (the wasi:http client) only for the handlers that make requests.
+        http=()
+        [ "$name" = notify ] && http=(wasmq_http.c)
         clang-19 --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror \
             -I. -Iout/gen -o "out/$name.core.wasm" \
-            "$name.c" wasmq.c json.c out/gen/handler.c out/gen/handler_component_type.o
+            "$name.c" wasmq.c json.c "${http[@]}" out/gen/handler.c out/gen/handler_component_type.o
         "$venv/bin/wasm-tools" component new "out/$name.core.wasm" \
             --adapt "wasi_snapshot_preview1=$adapter" -o "out/$name.wasm"
         rm "out/$name.core.wasm"

@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 source ../lib.sh
 
 # node_modules is kept outside the clone, one per lock file, so fresh clones reuse it; the
-# handlers import nothing from it (their only import is the host's `wasmq:job/context`).
+# handlers import nothing from it (only the host's `wasmq:job/context` and `wasi:config/store`).
 hash=$(cat package.json package-lock.json | sha256sum | cut -c1-16)
 modules="$WASMQ_TOOLS/npm-$hash"
 if [ ! -f "$modules/.complete" ]; then
@@ -21,12 +21,16 @@ if [ ! -f "$modules/.complete" ]; then
 fi
 
 mkdir -p out
-for name in echo transform flaky; do
-    if stale "out/$name.wasm" "$name.js" "$WIT_DIR"/*.wit package-lock.json; then
+# `notify` uses fetch(), so it is built with componentize-js's http support left on (the
+# component imports wasi:http, which the host links for every handler). The others make no
+# requests and leave it out, which keeps them smaller and faster to start.
+for name in echo transform flaky notify; do
+    if stale "out/$name.wasm" "$name.js" "$WIT_DIR"/*.wit "$WIT_DIR"/deps/*.wit package-lock.json; then
         echo "javascript: building out/$name.wasm" >&2
-        # wasi:http stays out: the host does not link it (a handler gets no network).
+        disable=(--disable http fetch-event)
+        [ "$name" = notify ] && disable=()
         "$modules/node_modules/.bin/componentize-js" "$name.js" --wit "$WIT_DIR" \
-            --world-name handler --disable http fetch-event --out "out/$name.wasm.tmp" >/dev/null
+            --world-name handler "${disable[@]}" --out "out/$name.wasm.tmp" >/dev/null
         mv "out/$name.wasm.tmp" "out/$name.wasm"
     fi
 done

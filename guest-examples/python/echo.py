@@ -1,7 +1,8 @@
 """`echo`: returns the job payload as the result."""
 
 import wit_world
-from wit_world.imports import context, types
+from wit_world.imports import context
+from wit_world.imports import wasmq_job_types as types
 from wit_world.imports.context import Level
 
 

@@ -12,7 +12,8 @@ import json
 
 import wit_world
 from componentize_py_types import Err
-from wit_world.imports import context, types
+from wit_world.imports import context
+from wit_world.imports import wasmq_job_types as types
 from wit_world.imports.context import Level
 
 MAX_SAFE = 2**53 - 1

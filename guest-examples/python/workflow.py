@@ -11,7 +11,8 @@ import json
 
 import wit_world
 from componentize_py_types import Err
-from wit_world.imports import context, types, workflow
+from wit_world.imports import context, workflow
+from wit_world.imports import wasmq_job_types as types
 from wit_world.imports.context import Level
 
 

@@ -85,3 +85,70 @@ fn exec_refuses_a_core_module_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not a component"), "{stderr}");
 }
+
+/// A JavaScript handler the project did not special-case: an `async` `handle` that awaits
+/// `fetch()` (componentize-js with fetch left on), run by `wasmq exec` with a grant, a config
+/// value and a secret from the environment, against a loopback server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_an_async_javascript_fetch_handler_with_a_grant_and_a_secret() {
+    let server = crate::support::http_server::TestServer::start().await;
+    let path = guests::javascript("notify");
+    let url = server.url("/ok");
+    let origin = server.origin();
+    let run = |grant: bool| {
+        let (path, url, origin) = (path.clone(), url.clone(), origin.clone());
+        tokio::task::spawn_blocking(move || {
+            let config = format!("url={url}");
+            let mut args = vec![
+                "exec",
+                path.to_str().unwrap(),
+                "--payload",
+                r#"{"user":7}"#,
+                "--config",
+                &config,
+                "--secret",
+                "NOTIFY_TOKEN",
+                "--timeout",
+                "60s",
+                "--memory",
+                "256MiB",
+            ];
+            if grant {
+                args.extend(["--allow-outbound", &origin]);
+            }
+            Command::new(env!("CARGO_BIN_EXE_wasmq"))
+                .args(&args)
+                .env_remove("RUST_LOG")
+                .env_remove("WASMQ_SECRETS_DIR")
+                .env("WASMQ_SECRET_NOTIFY_TOKEN", "tok-exec-31c4")
+                .output()
+                .expect("run wasmq")
+        })
+    };
+
+    let out = run(true).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout {} stderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"hello");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].headers["authorization"], "Bearer tok-exec-31c4");
+    let body: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(body["payload"], serde_json::json!({ "user": 7 }));
+    assert!(body["job"].is_string(), "{body}");
+
+    // Without the grant: denied, logged by the host, and nothing reached the server. fetch()
+    // gives the guest no error code, so notify.js retries (exit code 10) on any network error.
+    let out = run(false).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(10), "stderr {stderr}");
+    assert!(stderr.contains("outbound request denied"), "{stderr}");
+    assert!(!stderr.contains("tok-exec-31c4"), "{stderr}");
+    assert_eq!(server.seen().len(), 1);
+}

@@ -1,7 +1,7 @@
 //! The same handlers in every guest language, through the real runtime.
 //!
-//! `guest-examples/{rust,python,javascript,c}` each hold `echo`, `transform` and `flaky`, built
-//! by that language's own toolchain (`guest-examples/<lang>/build.sh`). Every case below runs
+//! `guest-examples/{rust,python,javascript,c}` each hold `echo`, `transform`, `flaky` and
+//! `notify` (outbound HTTP with config and a secret), built by that language's own toolchain (`guest-examples/<lang>/build.sh`). Every case below runs
 //! against all four and expects the same observable result from each: the same outcome and
 //! result bytes, the same log lines, the same progress. The canonical formats are in
 //! `guest-examples/README.md`. The runtime is `RuntimeConfig::default()`, so these tests also
@@ -12,9 +12,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use wasmq::capability::{Capabilities, Grants, SecretSource};
 use wasmq::{Handler, JobInput, JobLimits, LogLine, LogSource, Outcome, RunReport, Runtime};
 
 use crate::support::guests;
+use crate::support::http_server::TestServer;
 use crate::support::jobs::enqueue_ids;
 
 const MIB: u64 = 1024 * 1024;
@@ -459,6 +461,125 @@ async fn deadline_stops_a_spinning_handler_in_every_language() {
         if took > timeout + Duration::from_secs(2) {
             problems.push(format!("{lang:?} spin: stopped after {took:?}"));
         }
+    }
+    assert_none(problems);
+}
+
+/// `notify` in every language, against a loopback server: granted, it POSTs the job as JSON
+/// with the secret as a bearer token and returns the answer's body; the same component with
+/// the same config and secret but no outbound grant is denied and the server sees nothing; a
+/// 5xx answer is `retry`, a 4xx `fail`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_posts_the_job_with_the_secret_only_where_granted_in_every_language() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = "tok-5b1e7d";
+    std::fs::write(dir.path().join("NOTIFY_TOKEN"), format!("{token}\n")).unwrap();
+    let secrets = SecretSource {
+        dir: Some(dir.path().to_path_buf()),
+    };
+    let with = |lang: Lang, path: &str, allow: bool| {
+        let grants = Grants {
+            allow_outbound: if allow { vec![server.origin()] } else { vec![] },
+            config: [("url".to_string(), server.url(path))].into(),
+            secrets: vec!["NOTIFY_TOKEN".into()],
+        };
+        let caps = Capabilities::resolve("notify", &grants, &secrets, None).unwrap();
+        assert!(caps.missing_secrets().is_empty(), "{caps:?}");
+        handler(lang, "notify").with_capabilities(Arc::new(caps))
+    };
+    let call = |handler: Handler, payload: Vec<u8>| async move {
+        runtime().run(&handler, job(&payload, 1), &roomy()).await
+    };
+    let fails_with = |outcome: &Outcome, prefix: &str| matches!(outcome, Outcome::Fail(m) if m.starts_with(prefix));
+    let retries_with = |outcome: &Outcome, prefix: &str| matches!(outcome, Outcome::Retry(m) if m.starts_with(prefix));
+
+    let mut problems = Vec::new();
+    for lang in LANGS {
+        let payload = serde_json::json!({ "lang": format!("{lang:?}"), "n": [1, 2.5, null] });
+        let bytes = payload.to_string().into_bytes();
+
+        // Granted: one POST with the JSON body and the token; the answer's body is the result.
+        let before = server.seen().len();
+        let report = call(with(lang, "/ok", true), bytes.clone()).await;
+        if report.outcome != Outcome::Ok(b"hello".to_vec()) {
+            problems.push(format!(
+                "{lang:?} granted: {} (logs {:?})",
+                show(&report.outcome),
+                report.logs
+            ));
+        }
+        let seen = server.seen();
+        match &seen[before..] {
+            [request] => {
+                let header = |name: &str| {
+                    request
+                        .headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let body: Option<serde_json::Value> = serde_json::from_slice(&request.body).ok();
+                let want = serde_json::json!({ "job": "lang-1", "payload": payload });
+                if request.method != "POST"
+                    || header("authorization") != format!("Bearer {token}")
+                    || !header("content-type").starts_with("application/json")
+                    || body.as_ref() != Some(&want)
+                {
+                    problems.push(format!(
+                        "{lang:?} granted: the server saw {} {} with authorization {:?}, \
+                         content-type {:?}, body {:?}",
+                        request.method,
+                        request.path,
+                        header("authorization"),
+                        header("content-type"),
+                        String::from_utf8_lossy(&request.body)
+                    ));
+                }
+            }
+            other => problems.push(format!(
+                "{lang:?} granted: the server saw {} requests",
+                other.len()
+            )),
+        }
+
+        // Not granted (same config and secret): denied in the guest, nothing sent. A denial
+        // fails the job, except in JavaScript: fetch() reports every network failure as the
+        // same TypeError, without the wasi:http error code, so notify cannot tell a denial
+        // from a refused connection and retries (guest-examples/README.md).
+        let before = server.seen().len();
+        let report = call(with(lang, "/ok", false), bytes.clone()).await;
+        let denied = if lang == Lang::JavaScript {
+            retries_with(&report.outcome, "request failed")
+        } else {
+            fails_with(&report.outcome, "request failed")
+        };
+        if !denied {
+            problems.push(format!("{lang:?} not granted: {}", show(&report.outcome)));
+        }
+        if server.seen().len() != before {
+            problems.push(format!("{lang:?} not granted: the server saw a request"));
+        }
+
+        // 5xx: retry; 4xx: fail.
+        let report = call(with(lang, "/status/500", true), bytes.clone()).await;
+        if !retries_with(&report.outcome, "HTTP 500") {
+            problems.push(format!("{lang:?} on a 500: {}", show(&report.outcome)));
+        }
+        let report = call(with(lang, "/status/400", true), bytes.clone()).await;
+        if !fails_with(&report.outcome, "HTTP 400") {
+            problems.push(format!("{lang:?} on a 400: {}", show(&report.outcome)));
+        }
+    }
+    let statuses: Vec<String> = server.seen().iter().map(|s| s.path.clone()).collect();
+    let want: Vec<String> = LANGS
+        .iter()
+        .flat_map(|_| ["/ok", "/status/500", "/status/400"])
+        .map(String::from)
+        .collect();
+    if statuses != want {
+        problems.push(format!("the server saw {statuses:?}, want {want:?}"));
     }
     assert_none(problems);
 }

@@ -78,9 +78,24 @@ use outcome::DeadlineExceeded;
 use workflow::{MemoryStore, WorkflowState};
 
 mod bindings {
+    // The `handler` world of wit/job.wit less its WASI imports (`wasi:http/outgoing-handler`,
+    // `wasi:config/store`): the linker gets those from wasmtime-wasi-http and
+    // wasmtime-wasi-config, so they are not generated here a second time. The rest must stay
+    // the world's own: `HandlerPre::new` checks the `handle` export against it.
     wasmtime::component::bindgen!({
-        world: "handler",
+        world: "wasmq:host/handler",
         path: "../wit",
+        inline: "
+            package wasmq:host;
+
+            world handler {
+                use wasmq:job/types@0.1.2.{job, job-error};
+                import wasmq:job/context@0.1.2;
+                import wasmq:job/workflow@0.1.2;
+
+                export handle: func(job: job) -> result<list<u8>, job-error>;
+            }
+        ",
         imports: {
             "wasmq:job/workflow.step-get": async,
             "wasmq:job/workflow.step-save": async,

@@ -1,7 +1,7 @@
 //! Which versions of the `wasmq:job` WIT package this host runs.
 //!
 //! A handler names the package version it was built against in its imports
-//! (`wasmq:job/context@0.1.1`, `wasmq:job/types@0.1.1`); the `handle` export is a plain function
+//! (`wasmq:job/context@0.1.2`, `wasmq:job/types@0.1.2`); the `handle` export is a plain function
 //! of the world and carries none. [`check`] reads those names from the component's top-level
 //! import section, before anything is compiled, and refuses a version outside the host's
 //! compatibility unit with a message that names both. Within the unit, the linker decides: a
@@ -17,7 +17,7 @@ use wasmparser::{Parser, Payload};
 use super::LoadError;
 
 /// The version of `wit/job.wit` that this host implements (its `package` line).
-pub(crate) const HOST: &str = "0.1.1";
+pub(crate) const HOST: &str = "0.1.2";
 
 /// The prefix of every import name that belongs to the `wasmq:job` package.
 const PACKAGE: &str = "wasmq:job/";
@@ -168,8 +168,15 @@ mod tests {
                 (i32.store (i32.const 24) (local.get 7))
                 (i32.const 16)))"#
         );
+        // wit/job.wit under that version, beside the WASI packages of wit/deps it imports.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("job.wit"), &wit).unwrap();
+        copy_dir(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/deps"),
+            &dir.path().join("deps"),
+        );
         let mut resolve = wit_parser::Resolve::default();
-        let package = resolve.push_str("job.wit", &wit).unwrap();
+        let (package, _) = resolve.push_dir(dir.path()).unwrap();
         let world = resolve.select_world(&[package], Some("handler")).unwrap();
         let mut module = wat::parse_str(&wat).unwrap();
         wit_component::embed_component_metadata(
@@ -185,6 +192,18 @@ mod tests {
             .validate(true)
             .encode()
             .unwrap()
+    }
+
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &to.join(entry.file_name()));
+            } else {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
     }
 
     fn runtime() -> super::super::Runtime {
@@ -204,12 +223,12 @@ mod tests {
         );
     }
 
-    /// 0.1.0 is what every handler built before the `workflow` interface imports; 0.1.3 is a
-    /// newer 0.1 than this host's.
+    /// 0.1.0 is what every handler built before the `workflow` interface imports, 0.1.1 before
+    /// the `wasi:http` and `wasi:config` imports; 0.1.3 is a newer 0.1 than this host's.
     #[tokio::test]
     async fn a_handler_built_against_an_older_or_newer_0_1_that_needs_nothing_new_runs() {
         let rt = runtime();
-        for version in ["0.1.0", "0.1.3"] {
+        for version in ["0.1.0", "0.1.1", "0.1.3"] {
             let handler = rt.load(&handler(version, false)).unwrap();
             let job = super::super::JobInput {
                 id: "job-1".into(),

@@ -22,6 +22,10 @@
 //!   before the handler goes on, and every later attempt of the job gets it back instead of
 //!   running the step again; a sleep frees the host and resumes the job later, on any host.
 //! - [`enqueue`], [`Child`] - child jobs, written only if this attempt completes.
+//! - [`http`] - outbound HTTP requests (`wasi:http`, through the `wstd` crate), to the hosts the
+//!   handler version is granted; [`http::Response::check`] maps 5xx to `Retry` and 4xx to
+//!   `Fail`.
+//! - [`config::get`] - the handler version's config values and secrets (`wasi:config/store`).
 //!
 //! A durable handler replays: every attempt runs `handle` from the top, and the steps that
 //! are already stored return at once. Code outside steps runs again on every attempt (and
@@ -48,6 +52,9 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_handler_world",
         default_bindings_module: "wasmq_guest::bindings",
+        // Since 0.1.2 the world imports wasi:http and wasi:config too; `http` talks to wasi:http
+        // through wstd, so only what the SDK calls ends up imported by a component.
+        generate_all,
     });
 }
 
@@ -87,7 +94,7 @@ macro_rules! export_handler {
     };
 }
 
-/// Durable steps and sleeps (the `workflow` interface of `wasmq:job@0.1.1`).
+/// Durable steps and sleeps (the `workflow` interface of `wasmq:job@0.1.1` and later).
 pub mod step {
     use std::time::Duration;
 
@@ -255,4 +262,311 @@ pub fn enqueue(child: Child) -> Result<String, JobError> {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     };
     bindings::wasmq::job::workflow::enqueue(&job).map_err(JobError::Fail)
+}
+
+/// The handler version's config values and secrets (`wasi:config/store`, since
+/// `wasmq:job@0.1.2`), granted at deploy: `--config KEY=VALUE` and `--secret NAME`.
+pub mod config {
+    use crate::bindings::wasi::config::store;
+
+    /// The value of config key or secret `key`; none when the handler version was not given it
+    /// (or the host cannot read its config).
+    pub fn get(key: &str) -> Option<String> {
+        store::get(key).ok().flatten()
+    }
+
+    /// Every config value and secret the handler version was given, as `(key, value)` pairs.
+    pub fn all() -> Vec<(String, String)> {
+        store::get_all().unwrap_or_default()
+    }
+}
+
+/// Outbound HTTP (`wasi:http`, since `wasmq:job@0.1.2`), through the `wstd` crate's client.
+///
+/// A handler version reaches only the hosts it was granted (`--allow-outbound
+/// https://api.example.com`); any other request fails with an [`Error`] whose
+/// [`Error::denied`] is true (the host's `HttpRequestDenied`). Calls block the handler until
+/// the answer is read; the host's limits (body size, timeouts clamped to the job's deadline)
+/// apply. See docs/capabilities.md.
+///
+/// ```ignore
+/// use wasmq_guest::{config, http};
+/// let url = config::get("url").ok_or_else(|| JobError::Fail("no url".into()))?;
+/// let response = http::Request::post(&url)
+///     .bearer(config::get("NOTIFY_TOKEN").as_deref().unwrap_or(""))
+///     .json(&serde_json::json!({ "job": job.id }))?
+///     .send()?
+///     .check()?; // 5xx: Retry, 4xx: Fail
+/// ```
+pub mod http {
+    use std::fmt;
+
+    use crate::JobError;
+
+    /// What an HTTP status says, by its first digit.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum StatusClass {
+        /// 1xx.
+        Informational,
+        /// 2xx.
+        Success,
+        /// 3xx (redirects are not followed: the handler sees them).
+        Redirection,
+        /// 4xx: the request is wrong; sending it again will not help.
+        ClientError,
+        /// 5xx: the server failed; a later attempt may succeed.
+        ServerError,
+        /// Anything else.
+        Other,
+    }
+
+    impl StatusClass {
+        /// The class of `status`.
+        pub fn of(status: u16) -> StatusClass {
+            match status {
+                100..=199 => StatusClass::Informational,
+                200..=299 => StatusClass::Success,
+                300..=399 => StatusClass::Redirection,
+                400..=499 => StatusClass::ClientError,
+                500..=599 => StatusClass::ServerError,
+                _ => StatusClass::Other,
+            }
+        }
+    }
+
+    /// A request that did not get an answer: denied by the host (not granted), refused by the
+    /// address rules, timed out, the connection failed, or a body over the host's limit.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Error {
+        message: String,
+        denied: bool,
+        /// The request itself is wrong (a bad method, url or header): sending it again fails
+        /// the same way.
+        invalid: bool,
+    }
+
+    impl Error {
+        fn new(message: String) -> Error {
+            // The host refuses an ungranted request with `HttpRequestDenied` and an address it
+            // may not reach with `DestinationIpProhibited`.
+            let denied = message.contains("HttpRequestDenied")
+                || message.contains("DestinationIpProhibited");
+            Error {
+                message,
+                denied,
+                invalid: false,
+            }
+        }
+
+        fn invalid(message: String) -> Error {
+            Error {
+                message,
+                denied: false,
+                invalid: true,
+            }
+        }
+
+        /// True when the host refused the request (not granted, or an address it may not
+        /// reach): nothing was sent.
+        pub fn denied(&self) -> bool {
+            self.denied
+        }
+
+        /// What went wrong, with the `wasi:http` error code when there is one.
+        pub fn message(&self) -> &str {
+            &self.message
+        }
+    }
+
+    impl fmt::Display for Error {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "request failed: {}", self.message)
+        }
+    }
+
+    impl std::error::Error for Error {}
+
+    /// A denied request fails the job (retrying will be denied again until the handler is
+    /// granted more), as does a request that is itself wrong (a bad method, url or header);
+    /// any other failure to get an answer asks for a retry.
+    impl From<Error> for JobError {
+        fn from(err: Error) -> JobError {
+            if err.denied || err.invalid {
+                JobError::Fail(err.to_string())
+            } else {
+                JobError::Retry(err.to_string())
+            }
+        }
+    }
+
+    /// An answer, read in full.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Response {
+        /// The status code.
+        pub status: u16,
+        /// The headers, names in lower case, in the order received.
+        pub headers: Vec<(String, String)>,
+        /// The body.
+        pub body: Vec<u8>,
+    }
+
+    impl Response {
+        /// The class of the status.
+        pub fn class(&self) -> StatusClass {
+            StatusClass::of(self.status)
+        }
+
+        /// The first value of header `name` (any case), if it is text.
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        /// The body as text (lossy for bytes that are not UTF-8).
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+
+        /// The body parsed as JSON; a body that does not parse fails the job.
+        pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, JobError> {
+            serde_json::from_slice(&self.body).map_err(|e| {
+                JobError::Fail(format!(
+                    "the response ({}) is not the JSON expected: {e}",
+                    self.status
+                ))
+            })
+        }
+
+        /// The job's answer to this status: a 5xx asks for a retry, a 4xx fails the job (both
+        /// with `HTTP <status>` and, when there is one, the start of the body in the message);
+        /// anything else is returned as is.
+        pub fn check(self) -> Result<Response, JobError> {
+            let message = || {
+                let body: String = self.text().chars().take(200).collect();
+                if body.is_empty() {
+                    format!("HTTP {}", self.status)
+                } else {
+                    format!("HTTP {}: {body}", self.status)
+                }
+            };
+            match self.class() {
+                StatusClass::ServerError => Err(JobError::Retry(message())),
+                StatusClass::ClientError => Err(JobError::Fail(message())),
+                _ => Ok(self),
+            }
+        }
+    }
+
+    /// A request being built; [`Request::send`] sends it.
+    #[derive(Debug, Clone)]
+    pub struct Request {
+        /// `Err` holds a method name that is not an HTTP token; `send` refuses it.
+        method: Result<wstd::http::Method, String>,
+        url: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Request {
+        /// A request of `method` (`"GET"`, `"POST"`, `"PUT"`, ...) to `url`. A name that is
+        /// not a valid method makes [`Request::send`] fail without sending anything.
+        pub fn new(method: &str, url: &str) -> Request {
+            Request {
+                method: wstd::http::Method::from_bytes(method.as_bytes())
+                    .map_err(|_| method.to_string()),
+                url: url.to_string(),
+                headers: Vec::new(),
+                body: Vec::new(),
+            }
+        }
+
+        /// A GET of `url`.
+        pub fn get(url: &str) -> Request {
+            Request::new("GET", url)
+        }
+
+        /// A POST to `url`.
+        pub fn post(url: &str) -> Request {
+            Request::new("POST", url)
+        }
+
+        /// Adds a header.
+        pub fn header(mut self, name: &str, value: &str) -> Request {
+            self.headers.push((name.to_string(), value.to_string()));
+            self
+        }
+
+        /// Adds `Authorization: Bearer <token>`.
+        pub fn bearer(self, token: &str) -> Request {
+            self.header("authorization", &format!("Bearer {token}"))
+        }
+
+        /// Sets the body.
+        pub fn body(mut self, body: impl Into<Vec<u8>>) -> Request {
+            self.body = body.into();
+            self
+        }
+
+        /// Sets the body to `value` as JSON, with `Content-Type: application/json`.
+        pub fn json<T: serde::Serialize + ?Sized>(self, value: &T) -> Result<Request, JobError> {
+            let body = serde_json::to_vec(value)
+                .map_err(|e| JobError::Fail(format!("the request body is not JSON: {e}")))?;
+            Ok(self.header("content-type", "application/json").body(body))
+        }
+
+        /// Sends the request and reads the whole answer. An answer of any status is `Ok`
+        /// (see [`Response::check`]); `Err` means there was none.
+        pub fn send(self) -> Result<Response, Error> {
+            wstd::runtime::block_on(self.send_async())
+        }
+
+        async fn send_async(self) -> Result<Response, Error> {
+            let method = self
+                .method
+                .map_err(|name| Error::invalid(format!("{name:?} is not an HTTP method")))?;
+            let mut builder = wstd::http::Request::builder().method(method).uri(&self.url);
+            for (name, value) in &self.headers {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+            let request = builder
+                .body(wstd::http::Body::from(self.body))
+                .map_err(|e| Error::invalid(format!("bad request to {}: {e}", self.url)))?;
+            let response = wstd::http::Client::new()
+                .send(request)
+                .await
+                .map_err(|e| Error::new(format!("{e:?}")))?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect();
+            let mut body = response.into_body();
+            let body = body
+                .contents()
+                .await
+                .map_err(|e| Error::new(format!("reading the answer failed: {e:?}")))?
+                .to_vec();
+            Ok(Response {
+                status,
+                headers,
+                body,
+            })
+        }
+    }
+
+    /// GETs `url`.
+    pub fn get(url: &str) -> Result<Response, Error> {
+        Request::get(url).send()
+    }
+
+    /// POSTs `value` as JSON to `url`.
+    pub fn post_json<T: serde::Serialize + ?Sized>(
+        url: &str,
+        value: &T,
+    ) -> Result<Response, JobError> {
+        Ok(Request::post(url).json(value)?.send()?)
+    }
 }

@@ -217,8 +217,15 @@ impl Wat<'_> {
                 }
             })
             .collect();
+        // Beside the WASI packages of wit/deps that the world imports.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("job.wit"), &wit).unwrap();
+        copy_dir(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/deps"),
+            &dir.path().join("deps"),
+        );
         let mut resolve = wit_parser::Resolve::default();
-        let package = resolve.push_str("job.wit", &wit).unwrap();
+        let (package, _) = resolve.push_dir(dir.path()).unwrap();
         let world = resolve.select_world(&[package], Some("handler")).unwrap();
         let mut module = wat::parse_str(&wat).unwrap();
         wit_component::embed_component_metadata(
@@ -800,4 +807,16 @@ pub fn run_entries(tcp_probe_addr: &str) -> Vec<RunEntry> {
         ));
     }
     entries
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! `http-fetch`: a handler written as a team would write one without wasmq's SDK: plain
-//! `wit-bindgen` bindings of the `wasmq:job/handler` world and `wasi:config/store`, and the
-//! `wstd` crate's HTTP client (`wasi:http`).
+//! `wit-bindgen` bindings of the `wasmq:job/handler` world (which imports `wasi:config/store`
+//! since 0.1.2), and the `wstd` crate's HTTP client (`wasi:http`).
 //!
 //! Payload: `{"url": "...", "method": "GET" | "POST", "body": "..."}`; a missing `url` is
 //! read from the config key `url`. The config key `token`, when granted (a secret), is sent as
@@ -9,27 +9,8 @@
 //! `wasi:http` error code (`HttpRequestDenied`, `HttpResponseBodySize`, ...).
 
 wit_bindgen::generate!({
-    world: "http-fetch",
+    world: "handler",
     path: "../../../wit",
-    inline: r#"
-        package wasmq:examples;
-
-        world http-fetch {
-            include wasmq:job/handler@0.1.1;
-            import wasi:config/store@0.2.0-rc.1;
-        }
-
-        package wasi:config@0.2.0-rc.1 {
-            interface store {
-                variant error {
-                    upstream(string),
-                    io(string),
-                }
-                get: func(key: string) -> result<option<string>, error>;
-                get-all: func() -> result<list<tuple<string, string>>, error>;
-            }
-        }
-    "#,
     generate_all,
 });
 
