@@ -483,6 +483,7 @@ async fn notify_posts_the_job_with_the_secret_only_where_granted_in_every_langua
             allow_outbound: if allow { vec![server.origin()] } else { vec![] },
             config: [("url".to_string(), server.url(path))].into(),
             secrets: vec!["NOTIFY_TOKEN".into()],
+            ..Grants::default()
         };
         let caps = Capabilities::resolve("notify", &grants, &secrets, None).unwrap();
         assert!(caps.missing_secrets().is_empty(), "{caps:?}");
