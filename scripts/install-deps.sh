@@ -11,6 +11,11 @@ if ! command -v redis-server >/dev/null 2>&1; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
+# The Redis TLS tests (tests/all/tls.rs) make their CA and certificates with the openssl CLI.
+if ! command -v openssl >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
 # Debian's package starts a system redis on 6379; wasmq's tests never use it, and neither
 # should anything here depend on it.
 
