@@ -577,16 +577,6 @@ async fn corrupt(conn: &mut RedisConnection, queue: &str, id: &str, corruption: 
     }
 }
 
-/// The state a job is set up in before the hosts start.
-const STATES: [JobState; 6] = [
-    JobState::Waiting,
-    JobState::Delayed,
-    JobState::Active,
-    JobState::Retry,
-    JobState::Completed,
-    JobState::Dead,
-];
-
 /// Queues of valid jobs in every state, random corruptions in some of their keys and dangling
 /// ids in the sets, then two hosts run through it all. Every valid job ends completed or
 /// dead-lettered by its own outcome, each exactly once; every corrupted one ends in the
@@ -690,7 +680,7 @@ async fn hosts_run_every_valid_job_once_through_random_corruption() {
     let mut ghosts = Vec::new();
     for i in 0..6 {
         let ghost = format!("ghost-{i}");
-        let set = STATES[rng.below(STATES.len())].as_str();
+        let set = JobState::ALL[rng.below(JobState::ALL.len())].as_str();
         let () = conn.zadd(set_key(q, set), &ghost, 1).await.unwrap();
         ghosts.push(ghost);
     }
@@ -792,7 +782,7 @@ async fn hosts_run_every_valid_job_once_through_random_corruption() {
     }
     for ghost in &ghosts {
         let mut held = false;
-        for state in STATES {
+        for state in JobState::ALL {
             let score: Option<f64> = conn
                 .zscore(set_key(q, state.as_str()), ghost)
                 .await
