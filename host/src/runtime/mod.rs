@@ -39,6 +39,7 @@ mod compile;
 mod cpu;
 mod limits;
 mod outcome;
+mod share;
 mod size;
 mod version;
 mod workflow;
@@ -148,6 +149,12 @@ pub struct RuntimeConfig {
     /// machine's cores (at least one), keeps a core for short jobs and the host's own work,
     /// so a queue of CPU hogs cannot starve its neighbours.
     pub long_job_cpu_slots: usize,
+    /// The threads guest code runs on, and so the attempts that run guest code at once (one
+    /// poll each), shared fairly between queues (`share.rs`); one queue's attempts take at
+    /// most all of them but one. The default, one more than the cores: a queue can use every
+    /// core, and a neighbour's attempt still finds a thread of its own at once, which the
+    /// OS then shares the cores with.
+    pub guest_threads: usize,
     /// Where handlers are compiled, and under which memory and time limits (`compile.rs`).
     pub compile: CompileConfig,
 }
@@ -171,6 +178,7 @@ impl Default for RuntimeConfig {
             long_job_cpu_slots: std::thread::available_parallelism()
                 .map_or(1, |n| n.get().saturating_sub(1))
                 .max(1),
+            guest_threads: std::thread::available_parallelism().map_or(2, |n| n.get()) + 1,
             compile: CompileConfig::default(),
         }
     }
@@ -306,6 +314,8 @@ struct Inner {
     compiles: AtomicU64,
     /// CPU slots for long jobs (see [`RuntimeConfig::long_job_cpu_slots`]).
     long_jobs: Arc<Semaphore>,
+    /// Turns on the guest threads, shared between queues (`share.rs`).
+    turns: Arc<share::CpuShare>,
 }
 
 /// A validated handler component, compiled and pre-linked: each attempt only instantiates it.
@@ -436,6 +446,10 @@ impl Runtime {
                 engine,
                 linker,
                 long_jobs: Arc::new(Semaphore::new(config.long_job_cpu_slots.max(1))),
+                turns: share::CpuShare::new(
+                    config.guest_threads,
+                    config.guest_threads.saturating_sub(1),
+                ),
                 config,
             }),
         })
@@ -561,7 +575,30 @@ impl Runtime {
     }
 
     /// [`Runtime::run`], with the job's durable steps in `store` (the `workflow` interface).
+    ///
+    /// Every poll of the attempt, from making its store to dropping it (giving its memory
+    /// back to the pool is part of its cost), takes a turn on the guest threads, shared
+    /// fairly between queues (`share.rs`).
     pub async fn run_with_store(
+        &self,
+        handler: &Handler,
+        job: JobInput,
+        limits: &JobLimits,
+        store: Arc<dyn WorkflowStore>,
+    ) -> RunReport {
+        let queue: Arc<str> = Arc::from(job.queue.as_str());
+        let attempt = self.attempt(handler, job, limits, store);
+        tokio::pin!(attempt);
+        share::Fair {
+            inner: attempt.as_mut(),
+            share: self.inner.turns.clone(),
+            queue,
+            waiting: None,
+        }
+        .await
+    }
+
+    async fn attempt(
         &self,
         handler: &Handler,
         job: JobInput,
@@ -711,8 +748,10 @@ impl Runtime {
         let outcome = match result {
             Err(_elapsed) => Outcome::Timeout,
             Ok(Ok(Ok(bytes))) => Outcome::Ok(bytes),
-            Ok(Ok(Err(JobError::Retry(msg)))) => Outcome::Retry(msg),
-            Ok(Ok(Err(JobError::Fail(msg)))) => Outcome::Fail(msg),
+            // Cut here, on the guest thread: a guest can return megabytes of message, and
+            // every copy the host would make of them further on costs its own threads.
+            Ok(Ok(Err(JobError::Retry(msg)))) => Outcome::Retry(outcome::cap_message(msg)),
+            Ok(Ok(Err(JobError::Fail(msg)))) => Outcome::Fail(outcome::cap_message(msg)),
             Ok(Err(err)) => match suspend {
                 // Only a `sleep` sets it, just before it traps to end the attempt.
                 Some(Suspend { field, delay }) => Outcome::Suspended { field, delay },

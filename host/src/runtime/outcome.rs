@@ -111,6 +111,27 @@ impl Outcome {
     }
 }
 
+/// The most of a guest's error message an [`Outcome`] keeps, in bytes (the queue keeps less
+/// of it: 4 KiB in the job's history).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// `msg` cut to [`MAX_MESSAGE_BYTES`] on a character boundary, with a note of the cut; a new,
+/// small string, so that the guest's megabytes are freed here and not copied further.
+pub(crate) fn cap_message(msg: String) -> String {
+    if msg.len() <= MAX_MESSAGE_BYTES {
+        return msg;
+    }
+    let note = format!(" [wasmq: message cut, {} bytes in all]", msg.len());
+    let mut keep = MAX_MESSAGE_BYTES - note.len();
+    while !msg.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let mut capped = String::with_capacity(keep + note.len());
+    capped.push_str(&msg[..keep]);
+    capped.push_str(&note);
+    capped
+}
+
 /// Raised by the epoch callback when an attempt's wall-clock deadline has passed.
 #[derive(Debug, thiserror::Error)]
 #[error("job deadline exceeded")]
@@ -158,6 +179,22 @@ pub(crate) fn classify(err: &wasmtime::Error, limit_hit: bool) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_message_is_cut_on_a_character_boundary_with_a_note() {
+        let short = "x".repeat(MAX_MESSAGE_BYTES);
+        assert_eq!(cap_message(short.clone()), short);
+        // Two-byte characters: the cut falls inside one unless it is moved back.
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        let capped = cap_message(long.clone());
+        assert!(capped.len() <= MAX_MESSAGE_BYTES, "{}", capped.len());
+        assert!(capped.ends_with(&format!(
+            " [wasmq: message cut, {} bytes in all]",
+            long.len()
+        )));
+        let kept = capped.split(" [wasmq").next().unwrap();
+        assert!(kept.chars().all(|c| c == 'é') && kept.len() > MAX_MESSAGE_BYTES - 64);
+    }
 
     #[test]
     fn class_names_are_distinct_and_stable() {

@@ -225,8 +225,9 @@ pub(crate) type JobKey = (String, String);
 pub(crate) struct GuestThreads(Option<tokio::runtime::Runtime>);
 
 impl GuestThreads {
-    fn new() -> std::io::Result<Self> {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    /// `threads` threads (the runtime's `guest_threads`, whose turns its attempts share).
+    fn new(threads: usize) -> std::io::Result<Self> {
+        let threads = threads.max(1);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("wasmq-guest")
@@ -556,7 +557,7 @@ impl Worker {
         let (tx, rx) = mpsc::unbounded_channel();
         let compile_slots = Arc::new(Semaphore::new(config.compile_concurrency.max(1)));
         let shared = Shared {
-            guests: GuestThreads::new()
+            guests: GuestThreads::new(runtime.config().guest_threads)
                 .map_err(|e| WorkerError::Config(format!("starting guest threads: {e}")))?,
             slots: Slots::new(config.concurrency, config.memory_budget),
             config,
