@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README's second command; .ci/run calls exactly this).
-# Installs what the tests need when it is missing, then: rustfmt, clippy, every test.
+# Installs what the tests need when it is missing, then: rustfmt, clippy, the tests (all but
+# the latency measurements of tests/isolation, a long run: see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
