@@ -58,11 +58,16 @@ struct Waiting {
 pub(crate) struct Turn {
     share: Arc<CpuShare>,
     queue: Arc<str>,
+    /// True for a turn whose give-back was already counted under the lock (one a waiter that
+    /// was gone never got).
+    counted: bool,
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        self.share.give_back(&self.queue);
+        if !self.counted {
+            self.share.give_back(&self.queue);
+        }
     }
 }
 
@@ -121,6 +126,7 @@ impl CpuShare {
             return Ok(Turn {
                 share: self.clone(),
                 queue: queue.clone(),
+                counted: false,
             });
         }
         let (tx, rx) = oneshot::channel();
@@ -174,13 +180,14 @@ impl CpuShare {
             let turn = Turn {
                 share: self.clone(),
                 queue,
+                counted: false,
             };
-            if let Err(turn) = tx.send(turn) {
-                // The waiter is gone (its attempt was dropped): undo without re-entering the
-                // lock through the turn's drop.
+            if let Err(mut turn) = tx.send(turn) {
+                // The waiter is gone (its attempt was dropped): undo here, and let the turn's
+                // drop not take the lock again.
                 state.unhold(&turn.queue);
                 state.free += 1;
-                std::mem::forget(turn);
+                turn.counted = true;
             }
         }
     }
