@@ -819,14 +819,7 @@ impl Job {
 
 /// Cuts `message` to at most `max` bytes on a character boundary.
 pub fn truncate_utf8(message: &str, max: usize) -> &str {
-    if message.len() <= max {
-        return message;
-    }
-    let mut end = max;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    &message[..end]
+    &message[..message.floor_char_boundary(max)]
 }
 
 #[cfg(test)]

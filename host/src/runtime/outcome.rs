@@ -113,7 +113,7 @@ impl Outcome {
 
 /// The most of a guest's error message an [`Outcome`] keeps, in bytes (the queue keeps less
 /// of it: 4 KiB in the job's history).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// `msg` cut to [`MAX_MESSAGE_BYTES`] on a character boundary, with a note of the cut; a new,
 /// small string, so that the guest's megabytes are freed here and not copied further.
@@ -122,10 +122,7 @@ pub(crate) fn cap_message(msg: String) -> String {
         return msg;
     }
     let note = format!(" [wasmq: message cut, {} bytes in all]", msg.len());
-    let mut keep = MAX_MESSAGE_BYTES - note.len();
-    while !msg.is_char_boundary(keep) {
-        keep -= 1;
-    }
+    let keep = msg.floor_char_boundary(MAX_MESSAGE_BYTES - note.len());
     let mut capped = String::with_capacity(keep + note.len());
     capped.push_str(&msg[..keep]);
     capped.push_str(&note);
