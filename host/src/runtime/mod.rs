@@ -589,13 +589,7 @@ impl Runtime {
         let queue: Arc<str> = Arc::from(job.queue.as_str());
         let attempt = self.attempt(handler, job, limits, store);
         tokio::pin!(attempt);
-        share::Fair {
-            inner: attempt.as_mut(),
-            share: self.inner.turns.clone(),
-            queue,
-            waiting: None,
-        }
-        .await
+        share::Fair::new(attempt.as_mut(), self.inner.turns.clone(), queue).await
     }
 
     async fn attempt(

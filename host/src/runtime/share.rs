@@ -1,7 +1,7 @@
 //! Turns on the guest threads, shared fairly between queues.
 //!
-//! Guest code runs on a pool of threads (as many as cores); tokio runs whatever is ready in
-//! turn, oldest first. Left at that, a queue with many ready attempts gets the threads in
+//! Guest code runs on a pool of threads (one more than the cores); tokio runs whatever is
+//! ready in turn, oldest first. Left at that, a queue with many ready attempts gets the threads in
 //! proportion to its number of attempts: eight busy attempts of one queue against one of
 //! another, and the one waits behind up to eight turns of the eight. A flood of short attempts
 //! (each under `long_job_after`, so never a long job) would take every core from its
@@ -9,10 +9,11 @@
 //!
 //! So every poll of an attempt (instantiation, guest code up to its next epoch yield, a host
 //! call) first takes one of [`CpuShare`]'s turns, as many as there are guest threads, and
-//! gives it back when the poll returns. When attempts wait for a turn, a freed turn goes to
-//! the queue that holds the fewest turns at that moment (among equals, the one that started
-//! waiting first), and within a queue to its oldest waiter: a queue with one ready attempt
-//! gets a turn at the next epoch tick however many its neighbour has ready.
+//! gives it back when the poll returns. No queue holds more than all turns but one. When
+//! attempts wait for a turn, a freed turn goes to the queue that holds the fewest turns at
+//! that moment (among equals, the one that started waiting first), and within a queue to its
+//! oldest waiter: a queue with one ready attempt gets a turn at once, or at the next epoch
+//! tick, however many its neighbour has ready.
 //!
 //! The turn is held for one poll and never across an await that waits (a poll that returns
 //! `Pending` has given its turn back), so no attempt holds a turn while it sleeps, waits for
@@ -39,9 +40,8 @@ pub(crate) struct CpuShare {
 #[derive(Debug)]
 struct State {
     free: usize,
-    /// Queues with attempts waiting, in the order they started waiting; each with the turns
-    /// it holds and its waiters, oldest first. A queue that holds turns but has no waiter is
-    /// not listed; `holding` counts it anyway for the choice.
+    /// Queues with attempts waiting, in the order they started waiting, each with its
+    /// waiters, oldest first. The turns a queue holds are in `holding`, listed or not.
     queues: Vec<Waiting>,
     /// Turns held, by queue (only queues holding at least one).
     holding: Vec<(Arc<str>, usize)>,
@@ -137,8 +137,8 @@ impl CpuShare {
                 waiters: VecDeque::from([tx]),
             }),
         }
-        // A turn may be free with others waiting only between a give-back and the waiter's
-        // wake-up; hand out what is free now so that none is left idle.
+        // Turns may be free while every waiting queue is at its cap: this queue may be below
+        // it. Hand out what is free now so that none is left idle.
         self.hand_out(&mut state);
         Err(rx)
     }
@@ -195,10 +195,22 @@ impl CpuShare {
 
 /// `inner`, each of whose polls runs holding a turn of `share` for `queue`.
 pub(crate) struct Fair<'a, F> {
-    pub inner: Pin<&'a mut F>,
-    pub share: Arc<CpuShare>,
-    pub queue: Arc<str>,
-    pub waiting: Option<oneshot::Receiver<Turn>>,
+    inner: Pin<&'a mut F>,
+    share: Arc<CpuShare>,
+    queue: Arc<str>,
+    /// The place in line for a turn, while waiting for one.
+    waiting: Option<oneshot::Receiver<Turn>>,
+}
+
+impl<'a, F> Fair<'a, F> {
+    pub fn new(inner: Pin<&'a mut F>, share: Arc<CpuShare>, queue: Arc<str>) -> Self {
+        Self {
+            inner,
+            share,
+            queue,
+            waiting: None,
+        }
+    }
 }
 
 impl<F: Future> Future for Fair<'_, F> {
@@ -213,8 +225,8 @@ impl<F: Future> Future for Fair<'_, F> {
                         this.waiting = None;
                         break Some(turn);
                     }
-                    // Never: a waiter is only dropped after its turn was sent. Run rather
-                    // than hang.
+                    // Never: a place in line is only dropped unsent with the share itself.
+                    // Run rather than hang.
                     Poll::Ready(Err(_)) => {
                         this.waiting = None;
                         break None;
@@ -295,13 +307,7 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         });
-        Fair {
-            inner: work.as_mut(),
-            share: share.clone(),
-            queue: q.clone(),
-            waiting: None,
-        }
-        .await;
+        Fair::new(work.as_mut(), share.clone(), q.clone()).await;
         assert!(share.take(&q).is_ok(), "the turn came back");
     }
 }
