@@ -49,8 +49,8 @@ const SHAPE: &str = r#"(module
   (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
     unreachable))"#;
 const IMPORTS: &str = r#"(module
-  (import "wasmq:job/context@0.1.2" "log" (func (param i32 i32 i32)))
-  (import "wasmq:job/context@0.1.2" "progress" (func (param i32))))"#;
+  (import "wasmq:job/context@0.1.3" "log" (func (param i32 i32 i32)))
+  (import "wasmq:job/context@0.1.3" "progress" (func (param i32))))"#;
 
 struct Shapes {
     exports: Vec<u8>,

@@ -1,5 +1,5 @@
 // `echo`: returns the job payload as the result.
-import { log, progress } from "wasmq:job/context@0.1.2";
+import { log, progress } from "wasmq:job/context@0.1.3";
 
 export function handle(job) {
   log("info", `echo ${job.payload.length} bytes`);

@@ -2,7 +2,7 @@
 //
 // Returns `retry` on attempt 1 and `{"attempt":N}` on attempt N >= 2; the payload
 // `{"fail":true}` fails permanently on any attempt.
-import { log, progress } from "wasmq:job/context@0.1.2";
+import { log, progress } from "wasmq:job/context@0.1.3";
 
 // Like the JSON parsers of the other languages: invalid UTF-8 and a byte order mark are not
 // JSON text.

@@ -6,7 +6,7 @@
 // holds exactly, and so must every partial sum. A payload that is not JSON fails with
 // "invalid json: ..."; JSON of the wrong shape fails with "invalid input: ...". The payload
 // `{"spin":true}` busy-loops forever: a handler that only a deadline stops.
-import { log, progress } from "wasmq:job/context@0.1.2";
+import { log, progress } from "wasmq:job/context@0.1.3";
 
 // Like the JSON parsers of the other languages: invalid UTF-8 and a byte order mark are not
 // JSON text.

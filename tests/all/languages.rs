@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use wasmq::capability::{Capabilities, Grants, SecretSource};
+use wasmq::capability::{Capabilities, Grants, HostResources, SecretSource};
 use wasmq::{Handler, JobInput, JobLimits, LogLine, LogSource, Outcome, RunReport, Runtime};
 
 use crate::support::guests;
@@ -485,7 +485,12 @@ async fn notify_posts_the_job_with_the_secret_only_where_granted_in_every_langua
             secrets: vec!["NOTIFY_TOKEN".into()],
             ..Grants::default()
         };
-        let caps = Capabilities::resolve("notify", &grants, &secrets, None).unwrap();
+        let caps = Capabilities::resolve(
+            "notify",
+            &grants,
+            &HostResources::with_secrets(secrets.clone()),
+        )
+        .unwrap();
         assert!(caps.missing_secrets().is_empty(), "{caps:?}");
         handler(lang, "notify").with_capabilities(Arc::new(caps))
     };

@@ -8,7 +8,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use wasmq::capability::{Capabilities, Grants, HttpLimitOverrides, SecretSource};
+use wasmq::capability::{Capabilities, Grants, HostResources, HttpLimitOverrides, SecretSource};
 use wasmq::{
     Handler, JobInput, JobLimits, Outcome, OutcomeClass, RunReport, Runtime, RuntimeConfig,
 };
@@ -41,7 +41,12 @@ fn fetch_handler() -> Handler {
 }
 
 fn granted(grants: Grants, secrets: &SecretSource) -> Handler {
-    let caps = Capabilities::resolve("http-fetch", &grants, secrets, None).unwrap();
+    let caps = Capabilities::resolve(
+        "http-fetch",
+        &grants,
+        &HostResources::with_secrets(secrets.clone()),
+    )
+    .unwrap();
     assert!(caps.missing_secrets().is_empty(), "{caps:?}");
     fetch_handler().with_capabilities(Arc::new(caps))
 }

@@ -59,6 +59,8 @@ pub struct VersionView {
     /// Its own outbound HTTP limits, where they differ from the defaults.
     #[schema(value_type = Object)]
     pub http_limits: crate::capability::HttpLimitOverrides,
+    /// The key-value buckets it may open, with their options (`cache:ttl=7d`).
+    pub kv: Vec<String>,
 }
 
 /// The JSON of a version: what `GET /api/handlers/{name}/versions` lists, and what
@@ -85,6 +87,7 @@ pub(crate) fn version_view(v: &Version, current: bool) -> VersionView {
         config: s.grants.config.keys().cloned().collect(),
         secrets: s.grants.secrets.clone(),
         http_limits: s.grants.http_limits,
+        kv: s.grants.kv.clone(),
     }
 }
 
@@ -185,6 +188,8 @@ pub struct DeployQuery {
     pub secrets: Option<String>,
     /// Outbound HTTP limits, comma-separated `NAME=VALUE`, like `requests=10,response_body=1MiB`.
     pub http_limits: Option<String>,
+    /// Key-value buckets, comma-separated `NAME[:OPTION=VALUE]...`, like `cache,marks:ttl=7d`.
+    pub kv: Option<String>,
 }
 
 fn comma_list(text: Option<String>) -> Vec<String> {
@@ -227,6 +232,7 @@ impl DeployQuery {
                 secrets: comma_list(self.secrets),
                 http_limits: HttpLimitOverrides::parse_all(&comma_list(self.http_limits))
                     .map_err(ApiError::bad_request)?,
+                kv: comma_list(self.kv),
             },
         };
         settings

@@ -21,6 +21,7 @@
 
 mod allow;
 mod http;
+pub mod kv;
 mod ssrf;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,7 @@ use wasmtime_wasi_config::WasiConfigVariables;
 pub use allow::{AllowList, PatternError, default_port};
 pub(crate) use http::OutboundHooks;
 pub use http::{HttpLimits, OutboundObserver, OutboundOutcome};
+pub use kv::{BucketGrant, BucketLimits, KvStore, MemoryKv};
 pub use ssrf::is_blocked;
 
 /// Most config values and secrets one handler version may carry.
@@ -61,6 +63,9 @@ pub struct Grants {
     /// ([`HttpLimits`]).
     #[serde(default, skip_serializing_if = "HttpLimitOverrides::is_empty")]
     pub http_limits: HttpLimitOverrides,
+    /// Key-value buckets, each `NAME[:OPTION=VALUE,...]` ([`BucketGrant::parse`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kv: Vec<String>,
 }
 
 /// A handler's outbound HTTP limits that differ from the defaults, as deployed.
@@ -182,6 +187,7 @@ impl Grants {
             && self.config.is_empty()
             && self.secrets.is_empty()
             && self.http_limits.is_empty()
+            && self.kv.is_empty()
     }
 
     /// Checks every grant, naming the first bad one.
@@ -194,6 +200,7 @@ impl Grants {
         }
         AllowList::parse(&self.allow_outbound).map_err(|e| e.to_string())?;
         self.http_limits.validate()?;
+        BucketGrant::parse_all(&self.kv)?;
         if self.config.len() + self.secrets.len() > MAX_CONFIG_ENTRIES {
             return Err(format!(
                 "at most {MAX_CONFIG_ENTRIES} config values and secrets together"
@@ -297,6 +304,28 @@ impl SecretSource {
     }
 }
 
+/// What this host gives the capabilities it resolves.
+#[derive(Clone, Default)]
+pub struct HostResources {
+    /// Where secret values come from.
+    pub secrets: SecretSource,
+    /// Counts outbound requests (a worker's metrics).
+    pub observer: Option<Arc<dyn OutboundObserver>>,
+    /// Where key-value buckets live: the worker's Redis, or memory for `wasmq exec`. None: a
+    /// granted bucket opens, and each call on it fails.
+    pub kv: Option<Arc<dyn KvStore>>,
+}
+
+impl HostResources {
+    /// Secrets from `secrets`; no metrics, no key-value store.
+    pub fn with_secrets(secrets: SecretSource) -> Self {
+        Self {
+            secrets,
+            ..Self::default()
+        }
+    }
+}
+
 /// A handler version's grants, resolved on this host.
 pub struct Capabilities {
     pub(crate) handler: String,
@@ -304,6 +333,8 @@ pub struct Capabilities {
     pub(crate) config: WasiConfigVariables,
     pub(crate) http: Option<http::HttpClient>,
     pub(crate) http_limits: HttpLimits,
+    pub(crate) kv: Vec<BucketGrant>,
+    pub(crate) kv_store: Option<Arc<dyn KvStore>>,
     observer: Option<Arc<dyn OutboundObserver>>,
     missing: Vec<String>,
 }
@@ -314,6 +345,7 @@ impl std::fmt::Debug for Capabilities {
         f.debug_struct("Capabilities")
             .field("handler", &self.handler)
             .field("allow_outbound", &self.allow.to_string())
+            .field("kv", &self.kv.iter().map(|b| &b.name).collect::<Vec<_>>())
             .field("missing_secrets", &self.missing)
             .finish_non_exhaustive()
     }
@@ -328,6 +360,8 @@ impl Capabilities {
             config: WasiConfigVariables::new(),
             http: None,
             http_limits: HttpLimits::default(),
+            kv: Vec::new(),
+            kv_store: None,
             observer: None,
             missing: Vec::new(),
         }
@@ -336,13 +370,10 @@ impl Capabilities {
     /// Resolves `grants` for `handler` on this host. Secrets `secrets` does not have are
     /// listed by [`Capabilities::missing_secrets`] (the caller decides; a worker does not run
     /// the handler's jobs without them). Fails only for grants that do not validate.
-    pub fn resolve(
-        handler: &str,
-        grants: &Grants,
-        secrets: &SecretSource,
-        observer: Option<Arc<dyn OutboundObserver>>,
-    ) -> Result<Self, String> {
+    pub fn resolve(handler: &str, grants: &Grants, host: &HostResources) -> Result<Self, String> {
         grants.validate()?;
+        let secrets = &host.secrets;
+        let kv = BucketGrant::parse_all(&grants.kv)?;
         let allow = Arc::new(AllowList::parse(&grants.allow_outbound).map_err(|e| e.to_string())?);
         let http_limits = grants.http_limits.apply();
         let http = if allow.is_empty() {
@@ -369,7 +400,9 @@ impl Capabilities {
             config,
             http,
             http_limits,
-            observer,
+            kv_store: (!kv.is_empty()).then(|| host.kv.clone()).flatten(),
+            kv,
+            observer: host.observer.clone(),
             missing,
         })
     }
@@ -465,7 +498,11 @@ mod tests {
             ],
             ..Grants::default()
         };
-        let caps = Capabilities::resolve("h", &grants, &source, None).unwrap();
+        let host = HostResources {
+            secrets: source,
+            ..HostResources::default()
+        };
+        let caps = Capabilities::resolve("h", &grants, &host).unwrap();
         assert_eq!(caps.missing_secrets(), ["WASMQ_TEST_ABSENT_SECRET"]);
         let shown = format!(
             "{caps:?} {}",

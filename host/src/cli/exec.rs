@@ -8,7 +8,7 @@ use anyhow::Context;
 use base64::Engine as _;
 use serde::Serialize;
 
-use crate::capability::{Capabilities, SecretSource};
+use crate::capability::{Capabilities, HostResources, KvStore, MemoryKv, SecretSource};
 use crate::{JobInput, JobLimits, LogLine, Outcome, OutcomeClass, Runtime, RuntimeConfig};
 
 const EXIT_CODES: &str = "\
@@ -117,14 +117,19 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let secrets = SecretSource {
-        dir: args.secrets_dir.clone(),
+    // One attempt, no Redis: its buckets live in memory and are gone when it ends.
+    let kv: std::sync::Arc<dyn KvStore> = std::sync::Arc::new(MemoryKv::default());
+    let host = HostResources {
+        secrets: SecretSource {
+            dir: args.secrets_dir.clone(),
+        },
+        observer: None,
+        kv: Some(kv),
     };
     let caps = Capabilities::resolve(
         &name,
         &args.grants.into_grants().map_err(anyhow::Error::msg)?,
-        &secrets,
-        None,
+        &host,
     )
     .map_err(anyhow::Error::msg)?;
     if let Some(why) = caps.missing_secrets_message("exec") {

@@ -117,6 +117,11 @@ pub struct GrantArgs {
     /// first_byte_timeout=DURATION, between_bytes_timeout=DURATION, connections=N.
     #[arg(long = "http-limit", value_name = "NAME=VALUE")]
     pub http_limits: Vec<String>,
+    /// A key-value bucket the handler may open with `wasi:keyvalue` (repeatable):
+    /// `NAME[:OPTION=VALUE]...`, options ttl=DURATION, max_keys=N, max_bytes=SIZE,
+    /// max_value=SIZE (like `marks:ttl=7d`).
+    #[arg(long = "kv", value_name = "BUCKET")]
+    pub kv: Vec<String>,
 }
 
 impl GrantArgs {
@@ -126,6 +131,7 @@ impl GrantArgs {
             allow_outbound: self.allow_outbound,
             config: self.config.into_iter().collect(),
             secrets: self.secrets,
+            kv: self.kv,
         })
     }
 }

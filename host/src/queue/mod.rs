@@ -29,6 +29,7 @@ mod client;
 mod error;
 mod job;
 mod keys;
+mod kv;
 mod limit;
 mod monitor;
 mod reply;
@@ -50,6 +51,7 @@ pub use job::{
     validate_handler_name, validate_job_id, validate_queue_name,
 };
 pub use keys::QueueKeys;
+pub use kv::bucket_keys;
 pub use limit::{MAX_RATE, RateLimit};
 pub use monitor::{Backlog, DeadJob, GroupRead, Monitor, ReadFrom, is_missing_group};
 pub use scripts::{ENQUEUE_LUA, LIB_LUA};

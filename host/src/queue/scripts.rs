@@ -31,7 +31,7 @@ pub const ENQUEUE_LUA: &str = include_str!("scripts/enqueue.lua");
 
 /// The transitions in the function library: name and Lua body. A body reads `KEYS` and `ARGV`
 /// as a script's would; the library sets both before running it.
-const BODIES: [(&str, &str); 22] = [
+const BODIES: [(&str, &str); 23] = [
     ("fetch", include_str!("scripts/fetch.lua")),
     ("extend", include_str!("scripts/extend.lua")),
     ("complete", include_str!("scripts/complete.lua")),
@@ -54,6 +54,7 @@ const BODIES: [(&str, &str); 22] = [
     ("outbox_done", include_str!("scripts/outbox_done.lua")),
     ("throttle", include_str!("scripts/throttle.lua")),
     ("check", include_str!("scripts/check.lua")),
+    ("kv", include_str!("scripts/kv.lua")),
 ];
 
 /// The function library: its Lua source (what `FUNCTION LOAD` takes) and version.
@@ -128,6 +129,7 @@ pub(crate) struct Scripts {
     pub outbox_done: Function,
     pub throttle: Function,
     pub check: Function,
+    pub kv: Function,
 }
 
 fn function(transition: &str) -> Function {
@@ -161,6 +163,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     outbox_done: function("outbox_done"),
     throttle: function("throttle"),
     check: function("check"),
+    kv: function("kv"),
 });
 
 /// What a [`Call`] runs.

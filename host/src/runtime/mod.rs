@@ -37,10 +37,12 @@ mod cache;
 mod capture;
 mod compile;
 mod cpu;
+mod kv;
 mod limits;
 mod outcome;
 mod share;
 mod size;
+mod sql;
 mod version;
 mod workflow;
 
@@ -79,10 +81,11 @@ use outcome::DeadlineExceeded;
 use workflow::{MemoryStore, WorkflowState};
 
 mod bindings {
-    // The `handler` world of wit/job.wit less its WASI imports (`wasi:http/outgoing-handler`,
-    // `wasi:config/store`): the linker gets those from wasmtime-wasi-http and
-    // wasmtime-wasi-config, so they are not generated here a second time. The rest must stay
-    // the world's own: `HandlerPre::new` checks the `handle` export against it.
+    // The `handler` world of wit/job.wit less its WASI imports that wasmtime implements
+    // (`wasi:http/outgoing-handler`, `wasi:config/store`): the linker gets those from
+    // wasmtime-wasi-http and wasmtime-wasi-config, so they are not generated here a second
+    // time. `wasi:keyvalue` is generated here: wasmq implements it (`kv.rs`). The rest must
+    // stay the world's own: `HandlerPre::new` checks the `handle` export against it.
     wasmtime::component::bindgen!({
         world: "wasmq:host/handler",
         path: "../wit",
@@ -90,9 +93,13 @@ mod bindings {
             package wasmq:host;
 
             world handler {
-                use wasmq:job/types@0.1.2.{job, job-error};
-                import wasmq:job/context@0.1.2;
-                import wasmq:job/workflow@0.1.2;
+                use wasmq:job/types@0.1.3.{job, job-error};
+                import wasmq:job/context@0.1.3;
+                import wasmq:job/workflow@0.1.3;
+                import wasmq:job/sql@0.1.3;
+                import wasi:keyvalue/store@0.2.0-draft;
+                import wasi:keyvalue/atomics@0.2.0-draft;
+                import wasi:keyvalue/batch@0.2.0-draft;
 
                 export handle: func(job: job) -> result<list<u8>, job-error>;
             }
@@ -102,12 +109,19 @@ mod bindings {
             "wasmq:job/workflow.step-save": async,
             "wasmq:job/workflow.sleep": async | trappable,
             "wasmq:job/workflow.enqueue": async,
+            "wasmq:job/sql": async,
+            "wasi:keyvalue": async,
+        },
+        with: {
+            "wasi:keyvalue/store.bucket": super::kv::KvBucket,
+            "wasmq:job/sql.connection": super::sql::SqlConnection,
         },
         exports: { default: async },
     });
 }
 
-use bindings::wasmq::job::{context, workflow as workflow_bindings};
+use bindings::wasi::keyvalue::{atomics as kv_atomics, batch as kv_batch, store as kv_store};
+use bindings::wasmq::job::{context, sql as sql_bindings, workflow as workflow_bindings};
 use bindings::{HandlerPre, Job, JobError};
 
 /// Engine-wide settings of a host. Per-job limits are in [`JobLimits`].
@@ -372,8 +386,11 @@ pub(crate) struct HostState {
     /// outgoing request (`capability::http`).
     http: WasiHttpCtx,
     outbound: OutboundHooks,
-    /// The handler's grants: `wasi:config` reads its values.
+    /// The handler's grants: `wasi:config` reads its values, `wasi:keyvalue` and `sql` open
+    /// only what they name.
     caps: Arc<Capabilities>,
+    /// Key-value calls made so far (`kv.rs`).
+    kv_calls: u32,
 }
 
 impl WasiHttpView for HostState {
@@ -436,6 +453,14 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
         wasmtime_wasi_config::add_to_linker(&mut linker, config_view)
+            .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
+        kv_store::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
+        kv_atomics::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
+        kv_batch::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
+        sql_bindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Engine(format!("{e:?}")))?;
 
         spawn_epoch_ticker(&engine, config.epoch_tick);
@@ -630,6 +655,7 @@ impl Runtime {
             http: WasiHttpCtx::new(),
             outbound: OutboundHooks::new(handler.caps.clone(), deadline),
             caps: handler.caps.clone(),
+            kv_calls: 0,
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -1,7 +1,7 @@
 //! Which versions of the `wasmq:job` WIT package this host runs.
 //!
 //! A handler names the package version it was built against in its imports
-//! (`wasmq:job/context@0.1.2`, `wasmq:job/types@0.1.2`); the `handle` export is a plain function
+//! (`wasmq:job/context@0.1.3`, `wasmq:job/types@0.1.3`); the `handle` export is a plain function
 //! of the world and carries none. [`check`] reads those names from the component's top-level
 //! import section, before anything is compiled, and refuses a version outside the host's
 //! compatibility unit with a message that names both. Within the unit, the linker decides: a
@@ -17,7 +17,7 @@ use wasmparser::{Parser, Payload};
 use super::LoadError;
 
 /// The version of `wit/job.wit` that this host implements (its `package` line).
-pub(crate) const HOST: &str = "0.1.2";
+pub(crate) const HOST: &str = "0.1.3";
 
 /// The prefix of every import name that belongs to the `wasmq:job` package.
 const PACKAGE: &str = "wasmq:job/";
@@ -224,11 +224,12 @@ mod tests {
     }
 
     /// 0.1.0 is what every handler built before the `workflow` interface imports, 0.1.1 before
-    /// the `wasi:http` and `wasi:config` imports; 0.1.3 is a newer 0.1 than this host's.
+    /// the `wasi:http` and `wasi:config` imports, 0.1.2 before `sql` and `wasi:keyvalue`; 0.1.4
+    /// is a newer 0.1 than this host's.
     #[tokio::test]
     async fn a_handler_built_against_an_older_or_newer_0_1_that_needs_nothing_new_runs() {
         let rt = runtime();
-        for version in ["0.1.0", "0.1.1", "0.1.3"] {
+        for version in ["0.1.0", "0.1.1", "0.1.2", "0.1.4"] {
             let handler = rt.load(&handler(version, false)).unwrap();
             let job = super::super::JobInput {
                 id: "job-1".into(),

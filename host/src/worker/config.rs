@@ -249,6 +249,9 @@ pub struct FileHandler {
     /// Outbound HTTP limits as `NAME=VALUE`, like `["requests=10", "response_body=1MiB"]`.
     #[serde(default)]
     pub http_limits: Vec<String>,
+    /// Key-value buckets, like `["cache", "marks:ttl=7d"]`.
+    #[serde(default)]
+    pub kv: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -347,6 +350,7 @@ pub fn merge_handlers(
                 from_file.map_or(&[][..], |f| f.http_limits.as_slice()),
             )
             .map_err(|why| format!("handler {name}: {why}"))?,
+            kv: from_file.map(|f| f.kv.clone()).unwrap_or_default(),
         };
         grants
             .validate()

@@ -123,7 +123,7 @@ pub(crate) async fn load_local(
     cache: Option<&Arc<ArtifactCache>>,
     spec: &HandlerSpec,
     config: &super::WorkerConfig,
-    metrics: &Arc<crate::metrics::Metrics>,
+    resources: &crate::capability::HostResources,
 ) -> Result<LoadedHandler, WorkerError> {
     let err = |source| WorkerError::Handler {
         name: spec.name.clone(),
@@ -137,9 +137,14 @@ pub(crate) async fn load_local(
     })?;
     let sha = registry::sha256_hex(&bytes);
     let (handler, source) = compile(runtime, cache, bytes).await.map_err(err)?;
-    let (handler, unavailable) =
-        super::grant(config, metrics, &spec.name, &spec.grants, handler)
-            .map_err(|why| WorkerError::Config(format!("handler {}: {why}", spec.name)))?;
+    let (handler, unavailable) = super::grant(
+        &config.host_id,
+        resources,
+        &spec.name,
+        &spec.grants,
+        handler,
+    )
+    .map_err(|why| WorkerError::Config(format!("handler {}: {why}", spec.name)))?;
     tracing::info!(handler = %spec.name, path = %spec.path.display(), ?source, "handler loaded from a local file");
     Ok(LoadedHandler::local(spec, handler, &sha, unavailable))
 }
@@ -227,8 +232,8 @@ fn refused_versions(shared: &Shared) -> std::sync::MutexGuard<'_, HashMap<String
 fn install(shared: &Shared, version: &Version, handler: Handler, source: LoadSource) {
     let settings = &version.settings;
     let (handler, unavailable) = match super::grant(
-        &shared.config,
-        &shared.metrics,
+        &shared.config.host_id,
+        &shared.resources,
         &version.name,
         &settings.grants,
         handler,

@@ -38,7 +38,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::capability::{Capabilities, Grants, SecretSource};
+use crate::capability::{Capabilities, Grants, HostResources, SecretSource};
 use crate::metrics::{HostSample, Metrics};
 use crate::queue::{Client, Lease, QueueError, RateLimit, RetryPolicy};
 use crate::registry::{self, Registry};
@@ -283,6 +283,8 @@ pub(crate) struct Shared {
     pub draining: AtomicBool,
     pub redis: RedisHealth,
     pub metrics: Arc<Metrics>,
+    /// What handlers' capabilities are resolved with (`grant`).
+    pub resources: HostResources,
     pub completed: AtomicU64,
     pub failed: AtomicU64,
 }
@@ -503,22 +505,37 @@ impl Backoff {
     }
 }
 
-/// Gives `handler` the capabilities `grants` resolve to on this host (secrets from its
-/// environment or `--secrets-dir`; outbound requests counted in `metrics`). The second value
-/// says why it cannot run here, when secrets are missing; that is logged here, once per load.
-pub(crate) fn grant(
+/// What this host gives the handlers it loads: secrets from its environment or
+/// `--secrets-dir`, outbound requests counted in `metrics`, key-value buckets in `client`'s
+/// Redis.
+pub(crate) fn host_resources(
     config: &WorkerConfig,
     metrics: &Arc<Metrics>,
+    client: &Client,
+) -> HostResources {
+    let observer: Arc<dyn crate::capability::OutboundObserver> = metrics.clone();
+    let kv: Arc<dyn crate::capability::KvStore> = Arc::new(client.clone());
+    HostResources {
+        secrets: SecretSource {
+            dir: config.secrets_dir.clone(),
+        },
+        observer: Some(observer),
+        kv: Some(kv),
+    }
+}
+
+/// Gives `handler` the capabilities `grants` resolve to on this host (`resources`). The
+/// second value says why it cannot run here, when secrets are missing; that is logged here,
+/// once per load.
+pub(crate) fn grant(
+    host_id: &str,
+    resources: &HostResources,
     name: &str,
     grants: &Grants,
     handler: Handler,
 ) -> Result<(Handler, Option<String>), String> {
-    let secrets = SecretSource {
-        dir: config.secrets_dir.clone(),
-    };
-    let observer: Arc<dyn crate::capability::OutboundObserver> = metrics.clone();
-    let caps = Capabilities::resolve(name, grants, &secrets, Some(observer))?;
-    let unavailable = caps.missing_secrets_message(&config.host_id);
+    let caps = Capabilities::resolve(name, grants, resources)?;
+    let unavailable = caps.missing_secrets_message(host_id);
     if let Some(why) = &unavailable {
         tracing::error!(handler = %name, "{why}; its jobs are retried (another host may have them)");
     }
@@ -540,12 +557,13 @@ impl Worker {
         let runtime = Runtime::new(config.runtime.clone())?;
         let cache = deployer::open_cache(config.cache_dir.as_deref());
         let handlers = HandlerTable::default();
+        let client = Client::connect(&config.redis_url).await?;
+        let resources = host_resources(&config, &metrics, &client);
         for spec in &config.handlers {
             let loaded =
-                deployer::load_local(&runtime, cache.as_ref(), spec, &config, &metrics).await?;
+                deployer::load_local(&runtime, cache.as_ref(), spec, &config, &resources).await?;
             handlers.set(&spec.name, Some(Arc::new(loaded)));
         }
-        let client = Client::connect(&config.redis_url).await?;
         let registry = Registry::connect(&config.redis_url)
             .await
             .map_err(|e| WorkerError::Config(format!("connecting to the handler registry: {e}")))?;
@@ -575,6 +593,7 @@ impl Worker {
             draining: AtomicBool::new(false),
             redis: RedisHealth::new(metrics.clone()),
             metrics,
+            resources,
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         };
