@@ -17,6 +17,7 @@ mod dev;
 mod events;
 mod exec;
 mod hardening;
+mod kv;
 mod languages;
 mod logs;
 mod memory;

@@ -180,6 +180,8 @@ impl std::fmt::Display for KvError {
     }
 }
 
+impl std::error::Error for KvError {}
+
 /// A page of keys and the cursor of the next one (none: the last page).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyPage {

@@ -15,6 +15,7 @@ mod dev;
 mod event;
 mod exec;
 mod handler;
+mod kv;
 mod queue;
 mod run;
 mod schedule;
@@ -70,6 +71,11 @@ pub enum Command {
     Event {
         #[command(subcommand)]
         action: event::EventAction,
+    },
+    /// Handlers' key-value buckets (`--kv` grants): list keys, read or delete one.
+    Kv {
+        #[command(subcommand)]
+        action: kv::KvAction,
     },
     #[command(flatten)]
     Queue(queue::QueueCommand),
@@ -165,6 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Command::Handler { action } => handler::run(action).await,
             Command::Schedule { action } => schedule::run(action).await,
             Command::Event { action } => event::run(action).await,
+            Command::Kv { action } => kv::run(action).await,
             Command::Queue(cmd) => queue::run(cmd).await,
         }
     })

@@ -26,6 +26,8 @@
 //!   handler version is granted; [`http::Response::check`] maps 5xx to `Retry` and 4xx to
 //!   `Fail`.
 //! - [`config::get`] - the handler version's config values and secrets (`wasi:config/store`).
+//! - [`kv::Bucket`] - the key-value buckets the handler version is granted (`wasi:keyvalue`),
+//!   with [`kv::Bucket::claim`] for idempotency marks.
 //!
 //! A durable handler replays: every attempt runs `handle` from the top, and the steps that
 //! are already stored return at once. Code outside steps runs again on every attempt (and
@@ -278,6 +280,136 @@ pub mod config {
     /// Every config value and secret the handler version was given, as `(key, value)` pairs.
     pub fn all() -> Vec<(String, String)> {
         store::get_all().unwrap_or_default()
+    }
+}
+
+/// Key-value buckets (`wasi:keyvalue`, since `wasmq:job@0.1.3`), granted at deploy:
+/// `--kv cache` (or `--kv marks:ttl=7d`, entries expiring 7 days after their last write).
+///
+/// Each handler has its own buckets: bucket `cache` of handler `a` is not that of handler
+/// `b`. A bucket that was not granted does not open ([`Error::AccessDenied`]). Values are
+/// bytes; [`Bucket::get_json`] and [`Bucket::set_json`] carry JSON. Quotas (keys, bytes, value
+/// size) refuse a write with [`Error::Other`] and a message naming the quota. An [`Error`]
+/// converts into a [`JobError`] with `?`: `Fail` for a bucket not granted, `Retry` otherwise.
+///
+/// ```ignore
+/// use wasmq_guest::kv::Bucket;
+/// let marks = Bucket::open("marks")?;
+/// if !marks.claim(&format!("welcome-{}", job.id))? {
+///     return Ok(b"already done".to_vec()); // an earlier attempt did it
+/// }
+/// ```
+pub mod kv {
+    use crate::JobError;
+    use crate::bindings::wasi::keyvalue::{atomics, batch, store};
+
+    pub use store::Error;
+
+    /// An open bucket.
+    pub struct Bucket(store::Bucket);
+
+    impl Bucket {
+        /// Opens bucket `name`, which the handler version must be granted.
+        pub fn open(name: &str) -> Result<Bucket, Error> {
+            store::open(name).map(Bucket)
+        }
+
+        /// The value of `key`; none when it is absent (or expired).
+        pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+            self.0.get(key)
+        }
+
+        /// Sets `key` to `value`, replacing what it held.
+        pub fn set(&self, key: &str, value: impl AsRef<[u8]>) -> Result<(), Error> {
+            self.0.set(key, value.as_ref())
+        }
+
+        /// Deletes `key`; nothing happens when it is absent.
+        pub fn delete(&self, key: &str) -> Result<(), Error> {
+            self.0.delete(key)
+        }
+
+        pub fn exists(&self, key: &str) -> Result<bool, Error> {
+            self.0.exists(key)
+        }
+
+        /// Adds `delta` to the decimal counter in `key` (absent: 0) and returns the new value,
+        /// atomically across every job on every host.
+        pub fn increment(&self, key: &str, delta: u64) -> Result<u64, Error> {
+            atomics::increment(&self.0, key, delta)
+        }
+
+        /// Marks `key` done and says whether this call was the first to do so (the mark is a
+        /// counter; with a bucket TTL it expires). The idempotency check of a job that must
+        /// not repeat a side effect: `if !bucket.claim(&job.id)? { return ... }`.
+        pub fn claim(&self, key: &str) -> Result<bool, Error> {
+            Ok(self.increment(key, 1)? == 1)
+        }
+
+        /// Every key of the bucket, page by page.
+        pub fn keys(&self) -> Result<Vec<String>, Error> {
+            let mut keys = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = self.0.list_keys(cursor)?;
+                keys.extend(page.keys);
+                match page.cursor {
+                    Some(next) => cursor = Some(next),
+                    None => return Ok(keys),
+                }
+            }
+        }
+
+        /// The values of `keys`, in order (none where a key is absent).
+        pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+            Ok(batch::get_many(&self.0, keys)?
+                .into_iter()
+                .map(|pair| pair.map(|(_, value)| value))
+                .collect())
+        }
+
+        /// Sets every pair at once: all of them, or none when one would pass a quota.
+        pub fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), Error> {
+            batch::set_many(&self.0, pairs)
+        }
+
+        pub fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
+            batch::delete_many(&self.0, keys)
+        }
+
+        /// The JSON value of `key`; an error when it does not parse as `T`.
+        pub fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+            match self.get(key)? {
+                None => Ok(None),
+                Some(bytes) => serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| Error::Other(format!("key {key}: {e}"))),
+            }
+        }
+
+        pub fn set_json<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), Error> {
+            let bytes =
+                serde_json::to_vec(value).map_err(|e| Error::Other(format!("key {key}: {e}")))?;
+            self.set(key, bytes)
+        }
+    }
+
+    /// What `e` says, for a person.
+    pub fn message(e: &Error) -> String {
+        match e {
+            Error::NoSuchStore => "no such key-value bucket".to_string(),
+            Error::AccessDenied => "key-value bucket not granted".to_string(),
+            Error::Other(message) => message.clone(),
+        }
+    }
+
+    impl From<Error> for JobError {
+        fn from(e: Error) -> JobError {
+            match e {
+                Error::Other(message) => JobError::Retry(message),
+                denied => JobError::Fail(message(&denied)),
+            }
+        }
     }
 }
 
