@@ -194,6 +194,9 @@ fn describe(v: &Version) -> String {
     if !g.secrets.is_empty() {
         out += &format!("  secrets {}", g.secrets.join(","));
     }
+    if !g.kv.is_empty() {
+        out += &format!("  kv {}", g.kv.join(","));
+    }
     let at = std::time::UNIX_EPOCH + Duration::from_millis(v.deployed_at_ms);
     out += &format!("  deployed {}", humantime::format_rfc3339_seconds(at));
     out
