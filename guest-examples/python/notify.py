@@ -11,7 +11,7 @@ from typing import Optional
 
 import wit_world
 from componentize_py_types import Err
-from wit_world.imports import store
+from wit_world.imports import wasi_config_store as store
 from wit_world.imports import wasmq_job_types as types
 
 from wasmq_http import RequestFailed, request
