@@ -21,14 +21,14 @@ if [ ! -f "$modules/.complete" ]; then
 fi
 
 mkdir -p out
-# `notify` uses fetch(), so it is built with componentize-js's http support left on (the
-# component imports wasi:http, which the host links for every handler). The others make no
-# requests and leave it out, which keeps them smaller and faster to start.
-for name in echo transform flaky notify; do
+# `notify` and `welcome` use fetch(), so they are built with componentize-js's http support
+# left on (the component imports wasi:http, which the host links for every handler). The
+# others make no requests and leave it out, which keeps them smaller and faster to start.
+for name in echo transform flaky notify welcome; do
     if stale "out/$name.wasm" "$name.js" "$WIT_DIR"/*.wit "$WIT_DIR"/deps/*.wit package-lock.json; then
         echo "javascript: building out/$name.wasm" >&2
         disable=(--disable http fetch-event)
-        [ "$name" = notify ] && disable=()
+        case "$name" in notify | welcome) disable=() ;; esac
         "$modules/node_modules/.bin/componentize-js" "$name.js" --wit "$WIT_DIR" \
             --world-name handler "${disable[@]}" --out "out/$name.wasm.tmp" >/dev/null
         mv "out/$name.wasm.tmp" "out/$name.wasm"

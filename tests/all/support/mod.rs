@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod email_api;
 pub mod guests;
 pub mod host;
 pub mod http_server;
