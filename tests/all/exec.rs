@@ -152,3 +152,38 @@ async fn exec_runs_an_async_javascript_fetch_handler_with_a_grant_and_a_secret()
     assert!(!stderr.contains("tok-exec-31c4"), "{stderr}");
     assert_eq!(server.seen().len(), 1);
 }
+
+/// `wasmq exec --kv`: the run's buckets live in memory, with the grant's quotas; a bucket not
+/// granted does not open.
+#[test]
+fn exec_grants_key_value_buckets_in_memory() {
+    let payload = r#"{"bucket":"cache","ops":[
+        {"op":"set","key":"a","value":"one"},{"op":"incr","key":"n","delta":3},
+        {"op":"get","key":"a"},{"op":"set","key":"b","value":"two"}]}"#;
+    let out = exec(
+        "kv-ops",
+        &["--kv", "cache:max_keys=2", "--payload", payload],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results[1]["ok"], 3);
+    assert_eq!(results[2]["ok"], "one");
+    assert!(
+        results[3]["err"]
+            .as_str()
+            .is_some_and(|e| e.contains("at most 2 keys")),
+        "{results}"
+    );
+    let denied = exec("kv-ops", &["--payload", payload]);
+    assert_ne!(denied.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("key-value bucket not granted")
+            || String::from_utf8_lossy(&denied.stdout).contains("key-value bucket not granted"),
+        "{denied:?}"
+    );
+    let bad = exec("kv-ops", &["--kv", "cache:ttl=soon", "--payload", payload]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("ttl"),
+        "{bad:?}"
+    );
+}
