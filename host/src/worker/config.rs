@@ -252,6 +252,9 @@ pub struct FileHandler {
     /// Key-value buckets, like `["cache", "marks:ttl=7d"]`.
     #[serde(default)]
     pub kv: Vec<String>,
+    /// Postgres databases, like `{ main = "secret:APP_DB_URL" }`.
+    #[serde(default)]
+    pub databases: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -351,6 +354,7 @@ pub fn merge_handlers(
             )
             .map_err(|why| format!("handler {name}: {why}"))?,
             kv: from_file.map(|f| f.kv.clone()).unwrap_or_default(),
+            databases: from_file.map(|f| f.databases.clone()).unwrap_or_default(),
         };
         grants
             .validate()
