@@ -28,6 +28,7 @@ mod registry;
 mod runtime;
 mod schedules;
 mod secrets;
+mod sql;
 mod steps;
 mod support;
 mod tls;
