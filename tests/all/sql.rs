@@ -11,9 +11,15 @@ use serde_json::{Value, json};
 use wasmq::capability::{Capabilities, Grants, HostResources, SecretSource};
 use wasmq::{Handler, JobInput, JobLimits, Outcome, RunReport, Runtime, RuntimeConfig};
 
+use wasmq::queue::{JobState, NewJob};
+
+use crate::support::cli::{ok, wasmq};
 use crate::support::eventually;
 use crate::support::guests;
+use crate::support::host::HostProcess;
+use crate::support::jobs::keep_everything;
 use crate::support::postgres::PgServer;
+use crate::support::redis::RedisServer;
 
 const SECRET: &str = "WASMQ_TEST_APP_DB_URL";
 
@@ -416,4 +422,163 @@ async fn the_url_and_password_appear_in_no_log_line_error_or_debug() {
         assert!(!text.contains(pg.password()), "{text}");
         assert!(!text.contains(&pg.url()), "{text}");
     }
+}
+
+async fn http_get(addr: &str, path: &str) -> String {
+    let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_deployed_handler_reaches_its_database_through_a_real_host_and_the_url_stays_on_it() {
+    const Q: &str = "sql";
+    let pg = PgServer::start();
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, Q).await;
+    let component = guests::rust("sql-probe");
+    let database = format!("main=secret:{SECRET}");
+    let allow = format!("postgres://127.0.0.1:{}", pg.port());
+    let deploy = |extra: &[&str]| {
+        let mut args = vec!["handler", "deploy", "orders", component.to_str().unwrap()];
+        args.extend_from_slice(&["--max-attempts", "1"]);
+        args.extend_from_slice(extra);
+        wasmq(&redis, &args)
+    };
+    // A URL where the secret's name belongs is refused, and nothing is written.
+    let url = pg.url();
+    let refused = deploy(&["--database", &format!("main={url}")]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("secret:NAME"), "{stderr}");
+    ok(&deploy(&[
+        "--database",
+        &database,
+        "--allow-outbound",
+        &allow,
+    ]));
+    let versions = ok(&wasmq(&redis, &["handler", "versions", "orders", "--json"]));
+    let versions: Value = serde_json::from_str(&versions).unwrap();
+    assert_eq!(versions.as_array().unwrap().len(), 1, "{versions}");
+    assert_eq!(versions[0]["databases"]["main"], format!("secret:{SECRET}"));
+
+    let http = crate::support::free_loopback_addr();
+    let secret_var = format!("WASMQ_SECRET_{SECRET}");
+    let host = HostProcess::start_with_env(
+        &redis.url(),
+        None,
+        &[(secret_var.as_str(), url.as_str()), ("RUST_LOG", "trace")],
+        &["--queues", Q, "--http", &http],
+    );
+    let ops = json!({"database": "main", "ops": [
+        {"execute": "CREATE TABLE o (id int8 PRIMARY KEY)"},
+        {"execute": "INSERT INTO o VALUES (1)"},
+        {"execute": "INSERT INTO o VALUES (1)"},
+        {"query": "SELECT id FROM o"},
+    ]});
+    let id = client
+        .enqueue(Q, &NewJob::new("orders", ops.to_string().into_bytes()))
+        .await
+        .unwrap()
+        .id;
+    let job = eventually("the job to end", Duration::from_secs(30), || async {
+        let job = client.get(Q, &id).await.ok()??;
+        matches!(job.state, JobState::Completed | JobState::Dead).then_some(job)
+    })
+    .await;
+    assert_eq!(job.state, JobState::Completed, "{:?}", job.last_error);
+    let result: Value = serde_json::from_slice(&job.result.unwrap()).unwrap();
+    assert_eq!(result[2]["error"]["sqlstate"], "23505", "{result}");
+    assert_eq!(rows(&result[3])[0], json!([{"int64": 1}]), "{result}");
+
+    let metrics = http_get(&http, "/metrics").await;
+    for outcome in ["ok", "failed"] {
+        let series = format!(
+            "wasmq_sql_queries_total{{handler=\"orders\",database=\"main\",outcome=\"{outcome}\"}}"
+        );
+        assert!(metrics.contains(&series), "{series} not in {metrics}");
+    }
+    assert!(
+        metrics.contains(
+            "wasmq_sql_query_duration_seconds_count{handler=\"orders\",database=\"main\"}"
+        ),
+        "{metrics}"
+    );
+
+    // Version 2 no longer allows the database's host: this host refuses it at load, saying
+    // why, and the password is in none of what it says.
+    ok(&deploy(&["--database", &database]));
+    eventually("v2 refused", Duration::from_secs(20), || async {
+        let log = host.log_text();
+        (log.contains("refused") && log.contains("not in allow_outbound")).then_some(())
+    })
+    .await;
+    for (key, value) in redis.snapshot().await {
+        let value = String::from_utf8_lossy(&value);
+        assert!(
+            !value.contains(pg.password()) && !key.contains(pg.password()),
+            "the password is in Redis key {key}"
+        );
+    }
+    for path in ["/metrics", "/api/handlers", "/api/handlers/orders/versions"] {
+        let body = http_get(&http, path).await;
+        assert!(!body.contains(pg.password()), "the password is in {path}");
+    }
+    let log = host.log_text();
+    assert!(
+        !log.contains(pg.password()),
+        "the password is in the host's log"
+    );
+}
+
+#[tokio::test]
+async fn a_wait_for_a_pooled_connection_ends_at_the_jobs_deadline() {
+    let pg = PgServer::start();
+    let (_dir, source) = secrets(&pg.url());
+    // A host whose pools hold one connection each.
+    let host = HostResources {
+        sql: Arc::new(wasmq::capability::SqlPools::new(1)),
+        ..HostResources::with_secrets(source)
+    };
+    let caps = Capabilities::resolve("sql-probe", &grants(&pg), &host).unwrap();
+    let handler = probe().with_capabilities(Arc::new(caps));
+    let holder = {
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            run(
+                &handler,
+                json!([{"query": "SELECT pg_sleep(4)::text"}]),
+                Duration::from_secs(10),
+            )
+            .await
+        })
+    };
+    // Give the holder the pool's one connection first.
+    let mine = pg.client().await;
+    eventually(
+        "the holder's query to run",
+        Duration::from_secs(10),
+        || async {
+            let n: i64 = mine
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(4)%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (n == 1).then_some(())
+        },
+    )
+    .await;
+    let timeout = Duration::from_millis(800);
+    let started = Instant::now();
+    let report = run(&handler, json!([{"query": "SELECT 1"}]), timeout).await;
+    assert!(
+        matches!(report.outcome, Outcome::Timeout),
+        "{:?}",
+        report.outcome
+    );
+    assert!(started.elapsed() < timeout * 2, "{:?}", started.elapsed());
+    assert!(matches!(holder.await.unwrap().outcome, Outcome::Ok(_)));
 }
