@@ -582,3 +582,23 @@ async fn a_wait_for_a_pooled_connection_ends_at_the_jobs_deadline() {
     assert!(started.elapsed() < timeout * 2, "{:?}", started.elapsed());
     assert!(matches!(holder.await.unwrap().outcome, Outcome::Ok(_)));
 }
+
+#[tokio::test]
+async fn an_attempt_holds_at_most_four_connections_at_once() {
+    let pg = PgServer::start();
+    let handler = granted(&pg);
+    let out = results(
+        &handler,
+        json!([
+            {"hold": "main"}, {"hold": "main"}, {"hold": "main"},
+            {"hold": "main"},
+            {"close": true},
+            {"hold": "main"},
+        ]),
+    )
+    .await;
+    assert_eq!(out[..3], vec![json!({"ok": true}); 3], "{out:?}");
+    assert_eq!(error_kind(&out[3]), "other", "{out:?}");
+    assert!(out[3].to_string().contains("at most 4"), "{out:?}");
+    assert_eq!(out[5], json!({"ok": true}), "{out:?}");
+}

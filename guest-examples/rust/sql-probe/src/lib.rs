@@ -8,7 +8,8 @@
 //! - `{"execute": SQL, "params": [...]}` -> `{"count": N}`
 //! - `{"begin": true}`, `{"commit": true}`, `{"rollback": true}` -> `{"ok": true}`
 //! - `{"close": true}` drops the connection (a transaction open is rolled back), `{"open":
-//!   NAME}` opens another -> `{"ok": true}`
+//!   NAME}` opens another, `{"hold": NAME}` opens one more and keeps it open until the end
+//!   -> `{"ok": true}`
 //!
 //! A PARAM or VALUE is one tagged JSON object: `{"bool": true}`, `{"int16": 1}`, `{"int32":
 //! 1}`, `{"int64": 1}`, `{"float32": 1.5}`, `{"float64": 1.5}`, `{"text": "a"}`, `{"bytea":
@@ -104,7 +105,9 @@ fn value(v: &Value) -> Json {
         }
         Value::Timestamp(us) => json!({ "timestamp": us }),
         Value::Uuid(u) => json!({ "uuid": u }),
-        Value::Jsonb(b) => json!({ "json": serde_json::from_slice::<Json>(b).unwrap_or(Json::Null) }),
+        Value::Jsonb(b) => {
+            json!({ "json": serde_json::from_slice::<Json>(b).unwrap_or(Json::Null) })
+        }
         Value::DbNull => json!({ "null": true }),
         Value::Unsupported => json!({ "unsupported": true }),
     }
@@ -130,7 +133,16 @@ fn params(op: &Json) -> Result<Vec<Param>, JobError> {
         .unwrap_or(Ok(Vec::new()))
 }
 
-fn step(db: &mut Option<Database>, op: &Json) -> Result<Json, JobError> {
+fn step(db: &mut Option<Database>, held: &mut Vec<Database>, op: &Json) -> Result<Json, JobError> {
+    if let Some(name) = op.get("hold").and_then(Json::as_str) {
+        return Ok(match Database::open(name) {
+            Ok(opened) => {
+                held.push(opened);
+                json!({ "ok": true })
+            }
+            Err(e) => error(&e),
+        });
+    }
     if let Some(name) = op.get("open").and_then(Json::as_str) {
         return Ok(match Database::open(name) {
             Ok(opened) => {
@@ -162,7 +174,8 @@ fn step(db: &mut Option<Database>, op: &Json) -> Result<Json, JobError> {
             json!({ "columns": columns, "rows": rows })
         })
     } else if let Some(sql) = op.get("execute").and_then(Json::as_str) {
-        conn.execute(sql, &params(op)?).map(|n| json!({ "count": n }))
+        conn.execute(sql, &params(op)?)
+            .map(|n| json!({ "count": n }))
     } else if op.get("begin").is_some() {
         conn.begin().map(|()| json!({ "ok": true }))
     } else if op.get("commit").is_some() {
@@ -187,8 +200,9 @@ impl Handler for SqlProbe {
                 None
             }
         };
+        let mut held = Vec::new();
         for op in payload["ops"].as_array().into_iter().flatten() {
-            results.push(step(&mut db, op)?);
+            results.push(step(&mut db, &mut held, op)?);
         }
         Ok(Json::Array(results).to_string().into_bytes())
     }
