@@ -195,7 +195,8 @@ impl Target {
     }
 }
 
-/// A connection of a pool, with the address it went to.
+/// A connection of a pool (its `Connection` half runs in a task of its own, which ends when
+/// this client is dropped).
 pub(crate) struct PgClient {
     pub(crate) client: tokio_postgres::Client,
 }

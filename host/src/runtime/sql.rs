@@ -6,7 +6,8 @@
 //! 1. The connection is marked busy and a [`CancelOnDrop`] guard holds its cancel token.
 //! 2. The statement is prepared, its parameters converted against the types the server
 //!    reports for them, and it runs, its rows read until the caps on rows and bytes.
-//! 3. Finished before the deadline, the guard is disarmed and the connection is idle again.
+//! 3. Finished before the deadline (rows, a server error, or over a cap: the driver reads and
+//!    drops the rest of the rows), the guard is disarmed and the connection is idle again.
 //!    Past the deadline, or when the attempt's future is dropped mid-statement (the runtime's
 //!    own timeout), the guard asks the server to cancel the statement, and the connection,
 //!    still busy, is detached from its pool when dropped: it is never handed out again.
@@ -509,7 +510,9 @@ impl sql::Host for HostState {}
 impl sql::HostConnection for HostState {
     async fn open(&mut self, database: String) -> Result<Resource<SqlConnection>, sql::Error> {
         let Some(db) = self.caps.databases.get(&database) else {
-            tracing::warn!(handler = %self.caps.handler, database = %database.escape_debug(),
+            // The name is the guest's: cut, so a guest cannot write megabytes per call here.
+            let shown: String = database.chars().take(64).collect();
+            tracing::warn!(handler = %self.caps.handler, database = %shown.escape_debug(),
                 "database not granted");
             return Err(sql::Error::AccessDenied(format!(
                 "database {:?} is not granted to handler {}",
