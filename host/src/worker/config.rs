@@ -418,6 +418,30 @@ mod tests {
     }
 
     #[test]
+    fn a_handler_table_grants_databases_by_secret_and_refuses_a_url() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [handlers.orders]
+            path = "orders.wasm"
+            databases = { main = "secret:APP_DB_URL" }
+            allow_outbound = ["postgres://db.internal"]
+            "#,
+        )
+        .unwrap();
+        let specs = merge_handlers(&[], &file.handlers).unwrap();
+        assert_eq!(specs[0].grants.databases["main"], "secret:APP_DB_URL");
+        let file: FileConfig = toml::from_str(
+            "[handlers.orders]\npath = \"o.wasm\"\ndatabases = { main = \"postgres://u:pw@db/x\" }",
+        )
+        .unwrap();
+        let err = merge_handlers(&[], &file.handlers).unwrap_err();
+        assert!(
+            err.contains("handler orders") && !err.contains("pw@"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_handler_cap_over_the_budget_is_refused() {
         let mut c = WorkerConfig::new(DEFAULT_REDIS_URL);
         c.memory_budget = 64 * 1024 * 1024;
