@@ -202,6 +202,30 @@ async fn a_transaction_commits_or_rolls_back_and_a_connection_dropped_in_one_rol
     .await;
     assert_eq!(rows(&out[7])[0], json!([{"int64": 1}]), "{out:?}");
     assert_eq!(rows(&out[12])[0], json!([{"int64": 1}]), "{out:?}");
+    // The SDK's `transaction`: commits when every step succeeds, rolls back at a failure.
+    let out = results(
+        &handler,
+        json!([
+            {"transaction": [{"execute": "INSERT INTO t VALUES (10)"}]},
+            {"transaction": [
+                {"execute": "INSERT INTO t VALUES (11)"},
+                {"execute": "INSERT INTO t VALUES (10)"},
+            ]},
+            {"query": "SELECT id FROM t ORDER BY id"},
+        ]),
+    )
+    .await;
+    assert_eq!(out[0]["committed"], true, "{out:?}");
+    assert_eq!(out[1]["committed"], false, "{out:?}");
+    assert_eq!(
+        out[1]["results"][1]["error"]["sqlstate"], "23505",
+        "{out:?}"
+    );
+    assert_eq!(
+        rows(&out[2]),
+        &vec![json!([{"int64": 1}]), json!([{"int64": 10}])],
+        "{out:?}"
+    );
     // And the attempt ending with a transaction open rolls it back too.
     let out = results(
         &handler,
@@ -232,7 +256,7 @@ async fn a_transaction_commits_or_rolls_back_and_a_connection_dropped_in_one_rol
         .await
         .unwrap()
         .get(0);
-    assert_eq!(total, 1);
+    assert_eq!(total, 2);
 }
 
 #[tokio::test]
@@ -540,8 +564,12 @@ async fn a_wait_for_a_pooled_connection_ends_at_the_jobs_deadline() {
         sql: Arc::new(wasmq::capability::SqlPools::new(1)),
         ..HostResources::with_secrets(source)
     };
-    let caps = Capabilities::resolve("sql-probe", &grants(&pg), &host).unwrap();
-    let handler = probe().with_capabilities(Arc::new(caps));
+    // Two versions resolved on the same host share the URL's pool: version 1 holds its one
+    // connection, and version 2 waits for it.
+    let v1 = Capabilities::resolve("sql-probe", &grants(&pg), &host).unwrap();
+    let v2 = Capabilities::resolve("sql-probe", &grants(&pg), &host).unwrap();
+    let handler = probe().with_capabilities(Arc::new(v1));
+    let second = probe().with_capabilities(Arc::new(v2));
     let holder = {
         let handler = handler.clone();
         tokio::spawn(async move {
@@ -573,7 +601,7 @@ async fn a_wait_for_a_pooled_connection_ends_at_the_jobs_deadline() {
     .await;
     let timeout = Duration::from_millis(800);
     let started = Instant::now();
-    let report = run(&handler, json!([{"query": "SELECT 1"}]), timeout).await;
+    let report = run(&second, json!([{"query": "SELECT 1"}]), timeout).await;
     assert!(
         matches!(report.outcome, Outcome::Timeout),
         "{:?}",
@@ -601,4 +629,26 @@ async fn an_attempt_holds_at_most_four_connections_at_once() {
     assert_eq!(error_kind(&out[3]), "other", "{out:?}");
     assert!(out[3].to_string().contains("at most 4"), "{out:?}");
     assert_eq!(out[5], json!({"ok": true}), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_database_name_is_resolved_by_the_host_and_its_address_checked_before_connecting() {
+    let pg = PgServer::start();
+    let url = pg.url().replace("127.0.0.1", "localhost");
+    let port = pg.port();
+    // The name is allowed, but it resolves to loopback, which only an address pattern allows.
+    let mut g = grants(&pg);
+    g.allow_outbound = vec![format!("postgres://localhost:{port}")];
+    let handler = probe().with_capabilities(Arc::new(resolve(&g, &url).unwrap()));
+    let out = results(&handler, json!([])).await;
+    assert_eq!(error_kind(&out[0]), "connection-failed", "{out:?}");
+    let message = out[0]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("may not reach"), "{message}");
+    assert!(!message.contains(pg.password()), "{message}");
+    // Named by an address pattern too, the resolved address may be used.
+    g.allow_outbound
+        .push(format!("postgres://127.0.0.1:{port}"));
+    let handler = probe().with_capabilities(Arc::new(resolve(&g, &url).unwrap()));
+    let out = results(&handler, json!([{"query": "SELECT 1::int4"}])).await;
+    assert_eq!(rows(&out[0])[0], json!([{"int32": 1}]), "{out:?}");
 }

@@ -10,6 +10,9 @@
 //! - `{"close": true}` drops the connection (a transaction open is rolled back), `{"open":
 //!   NAME}` opens another, `{"hold": NAME}` opens one more and keeps it open until the end
 //!   -> `{"ok": true}`
+//! - `{"transaction": [OP, ...]}` runs its `query`/`execute` steps through the SDK's
+//!   `Database::transaction`: committed when all succeed, else rolled back at the first
+//!   failure -> `{"committed": bool, "results": [...]}`
 //!
 //! A PARAM or VALUE is one tagged JSON object: `{"bool": true}`, `{"int16": 1}`, `{"int32":
 //! 1}`, `{"int64": 1}`, `{"float32": 1.5}`, `{"float64": 1.5}`, `{"text": "a"}`, `{"bytea":
@@ -159,8 +162,39 @@ fn step(db: &mut Option<Database>, held: &mut Vec<Database>, op: &Json) -> Resul
     let Some(conn) = db.as_ref() else {
         return Ok(json!({ "error": { "kind": "no-connection" } }));
     };
-    let done = if let Some(sql) = op.get("query").and_then(Json::as_str) {
-        conn.query(sql, &params(op)?).map(|rows| {
+    if let Some(steps) = op.get("transaction").and_then(Json::as_array) {
+        let mut results = Vec::new();
+        let outcome = conn.transaction(|db| -> Result<(), Error> {
+            for step in steps {
+                let result = statement(db, step).map_err(|e| Error::Other(format!("{e:?}")))?;
+                let failed = result.is_err();
+                results.push(result.unwrap_or_else(|e| error(&e)));
+                if failed {
+                    return Err(Error::Other("a step failed".to_string()));
+                }
+            }
+            Ok(())
+        });
+        return Ok(json!({ "committed": outcome.is_ok(), "results": results }));
+    }
+    let done = if op.get("query").is_some() || op.get("execute").is_some() {
+        statement(conn, op)?
+    } else if op.get("begin").is_some() {
+        conn.begin().map(|()| json!({ "ok": true }))
+    } else if op.get("commit").is_some() {
+        conn.commit().map(|()| json!({ "ok": true }))
+    } else if op.get("rollback").is_some() {
+        conn.rollback().map(|()| json!({ "ok": true }))
+    } else {
+        return Err(fail(format!("unknown op {op}")));
+    };
+    Ok(done.unwrap_or_else(|e| error(&e)))
+}
+
+/// Runs a `query` or `execute` step: the statement's result, or a bad step's `JobError`.
+fn statement(conn: &Database, op: &Json) -> Result<Result<Json, Error>, JobError> {
+    if let Some(sql) = op.get("query").and_then(Json::as_str) {
+        return Ok(conn.query(sql, &params(op)?).map(|rows| {
             let columns: Vec<Json> = rows
                 .columns
                 .iter()
@@ -172,20 +206,14 @@ fn step(db: &mut Option<Database>, held: &mut Vec<Database>, op: &Json) -> Resul
                 .map(|r| Json::Array(r.iter().map(value).collect()))
                 .collect();
             json!({ "columns": columns, "rows": rows })
-        })
-    } else if let Some(sql) = op.get("execute").and_then(Json::as_str) {
-        conn.execute(sql, &params(op)?)
-            .map(|n| json!({ "count": n }))
-    } else if op.get("begin").is_some() {
-        conn.begin().map(|()| json!({ "ok": true }))
-    } else if op.get("commit").is_some() {
-        conn.commit().map(|()| json!({ "ok": true }))
-    } else if op.get("rollback").is_some() {
-        conn.rollback().map(|()| json!({ "ok": true }))
-    } else {
-        return Err(fail(format!("unknown op {op}")));
-    };
-    Ok(done.unwrap_or_else(|e| error(&e)))
+        }));
+    }
+    if let Some(sql) = op.get("execute").and_then(Json::as_str) {
+        return Ok(conn
+            .execute(sql, &params(op)?)
+            .map(|n| json!({ "count": n })));
+    }
+    Err(fail(format!("not a statement: {op}")))
 }
 
 impl Handler for SqlProbe {
