@@ -133,6 +133,16 @@ impl Target {
                 "must not give hostaddr: the host resolves and checks the address itself",
             ));
         }
+        // Connections are plain TCP (`NoTls`): a URL that asks for TLS is refused here rather
+        // than failing at every connect. The default (`prefer`) connects without it.
+        if matches!(
+            config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        ) {
+            return Err(bad(
+                "asks for sslmode=require, and this host connects to Postgres without TLS",
+            ));
+        }
         let port = match config.get_ports() {
             [] => 5432,
             [port] => *port,
@@ -471,6 +481,7 @@ mod tests {
             "postgres://u:topsecret@%2Ftmp/x",
             "postgres://u:topsecret@h/x?hostaddr=10.0.0.1",
             "postgres://u:topsecret@h:notaport/x",
+            "postgres://u:topsecret@h/x?sslmode=require",
         ] {
             let err = Target::parse("main", "S", bad).unwrap_err();
             assert!(!err.contains("topsecret"), "{err}");
