@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing wasmq needs on a fresh Debian machine, skipping what is
-# already there: redis-server (tests start private instances), the wasm32-wasip2 Rust target,
-# rustfmt and clippy, Chromium with playwright-core for the dashboard's browser tests, and the
-# Python tools of tests/tools (a pinned venv under $WASMQ_TOOLS).
+# already there: redis-server and PostgreSQL (tests start private instances), the
+# wasm32-wasip2 Rust target, rustfmt and clippy, Chromium with playwright-core for the
+# dashboard's browser tests, and the Python tools of tests/tools (a pinned venv under
+# $WASMQ_TOOLS).
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -15,6 +16,12 @@ fi
 if ! command -v openssl >/dev/null 2>&1; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
+# The Postgres tests (tests/all/sql.rs) start private servers with Debian's binaries
+# (/usr/lib/postgresql/<version>/bin); the system cluster the package starts is not used.
+if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
 # Debian's package starts a system redis on 6379; wasmq's tests never use it, and neither
 # should anything here depend on it.

@@ -1143,6 +1143,20 @@ async fn bad_input_is_a_4xx_with_a_message_and_writes_nothing() {
         ),
         (wasm("gr%20eet", "", echo.clone()), 400, "handler name"),
         (
+            wasm(
+                "greet",
+                "?databases=main%3Dpostgres%3A%2F%2Fu%3Apw%40db%2Fx",
+                echo.clone(),
+            ),
+            400,
+            "secret:name",
+        ),
+        (
+            wasm("greet", "?databases=bad%20name%3Dsecret%3AX", echo.clone()),
+            400,
+            "database name",
+        ),
+        (
             api.request(Method::POST, "/api/handlers/greet")
                 .header("content-type", "text/plain")
                 .body(echo.clone()),
@@ -1161,6 +1175,20 @@ async fn bad_input_is_a_4xx_with_a_message_and_writes_nothing() {
         redis.snapshot().await,
         before,
         "refused requests wrote nothing"
+    );
+
+    // Databases are granted by name and the secret holding the URL; the version shows both.
+    let orders = api
+        .deploy(
+            "orders",
+            "?databases=main%3Dsecret%3AAPP_DB_URL,ro%3Dsecret%3ARO_URL",
+            echo.clone(),
+        )
+        .await
+        .expect(201);
+    assert_eq!(
+        orders["databases"],
+        json!({"main": "secret:APP_DB_URL", "ro": "secret:RO_URL"})
     );
 
     // Over the registry's upload limit: 413 before any compile (the limit is a write, so it

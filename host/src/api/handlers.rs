@@ -61,6 +61,9 @@ pub struct VersionView {
     pub http_limits: crate::capability::HttpLimitOverrides,
     /// The key-value buckets it may open, with their options (`cache:ttl=7d`).
     pub kv: Vec<String>,
+    /// The Postgres databases it may open, each with the secret holding its URL
+    /// (`main` -> `secret:APP_DB_URL`; the URL itself is never stored).
+    pub databases: std::collections::BTreeMap<String, String>,
 }
 
 /// The JSON of a version: what `GET /api/handlers/{name}/versions` lists, and what
@@ -88,6 +91,7 @@ pub(crate) fn version_view(v: &Version, current: bool) -> VersionView {
         secrets: s.grants.secrets.clone(),
         http_limits: s.grants.http_limits,
         kv: s.grants.kv.clone(),
+        databases: s.grants.databases.clone(),
     }
 }
 
@@ -190,6 +194,9 @@ pub struct DeployQuery {
     pub http_limits: Option<String>,
     /// Key-value buckets, comma-separated `NAME[:OPTION=VALUE]...`, like `cache,marks:ttl=7d`.
     pub kv: Option<String>,
+    /// Postgres databases, comma-separated `NAME=secret:SECRET`, like
+    /// `main=secret:APP_DB_URL`.
+    pub databases: Option<String>,
 }
 
 fn comma_list(text: Option<String>) -> Vec<String> {
@@ -233,6 +240,11 @@ impl DeployQuery {
                 http_limits: HttpLimitOverrides::parse_all(&comma_list(self.http_limits))
                     .map_err(ApiError::bad_request)?,
                 kv: comma_list(self.kv),
+                databases: comma_list(self.databases)
+                    .iter()
+                    .map(|d| crate::capability::parse_database_flag(d))
+                    .collect::<Result<_, _>>()
+                    .map_err(|why| ApiError::bad_request(format!("databases: {why}")))?,
             },
         };
         settings

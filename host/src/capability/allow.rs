@@ -108,6 +108,15 @@ impl AllowList {
         })
     }
 
+    /// The address patterns (literals and ranges) as given: what decides, beside the name,
+    /// which resolved addresses a connection may go to (a database pool is keyed by them).
+    pub fn address_patterns(&self) -> impl Iterator<Item = &str> {
+        self.patterns
+            .iter()
+            .filter(|p| matches!(p.host, HostPattern::Net { .. }))
+            .map(|p| p.text.as_str())
+    }
+
     /// The patterns as given.
     pub fn patterns(&self) -> impl Iterator<Item = &str> {
         self.patterns.iter().map(|p| p.text.as_str())
@@ -451,5 +460,25 @@ mod tests {
         assert!(AllowList::parse(&["redis://cache.test:6379"]).is_ok());
         assert!(AllowList::parse(&["postgres://db.test"]).is_ok());
         assert!(AllowList::parse(&["redis://cache.test"]).is_err());
+    }
+
+    #[test]
+    fn postgres_patterns_take_5432_by_default_and_star_schemes_match_them() {
+        let l = list(&["postgres://db.example.com", "*://[::1]"]);
+        assert!(l.allows("postgres", "db.example.com", 5432));
+        assert!(!l.allows("postgres", "db.example.com", 5433));
+        assert!(!l.allows("https", "db.example.com", 443));
+        assert!(l.allows("postgres", "::1", 5432));
+        assert!(l.allows("postgresql", "[::1]", 5432));
+        let pg = list(&[
+            "postgresql://db.example.com:6000-6010",
+            "postgres://10.1.0.0/16",
+        ]);
+        assert!(pg.allows("postgresql", "db.example.com", 6005));
+        assert!(!pg.allows("postgres", "db.example.com", 6005));
+        assert_eq!(
+            pg.address_patterns().collect::<Vec<_>>(),
+            ["postgres://10.1.0.0/16"]
+        );
     }
 }

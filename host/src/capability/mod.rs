@@ -13,7 +13,9 @@
 //! Where each grant is checked, once: outbound HTTP in `http::OutboundHooks::send_request`
 //! (the allow-list) and `http::PolicyResolver` (the addresses, `ssrf`); config and secrets by
 //! what [`Capabilities`] puts in the store's `wasi:config` view (a key not granted reads as
-//! none).
+//! none); databases in [`Capabilities::resolve`] (`sql::Target::check`: a database whose
+//! host the allow-list does not name refuses the version at load; a name not granted is not
+//! in [`Capabilities`], so the guest's `open` of it is denied).
 //!
 //! **Invariant:** a secret's value lives only in [`Capabilities`] on the host and in the
 //! guest that reads it: it is never written to Redis, a log, an error, the API or metrics
@@ -22,6 +24,7 @@
 mod allow;
 mod http;
 pub mod kv;
+pub mod sql;
 mod ssrf;
 
 use std::collections::BTreeMap;
@@ -36,6 +39,7 @@ pub use allow::{AllowList, PatternError, default_port};
 pub(crate) use http::OutboundHooks;
 pub use http::{HttpLimits, OutboundObserver, OutboundOutcome};
 pub use kv::{BucketGrant, BucketLimits, KvStore, MemoryKv};
+pub use sql::{SqlObserver, SqlOutcome, SqlPools, parse_database_flag};
 pub use ssrf::is_blocked;
 
 /// Most config values and secrets one handler version may carry.
@@ -66,6 +70,10 @@ pub struct Grants {
     /// Key-value buckets, each `NAME[:OPTION=VALUE,...]` ([`BucketGrant::parse`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kv: Vec<String>,
+    /// Postgres databases: the name the guest opens -> `secret:NAME`, the secret holding its
+    /// URL on each host (`sql`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub databases: BTreeMap<String, String>,
 }
 
 /// A handler's outbound HTTP limits that differ from the defaults, as deployed.
@@ -188,6 +196,7 @@ impl Grants {
             && self.secrets.is_empty()
             && self.http_limits.is_empty()
             && self.kv.is_empty()
+            && self.databases.is_empty()
     }
 
     /// Checks every grant, naming the first bad one.
@@ -201,6 +210,7 @@ impl Grants {
         AllowList::parse(&self.allow_outbound).map_err(|e| e.to_string())?;
         self.http_limits.validate()?;
         BucketGrant::parse_all(&self.kv)?;
+        sql::validate_databases(&self.databases)?;
         if self.config.len() + self.secrets.len() > MAX_CONFIG_ENTRIES {
             return Err(format!(
                 "at most {MAX_CONFIG_ENTRIES} config values and secrets together"
@@ -314,6 +324,10 @@ pub struct HostResources {
     /// Where key-value buckets live: the worker's Redis, or memory for `wasmq exec`. None: a
     /// granted bucket opens, and each call on it fails.
     pub kv: Option<Arc<dyn KvStore>>,
+    /// This host's Postgres pools, shared by every handler version it resolves.
+    pub sql: Arc<SqlPools>,
+    /// Counts handlers' SQL statements (a worker's metrics).
+    pub sql_observer: Option<Arc<dyn SqlObserver>>,
 }
 
 impl HostResources {
@@ -335,6 +349,8 @@ pub struct Capabilities {
     pub(crate) http_limits: HttpLimits,
     pub(crate) kv: Vec<BucketGrant>,
     pub(crate) kv_store: Option<Arc<dyn KvStore>>,
+    pub(crate) databases: BTreeMap<String, sql::Database>,
+    sql_observer: Option<Arc<dyn SqlObserver>>,
     observer: Option<Arc<dyn OutboundObserver>>,
     missing: Vec<String>,
 }
@@ -346,6 +362,15 @@ impl std::fmt::Debug for Capabilities {
             .field("handler", &self.handler)
             .field("allow_outbound", &self.allow.to_string())
             .field("kv", &self.kv.iter().map(|b| &b.name).collect::<Vec<_>>())
+            // Names and host:port only: the URL and its password stay in the pool.
+            .field(
+                "databases",
+                &self
+                    .databases
+                    .iter()
+                    .map(|(name, db)| format!("{name} ({})", db.endpoint))
+                    .collect::<Vec<_>>(),
+            )
             .field("missing_secrets", &self.missing)
             .finish_non_exhaustive()
     }
@@ -362,6 +387,8 @@ impl Capabilities {
             http_limits: HttpLimits::default(),
             kv: Vec::new(),
             kv_store: None,
+            databases: BTreeMap::new(),
+            sql_observer: None,
             observer: None,
             missing: Vec::new(),
         }
@@ -369,7 +396,9 @@ impl Capabilities {
 
     /// Resolves `grants` for `handler` on this host. Secrets `secrets` does not have are
     /// listed by [`Capabilities::missing_secrets`] (the caller decides; a worker does not run
-    /// the handler's jobs without them). Fails only for grants that do not validate.
+    /// the handler's jobs without them). Fails for grants that do not validate, and for a
+    /// database whose URL is not a Postgres URL or whose host the allow-list does not allow
+    /// (the error names the database, the secret and `host:port`, never the URL).
     pub fn resolve(handler: &str, grants: &Grants, host: &HostResources) -> Result<Self, String> {
         grants.validate()?;
         let secrets = &host.secrets;
@@ -394,6 +423,21 @@ impl Capabilities {
                 None => missing.push(name.clone()),
             }
         }
+        let mut databases = BTreeMap::new();
+        for (database, source) in &grants.databases {
+            let secret = sql::database_secret(database, source)?;
+            let Some(url) = secrets.get(secret) else {
+                if !missing.iter().any(|m| m == secret) {
+                    missing.push(secret.to_string());
+                }
+                continue;
+            };
+            let target = sql::Target::parse(database, secret, &url)?;
+            target.check(database, &allow)?;
+            let endpoint = target.endpoint();
+            let pool = host.sql.pool(target, &allow)?;
+            databases.insert(database.clone(), sql::Database { pool, endpoint });
+        }
         Ok(Self {
             handler: handler.to_string(),
             allow,
@@ -402,6 +446,8 @@ impl Capabilities {
             http_limits,
             kv_store: (!kv.is_empty()).then(|| host.kv.clone()).flatten(),
             kv,
+            databases,
+            sql_observer: host.sql_observer.clone(),
             observer: host.observer.clone(),
             missing,
         })
@@ -425,6 +471,12 @@ impl Capabilities {
             self.missing.join(", "),
             vars.join(", ")
         ))
+    }
+
+    pub(crate) fn observe_sql(&self, database: &str, outcome: SqlOutcome, elapsed: Duration) {
+        if let Some(observer) = &self.sql_observer {
+            observer.statement(&self.handler, database, outcome, elapsed);
+        }
     }
 
     fn observe(&self, outcome: OutboundOutcome, elapsed: Duration) {
@@ -456,6 +508,31 @@ mod tests {
         assert!(g.validate().is_err());
         g.secrets = vec!["A".into(), "A".into()];
         assert!(g.validate().unwrap_err().contains("twice"));
+        g.secrets.clear();
+        g.databases
+            .insert("main".into(), "postgres://u:pw@db/x".into());
+        let err = g.validate().unwrap_err();
+        assert!(err.contains("secret:NAME") && !err.contains("pw@"), "{err}");
+        g.databases.clear();
+        g.databases.insert("bad name".into(), "secret:X".into());
+        assert!(g.validate().unwrap_err().contains("bad name"));
+        g.databases.clear();
+        g.databases
+            .insert("main".into(), "secret:APP_DB_URL".into());
+        assert!(g.validate().is_ok());
+    }
+
+    #[test]
+    fn a_database_whose_secret_this_host_lacks_is_a_missing_secret() {
+        let grants = Grants {
+            databases: [("main".into(), "secret:WASMQ_TEST_ABSENT_DB_URL".into())].into(),
+            ..Grants::default()
+        };
+        // Without the URL the allow-list cannot be checked: the handler is not refused, it
+        // waits for the secret like any other.
+        let caps = Capabilities::resolve("h", &grants, &HostResources::default()).unwrap();
+        assert_eq!(caps.missing_secrets(), ["WASMQ_TEST_ABSENT_DB_URL"]);
+        assert!(caps.databases.is_empty());
     }
 
     #[test]

@@ -125,6 +125,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
         },
         observer: None,
         kv: Some(kv),
+        ..HostResources::default()
     };
     let caps = Capabilities::resolve(
         &name,

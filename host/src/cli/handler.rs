@@ -122,6 +122,11 @@ pub struct GrantArgs {
     /// max_value=SIZE (like `marks:ttl=7d`).
     #[arg(long = "kv", value_name = "BUCKET")]
     pub kv: Vec<String>,
+    /// A Postgres database the handler may open with `sql` (repeatable): `NAME=secret:SECRET`,
+    /// the URL (`postgres://user:password@host:port/db`) held in the host secret SECRET, whose
+    /// host:port `--allow-outbound` must allow (like `postgres://db.internal:5432`).
+    #[arg(long = "database", value_name = "NAME=secret:SECRET", value_parser = crate::capability::parse_database_flag)]
+    pub databases: Vec<(String, String)>,
 }
 
 impl GrantArgs {
@@ -132,6 +137,7 @@ impl GrantArgs {
             config: self.config.into_iter().collect(),
             secrets: self.secrets,
             kv: self.kv,
+            databases: self.databases.into_iter().collect(),
         })
     }
 }
@@ -196,6 +202,14 @@ fn describe(v: &Version) -> String {
     }
     if !g.kv.is_empty() {
         out += &format!("  kv {}", g.kv.join(","));
+    }
+    if !g.databases.is_empty() {
+        let dbs: Vec<String> = g
+            .databases
+            .iter()
+            .map(|(n, s)| format!("{n}={s}"))
+            .collect();
+        out += &format!("  databases {}", dbs.join(","));
     }
     let at = std::time::UNIX_EPOCH + Duration::from_millis(v.deployed_at_ms);
     out += &format!("  deployed {}", humantime::format_rfc3339_seconds(at));

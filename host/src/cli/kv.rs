@@ -110,7 +110,9 @@ pub async fn run(action: KvAction) -> anyhow::Result<u8> {
         } => {
             check(&handler, &bucket, Some(&key))?;
             let client = redis.client().await?;
-            client.kv_delete(&handler, &bucket, std::slice::from_ref(&key)).await?;
+            client
+                .kv_delete(&handler, &bucket, std::slice::from_ref(&key))
+                .await?;
             say!("{handler}/{bucket}: deleted {key:?}");
             Ok(0)
         }

@@ -391,6 +391,8 @@ pub(crate) struct HostState {
     caps: Arc<Capabilities>,
     /// Key-value calls made so far (`kv.rs`).
     kv_calls: u32,
+    /// `sql` connections open now (`sql.rs`).
+    sql_open: usize,
 }
 
 impl WasiHttpView for HostState {
@@ -656,6 +658,7 @@ impl Runtime {
             outbound: OutboundHooks::new(handler.caps.clone(), deadline),
             caps: handler.caps.clone(),
             kv_calls: 0,
+            sql_open: 0,
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);

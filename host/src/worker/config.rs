@@ -252,6 +252,9 @@ pub struct FileHandler {
     /// Key-value buckets, like `["cache", "marks:ttl=7d"]`.
     #[serde(default)]
     pub kv: Vec<String>,
+    /// Postgres databases, like `{ main = "secret:APP_DB_URL" }`.
+    #[serde(default)]
+    pub databases: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -351,6 +354,7 @@ pub fn merge_handlers(
             )
             .map_err(|why| format!("handler {name}: {why}"))?,
             kv: from_file.map(|f| f.kv.clone()).unwrap_or_default(),
+            databases: from_file.map(|f| f.databases.clone()).unwrap_or_default(),
         };
         grants
             .validate()
@@ -411,6 +415,30 @@ mod tests {
         assert!(merge_handlers(&[], &file.handlers).is_err());
         assert!(parse_handler_flag("noequals").is_err());
         assert!(parse_handler_flag("=x.wasm").is_err());
+    }
+
+    #[test]
+    fn a_handler_table_grants_databases_by_secret_and_refuses_a_url() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [handlers.orders]
+            path = "orders.wasm"
+            databases = { main = "secret:APP_DB_URL" }
+            allow_outbound = ["postgres://db.internal"]
+            "#,
+        )
+        .unwrap();
+        let specs = merge_handlers(&[], &file.handlers).unwrap();
+        assert_eq!(specs[0].grants.databases["main"], "secret:APP_DB_URL");
+        let file: FileConfig = toml::from_str(
+            "[handlers.orders]\npath = \"o.wasm\"\ndatabases = { main = \"postgres://u:pw@db/x\" }",
+        )
+        .unwrap();
+        let err = merge_handlers(&[], &file.handlers).unwrap_err();
+        assert!(
+            err.contains("handler orders") && !err.contains("pw@"),
+            "{err}"
+        );
     }
 
     #[test]

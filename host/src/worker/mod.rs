@@ -515,12 +515,15 @@ pub(crate) fn host_resources(
 ) -> HostResources {
     let observer: Arc<dyn crate::capability::OutboundObserver> = metrics.clone();
     let kv: Arc<dyn crate::capability::KvStore> = Arc::new(client.clone());
+    let sql_observer: Arc<dyn crate::capability::SqlObserver> = metrics.clone();
     HostResources {
         secrets: SecretSource {
             dir: config.secrets_dir.clone(),
         },
         observer: Some(observer),
         kv: Some(kv),
+        sql: Arc::new(crate::capability::SqlPools::default()),
+        sql_observer: Some(sql_observer),
     }
 }
 

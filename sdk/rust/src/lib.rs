@@ -28,6 +28,8 @@
 //! - [`config::get`] - the handler version's config values and secrets (`wasi:config/store`).
 //! - [`kv::Bucket`] - the key-value buckets the handler version is granted (`wasi:keyvalue`),
 //!   with [`kv::Bucket::claim`] for idempotency marks.
+//! - [`sql`] - Postgres: [`sql::Database::open`] a database granted by name, `query`,
+//!   `execute`, `transaction`, typed row access.
 //!
 //! A durable handler replays: every attempt runs `handle` from the top, and the steps that
 //! are already stored return at once. Code outside steps runs again on every attempt (and
@@ -411,6 +413,248 @@ pub mod kv {
             }
         }
     }
+}
+
+/// Postgres (the `sql` interface of `wasmq:job@0.1.3`).
+///
+/// A handler opens a database by the name its deploy gave it (`--database
+/// main=secret:APP_DB_URL`); the URL and its credentials stay on the host. A database not
+/// granted answers [`Error::AccessDenied`]. Each statement runs under the job's deadline (a
+/// statement still running then is cancelled on the server and the attempt ends as
+/// `timeout`), and a query returns at most the host's cap on rows and bytes
+/// ([`Error::TooLarge`]). See docs/capabilities.md.
+///
+/// ```ignore
+/// use wasmq_guest::sql::{Database, Param};
+/// let db = Database::open("main")?;
+/// db.transaction(|db| {
+///     db.execute("INSERT INTO seen (id) VALUES ($1)", &[Param::from(job.id.as_str())])?;
+///     db.execute("UPDATE counters SET n = n + 1 WHERE name = $1", &["seen".into()])
+/// })?;
+/// for row in db.query("SELECT id, n FROM counters WHERE n > $1", &[10i64.into()])?.iter() {
+///     let n: i64 = row.get("n")?;
+///     let name: Option<String> = row.get(0)?;
+/// }
+/// ```
+pub mod sql {
+    use crate::bindings::wasmq::job::sql as wit;
+
+    pub use wit::{
+        Column, DbDataType as DataType, DbValue as Value, Error, ParameterValue as Param,
+        QueryError,
+    };
+
+    impl Error {
+        /// What happened, in one line (the bindings' `Display` is their `Debug`).
+        pub fn describe(&self) -> String {
+            match self {
+                Error::AccessDenied(m) => format!("access denied: {m}"),
+                Error::ConnectionFailed(m) => format!("connection failed: {m}"),
+                Error::BadParameter(m) => format!("bad parameter: {m}"),
+                Error::QueryFailed(e) => format!("query failed [{}]: {}", e.sqlstate, e.message),
+                Error::ValueConversionFailed(m) => format!("value conversion failed: {m}"),
+                Error::TooLarge(m) => format!("too large: {m}"),
+                Error::Other(m) => m.clone(),
+            }
+        }
+
+        /// The SQLSTATE of a statement the server refused (`23505` for a unique violation).
+        pub fn sqlstate(&self) -> Option<&str> {
+            match self {
+                Error::QueryFailed(e) if !e.sqlstate.is_empty() => Some(&e.sqlstate),
+                _ => None,
+            }
+        }
+    }
+
+    /// A connection failure asks for a retry (the next attempt may find the database up);
+    /// everything else fails the job.
+    impl From<Error> for crate::JobError {
+        fn from(e: Error) -> Self {
+            match e {
+                Error::ConnectionFailed(_) => crate::JobError::Retry(e.describe()),
+                _ => crate::JobError::Fail(e.describe()),
+            }
+        }
+    }
+
+    macro_rules! param_from {
+        ($($t:ty => $variant:ident),* $(,)?) => {$(
+            impl From<$t> for Param {
+                fn from(v: $t) -> Self {
+                    Param::$variant(v.into())
+                }
+            }
+        )*};
+    }
+    param_from!(bool => Boolean, i16 => Int16, i32 => Int32, i64 => Int64, f32 => Floating32,
+        f64 => Floating64, String => Str, &str => Str, Vec<u8> => Binary, &[u8] => Binary);
+
+    /// `None` is SQL `NULL`.
+    impl<T: Into<Param>> From<Option<T>> for Param {
+        fn from(v: Option<T>) -> Self {
+            v.map_or(Param::DbNull, Into::into)
+        }
+    }
+
+    /// A connection to a granted database, from the host's pool. Dropping it gives the
+    /// connection back (a transaction still open is rolled back).
+    pub struct Database(wit::Connection);
+
+    impl Database {
+        /// Opens the database this handler version names `name`.
+        pub fn open(name: &str) -> Result<Self, Error> {
+            wit::Connection::open(name).map(Database)
+        }
+
+        /// Runs a statement that returns rows (`$1`, `$2`, ... are `params`).
+        pub fn query(&self, statement: &str, params: &[Param]) -> Result<Rows, Error> {
+            self.0.query(statement, params).map(|set| Rows {
+                columns: set.columns,
+                rows: set.rows,
+            })
+        }
+
+        /// Runs a statement and returns how many rows it affected.
+        pub fn execute(&self, statement: &str, params: &[Param]) -> Result<u64, Error> {
+            self.0.execute(statement, params)
+        }
+
+        pub fn begin(&self) -> Result<(), Error> {
+            self.0.begin()
+        }
+
+        pub fn commit(&self) -> Result<(), Error> {
+            self.0.commit()
+        }
+
+        pub fn rollback(&self) -> Result<(), Error> {
+            self.0.rollback()
+        }
+
+        /// Runs `f` in a transaction: committed when `f` returns `Ok`, rolled back when it
+        /// returns `Err` (whose error is returned).
+        pub fn transaction<T, E: From<Error>>(
+            &self,
+            f: impl FnOnce(&Self) -> Result<T, E>,
+        ) -> Result<T, E> {
+            self.begin()?;
+            match f(self) {
+                Ok(value) => {
+                    self.commit()?;
+                    Ok(value)
+                }
+                Err(e) => {
+                    // The error of `f` is the one worth returning.
+                    let _ = self.rollback();
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// The rows of a query, with their columns.
+    #[derive(Debug, Clone)]
+    pub struct Rows {
+        pub columns: Vec<Column>,
+        pub rows: Vec<Vec<Value>>,
+    }
+
+    impl Rows {
+        pub fn len(&self) -> usize {
+            self.rows.len()
+        }
+
+        pub fn is_empty(&self) -> bool {
+            self.rows.is_empty()
+        }
+
+        /// Each row, readable by column name or index.
+        pub fn iter(&self) -> impl Iterator<Item = Row<'_>> {
+            self.rows.iter().map(|values| Row {
+                columns: &self.columns,
+                values,
+            })
+        }
+    }
+
+    /// One row of [`Rows`].
+    #[derive(Debug, Clone, Copy)]
+    pub struct Row<'a> {
+        columns: &'a [Column],
+        values: &'a [Value],
+    }
+
+    /// A column by its index or its name.
+    pub trait ColumnIndex {
+        fn index(&self, columns: &[Column]) -> Option<usize>;
+    }
+
+    impl ColumnIndex for usize {
+        fn index(&self, columns: &[Column]) -> Option<usize> {
+            (*self < columns.len()).then_some(*self)
+        }
+    }
+
+    impl ColumnIndex for &str {
+        fn index(&self, columns: &[Column]) -> Option<usize> {
+            columns.iter().position(|c| c.name == *self)
+        }
+    }
+
+    impl Row<'_> {
+        /// The raw value of column `column`.
+        pub fn value(&self, column: impl ColumnIndex) -> Option<&Value> {
+            column.index(self.columns).map(|i| &self.values[i])
+        }
+
+        /// Column `column` as a `T` (`Option<T>` for a column that may be `NULL`).
+        pub fn get<T: FromValue>(&self, column: impl ColumnIndex) -> Result<T, Error> {
+            let value = self
+                .value(column)
+                .ok_or_else(|| Error::Other("no such column".to_string()))?;
+            T::from_value(value).ok_or_else(|| {
+                Error::ValueConversionFailed(format!("cannot read {value:?} as the type asked"))
+            })
+        }
+    }
+
+    /// A Rust type a [`Value`] converts to.
+    pub trait FromValue: Sized {
+        fn from_value(value: &Value) -> Option<Self>;
+    }
+
+    impl<T: FromValue> FromValue for Option<T> {
+        fn from_value(value: &Value) -> Option<Self> {
+            match value {
+                Value::DbNull => Some(None),
+                v => T::from_value(v).map(Some),
+            }
+        }
+    }
+
+    macro_rules! from_value {
+        ($($t:ty: $($variant:ident)|+),* $(,)?) => {$(
+            impl FromValue for $t {
+                fn from_value(value: &Value) -> Option<Self> {
+                    match value {
+                        $(Value::$variant(v) => <$t>::try_from(v.clone()).ok(),)+
+                        _ => None,
+                    }
+                }
+            }
+        )*};
+    }
+    from_value!(
+        bool: Boolean,
+        i16: Int8 | Int16,
+        i32: Int8 | Int16 | Int32,
+        i64: Int8 | Int16 | Int32 | Int64,
+        f32: Floating32,
+        f64: Floating32 | Floating64,
+        String: Str | Uuid,
+        Vec<u8>: Binary | Jsonb,
+    );
 }
 
 /// Outbound HTTP (`wasi:http`, since `wasmq:job@0.1.2`), through the `wstd` crate's client.

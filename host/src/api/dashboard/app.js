@@ -889,13 +889,15 @@ function jobView(queue, id) {
 const handlerColumns = [['Deployed', false], ['SHA-256', false], ['Size', true], ['Memory', true],
   ['Timeout', true], ['Fuel', true], ['Attempts', true], ['Backoff', false], ['Concurrency', true],
   ['Grants', false]];
-// What a version may reach outside its sandbox: outbound patterns, config keys, secret
-// names and key-value buckets (the API never gives a config value or a secret).
+// What a version may reach outside its sandbox: outbound patterns, config keys, secret names,
+// key-value buckets, and databases with the secret holding each URL (the API never gives a
+// config value, a secret or a URL).
 const grantsText = (v) => [
   ...(v.allow_outbound ?? []).map((p) => `outbound ${p}`),
   ...(v.config ?? []).map((k) => `config ${k}`),
   ...(v.secrets ?? []).map((s) => `secret ${s}`),
   ...(v.kv ?? []).map((b) => `kv ${b}`),
+  ...Object.entries(v.databases ?? {}).map(([name, source]) => `database ${name} = ${source}`),
 ].join('\n') || '—';
 const handlerHeads = () => handlerColumns.map(([c, num]) => h('th', { class: num ? 'num' : null }, c));
 const handlerCells = (v) => [
