@@ -31,6 +31,8 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 # on 2 cores, the clusters' forming included).
 WASMQ_TEST_REDIS=cluster cargo test --locked -p wasmq --test all -- queue:: worker:: 2>&1 |
     tee -a "$log"
+# The producer SDKs' suites (pytest, node --test) against real hosts: about 2 minutes.
+bash scripts/test-sdks.sh
 # One closing line for the whole run (cargo ends on its last binary's, the doc tests').
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -168,7 +168,11 @@ pub fn enqueue_hash(
     }
     let (mut own_attempts, mut own_backoff) = (false, false);
     let (mut delay_ms, mut run_at_ms) = (None, None);
+    let mut given = std::collections::HashSet::new();
     for (field, value) in wire {
+        if !given.insert(*field) {
+            return Err(format!("field {field} given twice"));
+        }
         match *field {
             "handler" | "payload" => set(field, value),
             "backoff" => {
@@ -224,12 +228,20 @@ pub fn enqueue_hash(
     if kind != b"exponential" && kind != b"fixed" {
         return Err("backoff must be exponential or fixed".into());
     }
-    let number = |name: &str| {
+    let number = |hash: &HashMap<String, Vec<u8>>, name: &str| {
         hash.get(name)
             .and_then(|v| integer(v, i128::MIN, i128::MAX))
             .unwrap_or(0)
     };
-    if kind == b"exponential" && number("backoff_cap_ms") < number("backoff_ms") {
+    // No cap given: the default (1 h) grows to a longer base.
+    if kind == b"exponential"
+        && !given.contains("backoff_cap_ms")
+        && number(&hash, "backoff_ms") > number(&hash, "backoff_cap_ms")
+    {
+        let base = hash.get("backoff_ms").cloned().unwrap_or_default();
+        hash.insert("backoff_cap_ms".into(), base);
+    }
+    if kind == b"exponential" && number(&hash, "backoff_cap_ms") < number(&hash, "backoff_ms") {
         return Err("backoff_cap_ms must not be below backoff_ms".into());
     }
     let run_at = match (delay_ms, run_at_ms) {
@@ -237,6 +249,8 @@ pub fn enqueue_hash(
         (None, Some(at)) => at,
         (delay, None) => i128::from(now_ms) + delay.unwrap_or(0),
     };
+    // A run-at in the past means now.
+    let run_at = run_at.max(i128::from(now_ms));
     let state = if run_at > i128::from(now_ms) {
         "delayed"
     } else {

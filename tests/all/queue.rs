@@ -199,6 +199,10 @@ async fn run_at_schedules_in_the_future_and_a_past_time_means_now() {
     assert_eq!(now.state, JobState::Waiting);
     let stored = client.get("q", &later.id).await.unwrap().unwrap();
     assert_eq!(stored.run_at_ms, Some(wasmq::queue::unix_ms(future)));
+    // The past time is not stored as given: the job became due when it was enqueued (a
+    // run-at of 1970 would make it look 56 years late to a backlog alert).
+    let stored = client.get("q", &now.id).await.unwrap().unwrap();
+    assert_eq!(stored.run_at_ms, Some(stored.created_at_ms));
     assert_eq!(
         ids(&client.fetch("q", 10, LEASE, HOST).await.unwrap()),
         [now.id.as_str()]
@@ -839,6 +843,22 @@ async fn malformed_input_is_refused_with_a_clear_error_and_nothing_is_written() 
             vec!["1", "j", "1", "handler", "h", "extra"],
             "more arguments",
         ),
+        (vec!["0"], "number of jobs, 1 to 10000"),
+        (vec!["10001"], "number of jobs, 1 to 10000"),
+        (
+            vec!["1", "j", "2", "handler", "h", "handler", "h2"],
+            "field handler given twice",
+        ),
+        (
+            vec![
+                "1", "j", "3", "handler", "h", "priority", "1", "priority", "2",
+            ],
+            "field priority given twice",
+        ),
+        (
+            vec!["1", "j", "65", "handler", "h"],
+            "number of field/value pairs must be 0 to 64",
+        ),
     ];
     for (args, message) in raw_table {
         let err = enqueue_raw(&mut conn, &args).await.unwrap_err();
@@ -1022,7 +1042,11 @@ async fn enqueue_accepts_only_numbers_the_host_can_read_back() {
             jitter: 0.2
         }
     );
-    assert_eq!((job.state, job.run_at_ms), (JobState::Waiting, Some(0)));
+    assert_eq!(
+        (job.state, job.run_at_ms),
+        (JobState::Waiting, Some(job.created_at_ms)),
+        "a run_at_ms in the past means now"
+    );
     let args = [
         "1", "zeros", "3", "handler", "h", "priority", "-0", "delay_ms", "000",
     ];
@@ -2570,4 +2594,263 @@ async fn a_handlers_retry_policy_covers_what_the_job_left_out_and_attempts_recor
         versions,
         [Some("7:0123456789ab"), None, Some("local:abcdefabcdef")]
     );
+}
+
+/// The nine keys of queue `queue` as enqueue.lua takes them.
+fn enqueue_keys(queue: &str) -> Vec<String> {
+    [
+        "job:", "config", "waiting", "delayed", "seq", "events", "wake", "g:", "groups",
+    ]
+    .iter()
+    .map(|k| format!("wasmq:{{{queue}}}:{k}"))
+    .collect()
+}
+
+/// EVAL of a standalone script with `keys` and `args`, as a producer in any language sends it.
+async fn eval(
+    server: &RedisServer,
+    script: &str,
+    keys: &[String],
+    args: &[&str],
+) -> redis::RedisResult<redis::Value> {
+    let mut conn = server.connection().await;
+    redis::cmd("EVAL")
+        .arg(script)
+        .arg(keys.len())
+        .arg(keys)
+        .arg(args)
+        .query_async(&mut conn)
+        .await
+}
+
+#[tokio::test]
+async fn enqueue_refuses_keys_that_are_not_the_queues_own_in_order() {
+    let (server, _client) = start().await;
+    let good = enqueue_keys("q");
+    let mut swapped = good.clone();
+    swapped.swap(2, 3);
+    let mut other_queue = good.clone();
+    other_queue[4] = "wasmq:{other}:seq".into();
+    let no_tag: Vec<String> = good.iter().map(|k| k.replace("{q}", "q")).collect();
+    let table: Vec<(Vec<String>, &str)> = vec![
+        (swapped, "KEYS[3] must be wasmq:{q}:waiting"),
+        (other_queue, "KEYS[5] must be wasmq:{q}:seq"),
+        (no_tag, "KEYS[1] must be wasmq:{<queue>}:job:"),
+        (good[..8].to_vec(), "give the 9 keys of the queue"),
+        (good[..1].to_vec(), "give the 9 keys of the queue"),
+    ];
+    let before = keyspace(&server).await;
+    for (keys, message) in table {
+        let err = eval(
+            &server,
+            wasmq::queue::ENQUEUE_LUA,
+            &keys,
+            &["1", "j", "1", "handler", "h"],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Some("WASMQ_INVALID"), "{keys:?}: {err}");
+        assert!(
+            err.to_string().contains(message),
+            "{err} should say {message:?}"
+        );
+    }
+    assert_eq!(
+        keyspace(&server).await,
+        before,
+        "refused keys must write nothing"
+    );
+    // The same call with the right keys enqueues.
+    eval(
+        &server,
+        wasmq::queue::ENQUEUE_LUA,
+        &good,
+        &["1", "j", "1", "handler", "h"],
+    )
+    .await
+    .unwrap();
+}
+
+// Redis keeps a script's writes when a later command fails: a key of the wrong type met
+// half-way would have left the jobs already written in no set. enqueue.lua checks every key it
+// writes before its first write and answers WASMQ_WRONGTYPE, so "nothing written" holds for
+// every error it returns.
+#[tokio::test]
+async fn a_key_of_the_wrong_type_refuses_the_enqueue_before_anything_is_written() {
+    let (server, _client) = start().await;
+    let mut conn = server.connection().await;
+    let table: [(&str, &str); 7] = [
+        ("config", "string"),
+        ("waiting", "string"),
+        ("delayed", "list"),
+        ("seq", "hash"),
+        ("seq", "not a number"),
+        ("groups", "string"),
+        ("g:t1:waiting", "hash"),
+    ];
+    for (n, (key, kind)) in table.iter().enumerate() {
+        let queue = format!("q{n}");
+        let full = format!("wasmq:{{{queue}}}:{key}");
+        let () = match *kind {
+            "list" => conn.rpush(&full, "x").await.unwrap(),
+            "hash" => conn.hset(&full, "x", "y").await.unwrap(),
+            "not a number" => conn.set(&full, "abc").await.unwrap(),
+            _ => conn.set(&full, "x").await.unwrap(),
+        };
+        let before = keyspace(&server).await;
+        // A plain job, a delayed one and a grouped one: every set enqueue writes.
+        let args = [
+            "3", "a", "1", "handler", "h", "b", "2", "handler", "h", "delay_ms", "60000", "c", "2",
+            "handler", "h", "group", "t1",
+        ];
+        let err = eval(
+            &server,
+            wasmq::queue::ENQUEUE_LUA,
+            &enqueue_keys(&queue),
+            &args,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Some("WASMQ_WRONGTYPE"), "{key} {kind}: {err}");
+        assert!(err.to_string().contains(&full), "{err} should name {full}");
+        assert_eq!(
+            keyspace(&server).await,
+            before,
+            "{key} {kind}: nothing written"
+        );
+    }
+    // A job key of another type under an id being enqueued.
+    let () = conn.set("wasmq:{qj}:job:b", "x").await.unwrap();
+    let before = keyspace(&server).await;
+    let args = ["2", "a", "1", "handler", "h", "b", "1", "handler", "h"];
+    let err = eval(
+        &server,
+        wasmq::queue::ENQUEUE_LUA,
+        &enqueue_keys("qj"),
+        &args,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Some("WASMQ_WRONGTYPE"), "{err}");
+    assert!(err.to_string().contains("wasmq:{qj}:job:b string"), "{err}");
+    assert_eq!(keyspace(&server).await, before, "nothing written");
+}
+
+#[tokio::test]
+async fn an_exponential_base_over_the_default_cap_is_its_own_cap_unless_a_cap_is_given() {
+    let (server, client) = start().await;
+    let keys = enqueue_keys("q");
+    let two_hours = "7200000";
+    let args = ["1", "long", "2", "handler", "h", "backoff_ms", two_hours];
+    eval(&server, wasmq::queue::ENQUEUE_LUA, &keys, &args)
+        .await
+        .unwrap();
+    let job = client.get("q", "long").await.unwrap().unwrap();
+    let two_hours = Duration::from_secs(7200);
+    assert_eq!(
+        job.backoff,
+        Backoff::Exponential {
+            base: two_hours,
+            cap: two_hours,
+            jitter: 0.2
+        }
+    );
+    // A cap the producer chose is kept to: below the base, refused.
+    let args = [
+        "1",
+        "capped",
+        "3",
+        "handler",
+        "h",
+        "backoff_ms",
+        "7200000",
+        "backoff_cap_ms",
+        "3600000",
+    ];
+    let err = eval(&server, wasmq::queue::ENQUEUE_LUA, &keys, &args)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("backoff_cap_ms must not be below backoff_ms"),
+        "{err}"
+    );
+    // A fixed backoff has no cap: a two-hour delay is just that.
+    let args = [
+        "1",
+        "fixed",
+        "3",
+        "handler",
+        "h",
+        "backoff",
+        "fixed",
+        "backoff_ms",
+        "7200000",
+    ];
+    eval(&server, wasmq::queue::ENQUEUE_LUA, &keys, &args)
+        .await
+        .unwrap();
+    let job = client.get("q", "fixed").await.unwrap().unwrap();
+    // Two hours ± the default 20 % jitter, after any attempt: nothing caps it at one hour.
+    assert_eq!(job.backoff.delay_bounds_ms(5), (5_760_000, 8_640_000));
+    // The Rust client says the same: exponential from two hours, no cap given.
+    client
+        .enqueue(
+            "q",
+            &NewJob::new("h", vec![]).with_backoff(Backoff::exponential(two_hours)),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn counts_lua_is_a_standalone_script_a_producer_can_eval() {
+    let (server, client) = start().await;
+    client
+        .enqueue("q", &NewJob::new("h", vec![]))
+        .await
+        .unwrap();
+    client
+        .enqueue("q", &NewJob::new("h", vec![]).with_group("t1"))
+        .await
+        .unwrap();
+    client
+        .enqueue(
+            "q",
+            &NewJob::new("h", vec![]).with_delay(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    fetch_one(&client, "q").await;
+    client.pause("q").await.unwrap();
+    let keys: Vec<String> = [
+        "config",
+        "waiting",
+        "delayed",
+        "active",
+        "retry",
+        "completed",
+        "dead",
+        "g:",
+        "groups",
+    ]
+    .iter()
+    .map(|k| format!("wasmq:{{q}}:{k}"))
+    .collect();
+    let reply = eval(&server, wasmq::queue::COUNTS_LUA, &keys, &[])
+        .await
+        .unwrap();
+    let redis::Value::Array(items) = reply else {
+        panic!("counts replied {reply:?}")
+    };
+    let numbers: Vec<i64> = items
+        .into_iter()
+        .map(|v| redis::from_redis_value(v).unwrap())
+        .collect();
+    // waiting 1 (the grouped job; the plain one is active), delayed, active, retry,
+    // completed, dead, paused, now.
+    assert_eq!(numbers[..7], [1, 1, 1, 0, 0, 0, 1]);
+    assert!(numbers[7] >= redis_now_ms(&server).await as i64 - 10_000);
+    let counts = client.counts("q").await.unwrap();
+    assert_eq!((counts.waiting, counts.delayed, counts.active), (1, 1, 1));
 }

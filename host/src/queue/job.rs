@@ -136,11 +136,12 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// Exponential backoff from `base` with the default cap (1 h) and jitter (±20 %).
+    /// Exponential backoff from `base` with the default cap (1 h, or `base` when longer, as
+    /// `enqueue.lua` does for a job that gives no cap) and jitter (±20 %).
     pub fn exponential(base: Duration) -> Self {
         Backoff::Exponential {
             base,
-            cap: Duration::from_secs(3600),
+            cap: base.max(Duration::from_secs(3600)),
             jitter: 0.2,
         }
     }

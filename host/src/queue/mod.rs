@@ -54,5 +54,5 @@ pub use keys::QueueKeys;
 pub use kv::bucket_keys;
 pub use limit::{MAX_RATE, RateLimit};
 pub use monitor::{Backlog, DeadJob, GroupRead, Monitor, ReadFrom, is_missing_group};
-pub use scripts::{ENQUEUE_LUA, LIB_LUA};
+pub use scripts::{COUNTS_LUA, ENQUEUE_LUA, LIB_LUA};
 pub use workflow::{Child, OutboxReport, StepSave, SuspendReport, Suspension, ThrottleStart};

@@ -11,9 +11,10 @@
 //! persistence, `FUNCTION FLUSH`) answers `Function not found`, and [`Call::invoke`] loads the
 //! library again and retries once.
 //!
-//! `enqueue.lua` stays a standalone script called with `EVALSHA` (`redis::Script` loads it and
-//! retries on `NOSCRIPT`), so that producers in any language can `EVAL` it verbatim
-//! (docs/protocol.md quotes it).
+//! `enqueue.lua` and `counts.lua` stay standalone scripts called with `EVALSHA`
+//! (`redis::Script` loads them and retries on `NOSCRIPT`), so that producers in any language
+//! can `EVAL` them verbatim: they are the stable part of the protocol that the SDKs in `sdk/`
+//! ship (docs/protocol.md quotes enqueue.lua, "Stable contract").
 //!
 //! **Invariant:** every change to a job's state happens inside one function or script call, so
 //! no crash between two commands can lose or duplicate a job.
@@ -28,10 +29,12 @@ use sha2::{Digest, Sha256};
 pub const LIB_LUA: &str = include_str!("scripts/lib.lua");
 /// The enqueue script, exactly as producers may `EVAL` it.
 pub const ENQUEUE_LUA: &str = include_str!("scripts/enqueue.lua");
+/// The counts script, exactly as producers may `EVAL` it.
+pub const COUNTS_LUA: &str = include_str!("scripts/counts.lua");
 
 /// The transitions in the function library: name and Lua body. A body reads `KEYS` and `ARGV`
 /// as a script's would; the library sets both before running it.
-const BODIES: [(&str, &str); 23] = [
+const BODIES: [(&str, &str); 22] = [
     ("fetch", include_str!("scripts/fetch.lua")),
     ("extend", include_str!("scripts/extend.lua")),
     ("complete", include_str!("scripts/complete.lua")),
@@ -45,7 +48,6 @@ const BODIES: [(&str, &str); 23] = [
     ("purge", include_str!("scripts/purge.lua")),
     ("pause", include_str!("scripts/pause.lua")),
     ("resume", include_str!("scripts/resume.lua")),
-    ("counts", include_str!("scripts/counts.lua")),
     ("list", include_str!("scripts/list.lua")),
     ("backlog", include_str!("scripts/backlog.lua")),
     ("step_save", include_str!("scripts/step_save.lua")),
@@ -120,7 +122,7 @@ pub(crate) struct Scripts {
     pub purge: Function,
     pub pause: Function,
     pub resume: Function,
-    pub counts: Function,
+    pub counts: Script,
     pub list: Function,
     pub backlog: Function,
     pub step_save: Function,
@@ -154,7 +156,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     purge: function("purge"),
     pause: function("pause"),
     resume: function("resume"),
-    counts: function("counts"),
+    counts: Script::new(COUNTS_LUA),
     list: function("list"),
     backlog: function("backlog"),
     step_save: function("step_save"),

@@ -1,5 +1,6 @@
 -- enqueue: add N jobs to a queue, each to `waiting` or (run_at in the future) `delayed`.
 -- Standalone (no prelude), so producers in any language can EVAL it as it is.
+-- wasmq protocol 3; a stable contract for producers (docs/protocol.md, "Stable contract").
 --
 -- KEYS[1] wasmq:{q}:job:   (job hash prefix)   KEYS[2] wasmq:{q}:config
 -- KEYS[3] wasmq:{q}:waiting                      KEYS[4] wasmq:{q}:delayed
@@ -7,10 +8,10 @@
 -- KEYS[7] wasmq:{q}:wake
 -- KEYS[8] wasmq:{q}:g:     (group key prefix)   KEYS[9] wasmq:{q}:groups
 --         (needed only for jobs with a group: a call with 7 keys enqueues ungrouped jobs)
--- ARGV[1] N, the number of jobs (at most 10000); then, per job: id, P (number of
---         field/value pairs), then P field/value pairs from: handler (required), payload,
+-- ARGV[1] N, the number of jobs (1 to 10000); then, per job: id, P (number of field/value
+--         pairs, 0 to 64), then P field/value pairs from: handler (required), payload,
 --         priority, delay_ms, run_at_ms, max_attempts, timeout_ms, backoff, backoff_ms,
---         backoff_cap_ms, backoff_jitter, group.
+--         backoff_cap_ms, backoff_jitter, group; each field at most once.
 -- A job that gives max_attempts, or any backoff field, keeps that part of its retry policy;
 -- for the part it leaves out, the hash records the queue default (3 attempts, exponential 1 s)
 -- and the handler's own policy, if its deployment has one, applies instead (see fail_job in
@@ -20,21 +21,46 @@
 -- the group joins `groups` (the round-robin that fetch.lua serves) unless it is there already.
 -- Reply: one {id, 'created' | 'exists', state} per job, in order.
 -- Errors (nothing is written): 'WASMQ_INVALID <reason>',
---   'WASMQ_PAYLOAD_TOO_LARGE <id> <size> <limit>'.
--- All jobs are checked before anything is written: a batch is enqueued whole or not at all.
+--   'WASMQ_PAYLOAD_TOO_LARGE <id> <size> <limit>', 'WASMQ_WRONGTYPE <key> <type>' (a key of
+--   the queue holds another type than the protocol's: written by hand, or a damaged Redis).
+-- All jobs, and the type of every key written, are checked before anything is written: a
+-- batch is enqueued whole or not at all, and no error stops the script after a write.
+
+local function invalid(id, reason)
+  return redis.error_reply('WASMQ_INVALID job ' .. tostring(id) .. ': ' .. reason)
+end
+local function wrong_type(key, found)
+  return redis.error_reply('WASMQ_WRONGTYPE ' .. key .. ' ' .. found)
+end
+
+-- The keys must be the queue's own, in the documented order: a key out of place would be
+-- written as if it were another (the job hashes into the config, say).
+local KEY_NAMES = { 'job:', 'config', 'waiting', 'delayed', 'seq', 'events', 'wake', 'g:',
+  'groups' }
+if #KEYS ~= 7 and #KEYS ~= 9 then
+  return invalid('-', 'give the 9 keys of the queue (or its first 7), got ' .. #KEYS)
+end
+local queue = string.match(KEYS[1], '^wasmq:{([%w%-_.:]+)}:job:$')
+if queue == nil or #queue > 128 then
+  return invalid('-', 'KEYS[1] must be wasmq:{<queue>}:job:, got ' .. KEYS[1])
+end
+for i = 2, #KEYS do
+  local want = 'wasmq:{' .. queue .. '}:' .. KEY_NAMES[i]
+  if KEYS[i] ~= want then
+    return invalid('-', 'KEYS[' .. i .. '] must be ' .. want .. ', got ' .. KEYS[i])
+  end
+end
 
 local prefix = KEYS[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_text = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-local cfg = redis.call('HMGET', KEYS[2], 'max_payload_bytes', 'events_maxlen', 'paused')
+local cfg = redis.pcall('HMGET', KEYS[2], 'max_payload_bytes', 'events_maxlen', 'paused')
+if cfg.err then return wrong_type(KEYS[2], redis.call('TYPE', KEYS[2]).ok) end
 local max_payload = tonumber(cfg[1]) or 524288
 local events_maxlen = tonumber(cfg[2]) or 10000
 local paused = cfg[3] == '1'
 
-local function invalid(id, reason)
-  return redis.error_reply('WASMQ_INVALID job ' .. tostring(id) .. ': ' .. reason)
-end
 -- Integers must be plain decimal ('5', '-3'); they are stored as given, unformatted, and the
 -- hosts read them with Rust's integer parse, which takes no '-' at all for an unsigned field:
 -- so a minus sign only where the range has negatives ('-0' is no millisecond count).
@@ -62,13 +88,16 @@ local function name_ok(s)
   return #s >= 1 and #s <= 128 and string.find(s, '^[%w%p]+$') ~= nil
 end
 
-local n = integer(ARGV[1], 0, 10000)
-if n == nil then return invalid('-', 'ARGV[1] must be the number of jobs') end
+local n = integer(ARGV[1], 1, 10000)
+if n == nil then return invalid('-', 'ARGV[1] must be the number of jobs, 1 to 10000') end
 local jobs, seen, pos = {}, {}, 2
 for i = 1, n do
   local id = ARGV[pos]
   local pairs_n = integer(ARGV[pos + 1], 0, 64)
-  if id == nil or pairs_n == nil then return invalid(i, 'truncated argument list') end
+  if id == nil or ARGV[pos + 1] == nil then return invalid(i, 'truncated argument list') end
+  if pairs_n == nil then
+    return invalid(id, 'the number of field/value pairs must be 0 to 64')
+  end
   if not name_ok(id) then return invalid(id, 'id must be 1-128 printable ASCII characters') end
   local job = { id = id, payload = '', priority = 0, max_attempts = 3, timeout_ms = 0,
     backoff = 'exponential', backoff_ms = 1000, backoff_cap_ms = 3600000, backoff_jitter = '0.2' }
@@ -77,9 +106,13 @@ for i = 1, n do
     backoff_cap_ms = '3600000' }
   job.text = text
   local own_attempts, own_backoff = false, false
+  -- A field given twice is refused rather than letting the last one win unnoticed.
+  local given = {}
   for p = 0, pairs_n - 1 do
     local field, value = ARGV[pos + 2 + 2 * p], ARGV[pos + 3 + 2 * p]
     if value == nil then return invalid(id, 'truncated argument list') end
+    if given[field] then return invalid(id, 'field ' .. field .. ' given twice') end
+    given[field] = true
     if field == 'handler' or field == 'payload' or field == 'backoff' then
       job[field] = value
       if field == 'backoff' then own_backoff = true end
@@ -128,6 +161,12 @@ for i = 1, n do
   if job.backoff ~= 'exponential' and job.backoff ~= 'fixed' then
     return invalid(id, 'backoff must be exponential or fixed')
   end
+  -- The default cap (1 h) is no cap the producer chose: a longer exponential base is its own cap.
+  if job.backoff == 'exponential' and not given.backoff_cap_ms
+      and job.backoff_ms > job.backoff_cap_ms then
+    job.backoff_cap_ms = job.backoff_ms
+    text.backoff_cap_ms = text.backoff_ms
+  end
   if job.backoff == 'exponential' and job.backoff_cap_ms < job.backoff_ms then
     return invalid(id, 'backoff_cap_ms must not be below backoff_ms')
   end
@@ -146,11 +185,18 @@ if ARGV[pos] ~= nil then return invalid('-', 'more arguments than the jobs decla
 -- Dedupe: an id that exists (or repeats within the batch) writes nothing.
 local replies, fresh = {}, {}
 for i, job in ipairs(jobs) do
-  local existing = seen[job.id] or redis.call('HGET', prefix .. job.id, 'state')
+  local existing = seen[job.id]
+  if not existing then
+    existing = redis.pcall('HGET', prefix .. job.id, 'state')
+    if type(existing) == 'table' and existing.err then
+      return wrong_type(prefix .. job.id, redis.call('TYPE', prefix .. job.id).ok)
+    end
+  end
   if existing then
     replies[i] = { job.id, 'exists', existing }
   else
-    job.run_at = job.run_at_ms or (now + (job.delay_ms or 0))
+    -- A run-at in the past means now: the job is due, and its run_at says when it became so.
+    job.run_at = math.max(job.run_at_ms or (now + (job.delay_ms or 0)), now)
     job.state = job.run_at > now and 'delayed' or 'waiting'
     seen[job.id] = job.state
     fresh[#fresh + 1] = job
@@ -159,8 +205,32 @@ for i, job in ipairs(jobs) do
 end
 if #fresh == 0 then return replies end
 
+-- Every key this call writes (but the events stream and the wake list, which are skipped when
+-- damaged) must be of its type before the first write: Redis keeps a script's writes when a
+-- later command fails, so a WRONGTYPE half-way would leave jobs in no set.
+local function type_problem(key, want)
+  local found = redis.call('TYPE', key).ok
+  if found ~= 'none' and found ~= want then return wrong_type(key, found) end
+end
+local problem = type_problem(KEYS[3], 'zset') or type_problem(KEYS[4], 'zset')
+  or type_problem(KEYS[5], 'string')
+if problem then return problem end
+local checked = {}
+for _, job in ipairs(fresh) do
+  if job.group and job.state == 'waiting' and not checked[job.group] then
+    checked[job.group] = true
+    problem = type_problem(KEYS[9], 'zset')
+      or type_problem(KEYS[8] .. job.group .. ':waiting', 'zset')
+    if problem then return problem end
+  end
+end
+
 -- Waiting score: higher priority first, then FIFO by the queue's sequence (see protocol.md).
-local last_seq = redis.call('INCRBY', KEYS[5], #fresh)
+-- INCRBY is the first write, and writes nothing when `seq` is not an integer.
+local last_seq = redis.pcall('INCRBY', KEYS[5], #fresh)
+if type(last_seq) == 'table' and last_seq.err then
+  return wrong_type(KEYS[5], 'string (not an integer)')
+end
 local waiting, delayed, events, grouped, group_order = {}, {}, {}, {}, {}
 for i, job in ipairs(fresh) do
   local seq = last_seq - #fresh + i

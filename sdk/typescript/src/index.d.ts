@@ -1,0 +1,128 @@
+// Types of wasmq's producer SDK (index.js). docs/protocol.md is the contract behind them.
+import type { Cluster, ClusterOptions, Redis, RedisOptions } from "ioredis";
+
+export * from "./errors.js";
+
+/** The protocol version this package speaks. */
+export declare const PROTOCOL: 3;
+/** The most jobs one enqueue call takes. */
+export declare const MAX_BULK: 10000;
+/** enqueue.lua as this package sends it (byte-identical to the host's). */
+export declare const ENQUEUE_LUA: string;
+/** counts.lua as this package sends it (byte-identical to the host's). */
+export declare const COUNTS_LUA: string;
+
+export type Payload = string | Buffer | Uint8Array;
+export type JobState = "waiting" | "delayed" | "active" | "retry" | "completed" | "dead";
+
+/** Options of one job; every one is optional (docs/protocol.md, "enqueue.lua"). */
+export interface EnqueueOptions {
+  /** The job id (1-128 printable ASCII characters); a ULID when absent. An existing id writes nothing. */
+  id?: string;
+  /** -1000..1000, higher runs first; default 0. */
+  priority?: number;
+  /** Run this many ms after enqueue (Redis clock). Not with `runAt`. */
+  delayMs?: number;
+  /** Run at this time (a Date, or ms since the epoch); in the past means now. */
+  runAt?: Date | number;
+  /** Attempts in total, 1..1000; default 3 (or the handler's retry policy). */
+  maxAttempts?: number;
+  /** Per-attempt deadline in ms; default the handler's. */
+  timeoutMs?: number;
+  /** `exponential` (default) or `fixed`. */
+  backoff?: "exponential" | "fixed";
+  /** Base delay (exponential) or the delay (fixed), ms; default 1000. */
+  backoffMs?: number;
+  /** Longest exponential delay, ms; default 1 h, or `backoffMs` when that is longer. */
+  backoffCapMs?: number;
+  /** Jitter fraction 0..1; default 0.2. */
+  backoffJitter?: number;
+  /** The job's group (e.g. a tenant id): groups take turns and have their own rate limit. */
+  group?: string;
+}
+
+/** One job for `enqueueBulk`. */
+export interface JobSpec extends EnqueueOptions {
+  handler: string;
+  payload?: Payload;
+}
+
+/** What enqueue did with one job: `created` false means the id existed (nothing written). */
+export interface Enqueued {
+  id: string;
+  created: boolean;
+  state: JobState;
+}
+
+/** Jobs per state, read in one atomic call. */
+export interface Counts {
+  waiting: number;
+  delayed: number;
+  active: number;
+  retry: number;
+  completed: number;
+  dead: number;
+  paused: boolean;
+}
+
+/** One finished attempt (docs/protocol.md, "Job fields", `history`). */
+export interface Attempt {
+  attempt: number;
+  outcome: string;
+  error?: string;
+  host?: string;
+  started_at?: number;
+  finished_at?: number;
+  version?: string;
+  logs?: string;
+  progress?: number;
+}
+
+/** A job as its hash holds it. */
+export interface Job {
+  queue: string;
+  id: string;
+  handler: string;
+  state: JobState;
+  payload: Buffer;
+  priority: number;
+  attempt: number;
+  maxAttempts: number;
+  createdAtMs: number | null;
+  runAtMs: number | null;
+  finishedAtMs: number | null;
+  result: Buffer | null;
+  lastOutcome: string | null;
+  lastError: string | null;
+  group: string | null;
+  history: Attempt[];
+  /** Every field as Redis holds it. */
+  fields: Record<string, Buffer>;
+}
+
+/** A new ULID. */
+export declare function newId(): string;
+
+export declare class Client {
+  /** Wraps an ioredis connection. */
+  constructor(redis: Redis | Cluster);
+  readonly redis: Redis | Cluster;
+  /** `redis://`, `rediss://`, `redis+cluster://h1:p1,h2:p2` or `rediss+cluster://...`. */
+  static fromUrl(url: string, options?: RedisOptions | ClusterOptions): Client;
+  close(): Promise<void>;
+  /** Enqueues one job; resolves with its id. */
+  enqueue(queue: string, handler: string, payload?: Payload, options?: EnqueueOptions): Promise<string>;
+  /** Up to 10,000 jobs in one atomic call. */
+  enqueueBulk(queue: string, jobs: JobSpec[]): Promise<Enqueued[]>;
+  getJob(queue: string, id: string): Promise<Job | null>;
+  counts(queue: string): Promise<Counts>;
+  /** The result bytes of the job once it completes; `timeout` in ms (default 30,000). */
+  waitForResult(queue: string, id: string, options?: { timeout?: number }): Promise<Buffer>;
+  /** Per id: `cancelled`, `not_found`, or the state that prevents it. */
+  cancel(queue: string, ...ids: string[]): Promise<Record<string, string>>;
+  deadLetters(queue: string, options?: { offset?: number; limit?: number }): Promise<Job[]>;
+  replay(queue: string, options?: { ids?: string[]; limit?: number }): Promise<string[]>;
+  purge(queue: string, options?: { ids?: string[]; limit?: number }): Promise<string[]>;
+  pause(queue: string): Promise<boolean>;
+  resume(queue: string): Promise<boolean>;
+}

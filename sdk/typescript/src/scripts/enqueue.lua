@@ -1,0 +1,297 @@
+-- enqueue: add N jobs to a queue, each to `waiting` or (run_at in the future) `delayed`.
+-- Standalone (no prelude), so producers in any language can EVAL it as it is.
+-- wasmq protocol 3; a stable contract for producers (docs/protocol.md, "Stable contract").
+--
+-- KEYS[1] wasmq:{q}:job:   (job hash prefix)   KEYS[2] wasmq:{q}:config
+-- KEYS[3] wasmq:{q}:waiting                      KEYS[4] wasmq:{q}:delayed
+-- KEYS[5] wasmq:{q}:seq                          KEYS[6] wasmq:{q}:events
+-- KEYS[7] wasmq:{q}:wake
+-- KEYS[8] wasmq:{q}:g:     (group key prefix)   KEYS[9] wasmq:{q}:groups
+--         (needed only for jobs with a group: a call with 7 keys enqueues ungrouped jobs)
+-- ARGV[1] N, the number of jobs (1 to 10000); then, per job: id, P (number of field/value
+--         pairs, 0 to 64), then P field/value pairs from: handler (required), payload,
+--         priority, delay_ms, run_at_ms, max_attempts, timeout_ms, backoff, backoff_ms,
+--         backoff_cap_ms, backoff_jitter, group; each field at most once.
+-- A job that gives max_attempts, or any backoff field, keeps that part of its retry policy;
+-- for the part it leaves out, the hash records the queue default (3 attempts, exponential 1 s)
+-- and the handler's own policy, if its deployment has one, applies instead (see fail_job in
+-- lib.lua). The hash field `own_policy` lists what the job set: 'attempts', 'backoff', both
+-- (comma-separated) or nothing.
+-- A job with a group waits in its group's set `wasmq:{q}:g:<group>:waiting`, not in `waiting`;
+-- the group joins `groups` (the round-robin that fetch.lua serves) unless it is there already.
+-- Reply: one {id, 'created' | 'exists', state} per job, in order.
+-- Errors (nothing is written): 'WASMQ_INVALID <reason>',
+--   'WASMQ_PAYLOAD_TOO_LARGE <id> <size> <limit>', 'WASMQ_WRONGTYPE <key> <type>' (a key of
+--   the queue holds another type than the protocol's: written by hand, or a damaged Redis).
+-- All jobs, and the type of every key written, are checked before anything is written: a
+-- batch is enqueued whole or not at all, and no error stops the script after a write.
+
+local function invalid(id, reason)
+  return redis.error_reply('WASMQ_INVALID job ' .. tostring(id) .. ': ' .. reason)
+end
+local function wrong_type(key, found)
+  return redis.error_reply('WASMQ_WRONGTYPE ' .. key .. ' ' .. found)
+end
+
+-- The keys must be the queue's own, in the documented order: a key out of place would be
+-- written as if it were another (the job hashes into the config, say).
+local KEY_NAMES = { 'job:', 'config', 'waiting', 'delayed', 'seq', 'events', 'wake', 'g:',
+  'groups' }
+if #KEYS ~= 7 and #KEYS ~= 9 then
+  return invalid('-', 'give the 9 keys of the queue (or its first 7), got ' .. #KEYS)
+end
+local queue = string.match(KEYS[1], '^wasmq:{([%w%-_.:]+)}:job:$')
+if queue == nil or #queue > 128 then
+  return invalid('-', 'KEYS[1] must be wasmq:{<queue>}:job:, got ' .. KEYS[1])
+end
+for i = 2, #KEYS do
+  local want = 'wasmq:{' .. queue .. '}:' .. KEY_NAMES[i]
+  if KEYS[i] ~= want then
+    return invalid('-', 'KEYS[' .. i .. '] must be ' .. want .. ', got ' .. KEYS[i])
+  end
+end
+
+local prefix = KEYS[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_text = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+local cfg = redis.pcall('HMGET', KEYS[2], 'max_payload_bytes', 'events_maxlen', 'paused')
+if cfg.err then return wrong_type(KEYS[2], redis.call('TYPE', KEYS[2]).ok) end
+local max_payload = tonumber(cfg[1]) or 524288
+local events_maxlen = tonumber(cfg[2]) or 10000
+local paused = cfg[3] == '1'
+
+-- Integers must be plain decimal ('5', '-3'); they are stored as given, unformatted, and the
+-- hosts read them with Rust's integer parse, which takes no '-' at all for an unsigned field:
+-- so a minus sign only where the range has negatives ('-0' is no millisecond count).
+local function integer(value, lo, hi)
+  if type(value) ~= 'string' then return nil end
+  if not string.find(value, lo < 0 and '^%-?%d+$' or '^%d+$') then return nil end
+  local n = tonumber(value)
+  if n < lo or n > hi then return nil end
+  return n
+end
+-- A decimal fraction in 0..1: digits with at most one point ('0.5', '1', '.5', '1.'), an
+-- optional sign and exponent ('1e-1'). Stored as given, it is read with Rust's f64 parse; Lua's
+-- tonumber alone would also take spaces around it, hex ('0x0.8'), 'nan' and text after a NUL.
+local function fraction(value)
+  local mantissa, exponent = string.match(value, '^[+-]?([%d.]*)(.*)$')
+  if not string.find(mantissa, '^%d*%.?%d*$') or not string.find(mantissa, '%d') then
+    return nil
+  end
+  if exponent ~= '' and not string.find(exponent, '^[eE][+-]?%d+$') then return nil end
+  local n = tonumber(value)
+  if n == nil or n < 0 or n > 1 then return nil end
+  return n
+end
+local function name_ok(s)
+  return #s >= 1 and #s <= 128 and string.find(s, '^[%w%p]+$') ~= nil
+end
+
+local n = integer(ARGV[1], 1, 10000)
+if n == nil then return invalid('-', 'ARGV[1] must be the number of jobs, 1 to 10000') end
+local jobs, seen, pos = {}, {}, 2
+for i = 1, n do
+  local id = ARGV[pos]
+  local pairs_n = integer(ARGV[pos + 1], 0, 64)
+  if id == nil or ARGV[pos + 1] == nil then return invalid(i, 'truncated argument list') end
+  if pairs_n == nil then
+    return invalid(id, 'the number of field/value pairs must be 0 to 64')
+  end
+  if not name_ok(id) then return invalid(id, 'id must be 1-128 printable ASCII characters') end
+  local job = { id = id, payload = '', priority = 0, max_attempts = 3, timeout_ms = 0,
+    backoff = 'exponential', backoff_ms = 1000, backoff_cap_ms = 3600000, backoff_jitter = '0.2' }
+  -- The stored text of each integer field (defaults, or the producer's own digits).
+  local text = { priority = '0', max_attempts = '3', timeout_ms = '0', backoff_ms = '1000',
+    backoff_cap_ms = '3600000' }
+  job.text = text
+  local own_attempts, own_backoff = false, false
+  -- A field given twice is refused rather than letting the last one win unnoticed.
+  local given = {}
+  for p = 0, pairs_n - 1 do
+    local field, value = ARGV[pos + 2 + 2 * p], ARGV[pos + 3 + 2 * p]
+    if value == nil then return invalid(id, 'truncated argument list') end
+    if given[field] then return invalid(id, 'field ' .. field .. ' given twice') end
+    given[field] = true
+    if field == 'handler' or field == 'payload' or field == 'backoff' then
+      job[field] = value
+      if field == 'backoff' then own_backoff = true end
+    elseif field == 'group' then
+      if not name_ok(value) then
+        return invalid(id, 'group must be 1-128 printable ASCII characters')
+      end
+      if KEYS[9] == nil then return invalid(id, 'a job with a group needs KEYS[8] and KEYS[9]') end
+      job.group = value
+    elseif field == 'priority' then
+      job.priority = integer(value, -1000, 1000)
+      if job.priority == nil then
+        return invalid(id, 'priority must be an integer in -1000..1000')
+      end
+      text.priority = value
+    elseif field == 'max_attempts' then
+      job.max_attempts = integer(value, 1, 1000)
+      if job.max_attempts == nil then
+        return invalid(id, 'max_attempts must be an integer in 1..1000')
+      end
+      text.max_attempts = value
+      own_attempts = true
+    elseif field == 'delay_ms' or field == 'run_at_ms' or field == 'timeout_ms'
+        or field == 'backoff_ms' or field == 'backoff_cap_ms' then
+      job[field] = integer(value, 0, 1e15)
+      if job[field] == nil then return invalid(id, field .. ' must be a non-negative integer') end
+      text[field] = value
+      if field == 'backoff_ms' or field == 'backoff_cap_ms' then own_backoff = true end
+    elseif field == 'backoff_jitter' then
+      if fraction(value) == nil then
+        return invalid(id, 'backoff_jitter must be a decimal number in 0..1')
+      end
+      job.backoff_jitter = value
+      own_backoff = true
+    else
+      return invalid(id, 'unknown field ' .. tostring(field))
+    end
+  end
+  local own = {}
+  if own_attempts then own[#own + 1] = 'attempts' end
+  if own_backoff then own[#own + 1] = 'backoff' end
+  job.own_policy = table.concat(own, ',')
+  if job.handler == nil or not name_ok(job.handler) then
+    return invalid(id, 'handler must be 1-128 printable ASCII characters')
+  end
+  if job.backoff ~= 'exponential' and job.backoff ~= 'fixed' then
+    return invalid(id, 'backoff must be exponential or fixed')
+  end
+  -- The default cap (1 h) is no cap the producer chose: a longer exponential base is its own cap.
+  if job.backoff == 'exponential' and not given.backoff_cap_ms
+      and job.backoff_ms > job.backoff_cap_ms then
+    job.backoff_cap_ms = job.backoff_ms
+    text.backoff_cap_ms = text.backoff_ms
+  end
+  if job.backoff == 'exponential' and job.backoff_cap_ms < job.backoff_ms then
+    return invalid(id, 'backoff_cap_ms must not be below backoff_ms')
+  end
+  if job.delay_ms ~= nil and job.run_at_ms ~= nil then
+    return invalid(id, 'give delay_ms or run_at_ms, not both')
+  end
+  if #job.payload > max_payload then
+    return redis.error_reply('WASMQ_PAYLOAD_TOO_LARGE ' .. id .. ' ' .. #job.payload .. ' '
+      .. max_payload)
+  end
+  jobs[i] = job
+  pos = pos + 2 + 2 * pairs_n
+end
+if ARGV[pos] ~= nil then return invalid('-', 'more arguments than the jobs declared') end
+
+-- Dedupe: an id that exists (or repeats within the batch) writes nothing.
+local replies, fresh = {}, {}
+for i, job in ipairs(jobs) do
+  local existing = seen[job.id]
+  if not existing then
+    existing = redis.pcall('HGET', prefix .. job.id, 'state')
+    if type(existing) == 'table' and existing.err then
+      return wrong_type(prefix .. job.id, redis.call('TYPE', prefix .. job.id).ok)
+    end
+  end
+  if existing then
+    replies[i] = { job.id, 'exists', existing }
+  else
+    -- A run-at in the past means now: the job is due, and its run_at says when it became so.
+    job.run_at = math.max(job.run_at_ms or (now + (job.delay_ms or 0)), now)
+    job.state = job.run_at > now and 'delayed' or 'waiting'
+    seen[job.id] = job.state
+    fresh[#fresh + 1] = job
+    replies[i] = { job.id, 'created', job.state }
+  end
+end
+if #fresh == 0 then return replies end
+
+-- Every key this call writes (but the events stream and the wake list, which are skipped when
+-- damaged) must be of its type before the first write: Redis keeps a script's writes when a
+-- later command fails, so a WRONGTYPE half-way would leave jobs in no set.
+local function type_problem(key, want)
+  local found = redis.call('TYPE', key).ok
+  if found ~= 'none' and found ~= want then return wrong_type(key, found) end
+end
+local problem = type_problem(KEYS[3], 'zset') or type_problem(KEYS[4], 'zset')
+  or type_problem(KEYS[5], 'string')
+if problem then return problem end
+local checked = {}
+for _, job in ipairs(fresh) do
+  if job.group and job.state == 'waiting' and not checked[job.group] then
+    checked[job.group] = true
+    problem = type_problem(KEYS[9], 'zset')
+      or type_problem(KEYS[8] .. job.group .. ':waiting', 'zset')
+    if problem then return problem end
+  end
+end
+
+-- Waiting score: higher priority first, then FIFO by the queue's sequence (see protocol.md).
+-- INCRBY is the first write, and writes nothing when `seq` is not an integer.
+local last_seq = redis.pcall('INCRBY', KEYS[5], #fresh)
+if type(last_seq) == 'table' and last_seq.err then
+  return wrong_type(KEYS[5], 'string (not an integer)')
+end
+local waiting, delayed, events, grouped, group_order = {}, {}, {}, {}, {}
+for i, job in ipairs(fresh) do
+  local seq = last_seq - #fresh + i
+  local text = job.text
+  local fields = { 'id', job.id, 'handler', job.handler,
+    'payload', job.payload, 'state', job.state, 'priority', text.priority, 'seq', seq,
+    'attempt', '0', 'max_attempts', text.max_attempts, 'timeout_ms', text.timeout_ms,
+    'backoff', job.backoff, 'backoff_ms', text.backoff_ms, 'backoff_cap_ms', text.backoff_cap_ms,
+    'backoff_jitter', job.backoff_jitter, 'created_at', now_text,
+    'run_at', job.run_at == now and now_text or job.run_at }
+  if job.own_policy ~= '' then
+    fields[#fields + 1] = 'own_policy'
+    fields[#fields + 1] = job.own_policy
+  end
+  if job.group then
+    fields[#fields + 1] = 'group'
+    fields[#fields + 1] = job.group
+  end
+  redis.call('HSET', prefix .. job.id, unpack(fields))
+  if job.state == 'waiting' and job.group then
+    local list = grouped[job.group]
+    if not list then
+      list = {}
+      grouped[job.group] = list
+      group_order[#group_order + 1] = job.group
+    end
+    list[#list + 1] = (1000 - job.priority) * 4398046511104 + seq
+    list[#list + 1] = job.id
+  elseif job.state == 'waiting' then
+    waiting[#waiting + 1] = (1000 - job.priority) * 4398046511104 + seq
+    waiting[#waiting + 1] = job.id
+  else
+    delayed[#delayed + 1] = job.run_at
+    delayed[#delayed + 1] = job.id
+  end
+  events[#events + 1] = { job.id, 0 }
+end
+-- ZADD in chunks: Lua's unpack() is limited by the C stack (about 8000 values).
+local function zadd(key, args)
+  for c = 1, #args, 2000 do
+    redis.call('ZADD', key, unpack(args, c, math.min(c + 1999, #args)))
+  end
+end
+zadd(KEYS[3], waiting)
+zadd(KEYS[4], delayed)
+for _, group in ipairs(group_order) do
+  zadd(KEYS[8] .. group .. ':waiting', grouped[group])
+  -- NX: a group already in the round-robin keeps its turn; a new one queues behind the others.
+  redis.call('ZADD', KEYS[9], 'NX', now, group)
+end
+-- One event entry per 100 jobs: `events_maxlen` entries then bound the stream's memory.
+-- The stream and the wake list come after the jobs are written, and neither is needed for a
+-- job's state: one of another type (edited by hand) is skipped, never a half-done call.
+if events_maxlen > 0 then
+  for c = 1, #events, 100 do
+    redis.pcall('XADD', KEYS[6], 'MAXLEN', '~', events_maxlen, '*', 'event', 'enqueued',
+      'jobs', cjson.encode({ unpack(events, c, math.min(c + 99, #events)) }))
+  end
+end
+-- Wake one idle worker (the wake list holds at most one token).
+if (#waiting > 0 or #group_order > 0) and not paused and redis.pcall('LLEN', KEYS[7]) == 0 then
+  redis.pcall('RPUSH', KEYS[7], '1')
+end
+return replies
