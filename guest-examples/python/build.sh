@@ -8,8 +8,8 @@ source ../lib.sh
 
 venv=$(pinned_venv requirements.txt)
 mkdir -p out
-for name in echo transform flaky workflow notify; do
-    if stale "out/$name.wasm" "$name.py" wasmq_http.py "$WIT_DIR"/*.wit "$WIT_DIR"/deps/*.wit \
+for name in echo transform flaky workflow notify welcome; do
+    if stale "out/$name.wasm" "$name.py" wasmq_http.py wasmq_sql.py "$WIT_DIR"/*.wit "$WIT_DIR"/deps/*.wit \
         requirements.txt; then
         echo "python: building out/$name.wasm" >&2
         "$venv/bin/componentize-py" --wit-path "$WIT_DIR" --world handler \

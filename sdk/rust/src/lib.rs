@@ -380,7 +380,10 @@ pub mod kv {
         }
 
         /// The JSON value of `key`; an error when it does not parse as `T`.
-        pub fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        pub fn get_json<T: serde::de::DeserializeOwned>(
+            &self,
+            key: &str,
+        ) -> Result<Option<T>, Error> {
             match self.get(key)? {
                 None => Ok(None),
                 Some(bytes) => serde_json::from_slice(&bytes)

@@ -12,12 +12,18 @@ use wasmq_guest::{Handler, Job, JobError};
 struct KvOps;
 
 fn text(bytes: Option<Vec<u8>>) -> Value {
-    bytes.map_or(Value::Null, |b| Value::String(String::from_utf8_lossy(&b).into_owned()))
+    bytes.map_or(Value::Null, |b| {
+        Value::String(String::from_utf8_lossy(&b).into_owned())
+    })
 }
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
