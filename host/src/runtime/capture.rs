@@ -53,6 +53,11 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// The least a log line counts against a job's log cap, whatever its length: the host keeps
+/// and emits each line with its own overhead (a record, a tracing event), so a flood of empty
+/// lines is bounded like a flood of long ones (a 64 KiB cap keeps at most 1,024 lines).
+pub(crate) const LINE_FLOOR: usize = 64;
+
 /// The bounded log of one attempt.
 #[derive(Debug)]
 pub(crate) struct JobLog {
@@ -60,6 +65,7 @@ pub(crate) struct JobLog {
     cap: usize,
     used: usize,
     dropped: u64,
+    dropped_lines: u64,
     lines: Vec<LogLine>,
     partial_stdout: Vec<u8>,
     partial_stderr: Vec<u8>,
@@ -72,19 +78,23 @@ impl JobLog {
             cap,
             used: 0,
             dropped: 0,
+            dropped_lines: 0,
             lines: Vec::new(),
             partial_stdout: Vec::new(),
             partial_stderr: Vec::new(),
         }
     }
 
-    /// Adds one whole line.
+    /// Adds one whole line. A line counts [`LINE_FLOOR`] bytes against the cap at least, so
+    /// empty lines cannot pile up uncounted.
     pub fn line(&mut self, source: LogSource, message: &str) {
-        if self.used + message.len() > self.cap {
+        let cost = message.len().max(LINE_FLOOR);
+        if self.used + cost > self.cap {
             self.dropped += message.len() as u64;
+            self.dropped_lines += 1;
             return;
         }
-        self.used += message.len();
+        self.used += cost;
         emit(&self.job_id, source, message);
         self.lines.push(LogLine {
             source,
@@ -94,8 +104,12 @@ impl JobLog {
 
     /// Adds raw stream bytes, split into lines at `\n`; an unterminated tail waits for more.
     fn write(&mut self, source: LogSource, mut bytes: &[u8]) {
-        if self.used >= self.cap {
-            self.dropped += bytes.len() as u64;
+        if self.used + LINE_FLOOR > self.cap {
+            // Not even an empty line fits: count what is dropped without splitting it.
+            // (Bytes of text, as `line` counts them: the newlines are not.)
+            let newlines = bytes.iter().filter(|&&b| b == b'\n').count();
+            self.dropped += (bytes.len() - newlines) as u64;
+            self.dropped_lines += newlines as u64;
             return;
         }
         while let Some(pos) = bytes.iter().position(|&b| b == b'\n') {
@@ -133,12 +147,18 @@ impl JobLog {
                 self.line(source, &String::from_utf8_lossy(&tail));
             }
         }
-        if self.dropped > 0 {
+        if self.dropped > 0 || self.dropped_lines > 0 {
             let marker = format!(
-                "[wasmq: log truncated, {} bytes dropped past the cap of {} bytes]",
-                self.dropped, self.cap
+                "[wasmq: log truncated, {} lines ({} bytes) dropped past the cap of {} bytes, \
+                 each line counting {LINE_FLOOR} bytes at least]",
+                self.dropped_lines, self.dropped, self.cap
             );
-            tracing::info!(job_id = %self.job_id, dropped = self.dropped, "guest log truncated");
+            tracing::info!(
+                job_id = %self.job_id,
+                dropped = self.dropped,
+                dropped_lines = self.dropped_lines,
+                "guest log truncated"
+            );
             self.lines.push(LogLine {
                 source: LogSource::Host,
                 message: marker,
@@ -272,20 +292,52 @@ mod tests {
 
     #[test]
     fn keeps_at_most_the_cap_and_marks_the_truncation() {
-        let mut l = log(10);
-        l.line(LogSource::Info, "12345");
-        l.line(LogSource::Info, "123456");
+        let mut l = log(3 * LINE_FLOOR);
+        l.line(LogSource::Info, "a");
+        l.line(LogSource::Info, "b");
+        // An unterminated tail longer than the room left is dropped, not buffered.
         l.write(LogSource::Stdout, &[b'x'; 1000]);
-        l.line(LogSource::Info, "1234");
+        l.line(LogSource::Info, "c");
+        l.line(LogSource::Info, "d");
         let (lines, dropped) = l.finish();
-        let kept: usize = lines
+        let kept: Vec<_> = lines
             .iter()
             .filter(|l| l.source != LogSource::Host)
-            .map(|l| l.message.len())
-            .sum();
-        assert!(kept <= 10, "kept {kept} bytes");
-        assert_eq!(dropped, 6 + 1000);
-        let marker = lines.last().map(|l| l.source);
-        assert_eq!(marker, Some(LogSource::Host));
+            .map(|l| l.message.as_str())
+            .collect();
+        assert_eq!(kept, ["a", "b", "c"]);
+        assert_eq!(dropped, 1000 + 1);
+        let marker = lines.last().expect("a marker");
+        assert_eq!(marker.source, LogSource::Host);
+        assert!(
+            marker.message.contains("1 lines (1001 bytes) dropped"),
+            "{}",
+            marker.message
+        );
+    }
+
+    #[test]
+    fn a_flood_of_empty_lines_counts_against_the_cap() {
+        let cap = 64 * 1024;
+        let mut l = log(cap);
+        for _ in 0..100 {
+            l.write(LogSource::Stdout, &[b'\n'; 10_000]);
+        }
+        for _ in 0..10_000 {
+            l.line(LogSource::Info, "");
+        }
+        let (lines, dropped) = l.finish();
+        assert_eq!(
+            lines.len(),
+            cap / LINE_FLOOR + 1,
+            "the lines that fit, and the marker"
+        );
+        let marker = &lines[lines.len() - 1].message;
+        let expected = 100 * 10_000 + 10_000 - cap / LINE_FLOOR;
+        assert!(
+            marker.contains(&format!("{expected} lines (0 bytes) dropped")),
+            "{marker}"
+        );
+        assert_eq!(dropped, 0);
     }
 }

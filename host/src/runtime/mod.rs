@@ -124,6 +124,12 @@ use bindings::wasi::keyvalue::{atomics as kv_atomics, batch as kv_batch, store a
 use bindings::wasmq::job::{context, sql as sql_bindings, workflow as workflow_bindings};
 use bindings::{HandlerPre, Job, JobError};
 
+/// Most bytes one `wasi:random` `get-random-bytes` call may ask for. The host fills them
+/// outside the instance's memory cap before copying them in, so a bigger request traps
+/// instead of allocating (wasmtime's own limit is 64 MiB). Guests' libraries ask for a few
+/// bytes at a time.
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
 /// Engine-wide settings of a host. Per-job limits are in [`JobLimits`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeConfig {
@@ -635,6 +641,7 @@ impl Runtime {
         let wasi = WasiCtx::builder()
             .stdout(CaptureStream::new(log.clone(), LogSource::Stdout))
             .stderr(CaptureStream::new(log.clone(), LogSource::Stderr))
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
         let memory_cap = limits.memory.min(config.max_memory_per_instance);
         let start_long = handler.recent.start_long();

@@ -167,8 +167,14 @@ pub(crate) fn classify(err: &wasmtime::Error, limit_hit: bool) -> Outcome {
     if limit_hit {
         return Outcome::MemoryLimit;
     }
+    // `wasi:cli/exit` (a guest's `exit()`/`process::exit`): status 0 ends the job like a
+    // handler returning an empty result; any other status fails it as the handler would, for
+    // good (the guest chose to stop, and would choose it again).
     if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        return Outcome::Trap(format!("guest called exit({})", exit.0));
+        return match exit.0 {
+            0 => Outcome::Ok(Vec::new()),
+            status => Outcome::Fail(format!("the handler called exit({status})")),
+        };
     }
     Outcome::Trap(format!("{err:?}"))
 }
@@ -191,6 +197,18 @@ mod tests {
         )));
         let kept = capped.split(" [wasmq").next().unwrap();
         assert!(kept.chars().all(|c| c == 'é') && kept.len() > MAX_MESSAGE_BYTES - 64);
+    }
+
+    #[test]
+    fn exit_zero_is_an_empty_result_and_another_status_a_failure() {
+        let exit = |status| wasmtime::Error::new(wasmtime_wasi::I32Exit(status));
+        assert_eq!(classify(&exit(0), false), Outcome::Ok(Vec::new()));
+        assert_eq!(
+            classify(&exit(3), false),
+            Outcome::Fail("the handler called exit(3)".into())
+        );
+        // A memory cap the guest ran into and then exited over is still the cap.
+        assert_eq!(classify(&exit(1), true), Outcome::MemoryLimit);
     }
 
     #[test]

@@ -677,12 +677,20 @@ pub fn run_entries(tcp_probe_addr: &str) -> Vec<RunEntry> {
             Limits::ROOMY,
             Dead("trap"),
         ),
+        // `exit(n)`: 0 completes with an empty result, any other status fails for good.
         entry(
             "exit",
             Rust("hostile"),
             b"exit",
             Limits::ROOMY,
-            Dead("trap"),
+            Dead("fail"),
+        ),
+        entry(
+            "exit-zero",
+            Rust("hostile"),
+            b"exit:0",
+            Limits::ROOMY,
+            ok(b""),
         ),
         entry(
             "abort",
@@ -756,6 +764,29 @@ pub fn run_entries(tcp_probe_addr: &str) -> Vec<RunEntry> {
             b"log-flood:1000000",
             Limits::ROOMY,
             ok(b"logged 1000000"),
+        ),
+        entry(
+            "a-hundred-thousand-empty-lines",
+            Rust("hostile"),
+            b"empty-lines:100000",
+            Limits::ROOMY,
+            ok(b"printed 100000"),
+        ),
+        // One get-random-bytes call: the host fills the bytes outside the memory cap, so it
+        // refuses a call over 1 MiB (a trap) rather than allocate 64 MiB for it.
+        entry(
+            "random-bytes-at-the-limit",
+            Rust("hostile"),
+            b"random:1048576",
+            Limits::ROOMY,
+            ok(b"got 1048576"),
+        ),
+        entry(
+            "random-bytes-64-mib",
+            Rust("hostile"),
+            b"random:67108864",
+            Limits::ROOMY,
+            Dead("trap"),
         ),
         entry(
             "largest-payload-echo",

@@ -70,7 +70,23 @@ impl Handler for Hostile {
             "huge-error" => {
                 return Err(JobError::Fail("e".repeat(arg.parse().unwrap_or(4 << 20))));
             }
-            "exit" => std::process::exit(3),
+            // `exit(n)` (3 unless given): 0 completes with an empty result, others fail.
+            "exit" => std::process::exit(arg.parse().unwrap_or(3)),
+            // `n` empty lines on stdout (1,000,000 unless given): each counts against the log cap.
+            "empty-lines" => {
+                let n: u32 = arg.parse().unwrap_or(1_000_000);
+                let mut out = std::io::stdout().lock();
+                for _ in 0..n {
+                    let _ = std::io::Write::write_all(&mut out, b"\n");
+                }
+                format!("printed {n}").into_bytes()
+            }
+            // `n` random bytes in one `get-random-bytes` call (64 MiB unless given).
+            "random" => {
+                let n: u64 = arg.parse().unwrap_or(64 << 20);
+                let bytes = wasip2::random::random::get_random_bytes(n);
+                format!("got {}", bytes.len()).into_bytes()
+            }
             "abort" => std::process::abort(),
             other => return Err(JobError::Fail(format!("unknown attack {other:?}"))),
         })
