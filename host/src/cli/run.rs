@@ -7,6 +7,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::alerts::{AlertFlags, Alerts, AlertsConfig};
+use crate::capability::SecretSource;
 use crate::worker::{
     DEFAULT_REDIS_URL, FileConfig, Phase, Worker, WorkerConfig, merge_handlers, parse_bytes,
     parse_duration, parse_handler_flag,
@@ -220,9 +221,14 @@ impl RunArgs {
     }
 
     /// The alert settings, flags and environment over the file's `[alerts]`; `None` without a
-    /// webhook. Also checks the file's `log_format`, read earlier by `init_tracing`, which
-    /// cannot report errors.
-    pub fn alerts_config(&self, file: &FileConfig) -> anyhow::Result<Option<AlertsConfig>> {
+    /// webhook or e-mail. `secrets` are the host's (`WASMQ_SECRET_<NAME>`, --secrets-dir), as
+    /// handlers get them: the SMTP password comes from there. Also checks the file's
+    /// `log_format`, read earlier by `init_tracing`, which cannot report errors.
+    pub fn alerts_config(
+        &self,
+        file: &FileConfig,
+        secrets: &SecretSource,
+    ) -> anyhow::Result<Option<AlertsConfig>> {
         if let Some(text) = &file.log_format {
             super::LogFormat::parse(text).map_err(anyhow::Error::msg)?;
         }
@@ -231,10 +237,6 @@ impl RunArgs {
             secret: self.alert_secret.as_deref(),
             format: self.alert_format.as_deref(),
             dashboard_url: self.alert_dashboard_url.as_deref(),
-        };
-        // The host's own secrets (`WASMQ_SECRET_<NAME>`, --secrets-dir), as handlers get them.
-        let secrets = crate::capability::SecretSource {
-            dir: self.secrets_dir.clone().or(file.secrets_dir.clone()),
         };
         AlertsConfig::resolve(
             flags,
@@ -256,7 +258,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     // The --config file is read once, here.
     let file = args.file()?;
     let config = args.to_config(&file)?;
-    let alerts_config = args.alerts_config(&file)?;
+    let secrets = SecretSource {
+        dir: config.secrets_dir.clone(),
+    };
+    let alerts_config = args.alerts_config(&file, &secrets)?;
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     // Bound before the worker starts, so a busy port or a missing token fails at once.
     let api = match args.http.or(file.http) {
