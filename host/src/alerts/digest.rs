@@ -153,7 +153,12 @@ async fn send(shared: Arc<Shared>, pending: Pending) {
     let count = digest.total();
     let id = format!("digest/{}/{}", shared.consumer, digest.since_ms);
     let alert = Alert::digest(id, digest);
-    tracing::info!(alert = %alert.id, jobs = count, entries = entries.len(), "alerts: sending a digest");
+    tracing::info!(
+        alert = %alert.id,
+        jobs = count,
+        entries = entries.len(),
+        "alerts: sending a digest"
+    );
     shared.sender.deliver(&alert).await;
     let mut by_queue: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for entry in &entries {

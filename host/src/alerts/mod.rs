@@ -4,10 +4,10 @@
 //! receivers depend on.
 //!
 //! Lifecycle ([`Alerts::start`], inside `wasmq run`):
-//! 1. Check the channels (an `https://` webhook or SMTP over TLS needs CA certificates), connect a [`Monitor`], and
-//!    create the consumer group `wasmq-alerts` on every served queue's events stream, unless it
-//!    exists. A new group starts one second before this host started: dead-letterings from then
-//!    on are alerted, the stream's older history is not.
+//! 1. Check the channels (an `https://` webhook or SMTP over TLS needs CA certificates),
+//!    connect a [`Monitor`], and create the consumer group `wasmq-alerts` on every served
+//!    queue's events stream, unless it exists. A new group starts one second before this host
+//!    started: dead-letterings from then on are alerted, the stream's older history is not.
 //! 2. `dead_letters` reads the group: `dead` entries become one alert per job, other entries
 //!    are acknowledged at once. At most [`IN_HAND`] entries and alerts are in hand at a time;
 //!    with that many undelivered (a slow or hung receiver) the reader waits, and the entries

@@ -142,8 +142,9 @@ pub fn slack(alert: &Alert, dashboard: Option<&str>) -> Value {
                     "text": format!("*Error*\n{}", mrkdwn(&cut(error, ERROR_CHARS)))}}));
             }
             if let Some(base) = dashboard {
+                let link = job_link(base, queue, job_id);
                 blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
-                    "text": format!("<{}|Open the job in the dashboard>", job_link(base, queue, job_id))}]}));
+                    "text": format!("<{link}|Open the job in the dashboard>")}]}));
             }
             json!({"text": mrkdwn(&text), "blocks": blocks})
         }

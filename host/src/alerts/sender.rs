@@ -7,8 +7,8 @@
 //!    current time and POST it (connect, TLS, response headers, up to 4 KiB of response
 //!    body); for e-mail, one SMTP session (`lettre`: connect, STARTTLS or TLS, AUTH with the
 //!    host secret, one message to every recipient).
-//! 2. A 2xx answer (or the server's acceptance of the message) delivers it. Anything else (another status, a refused connection, a
-//!    timeout) fails the attempt: the slot is given back, the sender waits the backoff
+//! 2. A 2xx answer (or the SMTP server's acceptance of the message) delivers it. Anything
+//!    else (another status, a refused connection, a timeout) fails the attempt: the slot is given back, the sender waits the backoff
 //!    (doubling, capped, jittered) and tries again, up to `max_attempts` attempts in all.
 //! 3. After the last failed attempt the alert is given up on that channel: logged as an error
 //!    and counted in [`DeliveryStats::failed`]. The caller acknowledges it once every channel
