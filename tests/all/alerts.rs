@@ -920,3 +920,67 @@ async fn a_burst_of_dead_jobs_becomes_a_few_digests_on_every_channel() {
         .count();
     assert_eq!(digest_mails, digests.len());
 }
+
+#[tokio::test]
+async fn backlog_alerts_reach_slack_and_email_too() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let receiver = Receiver::start(0).await;
+    let sink = SmtpSink::start(None).await;
+    client.pause(Q).await.unwrap();
+    let toml = format!(
+        "[alerts]\nformat = \"slack\"\n[alerts.backlog]\nwaiting = 2\ninterval = \"100ms\"\n{}",
+        email_table(sink.port)
+    );
+    let echo = handler("echo", "echo");
+    let _host = HostProcess::start_with_env(
+        &redis.url(),
+        Some(&toml),
+        &[],
+        &[
+            "--queues",
+            Q,
+            "--alert-webhook",
+            &receiver.url,
+            "--handler",
+            &echo,
+        ],
+    );
+    let jobs: Vec<NewJob> = (0..3).map(|_| NewJob::new("echo", b"x".to_vec())).collect();
+    client.enqueue_bulk(Q, &jobs).await.unwrap();
+    let line = format!(
+        "backlog on queue {Q}: waiting jobs 3 reached the threshold 2 (the queue is paused)"
+    );
+    eventually(
+        "the backlog on both channels",
+        Duration::from_secs(20),
+        || async { (receiver.received().len() == 1 && sink.mails().len() == 1).then_some(()) },
+    )
+    .await;
+    let slack: Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
+    assert_eq!(slack["text"], line);
+    assert_eq!(
+        slack["blocks"][0]["text"]["text"],
+        format!("*wasmq:* {line}")
+    );
+    let mail = &sink.mails()[0];
+    assert_eq!(mail.header("Subject").unwrap(), format!("[wasmq] {line}"));
+    assert!(mail.body().contains("Waiting:    3\r\n"), "{}", mail.body());
+    // Resolved: once on each channel too.
+    client.resume(Q).await.unwrap();
+    wait_for_count(&client, JobState::Completed, 3, Duration::from_secs(30)).await;
+    eventually(
+        "the resolution on both channels",
+        Duration::from_secs(20),
+        || async { (receiver.received().len() == 2 && sink.mails().len() == 2).then_some(()) },
+    )
+    .await;
+    let resolved: Value = serde_json::from_slice(&receiver.received()[1].body).unwrap();
+    assert!(
+        resolved["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("backlog resolved on queue {Q}: waiting jobs ")),
+        "{resolved}"
+    );
+}
