@@ -984,3 +984,40 @@ async fn backlog_alerts_reach_slack_and_email_too() {
         "{resolved}"
     );
 }
+
+#[tokio::test]
+async fn starttls_required_sends_nothing_to_a_server_without_it() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    // The sink offers no STARTTLS: with the default `starttls = "required"` the host must not
+    // go on in the clear, so neither the password nor the message reaches it.
+    let sink = SmtpSink::start(Some((SMTP_USER, SMTP_PASSWORD))).await;
+    let fail = handler("fail", "fail");
+    let toml = format!(
+        "[alerts]\nbackoff = \"100ms\"\nmax_attempts = 2\n[alerts.email]\nhost = \"127.0.0.1\"\n\
+         port = {}\nfrom = \"alerts@example.com\"\nto = [\"ops@example.com\"]\n\
+         username = \"{SMTP_USER}\"\npassword_secret = \"SMTP_PASSWORD\"\n",
+        sink.port
+    );
+    let mut host = HostProcess::start_with_env(
+        &redis.url(),
+        Some(&toml),
+        &[("WASMQ_SECRET_SMTP_PASSWORD", SMTP_PASSWORD)],
+        &["--queues", Q, "--handler", &fail],
+    );
+    enqueue_failing(&client, 1).await;
+    wait_for_count(&client, JobState::Dead, 1, Duration::from_secs(30)).await;
+    eventually("the alert given up", Duration::from_secs(30), || async {
+        let log = host.log_text();
+        (log.contains("alert given up: the email did not accept it")
+            && log.contains("STARTTLS is not supported")
+            && pending(&redis).await == 0)
+            .then_some(())
+    })
+    .await;
+    assert!(sink.mails().is_empty());
+    assert_eq!(sink.auth_failures(), 0);
+    host.sigterm();
+    host.wait_exit(Duration::from_secs(30));
+    assert!(!host.log_text().contains(SMTP_PASSWORD));
+}
