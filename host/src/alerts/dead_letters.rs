@@ -34,6 +34,10 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// Consumers holding nothing and silent this long are removed from the group.
 const FORGET_CONSUMERS_AFTER: Duration = Duration::from_secs(3600);
 
+/// Entry ids per `XCLAIM` / `XACK`: a digest may hold tens of thousands of entries, and one
+/// command naming them all would hold Redis up.
+pub(super) const IDS_PER_COMMAND: usize = 1000;
+
 /// Lookups of job details at once within one entry (a recovery can dead-letter thousands of
 /// jobs in one entry); the sender bounds the requests.
 const JOBS_AT_ONCE: usize = 64;
@@ -365,13 +369,15 @@ pub(super) async fn touch(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
             .map(|(queue, ids)| (queue.clone(), ids.iter().cloned().collect()))
             .collect();
         for (queue, ids) in held {
-            match shared
-                .monitor
-                .touch(&queue, &ids, shared.claim_after / 4)
-                .await
-            {
-                Ok(()) => health.ok(),
-                Err(err) => health.failed("touching the alerts in hand", &err),
+            for chunk in ids.chunks(IDS_PER_COMMAND) {
+                match shared
+                    .monitor
+                    .touch(&queue, chunk, shared.claim_after / 4)
+                    .await
+                {
+                    Ok(()) => health.ok(),
+                    Err(err) => health.failed("touching the alerts in hand", &err),
+                }
             }
         }
     }

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::config::DigestConfig;
-use super::dead_letters::{InHand, ack_entries};
+use super::dead_letters::{IDS_PER_COMMAND, InHand, ack_entries};
 use super::payload::{Alert, Digest, stream_id_ms};
 use super::{Shared, sleep_or_stop};
 use crate::queue::DeadJob;
@@ -168,7 +168,9 @@ async fn send(shared: Arc<Shared>, pending: Pending) {
             .push(entry.stream_id().to_string());
     }
     for (queue, ids) in by_queue {
-        ack_entries(&shared, queue, &ids).await;
+        for chunk in ids.chunks(IDS_PER_COMMAND) {
+            ack_entries(&shared, queue, chunk).await;
+        }
     }
     drop(entries);
 }
