@@ -1021,3 +1021,63 @@ async fn starttls_required_sends_nothing_to_a_server_without_it() {
     host.wait_exit(Duration::from_secs(30));
     assert!(!host.log_text().contains(SMTP_PASSWORD));
 }
+
+/// The group's `lag`: entries of the queue's events stream no alerting host has read yet.
+async fn unread(redis: &RedisServer) -> Option<i64> {
+    let mut conn = redis.connection().await;
+    let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(format!("wasmq:{{{Q}}}:events"))
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    match groups.first()?.get("lag")? {
+        redis::Value::Int(n) => Some(*n),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_digest_a_killed_host_held_is_sent_by_another_host() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let receiver = Receiver::start(0).await;
+    let fail = handler("fail", "fail");
+    // Everything into a digest; the first host's window outlasts it.
+    let held = "[alerts]\nclaim_after = \"2s\"\n[alerts.digest]\nafter = 0\nwindow = \"1h\"\n";
+    let mut first = alerting_host(&redis, &receiver.url, held, &[&fail], &[]);
+    enqueue_failing(&client, 20).await;
+    wait_for_count(&client, JobState::Dead, 20, Duration::from_secs(30)).await;
+    eventually(
+        "every entry read and held in the digest",
+        Duration::from_secs(20),
+        || async { (unread(&redis).await == Some(0) && pending(&redis).await > 0).then_some(()) },
+    )
+    .await;
+    // The host dies with its digest unsent: the entries stay pending...
+    first.sigkill();
+    assert!(receiver.received().is_empty());
+    assert!(pending(&redis).await > 0);
+    // ... and another host claims them after claim_after and sends them, in its own digest.
+    let sends = "[alerts]\nclaim_after = \"2s\"\n[alerts.digest]\nafter = 0\nwindow = \"1s\"\n";
+    let _second = alerting_host(&redis, &receiver.url, sends, &[&fail], &[]);
+    eventually(
+        "all 20 dead jobs in digests, all acknowledged",
+        Duration::from_secs(30),
+        || async {
+            let total: u64 = receiver
+                .accepted()
+                .iter()
+                .map(|a| a["count"].as_u64().unwrap())
+                .sum();
+            (total == 20 && pending(&redis).await == 0).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        receiver
+            .accepted()
+            .iter()
+            .all(|a| a["type"] == "job.dead.digest")
+    );
+}
