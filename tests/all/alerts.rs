@@ -825,6 +825,8 @@ async fn a_wrong_smtp_password_is_given_up_without_showing_it() {
         log.contains("alert given up: the email did not accept it"),
         "{log}"
     );
+    // The sink quoted the password in its refusal; the host's log shows it redacted.
+    assert!(log.contains("invalid: alerts / <redacted>"), "{log}");
     assert!(!log.contains(SMTP_PASSWORD), "{log}");
 }
 

@@ -323,12 +323,12 @@ impl Sender {
             .body(text)
             .map_err(|e| format!("building the message: {e}"))?;
         mailer.transport.send(message).await.map(drop).map_err(|e| {
-            format!(
-                "SMTP {}:{}: {}",
-                mailer.config.host,
-                mailer.config.port,
-                error_chain(&e)
-            )
+            let mut why = error_chain(&e);
+            // The error quotes the server's answer, which could quote the password back.
+            if let Some((_, password)) = &mailer.config.credentials {
+                why = why.replace(password.as_str(), "<redacted>");
+            }
+            format!("SMTP {}:{}: {why}", mailer.config.host, mailer.config.port)
         })
     }
 }

@@ -147,12 +147,17 @@ async fn session(
     while let Some(line) = lines.next_line().await? {
         let upper = line.to_ascii_uppercase();
         let mut check = |given_user: String, given_password: String| {
-            if credentials.as_ref() == Some(&(given_user.clone(), given_password)) {
+            if credentials.as_ref() == Some(&(given_user.clone(), given_password.clone())) {
                 user = Some(given_user);
-                "235 2.7.0 Authentication successful\r\n"
+                "235 2.7.0 Authentication successful\r\n".to_string()
             } else {
                 state.lock().unwrap().auth_failures += 1;
-                "535 5.7.8 Authentication credentials invalid\r\n"
+                // Like a careless server, it quotes what it was given: a client must not log
+                // that as it stands.
+                format!(
+                    "535 5.7.8 Authentication credentials invalid: {given_user} / \
+                     {given_password}\r\n"
+                )
             }
         };
         let reply: String = if upper.starts_with("EHLO") {
@@ -175,13 +180,13 @@ async fn session(
             let decoded = decode(&response);
             let mut parts = decoded.split('\0');
             let (_, u, p) = (parts.next(), parts.next(), parts.next());
-            check(u.unwrap_or("").into(), p.unwrap_or("").into()).into()
+            check(u.unwrap_or("").into(), p.unwrap_or("").into())
         } else if upper.starts_with("AUTH LOGIN") {
             write.write_all(b"334 VXNlcm5hbWU6\r\n").await?;
             let u = decode(&lines.next_line().await?.unwrap_or_default());
             write.write_all(b"334 UGFzc3dvcmQ6\r\n").await?;
             let p = decode(&lines.next_line().await?.unwrap_or_default());
-            check(u, p).into()
+            check(u, p)
         } else if upper.starts_with("MAIL FROM:") {
             if credentials.is_some() && user.is_none() {
                 "530 5.7.0 Authentication required\r\n".into()
