@@ -219,8 +219,9 @@ impl Metrics {
         let alerts = Family::<ResultLabels, Counter>::default();
         registry.register(
             "alerts",
-            "Alert webhook deliveries by result: sent (accepted), retried (an attempt failed and \
-             was tried again), failed (given up), lost (trimmed from an events stream unread)",
+            "Alert deliveries (per channel: webhook, e-mail) by result: sent (accepted), retried \
+             (an attempt failed and was tried again), failed (given up), lost (trimmed from an \
+             events stream unread)",
             alerts.clone(),
         );
         let outbound = Family::<OutboundLabels, Counter>::default();

@@ -1,5 +1,7 @@
-//! Alerts as operators run them: real `wasmq run` hosts with `--alert-webhook`, a real Redis,
-//! and a webhook receiver in this process (HTTP on loopback) that checks every signature.
+//! Alerts as operators run them: real `wasmq run` hosts with `--alert-webhook` and
+//! `[alerts.email]`, a real Redis, a webhook receiver in this process (HTTP on loopback) that
+//! checks every signature, and an SMTP server in this process (`support::smtp`) that checks
+//! the credentials.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +20,7 @@ use crate::support::guests::handler;
 use crate::support::host::HostProcess;
 use crate::support::jobs::enqueue_ids;
 use crate::support::redis::RedisServer;
+use crate::support::smtp::SmtpSink;
 
 const Q: &str = "work";
 const SECRET: &str = "whsec_test-secret";
@@ -30,6 +33,7 @@ struct Received {
     headers: HeaderMap,
     body: Vec<u8>,
     status: StatusCode,
+    at: std::time::Instant,
 }
 
 #[derive(Clone)]
@@ -69,6 +73,7 @@ impl Receiver {
                 headers,
                 body: body.to_vec(),
                 status,
+                at: std::time::Instant::now(),
             });
             status
         }
@@ -549,6 +554,26 @@ async fn bad_alert_settings_stop_the_host_at_start_with_a_clear_message() {
             "log_format = \"xml\"\n",
             "log_format: \"xml\" is not text or json",
         ),
+        (
+            &["--alert-webhook", hook, "--alert-format", "teams"],
+            &[],
+            "",
+            "alerts.format: \"teams\" is not json or slack",
+        ),
+        (
+            &[],
+            &[],
+            "[alerts.email]\nhost = \"smtp.example.com\"\nfrom = \"a@example.com\"\n\
+             to = [\"b@example.com\"]\nusername = \"u\"\npassword = \"pw-in-the-file-93\"\n",
+            "the SMTP password is never read from the file",
+        ),
+        (
+            &[],
+            &[],
+            "[alerts.email]\nhost = \"smtp.example.com\"\nfrom = \"a@example.com\"\n\
+             to = [\"b@example.com\"]\nusername = \"u\"\npassword_secret = \"SMTP_PW\"\n",
+            "names SMTP_PW, which this host does not have: set WASMQ_SECRET_SMTP_PW",
+        ),
     ];
     for (args, env, toml, expected) in cases {
         let mut host = HostProcess::start_with_env(&redis.url(), Some(toml), env, args);
@@ -559,5 +584,502 @@ async fn bad_alert_settings_stop_the_host_at_start_with_a_clear_message() {
             log.contains(expected),
             "{args:?} {toml:?}: expected {expected:?} in:\n{log}"
         );
+        assert!(!log.contains("pw-in-the-file-93"), "{log}");
     }
+}
+
+#[tokio::test]
+async fn a_slack_webhook_gets_an_incoming_webhook_message_per_dead_job() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let receiver = Receiver::start(0).await;
+    let fail = handler("fail", "fail");
+    // The format from the environment, the dashboard from the file; no secret needed.
+    let toml = "[alerts]\ndashboard_url = \"https://wasmq.example.com/ops\"\n";
+    let _host = HostProcess::start_with_env(
+        &redis.url(),
+        Some(toml),
+        &[("WASMQ_ALERT_FORMAT", "slack")],
+        &[
+            "--queues",
+            Q,
+            "--alert-webhook",
+            &receiver.url,
+            "--handler",
+            &fail,
+        ],
+    );
+    let ids = enqueue_failing(&client, 2).await;
+    wait_for_count(&client, JobState::Dead, 2, Duration::from_secs(30)).await;
+    eventually(
+        "a message per dead job, all acknowledged",
+        Duration::from_secs(30),
+        || async { (receiver.received().len() == 2 && pending(&redis).await == 0).then_some(()) },
+    )
+    .await;
+    let mut seen = Vec::new();
+    for request in receiver.received() {
+        assert_eq!(request.headers["content-type"], "application/json");
+        assert!(request.headers.get("x-wasmq-signature").is_none());
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        let id = ids
+            .iter()
+            .find(|id| body["text"].as_str().unwrap().contains(id.as_str()))
+            .unwrap_or_else(|| panic!("no job id in {body}"));
+        seen.push(id.clone());
+        let blocks = body["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["type"], "header");
+        assert_eq!(blocks[0]["text"]["type"], "plain_text");
+        assert_eq!(blocks[1]["type"], "section");
+        let fields: Vec<&str> = blocks[1]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                assert_eq!(f["type"], "mrkdwn");
+                f["text"].as_str().unwrap()
+            })
+            .collect();
+        for expected in [
+            format!("*Queue*\n{Q}"),
+            format!("*Job*\n{id}"),
+            "*Handler*\nfail".to_string(),
+            "*Attempts*\n1 of 1".to_string(),
+        ] {
+            assert!(
+                fields.contains(&expected.as_str()),
+                "{expected:?} not in {fields:?}"
+            );
+        }
+        assert!(
+            fields.iter().any(|f| f.starts_with("*Outcome*\n")),
+            "{fields:?}"
+        );
+        assert_eq!(blocks[2]["text"]["text"], "*Error*\npermanent failure");
+        assert_eq!(
+            blocks[3]["elements"][0]["text"],
+            format!(
+                "<https://wasmq.example.com/ops/#/queues/{Q}/jobs/{id}|Open the job in the dashboard>"
+            )
+        );
+    }
+    seen.sort();
+    let mut ids = ids;
+    ids.sort();
+    assert_eq!(seen, ids);
+}
+
+const SMTP_USER: &str = "alerts";
+const SMTP_PASSWORD: &str = "smtp-pw-7d1f0c9a2b4e-not-in-logs";
+
+fn email_table(port: u16) -> String {
+    format!(
+        "[alerts.email]\nhost = \"127.0.0.1\"\nport = {port}\nstarttls = \"off\"\n\
+         from = \"wasmq alerts <alerts@example.com>\"\n\
+         to = [\"ops@example.com\", \"oncall@example.com\"]\n"
+    )
+}
+
+#[tokio::test]
+async fn email_alerts_reach_the_smtp_server_authenticated_with_the_host_secret() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let sink = SmtpSink::start(Some((SMTP_USER, SMTP_PASSWORD))).await;
+    let fail = handler("fail", "fail");
+    let http = crate::support::free_loopback_addr();
+    let toml = format!(
+        "[alerts]\nbackoff = \"100ms\"\ndashboard_url = \"http://127.0.0.1:7070\"\n{}\
+         username = \"{SMTP_USER}\"\npassword_secret = \"SMTP_PASSWORD\"\n",
+        email_table(sink.port)
+    );
+    // E-mail only, no webhook; the password only in the host's secrets; everything logged.
+    let mut host = HostProcess::start_with_env(
+        &redis.url(),
+        Some(&toml),
+        &[
+            ("WASMQ_SECRET_SMTP_PASSWORD", SMTP_PASSWORD),
+            ("RUST_LOG", "debug"),
+        ],
+        &["--queues", Q, "--handler", &fail, "--http", &http],
+    );
+    let ids = enqueue_failing(&client, 3).await;
+    wait_for_count(&client, JobState::Dead, 3, Duration::from_secs(30)).await;
+    eventually(
+        "an e-mail per dead job, all acknowledged",
+        Duration::from_secs(30),
+        || async { (sink.mails().len() == 3 && pending(&redis).await == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(sink.auth_failures(), 0);
+    assert!(
+        sink.unknown_commands().is_empty(),
+        "{:?}",
+        sink.unknown_commands()
+    );
+    let mut seen = Vec::new();
+    for mail in sink.mails() {
+        // Authenticated with the host secret (the sink refuses mail otherwise).
+        assert_eq!(mail.user.as_deref(), Some(SMTP_USER));
+        assert_eq!(mail.from, "<alerts@example.com>");
+        assert_eq!(mail.to, ["<ops@example.com>", "<oncall@example.com>"]);
+        let from = mail.header("From").unwrap();
+        assert!(
+            from.contains("wasmq alerts") && from.contains("<alerts@example.com>"),
+            "{from}"
+        );
+        let to = mail.header("To").unwrap();
+        assert!(
+            to.contains("ops@example.com") && to.contains("oncall@example.com"),
+            "{to}"
+        );
+        let subject = mail.header("Subject").unwrap();
+        let id = ids
+            .iter()
+            .find(|id| subject.contains(id.as_str()))
+            .unwrap_or_else(|| panic!("no job id in {subject:?}"));
+        assert!(
+            subject.starts_with(&format!("[wasmq] job dead in {Q}: {id} (fail, ")),
+            "{subject}"
+        );
+        seen.push(id.clone());
+        let body = mail.body().replace("\r\n", "\n");
+        for expected in [
+            format!("Queue:    {Q}\n"),
+            format!("Job:      {id}\n"),
+            "Handler:  fail\n".to_string(),
+            "Attempts: 1 of 1\n".to_string(),
+            "Error:\npermanent failure\n".to_string(),
+            format!("Dashboard: http://127.0.0.1:7070/#/queues/{Q}/jobs/{id}\n"),
+        ] {
+            assert!(body.contains(&expected), "{expected:?} not in:\n{body}");
+        }
+    }
+    seen.sort();
+    let mut ids = ids;
+    ids.sort();
+    assert_eq!(seen, ids);
+    let metrics = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"wasmq_alerts_total{result="sent"} 3"#)
+    );
+    // The password shows nowhere: not in the metrics, not in the log (at debug level, up to
+    // the host's exit), not even as the AUTH PLAIN string.
+    host.sigterm();
+    assert_eq!(host.wait_exit(Duration::from_secs(30)).code(), Some(0));
+    let auth_plain = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("\0{SMTP_USER}\0{SMTP_PASSWORD}"),
+    );
+    let log = host.log_text();
+    assert!(log.contains("alerts on"), "{log}");
+    for text in [&metrics, &log] {
+        assert!(!text.contains(SMTP_PASSWORD) && !text.contains(&auth_plain));
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_smtp_password_is_given_up_without_showing_it() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let sink = SmtpSink::start(Some((SMTP_USER, "the-right-one"))).await;
+    let fail = handler("fail", "fail");
+    let toml = format!(
+        "[alerts]\nbackoff = \"100ms\"\nmax_attempts = 2\n{}\
+         username = \"{SMTP_USER}\"\npassword_secret = \"SMTP_PASSWORD\"\n",
+        email_table(sink.port)
+    );
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(
+        secrets.path().join("SMTP_PASSWORD"),
+        format!("{SMTP_PASSWORD}\n"),
+    )
+    .unwrap();
+    let dir = secrets.path().to_str().unwrap();
+    let mut host = HostProcess::start_with_env(
+        &redis.url(),
+        Some(&toml),
+        &[("RUST_LOG", "debug")],
+        &["--queues", Q, "--handler", &fail, "--secrets-dir", dir],
+    );
+    enqueue_failing(&client, 1).await;
+    // Refused twice (the password from --secrets-dir, trailing newline removed, is wrong),
+    // given up, acknowledged.
+    eventually(
+        "two refused attempts, acknowledged",
+        Duration::from_secs(30),
+        || async { (sink.auth_failures() == 2 && pending(&redis).await == 0).then_some(()) },
+    )
+    .await;
+    assert!(sink.mails().is_empty());
+    host.sigterm();
+    host.wait_exit(Duration::from_secs(30));
+    let log = host.log_text();
+    assert!(
+        log.contains("alert given up: the email did not accept it"),
+        "{log}"
+    );
+    // The sink quoted the password in its refusal; the host's log shows it redacted.
+    assert!(log.contains("invalid: alerts / <redacted>"), "{log}");
+    assert!(!log.contains(SMTP_PASSWORD), "{log}");
+}
+
+#[tokio::test]
+async fn a_burst_of_dead_jobs_becomes_a_few_digests_on_every_channel() {
+    const JOBS: u64 = 1000;
+    const AFTER: u64 = 3;
+    const WINDOW: Duration = Duration::from_secs(2);
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let receiver = Receiver::start(0).await;
+    let sink = SmtpSink::start(None).await;
+    let fail = handler("fail", "fail");
+    let toml = format!(
+        "[alerts]\nbackoff = \"100ms\"\n[alerts.digest]\nafter = {AFTER}\nwindow = \"2s\"\n{}",
+        email_table(sink.port)
+    );
+    enqueue_failing(&client, JOBS as usize).await;
+    let _host = alerting_host(&redis, &receiver.url, &toml, &[&fail], &[]);
+    wait_for_count(&client, JobState::Dead, JOBS, Duration::from_secs(90)).await;
+    let jobs_in = |alerts: &[Value]| -> u64 {
+        alerts
+            .iter()
+            .map(|a| match a["type"].as_str().unwrap() {
+                "job.dead" => 1,
+                "job.dead.digest" => a["count"].as_u64().unwrap(),
+                other => panic!("unexpected {other}"),
+            })
+            .sum()
+    };
+    eventually(
+        "every dead job in an alert or a digest, all acknowledged",
+        Duration::from_secs(60),
+        || async {
+            (jobs_in(&receiver.accepted()) >= JOBS && pending(&redis).await == 0).then_some(())
+        },
+    )
+    .await;
+    let alerts = receiver.accepted();
+    // None lost, none twice: single alerts name distinct jobs, and with the digests' counts
+    // they add up to exactly the jobs that died.
+    assert_eq!(jobs_in(&alerts), JOBS);
+    let singles = per_job(
+        &alerts
+            .iter()
+            .filter(|a| a["type"] == "job.dead")
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    assert!(singles.values().all(|&n| n == 1), "{singles:?}");
+    let digests: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["type"] == "job.dead.digest")
+        .collect();
+    assert!(!digests.is_empty());
+    for digest in &digests {
+        let groups = digest["groups"].as_array().unwrap();
+        let sum: u64 = groups.iter().map(|g| g["count"].as_u64().unwrap()).sum();
+        assert_eq!(digest["count"].as_u64().unwrap(), sum);
+        for group in groups {
+            assert_eq!(group["queue"], Q);
+            assert_eq!(group["handler"], "fail");
+            let named = group["job_ids"].as_array().unwrap();
+            assert!(!named.is_empty() && named.len() <= 5);
+            // A job in a digest did not also get an alert of its own.
+            assert!(
+                named
+                    .iter()
+                    .all(|id| !singles.contains_key(id.as_str().unwrap()))
+            );
+        }
+    }
+    // At most AFTER single alerts and one digest per window the burst spanned.
+    let received = receiver.received();
+    let first = received.iter().map(|r| r.at).min().unwrap();
+    let last = received.iter().map(|r| r.at).max().unwrap();
+    let windows = (last - first).as_millis() / WINDOW.as_millis() + 1;
+    let messages = received.len() as u64;
+    assert!(
+        messages <= windows as u64 * (AFTER + 1),
+        "{messages} messages over {windows} windows of {WINDOW:?}"
+    );
+    assert!(messages < 50, "{messages} messages for {JOBS} dead jobs");
+    // E-mail got the same alerts: as many messages, as many digests.
+    eventually("as many e-mails", Duration::from_secs(10), || async {
+        (sink.mails().len() as u64 == messages).then_some(())
+    })
+    .await;
+    let digest_mails = sink
+        .mails()
+        .iter()
+        .filter(|m| m.header("Subject").unwrap().ends_with("(digest)"))
+        .count();
+    assert_eq!(digest_mails, digests.len());
+}
+
+#[tokio::test]
+async fn backlog_alerts_reach_slack_and_email_too() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let receiver = Receiver::start(0).await;
+    let sink = SmtpSink::start(None).await;
+    client.pause(Q).await.unwrap();
+    let toml = format!(
+        "[alerts]\nformat = \"slack\"\n[alerts.backlog]\nwaiting = 2\ninterval = \"100ms\"\n{}",
+        email_table(sink.port)
+    );
+    let echo = handler("echo", "echo");
+    let _host = HostProcess::start_with_env(
+        &redis.url(),
+        Some(&toml),
+        &[],
+        &[
+            "--queues",
+            Q,
+            "--alert-webhook",
+            &receiver.url,
+            "--handler",
+            &echo,
+        ],
+    );
+    let jobs: Vec<NewJob> = (0..3).map(|_| NewJob::new("echo", b"x".to_vec())).collect();
+    client.enqueue_bulk(Q, &jobs).await.unwrap();
+    let line = format!(
+        "backlog on queue {Q}: waiting jobs 3 reached the threshold 2 (the queue is paused)"
+    );
+    eventually(
+        "the backlog on both channels",
+        Duration::from_secs(20),
+        || async { (receiver.received().len() == 1 && sink.mails().len() == 1).then_some(()) },
+    )
+    .await;
+    let slack: Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
+    assert_eq!(slack["text"], line);
+    assert_eq!(
+        slack["blocks"][0]["text"]["text"],
+        format!("*wasmq:* {line}")
+    );
+    let mail = &sink.mails()[0];
+    assert_eq!(mail.header("Subject").unwrap(), format!("[wasmq] {line}"));
+    assert!(mail.body().contains("Waiting:    3\r\n"), "{}", mail.body());
+    // Resolved: once on each channel too.
+    client.resume(Q).await.unwrap();
+    wait_for_count(&client, JobState::Completed, 3, Duration::from_secs(30)).await;
+    eventually(
+        "the resolution on both channels",
+        Duration::from_secs(20),
+        || async { (receiver.received().len() == 2 && sink.mails().len() == 2).then_some(()) },
+    )
+    .await;
+    let resolved: Value = serde_json::from_slice(&receiver.received()[1].body).unwrap();
+    assert!(
+        resolved["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("backlog resolved on queue {Q}: waiting jobs ")),
+        "{resolved}"
+    );
+}
+
+#[tokio::test]
+async fn starttls_required_sends_nothing_to_a_server_without_it() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    // The sink offers no STARTTLS: with the default `starttls = "required"` the host must not
+    // go on in the clear, so neither the password nor the message reaches it.
+    let sink = SmtpSink::start(Some((SMTP_USER, SMTP_PASSWORD))).await;
+    let fail = handler("fail", "fail");
+    let toml = format!(
+        "[alerts]\nbackoff = \"100ms\"\nmax_attempts = 2\n[alerts.email]\nhost = \"127.0.0.1\"\n\
+         port = {}\nfrom = \"alerts@example.com\"\nto = [\"ops@example.com\"]\n\
+         username = \"{SMTP_USER}\"\npassword_secret = \"SMTP_PASSWORD\"\n",
+        sink.port
+    );
+    let mut host = HostProcess::start_with_env(
+        &redis.url(),
+        Some(&toml),
+        &[("WASMQ_SECRET_SMTP_PASSWORD", SMTP_PASSWORD)],
+        &["--queues", Q, "--handler", &fail],
+    );
+    enqueue_failing(&client, 1).await;
+    wait_for_count(&client, JobState::Dead, 1, Duration::from_secs(30)).await;
+    eventually("the alert given up", Duration::from_secs(30), || async {
+        let log = host.log_text();
+        (log.contains("alert given up: the email did not accept it")
+            && log.contains("STARTTLS is not supported")
+            && pending(&redis).await == 0)
+            .then_some(())
+    })
+    .await;
+    assert!(sink.mails().is_empty());
+    assert_eq!(sink.auth_failures(), 0);
+    host.sigterm();
+    host.wait_exit(Duration::from_secs(30));
+    assert!(!host.log_text().contains(SMTP_PASSWORD));
+}
+
+/// The group's `lag`: entries of the queue's events stream no alerting host has read yet.
+async fn unread(redis: &RedisServer) -> Option<i64> {
+    let mut conn = redis.connection().await;
+    let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(format!("wasmq:{{{Q}}}:events"))
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    match groups.first()?.get("lag")? {
+        redis::Value::Int(n) => Some(*n),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_digest_a_killed_host_held_is_sent_by_another_host() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let receiver = Receiver::start(0).await;
+    let fail = handler("fail", "fail");
+    // Everything into a digest; the first host's window outlasts it.
+    let held = "[alerts]\nclaim_after = \"2s\"\n[alerts.digest]\nafter = 0\nwindow = \"1h\"\n";
+    let mut first = alerting_host(&redis, &receiver.url, held, &[&fail], &[]);
+    enqueue_failing(&client, 20).await;
+    wait_for_count(&client, JobState::Dead, 20, Duration::from_secs(30)).await;
+    eventually(
+        "every entry read and held in the digest",
+        Duration::from_secs(20),
+        || async { (unread(&redis).await == Some(0) && pending(&redis).await > 0).then_some(()) },
+    )
+    .await;
+    // The host dies with its digest unsent: the entries stay pending...
+    first.sigkill();
+    assert!(receiver.received().is_empty());
+    assert!(pending(&redis).await > 0);
+    // ... and another host claims them after claim_after and sends them, in its own digest.
+    let sends = "[alerts]\nclaim_after = \"2s\"\n[alerts.digest]\nafter = 0\nwindow = \"1s\"\n";
+    let _second = alerting_host(&redis, &receiver.url, sends, &[&fail], &[]);
+    eventually(
+        "all 20 dead jobs in digests, all acknowledged",
+        Duration::from_secs(30),
+        || async {
+            let total: u64 = receiver
+                .accepted()
+                .iter()
+                .map(|a| a["count"].as_u64().unwrap())
+                .sum();
+            (total == 20 && pending(&redis).await == 0).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        receiver
+            .accepted()
+            .iter()
+            .all(|a| a["type"] == "job.dead.digest")
+    );
 }

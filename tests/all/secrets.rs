@@ -15,12 +15,14 @@ const HOOK_PASSWORD: &str = "Passw0rd-hook-93be";
 const HOOK_TOKEN: &str = "hooktoken-5d2f";
 const API_TOKEN: &str = "api-token-0f4e8b";
 const ALERT_SECRET: &str = "alert-secret-c3d9";
+const SMTP_PASSWORD: &str = "smtp-password-8a61";
 const SECRETS: &[&str] = &[
     REDIS_PASSWORD,
     HOOK_PASSWORD,
     HOOK_TOKEN,
     API_TOKEN,
     ALERT_SECRET,
+    SMTP_PASSWORD,
 ];
 
 /// A Redis URL nobody listens on, with a password.
@@ -55,6 +57,7 @@ fn wasmq(args: &[&str], env: &[(&str, &str)]) -> Output {
         .env("WASMQ_API_TOKEN", API_TOKEN)
         .env("WASMQ_ALERT_WEBHOOK", webhook())
         .env("WASMQ_ALERT_SECRET", ALERT_SECRET)
+        .env("WASMQ_SECRET_SMTP_PASSWORD", SMTP_PASSWORD)
         .env("RUST_LOG", "debug")
         .env_remove("WASMQ_HTTP")
         .envs(env.iter().copied())

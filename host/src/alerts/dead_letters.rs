@@ -7,7 +7,9 @@
 //!    (`XAUTOCLAIM`), except those this host holds; and consumers gone for an hour are removed.
 //! 3. New entries, as many as there is room in hand for ([`IN_HAND`]).
 //!
-//! Each `dead` entry goes to a delivery task (one alert per job in it, then `XACK`); any other
+//! Each `dead` entry goes to a delivery task (one alert per job in it, then `XACK`; with
+//! `[alerts.digest]`, jobs beyond the window's single alerts go into its digest, `digest.rs`,
+//! which acknowledges the entry once sent); any other
 //! entry is acknowledged at once. A pass that found nothing waits [`POLL`] before the next; with
 //! no room in hand, the reader waits for a delivery to finish.
 //!
@@ -31,6 +33,10 @@ pub const POLL: Duration = Duration::from_secs(1);
 
 /// Consumers holding nothing and silent this long are removed from the group.
 const FORGET_CONSUMERS_AFTER: Duration = Duration::from_secs(3600);
+
+/// Entry ids per `XCLAIM` / `XACK`: a digest may hold tens of thousands of entries, and one
+/// command naming them all would hold Redis up.
+pub(super) const IDS_PER_COMMAND: usize = 1000;
 
 /// Lookups of job details at once within one entry (a recovery can dead-letter thousands of
 /// jobs in one entry); the sender bounds the requests.
@@ -222,16 +228,17 @@ async fn handle(shared: &Arc<Shared>, queue: &str, read: GroupRead) -> Result<us
     Ok(found)
 }
 
-/// Sends one alert per job of a `dead` entry, then acknowledges the entry.
-async fn deliver_entry(shared: Arc<Shared>, queue: String, event: Event, _in_hand: InHand) {
+/// Sends one alert per job of a `dead` entry, then acknowledges the entry; with digests on,
+/// the jobs beyond the window's single alerts go into its digest, which acknowledges the entry
+/// once sent.
+async fn deliver_entry(shared: Arc<Shared>, queue: String, event: Event, in_hand: InHand) {
     // Collected first: a lazy `map` over borrowed jobs makes the task's future not `Send`
     // (rustc's higher-ranked lifetime limitation).
-    let deliveries: Vec<_> = event
+    let lookups: Vec<_> = event
         .jobs
         .iter()
         .map(|(job_id, attempt)| {
-            let (shared, queue, stream_id) =
-                (shared.clone(), queue.clone(), event.stream_id.clone());
+            let (shared, queue) = (shared.clone(), queue.clone());
             let (job_id, attempt) = (job_id.clone(), *attempt);
             async move {
                 // The details are a courtesy: without them (Redis away) the alert still goes.
@@ -242,24 +249,52 @@ async fn deliver_entry(shared: Arc<Shared>, queue: String, event: Event, _in_han
                         DeadJob::default()
                     }
                 };
-                let alert = Alert::dead(&queue, &stream_id, &job_id, attempt, &job);
+                (job_id, attempt, job)
+            }
+        })
+        .collect();
+    let jobs: Vec<(String, u32, DeadJob)> = futures_util::stream::iter(lookups)
+        .buffered(JOBS_AT_ONCE)
+        .collect()
+        .await;
+    let (alone, grouped): (Vec<_>, Vec<_>) = jobs
+        .into_iter()
+        .partition(|_| shared.digest.as_ref().is_none_or(|d| d.admit()));
+    let deliveries: Vec<_> = alone
+        .into_iter()
+        .map(|(job_id, attempt, job)| {
+            let alert = Alert::dead(&queue, &event.stream_id, &job_id, attempt, &job);
+            let shared = shared.clone();
+            async move {
                 shared.sender.deliver(&alert).await;
             }
         })
         .collect();
     let mut deliveries = futures_util::stream::iter(deliveries).buffer_unordered(JOBS_AT_ONCE);
     while deliveries.next().await.is_some() {}
-    ack_entry(&shared, &queue, &event.stream_id).await;
+    match &shared.digest {
+        Some(digester) if !grouped.is_empty() => {
+            let grouped: Vec<(String, DeadJob)> = grouped
+                .into_iter()
+                .map(|(job_id, _, job)| (job_id, job))
+                .collect();
+            digester.add(&queue, &event.stream_id, &grouped, in_hand);
+        }
+        _ => {
+            ack_entries(&shared, &queue, std::slice::from_ref(&event.stream_id)).await;
+            drop(in_hand);
+        }
+    }
 }
 
 /// An entry in hand: listed in `held` (so it is touched, and not claimed by this host again)
 /// and holding a permit of `room`, both until dropped, whether its delivery finished, panicked
 /// or was abandoned at stop.
-struct InHand {
+pub(super) struct InHand {
     shared: Arc<Shared>,
     queue: String,
     stream_id: String,
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl InHand {
@@ -278,8 +313,22 @@ impl InHand {
             shared: shared.clone(),
             queue: queue.to_string(),
             stream_id: stream_id.to_string(),
-            _permit: permit,
+            permit: Some(permit),
         }
+    }
+
+    pub(super) fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    pub(super) fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    /// Gives back the room the entry took while keeping it in hand (touched, not claimed):
+    /// for entries waiting in a digest, which the reader must not wait for.
+    pub(super) fn release_room(&mut self) {
+        self.permit.take();
     }
 }
 
@@ -291,22 +340,21 @@ impl Drop for InHand {
     }
 }
 
-/// Acknowledges a delivered entry, retrying Redis for a few seconds. An entry that cannot be
+/// Acknowledges delivered entries, retrying Redis for a few seconds. An entry that cannot be
 /// acknowledged stays pending and its alerts are sent again after `claim_after`: at least
 /// once.
-async fn ack_entry(shared: &Shared, queue: &str, stream_id: &str) {
-    let ids = [stream_id.to_string()];
+pub(super) async fn ack_entries(shared: &Shared, queue: &str, ids: &[String]) {
     let mut backoff = crate::worker::Backoff::default();
     for _ in 0..8 {
-        match shared.monitor.ack(queue, &ids).await {
+        match shared.monitor.ack(queue, ids).await {
             Ok(_) => return,
             Err(_) => tokio::time::sleep(backoff.next_delay()).await,
         }
     }
     tracing::warn!(
         %queue,
-        entry = stream_id,
-        "alerts: could not acknowledge a delivered entry; its alerts will be sent again"
+        entries = ids.len(),
+        "alerts: could not acknowledge delivered entries; their alerts will be sent again"
     );
 }
 
@@ -321,13 +369,15 @@ pub(super) async fn touch(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) 
             .map(|(queue, ids)| (queue.clone(), ids.iter().cloned().collect()))
             .collect();
         for (queue, ids) in held {
-            match shared
-                .monitor
-                .touch(&queue, &ids, shared.claim_after / 4)
-                .await
-            {
-                Ok(()) => health.ok(),
-                Err(err) => health.failed("touching the alerts in hand", &err),
+            for chunk in ids.chunks(IDS_PER_COMMAND) {
+                match shared
+                    .monitor
+                    .touch(&queue, chunk, shared.claim_after / 4)
+                    .await
+                {
+                    Ok(()) => health.ok(),
+                    Err(err) => health.failed("touching the alerts in hand", &err),
+                }
             }
         }
     }

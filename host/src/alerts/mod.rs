@@ -1,18 +1,21 @@
-//! Alerts: a webhook called when a job is dead-lettered and when a queue's backlog crosses a
-//! threshold, signed, retried, and never in the way of job processing. `docs/alerts.md` is the
-//! contract receivers depend on.
+//! Alerts: a webhook (signed JSON or a Slack message) and e-mail (SMTP) when a job is
+//! dead-lettered and when a queue's backlog crosses a threshold, retried, grouped into digests
+//! in a burst, and never in the way of job processing. `docs/alerts.md` is the contract
+//! receivers depend on.
 //!
 //! Lifecycle ([`Alerts::start`], inside `wasmq run`):
-//! 1. Check the webhook (an `https://` one needs CA certificates), connect a [`Monitor`], and
-//!    create the consumer group `wasmq-alerts` on every served queue's events stream, unless it
-//!    exists. A new group starts one second before this host started: dead-letterings from then
-//!    on are alerted, the stream's older history is not.
+//! 1. Check the channels (an `https://` webhook or SMTP over TLS needs CA certificates),
+//!    connect a [`Monitor`], and create the consumer group `wasmq-alerts` on every served
+//!    queue's events stream, unless it exists. A new group starts one second before this host
+//!    started: dead-letterings from then on are alerted, the stream's older history is not.
 //! 2. `dead_letters` reads the group: `dead` entries become one alert per job, other entries
 //!    are acknowledged at once. At most [`IN_HAND`] entries and alerts are in hand at a time;
 //!    with that many undelivered (a slow or hung receiver) the reader waits, and the entries
 //!    wait in Redis, unread or pending.
-//! 3. Each alert is delivered on its own task (`sender`: POST, retries with backoff). Its
-//!    entry is acknowledged once every job of it was delivered or given up.
+//! 3. Each alert is delivered on its own task (`sender`: every channel, each retrying with
+//!    backoff). Its entry is acknowledged once every job of it was delivered or given up on
+//!    every channel. With `[alerts.digest]`, jobs beyond the window's first `after` go into
+//!    the window's digest (`digest`), sent at its end, which then acknowledges their entries.
 //! 4. `backlog` looks at each queue every `interval` and announces a threshold crossed, and
 //!    later resolved, once fleet-wide.
 //! 5. [`Alerts::stop`]: reading stops; deliveries under way get [`STOP_GRACE`] (none after a
@@ -32,7 +35,9 @@
 mod backlog;
 mod config;
 mod dead_letters;
+mod digest;
 mod payload;
+mod render;
 mod sender;
 
 use std::collections::{BTreeSet, HashMap};
@@ -45,10 +50,13 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::queue::{Monitor, QueueError};
 
 pub use config::{
-    AlertsConfig, BacklogConfig, DEFAULT_BACKLOG_INTERVAL, DEFAULT_BACKOFF, DEFAULT_BACKOFF_CAP,
-    DEFAULT_CLAIM_AFTER, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, FileAlerts, FileBacklog,
+    AlertFlags, AlertsConfig, BacklogConfig, DEFAULT_BACKLOG_INTERVAL, DEFAULT_BACKOFF,
+    DEFAULT_BACKOFF_CAP, DEFAULT_CLAIM_AFTER, DEFAULT_DIGEST_AFTER, DEFAULT_DIGEST_WINDOW,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, DigestConfig, EmailConfig, FileAlerts, FileBacklog,
+    FileDigest, FileEmail, Format, SmtpTls,
 };
-pub use payload::{Alert, BacklogReading, signature};
+pub use payload::{Alert, BacklogReading, Detail, Digest, DigestGroup, signature};
+pub use render::{email as email_text, slack as slack_message};
 pub use sender::{DeliveryCounts, DeliveryStats, MAX_CONCURRENT_REQUESTS};
 
 use sender::Sender;
@@ -76,6 +84,10 @@ pub enum AlertsError {
 pub(crate) struct Shared {
     monitor: Monitor,
     sender: Sender,
+    /// This host's name in the group.
+    consumer: String,
+    /// Digest mode, when `[alerts.digest]` is set.
+    digest: Option<digest::Digester>,
     queues: Vec<String>,
     backlog: BacklogConfig,
     /// How long an entry may sit untouched at a consumer before another takes it over.
@@ -126,8 +138,9 @@ impl Alerts {
         consumer: &str,
     ) -> Result<Alerts, AlertsError> {
         let (backlog, claim_after) = (config.backlog.clone(), config.claim_after);
-        let webhook = config::redacted_webhook(&config.webhook_url);
+        let digest = config.digest.map(digest::Digester::new);
         let sender = Sender::new(config).map_err(AlertsError::Config)?;
+        let channels = sender.channels();
         let monitor = Monitor::connect(redis_url, GROUP, consumer).await?;
         let start_ms = monitor.server_time_ms().await?.saturating_sub(1000);
         for queue in queues {
@@ -144,6 +157,8 @@ impl Alerts {
         let shared = Arc::new(Shared {
             monitor,
             sender,
+            consumer: consumer.to_string(),
+            digest,
             queues: queues.to_vec(),
             backlog,
             claim_after,
@@ -157,10 +172,13 @@ impl Alerts {
             tokio::spawn(dead_letters::run(shared.clone(), stop_rx.clone())),
             tokio::spawn(dead_letters::touch(shared.clone(), stop_rx.clone())),
         ];
+        if shared.digest.is_some() {
+            tasks.push(tokio::spawn(digest::run(shared.clone(), stop_rx.clone())));
+        }
         if shared.backlog.waiting.is_some() || shared.backlog.oldest_age.is_some() {
             tasks.push(tokio::spawn(backlog::run(shared.clone(), stop_rx)));
         }
-        tracing::info!(%webhook, queues = ?shared.queues, backlog = ?shared.backlog, "alerts on");
+        tracing::info!(?channels, queues = ?shared.queues, backlog = ?shared.backlog, "alerts on");
         Ok(Alerts {
             shared,
             stop,

@@ -1,5 +1,6 @@
-//! What an alert says and how it is signed: the JSON bodies (`job.dead`, `queue.backlog`,
-//! `queue.backlog_resolved`), the signature header, and the delay between delivery attempts.
+//! What an alert says and how it is signed: the JSON bodies (`job.dead`, `job.dead.digest`,
+//! `queue.backlog`, `queue.backlog_resolved`), the signature header, and the delay between
+//! delivery attempts. `render.rs` turns the same alert into a Slack message or an e-mail.
 //! Pure: no I/O, no clock (times are passed in). `docs/alerts.md` is the written contract.
 
 use std::time::Duration;
@@ -16,14 +17,89 @@ use crate::queue::{DeadJob, system_time};
 pub struct Alert {
     /// Stable across redeliveries of the same alert: receivers dedupe on it.
     pub id: String,
-    /// `job.dead`, `queue.backlog` or `queue.backlog_resolved`.
+    /// `job.dead`, `job.dead.digest`, `queue.backlog` or `queue.backlog_resolved`.
     pub kind: &'static str,
+    /// The queue, or for a digest the queues it covers, comma-separated.
     pub queue: String,
+    /// The JSON body (`format = "json"`).
     pub body: Vec<u8>,
+    /// What the body says, for the other renderings.
+    pub detail: Detail,
+}
+
+/// What an alert is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detail {
+    Dead {
+        job_id: String,
+        attempt: u32,
+        job: DeadJob,
+        at_ms: u64,
+    },
+    Backlog {
+        resolved: bool,
+        reading: BacklogReading,
+    },
+    Digest(Digest),
+}
+
+/// Dead jobs grouped into one alert: how many per queue, handler and outcome, with the first
+/// few job ids of each group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Digest {
+    /// The window the jobs were dead-lettered (and read) in, Redis-time ms.
+    pub since_ms: u64,
+    pub until_ms: u64,
+    pub groups: Vec<DigestGroup>,
+}
+
+/// One group of a [`Digest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DigestGroup {
+    pub queue: String,
+    pub handler: Option<String>,
+    pub outcome: Option<String>,
+    pub count: u64,
+    /// The first [`DIGEST_JOB_IDS`] job ids of the group.
+    pub job_ids: Vec<String>,
+}
+
+/// Job ids a digest names per group.
+pub const DIGEST_JOB_IDS: usize = 5;
+
+impl Digest {
+    /// Counts one dead job in.
+    pub fn add(&mut self, queue: &str, job_id: &str, job: &DeadJob) {
+        let group =
+            match self.groups.iter_mut().find(|g| {
+                g.queue == queue && g.handler == job.handler && g.outcome == job.last_outcome
+            }) {
+                Some(group) => group,
+                None => {
+                    self.groups.push(DigestGroup {
+                        queue: queue.to_string(),
+                        handler: job.handler.clone(),
+                        outcome: job.last_outcome.clone(),
+                        ..DigestGroup::default()
+                    });
+                    let last = self.groups.len() - 1;
+                    &mut self.groups[last]
+                }
+            };
+        group.count += 1;
+        if group.job_ids.len() < DIGEST_JOB_IDS {
+            group.job_ids.push(job_id.to_string());
+        }
+    }
+
+    /// Dead jobs counted in.
+    pub fn total(&self) -> u64 {
+        self.groups.iter().map(|g| g.count).sum()
+    }
 }
 
 /// The RFC 3339 (UTC, milliseconds) form of a Redis timestamp.
-fn rfc3339(ms: u64) -> String {
+pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(system_time(ms)).to_string()
 }
 
@@ -58,6 +134,46 @@ impl Alert {
             kind: "job.dead",
             queue: queue.to_string(),
             body: body.to_string().into_bytes(),
+            detail: Detail::Dead {
+                job_id: job_id.to_string(),
+                attempt,
+                job: job.clone(),
+                at_ms: stream_id_ms(stream_id),
+            },
+        }
+    }
+
+    /// Dead jobs grouped: `id` names the host and the window, so a redelivery of the same
+    /// digest keeps it (a digest claimed by another host after a crash gets a new one).
+    pub fn digest(id: String, mut digest: Digest) -> Alert {
+        digest.groups.sort_by(|a, b| {
+            b.count.cmp(&a.count).then_with(|| {
+                (&a.queue, &a.handler, &a.outcome).cmp(&(&b.queue, &b.handler, &b.outcome))
+            })
+        });
+        let mut queues: Vec<&str> = digest.groups.iter().map(|g| g.queue.as_str()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        let body = json!({
+            "id": id,
+            "type": "job.dead.digest",
+            "count": digest.total(),
+            "since": rfc3339(digest.since_ms),
+            "until": rfc3339(digest.until_ms),
+            "groups": digest.groups.iter().map(|g| json!({
+                "queue": g.queue,
+                "handler": g.handler,
+                "outcome": g.outcome,
+                "count": g.count,
+                "job_ids": g.job_ids,
+            })).collect::<Vec<_>>(),
+        });
+        Alert {
+            id,
+            kind: "job.dead.digest",
+            queue: queues.join(","),
+            body: body.to_string().into_bytes(),
+            detail: Detail::Digest(digest),
         }
     }
 
@@ -93,6 +209,10 @@ impl Alert {
             kind,
             queue: queue.to_string(),
             body: body.to_string().into_bytes(),
+            detail: Detail::Backlog {
+                resolved,
+                reading: reading.clone(),
+            },
         }
     }
 }

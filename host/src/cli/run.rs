@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
-use crate::alerts::{Alerts, AlertsConfig};
+use crate::alerts::{AlertFlags, Alerts, AlertsConfig};
+use crate::capability::SecretSource;
 use crate::worker::{
     DEFAULT_REDIS_URL, FileConfig, Phase, Worker, WorkerConfig, merge_handlers, parse_bytes,
     parse_duration, parse_handler_flag,
@@ -86,13 +87,20 @@ pub struct RunArgs {
     #[arg(long, env = "WASMQ_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// Webhook that gets alerts: dead-lettered jobs, queue backlogs (see docs/alerts.md; more
-    /// settings in the [alerts] table of --config).
+    /// settings, e-mail and digests in the [alerts] table of --config).
     #[arg(long, env = "WASMQ_ALERT_WEBHOOK", hide_env_values = true)]
     pub alert_webhook: Option<String>,
     /// Key that signs alerts (HMAC-SHA256), required with a webhook (prefer the environment
     /// variable: flags show in `ps`).
     #[arg(long, env = "WASMQ_ALERT_SECRET", hide_env_values = true)]
     pub alert_secret: Option<String>,
+    /// The webhook's body: json (signed, docs/alerts.md) or slack (an incoming-webhook
+    /// message) [default: json]
+    #[arg(long, env = "WASMQ_ALERT_FORMAT")]
+    pub alert_format: Option<String>,
+    /// The dashboard's URL (as users open it), for links in Slack and e-mail alerts.
+    #[arg(long, env = "WASMQ_ALERT_DASHBOARD_URL")]
+    pub alert_dashboard_url: Option<String>,
 }
 
 impl RunArgs {
@@ -213,17 +221,28 @@ impl RunArgs {
     }
 
     /// The alert settings, flags and environment over the file's `[alerts]`; `None` without a
-    /// webhook. Also checks the file's `log_format`, read earlier by `init_tracing`, which
-    /// cannot report errors.
-    pub fn alerts_config(&self, file: &FileConfig) -> anyhow::Result<Option<AlertsConfig>> {
+    /// webhook or e-mail. `secrets` are the host's (`WASMQ_SECRET_<NAME>`, --secrets-dir), as
+    /// handlers get them: the SMTP password comes from there. Also checks the file's
+    /// `log_format`, read earlier by `init_tracing`, which cannot report errors.
+    pub fn alerts_config(
+        &self,
+        file: &FileConfig,
+        secrets: &SecretSource,
+    ) -> anyhow::Result<Option<AlertsConfig>> {
         if let Some(text) = &file.log_format {
             super::LogFormat::parse(text).map_err(anyhow::Error::msg)?;
         }
+        let flags = AlertFlags {
+            webhook: self.alert_webhook.as_deref(),
+            secret: self.alert_secret.as_deref(),
+            format: self.alert_format.as_deref(),
+            dashboard_url: self.alert_dashboard_url.as_deref(),
+        };
         AlertsConfig::resolve(
-            self.alert_webhook.as_deref(),
-            self.alert_secret.as_deref(),
+            flags,
             file.alerts.as_ref(),
             |name| std::env::var(name).ok().filter(|v| !v.is_empty()),
+            |name| secrets.get(name),
         )
         .map_err(anyhow::Error::msg)
     }
@@ -239,7 +258,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     // The --config file is read once, here.
     let file = args.file()?;
     let config = args.to_config(&file)?;
-    let alerts_config = args.alerts_config(&file)?;
+    let secrets = SecretSource {
+        dir: config.secrets_dir.clone(),
+    };
+    let alerts_config = args.alerts_config(&file, &secrets)?;
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     // Bound before the worker starts, so a busy port or a missing token fails at once.
     let api = match args.http.or(file.http) {

@@ -215,7 +215,7 @@ pub struct FileConfig {
     pub queue: BTreeMap<String, FileQueue>,
     /// `text` or `json` (see `wasmq run --log-format`).
     pub log_format: Option<String>,
-    /// Webhook alerts (see docs/alerts.md).
+    /// Alerts: webhook, Slack, e-mail, digests (see docs/alerts.md).
     pub alerts: Option<crate::alerts::FileAlerts>,
     /// Serve the HTTP API here too (`wasmq run --http`).
     pub http: Option<std::net::SocketAddr>,

@@ -12,6 +12,7 @@ pub mod http_server;
 pub mod jobs;
 pub mod postgres;
 pub mod redis;
+pub mod smtp;
 pub mod tools;
 
 use std::future::Future;
