@@ -211,12 +211,12 @@ local function state_sets_error(prefix)
 end
 
 -- type_error for the waiting sets (and with `rate`, the rate logs) of the groups `groups` (a
--- list of names; those the host cannot read are skipped: their jobs are buried) under the
--- group prefix `gprefix`. `checked` (a set, or nil) holds the groups already checked.
+-- list of names, '' skipped: the ungrouped jobs' turn) under the group prefix `gprefix`.
+-- `checked` (a set, or nil) holds the groups already checked.
 local function group_keys_error(gprefix, groups, rate, checked)
   checked = checked or {}
   for _, group in ipairs(groups) do
-    if group ~= '' and not checked[group] and name_ok(group) then
+    if group ~= '' and not checked[group] then
       checked[group] = true
       local err = type_error(gprefix .. group .. ':waiting', 'zset',
         rate and gprefix .. group .. ':rate' or nil, 'zset')
