@@ -838,6 +838,10 @@ const REFUSALS: &[(Step, &str)] = &[
     (Step::Fetch, "seq"),
     (Step::Fetch, "groups"),
     (Step::Fetch, "g:t:waiting"),
+    // With rate limits on (see the test): the start logs.
+    (Step::Fetch, "rate"),
+    (Step::Fetch, "g:t:rate"),
+    (Step::CompleteFetch, "rate"),
     (Step::Complete, "config"),
     (Step::Complete, "active"),
     (Step::Complete, "completed"),
@@ -1103,6 +1107,17 @@ async fn a_queue_key_of_another_type_refuses_each_transition_before_it_writes_an
     for (n, (step, key)) in REFUSALS.iter().enumerate() {
         let q = format!("r{n}");
         keep_everything(&client, &q).await;
+        if key.ends_with("rate") {
+            // Limits that hold nothing back, so that every start is logged.
+            let limit = wasmq::queue::RateLimit::new(1000, Duration::from_secs(60)).unwrap();
+            let config = wasmq::queue::QueueConfig {
+                completed_keep: None,
+                rate: Some(limit),
+                group_rate: Some(limit),
+                ..wasmq::queue::QueueConfig::default()
+            };
+            client.set_config(&q, &config).await.unwrap();
+        }
         let (ids, leased) = scene(&client, &q, *step).await;
         let full = if *key == "steps" {
             format!("wasmq:{{{q}}}:steps:{}", leased[0].id)
