@@ -803,3 +803,553 @@ async fn hosts_run_every_valid_job_once_through_random_corruption() {
         assert!(host.is_running(), "a host exited:\n{}", host.log_text());
     }
 }
+
+/// The transitions driven with one queue key of another type (`refused_*` tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Enqueue,
+    Fetch,
+    Complete,
+    CompleteFetch,
+    Fail,
+    DeadLetter,
+    Extend,
+    Release,
+    Recover,
+    Promote,
+    Replay,
+    Purge,
+    Cancel,
+    Pause,
+    Resume,
+    Save,
+    Suspend,
+}
+
+/// Each transition with each queue key it writes in the scene `scene` sets up (its config
+/// too, which all read first). `steps` is the first leased job's step hash.
+const REFUSALS: &[(Step, &str)] = &[
+    (Step::Enqueue, "waiting"),
+    (Step::Enqueue, "g:t:waiting"),
+    (Step::Fetch, "config"),
+    (Step::Fetch, "waiting"),
+    (Step::Fetch, "delayed"),
+    (Step::Fetch, "active"),
+    (Step::Fetch, "seq"),
+    (Step::Fetch, "groups"),
+    (Step::Fetch, "g:t:waiting"),
+    // With rate limits on (see the test): the start logs.
+    (Step::Fetch, "rate"),
+    (Step::Fetch, "g:t:rate"),
+    (Step::CompleteFetch, "rate"),
+    (Step::Complete, "config"),
+    (Step::Complete, "active"),
+    (Step::Complete, "completed"),
+    (Step::CompleteFetch, "completed"),
+    (Step::CompleteFetch, "active"),
+    (Step::CompleteFetch, "waiting"),
+    (Step::CompleteFetch, "g:t:waiting"),
+    (Step::Fail, "config"),
+    (Step::Fail, "active"),
+    (Step::Fail, "retry"),
+    (Step::Fail, "waiting"),
+    (Step::Fail, "seq"),
+    (Step::Fail, "groups"),
+    (Step::Fail, "g:t:waiting"),
+    (Step::DeadLetter, "active"),
+    (Step::DeadLetter, "dead"),
+    (Step::Extend, "active"),
+    (Step::Release, "active"),
+    (Step::Release, "waiting"),
+    (Step::Release, "groups"),
+    (Step::Release, "g:t:waiting"),
+    (Step::Recover, "config"),
+    (Step::Recover, "active"),
+    (Step::Recover, "retry"),
+    (Step::Recover, "waiting"),
+    (Step::Recover, "seq"),
+    (Step::Recover, "g:t:waiting"),
+    (Step::Promote, "config"),
+    (Step::Promote, "delayed"),
+    (Step::Promote, "waiting"),
+    (Step::Promote, "seq"),
+    (Step::Promote, "groups"),
+    (Step::Promote, "g:t:waiting"),
+    (Step::Replay, "config"),
+    (Step::Replay, "dead"),
+    (Step::Replay, "waiting"),
+    (Step::Replay, "seq"),
+    (Step::Replay, "g:t:waiting"),
+    (Step::Purge, "dead"),
+    (Step::Cancel, "waiting"),
+    (Step::Cancel, "delayed"),
+    (Step::Cancel, "groups"),
+    (Step::Cancel, "g:t:waiting"),
+    (Step::Pause, "config"),
+    (Step::Resume, "config"),
+    (Step::Save, "steps"),
+    (Step::Suspend, "active"),
+    (Step::Suspend, "delayed"),
+];
+
+/// Every key of the server with its `DUMP`: equal snapshots mean nothing was written.
+async fn keyspace(conn: &mut RedisConnection) -> BTreeMap<String, Vec<u8>> {
+    let keys: Vec<String> = conn.keys("*").await.unwrap();
+    let mut out = BTreeMap::new();
+    for key in keys {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .unwrap();
+        out.insert(key, dump);
+    }
+    out
+}
+
+/// Six jobs, each a way into a set: plain and grouped (group `t`), due now or due after 1 ms
+/// (delayed), retrying at once (straight back to waiting) or after 30 ms (`retry`). With
+/// `leased`, all six are leased (`lease`), and with `dead` dead-lettered; a complete_fetch
+/// scene leases two, so that it has jobs left to lease. Returns the ids and the leases.
+async fn scene(client: &Client, q: &str, step: Step) -> (Vec<String>, Vec<LeasedJob>) {
+    let at_once = Backoff::fixed(Duration::ZERO);
+    let soon = Backoff::fixed(Duration::from_millis(30));
+    let new = vec![
+        NewJob::new("h", b"p0".to_vec()).with_backoff(at_once),
+        NewJob::new("h", b"p1".to_vec()).with_backoff(soon),
+        NewJob::new("h", b"g0".to_vec())
+            .with_group("t")
+            .with_backoff(at_once),
+        NewJob::new("h", b"g1".to_vec())
+            .with_group("t")
+            .with_backoff(at_once),
+        NewJob::new("h", b"d0".to_vec())
+            .with_delay(Duration::from_millis(1))
+            .with_backoff(soon),
+        NewJob::new("h", b"d1".to_vec())
+            .with_group("t")
+            .with_delay(Duration::from_millis(1))
+            .with_backoff(at_once),
+    ];
+    let ids = enqueue_ids(client, q, &new).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let lease = if step == Step::Recover {
+        Duration::from_millis(1)
+    } else {
+        LEASE
+    };
+    let leased = match step {
+        Step::Enqueue | Step::Fetch | Step::Promote | Step::Cancel | Step::Pause | Step::Resume => {
+            Vec::new()
+        }
+        Step::CompleteFetch => client.fetch(q, 2, lease, HOST).await.unwrap(),
+        _ => {
+            let leased = client.fetch(q, 10, lease, HOST).await.unwrap();
+            assert_eq!(leased_ids(&leased), sorted(ids.clone()), "{step:?}");
+            leased
+        }
+    };
+    if matches!(step, Step::Replay | Step::Purge) {
+        let dead: Vec<Failure> = leased
+            .iter()
+            .map(|job| Failure::new(job, "fail", "x").permanent())
+            .collect();
+        client.dead_letter(q, &dead).await.unwrap();
+    }
+    if step == Step::Recover {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if step == Step::Resume {
+        client.pause(q).await.unwrap();
+    }
+    (ids, leased)
+}
+
+/// Runs `step` on the scene; returns the jobs it leaves leased (for `finish` to complete).
+async fn drive(
+    client: &Client,
+    q: &str,
+    step: Step,
+    ids: &[String],
+    leased: &[LeasedJob],
+) -> Result<Vec<LeasedJob>, wasmq::queue::QueueError> {
+    let leases: Vec<wasmq::queue::Lease> = leased.iter().map(LeasedJob::lease).collect();
+    let done: Vec<Completion> = leased
+        .iter()
+        .map(|job| Completion::new(job, b"ok".to_vec()))
+        .collect();
+    let failed: Vec<Failure> = leased
+        .iter()
+        .map(|job| Failure::new(job, "trap", "x"))
+        .collect();
+    Ok(match step {
+        Step::Enqueue => {
+            let new = [
+                NewJob::new("h", b"e0".to_vec()).with_id("e0"),
+                NewJob::new("h", b"e1".to_vec())
+                    .with_id("e1")
+                    .with_group("t"),
+            ];
+            client.enqueue_bulk(q, &new).await?;
+            Vec::new()
+        }
+        Step::Fetch => client.fetch_batch(q, 10, LEASE, HOST).await?.jobs,
+        Step::Complete => {
+            client.complete(q, &done).await?;
+            Vec::new()
+        }
+        Step::CompleteFetch => {
+            let (report, fetched) = client.complete_and_fetch(q, &done, 10, LEASE, HOST).await?;
+            assert_eq!(report.completed.len(), 2);
+            assert_eq!(fetched.jobs.len(), 4);
+            fetched.jobs
+        }
+        Step::Fail => {
+            client.fail(q, &failed).await?;
+            Vec::new()
+        }
+        Step::DeadLetter => {
+            let dead: Vec<Failure> = failed.into_iter().map(Failure::permanent).collect();
+            client.dead_letter(q, &dead).await?;
+            Vec::new()
+        }
+        Step::Extend => {
+            client.extend(q, &leases, LEASE).await?;
+            leased.to_vec()
+        }
+        Step::Release => {
+            client.release(q, &leases).await?;
+            Vec::new()
+        }
+        Step::Recover => {
+            let report = client.recover_expired(q, 100, &[]).await?;
+            assert_eq!(report.outcomes.len(), 6);
+            Vec::new()
+        }
+        Step::Promote => {
+            let (moved, _) = client.promote(q, 100).await?;
+            assert_eq!(moved, 2);
+            Vec::new()
+        }
+        Step::Replay => {
+            client.replay(q, ids).await?;
+            Vec::new()
+        }
+        Step::Purge => {
+            client.purge(q, ids).await?;
+            Vec::new()
+        }
+        Step::Cancel => {
+            client.cancel(q, ids).await?;
+            Vec::new()
+        }
+        Step::Pause => {
+            client.pause(q).await?;
+            client.resume(q).await.unwrap();
+            Vec::new()
+        }
+        Step::Resume => {
+            client.resume(q).await?;
+            Vec::new()
+        }
+        Step::Save => {
+            let job = &leased[0];
+            client
+                .save_step(q, &job.id, &job.token, "run:a", b"v")
+                .await?;
+            leased.to_vec()
+        }
+        Step::Suspend => {
+            let sleeps: Vec<Suspension> = leased
+                .iter()
+                .map(|job| Suspension::new(job, "sleep:a", Duration::from_millis(5)))
+                .collect();
+            client.suspend(q, &sleeps).await?;
+            Vec::new()
+        }
+    })
+}
+
+/// Runs the queue dry: completes `held` and whatever becomes due, until nothing is left to
+/// run (dead jobs stay dead).
+async fn finish(client: &Client, q: &str, held: Vec<LeasedJob>) {
+    let mut leased = held;
+    for _ in 0..500 {
+        if !leased.is_empty() {
+            let done: Vec<Completion> = leased
+                .iter()
+                .map(|job| Completion::new(job, b"ok".to_vec()))
+                .collect();
+            let report = client.complete(q, &done).await.unwrap();
+            assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+        }
+        client.recover_expired(q, 100, &[]).await.unwrap();
+        leased = client.fetch(q, 100, LEASE, HOST).await.unwrap();
+        let counts = client.counts(q).await.unwrap();
+        if leased.is_empty() && counts.waiting + counts.delayed + counts.active + counts.retry == 0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("queue {q} never ran dry: {:?}", client.counts(q).await);
+}
+
+// Redis keeps a call's writes when a later command fails. Every transition checks the type of
+// each queue key it writes before its first write: with one of another type it is refused
+// (WASMQ_WRONGTYPE naming the key) and the keyspace is as it was; once the key is put back,
+// the same call goes through and every job ends exactly once.
+#[tokio::test]
+async fn a_queue_key_of_another_type_refuses_each_transition_before_it_writes_anything() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let mut conn = server.connection().await;
+    for (n, (step, key)) in REFUSALS.iter().enumerate() {
+        let q = format!("r{n}");
+        keep_everything(&client, &q).await;
+        if key.ends_with("rate") {
+            // Limits that hold nothing back, so that every start is logged.
+            let limit = wasmq::queue::RateLimit::new(1000, Duration::from_secs(60)).unwrap();
+            let config = wasmq::queue::QueueConfig {
+                completed_keep: None,
+                rate: Some(limit),
+                group_rate: Some(limit),
+                ..wasmq::queue::QueueConfig::default()
+            };
+            client.set_config(&q, &config).await.unwrap();
+        }
+        let (ids, leased) = scene(&client, &q, *step).await;
+        let full = if *key == "steps" {
+            format!("wasmq:{{{q}}}:steps:{}", leased[0].id)
+        } else {
+            set_key(&q, key)
+        };
+        let saved: Option<Vec<u8>> = redis::cmd("DUMP")
+            .arg(&full)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let () = conn.del(&full).await.unwrap();
+        // A `seq` that holds text is a counter restarted (next_seq); a hash is no counter.
+        let () = if *key == "seq" {
+            conn.hset(&full, "by", "hand").await.unwrap()
+        } else {
+            conn.set(&full, "by hand").await.unwrap()
+        };
+        let before = keyspace(&mut conn).await;
+
+        let err = drive(&client, &q, *step, &ids, &leased).await.unwrap_err();
+        assert!(
+            matches!(&err, wasmq::queue::QueueError::WrongType { key, found }
+                if *key == full && found.starts_with(if full.ends_with("seq") { "hash" } else { "string" })),
+            "{step:?} with {full} of another type: {err:?}"
+        );
+        assert!(err.to_string().contains(&full), "{err}");
+        assert_eq!(
+            keyspace(&mut conn).await,
+            before,
+            "{step:?} refused for {full} wrote something"
+        );
+
+        let () = conn.del(&full).await.unwrap();
+        if let Some(dump) = saved {
+            let () = redis::cmd("RESTORE")
+                .arg(&full)
+                .arg(0)
+                .arg(dump)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        let held = drive(&client, &q, *step, &ids, &leased)
+            .await
+            .unwrap_or_else(|err| panic!("{step:?} after {full} was fixed: {err:?}"));
+        finish(&client, &q, held).await;
+
+        let mut all = ids.clone();
+        if *step == Step::Enqueue {
+            all.extend(["e0".to_string(), "e1".to_string()]);
+        }
+        for id in &all {
+            let job = client.get(&q, id).await.unwrap();
+            let Some(job) = job else {
+                assert!(
+                    matches!(step, Step::Cancel | Step::Purge),
+                    "{step:?} {full}: job {id} is gone"
+                );
+                continue;
+            };
+            let ok_runs = job.history.iter().filter(|a| a.outcome == "ok").count();
+            match job.state {
+                JobState::Completed => assert_eq!(ok_runs, 1, "{step:?} {full} {id}"),
+                JobState::Dead => {
+                    assert_eq!(step, &Step::DeadLetter, "{step:?} {full}: {id} dead");
+                    assert_eq!(ok_runs, 0, "{step:?} {full} {id}");
+                }
+                other => panic!("{step:?} {full}: job {id} ended {other}"),
+            }
+        }
+        let report = client.check(&q, false).await.unwrap();
+        assert!(
+            report.findings.is_empty(),
+            "{step:?} {full}: {:#?}",
+            report.findings
+        );
+    }
+}
+
+/// Replaces `key` with a string, returning what it held (its `DUMP`, none if absent).
+async fn replace_with_string(conn: &mut RedisConnection, key: &str) -> Option<Vec<u8>> {
+    let saved: Option<Vec<u8>> = redis::cmd("DUMP").arg(key).query_async(conn).await.unwrap();
+    let () = conn.del(key).await.unwrap();
+    let () = conn.set(key, "by hand").await.unwrap();
+    saved
+}
+
+/// Puts back what `replace_with_string` took: `DEL`, then `RESTORE`.
+async fn restore(conn: &mut RedisConnection, key: &str, saved: Option<Vec<u8>>) {
+    let () = conn.del(key).await.unwrap();
+    if let Some(dump) = saved {
+        let () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(dump)
+            .query_async(conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// The state field of each job (read from its hash: the queue's sets may be unreadable).
+async fn states(conn: &mut RedisConnection, queue: &str, ids: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in ids {
+        let state: Option<String> = conn.hget(job_key(queue, id), "state").await.unwrap();
+        out.push(state.unwrap_or_default());
+    }
+    out
+}
+
+/// Every job completed, by exactly one successful attempt.
+async fn assert_completed_once(client: &Client, queue: &str, ids: &[String]) {
+    for id in ids {
+        let job = client.get(queue, id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Completed, "{queue} {id}");
+        let ok_runs = job.history.iter().filter(|a| a.outcome == "ok").count();
+        assert_eq!(ok_runs, 1, "{queue} {id}: {:?}", job.history);
+    }
+}
+
+// A host serving two queues, one of which has a key of another type: the calls on that queue
+// are refused with nothing written, the host says so once per key (not "redis unavailable" in
+// a loop), serves the other queue meanwhile, keeps the outcomes it could not record, and once
+// the key is put back every job of both queues completes exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_serves_its_other_queue_while_one_has_a_key_of_another_type_and_loses_nothing() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let mut conn = server.connection().await;
+    keep_everything(&client, "a").await;
+    keep_everything(&client, "b").await;
+    let echo = |n: usize| -> Vec<NewJob> {
+        (0..n)
+            .map(|i| NewJob::new("echo", format!("{i}").into_bytes()))
+            .collect()
+    };
+    let a_ids = enqueue_ids(&client, "a", &echo(5)).await;
+    let a_waiting = set_key("a", "waiting");
+    let a_saved = replace_with_string(&mut conn, &a_waiting).await;
+
+    // `queue check` names the key, says how to look at it, and repairs nothing.
+    let out = wasmq(&server, &["queue", "check", "a", "--repair"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("wrong_type") && text.contains("wasmq:{a}:waiting"),
+        "{text}"
+    );
+    assert!(text.contains("TYPE wasmq:{a}:waiting"), "{text}");
+    let kept: String = conn.get(&a_waiting).await.unwrap();
+    assert_eq!(kept, "by hand", "check --repair must not touch it");
+
+    let mut host = HostProcess::start(
+        &server.url(),
+        &[
+            "--queues",
+            "a,b",
+            "--lease",
+            "2s",
+            "--handler",
+            &handler("echo", "echo"),
+            "--handler",
+            &handler("sleep", "sleep"),
+        ],
+    );
+    // Queue b is served while a's fetches are refused.
+    let b_ids = enqueue_ids(&client, "b", &echo(5)).await;
+    eventually("b's jobs completed", Duration::from_secs(20), || async {
+        (client.counts("b").await.ok()?.completed == 5).then_some(())
+    })
+    .await;
+    assert_completed_once(&client, "b", &b_ids).await;
+    assert_eq!(
+        states(&mut conn, "a", &a_ids).await,
+        vec!["waiting"; 5],
+        "a's jobs wait, untouched"
+    );
+
+    // Outcomes that cannot be recorded are kept: b's `completed` of another type while three
+    // of b's jobs run. Their completions are refused, and stay active (heartbeated), not lost.
+    let sleepers: Vec<NewJob> = (0..3)
+        .map(|_| NewJob::new("sleep", b"800".to_vec()))
+        .collect();
+    let slow_ids = enqueue_ids(&client, "b", &sleepers).await;
+    eventually("b's sleepers running", Duration::from_secs(20), || async {
+        (client.counts("b").await.ok()?.active == 3).then_some(())
+    })
+    .await;
+    let b_completed = set_key("b", "completed");
+    let b_saved = replace_with_string(&mut conn, &b_completed).await;
+    // The sleeps end (800 ms), their completions are refused and retried; the leases (2 s)
+    // are kept alive meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        states(&mut conn, "b", &slow_ids).await,
+        vec!["active"; 3],
+        "completions refused, jobs held"
+    );
+    assert!(host.is_running(), "{}", host.log_text());
+
+    restore(&mut conn, &a_waiting, a_saved).await;
+    restore(&mut conn, &b_completed, b_saved).await;
+    eventually("every job completed", Duration::from_secs(20), || async {
+        let a = client.counts("a").await.ok()?;
+        let b = client.counts("b").await.ok()?;
+        (a.completed == 5 && b.completed == 8).then_some(())
+    })
+    .await;
+    assert_completed_once(&client, "a", &a_ids).await;
+    assert_completed_once(&client, "b", &b_ids).await;
+    assert_completed_once(&client, "b", &slow_ids).await;
+    for id in &slow_ids {
+        let job = client.get("b", id).await.unwrap().unwrap();
+        assert_eq!(
+            job.attempt, 1,
+            "{id} ran once: its completion was kept, not redone"
+        );
+    }
+    assert_consistent(&client, "a").await;
+    assert_consistent(&client, "b").await;
+
+    // One clear error per key, never a Redis outage.
+    let log = host.log_text();
+    assert!(host.is_running(), "{log}");
+    assert!(!log.contains("redis unavailable"), "{log}");
+    for key in ["wasmq:{a}:waiting", "wasmq:{b}:completed"] {
+        let said = log
+            .lines()
+            .filter(|line| line.contains("refused") && line.contains(key))
+            .count();
+        assert_eq!(said, 1, "{key} should be logged once:\n{log}");
+    }
+}

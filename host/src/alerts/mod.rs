@@ -233,6 +233,9 @@ impl Alerts {
 #[derive(Debug, Default)]
 struct Health {
     down: bool,
+    /// The queue keys of another type that refused a call (`QueueError::WrongType`), each
+    /// logged once: Redis is up, and only a person fixes them.
+    refused: std::collections::HashSet<String>,
 }
 
 impl Health {
@@ -243,6 +246,12 @@ impl Health {
     }
 
     fn failed(&mut self, what: &str, err: &QueueError) {
+        if let Some(key) = err.wrong_type_key() {
+            if self.refused.insert(key.to_string()) {
+                tracing::error!(%key, "alerts: {what} refused: {err}");
+            }
+            return;
+        }
         if !std::mem::replace(&mut self.down, true) {
             tracing::warn!(error = %ErrorChain(err), "alerts: {what} failed; retrying");
         }

@@ -110,6 +110,7 @@ impl From<QueueError> for ApiError {
             QueueError::PayloadTooLarge { .. } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, err.to_string())
             }
+            QueueError::WrongType { .. } => ApiError::new(StatusCode::CONFLICT, err.to_string()),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
         }
     }

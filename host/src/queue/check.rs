@@ -227,7 +227,7 @@ impl Client {
     }
 }
 
-fn check_keys(keys: &QueueKeys) -> [String; 13] {
+fn check_keys(keys: &QueueKeys) -> [String; 16] {
     [
         keys.job_prefix(),
         keys.config(),
@@ -242,6 +242,9 @@ fn check_keys(keys: &QueueKeys) -> [String; 13] {
         keys.groups(),
         keys.seq(),
         keys.wake(),
+        keys.rate(),
+        keys.outbox(),
+        keys.alerts(),
     ]
 }
 

@@ -28,6 +28,15 @@ pub enum QueueError {
         id: String,
         reason: String,
     },
+    /// A key of the queue holds another Redis type than the protocol's (written by hand, or by
+    /// a producer that got the protocol wrong): the call was refused before it wrote anything.
+    /// It stays refused until the key is moved away or deleted; `wasmq queue check` lists such
+    /// keys.
+    #[error(
+        "queue key {key} holds a {found}, not what wasmq writes there: the call was refused and \
+         wrote nothing; look at it (TYPE, DUMP) and RENAME it away or DEL it"
+    )]
+    WrongType { key: String, found: String },
     /// A script answered in a shape this version does not understand (a different wasmq
     /// version wrote the scripts, or the keyspace was edited by hand).
     #[error("unexpected reply from {script}: {reason}")]
@@ -60,7 +69,27 @@ impl QueueError {
                     None => QueueError::InvalidArgument(detail),
                 }
             }
+            Some("WASMQ_WRONGTYPE") => {
+                // "<key> <type>": the key has no spaces (queue names and groups are checked),
+                // the type may ("string (not an integer)").
+                match detail.split_once(' ') {
+                    Some((key, found)) => QueueError::WrongType {
+                        key: key.to_string(),
+                        found: found.to_string(),
+                    },
+                    None => QueueError::Redis(err),
+                }
+            }
             _ => QueueError::Redis(err),
+        }
+    }
+
+    /// The key of a [`QueueError::WrongType`]: a call refused because of what one key holds,
+    /// which no retry fixes until a person does.
+    pub fn wrong_type_key(&self) -> Option<&str> {
+        match self {
+            QueueError::WrongType { key, .. } => Some(key),
+            _ => None,
         }
     }
 }

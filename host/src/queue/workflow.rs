@@ -336,6 +336,9 @@ impl Client {
                 match self.enqueue(&child.queue, &child.job).await {
                     Ok(enqueued) => report.created += u64::from(enqueued.created),
                     Err(QueueError::Redis(err)) => return Err(QueueError::Redis(err)),
+                    // A key of the child's queue of another type: nothing was written, and
+                    // the entry stays in the outbox until a person fixes the key.
+                    Err(err @ QueueError::WrongType { .. }) => return Err(err),
                     Err(refused) => {
                         tracing::warn!(%queue, parent = %parent, child = %id, child_queue = %child.queue, error = %refused, "a child job was refused by its queue and dropped");
                         report.refused.push((id, refused.to_string()));

@@ -16,7 +16,11 @@
 //!    a fetcher of another queue waiting for room, no memory for the largest handler) go back
 //!    to the pool, where the fetchers pick them up; no slot outlives the flush it came in.
 //! 4. If Redis is away, the outcomes are kept and retried with backoff; the leases stay
-//!    heartbeated meanwhile, so a short outage loses nothing and runs nothing twice.
+//!    heartbeated meanwhile, so a short outage loses nothing and runs nothing twice. A queue
+//!    whose call Redis refused because one of its keys holds another type
+//!    (`QueueError::WrongType`, nothing written) has its outcomes parked and retried every
+//!    [`PARKED_RETRY`] on their own, without holding back the other queues' outcomes, until
+//!    the key is fixed.
 //! 5. Recorded (or refused: the lease was lost) jobs leave the in-flight map, by lease token,
 //!    before the next jobs start.
 //! 6. At shutdown it drains what is queued and flushes for at most [`FLUSH_AT_EXIT`].
@@ -73,11 +77,17 @@ pub(crate) enum AckOutcome {
     Suspend(Suspension),
 }
 
+/// How often the parked outcomes of a queue refused for a key of another type are retried.
+const PARKED_RETRY: Duration = Duration::from_secs(1);
+
 /// Outcomes waiting to be recorded, by queue.
 #[derive(Default)]
 struct Pending {
     queues: HashMap<String, Bucket>,
     len: usize,
+    /// The outcomes of queues whose last call was refused for a key of another type: not in
+    /// `len`, retried every [`PARKED_RETRY`] ([`Pending::unpark`]).
+    parked: HashMap<String, Bucket>,
     /// Whether every outcome pending is one that may wait ([`Ack::slot_ran_on`]).
     may_wait: bool,
 }
@@ -109,18 +119,48 @@ impl Pending {
 
     /// Adds what a flush left unrecorded (no slots: a flush uses or frees all of them). Those
     /// outcomes are retried with backoff, not gathered.
-    fn absorb(&mut self, left: Pending) {
+    fn absorb(&mut self, mut left: Pending) {
+        for (queue, mut from) in std::mem::take(&mut left.parked) {
+            self.parked
+                .entry(queue)
+                .or_default()
+                .take_outcomes(&mut from);
+        }
         if left.is_empty() {
             return;
         }
         for (queue, mut from) in left.queues {
-            let bucket = self.queues.entry(queue).or_default();
-            bucket.completions.append(&mut from.completions);
-            bucket.failures.append(&mut from.failures);
-            bucket.suspensions.append(&mut from.suspensions);
+            self.queues
+                .entry(queue)
+                .or_default()
+                .take_outcomes(&mut from);
         }
         self.len += left.len;
         self.may_wait = false;
+    }
+
+    /// Moves the parked outcomes back in line, for the next flush.
+    fn unpark(&mut self) {
+        for (queue, mut from) in std::mem::take(&mut self.parked) {
+            self.len += from.len();
+            self.queues
+                .entry(queue)
+                .or_default()
+                .take_outcomes(&mut from);
+            self.may_wait = false;
+        }
+    }
+}
+
+impl Bucket {
+    fn take_outcomes(&mut self, from: &mut Bucket) {
+        self.completions.append(&mut from.completions);
+        self.failures.append(&mut from.failures);
+        self.suspensions.append(&mut from.suspensions);
+    }
+
+    fn len(&self) -> usize {
+        self.completions.len() + self.failures.len() + self.suspensions.len()
     }
 }
 
@@ -140,9 +180,25 @@ pub(crate) async fn run(
     let mut last_turn: Option<oneshot::Receiver<()>> = None;
     let mut stopping = *stop.borrow();
     let mut closed = false;
+    // When the parked outcomes are retried.
+    let mut parked_at: Option<tokio::time::Instant> = None;
     loop {
-        if (stopping || closed) && pending.is_empty() && rx.is_empty() && flights.is_empty() {
+        if (stopping || closed)
+            && pending.is_empty()
+            && pending.parked.is_empty()
+            && rx.is_empty()
+            && flights.is_empty()
+        {
             return;
+        }
+        if pending.parked.is_empty() {
+            parked_at = None;
+        } else if parked_at.is_none() {
+            parked_at = Some(tokio::time::Instant::now() + PARKED_RETRY);
+        } else if parked_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+            // Due while the acker was busy with other queues' outcomes.
+            parked_at = None;
+            pending.unpark();
         }
         // Wait for something to do: an outcome, a flush ending, the backoff's end, the stop.
         if pending.is_empty() || retry_at.is_some() {
@@ -155,6 +211,10 @@ pub(crate) async fn run(
                     landed(done, &mut pending, &mut backoff, &mut retry_at);
                 }
                 () = sleep_until_some(retry_at) => retry_at = None,
+                () = sleep_until_some(parked_at) => {
+                    parked_at = None;
+                    pending.unpark();
+                }
                 changed = stop.changed(), if !stopping => {
                     stopping = changed.is_err() || *stop.borrow();
                 }
@@ -276,9 +336,23 @@ async fn flush(
     mut turn: Turn,
 ) -> bool {
     let mut all_ok = true;
+    // The queues a call of which was refused for a key of another type: parked below.
+    let mut refused: Vec<String> = Vec::new();
     turn.wait().await;
     let queues = pending.queues.len();
     for (i, (queue, bucket)) in pending.queues.iter_mut().enumerate() {
+        // A refusal wrote nothing and is no Redis outage: it parks the queue's outcomes
+        // instead of backing every queue off.
+        let mut failed_call = |what: &str, err: &crate::queue::QueueError| {
+            shared.redis.failed(what, err);
+            if err.wrong_type_key().is_some() {
+                if !refused.contains(queue) {
+                    refused.push(queue.clone());
+                }
+            } else {
+                all_ok = false;
+            }
+        };
         let slots = carry_over(shared, queue, std::mem::take(&mut bucket.slots), phase);
         // This queue's calls first, then what the replies call for.
         let completed = if bucket.completions.is_empty() {
@@ -352,8 +426,7 @@ async fn flush(
             Some(Err(err)) => {
                 // Back to the pool at once: the retry may take a while.
                 drop(slots);
-                shared.redis.failed("recording completions", &err);
-                all_ok = false;
+                failed_call("recording completions", &err);
             }
         }
         match failed {
@@ -373,8 +446,7 @@ async fn flush(
                 );
             }
             Some(Err(err)) => {
-                shared.redis.failed("recording failures", &err);
-                all_ok = false;
+                failed_call("recording failures", &err);
             }
         }
         match suspended {
@@ -391,12 +463,20 @@ async fn flush(
                 );
             }
             Some(Err(err)) => {
-                shared.redis.failed("recording sleeps", &err);
-                all_ok = false;
+                failed_call("recording sleeps", &err);
             }
         }
     }
     turn.pass();
+    for queue in refused {
+        if let Some(mut bucket) = pending.queues.remove(&queue) {
+            pending
+                .parked
+                .entry(queue)
+                .or_default()
+                .take_outcomes(&mut bucket);
+        }
+    }
     // What is left failed to record: retried with backoff, not gathered.
     pending.may_wait = false;
     pending.len = pending

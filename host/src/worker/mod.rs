@@ -435,13 +435,38 @@ fn abandon(inflight: &mut HashMap<JobKey, InFlight>, key: &JobKey, token: &str) 
 pub(crate) struct RedisHealth {
     up: AtomicBool,
     metrics: Arc<Metrics>,
+    /// The queue keys of another type that refused calls (`QueueError::WrongType`), and when
+    /// each was last logged.
+    refused: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How often a call refused for the same key of another type is logged again: the fetcher and
+/// the acker retry it every few seconds until a person fixes the key.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(600);
 
 impl RedisHealth {
     fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             up: AtomicBool::new(true),
             metrics,
+            refused: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a refusal for `key` should be logged now (the first, or the first in
+    /// [`REFUSAL_LOG_EVERY`]).
+    fn refusal_is_news(&self, key: &str) -> bool {
+        let mut refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        match refused.get(key) {
+            Some(at) if now.duration_since(*at) < REFUSAL_LOG_EVERY => false,
+            _ => {
+                refused.insert(key.to_string(), now);
+                true
+            }
         }
     }
 
@@ -458,7 +483,14 @@ impl RedisHealth {
     }
 
     pub fn failed(&self, what: &str, err: &QueueError) {
-        if matches!(err, QueueError::Redis(_)) {
+        if let Some(key) = err.wrong_type_key() {
+            // Redis is up and refused the call with nothing written: one key of the queue holds
+            // another type. The call is retried (nothing is lost) but only a person can fix
+            // the key, so it is said once, not per retry, and Redis is not reported down.
+            if self.refusal_is_news(key) {
+                tracing::error!(%key, "{what} refused: {err} (retrying until the key is fixed; `wasmq queue check` lists such keys)");
+            }
+        } else if matches!(err, QueueError::Redis(_)) {
             if self.up.swap(false, Ordering::Relaxed) {
                 tracing::warn!(
                     "redis unavailable ({what}: {}); retrying with backoff",

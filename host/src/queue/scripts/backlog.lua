@@ -5,6 +5,7 @@
 -- KEYS[6] alerts
 -- Reply: {now_ms, waiting, oldest_due_ms (0: none known), paused (0/1), alerts} where alerts
 -- is the HGETALL of the alerts hash: the conditions in force and since when.
+-- Error: 'WASMQ_WRONGTYPE <key> <type>' for a key of another type (read_key in lib.lua).
 --
 -- Within one priority, waiting jobs are in FIFO order (the score is the priority's band plus
 -- the queue sequence), so the longest-waiting job heads one of the priority bands of one of
@@ -18,8 +19,11 @@ local prefix = KEYS[1]
 local now = now_ms()
 local heads, waiting, oldest = 0, 0, 0
 
+-- Returns the WASMQ_WRONGTYPE error of a set of another type (read_key in lib.lua).
 local function scan(set)
-  waiting = waiting + redis.call('ZCARD', set)
+  local size, wrong = read_key('ZCARD', set)
+  if wrong then return wrong end
+  waiting = waiting + size
   local head = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
   while head[1] and heads < MAX_HEADS do
     heads = heads + 1
@@ -32,10 +36,20 @@ local function scan(set)
   end
 end
 
-scan(KEYS[3])
-for _, group in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+local wrong = scan(KEYS[3])
+if wrong then return wrong end
+local groups, paused, alerts
+groups, wrong = read_key('ZRANGE', KEYS[5], 0, -1)
+if wrong then return wrong end
+for _, group in ipairs(groups) do
   -- '' is the turn of the ungrouped jobs in the round-robin (fetch.lua), not a group.
-  if group ~= '' then scan(KEYS[4] .. group .. ':waiting') end
+  if group ~= '' then
+    wrong = scan(KEYS[4] .. group .. ':waiting')
+    if wrong then return wrong end
+  end
 end
-local paused = redis.call('HGET', KEYS[2], 'paused') == '1' and 1 or 0
-return { now, waiting, oldest, paused, redis.call('HGETALL', KEYS[6]) }
+paused, wrong = read_key('HGET', KEYS[2], 'paused')
+if wrong then return wrong end
+alerts, wrong = read_key('HGETALL', KEYS[6])
+if wrong then return wrong end
+return { now, waiting, oldest, paused == '1' and 1 or 0, alerts }

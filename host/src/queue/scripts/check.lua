@@ -13,13 +13,18 @@
 --   group_not_listed a group with waiting jobs missing from `groups`: added (at now).
 --   group_listed_empty a group in `groups` with no waiting job: removed.
 --   wrong_type       a queue key of another type than the protocol's: reported only (it holds
---                    something wasmq did not write; a person decides).
+--                    something wasmq did not write; a person decides), with the commands to
+--                    look at it. Every call that writes it is refused meanwhile (type_error in
+--                    lib.lua); this check repairs around it (a job whose own set it is stays
+--                    where it is), and with `config`, `dead` or `seq` of another type repairs
+--                    nothing, reporting its findings unrepaired.
 -- A job put back into `active` is scored now: its lease counts as expired, so recover fails
 -- the attempt as `lease_expired`, unless its holder heartbeats it first.
 --
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] waiting  KEYS[4] delayed  KEYS[5] active
 -- KEYS[6] retry  KEYS[7] completed  KEYS[8] dead  KEYS[9] events  KEYS[10] group prefix
--- KEYS[11] groups  KEYS[12] seq  KEYS[13] wake
+-- KEYS[11] groups  KEYS[12] seq  KEYS[13] wake  KEYS[14] rate  KEYS[15] outbox
+-- KEYS[16] alerts (14..16 optional: only the 'keys' part looks at them)
 -- ARGV[1] repair ('1' repairs, '0' only reports)  ARGV[2] part:
 --   'jobs'   ARGV[3] the group whose waiting set the ids were found in ('' when none), then
 --            up to 1000 job ids: each job's key and its place in every set
@@ -33,25 +38,41 @@ local prefix = KEYS[1]
 local repair = ARGV[1] == '1'
 local part = ARGV[2]
 local now = now_ms()
-local cfg = read_config(KEYS[2], { 'events_maxlen' })
 local findings = {}
 local function found(kind, subject, detail, repaired)
   findings[#findings + 1] = { kind, subject, detail, repaired and 1 or 0 }
 end
 
+-- What a wrong_type finding says: the type found and wanted, and how to look at the key.
+local function wrong_type_detail(key, t, want)
+  return 'is a ' .. t .. ', not a ' .. want .. ': calls that write it are refused; look at it '
+    .. 'with TYPE ' .. key .. ' and DUMP ' .. key .. ', then RENAME it away or DEL it '
+    .. '(wasmq cannot repair it without losing what it holds)'
+end
+
 if part == 'keys' then
   local expected = { [2] = 'hash', [3] = 'zset', [4] = 'zset', [5] = 'zset', [6] = 'zset',
-    [7] = 'zset', [8] = 'zset', [9] = 'stream', [11] = 'zset', [12] = 'string', [13] = 'list' }
-  for i = 2, 13 do
+    [7] = 'zset', [8] = 'zset', [9] = 'stream', [11] = 'zset', [12] = 'string', [13] = 'list',
+    [14] = 'zset', [15] = 'zset', [16] = 'hash' }
+  for i = 2, #KEYS do
     if expected[i] then
-      local t = redis.call('TYPE', KEYS[i])
-      t = t.ok or t
+      local t = type_of(KEYS[i])
       if t ~= 'none' and t ~= expected[i] then
-        found('wrong_type', KEYS[i], 'is a ' .. t .. ', not a ' .. expected[i], false)
+        found('wrong_type', KEYS[i], wrong_type_detail(KEYS[i], t, expected[i]), false)
       end
     end
   end
   return findings
+end
+
+-- A repair writes a state set only after finding it of its type (a set that holds the id, or
+-- TYPE), and `groups` with redis.pcall; but it buries into `dead` and takes numbers from `seq`
+-- as they are: with either of another type, or the config (the 'keys' part reports them),
+-- this call only reports.
+local cfg = read_config(KEYS[2], { 'events_maxlen' })
+if not cfg or type_error(KEYS[8], 'zset', KEYS[12], 'string') then
+  repair = false
+  cfg = cfg or { events_maxlen = 0 }
 end
 
 local gprefix, groups_key = KEYS[10], KEYS[11]
@@ -72,7 +93,8 @@ if part == 'groups' then
       if type(listed) == 'table' and listed.err then
         -- `groups` of another type: reported by the 'keys' part.
       elseif type(waiting) ~= 'number' then
-        found('wrong_type', group_set(group), 'is not a zset', false)
+        found('wrong_type', group_set(group),
+          wrong_type_detail(group_set(group), type_of(group_set(group)), 'zset'), false)
       elseif waiting > 0 and not listed then
         if repair then redis.call('ZADD', groups_key, 'NX', now, group) end
         found('group_not_listed', group, waiting .. ' waiting job(s)', repair)
@@ -92,7 +114,9 @@ if part == 'jobs' then
 elseif part == 'active' then
   local limit = int_in(ARGV[3], 1, 1000)
   if not limit then return redis.error_reply('WASMQ_INVALID check active needs a limit') end
-  ids = redis.call('ZRANGE', KEYS[5], 0, limit - 1)
+  local wrong
+  ids, wrong = read_key('ZRANGE', KEYS[5], 0, limit - 1)
+  if wrong then return wrong end
 else
   return redis.error_reply('WASMQ_INVALID check needs the part: jobs, active, groups or keys')
 end

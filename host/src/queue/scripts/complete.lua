@@ -14,6 +14,7 @@
 -- Retention: `completed_keep` newest jobs are kept (default 1000; -1 keeps all; 0 deletes the
 -- job on completion); `completed_max_age_ms` > 0 also deletes older ones. Either trims at most
 -- 1000 jobs more than the call completed, so a batch of any size keeps within retention.
+-- Error (nothing written): 'WASMQ_WRONGTYPE <key> <type>' (type_error in lib.lua).
 
 local K = { config = KEYS[2], active = KEYS[3], completed = KEYS[4], dead = KEYS[5],
   events = KEYS[6], steps = KEYS[7], outbox = KEYS[8] }
@@ -21,4 +22,7 @@ if not K.outbox then
   return redis.error_reply('WASMQ_INVALID complete needs 8 keys')
 end
 local now = now_ms()
-return complete_jobs(KEYS[1], K, read_config(K.config, COMPLETE_CONFIG), now, 1)
+local cfg, err = read_config(K.config, COMPLETE_CONFIG)
+err = err or complete_keys_error(KEYS[1], K)
+if err then return err end
+return complete_jobs(KEYS[1], K, cfg, now, 1)

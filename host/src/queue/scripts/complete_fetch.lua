@@ -18,6 +18,7 @@
 -- children as in complete.lua
 -- Reply: {completed_ids, rejected, too_large_ids, fetched}: complete.lua's reply, then
 --   fetch.lua's as `fetched` ({now_ms, lease_expires_at_ms, jobs, next_due_ms, dropped, held}).
+-- Error (nothing written, neither part): 'WASMQ_WRONGTYPE <key> <type>' (type_error in lib.lua).
 
 local K = { config = KEYS[2], waiting = KEYS[3], delayed = KEYS[4], retry = KEYS[5],
   active = KEYS[6], seq = KEYS[7], events = KEYS[8], wake = KEYS[9], rate = KEYS[10],
@@ -31,7 +32,10 @@ end
 local now = now_ms()
 local names = { unpack(COMPLETE_CONFIG) }
 for _, name in ipairs(LEASE_CONFIG) do names[#names + 1] = name end
-local cfg = read_config(K.config, names)
+local cfg, err = read_config(K.config, names)
+-- Both parts' keys are checked before the completions write anything.
+err = err or complete_keys_error(KEYS[1], K) or lease_keys_error(KEYS[1], K, cfg, now, n)
+if err then return err end
 local reply = complete_jobs(KEYS[1], K, cfg, now, 5)
 reply[4] = lease_jobs(KEYS[1], K, cfg, now, n, lease_ms, token, host)
 return reply

@@ -5,10 +5,13 @@
 -- Reply: {lease_expires_at_ms, rejected} where rejected lists {id, reason} with reason
 --   'not_found', 'not_active:<state>', 'token_mismatch' or 'malformed' (a key that is not a
 --   job hash: recover buries it once the lease expires); those leases were not extended.
+-- Error (nothing written): 'WASMQ_WRONGTYPE <key> <type>' (type_error in lib.lua).
 
 local prefix = KEYS[1]
 local lease_ms = math.floor(tonumber(ARGV[1]) or 0)
 if lease_ms < 1 then return redis.error_reply('WASMQ_INVALID extend needs lease_ms >= 1') end
+local wrong = type_error(KEYS[2], 'zset')
+if wrong then return wrong end
 local expires = now_ms() + lease_ms
 local renewed, rejected = {}, {}
 for i = 2, #ARGV - 1, 2 do

@@ -15,6 +15,7 @@
 --   finished_at_ms (dead)}; rejected lists {id, reason} as in extend (those are untouched).
 -- A job whose key or fields cannot be read (as the host reads them, under the handler's
 -- policy) is buried as malformed (bury in lib.lua) and reported 'dead'; the others go on.
+-- Error (nothing written): 'WASMQ_WRONGTYPE <key> <type>' (type_error in lib.lua).
 
 local prefix = KEYS[1]
 local K = { config = KEYS[2], active = KEYS[3], retry = KEYS[4], dead = KEYS[5],
@@ -23,8 +24,16 @@ local K = { config = KEYS[2], active = KEYS[3], retry = KEYS[4], dead = KEYS[5],
 -- Redis seeds the script PRNG identically for every call; the caller's seed makes jitter real.
 math.randomseed(tonumber(ARGV[1]) or 0)
 local now = now_ms()
-local cfg = read_config(K.config, { 'events_maxlen', 'paused' })
+local cfg, wrong = read_config(K.config, { 'events_maxlen', 'paused' })
+if wrong then return wrong end
 K.paused = cfg.paused
+-- Every job is read first: the waiting sets of their groups are checked with the queue's keys
+-- before the first write. fail_job checks the fields itself, under the handler's policy.
+local ids = {}
+for i = 2, #ARGV - 8, 9 do ids[#ids + 1] = ARGV[i] end
+local reads = read_jobs(prefix, ids, FAIL_FIELDS, NO_FIELDS)
+wrong = fail_keys_error(K) or group_keys_error(K.gprefix, groups_read(reads, 13))
+if wrong then return wrong end
 local plan = new_fail_plan(K.seq)
 local outcomes, rejected, leaving = {}, {}, {}
 for i = 2, #ARGV - 8, 9 do
@@ -32,8 +41,7 @@ for i = 2, #ARGV - 8, 9 do
     ARGV[i + 4] == '1'
   local version, policy = ARGV[i + 5], parse_policy(ARGV[i + 6])
   local logs, progress = ARGV[i + 7], ARGV[i + 8]
-  -- fail_job checks the fields itself, under the handler's policy.
-  local f, unusable = read_job(prefix .. id, FAIL_FIELDS, NO_FIELDS)
+  local f, unusable = job_read(reads, (i + 7) / 9, prefix .. id, FAIL_FIELDS, NO_FIELDS)
   local problem = lease_check(f, unusable, token)
   if problem == 'malformed' then
     bury(prefix, id, unusable, now, plan)

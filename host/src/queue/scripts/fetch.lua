@@ -34,6 +34,8 @@
 --   from a job that is in its own state's set (a job that cannot be used is buried instead,
 --   see bury in lib.lua);
 --   held is 1 when a rate limit (the queue's, or a group's) held back jobs that were waiting.
+-- Error (nothing written): 'WASMQ_WRONGTYPE <key> <type>', a key of the queue of another type
+--   (see type_error in lib.lua).
 
 local K = { config = KEYS[2], waiting = KEYS[3], delayed = KEYS[4], retry = KEYS[5],
   active = KEYS[6], seq = KEYS[7], events = KEYS[8], wake = KEYS[9], rate = KEYS[10],
@@ -43,4 +45,7 @@ if not n then
   return redis.error_reply('WASMQ_INVALID fetch needs N in 1..10000, lease_ms >= 1 and a token')
 end
 local now = now_ms()
-return lease_jobs(KEYS[1], K, read_config(K.config, LEASE_CONFIG), now, n, lease_ms, token, host)
+local cfg, err = read_config(K.config, LEASE_CONFIG)
+err = err or lease_keys_error(KEYS[1], K, cfg, now, n)
+if err then return err end
+return lease_jobs(KEYS[1], K, cfg, now, n, lease_ms, token, host)

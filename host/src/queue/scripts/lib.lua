@@ -162,6 +162,81 @@ local function state_set(prefix, state, group)
   return base .. state
 end
 
+-- Queue keys. A queue's own keys (`<q>waiting`, `<q>config`, `<q>seq`, a group's waiting set...)
+-- are written by wasmq alone, but Redis lets anyone write them with another type (`SET
+-- <q>waiting x`). A command of one type on a key of another raises WRONGTYPE, and Redis keeps
+-- a call's earlier writes when a later command raises. So every body checks, before its first
+-- write, the type of every queue key it may write or read with a type's own command, and
+-- refuses the call when one holds another type: 'WASMQ_WRONGTYPE <key> <type found>' (as
+-- enqueue.lua does), with nothing written. One TYPE per key per call. Two keys are records or
+-- hints, not state, and are skipped when damaged instead (emit, wake): `<q>events` and
+-- `<q>wake`. **Invariant:** no body raises after its first write because of what a queue key
+-- holds; a WASMQ_WRONGTYPE error means the call wrote nothing.
+
+local function type_of(key)
+  local t = redis.call('TYPE', key)
+  return t.ok or t
+end
+
+local function wrong_type(key, found)
+  return redis.error_reply('WASMQ_WRONGTYPE ' .. key .. ' ' .. found)
+end
+
+-- Checks keys given as pairs key, type (a nil key is skipped): the error reply for the first
+-- that exists with another type, or nil.
+local function type_error(...)
+  local args, n = { ... }, select('#', ...)
+  for i = 1, n - 1, 2 do
+    local key, want = args[i], args[i + 1]
+    if key then
+      local found = type_of(key)
+      if found ~= 'none' and found ~= want then return wrong_type(key, found) end
+    end
+  end
+  return nil
+end
+
+-- The order of the state sets.
+local STATE_ORDER = { 'waiting', 'delayed', 'active', 'retry', 'completed', 'dead' }
+
+-- type_error for the six state sets of the queue of job prefix `prefix`: a body that may look
+-- a job up in the set of whatever state its hash names (misplaced) checks them all.
+local function state_sets_error(prefix)
+  local base = string.sub(prefix, 1, -5)
+  for _, state in ipairs(STATE_ORDER) do
+    local err = type_error(base .. state, 'zset')
+    if err then return err end
+  end
+  return nil
+end
+
+-- type_error for the waiting sets (and with `rate`, the rate logs) of the groups `groups` (a
+-- list of names, '' skipped: the ungrouped jobs' turn) under the group prefix `gprefix`.
+-- `checked` (a set, or nil) holds the groups already checked.
+local function group_keys_error(gprefix, groups, rate, checked)
+  checked = checked or {}
+  for _, group in ipairs(groups) do
+    if group ~= '' and not checked[group] then
+      checked[group] = true
+      local err = type_error(gprefix .. group .. ':waiting', 'zset',
+        rate and gprefix .. group .. ':rate' or nil, 'zset')
+      if err then return err end
+    end
+  end
+  return nil
+end
+
+-- Runs the read-only command `cmd key ...` (redis.pcall): its reply, or nil and the
+-- WASMQ_WRONGTYPE error when `key` holds another type. For read-only bodies, which need no
+-- check first: an error there has written nothing, and the check costs nothing until then.
+local function read_key(cmd, key, ...)
+  local reply = redis.pcall(cmd, key, ...)
+  if type(reply) == 'table' and reply.err then
+    return nil, wrong_type(key, type_of(key))
+  end
+  return reply
+end
+
 -- Where a malformed job's key is kept as it was found: `<q>malformed:<id>`.
 local function malformed_key(prefix, id)
   return string.sub(prefix, 1, -5) .. 'malformed:' .. id
@@ -224,8 +299,11 @@ local CONFIG_DEFAULTS = {
 
 -- Reads the named fields of the queue config hash, numbers with their defaults (a value that
 -- is not a plain integer, edited by hand, counts as absent).
+-- Returns nil and the WASMQ_WRONGTYPE error when the config key is not a hash, having written
+-- nothing: callers read it before their first write.
 local function read_config(key, names)
-  local values = redis.call('HMGET', key, unpack(names))
+  local values = redis.pcall('HMGET', key, unpack(names))
+  if values.err then return nil, wrong_type(key, type_of(key)) end
   local cfg = {}
   for i, name in ipairs(names) do
     cfg[name] = int_in(values[i], -1e15, 1e15) or CONFIG_DEFAULTS[name]
@@ -947,4 +1025,93 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
     held = 1
   end
   return { now, expires, jobs, next_due, dropped, held }
+end
+
+-- Reads the jobs `ids` of a call (read_job) before it writes anything, so that the keys their
+-- fields name (a group's waiting set) can be checked first: {f, unusable} per id, or false for
+-- an id already read, which job_read reads again when its turn comes (the call may have moved
+-- it by then).
+local function read_jobs(prefix, ids, names, only)
+  local reads, seen = {}, {}
+  for i, id in ipairs(ids) do
+    if seen[id] then
+      reads[i] = false
+    else
+      seen[id] = true
+      local f, unusable = read_job(prefix .. id, names, only)
+      reads[i] = { f, unusable }
+    end
+  end
+  return reads
+end
+
+-- The job `i` of read_jobs' `reads` (the one at `key`): read_job's answer.
+local function job_read(reads, i, key, names, only)
+  local r = reads[i]
+  if r then return r[1], r[2] end
+  return read_job(key, names, only)
+end
+
+-- The group names in field `at` of the jobs read by read_jobs.
+local function groups_read(reads, at)
+  local groups = {}
+  for _, r in ipairs(reads) do
+    local group = r and r[1] and r[1][at]
+    if group and group ~= '' then groups[#groups + 1] = group end
+  end
+  return groups
+end
+
+-- The groups of the jobs promote() would move (up to `limit` due in `delayed` and in `retry`):
+-- one HGET per due job, so that their waiting sets are checked before promote() writes.
+local function due_groups(prefix, K, now, limit)
+  local groups = {}
+  for _, set in ipairs({ K.delayed, K.retry }) do
+    local due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, limit)
+    for _, id in ipairs(due) do
+      local group = redis.pcall('HGET', prefix .. id, 'group')
+      if type(group) == 'string' and group ~= '' then groups[#groups + 1] = group end
+    end
+  end
+  return groups
+end
+
+-- Every key promote() may write or look in, but the config: the type_error of the first of
+-- another type, or nil. `K` as promote's, `checked` as in group_keys_error.
+local function promote_keys_error(prefix, K, now, limit, checked)
+  return type_error(K.waiting, 'zset', K.delayed, 'zset', K.retry, 'zset', K.groups, 'zset',
+      K.seq, 'string', K.dead, 'zset')
+    or state_sets_error(prefix)
+    or group_keys_error(K.gprefix, due_groups(prefix, K, now, limit), false, checked)
+end
+
+-- Every key lease_jobs (fetch) may write or look in, but the config (read first, `cfg`): the
+-- error for the first of another type, or nil. Reads nothing more when lease_jobs would lease
+-- nothing. Costs one TYPE per key: the queue's, the due jobs' groups and the ready groups
+-- (lease_jobs reads them after promote(), whose new groups are among the due jobs').
+local function lease_keys_error(prefix, K, cfg, now, n)
+  if n == 0 or cfg.paused == 1 then return nil end
+  local err = type_error(K.active, 'zset', K.rate, 'zset')
+  if err then return err end
+  local checked = {}
+  err = promote_keys_error(prefix, K, now, n, checked)
+  if err then return err end
+  local group_limited = cfg.group_rate_max > 0 and cfg.group_rate_window_ms > 0
+  local ready_until = group_limited and string.format('(%d', now + 1) or '+inf'
+  local ready = redis.call('ZRANGEBYSCORE', K.groups, '-inf', ready_until, 'LIMIT', 0, n)
+  -- Groups checked for promote() have their rate logs still to check.
+  if group_limited then checked = {} end
+  return group_keys_error(K.gprefix, ready, group_limited, checked)
+end
+
+-- Every key complete_jobs may write or look in, but the config.
+local function complete_keys_error(prefix, K)
+  return type_error(K.active, 'zset', K.completed, 'zset', K.dead, 'zset', K.outbox, 'zset')
+end
+
+-- Every key a fail plan (fail_job, apply_fail_plan) may write, but the config and the groups'
+-- waiting sets (group_keys_error with the jobs' groups).
+local function fail_keys_error(K)
+  return type_error(K.active, 'zset', K.retry, 'zset', K.dead, 'zset', K.waiting, 'zset',
+    K.groups, 'zset', K.seq, 'string')
 end

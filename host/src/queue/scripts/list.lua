@@ -9,20 +9,24 @@
 -- KEYS[5] groups
 -- ARGV[1] offset  ARGV[2] limit  ARGV[3] the state's name
 -- Reply: list of {id, hash as a flat field/value list, lease expiry ms (0 unless active)}.
+-- Error: 'WASMQ_WRONGTYPE <key> <type>' for a set of another type (read_key in lib.lua).
 
 local offset = math.max(math.floor(tonumber(ARGV[1]) or 0), 0)
 local limit = math.floor(tonumber(ARGV[2]) or 0)
 if limit < 1 then return {} end
 local sets = { KEYS[2] }
 if ARGV[3] == 'waiting' and KEYS[5] then
-  for _, group in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+  local groups, wrong = read_key('ZRANGE', KEYS[5], 0, -1)
+  if wrong then return wrong end
+  for _, group in ipairs(groups) do
     if group ~= '' then sets[#sets + 1] = KEYS[4] .. group .. ':waiting' end
   end
 end
 local ids = {}
 for _, set in ipairs(sets) do
   if #ids >= limit then break end
-  local size = redis.call('ZCARD', set)
+  local size, wrong = read_key('ZCARD', set)
+  if wrong then return wrong end
   if offset >= size then
     offset = offset - size
   else
@@ -32,6 +36,10 @@ for _, set in ipairs(sets) do
   end
 end
 local out = {}
+if #ids > 0 then
+  local _, wrong = read_key('ZCARD', KEYS[3])
+  if wrong then return wrong end
+end
 for i, id in ipairs(ids) do
   local expiry = redis.call('ZSCORE', KEYS[3], id)
   -- A key that is not a hash (edited by hand) lists as no hash, which the reader reports

@@ -5,7 +5,10 @@
 -- KEYS[1] outbox
 -- ARGV: parent ids
 -- Reply: how many entries were removed.
+-- Error (nothing written): 'WASMQ_WRONGTYPE <key> <type>' (type_error in lib.lua).
 
+local wrong = type_error(KEYS[1], 'zset')
+if wrong then return wrong end
 local keys = {}
 for i, id in ipairs(ARGV) do keys[i] = KEYS[1] .. ':' .. id end
 del_many(keys)

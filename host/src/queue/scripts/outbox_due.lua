@@ -5,8 +5,10 @@
 -- KEYS[1] outbox
 -- ARGV[1] age_ms  ARGV[2] limit
 -- Reply: {parent ids, oldest first}
+-- Error: 'WASMQ_WRONGTYPE <key> <type>' (read_key in lib.lua).
 
 local age = math.floor(tonumber(ARGV[1]) or 0)
 local limit = math.floor(tonumber(ARGV[2]) or 0)
 if limit < 1 then return {} end
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - age, 'LIMIT', 0, limit)
+local due, wrong = read_key('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - age, 'LIMIT', 0, limit)
+return due or wrong

@@ -8,6 +8,7 @@
 --   pairs handler name, retry policy (as in fail.lua): the policies the calling host knows,
 --   applied to the recovered jobs of those handlers as a fail would
 -- Reply: {outcomes} as in fail.lua.
+-- Error (nothing written): 'WASMQ_WRONGTYPE <key> <type>' (type_error in lib.lua).
 
 local prefix = KEYS[1]
 local K = { config = KEYS[2], active = KEYS[3], retry = KEYS[4], dead = KEYS[5],
@@ -21,14 +22,21 @@ math.randomseed(tonumber(ARGV[2]) or 0)
 local policies = {}
 for i = 3, #ARGV - 1, 2 do policies[ARGV[i]] = ARGV[i + 1] end
 local now = now_ms()
-local cfg = read_config(K.config, { 'events_maxlen', 'paused' })
+local cfg, wrong = read_config(K.config, { 'events_maxlen', 'paused' })
+wrong = wrong or fail_keys_error(K) or state_sets_error(prefix)
+if wrong then return wrong end
 K.paused = cfg.paused
 local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', string.format('(%d', now),
   'LIMIT', 0, limit)
+-- Every job is read first: the waiting sets of their groups (where a job goes, or is looked
+-- for by misplaced) are checked before the first write.
+local reads = read_jobs(prefix, expired, FAIL_FIELDS, NO_FIELDS)
+wrong = group_keys_error(K.gprefix, groups_read(reads, 13))
+if wrong then return wrong end
 local plan = new_fail_plan(K.seq)
 local outcomes = {}
-for _, id in ipairs(expired) do
-  local f, unusable = read_job(prefix .. id, FAIL_FIELDS, NO_FIELDS)
+for i, id in ipairs(expired) do
+  local f, unusable = job_read(reads, i, prefix .. id, FAIL_FIELDS, NO_FIELDS)
   if f and f[1] == 'active' then
     local next_state, at = fail_job(prefix, id, f, now, 'lease_expired', 'lease expired', false,
       plan, '', parse_policy(policies[f[15]]))

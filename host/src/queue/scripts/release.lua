@@ -7,18 +7,28 @@
 -- ARGV: pairs id, token
 -- Reply: {released_ids, rejected} with rejected as in extend. A job whose key or fields
 --   cannot be read is buried as malformed (bury in lib.lua) and rejected as 'not_active:dead'.
+-- Error (nothing written): 'WASMQ_WRONGTYPE <key> <type>' (type_error in lib.lua).
 
 local prefix = KEYS[1]
 local K = { waiting = KEYS[4], gprefix = KEYS[7], groups = KEYS[8] }
-local cfg = read_config(KEYS[2], { 'events_maxlen', 'paused' })
+local cfg, wrong = read_config(KEYS[2], { 'events_maxlen', 'paused' })
+if wrong then return wrong end
 local released, rejected, waiting, events, leaving = {}, {}, new_waiting(), {}, {}
 local now = now_ms()
 local plan = new_fail_plan(nil)
+-- Every job is read first, so that its group's waiting set is checked before the first write.
+local FIELDS = { 'state', 'lease_token', 'attempt', 'priority', 'seq', 'group' }
+local ids = {}
+for i = 1, #ARGV - 1, 2 do ids[#ids + 1] = ARGV[i] end
+local reads = read_jobs(prefix, ids, FIELDS)
+wrong = type_error(KEYS[3], 'zset', KEYS[4], 'zset', KEYS[8], 'zset',
+    state_set(prefix, 'dead'), 'zset')
+  or group_keys_error(KEYS[7], groups_read(reads, 6))
+if wrong then return wrong end
 for i = 1, #ARGV - 1, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local key = prefix .. id
-  local f, unusable = read_job(key, { 'state', 'lease_token', 'attempt', 'priority', 'seq',
-    'group' })
+  local f, unusable = job_read(reads, (i + 1) / 2, key, FIELDS)
   local problem = lease_check(f, unusable, token)
   if problem and problem ~= 'malformed' then
     rejected[#rejected + 1] = { id, problem }

@@ -8,17 +8,25 @@
 -- ARGV[1] limit; ARGV[2..] job ids. Without ids, replays the `limit` oldest dead jobs.
 -- Reply: {replayed_ids, skipped} where skipped lists {id, 'not_found' | <state> |
 --   'malformed: <reason>'} (a job that cannot be read is left as it is).
+-- Error (nothing written): 'WASMQ_WRONGTYPE <key> <type>' (type_error in lib.lua).
 
 local prefix = KEYS[1]
 local K = { waiting = KEYS[4], gprefix = KEYS[8], groups = KEYS[9] }
-local cfg = read_config(KEYS[2], { 'events_maxlen', 'paused' })
+local cfg, wrong = read_config(KEYS[2], { 'events_maxlen', 'paused' })
+wrong = wrong or type_error(KEYS[3], 'zset', KEYS[4], 'zset', KEYS[5], 'string', KEYS[9], 'zset')
+if wrong then return wrong end
 local ids = dlq_ids(KEYS[3])
 local now = now_ms()
 local replayed, skipped, waiting, events = {}, {}, new_waiting(), {}
 local last = nil
-for _, id in ipairs(ids) do
+-- Every job is read first, so that its group's waiting set is checked before the first write.
+local FIELDS = { 'state', 'priority', 'replays', 'group' }
+local reads = read_jobs(prefix, ids, FIELDS)
+wrong = group_keys_error(KEYS[8], groups_read(reads, 4))
+if wrong then return wrong end
+for i, id in ipairs(ids) do
   local key = prefix .. id
-  local f, unusable = read_job(key, { 'state', 'priority', 'replays', 'group' })
+  local f, unusable = job_read(reads, i, key, FIELDS)
   if f and unusable then
     skipped[#skipped + 1] = { id, 'malformed: ' .. unusable }
   elseif not f then

@@ -7,6 +7,7 @@
 -- Reply: 'ok', or the rejection reason as in extend ('not_found', 'not_active:<state>',
 --   'token_mismatch', 'malformed'), in which case nothing is written.
 -- Event: `step` with the job, its attempt and the field, one per save.
+-- Error (nothing written): 'WASMQ_WRONGTYPE <key> <type>' (type_error in lib.lua).
 
 local id, token, field, value = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if not value or not KEYS[4] then
@@ -16,7 +17,9 @@ local f, unusable = read_job(KEYS[1] .. id, { 'state', 'lease_token', 'attempt' 
 local problem = lease_check(f, unusable, token)
 if problem then return problem end
 -- Everything that can fail is read before the one write.
-local cfg = read_config(KEYS[3], { 'events_maxlen' })
+local cfg, wrong = read_config(KEYS[3], { 'events_maxlen' })
+wrong = wrong or type_error(KEYS[2] .. id, 'hash')
+if wrong then return wrong end
 redis.call('HSET', KEYS[2] .. id, field, value)
 if cfg.events_maxlen > 0 then
   redis.pcall('XADD', KEYS[4], 'MAXLEN', '~', cfg.events_maxlen, '*', 'event', 'step',

@@ -16,12 +16,15 @@
 -- Reply: {suspended, rejected}: suspended lists {id, run_at_ms}; rejected {id, reason} as in
 --   extend (those jobs are untouched, but for a job whose key or fields cannot be read: it is
 --   buried as malformed, bury in lib.lua, and rejected as 'not_active:dead').
+-- Error (nothing written): 'WASMQ_WRONGTYPE <key> <type>' (type_error in lib.lua).
 
 local prefix = KEYS[1]
 if not KEYS[6] then
   return redis.error_reply('WASMQ_INVALID suspend needs 6 keys')
 end
-local cfg = read_config(KEYS[2], { 'events_maxlen' })
+local cfg, wrong = read_config(KEYS[2], { 'events_maxlen' })
+wrong = wrong or type_error(KEYS[3], 'zset', KEYS[4], 'zset', state_set(prefix, 'dead'), 'zset')
+if wrong then return wrong end
 local now = now_ms()
 local suspended, rejected, delayed, ids, events, throttled = {}, {}, {}, {}, {}, {}
 local plan = new_fail_plan(nil)

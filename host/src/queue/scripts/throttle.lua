@@ -9,6 +9,7 @@
 -- ARGV[1] id  ARGV[2] lease token  ARGV[3] handler  ARGV[4] max  ARGV[5] window_ms
 -- Reply: {1, 0} admitted; {0, wait_ms} not admitted: the window frees in wait_ms; {-1, reason}
 --   the lease does not hold the job (nothing written).
+-- Error (nothing written): 'WASMQ_WRONGTYPE <key> <type>' (type_error in lib.lua).
 
 local id, token, handler = ARGV[1], ARGV[2], ARGV[3]
 local max, w = math.floor(tonumber(ARGV[4]) or 0), math.floor(tonumber(ARGV[5]) or 0)
@@ -21,6 +22,8 @@ local problem = lease_check(f, unusable, token)
 if problem then return { -1, problem } end
 -- The handler's length keeps `a:b` + `c` apart from `a` + `b:c`.
 local log = KEYS[2] .. #handler .. ':' .. handler .. ':' .. (f[3] or '')
+local wrong = type_error(log, 'zset')
+if wrong then return wrong end
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', log, '-inf', now - w)
 if redis.call('ZCARD', log) < max then

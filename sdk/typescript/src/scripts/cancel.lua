@@ -7,14 +7,22 @@
 -- ARGV: job ids
 -- Reply: one {id, outcome} per id: 'cancelled', 'not_found', the state it is in, or
 --   'malformed' for a key that is not a job hash (left alone: `queue check --repair`).
+-- Error (nothing written): 'WASMQ_WRONGTYPE <key> <type>' (type_error in lib.lua).
 
 local prefix = KEYS[1]
-local cfg = read_config(KEYS[2], { 'events_maxlen' })
+local cfg, wrong = read_config(KEYS[2], { 'events_maxlen' })
+if wrong then return wrong end
 local sets = { waiting = KEYS[3], delayed = KEYS[4], retry = KEYS[5] }
 local replies, events = {}, {}
+-- Every job is read first, so that its group's waiting set is checked before the first write.
+local FIELDS = { 'state', 'attempt', 'group' }
+local reads = read_jobs(prefix, ARGV, FIELDS, NO_FIELDS)
+wrong = type_error(KEYS[3], 'zset', KEYS[4], 'zset', KEYS[5], 'zset', KEYS[8], 'zset')
+  or group_keys_error(KEYS[7], groups_read(reads, 3))
+if wrong then return wrong end
 for i, id in ipairs(ARGV) do
   local key = prefix .. id
-  local f, unusable = read_job(key, { 'state', 'attempt', 'group' }, NO_FIELDS)
+  local f, unusable = job_read(reads, i, key, FIELDS, NO_FIELDS)
   local state, group = f and f[1], f and f[3]
   if not f then
     replies[i] = { id, unusable and 'malformed' or 'not_found' }

@@ -7,9 +7,12 @@
 -- Reply: {purged_ids, skipped} where skipped lists {id, 'not_found' | <state> | 'malformed'}
 --   (a key that is not a job hash is left alone: `queue check --repair` buries it first).
 -- A purged job's `<q>malformed:<id>` (what its key held when it was buried) is deleted too.
+-- Error (nothing written): 'WASMQ_WRONGTYPE <key> <type>' (type_error in lib.lua).
 
 local prefix = KEYS[1]
-local cfg = read_config(KEYS[2], { 'events_maxlen' })
+local cfg, wrong = read_config(KEYS[2], { 'events_maxlen' })
+wrong = wrong or type_error(KEYS[3], 'zset')
+if wrong then return wrong end
 local ids = dlq_ids(KEYS[3])
 local purged, skipped, keys, events = {}, {}, {}, {}
 for _, id in ipairs(ids) do
