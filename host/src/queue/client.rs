@@ -149,12 +149,6 @@ impl LeasedJob {
             token: self.token.clone(),
         }
     }
-
-    /// Whether this is the job's last attempt under the job's stored policy: a failure now
-    /// dead-letters it (unless a handler's retry policy grants more attempts).
-    pub fn is_last_attempt(&self) -> bool {
-        self.attempt >= self.max_attempts
-    }
 }
 
 /// A job id and the token of the lease on it.

@@ -536,19 +536,6 @@ impl Runtime {
         Ok((handler, source))
     }
 
-    /// [`Runtime::load_with_cache`] from a file.
-    pub fn load_file_with_cache(
-        &self,
-        path: &Path,
-        cache: Option<&ArtifactCache>,
-    ) -> Result<(Handler, LoadSource), LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        self.load_with_cache(&bytes, cache)
-    }
-
     /// How many components this runtime has compiled (or tried to: a component that does not
     /// compile counts too). Loads from an [`ArtifactCache`] do not count, so a restart with a
     /// warm cache reports 0.

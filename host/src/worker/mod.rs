@@ -18,7 +18,9 @@
 //!
 //! Roles, one file each: `fetcher` (lease batches), `executor` (one job attempt), `acker`
 //! (batched outcomes), `watchman` (heartbeats and recovery), `slots` (memory and count
-//! budget), `config` (settings), `scheduler` (enqueues the jobs of due cron ticks).
+//! budget), `config` (settings), `scheduler` (enqueues the jobs of due cron ticks),
+//! `deployer` (compiles and installs registry handler versions off the job path), `workflow`
+//! (a job's steps, sleeps and child jobs over Redis).
 
 mod acker;
 mod config;

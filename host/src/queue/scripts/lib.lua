@@ -1,7 +1,9 @@
--- lib: helpers shared by the transition scripts. `scripts.rs` prepends this file to every
--- script except enqueue.lua (which stays standalone for producers), so each script is still
--- one EVALSHA. Keys are always passed in KEYS; job hashes are addressed as KEYS[1] .. id, where
--- KEYS[1] is the queue's job prefix `wasmq:{q}:job:`, so they share the queue's hash tag.
+-- lib: helpers shared by the transition bodies. `scripts.rs` loads this file and every body
+-- but enqueue.lua and counts.lua (standalone scripts for producers) as one Redis function
+-- library; a producer that runs a management body as a script sends this file before it
+-- (docs/protocol.md, "Stable contract"). Keys are always passed in KEYS; job hashes are
+-- addressed as KEYS[1] .. id, where KEYS[1] is the queue's job prefix `wasmq:{q}:job:`, so
+-- they share the queue's hash tag.
 
 local PRIORITY_SPAN = 4398046511104 -- 2^42: room for the sequence within one priority
 
