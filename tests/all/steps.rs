@@ -98,6 +98,36 @@ async fn a_step_that_fails_once_retries_without_running_the_steps_before_it_agai
     assert!(!exists(&redis, &format!("wasmq:{{{Q}}}:steps:wf-1")).await);
 }
 
+/// A sleep of 0 ms has nothing to wait for: it is stored as done and the attempt goes on, so
+/// the job completes in one attempt (it used to end the attempt and resume a promote tick
+/// later, once per new sleep name).
+#[tokio::test]
+async fn a_sleep_of_zero_ms_is_stored_and_the_attempt_goes_on() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, Q).await;
+    let job = NewJob::new("workflow", br#"{"sleep_ms":0}"#.to_vec()).with_id("wf-0");
+    client.enqueue(Q, &job).await.unwrap();
+    let _host = HostProcess::start(
+        &redis.url(),
+        &["--queues", Q, "--handler", &handler("workflow", "workflow")],
+    );
+    wait_for_state(
+        &client,
+        Q,
+        "wf-0",
+        JobState::Completed,
+        Duration::from_secs(30),
+    )
+    .await;
+    let job = client.get(Q, "wf-0").await.unwrap().unwrap();
+    assert_eq!(job.result.as_deref(), Some(&b"one@1,two@1,three@1"[..]));
+    let outcomes: Vec<&str> = job.history.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["ok"], "one attempt, no suspension");
+    let saves = step_saves(&redis, Q).await;
+    assert_eq!(saves.get("sleep:nap"), Some(&1), "{saves:?}");
+}
+
 #[tokio::test]
 async fn a_sleeping_workflow_resumes_on_another_host_after_the_first_is_killed() {
     let redis = RedisServer::start();

@@ -299,6 +299,24 @@ impl workflow::Host for HostState {
                 "sleep {name:?}: a job may store at most {MAX_STEPS} steps and sleeps"
             )));
         }
+        if delay.is_zero() {
+            // Nothing to wait for: mark the sleep done under the lease, as a step is saved,
+            // and go on in this attempt. (Suspending would end the attempt and start another
+            // a promote tick later: a guest sleeping 0 ms under ever new names would run an
+            // attempt a second up to the step limit.)
+            let done = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+                .to_string()
+                .into_bytes();
+            if let Err(err) = self.workflow.store.save(field.clone(), done.clone()).await {
+                return Ok(Err(format!("sleep {name:?}: storing it: {err}")));
+            }
+            if let Ok(fields) = self.workflow.fields().await {
+                fields.insert(field, done);
+            }
+            return Ok(Ok(()));
+        }
         let suspend = Suspend { field, delay };
         self.workflow.suspend = Some(suspend.clone());
         Err(wasmtime::Error::new(suspend))
