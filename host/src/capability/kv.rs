@@ -59,12 +59,7 @@ pub struct BucketGrant {
 
 /// A bucket name: 1-64 letters, digits, `_`, `-` and `.`.
 pub fn validate_bucket_name(name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-    {
+    if !super::is_plain_name(name, 64) {
         return Err(format!(
             "kv bucket {name:?}: 1-64 letters, digits, '_', '-' or '.'"
         ));

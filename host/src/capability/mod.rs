@@ -241,14 +241,19 @@ impl Grants {
     }
 }
 
-/// A config key: 1-128 characters of letters, digits, `_`, `-` and `.`.
-pub fn validate_config_key(key: &str) -> Result<(), String> {
-    if key.is_empty()
-        || key.len() > 128
-        || !key
+/// Whether `name` is 1 to `max` bytes of ASCII letters, digits, `_`, `-` and `.`: the names
+/// of config keys, buckets and databases.
+pub(crate) fn is_plain_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-    {
+}
+
+/// A config key: 1-128 characters of letters, digits, `_`, `-` and `.`.
+pub fn validate_config_key(key: &str) -> Result<(), String> {
+    if !is_plain_name(key, 128) {
         return Err(format!(
             "config key {key:?}: 1-128 letters, digits, '_', '-' or '.'"
         ));

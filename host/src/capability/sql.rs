@@ -45,12 +45,7 @@ const SECRET_PREFIX: &str = "secret:";
 
 /// A database name as the guest opens it: 1-64 letters, digits, `_`, `-` or `.`.
 pub fn validate_database_name(name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-    {
+    if !super::is_plain_name(name, 64) {
         return Err(format!(
             "database name {:?}: 1-64 letters, digits, '_', '-' or '.'",
             name.escape_debug().to_string()
