@@ -8,7 +8,8 @@
 //!   client certificate by `tls_cert=FILE&tls_key=FILE`: see [`TlsFiles`]).
 //! - [`RedisConnection`] - the connection every part of wasmq talks through, whichever it is.
 //!   It implements `redis::aio::ConnectionLike`, so commands, pipelines and script calls are
-//!   written once.
+//!   written once. A cluster's is a [`ClusterHandle`], which replaces the redis crate's
+//!   cluster connection when a request times out on it.
 //!
 //! On a cluster a command goes to the primary that owns its key's slot. Every key of a queue
 //! carries the hash tag `{<queue>}` (the registry's `{@registry}`, the schedules'
@@ -326,7 +327,7 @@ impl RedisTarget {
             Target::Cluster(cluster) => {
                 let client = cluster_client(cluster, options)?;
                 Ok(RedisConnection::Cluster(
-                    client.get_async_connection().await?,
+                    ClusterHandle::connect(client).await?,
                 ))
             }
         }
@@ -350,7 +351,7 @@ impl RedisTarget {
                 };
                 let client = cluster_client(cluster, options)?;
                 Ok(RedisConnection::Cluster(
-                    client.get_async_connection().await?,
+                    ClusterHandle::connect(client).await?,
                 ))
             }
         }
@@ -438,7 +439,90 @@ pub enum RedisConnection {
     /// One server, a connection of its own (blocking commands).
     Plain(MultiplexedConnection),
     /// A Redis Cluster.
-    Cluster(ClusterConnection),
+    Cluster(ClusterHandle),
+}
+
+/// Longest wait for a new cluster connection that replaces one that stopped answering.
+const REPLACE_WITHIN: Duration = Duration::from_secs(30);
+
+/// A Redis Cluster connection that is replaced when it stops answering.
+///
+/// The redis crate's cluster connection repairs itself after most failures, but not all:
+/// when every node restarts at once it can be left timing out every request for good (seen
+/// in the test `worker::redis_restart_while_jobs_flow_loses_nothing`: the host's calls timed
+/// out for minutes while a new client was served at once; redis-rs #2277 is a similar case).
+/// A request that times out on the current connection therefore has it replaced by a new one
+/// from the same client, once per connection however many requests fail together. The
+/// request itself still fails; its caller retries as after any Redis error. Clones share the
+/// current connection.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    shared: Arc<ClusterShared>,
+}
+
+struct ClusterShared {
+    client: ClusterClient,
+    /// The current connection and its generation (counting replacements).
+    current: std::sync::Mutex<(u64, ClusterConnection)>,
+    /// Set while a replacement is being connected.
+    replacing: std::sync::atomic::AtomicBool,
+}
+
+impl ClusterHandle {
+    async fn connect(client: ClusterClient) -> RedisResult<ClusterHandle> {
+        let conn = client.get_async_connection().await?;
+        Ok(ClusterHandle {
+            shared: Arc::new(ClusterShared {
+                client,
+                current: std::sync::Mutex::new((0, conn)),
+                replacing: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The current connection and its generation.
+    fn current(&self) -> (u64, ClusterConnection) {
+        self.shared
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Passes `result` on, first replacing connection `generation` if the request timed out
+    /// on it and it is still the current one.
+    async fn observe<T>(&self, generation: u64, result: RedisResult<T>) -> RedisResult<T> {
+        if let Err(err) = &result
+            && err.is_timeout()
+            && self.current().0 == generation
+            && !self.shared.replacing.swap(true, Ordering::AcqRel)
+        {
+            self.replace(generation).await;
+            self.shared.replacing.store(false, Ordering::Release);
+        }
+        result
+    }
+
+    async fn replace(&self, generation: u64) {
+        match tokio::time::timeout(REPLACE_WITHIN, self.shared.client.get_async_connection()).await {
+            Ok(Ok(conn)) => {
+                let mut current = self
+                    .shared
+                    .current
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if current.0 == generation {
+                    *current = (generation + 1, conn);
+                    tracing::warn!(
+                        "a request to the Redis Cluster timed out; replaced the cluster \
+                         connection with a new one"
+                    );
+                }
+            }
+            Ok(Err(err)) => tracing::debug!(%err, "could not replace the cluster connection yet"),
+            Err(_) => tracing::debug!("replacing the cluster connection timed out"),
+        }
+    }
 }
 
 impl RedisConnection {
@@ -467,7 +551,9 @@ impl RedisConnection {
         let mut keys = Vec::new();
         let mut calls = 0;
         match self {
-            RedisConnection::Cluster(conn) => {
+            RedisConnection::Cluster(handle) => {
+                let (_, mut conn) = handle.current();
+                let conn = &mut conn;
                 for (host, port) in primaries(conn).await? {
                     let mut cursor = 0u64;
                     loop {
@@ -542,7 +628,13 @@ impl ConnectionLike for RedisConnection {
         match self {
             RedisConnection::Single(conn) => conn.req_packed_command(cmd),
             RedisConnection::Plain(conn) => conn.req_packed_command(cmd),
-            RedisConnection::Cluster(conn) => conn.req_packed_command(cmd),
+            RedisConnection::Cluster(handle) => {
+                let (generation, mut conn) = handle.current();
+                Box::pin(async move {
+                    let result = conn.req_packed_command(cmd).await;
+                    handle.observe(generation, result).await
+                })
+            }
         }
     }
 
@@ -555,7 +647,13 @@ impl ConnectionLike for RedisConnection {
         match self {
             RedisConnection::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             RedisConnection::Plain(conn) => conn.req_packed_commands(pipeline, offset, count),
-            RedisConnection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            RedisConnection::Cluster(handle) => {
+                let (generation, mut conn) = handle.current();
+                Box::pin(async move {
+                    let result = conn.req_packed_commands(pipeline, offset, count).await;
+                    handle.observe(generation, result).await
+                })
+            }
         }
     }
 
@@ -563,7 +661,7 @@ impl ConnectionLike for RedisConnection {
         match self {
             RedisConnection::Single(conn) => conn.get_db(),
             RedisConnection::Plain(conn) => conn.get_db(),
-            RedisConnection::Cluster(conn) => conn.get_db(),
+            RedisConnection::Cluster(handle) => handle.current().1.get_db(),
         }
     }
 }

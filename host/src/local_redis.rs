@@ -87,6 +87,11 @@ impl LocalRedis {
         self.port
     }
 
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The server's working directory (AOF/RDB files, `redis.log`).
     pub fn dir(&self) -> &Path {
         self.dir.path()

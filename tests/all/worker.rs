@@ -629,7 +629,22 @@ async fn redis_restart_while_jobs_flow_loses_nothing() {
     .await;
     redis.restart();
     let client = redis.client().await;
-    wait_for_count(&client, JobState::Completed, 2000, Duration::from_secs(90)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let counts = client.counts(Q).await;
+        if matches!(&counts, Ok(c) if c.completed == 2000) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let fresh = redis.client().await.counts(Q).await;
+            panic!(
+                "2000 jobs not completed within 90 s of the restart: {counts:?} (a new \
+                 client: {fresh:?}); host log:\n{}",
+                host.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(host.is_running(), "the host exited:\n{}", host.log_text());
     let counts = client.counts(Q).await.unwrap();
     assert_eq!(
@@ -652,4 +667,40 @@ async fn handler_concurrency_limit_holds_beside_a_roomy_host() {
     wait_for_count(&client, JobState::Completed, 4, Duration::from_secs(30)).await;
     let spans = sleep_spans(&client, &ids).await;
     assert_eq!(max_overlap(&spans), 1, "{spans:?}");
+}
+
+/// An idle fetcher waits on its own connection, which has no response timeout (the server
+/// holds the BLPOP); a server that stops answering must not hold the wait past its timeout
+/// for good, or the fetcher never fetches again. The wait ends with an error a few seconds
+/// past its timeout, and the next one, on a fresh connection, works once the server answers.
+#[tokio::test]
+async fn a_wake_up_wait_on_a_redis_that_stops_answering_ends_with_an_error() {
+    let server = wasmq::local_redis::LocalRedis::start(Default::default()).unwrap();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let mut waiter = client.waiter();
+    assert!(!waiter.wait(Q, Duration::from_millis(50)).await.unwrap());
+    let pid = server.pid().expect("the server runs").to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {name} {pid}");
+    };
+    signal("-STOP");
+    let started = std::time::Instant::now();
+    let waited = tokio::time::timeout(
+        Duration::from_secs(30),
+        waiter.wait(Q, Duration::from_secs(1)),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    signal("-CONT");
+    let outcome = waited.expect("the wait ended by itself");
+    assert!(outcome.is_err(), "a stopped server answered: {outcome:?}");
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(15),
+        "the wait ended after {elapsed:?}"
+    );
+    assert!(!waiter.wait(Q, Duration::from_millis(50)).await.unwrap());
 }

@@ -29,6 +29,9 @@ pub const MAX_BULK: usize = 10_000;
 /// How long a single call may take before the client gives up on the reply. Scripts are short;
 /// a bulk enqueue of [`MAX_BULK`] jobs takes tens of milliseconds.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long past its own timeout a wake-up wait ([`Waiter::wait`]) may take to answer before
+/// its connection is taken for dead.
+const WAIT_MARGIN: Duration = Duration::from_secs(5);
 
 /// A connection to the queues in one Redis or one Redis Cluster. Cheap to clone: clones share
 /// one multiplexed connection (per cluster node), which reconnects by itself when Redis goes
@@ -409,11 +412,23 @@ impl Waiter {
             }
         };
         let seconds = timeout.as_secs_f64().max(0.001);
-        let reply: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
-            .arg(keys.wake())
-            .arg(format!("{seconds:.3}"))
-            .query_async(conn)
-            .await;
+        // The connection has no response timeout (the server holds BLPOP for `timeout`), so
+        // a server that never answers (hung, or a cluster node that restarted under a
+        // request the client still waits on) is cut here instead of stalling the fetcher.
+        let reply = tokio::time::timeout(
+            timeout.saturating_add(WAIT_MARGIN),
+            redis::cmd("BLPOP")
+                .arg(keys.wake())
+                .arg(format!("{seconds:.3}"))
+                .query_async::<Option<(String, String)>>(conn),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer to BLPOP within {WAIT_MARGIN:?} past its timeout"),
+            )))
+        });
         match reply {
             Ok(popped) => Ok(popped.is_some()),
             Err(err) => {
