@@ -27,9 +27,9 @@ pub const MAX_EVENT_ID_LEN: usize = 64;
 pub enum EventError {
     #[error("invalid event: {0}")]
     Invalid(String),
-    #[error("reading the subscriptions: {0}")]
+    #[error("reading the subscriptions")]
     Registry(#[from] RegistryError),
-    #[error("enqueueing the job of handler {handler} on queue {queue}: {source}")]
+    #[error("enqueueing the job of handler {handler} on queue {queue}")]
     Enqueue {
         handler: String,
         queue: String,

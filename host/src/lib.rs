@@ -28,6 +28,7 @@
 pub mod alerts;
 pub mod api;
 pub mod capability;
+pub mod chain;
 pub mod cli;
 pub mod connection;
 pub mod events;

@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     match wasmq::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", wasmq::chain::ErrorChain(err.as_ref()));
             ExitCode::from(wasmq::cli::EXIT_ERROR)
         }
     }

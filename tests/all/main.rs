@@ -14,6 +14,7 @@ mod corpus;
 mod corruption;
 mod dashboard;
 mod dev;
+mod errors;
 mod events;
 mod exec;
 mod hardening;

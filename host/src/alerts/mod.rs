@@ -253,23 +253,8 @@ impl Health {
             return;
         }
         if !std::mem::replace(&mut self.down, true) {
-            tracing::warn!(error = %ErrorChain(err), "alerts: {what} failed; retrying");
+            tracing::warn!(error = %crate::chain::ErrorChain(err), "alerts: {what} failed; retrying");
         }
-    }
-}
-
-/// Formats an error with its sources.
-struct ErrorChain<'a>(&'a QueueError);
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = std::error::Error::source(self.0);
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
     }
 }
 

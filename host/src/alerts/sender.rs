@@ -285,7 +285,7 @@ impl Sender {
             HttpClient::Plain(client) => client.request(request).await,
             HttpClient::Tls(client) => client.request(request).await,
         }
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| crate::chain::ErrorChain(&e).to_string())?;
         let status = response.status();
         // Read (a bounded part of) the body, so the connection can be used again and a
         // refusal can say why.
@@ -323,7 +323,7 @@ impl Sender {
             .body(text)
             .map_err(|e| format!("building the message: {e}"))?;
         mailer.transport.send(message).await.map(drop).map_err(|e| {
-            let mut why = error_chain(&e);
+            let mut why = crate::chain::ErrorChain(&e).to_string();
             // The error quotes the server's answer, which could quote the password back.
             if let Some((_, password)) = &mailer.config.credentials {
                 why = why.replace(password.as_str(), "<redacted>");
@@ -369,7 +369,7 @@ fn smtp_transport(
                 "alerts.email: TLS to {} needs the system's CA certificates (the \
                  ca-certificates package): {}",
                 email.host,
-                error_chain(&e)
+                crate::chain::ErrorChain(&e)
             )
         })
     };
@@ -387,16 +387,4 @@ fn smtp_transport(
         builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
     }
     Ok(builder.build())
-}
-
-/// An error and its sources, one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

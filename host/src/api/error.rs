@@ -126,16 +126,8 @@ impl From<RegistryError> for ApiError {
             RegistryError::NoHandler(_) | RegistryError::NoVersion(_) => StatusCode::NOT_FOUND,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        // `{:#}`-like: the refusal's LoadError is its source, and the reader needs it.
-        let mut message = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !message.contains(&text) {
-                message = format!("{message}: {text}");
-            }
-            source = cause.source();
-        }
+        // The refusal's LoadError is its source, and the reader needs it.
+        let message = crate::chain::ErrorChain(&err).to_string();
         ApiError::new(status, message)
     }
 }

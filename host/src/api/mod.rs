@@ -120,7 +120,7 @@ pub enum StartError {
     BadToken(&'static str),
     #[error("invalid HTTP limits: {0}")]
     BadLimits(&'static str),
-    #[error("cannot listen on {addr}: {source}{}", bind_hint(.source))]
+    #[error("cannot listen on {addr}{}", bind_hint(.source))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

@@ -5,8 +5,8 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueError {
-    /// Redis could not be reached or refused a command. The Redis error is the `source`, so
-    /// `{:#}` (anyhow) prints it once.
+    /// Redis could not be reached or refused a command. The Redis error is the `source`:
+    /// print the chain (`crate::chain::ErrorChain`) to show it.
     #[error("redis request failed")]
     Redis(#[from] redis::RedisError),
     /// The queue name cannot be used in a key.

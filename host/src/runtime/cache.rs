@@ -67,7 +67,7 @@ impl std::fmt::Debug for ArtifactCache {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CacheError {
-    #[error("artifact cache: {action} {path}: {source}")]
+    #[error("artifact cache: {action} {path}")]
     Io {
         action: &'static str,
         path: String,

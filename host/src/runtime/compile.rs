@@ -269,8 +269,8 @@ impl Artifacts {
             .map_err(|e| {
                 LoadError::Compiler(format!("making a directory for the artifact: {e}"))
             })?;
-        let cache =
-            ArtifactCache::open(dir.path()).map_err(|e| LoadError::Compiler(format!("{e}")))?;
+        let cache = ArtifactCache::open(dir.path())
+            .map_err(|e| LoadError::Compiler(crate::chain::ErrorChain(&e).to_string()))?;
         Ok(Self {
             cache: Arc::new(cache),
             _private: Some(dir),

@@ -101,7 +101,7 @@ pub(crate) fn open_cache(dir: Option<&Path>) -> Option<Arc<ArtifactCache>> {
     match ArtifactCache::open(dir) {
         Ok(cache) => Some(Arc::new(cache)),
         Err(err) => {
-            tracing::warn!(error = %err, "compiling handlers without a cache");
+            tracing::warn!(error = %crate::chain::ErrorChain(&err), "compiling handlers without a cache");
             None
         }
     }
@@ -155,14 +155,14 @@ pub(crate) async fn sync(shared: &Arc<Shared>) -> Option<u64> {
     let epoch = match shared.registry.epoch().await {
         Ok(epoch) => epoch,
         Err(err) => {
-            tracing::warn!(error = %err, "cannot read the handler registry; will retry");
+            tracing::warn!(error = %crate::chain::ErrorChain(&err), "cannot read the handler registry; will retry");
             return None;
         }
     };
     let current = match shared.registry.current().await {
         Ok(current) => current,
         Err(err) => {
-            tracing::warn!(error = %err, "cannot read the handler registry; will retry");
+            tracing::warn!(error = %crate::chain::ErrorChain(&err), "cannot read the handler registry; will retry");
             return None;
         }
     };
@@ -392,7 +392,7 @@ pub(crate) async fn run(
                     Ok(_) => {}
                     Err(err) => {
                         // Redis being away is reported by the fetchers and the heartbeat.
-                        tracing::debug!(error = %err, "cannot read the registry's epoch");
+                        tracing::debug!(error = %crate::chain::ErrorChain(&err), "cannot read the registry's epoch");
                         continue;
                     }
                 }

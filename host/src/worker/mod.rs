@@ -80,7 +80,7 @@ pub struct RunSummary {
 pub enum WorkerError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("handler {name}: {source}")]
+    #[error("handler {name}")]
     Handler {
         name: String,
         #[source]
@@ -88,8 +88,13 @@ pub enum WorkerError {
     },
     #[error(transparent)]
     Runtime(#[from] crate::runtime::LoadError),
-    #[error("connecting to redis: {0}")]
+    #[error("connecting to redis")]
     Redis(#[from] QueueError),
+    /// Redis answered the queue client but not the handler registry's reads.
+    #[error("connecting to the handler registry")]
+    Registry(#[source] crate::registry::RegistryError),
+    #[error("starting guest threads")]
+    GuestThreads(#[source] std::io::Error),
 }
 
 /// A configured host, ready to run.
@@ -440,7 +445,13 @@ pub(crate) struct RedisHealth {
     /// The queue keys of another type that refused calls (`QueueError::WrongType`), and when
     /// each was last logged.
     refused: Mutex<HashMap<String, std::time::Instant>>,
+    /// When "redis unavailable" was last logged: once when it goes down, then every
+    /// [`DOWN_LOG_EVERY`] while it stays down, so a long outage is not one line and silence.
+    down_logged: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often a Redis that stays unreachable is logged again.
+const DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// How often a call refused for the same key of another type is logged again: the fetcher and
 /// the acker retry it every few seconds until a person fixes the key.
@@ -452,6 +463,7 @@ impl RedisHealth {
             up: AtomicBool::new(true),
             metrics,
             refused: Mutex::new(HashMap::new()),
+            down_logged: Mutex::new(None),
         }
     }
 
@@ -493,30 +505,28 @@ impl RedisHealth {
                 tracing::error!(%key, "{what} refused: {err} (retrying until the key is fixed; `wasmq queue check` lists such keys)");
             }
         } else if matches!(err, QueueError::Redis(_)) {
-            if self.up.swap(false, Ordering::Relaxed) {
+            let went_down = self.up.swap(false, Ordering::Relaxed);
+            let mut logged = self
+                .down_logged
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            if went_down {
+                *logged = Some(now);
                 tracing::warn!(
                     "redis unavailable ({what}: {}); retrying with backoff",
-                    ErrorChain(err)
+                    crate::chain::ErrorChain(err)
+                );
+            } else if logged.is_none_or(|at| now.duration_since(at) >= DOWN_LOG_EVERY) {
+                *logged = Some(now);
+                tracing::warn!(
+                    "redis still unavailable ({what}: {}); retrying with backoff",
+                    crate::chain::ErrorChain(err)
                 );
             }
         } else {
-            tracing::error!(error = %err, "{what} failed");
+            tracing::error!(error = %crate::chain::ErrorChain(err), "{what} failed");
         }
-    }
-}
-
-/// Formats an error with its source chain.
-struct ErrorChain<'a>(&'a QueueError);
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = std::error::Error::source(self.0);
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
     }
 }
 
@@ -603,7 +613,7 @@ impl Worker {
         }
         let registry = Registry::connect(&config.redis_url)
             .await
-            .map_err(|e| WorkerError::Config(format!("connecting to the handler registry: {e}")))?;
+            .map_err(WorkerError::Registry)?;
         let queue_limits = config
             .queue_concurrency
             .iter()
@@ -613,7 +623,7 @@ impl Worker {
         let compile_slots = Arc::new(Semaphore::new(config.compile_concurrency.max(1)));
         let shared = Shared {
             guests: GuestThreads::new(runtime.config().guest_threads)
-                .map_err(|e| WorkerError::Config(format!("starting guest threads: {e}")))?,
+                .map_err(WorkerError::GuestThreads)?,
             slots: Slots::new(config.concurrency, config.memory_budget),
             config,
             client,

@@ -56,21 +56,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut phase: watch::Receiver<Phase>) 
 /// Logs the first failure of a run of failures, not one line per pass.
 fn report(healthy: &mut bool, err: &(dyn std::error::Error + 'static)) {
     if std::mem::take(healthy) {
-        tracing::warn!(error = %DisplayChain(err), "scheduler pass failed; retrying");
-    }
-}
-
-struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(err) = source {
-            write!(f, ": {err}")?;
-            source = err.source();
-        }
-        Ok(())
+        tracing::warn!(error = %crate::chain::ErrorChain(err), "scheduler pass failed; retrying");
     }
 }
 
@@ -82,7 +68,7 @@ async fn pass(
     let mut first_error = None;
     for schedule in schedules.list().await? {
         if let Err(err) = fire(shared, schedules, &schedule, now).await {
-            tracing::warn!(schedule = %schedule.spec.name, error = %DisplayChain(err.as_ref()), "could not enqueue a scheduled job");
+            tracing::warn!(schedule = %schedule.spec.name, error = %crate::chain::ErrorChain(err.as_ref()), "could not enqueue a scheduled job");
             first_error.get_or_insert(err);
         }
     }

@@ -40,7 +40,7 @@ impl WorkflowStore for RedisSteps {
             self.client
                 .load_steps(&self.queue, &self.id)
                 .await
-                .map_err(|err| format!("{err:#}"))
+                .map_err(|err| crate::chain::ErrorChain(&err).to_string())
         })
     }
 
@@ -55,7 +55,7 @@ impl WorkflowStore for RedisSteps {
                 Ok(StepSave::Rejected(why)) => Err(format!(
                     "this attempt no longer holds the job's lease ({why:?})"
                 )),
-                Err(err) => Err(format!("{err:#}")),
+                Err(err) => Err(crate::chain::ErrorChain(&err).to_string()),
             }
         })
     }
