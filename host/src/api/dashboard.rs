@@ -3,7 +3,9 @@
 //! beside it and no CDN. The page is plain HTML and ES modules with no build step (`app.js`
 //! imports the others by relative URL; each is listed in [`ASSETS`]); it reads and acts only
 //! through the JSON API of this module's siblings (`/api/...`), with the token the operator
-//! types in (kept in the tab's `sessionStorage`), so it can do nothing a `curl` could not.
+//! types in (kept in the tab's `sessionStorage`), so it can do nothing a `curl` could not. The
+//! modules are `// @ts-check` with JSDoc types of the API's shapes; `dashboard/tsconfig.json`
+//! (not served) is how `scripts/test.sh` type-checks them.
 //!
 //! The assets are routes of the same router as the API, behind the same auth middleware: on a
 //! loopback server they are answered only for a loopback `Host` and `Origin`, like any request
