@@ -52,8 +52,9 @@ source "$(dirname "$0")/../guest-examples/lib.sh"
 pinned_venv "$(dirname "$0")/../tests/tools/requirements.txt" >/dev/null
 
 # The producer SDKs' test dependencies (scripts/test-sdks.sh): a pinned venv for sdk/python
-# (redis-py, pytest, flit_core to build the package offline), and sdk/typescript's ioredis as
-# pinned by its package-lock.json (`npm ci` again only when the lock file changed).
+# (redis-py, pytest, flit_core to build the package offline), and sdk/typescript's ioredis and
+# TypeScript (which also type-checks the dashboard in scripts/test.sh) as pinned by its
+# package-lock.json (`npm ci` again only when the lock file changed).
 pinned_venv "$(dirname "$0")/../sdk/python/requirements-test.txt" >/dev/null
 sdk_ts="$(dirname "$0")/../sdk/typescript"
 lock_hash=$(sha256sum "$sdk_ts/package-lock.json" | cut -d' ' -f1)

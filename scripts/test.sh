@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README's second command; .ci/run calls exactly this).
-# Installs what the tests need when it is missing, then: rustfmt, clippy, the tests (all but
-# the latency measurements of tests/isolation, a long run: see README).
+# Installs what the tests need when it is missing, then: rustfmt, clippy, the dashboard's
+# type-check, the tests (all but the latency measurements of tests/isolation, a long run: see
+# README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,9 @@ cargo fmt --all --check
 (cd guest-examples/rust && cargo fmt --all --check)
 (cd fuzz && cargo fmt --check)
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The dashboard's JavaScript modules, type-checked (`// @ts-check`, JSDoc types of the API's
+# shapes) by sdk/typescript's pinned TypeScript, which scripts/install-deps.sh installed: seconds.
+node sdk/typescript/node_modules/typescript/bin/tsc -p host/src/api/dashboard/tsconfig.json
 bash guest-examples/build-all.sh
 # The fuzz targets, 30 s each (docs/fuzzing.md): long enough to catch a decoder or a check
 # that panics on the inputs libFuzzer reaches first; `bash fuzz/run.sh 3600` is the long run.

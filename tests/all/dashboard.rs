@@ -352,3 +352,91 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
     );
     eprintln!("dashboard screenshots: {}", screenshots.display());
 }
+
+/// The dashboard's JavaScript files in the source tree (`host/src/api/dashboard/`, one folder
+/// deep), as paths relative to it.
+fn dashboard_modules() -> Vec<String> {
+    let folder = repo_root().join("host/src/api/dashboard");
+    let mut modules = Vec::new();
+    for dir in [folder.clone(), folder.join("views")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "js") {
+                let relative = path.strip_prefix(&folder).unwrap();
+                modules.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    modules.sort();
+    modules
+}
+
+#[tokio::test]
+async fn every_dashboard_module_is_served_as_javascript_under_the_page_policy() {
+    let modules = dashboard_modules();
+    assert!(
+        modules.contains(&"app.js".to_string()) && modules.len() > 10,
+        "{modules:?}"
+    );
+    let redis = RedisServer::start();
+    let addr = crate::support::free_loopback_addr();
+    let base = format!("http://{addr}");
+    let echo = handler("echo", "echo");
+    let _host = HostProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            Q,
+            "--http",
+            &addr,
+            "--no-cache",
+            "--api-token",
+            TOKEN,
+            "--handler",
+            &echo,
+        ],
+    );
+    let http = reqwest::Client::new();
+    eventually("the API answers", Duration::from_secs(30), || async {
+        let response = http.get(format!("{base}/healthz")).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+
+    let page = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let policy = page.headers()["content-security-policy"].clone();
+    assert!(
+        policy.to_str().unwrap().contains("script-src 'self'"),
+        "{policy:?}"
+    );
+    // Each module as the browser asks for it (a page load carries no token), byte for byte
+    // the file in the tree, as JavaScript (a module script of another type is refused), under
+    // the page's own policy.
+    for module in &modules {
+        let response = http
+            .get(format!("{base}/dashboard/{module}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{module}");
+        let headers = response.headers().clone();
+        let content_type = headers["content-type"].to_str().unwrap();
+        assert!(
+            content_type.starts_with("text/javascript"),
+            "{module}: {content_type}"
+        );
+        assert_eq!(headers["content-security-policy"], policy, "{module}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{module}");
+        let body = response.bytes().await.unwrap();
+        let file = std::fs::read(repo_root().join("host/src/api/dashboard").join(module)).unwrap();
+        assert!(body == file, "{module} is served as it is in the tree");
+    }
+    // The type-check's configuration beside them is not served.
+    let config = http
+        .get(format!("{base}/dashboard/tsconfig.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(config.status().as_u16(), 404);
+}

@@ -280,7 +280,7 @@ mod tests {
         let open = Access::new(None, true);
         let public_host = headers(&[(header::HOST, "wasmq.example:7070")]);
         let bad = headers(&[(header::AUTHORIZATION, "Bearer nope")]);
-        for path in ["/", "/dashboard/app.js"] {
+        for path in ["/", "/dashboard/app.js", "/dashboard/views/job.js"] {
             assert!(
                 public.check(&Method::GET, path, &public_host).is_ok(),
                 "{path}"

@@ -1,8 +1,11 @@
-//! The web dashboard at `/`: a page, a script and a stylesheet (`dashboard/`), compiled into
-//! the binary with `include_bytes!`, so a host serves it with nothing installed beside it and
-//! no CDN. The page is plain HTML and JavaScript with no build step; it reads and acts only
+//! The web dashboard at `/`: a page, its JavaScript modules and a stylesheet (`dashboard/`),
+//! compiled into the binary with `include_bytes!`, so a host serves it with nothing installed
+//! beside it and no CDN. The page is plain HTML and ES modules with no build step (`app.js`
+//! imports the others by relative URL; each is listed in [`ASSETS`]); it reads and acts only
 //! through the JSON API of this module's siblings (`/api/...`), with the token the operator
-//! types in (kept in the tab's `sessionStorage`), so it can do nothing a `curl` could not.
+//! types in (kept in the tab's `sessionStorage`), so it can do nothing a `curl` could not. The
+//! modules are `// @ts-check` with JSDoc types of the API's shapes; `dashboard/tsconfig.json`
+//! (not served) is how `scripts/test.sh` type-checks them.
 //!
 //! The assets are routes of the same router as the API, behind the same auth middleware: on a
 //! loopback server they are answered only for a loopback `Host` and `Origin`, like any request
@@ -27,16 +30,25 @@ struct Asset {
     body: &'static [u8],
 }
 
+/// A JavaScript module of the page, served at `/dashboard/<file>`: `index.html` loads `app.js`,
+/// which imports the others by relative URL.
+macro_rules! module {
+    ($file:literal) => {
+        Asset {
+            path: concat!("/dashboard/", $file),
+            content_type: JAVASCRIPT,
+            body: include_bytes!(concat!("dashboard/", $file)),
+        }
+    };
+}
+
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
 static ASSETS: &[Asset] = &[
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
         body: include_bytes!("dashboard/index.html"),
-    },
-    Asset {
-        path: "/dashboard/app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("dashboard/app.js"),
     },
     Asset {
         path: "/dashboard/app.css",
@@ -48,6 +60,22 @@ static ASSETS: &[Asset] = &[
         content_type: "image/svg+xml",
         body: include_bytes!("dashboard/favicon.svg"),
     },
+    module!("app.js"),
+    module!("api.js"),
+    module!("chart.js"),
+    module!("chrome.js"),
+    module!("clock.js"),
+    module!("dom.js"),
+    module!("format.js"),
+    module!("poll.js"),
+    module!("throughput.js"),
+    module!("token.js"),
+    module!("views/handlers.js"),
+    module!("views/job.js"),
+    module!("views/not-found.js"),
+    module!("views/overview.js"),
+    module!("views/queue.js"),
+    module!("views/schedules.js"),
 ];
 
 /// The policy of every dashboard answer: only this origin's script, style and API; images
@@ -121,12 +149,57 @@ fn serve(asset: &Asset, etag: &str, request: &HeaderMap) -> Response {
 mod tests {
     use super::*;
 
+    fn asset(path: &str) -> Option<&'static Asset> {
+        ASSETS.iter().find(|asset| asset.path == path)
+    }
+
+    fn text(asset: &Asset) -> &'static str {
+        std::str::from_utf8(asset.body).unwrap_or_default()
+    }
+
+    /// The URL path a module's relative import `specifier` names, from the module at `from`.
+    fn resolve(from: &str, specifier: &str) -> String {
+        let mut parts: Vec<&str> = from.split('/').collect();
+        parts.pop();
+        for step in specifier.split('/') {
+            match step {
+                "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                name => parts.push(name),
+            }
+        }
+        parts.join("/")
+    }
+
+    /// The specifiers of a module's static imports (`import ... from '<specifier>';` or
+    /// `import '<specifier>';`, over one line or several).
+    fn imports(module: &str) -> Vec<&str> {
+        module
+            .split("\nimport ")
+            .skip(1)
+            .filter_map(|statement| {
+                let statement = statement.split(';').next()?;
+                let quoted = statement
+                    .rsplit_once(" from ")
+                    .map_or(statement, |(_, q)| q);
+                quoted.trim().strip_prefix('\'')?.strip_suffix('\'')
+            })
+            .collect()
+    }
+
     #[test]
     fn the_page_loads_only_embedded_assets() {
-        let page = std::str::from_utf8(ASSETS[0].body).unwrap_or_default();
-        for asset in &ASSETS[1..] {
+        let page = text(&ASSETS[0]);
+        // The modules but the entry point are named by the modules that import them.
+        let named = ASSETS[1..]
+            .iter()
+            .filter(|a| a.content_type != JAVASCRIPT || a.path == "/dashboard/app.js");
+        for asset in named {
             assert!(page.contains(asset.path), "index.html names {}", asset.path);
         }
+        assert!(page.contains(r#"<script type="module" src="/dashboard/app.js">"#));
         // Nothing from elsewhere, and nothing inline that the policy would block.
         for refused in ["http:", "https:", "<style", " style=", "<script>"] {
             assert!(!page.contains(refused), "index.html holds {refused:?}");
@@ -136,6 +209,80 @@ mod tests {
             name_len > 0 && rest.as_bytes().get(name_len) == Some(&b'=')
         });
         assert!(!inline_handler, "index.html holds an inline event handler");
+    }
+
+    /// The served modules a module imports, by URL path.
+    fn module_imports(path: &str) -> Vec<String> {
+        let module = asset(path).unwrap_or_else(|| panic!("{path} is imported but not served"));
+        assert_eq!(module.content_type, JAVASCRIPT, "{path}");
+        imports(text(module))
+            .into_iter()
+            .map(|specifier| {
+                assert!(
+                    specifier.starts_with("./") || specifier.starts_with("../"),
+                    "{path} imports {specifier:?}: only this origin's modules, by relative URL"
+                );
+                resolve(path, specifier)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn app_js_imports_every_module_served_and_no_module_imports_itself_back() {
+        // Depth-first from the entry point, with the chain of imports that led to each module.
+        let mut done: Vec<String> = Vec::new();
+        let mut chain = vec![("/dashboard/app.js".to_string(), 0)];
+        while let Some((path, next)) = chain.last().cloned() {
+            let imported = module_imports(&path);
+            let Some(target) = imported.get(next) else {
+                done.push(path);
+                chain.pop();
+                continue;
+            };
+            if let Some(last) = chain.last_mut() {
+                last.1 += 1;
+            }
+            assert!(
+                !chain.iter().any(|(p, _)| p == target),
+                "an import cycle: {chain:?} then {target}"
+            );
+            if !done.contains(target) {
+                chain.push((target.clone(), 0));
+            }
+        }
+        // Every module served is reached: none is left over from an earlier layout.
+        for served in ASSETS.iter().filter(|a| a.content_type == JAVASCRIPT) {
+            assert!(
+                done.iter().any(|p| p == served.path),
+                "nothing imports {}",
+                served.path
+            );
+        }
+    }
+
+    #[test]
+    fn every_script_in_the_dashboard_folder_is_served() {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/dashboard");
+        let mut scripts = Vec::new();
+        for dir in [folder.clone(), folder.join("views")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "js") {
+                    scripts.push(path);
+                }
+            }
+        }
+        assert!(scripts.len() > 10, "{scripts:?}");
+        for script in scripts {
+            let relative = script.strip_prefix(&folder).unwrap().to_string_lossy();
+            let served = asset(&format!("/dashboard/{relative}"))
+                .unwrap_or_else(|| panic!("{relative} is not in ASSETS"));
+            assert_eq!(served.body, std::fs::read(&script).unwrap(), "{relative}");
+            assert!(
+                text(served).starts_with("// @ts-check\n"),
+                "{relative} opens with // @ts-check"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,209 @@
+// @ts-check
+// #/queues/<q>?state=<s> and #/queues/<q>/dlq : counts, throughput, and one state's jobs; the
+// dead-letter queue with replay and purge.
+
+import { actOnDead, getQueue, listDead, listJobs, pauseQueue, STATES } from '../api.js';
+import { act, confirmAction, toast } from '../chrome.js';
+import { throughputPanel } from '../chart.js';
+import { badge, crumbs, enc, h, outcomeBadge, timeCell, title } from '../dom.js';
+import { fmtCount } from '../format.js';
+import { pollEvents } from '../throughput.js';
+
+/** @typedef {import('../api.js').JobState} JobState */
+/** @typedef {import('../api.js').JobView} JobView */
+/** @typedef {import('../poll.js').View} View */
+
+const PAGE = 50;
+
+/**
+ * @param {string} queue
+ * @param {{ state: JobState, offset: number, dlq: boolean }} where
+ * @returns {View}
+ */
+export function queueView(queue, { state, offset, dlq }) {
+  const chart = throughputPanel('Throughput');
+  const tiles = h('div', { class: 'tiles' });
+  const pauseButton = h('button', { class: 'quiet' }, '…');
+  const statusBadge = h('span');
+  const list = h('section', { class: 'panel' });
+  const root = h('div', {},
+    crumbs(h('a', { href: '#/' }, 'Queues'), queue),
+    title(queue, statusBadge, h('span', { class: 'spacer' }), pauseButton),
+    tiles, chart.el, list);
+  let paused = false;
+  /** @type {number | null} */
+  let lastCount = null;
+  let listedAt = 0;
+  /** @type {Set<string>} */
+  let selected = new Set();
+  let eventsOff = false;
+  const shown = dlq ? 'dead' : state;
+
+  pauseButton.addEventListener('click', () => act(pauseButton, async () => {
+    if (!paused) {
+      const ok = await confirmAction({
+        title: `Pause ${queue}?`,
+        text: 'Hosts stop starting its jobs; jobs running now finish. Enqueueing still works.',
+        ok: 'Pause',
+      });
+      if (!ok) return;
+    }
+    const res = await pauseQueue(queue, !paused);
+    toast(`${queue} ${res.paused ? 'paused' : 'resumed'}${res.changed ? '' : ' (it already was)'}`);
+    await tick();
+  }));
+
+  // Built once and updated in place, so that a click is never lost to a refresh.
+  const tileList = STATES.map((s) => {
+    const value = h('div', { class: 'value' }, '…');
+    const tile = h('a', {
+      class: `tile state-${s}${s === shown ? ' selected' : ''}`,
+      href: s === 'dead' ? `#/queues/${enc(queue)}/dlq` : `#/queues/${enc(queue)}?state=${s}`,
+      'data-state': s,
+    }, h('div', { class: 'label' }, s), value);
+    return { state: s, tile, value };
+  });
+  tiles.append(...tileList.map((t) => t.tile));
+
+  async function loadList() {
+    listedAt = Date.now();
+    const page = dlq ? await listDead(queue, offset, PAGE) : await listJobs(queue, state, offset, PAGE);
+    selected = new Set([...selected].filter((id) => page.jobs.some((j) => j.id === id)));
+    list.replaceChildren(
+      dlq ? dlqTable(page.jobs) : h('div', {}, h('h2', {}, `${state[0].toUpperCase()}${state.slice(1)} jobs`), jobsTable(page.jobs)),
+      pager(page.jobs.length));
+  }
+
+  /** @param {number} count jobs on this page */
+  function pager(count) {
+    const base = dlq ? `#/queues/${enc(queue)}/dlq?` : `#/queues/${enc(queue)}?state=${state}&`;
+    const prev = offset > 0 ? h('a', { href: `${base}offset=${Math.max(0, offset - PAGE)}` }, '← newer page') : null;
+    const next = count === PAGE ? h('a', { href: `${base}offset=${offset + PAGE}` }, 'next page →') : null;
+    const refresh = h('button', { class: 'quiet small' }, 'Refresh');
+    refresh.addEventListener('click', () => act(refresh, loadList));
+    return h('div', { class: 'pager' },
+      count ? h('span', { class: 'muted' }, `${offset + 1}–${offset + count}`) : null, prev, next, refresh);
+  }
+
+  /** @param {JobView[]} jobs */
+  function jobsTable(jobs) {
+    /** @type {Partial<Record<JobState, string>>} */
+    const whenTitle = { waiting: 'Created', delayed: 'Due', active: 'Lease expires', retry: 'Retry due', completed: 'Finished' };
+    const when = whenTitle[state];
+    /** @param {JobView} j */
+    const time = (j) => ({ waiting: j.created_at_ms, delayed: j.run_at_ms, retry: j.run_at_ms, active: j.lease_expires_at_ms, completed: j.finished_at_ms, dead: undefined }[state]);
+    if (!jobs.length) return h('p', { class: 'empty' }, offset ? 'No more jobs.' : `No ${state} jobs.`);
+    return h('div', { class: 'table-wrap' }, h('table', { class: 'jobs' },
+      h('thead', {}, h('tr', {},
+        h('th', {}, 'Job'), h('th', {}, 'Handler'), h('th', { class: 'num' }, 'Attempt'),
+        h('th', { class: 'num' }, 'Priority'), h('th', {}, when), h('th', {}, 'Group'),
+        h('th', {}, state === 'completed' ? 'Host' : 'Last error'))),
+      h('tbody', {}, jobs.map((j) => h('tr', { 'data-job': j.id },
+        h('td', { class: 'id' }, h('a', { href: `#/queues/${enc(queue)}/jobs/${enc(j.id)}` }, j.id)),
+        h('td', {}, j.handler),
+        h('td', { class: 'num' }, `${j.attempt} / ${j.max_attempts}`),
+        h('td', { class: 'num' }, j.priority),
+        timeCell(time(j)),
+        h('td', {}, j.group ?? ''),
+        state === 'completed' ? h('td', { class: 'mono' }, j.host ?? '')
+          : h('td', { class: 'error' }, j.last_error ?? ''))))));
+  }
+
+  /** Replays (`replay`) or purges dead jobs, once confirmed.
+   *  @param {string[]} ids @param {boolean} replay */
+  async function dlqAction(ids, replay) {
+    const verb = replay ? 'Replay' : 'Purge';
+    const what = ids.length === 1 ? `job ${ids[0]}` : `${ids.length} jobs`;
+    const ok = await confirmAction({
+      title: `${verb} ${what}?`,
+      text: replay
+        ? 'They go back to waiting with their attempts reset (history kept), and run again.'
+        : 'They are deleted for good, with their payload and history. This cannot be undone.',
+      ok: verb,
+      danger: !replay,
+    });
+    if (!ok) return;
+    const res = await actOnDead(queue, replay, ids);
+    const skipped = res.skipped.length ? `; ${res.skipped.length} skipped (no longer dead)` : '';
+    toast(`${replay ? 'Replayed' : 'Purged'} ${res.done.length} job${res.done.length === 1 ? '' : 's'}${skipped}`);
+    selected = new Set();
+    await tick(true);
+  }
+
+  /** @param {JobView[]} jobs */
+  function dlqTable(jobs) {
+    if (!jobs.length) return h('p', { class: 'empty' }, offset ? 'No more dead jobs.' : 'The dead-letter queue is empty.');
+    const replaySelected = h('button', { class: 'small' }, 'Replay selected');
+    const purgeSelected = h('button', { class: 'small danger' }, 'Purge selected');
+    const all = h('input', { type: 'checkbox', 'aria-label': 'Select every job on this page' });
+    /** @type {HTMLInputElement[]} */
+    const boxes = [];
+    const sync = () => {
+      replaySelected.disabled = purgeSelected.disabled = selected.size === 0;
+      replaySelected.textContent = `Replay selected (${selected.size})`;
+      purgeSelected.textContent = `Purge selected (${selected.size})`;
+      all.checked = selected.size > 0 && selected.size === jobs.length;
+    };
+    replaySelected.addEventListener('click', () => act(replaySelected, () => dlqAction([...selected], true)));
+    purgeSelected.addEventListener('click', () => act(purgeSelected, () => dlqAction([...selected], false)));
+    all.addEventListener('change', () => {
+      selected = all.checked ? new Set(jobs.map((j) => j.id)) : new Set();
+      for (const box of boxes) box.checked = selected.has(box.value);
+      sync();
+    });
+    const rows = jobs.map((j) => {
+      const box = h('input', { type: 'checkbox', value: j.id, 'aria-label': `Select ${j.id}` });
+      box.checked = selected.has(j.id);
+      box.addEventListener('change', () => { if (box.checked) selected.add(j.id); else selected.delete(j.id); sync(); });
+      boxes.push(box);
+      const replay = h('button', { class: 'small' }, 'Replay');
+      const purge = h('button', { class: 'small danger' }, 'Purge');
+      replay.addEventListener('click', () => act(replay, () => dlqAction([j.id], true)));
+      purge.addEventListener('click', () => act(purge, () => dlqAction([j.id], false)));
+      return h('tr', { 'data-job': j.id },
+        h('td', { class: 'check' }, box),
+        h('td', { class: 'id' }, h('a', { href: `#/queues/${enc(queue)}/jobs/${enc(j.id)}` }, j.id)),
+        h('td', {}, j.handler),
+        h('td', { class: 'num' }, `${j.attempt} / ${j.max_attempts}`),
+        timeCell(j.finished_at_ms),
+        h('td', {}, j.last_outcome ? outcomeBadge(j.last_outcome) : ''),
+        h('td', { class: 'error' }, j.last_error ?? ''),
+        h('td', { class: 'num' }, j.replays),
+        h('td', { class: 'actions' }, replay, purge));
+    });
+    sync();
+    return h('div', {},
+      h('div', { class: 'toolbar' }, h('h2', {}, 'Dead-letter queue'), h('span', { class: 'spacer' }), replaySelected, purgeSelected),
+      h('div', { class: 'table-wrap' }, h('table', { class: 'dlq' },
+        h('thead', {}, h('tr', {},
+          h('th', { class: 'check' }, all), h('th', {}, 'Job'), h('th', {}, 'Handler'),
+          h('th', { class: 'num' }, 'Attempts'), h('th', {}, 'Dead since'), h('th', {}, 'Outcome'),
+          h('th', {}, 'Last error'), h('th', { class: 'num' }, 'Replays'), h('th', {}))),
+        h('tbody', {}, rows))));
+  }
+
+  async function tick(forceList = false) {
+    const [q] = await Promise.all([
+      getQueue(queue),
+      pollEvents(queue).catch(() => {}),
+    ]);
+    paused = q.paused;
+    statusBadge.replaceChildren(paused ? badge('paused', 'paused') : '');
+    pauseButton.textContent = paused ? 'Resume' : 'Pause';
+    for (const { state: s, tile, value } of tileList) {
+      value.textContent = fmtCount(q.counts[s]);
+      tile.classList.toggle('nonzero', q.counts[s] > 0);
+    }
+    eventsOff = q.config.events_maxlen === 0;
+    chart.update([queue], eventsOff ? 'Events are off for this queue (events_maxlen 0): no throughput to chart.' : null);
+    // The list is re-read when its state's count moved (at most every 3 s), not on every
+    // poll: a page of jobs carries their payloads.
+    const count = q.counts[shown];
+    if (forceList || lastCount === null || (count !== lastCount && Date.now() - listedAt > 3000)) {
+      lastCount = count;
+      await loadList();
+    }
+  }
+
+  return { root, tick, destroy: chart.destroy, nav: 'queues' };
+}
