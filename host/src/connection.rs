@@ -404,6 +404,25 @@ fn messages(pubsub: redis::aio::PubSub) -> futures_util::stream::BoxStream<'stat
         .boxed()
 }
 
+/// Exponential backoff with jitter for retrying Redis: 50 ms doubling to 5 s, each delay drawn
+/// from [d/2, d].
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let base_ms = 50u64.saturating_mul(1 << self.failures.min(7)).min(5_000);
+        self.failures = self.failures.saturating_add(1);
+        Duration::from_millis(rand::random_range(base_ms / 2..=base_ms))
+    }
+}
+
 /// A builder for the cluster's seeds, with its TLS files.
 fn cluster_builder(cluster: &Cluster) -> ClusterClientBuilder {
     let builder = ClusterClientBuilder::new(cluster.urls.clone());
@@ -504,7 +523,8 @@ impl ClusterHandle {
     }
 
     async fn replace(&self, generation: u64) {
-        match tokio::time::timeout(REPLACE_WITHIN, self.shared.client.get_async_connection()).await {
+        match tokio::time::timeout(REPLACE_WITHIN, self.shared.client.get_async_connection()).await
+        {
             Ok(Ok(conn)) => {
                 let mut current = self
                     .shared

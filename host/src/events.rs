@@ -69,25 +69,6 @@ pub struct Sent {
     pub jobs: Vec<EventJob>,
 }
 
-/// Event names: 1 to 128 ASCII letters, digits and `-_.:/` (e.g. `order/created`).
-pub fn validate_event_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "event name must be 1 to {MAX_NAME_LEN} bytes long, got {}",
-            name.len()
-        ));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')))
-    {
-        return Err(format!(
-            "event name {name:?} contains {bad:?}; use ASCII letters, digits, '-', '_', '.', ':', '/'"
-        ));
-    }
-    Ok(())
-}
-
 /// Event ids: 1 to 64 printable ASCII characters without spaces.
 pub fn validate_event_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_EVENT_ID_LEN {
@@ -126,7 +107,7 @@ pub async fn send(
     data: serde_json::Value,
     id: Option<String>,
 ) -> Result<Sent, EventError> {
-    validate_event_name(name).map_err(EventError::Invalid)?;
+    crate::registry::validate_event_name(name).map_err(EventError::Invalid)?;
     let id = id.unwrap_or_else(|| {
         generate_job_id(
             crate::queue::unix_ms(std::time::SystemTime::now()),
@@ -179,6 +160,7 @@ mod tests {
 
     #[test]
     fn names_ids_and_job_ids() {
+        use crate::registry::validate_event_name;
         assert!(validate_event_name("order/created").is_ok());
         assert!(validate_event_name("").is_err());
         assert!(validate_event_name("has space").is_err());

@@ -11,7 +11,7 @@ use std::time::Duration;
 use lettre::message::Mailbox;
 use serde::Deserialize;
 
-use crate::worker::parse_duration;
+use crate::units::parse_duration;
 
 /// Everything the alerts task needs.
 #[derive(Clone)]
@@ -269,20 +269,7 @@ impl AlertsConfig {
             .or(file.format.as_deref())
             .map_or(Ok(Format::Json), Format::parse)?;
         let webhook_url = url.map(parse_url).transpose()?;
-        if file.secret.is_some() && file.secret_env.is_some() {
-            return Err("alerts: give secret or secret_env in [alerts], not both".to_string());
-        }
-        let secret = match (flags.secret, &file.secret, &file.secret_env) {
-            (Some(s), _, _) => Some(s.to_string()),
-            (None, Some(s), _) => Some(s.clone()),
-            (None, None, Some(var)) => Some(env(var).ok_or_else(|| {
-                format!("alerts: secret_env names {var}, which is not set in the environment")
-            })?),
-            (None, None, None) => None,
-        };
-        if secret.as_deref() == Some("") {
-            return Err("alerts: the webhook secret is empty".to_string());
-        }
+        let secret = webhook_secret(&flags, file, env)?;
         if let Some(url) = &webhook_url
             && secret.is_none()
             && format == Format::Json
@@ -299,73 +286,13 @@ impl AlertsConfig {
             .or(file.dashboard_url.as_deref())
             .map(parse_dashboard_url)
             .transpose()?;
-        let duration = |text: &Option<String>, what: &str, default: Duration| {
-            text.as_deref().map_or(Ok(default), |t| {
-                parse_duration(&format!("alerts.{what}"), t)
-            })
-        };
-        let max_attempts = file.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
-        if !(1..=100).contains(&max_attempts) {
-            return Err(format!(
-                "alerts.max_attempts must be in 1..=100, not {max_attempts}"
-            ));
-        }
-        let backoff = duration(&file.backoff, "backoff", DEFAULT_BACKOFF)?;
-        let backoff_cap = duration(&file.backoff_cap, "backoff_cap", DEFAULT_BACKOFF_CAP)?;
-        if backoff_cap < backoff {
-            return Err(format!(
-                "alerts.backoff_cap ({}) must not be below alerts.backoff ({})",
-                humantime::format_duration(backoff_cap),
-                humantime::format_duration(backoff)
-            ));
-        }
-        let timeout = duration(&file.timeout, "timeout", DEFAULT_TIMEOUT)?;
-        if timeout.is_zero() {
-            return Err("alerts.timeout must be above zero".to_string());
-        }
-        let claim_after = duration(&file.claim_after, "claim_after", DEFAULT_CLAIM_AFTER)?;
-        if claim_after < Duration::from_secs(1) {
-            return Err("alerts.claim_after must be at least 1s".to_string());
-        }
-        let b = file.backlog.as_ref();
-        let oldest_age = b
-            .and_then(|b| b.oldest_age.as_deref())
-            .map(|t| parse_duration("alerts.backlog.oldest_age", t))
-            .transpose()?;
-        let interval = duration(
-            &b.and_then(|b| b.interval.clone()),
-            "backlog.interval",
-            DEFAULT_BACKLOG_INTERVAL,
-        )?;
-        let waiting = b.and_then(|b| b.waiting);
-        if waiting == Some(0) {
-            return Err("alerts.backlog.waiting must be at least 1".to_string());
-        }
-        if oldest_age.is_some_and(|d| d.is_zero()) {
-            return Err("alerts.backlog.oldest_age must be above zero".to_string());
-        }
-        if interval < Duration::from_millis(100) {
-            return Err("alerts.backlog.interval must be at least 100ms".to_string());
-        }
+        let delivery = Delivery::resolve(file)?;
         let email = file
             .email
             .as_ref()
             .map(|e| email_config(e, &host_secret))
             .transpose()?;
-        let digest = file
-            .digest
-            .as_ref()
-            .map(|d| {
-                let window = duration(&d.window, "digest.window", DEFAULT_DIGEST_WINDOW)?;
-                if window < Duration::from_secs(1) {
-                    return Err("alerts.digest.window must be at least 1s".to_string());
-                }
-                Ok(DigestConfig {
-                    after: d.after.unwrap_or(DEFAULT_DIGEST_AFTER),
-                    window,
-                })
-            })
-            .transpose()?;
+        let digest = file.digest.as_ref().map(digest_config).transpose()?;
         Ok(Some(AlertsConfig {
             webhook_url,
             secret: secret.map(String::into_bytes),
@@ -373,18 +300,137 @@ impl AlertsConfig {
             dashboard_url,
             email,
             digest,
+            max_attempts: delivery.max_attempts,
+            backoff: delivery.backoff,
+            backoff_cap: delivery.backoff_cap,
+            timeout: delivery.timeout,
+            claim_after: delivery.claim_after,
+            backlog: backlog_config(file.backlog.as_ref())?,
+        }))
+    }
+}
+
+/// `alerts.<what>` as a duration, `default` when not given.
+fn duration(text: Option<&str>, what: &str, default: Duration) -> Result<Duration, String> {
+    text.map_or(Ok(default), |t| {
+        parse_duration(&format!("alerts.{what}"), t)
+    })
+}
+
+/// The webhook's signing secret: the flag (or its variable), else the file's `secret`, else
+/// the variable `secret_env` names.
+fn webhook_secret(
+    flags: &AlertFlags<'_>,
+    file: &FileAlerts,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, String> {
+    if file.secret.is_some() && file.secret_env.is_some() {
+        return Err("alerts: give secret or secret_env in [alerts], not both".to_string());
+    }
+    let secret = match (flags.secret, &file.secret, &file.secret_env) {
+        (Some(s), _, _) => Some(s.to_string()),
+        (None, Some(s), _) => Some(s.clone()),
+        (None, None, Some(var)) => Some(env(var).ok_or_else(|| {
+            format!("alerts: secret_env names {var}, which is not set in the environment")
+        })?),
+        (None, None, None) => None,
+    };
+    if secret.as_deref() == Some("") {
+        return Err("alerts: the webhook secret is empty".to_string());
+    }
+    Ok(secret)
+}
+
+/// How an alert is delivered and retried, from `[alerts]`.
+struct Delivery {
+    max_attempts: u32,
+    backoff: Duration,
+    backoff_cap: Duration,
+    timeout: Duration,
+    claim_after: Duration,
+}
+
+impl Delivery {
+    fn resolve(file: &FileAlerts) -> Result<Delivery, String> {
+        let max_attempts = file.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if !(1..=100).contains(&max_attempts) {
+            return Err(format!(
+                "alerts.max_attempts must be in 1..=100, not {max_attempts}"
+            ));
+        }
+        let backoff = duration(file.backoff.as_deref(), "backoff", DEFAULT_BACKOFF)?;
+        let backoff_cap = duration(
+            file.backoff_cap.as_deref(),
+            "backoff_cap",
+            DEFAULT_BACKOFF_CAP,
+        )?;
+        if backoff_cap < backoff {
+            return Err(format!(
+                "alerts.backoff_cap ({}) must not be below alerts.backoff ({})",
+                humantime::format_duration(backoff_cap),
+                humantime::format_duration(backoff)
+            ));
+        }
+        let timeout = duration(file.timeout.as_deref(), "timeout", DEFAULT_TIMEOUT)?;
+        if timeout.is_zero() {
+            return Err("alerts.timeout must be above zero".to_string());
+        }
+        let claim_after = duration(
+            file.claim_after.as_deref(),
+            "claim_after",
+            DEFAULT_CLAIM_AFTER,
+        )?;
+        if claim_after < Duration::from_secs(1) {
+            return Err("alerts.claim_after must be at least 1s".to_string());
+        }
+        Ok(Delivery {
             max_attempts,
             backoff,
             backoff_cap,
             timeout,
             claim_after,
-            backlog: BacklogConfig {
-                waiting,
-                oldest_age,
-                interval,
-            },
-        }))
+        })
     }
+}
+
+/// Checks `[alerts.backlog]`.
+fn backlog_config(b: Option<&FileBacklog>) -> Result<BacklogConfig, String> {
+    let oldest_age = b
+        .and_then(|b| b.oldest_age.as_deref())
+        .map(|t| parse_duration("alerts.backlog.oldest_age", t))
+        .transpose()?;
+    let interval = duration(
+        b.and_then(|b| b.interval.as_deref()),
+        "backlog.interval",
+        DEFAULT_BACKLOG_INTERVAL,
+    )?;
+    let waiting = b.and_then(|b| b.waiting);
+    if waiting == Some(0) {
+        return Err("alerts.backlog.waiting must be at least 1".to_string());
+    }
+    if oldest_age.is_some_and(|d| d.is_zero()) {
+        return Err("alerts.backlog.oldest_age must be above zero".to_string());
+    }
+    if interval < Duration::from_millis(100) {
+        return Err("alerts.backlog.interval must be at least 100ms".to_string());
+    }
+    Ok(BacklogConfig {
+        waiting,
+        oldest_age,
+        interval,
+    })
+}
+
+/// Checks `[alerts.digest]`.
+fn digest_config(d: &FileDigest) -> Result<DigestConfig, String> {
+    let window = duration(d.window.as_deref(), "digest.window", DEFAULT_DIGEST_WINDOW)?;
+    if window < Duration::from_secs(1) {
+        return Err("alerts.digest.window must be at least 1s".to_string());
+    }
+    Ok(DigestConfig {
+        after: d.after.unwrap_or(DEFAULT_DIGEST_AFTER),
+        window,
+    })
 }
 
 /// Checks `[alerts.email]` and reads its password from the host secret it names.
@@ -404,53 +450,13 @@ fn email_config(
         Some(h) if !h.is_empty() => h.to_string(),
         _ => return Err("alerts.email.host: the SMTP server's host is required".to_string()),
     };
-    let tls = match (file.implicit_tls, file.starttls.as_deref()) {
-        (Some(true), Some(_)) => {
-            return Err("alerts.email: give implicit_tls = true or starttls, not both".to_string());
-        }
-        (Some(true), None) => SmtpTls::Implicit,
-        (_, None | Some("required")) => SmtpTls::Required,
-        (_, Some("opportunistic")) => SmtpTls::Opportunistic,
-        (_, Some("off")) => SmtpTls::Off,
-        (_, Some(other)) => {
-            return Err(format!(
-                "alerts.email.starttls: {other:?} is not required, opportunistic or off"
-            ));
-        }
-    };
+    let tls = smtp_tls(file)?;
     let port = file.port.unwrap_or(match tls {
         SmtpTls::Implicit => 465,
         SmtpTls::Off => 25,
         SmtpTls::Required | SmtpTls::Opportunistic => 587,
     });
-    let credentials = match (&file.username, &file.password_secret) {
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(
-                "alerts.email: username is set but password_secret is not: name the host \
-                 secret that holds the SMTP password"
-                    .to_string(),
-            );
-        }
-        (None, Some(_)) => {
-            return Err("alerts.email: password_secret is set but username is not".to_string());
-        }
-        (Some(user), Some(name)) => {
-            crate::capability::validate_secret_name(name)
-                .map_err(|e| format!("alerts.email.password_secret: {e}"))?;
-            let password = host_secret(name).ok_or_else(|| {
-                format!(
-                    "alerts.email.password_secret names {name}, which this host does not \
-                     have: set {} or put a file {name} in --secrets-dir",
-                    crate::capability::secret_env_var(name)
-                )
-            })?;
-            if password.is_empty() {
-                return Err(format!("alerts.email: the host secret {name} is empty"));
-            }
-            Some((user.clone(), password))
-        }
-    };
+    let credentials = smtp_credentials(file, host_secret)?;
     if credentials.is_some() && tls == SmtpTls::Off && !is_loopback_host(&host) {
         return Err(format!(
             "alerts.email: starttls = \"off\" would send the password in the clear to {host}; \
@@ -489,6 +495,57 @@ fn email_config(
             .clone()
             .unwrap_or_else(|| "[wasmq]".to_string()),
     })
+}
+
+/// `implicit_tls` / `starttls` of `[alerts.email]`.
+fn smtp_tls(file: &FileEmail) -> Result<SmtpTls, String> {
+    Ok(match (file.implicit_tls, file.starttls.as_deref()) {
+        (Some(true), Some(_)) => {
+            return Err("alerts.email: give implicit_tls = true or starttls, not both".to_string());
+        }
+        (Some(true), None) => SmtpTls::Implicit,
+        (_, None | Some("required")) => SmtpTls::Required,
+        (_, Some("opportunistic")) => SmtpTls::Opportunistic,
+        (_, Some("off")) => SmtpTls::Off,
+        (_, Some(other)) => {
+            return Err(format!(
+                "alerts.email.starttls: {other:?} is not required, opportunistic or off"
+            ));
+        }
+    })
+}
+
+/// The SMTP user and the password read from the host secret `password_secret` names.
+fn smtp_credentials(
+    file: &FileEmail,
+    host_secret: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<(String, String)>, String> {
+    match (&file.username, &file.password_secret) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(
+            "alerts.email: username is set but password_secret is not: name the host secret \
+             that holds the SMTP password"
+                .to_string(),
+        ),
+        (None, Some(_)) => {
+            Err("alerts.email: password_secret is set but username is not".to_string())
+        }
+        (Some(user), Some(name)) => {
+            crate::capability::validate_secret_name(name)
+                .map_err(|e| format!("alerts.email.password_secret: {e}"))?;
+            let password = host_secret(name).ok_or_else(|| {
+                format!(
+                    "alerts.email.password_secret names {name}, which this host does not \
+                     have: set {} or put a file {name} in --secrets-dir",
+                    crate::capability::secret_env_var(name)
+                )
+            })?;
+            if password.is_empty() {
+                return Err(format!("alerts.email: the host secret {name} is empty"));
+            }
+            Ok(Some((user.clone(), password)))
+        }
+    }
 }
 
 fn is_loopback_host(host: &str) -> bool {

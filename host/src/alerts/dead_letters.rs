@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
 use super::{Alert, Health, IN_HAND, Shared, sleep_or_stop};
-use crate::queue::{DeadJob, Event, GroupRead, QueueError, ReadFrom, is_missing_group};
+use crate::queue::{DeadJob, GroupRead, QueueError, ReadFrom, StreamEvent, is_missing_group};
 
 /// How long a pass that found nothing waits before the next: the latency of an alert.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -51,7 +51,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         .map(|q| (q.clone(), "0".to_string()))
         .collect();
     let mut next_claim = Instant::now();
-    let mut backoff = crate::worker::Backoff::default();
+    let mut backoff = crate::connection::Backoff::default();
     loop {
         let claim = Instant::now() >= next_claim;
         let mut found = 0;
@@ -231,7 +231,7 @@ async fn handle(shared: &Arc<Shared>, queue: &str, read: GroupRead) -> Result<us
 /// Sends one alert per job of a `dead` entry, then acknowledges the entry; with digests on,
 /// the jobs beyond the window's single alerts go into its digest, which acknowledges the entry
 /// once sent.
-async fn deliver_entry(shared: Arc<Shared>, queue: String, event: Event, in_hand: InHand) {
+async fn deliver_entry(shared: Arc<Shared>, queue: String, event: StreamEvent, in_hand: InHand) {
     // Collected first: a lazy `map` over borrowed jobs makes the task's future not `Send`
     // (rustc's higher-ranked lifetime limitation).
     let lookups: Vec<_> = event
@@ -344,7 +344,7 @@ impl Drop for InHand {
 /// acknowledged stays pending and its alerts are sent again after `claim_after`: at least
 /// once.
 pub(super) async fn ack_entries(shared: &Shared, queue: &str, ids: &[String]) {
-    let mut backoff = crate::worker::Backoff::default();
+    let mut backoff = crate::connection::Backoff::default();
     for _ in 0..8 {
         match shared.monitor.ack(queue, ids).await {
             Ok(_) => return,

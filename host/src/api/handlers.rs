@@ -21,7 +21,8 @@ use super::queues::JSON_BODY_LIMIT;
 use crate::capability::{Grants, HttpLimitOverrides};
 use crate::queue::validate_handler_name;
 use crate::registry::{HandlerSettings, Version};
-use crate::worker::{DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT, parse_bytes, parse_duration};
+use crate::units::{parse_bytes, parse_duration};
+use crate::worker::{DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT};
 
 /// One version of a handler.
 #[derive(Debug, Serialize, ToSchema)]

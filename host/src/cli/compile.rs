@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::runtime::{ChildRequest, CompileConfig};
-use crate::worker::{parse_bytes, parse_duration};
+use crate::units::{parse_bytes, parse_duration};
 
 /// Where and under which limits handlers are compiled.
 #[derive(Debug, Clone, clap::Args)]

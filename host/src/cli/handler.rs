@@ -143,7 +143,7 @@ impl GrantArgs {
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
-    crate::worker::parse_bytes("size", text)
+    crate::units::parse_bytes("size", text)
 }
 
 async fn connect(redis: &RedisArgs) -> anyhow::Result<Registry> {
@@ -275,8 +275,8 @@ pub async fn run(action: HandlerAction) -> anyhow::Result<u8> {
         HandlerAction::MaxUpload { size, redis } => {
             let registry = connect(&redis).await?;
             if let Some(text) = size {
-                let bytes = crate::worker::parse_bytes("upload limit", &text)
-                    .map_err(anyhow::Error::msg)?;
+                let bytes =
+                    crate::units::parse_bytes("upload limit", &text).map_err(anyhow::Error::msg)?;
                 registry.set_max_upload(bytes).await?;
             }
             say!("{}", bytesize::ByteSize(registry.max_upload().await?));

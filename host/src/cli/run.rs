@@ -8,9 +8,9 @@ use tokio::sync::watch;
 
 use crate::alerts::{AlertFlags, Alerts, AlertsConfig};
 use crate::capability::SecretSource;
+use crate::units::{parse_bytes, parse_duration};
 use crate::worker::{
-    DEFAULT_REDIS_URL, FileConfig, Phase, Worker, WorkerConfig, merge_handlers, parse_bytes,
-    parse_duration, parse_handler_flag,
+    DEFAULT_REDIS_URL, FileConfig, Phase, Worker, WorkerConfig, merge_handlers, parse_handler_flag,
 };
 
 /// Run a worker host: take jobs from Redis and run them in the sandbox.

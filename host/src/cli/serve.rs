@@ -77,7 +77,7 @@ impl HttpLimitArgs {
     ) -> anyhow::Result<HttpLimits> {
         let mut limits = HttpLimits::default();
         if let Some(text) = self.http_header_timeout.as_deref().or(file_timeout) {
-            limits.header_timeout = crate::worker::parse_duration("http_header_timeout", text)
+            limits.header_timeout = crate::units::parse_duration("http_header_timeout", text)
                 .map_err(anyhow::Error::msg)?;
         }
         if let Some(n) = self.http_max_connections.or(file_max) {

@@ -380,7 +380,7 @@ pub enum CancelOutcome {
 
 /// One entry of a queue's events stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub struct StreamEvent {
     /// The stream entry id (`<ms>-<n>`); pass it to [`Client::events`] to read on from here.
     pub stream_id: String,
     /// enqueued, promoted, active, completed, retried, dead, released, cancelled, replayed,
@@ -730,7 +730,7 @@ impl Client {
         queue: &str,
         after: Option<&str>,
         count: usize,
-    ) -> Result<Vec<Event>> {
+    ) -> Result<Vec<StreamEvent>> {
         let keys = QueueKeys::new(queue)?;
         let start = after.map_or_else(|| "-".to_string(), |id| format!("({id}"));
         let mut conn = self.conn.clone();
@@ -748,7 +748,7 @@ impl Client {
             .into_iter()
             .map(|entry| {
                 let [stream_id, fields] = reply.tuple(entry)?;
-                let mut event = Event {
+                let mut event = StreamEvent {
                     stream_id: reply.string(stream_id)?,
                     event: String::new(),
                     jobs: Vec::new(),

@@ -38,9 +38,9 @@ mod workflow;
 
 pub use check::{CHECK_BATCH, CheckReport, Finding};
 pub use client::{
-    CancelOutcome, Client, CompleteReport, Completion, Counts, DlqReport, Enqueued, Event,
-    Extended, FailOutcome, FailReport, Failure, Fetched, Lease, LeaseRejection, LeasedJob,
-    MAX_BULK, QueueConfig, Released, Waiter,
+    CancelOutcome, Client, CompleteReport, Completion, Counts, DlqReport, Enqueued, Extended,
+    FailOutcome, FailReport, Failure, Fetched, Lease, LeaseRejection, LeasedJob, MAX_BULK,
+    QueueConfig, Released, StreamEvent, Waiter,
 };
 pub use error::QueueError;
 pub use job::{

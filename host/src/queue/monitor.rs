@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::client::Event;
+use super::client::StreamEvent;
 use super::error::{QueueError, Result};
 use super::keys::QueueKeys;
 use super::reply::Reply;
@@ -27,7 +27,7 @@ use crate::connection::{ConnectOptions, RedisConnection, RedisTarget};
 /// Entries read from a consumer group.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GroupRead {
-    pub events: Vec<Event>,
+    pub events: Vec<StreamEvent>,
     /// Entries delivered to the group but trimmed from the stream (`MAXLEN`) since: their
     /// content is gone. Acknowledge them so they leave the pending list.
     pub trimmed: Vec<String>,
@@ -447,9 +447,9 @@ fn entries_into(reply: &Reply, entries: Value, out: &mut GroupRead) -> Result<()
     Ok(())
 }
 
-/// One entry's fields as an [`Event`].
-fn decode_event(reply: &Reply, stream_id: String, content: Value) -> Result<Event> {
-    let mut event = Event {
+/// One entry's fields as an [`StreamEvent`].
+fn decode_event(reply: &Reply, stream_id: String, content: Value) -> Result<StreamEvent> {
+    let mut event = StreamEvent {
         stream_id,
         event: String::new(),
         jobs: Vec::new(),

@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 use crate::capability::Grants;
 use crate::connection::{ConnectOptions, RedisConnection, RedisTarget};
-use crate::queue::{Backoff, MAX_ATTEMPTS, RetryPolicy, validate_handler_name};
+use crate::queue::{Backoff, MAX_ATTEMPTS, MAX_NAME_LEN, RetryPolicy, validate_handler_name};
 use crate::runtime::{LoadError, Runtime};
 
 /// Largest component a deploy accepts unless the registry's `max_upload_bytes` says otherwise.
@@ -56,6 +56,30 @@ static REMOVE: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("scripts/remove.lua")));
 
 /// Why a registry operation did nothing.
+/// A handler's per-instance memory cap when its deploy (or `--handler` flag) names none.
+pub const DEFAULT_HANDLER_MEMORY: u64 = 64 * 1024 * 1024;
+/// A handler's attempt deadline when its deploy (or `--handler` flag) names none.
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Event names (what a subscription names and `events::send` takes): 1 to 128 ASCII letters, digits and `-_.:/` (e.g. `order/created`).
+pub fn validate_event_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "event name must be 1 to {MAX_NAME_LEN} bytes long, got {}",
+            name.len()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')))
+    {
+        return Err(format!(
+            "event name {name:?} contains {bad:?}; use ASCII letters, digits, '-', '_', '.', ':', '/'"
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
@@ -109,8 +133,8 @@ pub struct HandlerSettings {
 impl Default for HandlerSettings {
     fn default() -> Self {
         Self {
-            memory: crate::worker::DEFAULT_HANDLER_MEMORY,
-            timeout: crate::worker::DEFAULT_HANDLER_TIMEOUT,
+            memory: DEFAULT_HANDLER_MEMORY,
+            timeout: DEFAULT_HANDLER_TIMEOUT,
             fuel: None,
             max_attempts: None,
             backoff: None,
@@ -173,7 +197,7 @@ impl HandlerSettings {
                 .map_err(|err| format!("throttle: {err}"))?;
         }
         for event in &self.on {
-            crate::events::validate_event_name(event)?;
+            validate_event_name(event)?;
         }
         if let Some(queue) = &self.on_queue {
             if self.on.is_empty() {

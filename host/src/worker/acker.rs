@@ -35,7 +35,8 @@ use tokio::task::JoinSet;
 
 use super::slots::Slot;
 use super::workflow;
-use super::{Backoff, Phase, Shared, executor};
+use super::{Phase, Shared, executor};
+use crate::connection::Backoff;
 use crate::queue::{Completion, Failure, Lease, LeasedJob, Suspension};
 
 /// Most outcomes recorded in one flush.
@@ -573,7 +574,7 @@ async fn start_next(
 fn forget(shared: &Shared, queue: &str, attempts: impl Iterator<Item = (String, String)>) {
     let mut inflight = shared.inflight();
     for (id, token) in attempts {
-        let key = (queue.to_string(), id);
+        let key = super::JobKey::new(queue, id);
         if inflight.get(&key).is_some_and(|job| job.token == token) {
             inflight.remove(&key);
         }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::capability::{Grants, HttpLimitOverrides};
 use crate::queue::RateLimit;
 use crate::runtime::RuntimeConfig;
+use crate::units::{parse_bytes, parse_duration};
 
 /// Limits and concurrency of one handler on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +76,7 @@ pub struct WorkerConfig {
 pub const MAX_PREFETCH: usize = 256;
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
-pub const DEFAULT_HANDLER_MEMORY: u64 = 64 * 1024 * 1024;
-pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::registry::{DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT};
 /// Default of [`WorkerConfig::compile_concurrency`].
 pub const DEFAULT_COMPILE_CONCURRENCY: usize = 2;
 
@@ -280,17 +280,6 @@ impl FileConfig {
         }
         Ok(file)
     }
-}
-
-pub fn parse_bytes(what: &str, text: &str) -> Result<u64, String> {
-    text.parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("{what}: {text:?} is not a size (like 64MiB): {e}"))
-}
-
-pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{what}: {text:?} is not a duration (like 30s): {e}"))
 }
 
 /// Parses `NAME=path.wasm`; NAME must be a valid handler name (what jobs name).

@@ -33,7 +33,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::AbortHandle;
 
-use super::{Backoff, HandlerSpec, LoadedHandler, Shared, WorkerError};
+use super::{HandlerSpec, LoadedHandler, Shared, WorkerError};
+use crate::connection::Backoff;
 use crate::queue::RateLimit;
 use crate::registry::{self, CHANGES_CHANNEL, Version};
 use crate::runtime::{ArtifactCache, CacheLookup, Handler, LoadError, LoadSource, Runtime};

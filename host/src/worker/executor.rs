@@ -39,7 +39,7 @@ use super::acker::{Ack, AckOutcome, Carried};
 use super::deployer::Availability;
 use super::slots::Slot;
 use super::workflow::{self, RedisSteps};
-use super::{InFlight, JobKey, JobState, LoadedHandler, Phase, Shared};
+use super::{InFlight, InFlightState, JobKey, LoadedHandler, Phase, Shared};
 use crate::queue::{
     Completion, Failure, Lease, LeasedJob, MAX_ATTEMPT_LOG_LEN, RateLimit, Suspension,
     ThrottleStart, truncate_utf8,
@@ -90,10 +90,10 @@ pub(crate) fn spawn_if_running(
     let mut ahead = Ahead::new(shared, &first.queue);
     for job in jobs {
         inflight.insert(
-            (job.queue.clone(), job.id.clone()),
+            JobKey::of(&job),
             InFlight {
                 token: job.token.clone(),
-                state: JobState::Queued,
+                state: InFlightState::Queued,
             },
         );
         ahead.jobs.push_back(job);
@@ -109,7 +109,7 @@ fn start(
     slot: Slot,
     ahead: Ahead,
 ) {
-    let key = (job.queue.clone(), job.id.clone());
+    let key = JobKey::of(&job);
     let token = job.token.clone();
     // Holding the map while spawning means the task cannot look itself up before it is there.
     let task = tokio::spawn(run(shared.clone(), job, slot, ahead));
@@ -117,7 +117,7 @@ fn start(
         key,
         InFlight {
             token,
-            state: JobState::Running(task.abort_handle()),
+            state: InFlightState::Running(task.abort_handle()),
         },
     );
 }
@@ -160,8 +160,8 @@ impl Ahead {
 /// shutdown, nor forgotten because its lease was lost.
 fn still_queued(inflight: &HashMap<JobKey, InFlight>, job: &LeasedJob) -> bool {
     inflight
-        .get(&(job.queue.clone(), job.id.clone()))
-        .is_some_and(|e| e.token == job.token && matches!(e.state, JobState::Queued))
+        .get(&JobKey::of(job))
+        .is_some_and(|e| e.token == job.token && matches!(e.state, InFlightState::Queued))
 }
 
 impl Drop for Ahead {
@@ -183,7 +183,7 @@ impl Ahead {
             let mut inflight = self.shared.inflight();
             for job in self.jobs.drain(..) {
                 if still_queued(&inflight, &job) {
-                    inflight.remove(&(job.queue.clone(), job.id.clone()));
+                    inflight.remove(&JobKey::of(&job));
                     leases.push(job.lease());
                 }
             }
@@ -296,15 +296,15 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
         outcome = AckOutcome::Fail(too_large);
         ok = false;
     }
-    let key = (job.queue.clone(), job.id.clone());
+    let key = JobKey::of(&job);
     let mut slot_ran_on = false;
     let carried = {
         let mut inflight = shared.inflight();
         match inflight.get_mut(&key) {
             Some(entry)
-                if entry.token == job.token && matches!(entry.state, JobState::Running(_)) =>
+                if entry.token == job.token && matches!(entry.state, InFlightState::Running(_)) =>
             {
-                entry.state = JobState::Finished;
+                entry.state = InFlightState::Finished;
             }
             // Stopped while we finished: whoever stopped it owns the lease now.
             _ => return,
@@ -342,7 +342,7 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
         slot_ran_on,
     };
     if shared.acks.send(ack).is_err() {
-        tracing::warn!(job_id = %key.1, "acker gone; the job will run again after its lease expires");
+        tracing::warn!(job_id = %key.id, "acker gone; the job will run again after its lease expires");
     }
 }
 

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
-use super::{Backoff, Phase, Shared, executor};
+use super::{Phase, Shared, executor};
+use crate::connection::Backoff;
 use crate::queue::LeasedJob;
 
 /// How long a fetch under way when the host starts to drain may take to come back.

@@ -49,7 +49,7 @@ use crate::runtime::{ArtifactCache, Handler, Runtime};
 pub use config::{
     DEFAULT_COMPILE_CONCURRENCY, DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT,
     DEFAULT_REDIS_URL, FileConfig, HandlerSpec, WorkerConfig, default_cache_dir, host_runtime,
-    merge_handlers, parse_bytes, parse_duration, parse_handler_flag,
+    merge_handlers, parse_handler_flag,
 };
 
 use acker::Ack;
@@ -210,11 +210,11 @@ impl HandlerTable {
 /// A job this host holds a lease on, from fetch until its outcome is recorded.
 pub(crate) struct InFlight {
     pub token: String,
-    pub state: JobState,
+    pub state: InFlightState,
 }
 
 #[derive(Debug)]
-pub(crate) enum JobState {
+pub(crate) enum InFlightState {
     /// Leased ahead: waits for the slot whose job runs before it (see `executor`).
     Queued,
     /// The attempt is running in this task.
@@ -225,7 +225,25 @@ pub(crate) enum JobState {
     Stopped,
 }
 
-pub(crate) type JobKey = (String, String);
+/// Which job a host holds: a job id is unique within its queue, not across queues.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct JobKey {
+    pub queue: String,
+    pub id: String,
+}
+
+impl JobKey {
+    pub fn new(queue: impl Into<String>, id: impl Into<String>) -> Self {
+        JobKey {
+            queue: queue.into(),
+            id: id.into(),
+        }
+    }
+
+    pub fn of(job: &crate::queue::LeasedJob) -> Self {
+        JobKey::new(&job.queue, &job.id)
+    }
+}
 
 /// The threads guest code runs on, apart from the host's own tasks (fetchers, acker,
 /// watchman), so that guests busy on every core never delay a fetch, a heartbeat or an ack.
@@ -308,8 +326,8 @@ impl Shared {
     /// The leases this host holds, by queue (for heartbeats).
     pub fn leases_by_queue(&self) -> HashMap<String, Vec<Lease>> {
         let mut out: HashMap<String, Vec<Lease>> = HashMap::new();
-        for ((queue, id), job) in self.inflight().iter() {
-            if !matches!(job.state, JobState::Stopped) {
+        for (JobKey { queue, id }, job) in self.inflight().iter() {
+            if !matches!(job.state, InFlightState::Stopped) {
                 out.entry(queue.clone()).or_default().push(Lease {
                     id: id.clone(),
                     token: job.token.clone(),
@@ -323,7 +341,7 @@ impl Shared {
     pub fn running(&self) -> usize {
         self.inflight()
             .values()
-            .filter(|j| matches!(j.state, JobState::Running(_)))
+            .filter(|j| matches!(j.state, InFlightState::Running(_)))
             .count()
     }
 
@@ -334,13 +352,13 @@ impl Shared {
         let mut inflight = self.inflight();
         let job = inflight.get_mut(key)?;
         match &job.state {
-            JobState::Running(abort) => abort.abort(),
-            JobState::Queued => {}
-            JobState::Finished | JobState::Stopped => return None,
+            InFlightState::Running(abort) => abort.abort(),
+            InFlightState::Queued => {}
+            InFlightState::Finished | InFlightState::Stopped => return None,
         }
-        job.state = JobState::Stopped;
+        job.state = InFlightState::Stopped;
         Some(Lease {
-            id: key.1.clone(),
+            id: key.id.clone(),
             token: job.token.clone(),
         })
     }
@@ -349,9 +367,9 @@ impl Shared {
     pub fn stop_queued(&self) -> HashMap<String, Vec<Lease>> {
         let mut out: HashMap<String, Vec<Lease>> = HashMap::new();
         let mut inflight = self.inflight();
-        for ((queue, id), job) in inflight.iter_mut() {
-            if matches!(job.state, JobState::Queued) {
-                job.state = JobState::Stopped;
+        for (JobKey { queue, id }, job) in inflight.iter_mut() {
+            if matches!(job.state, InFlightState::Queued) {
+                job.state = InFlightState::Stopped;
                 out.entry(queue.clone()).or_default().push(Lease {
                     id: id.clone(),
                     token: job.token.clone(),
@@ -423,14 +441,14 @@ fn abandon(inflight: &mut HashMap<JobKey, InFlight>, key: &JobKey, token: &str) 
         return Abandoned::NotHeld;
     };
     let found = match &job.state {
-        JobState::Running(abort) => {
+        InFlightState::Running(abort) => {
             abort.abort();
             Abandoned::Running
         }
         // Its slot's chain skips a job no longer in the map.
-        JobState::Queued => Abandoned::Queued,
-        JobState::Finished => return Abandoned::Finished,
-        JobState::Stopped => return Abandoned::NotHeld,
+        InFlightState::Queued => Abandoned::Queued,
+        InFlightState::Finished => return Abandoned::Finished,
+        InFlightState::Stopped => return Abandoned::NotHeld,
     };
     inflight.remove(key);
     found
@@ -527,25 +545,6 @@ impl RedisHealth {
         } else {
             tracing::error!(error = %crate::chain::ErrorChain(err), "{what} failed");
         }
-    }
-}
-
-/// Exponential backoff with jitter for retrying Redis: 50 ms doubling to 5 s, each delay drawn
-/// from [d/2, d].
-#[derive(Debug, Default)]
-pub(crate) struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let base_ms = 50u64.saturating_mul(1 << self.failures.min(7)).min(5_000);
-        self.failures = self.failures.saturating_add(1);
-        Duration::from_millis(rand::random_range(base_ms / 2..=base_ms))
     }
 }
 
@@ -729,7 +728,7 @@ impl Worker {
         let mut to_release: HashMap<String, Vec<Lease>> = HashMap::new();
         for key in keys {
             if let Some(lease) = shared.stop(&key) {
-                to_release.entry(key.0.clone()).or_default().push(lease);
+                to_release.entry(key.queue.clone()).or_default().push(lease);
             }
         }
         released += release(&shared, to_release).await;
@@ -775,7 +774,7 @@ async fn release(shared: &Shared, leases: HashMap<String, Vec<Lease>>) -> u64 {
     let mut released = 0;
     for (queue, leases) in leases {
         let deadline = tokio::time::Instant::now() + acker::FLUSH_AT_EXIT;
-        let mut backoff = Backoff::default();
+        let mut backoff = crate::connection::Backoff::default();
         loop {
             match shared.client.release(&queue, &leases).await {
                 Ok(report) => {
@@ -797,7 +796,7 @@ async fn release(shared: &Shared, leases: HashMap<String, Vec<Lease>>) -> u64 {
         }
         let mut inflight = shared.inflight();
         for lease in &leases {
-            inflight.remove(&(queue.clone(), lease.id.clone()));
+            inflight.remove(&JobKey::new(queue.as_str(), lease.id.as_str()));
         }
     }
     released
@@ -809,10 +808,10 @@ mod tests {
     use super::*;
 
     fn key(id: &str) -> JobKey {
-        ("q".to_string(), id.to_string())
+        JobKey::new("q", id)
     }
 
-    fn held(token: &str, state: JobState) -> InFlight {
+    fn held(token: &str, state: InFlightState) -> InFlight {
         InFlight {
             token: token.to_string(),
             state,
@@ -828,12 +827,12 @@ mod tests {
         let mut inflight = HashMap::from([
             (
                 key("running"),
-                held("t1", JobState::Running(attempt.abort_handle())),
+                held("t1", InFlightState::Running(attempt.abort_handle())),
             ),
-            (key("queued"), held("t1", JobState::Queued)),
-            (key("finished"), held("t1", JobState::Finished)),
-            (key("stopped"), held("t1", JobState::Stopped)),
-            (key("retried"), held("t2", JobState::Queued)),
+            (key("queued"), held("t1", InFlightState::Queued)),
+            (key("finished"), held("t1", InFlightState::Finished)),
+            (key("stopped"), held("t1", InFlightState::Stopped)),
+            (key("retried"), held("t2", InFlightState::Queued)),
         ]);
 
         let running = abandon(&mut inflight, &key("running"), "t1");

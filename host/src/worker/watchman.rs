@@ -79,14 +79,14 @@ async fn heartbeat(shared: &Shared) {
                     let Some(lease) = leases.iter().find(|l| l.id == id) else {
                         continue;
                     };
-                    let key = (queue.clone(), id);
+                    let key = super::JobKey::new(queue.clone(), id);
                     let found = shared.abandon(&key, &lease.token);
                     if found.lost_work() {
-                        tracing::warn!(%queue, job_id = %key.1, ?why, "lease lost; stopping the job here");
+                        tracing::warn!(%queue, job_id = %key.id, ?why, "lease lost; stopping the job here");
                     } else {
                         // The attempt ended here before the extension reached Redis; if its
                         // outcome is refused, the acker says so.
-                        tracing::debug!(%queue, job_id = %key.1, ?why, ?found, "lease not extended for an attempt that already ended here");
+                        tracing::debug!(%queue, job_id = %key.id, ?why, ?found, "lease not extended for an attempt that already ended here");
                     }
                 }
             }
