@@ -67,27 +67,7 @@ fn sample(i: u64) -> NewJob {
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
-    let mut handlers = Vec::new();
-    for (name, file, memory) in HANDLERS {
-        let path = args.examples.join(file);
-        if !path.exists() {
-            anyhow::bail!(
-                "example component {} not found: build the examples first with \
-                 `bash guest-examples/rust/build.sh` (or point --examples at them)",
-                path.display()
-            );
-        }
-        handlers.push(HandlerSpec {
-            name: name.to_string(),
-            path,
-            memory,
-            timeout: DEFAULT_HANDLER_TIMEOUT,
-            fuel: None,
-            concurrency: None,
-            throttle: None,
-            grants: Default::default(),
-        });
-    }
+    let handlers = example_handlers(&args.examples)?;
     let redis = LocalRedis::start(LocalRedisOptions::default())?;
     let url = redis.url();
     let client = Client::connect(&url)
@@ -135,7 +115,49 @@ pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
         enqueued.clone(),
     ));
     let started = Instant::now();
-    let bar = ProgressBar::new(args.jobs);
+    let interrupted = watch_progress(&client, args.jobs, &enqueued).await?;
+    producer.abort();
+    summary(&client, started.elapsed()).await?;
+
+    if args.keep_running && !interrupted {
+        keep_running(&url)?;
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = phase_tx.send(Phase::Draining);
+    let _ = host.await;
+    drop(redis);
+    Ok(0)
+}
+
+/// The example handlers, from the built examples in `examples`.
+fn example_handlers(examples: &std::path::Path) -> anyhow::Result<Vec<HandlerSpec>> {
+    let mut handlers = Vec::new();
+    for (name, file, memory) in HANDLERS {
+        let path = examples.join(file);
+        if !path.exists() {
+            anyhow::bail!(
+                "example component {} not found: build the examples first with \
+                 `bash guest-examples/rust/build.sh` (or point --examples at them)",
+                path.display()
+            );
+        }
+        handlers.push(HandlerSpec {
+            name: name.to_string(),
+            path,
+            memory,
+            timeout: DEFAULT_HANDLER_TIMEOUT,
+            fuel: None,
+            concurrency: None,
+            throttle: None,
+            grants: Default::default(),
+        });
+    }
+    Ok(handlers)
+}
+
+/// Shows a progress bar until `total` jobs are completed or dead; true if Ctrl-C came first.
+async fn watch_progress(client: &Client, total: u64, enqueued: &AtomicU64) -> anyhow::Result<bool> {
+    let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} done  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -154,7 +176,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
             counts.completed,
             counts.dead
         ));
-        if done >= args.jobs {
+        if done >= total {
             break;
         }
         tokio::select! {
@@ -163,27 +185,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
         }
     }
     bar.finish();
-    producer.abort();
-    let elapsed = started.elapsed();
-    summary(&client, elapsed).await?;
+    Ok(interrupted)
+}
 
-    if args.keep_running && !interrupted {
-        let mut out = std::io::stderr().lock();
-        writeln!(out, "\nthe host keeps running; try:")?;
-        writeln!(
-            out,
-            "  wasmq enqueue {QUEUE} echo --payload hello --redis {url}"
-        )?;
-        writeln!(out, "  wasmq queue stats {QUEUE} --redis {url}")?;
-        writeln!(out, "  wasmq dlq list {QUEUE} --redis {url}")?;
-        writeln!(out, "Ctrl-C stops it.")?;
-        drop(out);
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    let _ = phase_tx.send(Phase::Draining);
-    let _ = host.await;
-    drop(redis);
-    Ok(0)
+/// Says what to try against the host that keeps running.
+fn keep_running(url: &str) -> std::io::Result<()> {
+    let mut out = std::io::stderr().lock();
+    writeln!(out, "\nthe host keeps running; try:")?;
+    writeln!(
+        out,
+        "  wasmq enqueue {QUEUE} echo --payload hello --redis {url}"
+    )?;
+    writeln!(out, "  wasmq queue stats {QUEUE} --redis {url}")?;
+    writeln!(out, "  wasmq dlq list {QUEUE} --redis {url}")?;
+    writeln!(out, "Ctrl-C stops it.")
 }
 
 async fn produce(client: Client, total: u64, rate: u64, enqueued: Arc<AtomicU64>) {

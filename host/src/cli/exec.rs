@@ -9,7 +9,9 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use crate::capability::{Capabilities, HostResources, KvStore, MemoryKv, SecretSource};
-use crate::{JobInput, JobLimits, LogLine, Outcome, OutcomeClass, Runtime, RuntimeConfig};
+use crate::{
+    Handler, JobInput, JobLimits, LogLine, Outcome, OutcomeClass, RunReport, Runtime, RuntimeConfig,
+};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -89,8 +91,42 @@ struct JsonReport<'a> {
     logs_dropped: u64,
 }
 
-pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
-    let payload = match (&args.payload, &args.payload_file) {
+pub async fn run(mut args: ExecArgs) -> anyhow::Result<u8> {
+    let payload = read_payload(&args)?;
+    let config = RuntimeConfig {
+        fuel: args.fuel.is_some(),
+        // One job: a small pool is enough and reserves less address space.
+        max_instances: 4,
+        ..RuntimeConfig::default()
+    };
+    let runtime = Runtime::new(config)?;
+    let grants = std::mem::take(&mut args.grants);
+    let (name, handler) = load(&runtime, &args, grants)?;
+    let job = JobInput {
+        id: "exec-1".to_string(),
+        queue: "exec".to_string(),
+        handler: name,
+        payload,
+        attempt: 1,
+        max_attempts: 1,
+    };
+    let limits = JobLimits {
+        timeout: args.timeout,
+        memory: args.memory.as_u64(),
+        fuel: args.fuel,
+    };
+    let report = runtime.run(&handler, job, &limits).await;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print_plain(&report)?;
+    }
+    Ok(exit_code(report.outcome.class()))
+}
+
+/// `--payload`, `--payload-file` (`-` for stdin), or none.
+fn read_payload(args: &ExecArgs) -> anyhow::Result<Vec<u8>> {
+    Ok(match (&args.payload, &args.payload_file) {
         (Some(p), _) => p.clone().into_bytes(),
         (None, Some(path)) if path.as_os_str() == "-" => {
             let mut buf = Vec::new();
@@ -101,14 +137,15 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
         (None, Some(path)) => std::fs::read(path)
             .with_context(|| format!("reading the payload from {}", path.display()))?,
         (None, None) => Vec::new(),
-    };
-    let config = RuntimeConfig {
-        fuel: args.fuel.is_some(),
-        // One job: a small pool is enough and reserves less address space.
-        max_instances: 4,
-        ..RuntimeConfig::default()
-    };
-    let runtime = Runtime::new(config)?;
+    })
+}
+
+/// Loads the handler file with the granted capabilities; its name is the file's stem.
+fn load(
+    runtime: &Runtime,
+    args: &ExecArgs,
+    grants: super::handler::GrantArgs,
+) -> anyhow::Result<(String, Handler)> {
     let handler = runtime
         .load_file(&args.handler)
         .with_context(|| format!("loading {}", args.handler.display()))?;
@@ -127,74 +164,62 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
         kv: Some(kv),
         ..HostResources::default()
     };
-    let caps = Capabilities::resolve(
-        &name,
-        &args.grants.into_grants().map_err(anyhow::Error::msg)?,
-        &host,
-    )
-    .map_err(anyhow::Error::msg)?;
+    let grants = grants.into_grants().map_err(anyhow::Error::msg)?;
+    let caps = Capabilities::resolve(&name, &grants, &host).map_err(anyhow::Error::msg)?;
     if let Some(why) = caps.missing_secrets_message("exec") {
         anyhow::bail!("{why}");
     }
-    let handler = handler.with_capabilities(std::sync::Arc::new(caps));
-    let job = JobInput {
-        id: "exec-1".to_string(),
-        queue: "exec".to_string(),
-        handler: name,
-        payload,
-        attempt: 1,
-        max_attempts: 1,
-    };
-    let limits = JobLimits {
-        timeout: args.timeout,
-        memory: args.memory.as_u64(),
-        fuel: args.fuel,
-    };
-    let report = runtime.run(&handler, job, &limits).await;
-    let class = report.outcome.class();
+    Ok((name, handler.with_capabilities(std::sync::Arc::new(caps))))
+}
 
+/// `--json`: one object on stdout.
+fn print_json(report: &RunReport) -> anyhow::Result<()> {
+    let (result, result_base64) = match &report.outcome {
+        Outcome::Ok(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => (Some(text.to_string()), None),
+            Err(_) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            ),
+        },
+        _ => (None, None),
+    };
+    let json = JsonReport {
+        outcome: report.outcome.class().as_str(),
+        result,
+        result_base64,
+        error: report.outcome.error_message(),
+        duration_ms: report.duration.as_secs_f64() * 1000.0,
+        progress: report.progress,
+        peak_memory: report.peak_memory,
+        fuel_consumed: report.fuel_consumed,
+        logs: &report.logs,
+        logs_dropped: report.logs_dropped,
+    };
     let mut stdout = std::io::stdout().lock();
-    if args.json {
-        let (result, result_base64) = match &report.outcome {
-            Outcome::Ok(bytes) => match std::str::from_utf8(bytes) {
-                Ok(text) => (Some(text.to_string()), None),
-                Err(_) => (
-                    None,
-                    Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
-                ),
-            },
-            _ => (None, None),
-        };
-        let json = JsonReport {
-            outcome: class.as_str(),
-            result,
-            result_base64,
-            error: report.outcome.error_message(),
-            duration_ms: report.duration.as_secs_f64() * 1000.0,
-            progress: report.progress,
-            peak_memory: report.peak_memory,
-            fuel_consumed: report.fuel_consumed,
-            logs: &report.logs,
-            logs_dropped: report.logs_dropped,
-        };
-        serde_json::to_writer(&mut stdout, &json)?;
-        writeln!(stdout)?;
-    } else {
-        let mut stderr = std::io::stderr().lock();
-        for line in &report.logs {
-            writeln!(stderr, "[{:?}] {}", line.source, line.message)?;
-        }
-        match &report.outcome {
-            Outcome::Ok(bytes) => stdout.write_all(bytes)?,
-            other => writeln!(
-                stderr,
-                "{}: {} ({:.1} ms)",
-                class,
-                other.error_message().unwrap_or_default(),
-                report.duration.as_secs_f64() * 1000.0
-            )?,
-        }
+    serde_json::to_writer(&mut stdout, &json)?;
+    writeln!(stdout)?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// The result on stdout; log lines, and the failure if any, on stderr.
+fn print_plain(report: &RunReport) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    for line in &report.logs {
+        writeln!(stderr, "[{:?}] {}", line.source, line.message)?;
+    }
+    match &report.outcome {
+        Outcome::Ok(bytes) => stdout.write_all(bytes)?,
+        other => writeln!(
+            stderr,
+            "{}: {} ({:.1} ms)",
+            other.class(),
+            other.error_message().unwrap_or_default(),
+            report.duration.as_secs_f64() * 1000.0
+        )?,
     }
     stdout.flush()?;
-    Ok(exit_code(class))
+    Ok(())
 }
