@@ -892,21 +892,6 @@ const REFUSALS: &[(Step, &str)] = &[
     (Step::Suspend, "delayed"),
 ];
 
-/// Every key of the server with its `DUMP`: equal snapshots mean nothing was written.
-async fn keyspace(conn: &mut RedisConnection) -> BTreeMap<String, Vec<u8>> {
-    let keys: Vec<String> = conn.keys("*").await.unwrap();
-    let mut out = BTreeMap::new();
-    for key in keys {
-        let dump: Vec<u8> = redis::cmd("DUMP")
-            .arg(&key)
-            .query_async(conn)
-            .await
-            .unwrap();
-        out.insert(key, dump);
-    }
-    out
-}
-
 /// Six jobs, each a way into a set: plain and grouped (group `t`), due now or due after 1 ms
 /// (delayed), retrying at once (straight back to waiting) or after 30 ms (`retry`). With
 /// `leased`, all six are leased (`lease`), and with `dead` dead-lettered; a complete_fetch
@@ -1136,7 +1121,7 @@ async fn a_queue_key_of_another_type_refuses_each_transition_before_it_writes_an
         } else {
             conn.set(&full, "by hand").await.unwrap()
         };
-        let before = keyspace(&mut conn).await;
+        let before = server.snapshot().await;
 
         let err = drive(&client, &q, *step, &ids, &leased).await.unwrap_err();
         assert!(
@@ -1146,7 +1131,7 @@ async fn a_queue_key_of_another_type_refuses_each_transition_before_it_writes_an
         );
         assert!(err.to_string().contains(&full), "{err}");
         assert_eq!(
-            keyspace(&mut conn).await,
+            server.snapshot().await,
             before,
             "{step:?} refused for {full} wrote something"
         );

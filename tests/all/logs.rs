@@ -9,6 +9,7 @@ use wasmq::queue::{JobState, NewJob};
 use crate::support::eventually;
 use crate::support::guests::handler;
 use crate::support::host::HostProcess;
+use crate::support::jobs::wait_for_count;
 use crate::support::redis::RedisServer;
 
 const Q: &str = "work";
@@ -47,11 +48,7 @@ async fn json_logs_carry_the_job_span_fields() {
             "info",
         ],
     );
-    eventually("the job completed", Duration::from_secs(30), || async {
-        let counts = client.counts(Q).await.ok()?;
-        (counts.get(JobState::Completed) == 1).then_some(())
-    })
-    .await;
+    wait_for_count(&client, Q, JobState::Completed, 1, Duration::from_secs(30)).await;
     // The echo guest logs "echo 5 bytes" through context.log, inside the job's span.
     let line = eventually("a log line of the job", Duration::from_secs(10), || async {
         json_lines(&host)

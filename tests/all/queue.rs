@@ -13,7 +13,9 @@ use wasmq::queue::{
     LeasedJob, NewJob, OwnPolicy, QueueConfig, QueueError, RetryPolicy,
 };
 
-use crate::support::jobs::keep_everything;
+use crate::support::jobs::{
+    keep_everything, most_starts_in_a_window, recover_expired_leases, set_limits,
+};
 use crate::support::redis::RedisServer;
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -23,29 +25,6 @@ async fn start() -> (RedisServer, Client) {
     let server = RedisServer::start();
     let client = server.client().await;
     (server, client)
-}
-
-/// Redis server time in ms: the clock every deadline in the protocol is measured on.
-async fn redis_now_ms(server: &RedisServer) -> u64 {
-    let mut conn = server.connection().await;
-    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
-    secs * 1000 + micros / 1000
-}
-
-/// Every key with its serialized value: equal snapshots mean nothing was written.
-async fn keyspace(server: &RedisServer) -> BTreeMap<String, Vec<u8>> {
-    let mut conn = server.connection().await;
-    let keys: Vec<String> = conn.keys("*").await.unwrap();
-    let mut out = BTreeMap::new();
-    for key in keys {
-        let dump: Vec<u8> = redis::cmd("DUMP")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        out.insert(key, dump);
-    }
-    out
 }
 
 async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
@@ -81,7 +60,7 @@ async fn an_enqueued_job_is_leased_with_its_payload_options_and_first_attempt() 
     assert_eq!(enqueued.state, JobState::Waiting);
     assert_eq!(enqueued.id.len(), 26, "generated ids are ULIDs");
 
-    let before = redis_now_ms(&server).await;
+    let before = server.now_ms().await;
     let leased = fetch_one(&client, "emails").await;
     assert_eq!(leased.id, enqueued.id);
     assert_eq!(leased.handler, "send-email");
@@ -90,7 +69,7 @@ async fn an_enqueued_job_is_leased_with_its_payload_options_and_first_attempt() 
     assert_eq!(leased.timeout, Some(Duration::from_secs(30)));
     // The lease expiry comes from Redis TIME plus the lease.
     assert!(leased.lease_expires_at_ms >= before + 60_000);
-    assert!(leased.lease_expires_at_ms <= redis_now_ms(&server).await + 60_000);
+    assert!(leased.lease_expires_at_ms <= server.now_ms().await + 60_000);
 
     let stored = client.get("emails", &leased.id).await.unwrap().unwrap();
     assert_eq!(stored.state, JobState::Active);
@@ -148,7 +127,7 @@ async fn higher_priority_runs_first_and_fifo_holds_within_a_priority() {
 #[tokio::test]
 async fn a_delayed_job_waits_for_its_time_on_the_redis_clock() {
     let (server, client) = start().await;
-    let before = redis_now_ms(&server).await;
+    let before = server.now_ms().await;
     let enqueued = client
         .enqueue(
             "q",
@@ -159,7 +138,7 @@ async fn a_delayed_job_waits_for_its_time_on_the_redis_clock() {
     assert_eq!(enqueued.state, JobState::Delayed);
     let job = client.get("q", &enqueued.id).await.unwrap().unwrap();
     let run_at = job.run_at_ms.unwrap();
-    assert!(run_at >= before + 300 && run_at <= redis_now_ms(&server).await + 300);
+    assert!(run_at >= before + 300 && run_at <= server.now_ms().await + 300);
 
     let fetched = client.fetch_batch("q", 10, LEASE, HOST).await.unwrap();
     if fetched.now_ms < run_at {
@@ -179,7 +158,7 @@ async fn a_delayed_job_waits_for_its_time_on_the_redis_clock() {
     })
     .await;
     assert_eq!(leased.id, enqueued.id);
-    assert!(redis_now_ms(&server).await >= run_at);
+    assert!(server.now_ms().await >= run_at);
 }
 
 #[tokio::test]
@@ -217,7 +196,7 @@ async fn enqueueing_an_existing_id_writes_nothing_and_returns_the_existing_job()
         .await
         .unwrap();
     assert!(first.created);
-    let before = keyspace(&server).await;
+    let before = server.snapshot().await;
     let again = client
         .enqueue(
             "q",
@@ -233,7 +212,7 @@ async fn enqueueing_an_existing_id_writes_nothing_and_returns_the_existing_job()
         ("order-42", JobState::Waiting)
     );
     assert_eq!(
-        keyspace(&server).await,
+        server.snapshot().await,
         before,
         "a duplicate must write nothing"
     );
@@ -280,7 +259,7 @@ async fn failed_attempts_wait_base_times_two_to_the_n_minus_one_with_jitter_capp
         })
         .await;
         assert_eq!(leased.attempt, attempt);
-        let before = redis_now_ms(&server).await;
+        let before = server.now_ms().await;
         let report = client
             .fail(
                 "q",
@@ -292,7 +271,7 @@ async fn failed_attempts_wait_base_times_two_to_the_n_minus_one_with_jitter_capp
             )
             .await
             .unwrap();
-        let after = redis_now_ms(&server).await;
+        let after = server.now_ms().await;
         let [(failed_id, FailOutcome::Retry { run_at_ms })] = report.outcomes.as_slice() else {
             panic!("expected a retry, got {report:?}");
         };
@@ -353,12 +332,12 @@ async fn fixed_backoff_waits_the_same_delay_every_time() {
         .await
         .unwrap();
     let leased = fetch_one(&client, "q").await;
-    let before = redis_now_ms(&server).await;
+    let before = server.now_ms().await;
     let report = client
         .fail("q", &[Failure::new(&leased, "timeout", "slow")])
         .await
         .unwrap();
-    let after = redis_now_ms(&server).await;
+    let after = server.now_ms().await;
     let FailOutcome::Retry { run_at_ms } = report.outcomes[0].1 else {
         panic!("expected a retry");
     };
@@ -634,9 +613,9 @@ async fn keep_zero_deletes_on_completion_and_max_age_deletes_old_completions() {
         .complete("aged", &[Completion::new(&old, vec![])])
         .await
         .unwrap();
-    let start = redis_now_ms(&server).await;
+    let start = server.now_ms().await;
     eventually("the first completion to age", || async {
-        (redis_now_ms(&server).await > start + 150).then_some(())
+        (server.now_ms().await > start + 150).then_some(())
     })
     .await;
     let new = fetch_one(&client, "aged").await;
@@ -722,7 +701,7 @@ async fn an_oversize_payload_is_refused_and_nothing_is_written() {
         .enqueue("q", &NewJob::new("h", vec![]))
         .await
         .unwrap();
-    let before = keyspace(&server).await;
+    let before = server.snapshot().await;
 
     let big = NewJob::new("h", vec![0u8; 512 * 1024 + 1]).with_id("big");
     let err = client.enqueue("q", &big).await.unwrap_err();
@@ -736,7 +715,7 @@ async fn an_oversize_payload_is_refused_and_nothing_is_written() {
         .await
         .unwrap_err();
     assert!(matches!(err, QueueError::PayloadTooLarge { .. }), "{err:?}");
-    assert_eq!(keyspace(&server).await, before);
+    assert_eq!(server.snapshot().await, before);
 
     // The limit is per queue.
     client
@@ -777,7 +756,7 @@ async fn malformed_input_is_refused_with_a_clear_error_and_nothing_is_written() 
         .enqueue("q", &NewJob::new("h", vec![]))
         .await
         .unwrap();
-    let before = keyspace(&server).await;
+    let before = server.snapshot().await;
 
     let table: Vec<(&str, NewJob, &str)> = vec![
         (
@@ -869,7 +848,7 @@ async fn malformed_input_is_refused_with_a_clear_error_and_nothing_is_written() 
         );
     }
     assert_eq!(
-        keyspace(&server).await,
+        server.snapshot().await,
         before,
         "refused input must write nothing"
     );
@@ -903,7 +882,7 @@ async fn enqueue_accepts_only_numbers_the_host_can_read_back() {
     let mut conn = server.connection().await;
     let host_reads = |text: &str| text.parse::<f64>().is_ok_and(|j| (0.0..=1.0).contains(&j));
 
-    let before = keyspace(&server).await;
+    let before = server.snapshot().await;
     let refused_jitter = [
         " 0.5",
         "0.5 ",
@@ -974,7 +953,7 @@ async fn enqueue_accepts_only_numbers_the_host_can_read_back() {
         );
     }
     assert_eq!(
-        keyspace(&server).await,
+        server.snapshot().await,
         before,
         "refused input must write nothing"
     );
@@ -1103,11 +1082,7 @@ async fn a_stale_lease_token_cannot_complete_fail_extend_or_release_the_job() {
         .unwrap()
         .remove(0);
     // The old holder stalls; its lease expires and is recovered; another host takes the job.
-    eventually("the lease to be recovered", || async {
-        let report = client.recover_expired("q", 10, &[]).await.unwrap();
-        (!report.outcomes.is_empty()).then_some(())
-    })
-    .await;
+    recover_expired_leases(&client, "q", &[], 1).await;
     let second = client
         .fetch("q", 1, LEASE, "host-new")
         .await
@@ -1172,16 +1147,16 @@ async fn extend_moves_the_lease_expiry_so_recovery_leaves_the_job_alone() {
         .await
         .unwrap()
         .remove(0);
-    let before = redis_now_ms(&server).await;
+    let before = server.now_ms().await;
     let extended = client
         .extend("q", &[leased.lease()], Duration::from_secs(30))
         .await
         .unwrap();
     assert!(extended.rejected.is_empty());
     assert!(extended.lease_expires_at_ms >= before + 30_000);
-    let start = redis_now_ms(&server).await;
+    let start = server.now_ms().await;
     eventually("the original lease to pass", || async {
-        (redis_now_ms(&server).await > start + 250).then_some(())
+        (server.now_ms().await > start + 250).then_some(())
     })
     .await;
     assert!(
@@ -1530,7 +1505,7 @@ async fn a_fetcher_that_dies_before_acking_loses_nothing() {
     }
     // Until the lease runs out, the jobs stay leased to the dead host.
     let early = survivor.recover_expired("q", 100, &[]).await.unwrap();
-    if redis_now_ms(&server).await < expiry {
+    if server.now_ms().await < expiry {
         assert!(
             early.outcomes.is_empty(),
             "recovered before the lease expired"
@@ -1577,11 +1552,7 @@ async fn a_lost_lease_on_the_last_attempt_dead_letters_the_job() {
         .fetch("q", 1, Duration::from_millis(20), HOST)
         .await
         .unwrap();
-    let report = eventually("the lease to be recovered", || async {
-        let report = client.recover_expired("q", 10, &[]).await.unwrap();
-        (!report.outcomes.is_empty()).then_some(report)
-    })
-    .await;
+    let report = recover_expired_leases(&client, "q", &[], 1).await;
     assert_eq!(report.outcomes[0].1, FailOutcome::Dead);
     assert_eq!(client.counts("q").await.unwrap().dead, 1);
 }
@@ -1724,7 +1695,7 @@ async fn promote_moves_due_jobs_to_waiting_and_reports_the_next_due_time() {
     assert_eq!(moved, Some(later_due));
     let job = client.get("q", "soon").await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Waiting);
-    assert!(redis_now_ms(&server).await >= job.run_at_ms.unwrap());
+    assert!(server.now_ms().await >= job.run_at_ms.unwrap());
     let counts = client.counts("q").await.unwrap();
     assert_eq!((counts.waiting, counts.delayed), (1, 1));
 }
@@ -1853,7 +1824,7 @@ async fn complete_and_fetch_records_completions_and_leases_the_next_jobs_in_one_
         .run_at_ms
         .unwrap();
     eventually("the delayed job to come due", || async {
-        (redis_now_ms(&server).await >= due_at).then_some(())
+        (server.now_ms().await >= due_at).then_some(())
     })
     .await;
     let (report, fetched) = client
@@ -1967,11 +1938,7 @@ async fn a_stale_completion_is_refused_by_complete_and_fetch_and_the_fetch_is_st
         .await
         .unwrap()
         .remove(0);
-    eventually("the lease to be recovered", || async {
-        let report = client.recover_expired("q", 10, &[]).await.unwrap();
-        (!report.outcomes.is_empty()).then_some(())
-    })
-    .await;
+    recover_expired_leases(&client, "q", &[], 1).await;
     let current = client
         .fetch("q", 1, LEASE, "host-new")
         .await
@@ -2025,11 +1992,7 @@ async fn a_stale_completion_is_refused_by_complete_and_fetch_and_the_fetch_is_st
         .await
         .unwrap()
         .remove(0);
-    eventually("the lease to be recovered", || async {
-        let report = client.recover_expired("q", 10, &[]).await.unwrap();
-        (!report.outcomes.is_empty()).then_some(())
-    })
-    .await;
+    recover_expired_leases(&client, "q", &[], 1).await;
     let (report, fetched) = client
         .complete_and_fetch("q", &[Completion::new(&z, vec![])], 1, LEASE, "host-old")
         .await
@@ -2047,33 +2010,6 @@ async fn a_stale_completion_is_refused_by_complete_and_fetch_and_the_fetch_is_st
 }
 
 // ----- rate limits and groups -------------------------------------------------------------
-
-/// Sets the queue's rate limits (e.g. "100/1s"), keeping every completed job.
-async fn set_limits(client: &Client, queue: &str, rate: Option<&str>, group_rate: Option<&str>) {
-    let config = QueueConfig {
-        completed_keep: None,
-        rate: rate.map(|r| r.parse().unwrap()),
-        group_rate: group_rate.map(|r| r.parse().unwrap()),
-        ..QueueConfig::default()
-    };
-    client.set_config(queue, &config).await.unwrap();
-    assert_eq!(client.config(queue).await.unwrap(), config);
-}
-
-/// The most starts (sorted times, ms) that any half-open window `[t, t + window)` holds.
-fn most_starts_in_a_window(starts: &[u64], window: u64) -> usize {
-    let mut sorted = starts.to_vec();
-    sorted.sort_unstable();
-    let mut most = 0;
-    let mut first = 0;
-    for last in 0..sorted.len() {
-        while sorted[last] - sorted[first] >= window {
-            first += 1;
-        }
-        most = most.max(last - first + 1);
-    }
-    most
-}
 
 fn grouped(group: &str, n: usize) -> Vec<NewJob> {
     (0..n)
@@ -2120,7 +2056,7 @@ async fn a_fetch_at_the_rate_limit_leases_nothing_and_says_when_the_window_frees
     assert_eq!(client.counts("q").await.unwrap().waiting, 5);
     // Once the window has passed (on the Redis clock), the rest start.
     eventually("the window to free", || async {
-        (redis_now_ms(&server).await >= due).then_some(())
+        (server.now_ms().await >= due).then_some(())
     })
     .await;
     assert_eq!(client.fetch("q", 10, LEASE, HOST).await.unwrap().len(), 5);
@@ -2225,7 +2161,7 @@ async fn a_group_with_10000_waiting_jobs_does_not_hold_up_another_groups_job() {
         .await
         .unwrap();
     assert_eq!(client.fetch("q", 64, LEASE, HOST).await.unwrap().len(), 50);
-    let enqueued_at = redis_now_ms(&server).await;
+    let enqueued_at = server.now_ms().await;
     let small = client
         .enqueue("q", &NewJob::new("h", vec![]).with_group("small"))
         .await
@@ -2369,11 +2305,7 @@ async fn grouped_jobs_come_back_into_their_group_on_release_retry_recover_and_re
         .await
         .unwrap()
         .remove(0);
-    eventually("the lease to expire", || async {
-        let report = client.recover_expired("q", 10, &[]).await.unwrap();
-        (!report.outcomes.is_empty()).then_some(())
-    })
-    .await;
+    recover_expired_leases(&client, "q", &[], 1).await;
     assert!(waits_in_group(&server, "q", "t1", &job.id).await);
     client
         .cancel("q", std::slice::from_ref(&job.id))
@@ -2561,11 +2493,12 @@ async fn a_handlers_retry_policy_covers_what_the_job_left_out_and_attempts_recor
         .unwrap();
     assert_eq!(leased.len(), 2);
     let policies = [("h".to_string(), policy)];
-    eventually("both leases recovered", || async {
-        let report = client.recover_expired("q", 10, &policies).await.unwrap();
-        (report.outcomes.len() == 2).then_some(())
-    })
-    .await;
+    let report = recover_expired_leases(&client, "q", &policies, 2).await;
+    assert_eq!(
+        report.outcomes.len(),
+        2,
+        "both leases recovered in one call"
+    );
     let job = client.get("q", &bare.id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Dead);
     assert_eq!(job.history.len(), 2);
@@ -2641,7 +2574,7 @@ async fn enqueue_refuses_keys_that_are_not_the_queues_own_in_order() {
         (good[..8].to_vec(), "give the 9 keys of the queue", false),
         (good[..1].to_vec(), "give the 9 keys of the queue", false),
     ];
-    let before = keyspace(&server).await;
+    let before = server.snapshot().await;
     for (keys, message, spans_slots) in table {
         let err = eval(
             &server,
@@ -2662,7 +2595,7 @@ async fn enqueue_refuses_keys_that_are_not_the_queues_own_in_order() {
         );
     }
     assert_eq!(
-        keyspace(&server).await,
+        server.snapshot().await,
         before,
         "refused keys must write nothing"
     );
@@ -2703,7 +2636,7 @@ async fn a_key_of_the_wrong_type_refuses_the_enqueue_before_anything_is_written(
             "not a number" => conn.set(&full, "abc").await.unwrap(),
             _ => conn.set(&full, "x").await.unwrap(),
         };
-        let before = keyspace(&server).await;
+        let before = server.snapshot().await;
         // A plain job, a delayed one and a grouped one: every set enqueue writes.
         let args = [
             "3", "a", "1", "handler", "h", "b", "2", "handler", "h", "delay_ms", "60000", "c", "2",
@@ -2720,14 +2653,14 @@ async fn a_key_of_the_wrong_type_refuses_the_enqueue_before_anything_is_written(
         assert_eq!(err.code(), Some("WASMQ_WRONGTYPE"), "{key} {kind}: {err}");
         assert!(err.to_string().contains(&full), "{err} should name {full}");
         assert_eq!(
-            keyspace(&server).await,
+            server.snapshot().await,
             before,
             "{key} {kind}: nothing written"
         );
     }
     // A job key of another type under an id being enqueued.
     let () = conn.set("wasmq:{qj}:job:b", "x").await.unwrap();
-    let before = keyspace(&server).await;
+    let before = server.snapshot().await;
     let args = ["2", "a", "1", "handler", "h", "b", "1", "handler", "h"];
     let err = eval(
         &server,
@@ -2739,7 +2672,7 @@ async fn a_key_of_the_wrong_type_refuses_the_enqueue_before_anything_is_written(
     .unwrap_err();
     assert_eq!(err.code(), Some("WASMQ_WRONGTYPE"), "{err}");
     assert!(err.to_string().contains("wasmq:{qj}:job:b string"), "{err}");
-    assert_eq!(keyspace(&server).await, before, "nothing written");
+    assert_eq!(server.snapshot().await, before, "nothing written");
 }
 
 #[tokio::test]
@@ -2856,7 +2789,7 @@ async fn counts_lua_is_a_standalone_script_a_producer_can_eval() {
     // waiting 1 (the grouped job; the plain one is active), delayed, active, retry,
     // completed, dead, paused, now.
     assert_eq!(numbers[..7], [1, 1, 1, 0, 0, 0, 1]);
-    assert!(numbers[7] >= redis_now_ms(&server).await as i64 - 10_000);
+    assert!(numbers[7] >= server.now_ms().await as i64 - 10_000);
     let counts = client.counts("q").await.unwrap();
     assert_eq!((counts.waiting, counts.delayed, counts.active), (1, 1, 1));
 }

@@ -8,7 +8,7 @@ use wasmq::queue::{Client, JobState, NewJob};
 use crate::support::eventually;
 use crate::support::guests::{self, handler};
 use crate::support::host::HostProcess;
-use crate::support::jobs::{enqueue_ids, keep_everything};
+use crate::support::jobs::{enqueue_ids, keep_everything, wait_for_count};
 use crate::support::redis::RedisServer;
 
 const Q: &str = "work";
@@ -18,14 +18,6 @@ async fn enqueue_sleeps(client: &Client, n: usize, ms: u64) -> Vec<String> {
         .map(|_| NewJob::new("sleep", ms.to_string().into_bytes()))
         .collect();
     enqueue_ids(client, Q, &jobs).await
-}
-
-async fn wait_for_count(client: &Client, state: JobState, n: u64, within: Duration) {
-    eventually(&format!("{n} jobs {state}"), within, || async {
-        let counts = client.counts(Q).await.ok()?;
-        (counts.get(state) == n).then_some(())
-    })
-    .await;
 }
 
 /// `(start_ms, end_ms)` that the sleep guest reported for each completed job.
@@ -68,7 +60,7 @@ async fn host_runs_enqueued_jobs_and_records_their_results() {
         &redis.url(),
         &["--queues", Q, "--handler", &handler("echo", "echo")],
     );
-    wait_for_count(&client, JobState::Completed, 50, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Completed, 50, Duration::from_secs(30)).await;
     for (i, e) in enqueued.iter().enumerate() {
         let job = client.get(Q, &e.id).await.unwrap().unwrap();
         assert_eq!(job.result.as_deref(), Some(format!("job {i}").as_bytes()));
@@ -79,7 +71,7 @@ async fn host_runs_enqueued_jobs_and_records_their_results() {
         .enqueue(Q, &NewJob::new("echo", b"late".to_vec()))
         .await
         .unwrap();
-    wait_for_count(&client, JobState::Completed, 51, Duration::from_secs(5)).await;
+    wait_for_count(&client, Q, JobState::Completed, 51, Duration::from_secs(5)).await;
     let job = client.get(Q, &late.id).await.unwrap().unwrap();
     assert_eq!(job.result.as_deref(), Some(&b"late"[..]));
 }
@@ -117,7 +109,7 @@ async fn guest_failures_follow_the_retry_policy() {
             &handler("fail", "fail"),
         ],
     );
-    wait_for_count(&client, JobState::Dead, 3, Duration::from_secs(60)).await;
+    wait_for_count(&client, Q, JobState::Dead, 3, Duration::from_secs(60)).await;
 
     let job = client.get(Q, &retry.id).await.unwrap().unwrap();
     let outcomes: Vec<_> = job.history.iter().map(|a| a.outcome.as_str()).collect();
@@ -168,7 +160,7 @@ async fn immediate_retries_are_acked_as_their_own_attempt() {
             "2s",
         ],
     );
-    wait_for_count(&client, JobState::Completed, N, Duration::from_secs(60)).await;
+    wait_for_count(&client, Q, JobState::Completed, N, Duration::from_secs(60)).await;
     let mut wrong = Vec::new();
     for id in &ids {
         let job = client.get(Q, id).await.unwrap().unwrap();
@@ -393,7 +385,7 @@ async fn jobs_leased_ahead_of_a_long_job_go_back_to_the_queue_uncounted() {
         "leased ahead {leased_ahead:?}, released {released:?}"
     );
 
-    wait_for_count(&client, JobState::Completed, 61, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Completed, 61, Duration::from_secs(30)).await;
     for id in warm.iter().chain(&long).chain(&behind) {
         let job = client.get(Q, id).await.unwrap().unwrap();
         assert_eq!((job.attempt, job.history.len()), (1, 1), "job {id}");
@@ -445,7 +437,7 @@ async fn sigterm_while_short_jobs_flow_releases_the_jobs_leased_ahead_uncounted(
     }
 
     let _second = HostProcess::start(&redis.url(), &args);
-    wait_for_count(&client, JobState::Completed, N, Duration::from_secs(60)).await;
+    wait_for_count(&client, Q, JobState::Completed, N, Duration::from_secs(60)).await;
     for id in &ids {
         let job = client.get(Q, id).await.unwrap().unwrap();
         assert_eq!((job.attempt, job.history.len()), (1, 1), "job {id}");
@@ -470,7 +462,7 @@ async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero() {
             "20s",
         ],
     );
-    wait_for_count(&client, JobState::Active, 20, Duration::from_secs(20)).await;
+    wait_for_count(&client, Q, JobState::Active, 20, Duration::from_secs(20)).await;
     host.sigterm();
     let status = host.wait_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "log:\n{}", host.log_text());
@@ -508,7 +500,7 @@ async fn sigterm_past_the_grace_returns_jobs_uncounted_for_another_host() {
             "300ms",
         ],
     );
-    wait_for_count(&client, JobState::Active, 5, Duration::from_secs(20)).await;
+    wait_for_count(&client, Q, JobState::Active, 5, Duration::from_secs(20)).await;
     first.sigterm();
     let status = first.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "log:\n{}", first.log_text());
@@ -524,7 +516,7 @@ async fn sigterm_past_the_grace_returns_jobs_uncounted_for_another_host() {
         &redis.url(),
         &["--queues", Q, "--handler", &handler("sleep", "sleep")],
     );
-    wait_for_count(&client, JobState::Completed, 5, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Completed, 5, Duration::from_secs(30)).await;
     for id in &ids {
         assert_eq!(client.get(Q, id).await.unwrap().unwrap().attempt, 1);
     }
@@ -546,7 +538,7 @@ async fn a_second_signal_stops_in_flight_jobs_at_once() {
             "60s",
         ],
     );
-    wait_for_count(&client, JobState::Active, 3, Duration::from_secs(20)).await;
+    wait_for_count(&client, Q, JobState::Active, 3, Duration::from_secs(20)).await;
     host.sigterm();
     // Give the first signal time to land, so the second one is the second.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -568,14 +560,14 @@ async fn sigkill_mid_batch_loses_nothing_and_reruns_count_an_attempt() {
         &redis.url(),
         &["--queues", Q, "--handler", &sleep, "--lease", "1s"],
     );
-    wait_for_count(&client, JobState::Active, 10, Duration::from_secs(20)).await;
+    wait_for_count(&client, Q, JobState::Active, 10, Duration::from_secs(20)).await;
     doomed.sigkill();
 
     let _survivor = HostProcess::start(
         &redis.url(),
         &["--queues", Q, "--handler", &sleep, "--lease", "1s"],
     );
-    wait_for_count(&client, JobState::Completed, 10, Duration::from_secs(60)).await;
+    wait_for_count(&client, Q, JobState::Completed, 10, Duration::from_secs(60)).await;
     for id in &ids {
         let job = client.get(Q, id).await.unwrap().unwrap();
         assert_eq!(job.attempt, 2, "job {id}");
@@ -595,7 +587,7 @@ async fn memory_budget_bounds_how_many_jobs_run_at_once() {
         guests::rust("sleep")
     );
     let _host = HostProcess::start_with_config(&redis.url(), &toml, &["--queues", Q]);
-    wait_for_count(&client, JobState::Completed, 6, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Completed, 6, Duration::from_secs(30)).await;
     let spans = sleep_spans(&client, &ids).await;
     assert_eq!(max_overlap(&spans), 2, "{spans:?}");
 }
@@ -664,7 +656,7 @@ async fn handler_concurrency_limit_holds_beside_a_roomy_host() {
         guests::rust("sleep")
     );
     let _host = HostProcess::start_with_config(&redis.url(), &toml, &["--queues", Q]);
-    wait_for_count(&client, JobState::Completed, 4, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Completed, 4, Duration::from_secs(30)).await;
     let spans = sleep_spans(&client, &ids).await;
     assert_eq!(max_overlap(&spans), 1, "{spans:?}");
 }
