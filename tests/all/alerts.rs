@@ -195,12 +195,11 @@ fn alerting_host(
         args.extend(["--handler", h]);
     }
     args.extend_from_slice(extra);
-    HostProcess::start_with_env(
-        &redis.url(),
-        Some(toml),
-        &[("WASMQ_ALERT_SECRET", SECRET)],
-        &args,
-    )
+    HostProcess::builder(&redis.url())
+        .config(toml)
+        .envs(&[("WASMQ_ALERT_SECRET", SECRET)])
+        .args(&args)
+        .start()
 }
 
 #[tokio::test]
@@ -575,7 +574,11 @@ async fn bad_alert_settings_stop_the_host_at_start_with_a_clear_message() {
         ),
     ];
     for (args, env, toml, expected) in cases {
-        let mut host = HostProcess::start_with_env(&redis.url(), Some(toml), env, args);
+        let mut host = HostProcess::builder(&redis.url())
+            .config(toml)
+            .envs(env)
+            .args(*args)
+            .start();
         let status = host.wait_exit(Duration::from_secs(20));
         assert_eq!(status.code(), Some(1), "{args:?} {toml:?}");
         let log = host.log_text();
@@ -595,19 +598,18 @@ async fn a_slack_webhook_gets_an_incoming_webhook_message_per_dead_job() {
     let fail = handler("fail", "fail");
     // The format from the environment, the dashboard from the file; no secret needed.
     let toml = "[alerts]\ndashboard_url = \"https://wasmq.example.com/ops\"\n";
-    let _host = HostProcess::start_with_env(
-        &redis.url(),
-        Some(toml),
-        &[("WASMQ_ALERT_FORMAT", "slack")],
-        &[
+    let _host = HostProcess::builder(&redis.url())
+        .config(toml)
+        .envs(&[("WASMQ_ALERT_FORMAT", "slack")])
+        .args([
             "--queues",
             Q,
             "--alert-webhook",
             &receiver.url,
             "--handler",
             &fail,
-        ],
-    );
+        ])
+        .start();
     let ids = enqueue_failing(&client, 2).await;
     wait_for_count(&client, Q, JobState::Dead, 2, Duration::from_secs(30)).await;
     eventually(
@@ -692,15 +694,14 @@ async fn email_alerts_reach_the_smtp_server_authenticated_with_the_host_secret()
         email_table(sink.port)
     );
     // E-mail only, no webhook; the password only in the host's secrets; everything logged.
-    let mut host = HostProcess::start_with_env(
-        &redis.url(),
-        Some(&toml),
-        &[
+    let mut host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .envs(&[
             ("WASMQ_SECRET_SMTP_PASSWORD", SMTP_PASSWORD),
             ("RUST_LOG", "debug"),
-        ],
-        &["--queues", Q, "--handler", &fail, "--http", &http],
-    );
+        ])
+        .args(["--queues", Q, "--handler", &fail, "--http", &http])
+        .start();
     let ids = enqueue_failing(&client, 3).await;
     wait_for_count(&client, Q, JobState::Dead, 3, Duration::from_secs(30)).await;
     eventually(
@@ -801,12 +802,11 @@ async fn a_wrong_smtp_password_is_given_up_without_showing_it() {
     )
     .unwrap();
     let dir = secrets.path().to_str().unwrap();
-    let mut host = HostProcess::start_with_env(
-        &redis.url(),
-        Some(&toml),
-        &[("RUST_LOG", "debug")],
-        &["--queues", Q, "--handler", &fail, "--secrets-dir", dir],
-    );
+    let mut host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .envs(&[("RUST_LOG", "debug")])
+        .args(["--queues", Q, "--handler", &fail, "--secrets-dir", dir])
+        .start();
     enqueue_failing(&client, 1).await;
     // Refused twice (the password from --secrets-dir, trailing newline removed, is wrong),
     // given up, acknowledged.
@@ -934,19 +934,17 @@ async fn backlog_alerts_reach_slack_and_email_too() {
         email_table(sink.port)
     );
     let echo = handler("echo", "echo");
-    let _host = HostProcess::start_with_env(
-        &redis.url(),
-        Some(&toml),
-        &[],
-        &[
+    let _host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .args([
             "--queues",
             Q,
             "--alert-webhook",
             &receiver.url,
             "--handler",
             &echo,
-        ],
-    );
+        ])
+        .start();
     let jobs: Vec<NewJob> = (0..3).map(|_| NewJob::new("echo", b"x".to_vec())).collect();
     client.enqueue_bulk(Q, &jobs).await.unwrap();
     let line = format!(
@@ -1000,12 +998,11 @@ async fn starttls_required_sends_nothing_to_a_server_without_it() {
          username = \"{SMTP_USER}\"\npassword_secret = \"SMTP_PASSWORD\"\n",
         sink.port
     );
-    let mut host = HostProcess::start_with_env(
-        &redis.url(),
-        Some(&toml),
-        &[("WASMQ_SECRET_SMTP_PASSWORD", SMTP_PASSWORD)],
-        &["--queues", Q, "--handler", &fail],
-    );
+    let mut host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .envs(&[("WASMQ_SECRET_SMTP_PASSWORD", SMTP_PASSWORD)])
+        .args(["--queues", Q, "--handler", &fail])
+        .start();
     enqueue_failing(&client, 1).await;
     wait_for_count(&client, Q, JobState::Dead, 1, Duration::from_secs(30)).await;
     eventually("the alert given up", Duration::from_secs(30), || async {

@@ -1408,9 +1408,8 @@ async fn run_serves_the_api_beside_the_worker_and_stops_with_it() {
     let addr = crate::support::free_loopback_addr();
     let echo = guests::rust("echo");
     let handler = format!("greet={}", echo.display());
-    let mut host = HostProcess::start(
-        &redis.url(),
-        &[
+    let mut host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--handler",
@@ -1418,8 +1417,8 @@ async fn run_serves_the_api_beside_the_worker_and_stops_with_it() {
             "--http",
             &addr,
             "--no-cache",
-        ],
-    );
+        ])
+        .start();
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     eventually("the API answers", Duration::from_secs(30), || async {
@@ -1531,7 +1530,10 @@ async fn run_takes_the_api_address_and_token_from_its_config_file() {
     let redis = RedisServer::start();
     let addr = crate::support::free_loopback_addr();
     let toml = format!("http = \"{addr}\"\napi_token = \"{TOKEN}\"\n");
-    let _host = HostProcess::start_with_config(&redis.url(), &toml, &["--queues", Q]);
+    let _host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .args(["--queues", Q])
+        .start();
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     eventually("the API answers", Duration::from_secs(30), || async {

@@ -697,8 +697,8 @@ async fn hosts_run_every_valid_job_once_through_random_corruption() {
         &handler("fail", "fail"),
     ];
     let mut hosts = [
-        HostProcess::start(&server.url(), &args),
-        HostProcess::start(&server.url(), &args),
+        HostProcess::builder(&server.url()).args(args).start(),
+        HostProcess::builder(&server.url()).args(args).start(),
     ];
 
     // A second wave while the hosts run: new jobs, some corrupted at once, racing the hosts
@@ -1257,9 +1257,8 @@ async fn a_host_serves_its_other_queue_while_one_has_a_key_of_another_type_and_l
     let kept: String = conn.get(&a_waiting).await.unwrap();
     assert_eq!(kept, "by hand", "check --repair must not touch it");
 
-    let mut host = HostProcess::start(
-        &server.url(),
-        &[
+    let mut host = HostProcess::builder(&server.url())
+        .args([
             "--queues",
             "a,b",
             "--lease",
@@ -1268,8 +1267,8 @@ async fn a_host_serves_its_other_queue_while_one_has_a_key_of_another_type_and_l
             &handler("echo", "echo"),
             "--handler",
             &handler("sleep", "sleep"),
-        ],
-    );
+        ])
+        .start();
     // Queue b is served while a's fetches are refused.
     let b_ids = enqueue_ids(&client, "b", &echo(5)).await;
     eventually("b's jobs completed", Duration::from_secs(20), || async {

@@ -15,10 +15,9 @@ use crate::support::redis::RedisServer;
 const Q: &str = "limited";
 
 fn echo_host(redis: &RedisServer) -> HostProcess {
-    HostProcess::start(
-        &redis.url(),
-        &["--queues", Q, "--handler", &handler("echo", "echo")],
-    )
+    HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--handler", &handler("echo", "echo")])
+        .start()
 }
 
 #[tokio::test]
