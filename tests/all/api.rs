@@ -4,10 +4,8 @@
 //! document checked against the routes.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
@@ -16,6 +14,7 @@ use serde_json::{Value, json};
 use wasmq::queue::{Client, JobState, NewJob, QueueConfig};
 use wasmq::registry::Registry;
 
+use crate::support::api::{ApiServer, Http};
 use crate::support::eventually;
 use crate::support::guests;
 use crate::support::host::HostProcess;
@@ -56,169 +55,6 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("get", "/openapi.json"),
 ];
-
-/// A `wasmq serve` process on a free loopback port (the server picks it: `--http
-/// 127.0.0.1:0`, and prints the address it got). Killed when dropped; its log is printed
-/// when a test fails.
-struct ApiServer {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl ApiServer {
-    fn start(redis: &RedisServer, extra: &[&str]) -> ApiServer {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("serve.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmq"))
-            .args(["serve", "--http", "127.0.0.1:0", "--redis"])
-            .arg(redis.url())
-            .args(extra)
-            .env_remove("WASMQ_API_TOKEN")
-            .env_remove("WASMQ_HTTP")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn wasmq serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!(
-                    "wasmq serve did not start (stdout {line:?}); log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        ApiServer {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- wasmq serve log ---\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-/// A JSON answer: status and body (every answer of the API is JSON).
-struct Answer {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-impl Answer {
-    /// The body, after checking the status.
-    #[track_caller]
-    fn expect(self, status: u16) -> Value {
-        assert_eq!(self.status.as_u16(), status, "answer: {}", self.body);
-        self.body
-    }
-
-    /// The error message, after checking the status and the error shape.
-    #[track_caller]
-    fn error(self, status: u16) -> String {
-        let body = self.expect(status);
-        let message = body["error"].as_str().unwrap_or_default().to_string();
-        assert!(
-            !message.is_empty(),
-            "error answer without a message: {body}"
-        );
-        assert_eq!(body.as_object().unwrap().len(), 1, "error shape: {body}");
-        message
-    }
-}
-
-struct Http {
-    client: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
-
-impl Http {
-    fn new(server: &ApiServer, token: Option<&str>) -> Http {
-        Http {
-            client: reqwest::Client::new(),
-            base: server.url(""),
-            token: token.map(str::to_string),
-        }
-    }
-
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        request
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
-        let response = request.send().await.expect("send a request to wasmq serve");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|err| panic!("{status}: not JSON ({err}): {text:?}"));
-        Answer {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Answer {
-        self.send(self.request(Method::GET, path)).await
-    }
-
-    async fn delete(&self, path: &str) -> Answer {
-        self.send(self.request(Method::DELETE, path)).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Answer {
-        self.send(self.request(Method::POST, path).json(&body))
-            .await
-    }
-
-    async fn post_empty(&self, path: &str) -> Answer {
-        self.send(self.request(Method::POST, path)).await
-    }
-
-    async fn deploy(&self, name: &str, query: &str, bytes: Vec<u8>) -> Answer {
-        let request = self
-            .request(Method::POST, &format!("/api/handlers/{name}{query}"))
-            .header("content-type", "application/wasm")
-            .body(bytes);
-        self.send(request).await
-    }
-}
 
 /// Leases every waiting job of `queue` and dead-letters it.
 async fn kill_all(client: &Client, queue: &str) -> Vec<String> {
@@ -854,7 +690,10 @@ async fn without_a_token_only_loopback_names_and_origins_are_served() {
     let same = api
         .send(
             api.request(Method::POST, "/api/queues/api-q/resume")
-                .header("origin", format!("http://localhost:{}", server.addr.port())),
+                .header(
+                    "origin",
+                    format!("http://localhost:{}", server.addr().port()),
+                ),
         )
         .await
         .expect(200);
@@ -1224,7 +1063,7 @@ async fn a_compile_bomb_is_refused_naming_the_limit_and_writes_nothing() {
         "a refused deploy wrote nothing"
     );
     // The server did not compile it itself.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
     let peak_kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -1588,17 +1427,17 @@ async fn half_sent_requests_and_idle_connections_are_closed_after_the_header_tim
     use std::io::Write;
     let redis = RedisServer::start();
     let server = ApiServer::start(&redis, &["--http-header-timeout", "1s"]);
-    let mut half_sent = std::net::TcpStream::connect(server.addr).unwrap();
+    let mut half_sent = std::net::TcpStream::connect(server.addr()).unwrap();
     half_sent
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .unwrap();
-    let mut idle = std::net::TcpStream::connect(server.addr).unwrap();
+    let mut idle = std::net::TcpStream::connect(server.addr()).unwrap();
     let took = closed_within(&mut half_sent, Duration::from_secs(10))
         .expect("a half-sent request still open 10 s later");
     assert!(took >= Duration::from_millis(500), "closed after {took:?}");
     closed_within(&mut idle, Duration::from_secs(5)).expect("an idle connection still open");
     // A kept-alive connection idle after its response goes the same way.
-    let mut kept = std::net::TcpStream::connect(server.addr).unwrap();
+    let mut kept = std::net::TcpStream::connect(server.addr()).unwrap();
     kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     closed_within(&mut kept, Duration::from_secs(10)).expect("a kept-alive connection idle");
@@ -1619,11 +1458,11 @@ async fn connections_over_the_cap_are_closed_at_once() {
         ],
     );
     let mut held: Vec<_> = (0..4)
-        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .map(|_| std::net::TcpStream::connect(server.addr()).unwrap())
         .collect();
     // Let the server accept them all.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut extra = std::net::TcpStream::connect(server.addr).unwrap();
+    let mut extra = std::net::TcpStream::connect(server.addr()).unwrap();
     let took = closed_within(&mut extra, Duration::from_secs(5))
         .expect("a connection over the cap was kept open");
     assert!(took < Duration::from_secs(2), "closed after {took:?}");
@@ -1656,7 +1495,7 @@ async fn without_a_token_pages_of_other_local_servers_cannot_write() {
     let server = ApiServer::start(&redis, &[]);
     let api = Http::new(&server, None);
     let before = redis.snapshot().await;
-    let other_port = if server.addr.port() == 3000 {
+    let other_port = if server.addr().port() == 3000 {
         3001
     } else {
         3000
@@ -1689,7 +1528,7 @@ async fn without_a_token_pages_of_other_local_servers_cannot_write() {
     }
     assert_eq!(redis.snapshot().await, before);
     // The server's own pages, and clients that are not browsers, still write.
-    let own = format!("http://127.0.0.1:{}", server.addr.port());
+    let own = format!("http://127.0.0.1:{}", server.addr().port());
     api.send(
         api.request(Method::POST, "/api/queues/api-q/pause")
             .header("origin", &own)
