@@ -145,7 +145,19 @@ async fn deploys_reach_running_hosts_within_a_second_and_roll_back() {
     // Removed: hosts stop starting its jobs (they fail as unknown_handler and dead-letter).
     let out = ok(&wasmq(&redis, &["handler", "remove", "greet"]));
     assert!(out.contains("2 versions"), "{out}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for host in &hosts {
+        eventually(
+            "both hosts dropped greet",
+            Duration::from_secs(10),
+            || async {
+                host.log_text()
+                    .lines()
+                    .any(|l| l.contains("handler removed from the registry") && l.contains("greet"))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
     let id = client
         .enqueue(
             Q,

@@ -532,8 +532,18 @@ async fn a_second_signal_stops_in_flight_jobs_at_once() {
         .start();
     wait_for_count(&client, Q, JobState::Active, 3, Duration::from_secs(20)).await;
     host.sigterm();
-    // Give the first signal time to land, so the second one is the second.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The first signal has landed (the host says so) before the second is sent.
+    eventually(
+        "the host to take the first signal",
+        Duration::from_secs(10),
+        || async {
+            host.log_text()
+                .lines()
+                .any(|l| l.contains("signal received") && l.contains("Draining"))
+                .then_some(())
+        },
+    )
+    .await;
     host.sigint();
     let status = host.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
