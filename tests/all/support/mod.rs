@@ -1,5 +1,6 @@
-//! Shared test helpers: a `wasmq serve` and its HTTP client, guest components, private redis-server processes, wasmq host
-//! processes, common queue set-up, and polling with a deadline.
+//! Shared test helpers: guest components, private redis-server processes, wasmq host
+//! processes, a `wasmq serve` and its HTTP client, common queue set-up and waits, and polling
+//! with a deadline.
 
 #![allow(dead_code)]
 
