@@ -18,7 +18,7 @@ use wasmq::queue::{Client, JobState, Monitor, NewJob};
 use crate::support::eventually;
 use crate::support::guests::handler;
 use crate::support::host::HostProcess;
-use crate::support::jobs::enqueue_ids;
+use crate::support::jobs::{enqueue_ids, wait_for_count};
 use crate::support::redis::RedisServer;
 use crate::support::smtp::SmtpSink;
 
@@ -176,14 +176,6 @@ async fn pending(redis: &RedisServer) -> u64 {
     monitor.pending(Q).await.unwrap()
 }
 
-async fn wait_for_count(client: &Client, state: JobState, n: u64, within: Duration) {
-    eventually(&format!("{n} jobs {state}"), within, || async {
-        let counts = client.counts(Q).await.ok()?;
-        (counts.get(state) == n).then_some(())
-    })
-    .await;
-}
-
 async fn enqueue_failing(client: &Client, n: usize) -> Vec<String> {
     let jobs: Vec<NewJob> = (0..n)
         .map(|_| NewJob::new("fail", Vec::new()).with_max_attempts(1))
@@ -203,12 +195,11 @@ fn alerting_host(
         args.extend(["--handler", h]);
     }
     args.extend_from_slice(extra);
-    HostProcess::start_with_env(
-        &redis.url(),
-        Some(toml),
-        &[("WASMQ_ALERT_SECRET", SECRET)],
-        &args,
-    )
+    HostProcess::builder(&redis.url())
+        .config(toml)
+        .envs(&[("WASMQ_ALERT_SECRET", SECRET)])
+        .args(&args)
+        .start()
 }
 
 #[tokio::test]
@@ -226,7 +217,7 @@ async fn each_dead_job_gets_one_signed_alert_also_when_the_first_delivery_fails(
         &[&fail],
         &["--http", &http],
     );
-    wait_for_count(&client, JobState::Dead, 3, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Dead, 3, Duration::from_secs(30)).await;
     eventually(
         "an accepted alert per dead job, all acknowledged",
         Duration::from_secs(30),
@@ -293,7 +284,7 @@ async fn two_hosts_on_one_queue_send_one_alert_per_dead_job() {
     let _b = alerting_host(&redis, &receiver.url, FAST_RETRIES, &[&fail], &[]);
     // Enqueued while both hosts run, so both take part in the work.
     let ids = enqueue_failing(&client, 40).await;
-    wait_for_count(&client, JobState::Dead, 40, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Dead, 40, Duration::from_secs(30)).await;
     eventually(
         "an accepted alert per dead job, all acknowledged",
         Duration::from_secs(30),
@@ -360,7 +351,7 @@ async fn a_backlog_over_its_thresholds_is_announced_once_and_resolved_once() {
     assert!(age["value"].as_u64().unwrap() >= 1000);
 
     client.resume(Q).await.unwrap();
-    wait_for_count(&client, JobState::Completed, 6, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Completed, 6, Duration::from_secs(30)).await;
     let all = eventually("both resolutions", Duration::from_secs(20), || async {
         let alerts = receiver.accepted();
         (alerts.len() >= 4).then_some(alerts)
@@ -454,7 +445,7 @@ async fn a_receiver_that_never_answers_does_not_slow_job_processing() {
     let _host = alerting_host(&redis, &url, toml, &[&echo, &fail], &[]);
     // More dead jobs than a host holds alerts for at once: its reader waits, deliveries hang.
     enqueue_failing(&client, 100).await;
-    wait_for_count(&client, JobState::Dead, 100, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Dead, 100, Duration::from_secs(30)).await;
     eventually("deliveries hanging", Duration::from_secs(10), || async {
         (connections.load(Ordering::SeqCst) >= wasmq::alerts::MAX_CONCURRENT_REQUESTS).then_some(())
     })
@@ -469,8 +460,15 @@ async fn a_receiver_that_never_answers_does_not_slow_job_processing() {
         });
     }
     client.enqueue_bulk(Q, &jobs).await.unwrap();
-    wait_for_count(&client, JobState::Completed, 250, Duration::from_secs(20)).await;
-    wait_for_count(&client, JobState::Dead, 150, Duration::from_secs(5)).await;
+    wait_for_count(
+        &client,
+        Q,
+        JobState::Completed,
+        250,
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_for_count(&client, Q, JobState::Dead, 150, Duration::from_secs(5)).await;
     // The alerts wait, unacknowledged, for the receiver.
     assert!(pending(&redis).await > 0);
 }
@@ -485,7 +483,7 @@ async fn alerts_a_killed_host_held_are_sent_by_another_host() {
     let toml = "[alerts]\ntimeout = \"60s\"\nclaim_after = \"2s\"\n";
     let mut first = alerting_host(&redis, &hung.url, toml, &[&fail], &[]);
     let ids = enqueue_failing(&client, 5).await;
-    wait_for_count(&client, JobState::Dead, 5, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Dead, 5, Duration::from_secs(30)).await;
     eventually("deliveries hanging", Duration::from_secs(10), || async {
         (hung.connections.load(Ordering::SeqCst) > 0).then_some(())
     })
@@ -576,7 +574,11 @@ async fn bad_alert_settings_stop_the_host_at_start_with_a_clear_message() {
         ),
     ];
     for (args, env, toml, expected) in cases {
-        let mut host = HostProcess::start_with_env(&redis.url(), Some(toml), env, args);
+        let mut host = HostProcess::builder(&redis.url())
+            .config(toml)
+            .envs(env)
+            .args(*args)
+            .start();
         let status = host.wait_exit(Duration::from_secs(20));
         assert_eq!(status.code(), Some(1), "{args:?} {toml:?}");
         let log = host.log_text();
@@ -596,21 +598,20 @@ async fn a_slack_webhook_gets_an_incoming_webhook_message_per_dead_job() {
     let fail = handler("fail", "fail");
     // The format from the environment, the dashboard from the file; no secret needed.
     let toml = "[alerts]\ndashboard_url = \"https://wasmq.example.com/ops\"\n";
-    let _host = HostProcess::start_with_env(
-        &redis.url(),
-        Some(toml),
-        &[("WASMQ_ALERT_FORMAT", "slack")],
-        &[
+    let _host = HostProcess::builder(&redis.url())
+        .config(toml)
+        .envs(&[("WASMQ_ALERT_FORMAT", "slack")])
+        .args([
             "--queues",
             Q,
             "--alert-webhook",
             &receiver.url,
             "--handler",
             &fail,
-        ],
-    );
+        ])
+        .start();
     let ids = enqueue_failing(&client, 2).await;
-    wait_for_count(&client, JobState::Dead, 2, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Dead, 2, Duration::from_secs(30)).await;
     eventually(
         "a message per dead job, all acknowledged",
         Duration::from_secs(30),
@@ -693,17 +694,16 @@ async fn email_alerts_reach_the_smtp_server_authenticated_with_the_host_secret()
         email_table(sink.port)
     );
     // E-mail only, no webhook; the password only in the host's secrets; everything logged.
-    let mut host = HostProcess::start_with_env(
-        &redis.url(),
-        Some(&toml),
-        &[
+    let mut host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .envs(&[
             ("WASMQ_SECRET_SMTP_PASSWORD", SMTP_PASSWORD),
             ("RUST_LOG", "debug"),
-        ],
-        &["--queues", Q, "--handler", &fail, "--http", &http],
-    );
+        ])
+        .args(["--queues", Q, "--handler", &fail, "--http", &http])
+        .start();
     let ids = enqueue_failing(&client, 3).await;
-    wait_for_count(&client, JobState::Dead, 3, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Dead, 3, Duration::from_secs(30)).await;
     eventually(
         "an e-mail per dead job, all acknowledged",
         Duration::from_secs(30),
@@ -802,12 +802,11 @@ async fn a_wrong_smtp_password_is_given_up_without_showing_it() {
     )
     .unwrap();
     let dir = secrets.path().to_str().unwrap();
-    let mut host = HostProcess::start_with_env(
-        &redis.url(),
-        Some(&toml),
-        &[("RUST_LOG", "debug")],
-        &["--queues", Q, "--handler", &fail, "--secrets-dir", dir],
-    );
+    let mut host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .envs(&[("RUST_LOG", "debug")])
+        .args(["--queues", Q, "--handler", &fail, "--secrets-dir", dir])
+        .start();
     enqueue_failing(&client, 1).await;
     // Refused twice (the password from --secrets-dir, trailing newline removed, is wrong),
     // given up, acknowledged.
@@ -846,7 +845,7 @@ async fn a_burst_of_dead_jobs_becomes_a_few_digests_on_every_channel() {
     );
     enqueue_failing(&client, JOBS as usize).await;
     let _host = alerting_host(&redis, &receiver.url, &toml, &[&fail], &[]);
-    wait_for_count(&client, JobState::Dead, JOBS, Duration::from_secs(90)).await;
+    wait_for_count(&client, Q, JobState::Dead, JOBS, Duration::from_secs(90)).await;
     let jobs_in = |alerts: &[Value]| -> u64 {
         alerts
             .iter()
@@ -935,19 +934,17 @@ async fn backlog_alerts_reach_slack_and_email_too() {
         email_table(sink.port)
     );
     let echo = handler("echo", "echo");
-    let _host = HostProcess::start_with_env(
-        &redis.url(),
-        Some(&toml),
-        &[],
-        &[
+    let _host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .args([
             "--queues",
             Q,
             "--alert-webhook",
             &receiver.url,
             "--handler",
             &echo,
-        ],
-    );
+        ])
+        .start();
     let jobs: Vec<NewJob> = (0..3).map(|_| NewJob::new("echo", b"x".to_vec())).collect();
     client.enqueue_bulk(Q, &jobs).await.unwrap();
     let line = format!(
@@ -970,7 +967,7 @@ async fn backlog_alerts_reach_slack_and_email_too() {
     assert!(mail.body().contains("Waiting:    3\r\n"), "{}", mail.body());
     // Resolved: once on each channel too.
     client.resume(Q).await.unwrap();
-    wait_for_count(&client, JobState::Completed, 3, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Completed, 3, Duration::from_secs(30)).await;
     eventually(
         "the resolution on both channels",
         Duration::from_secs(20),
@@ -1001,14 +998,13 @@ async fn starttls_required_sends_nothing_to_a_server_without_it() {
          username = \"{SMTP_USER}\"\npassword_secret = \"SMTP_PASSWORD\"\n",
         sink.port
     );
-    let mut host = HostProcess::start_with_env(
-        &redis.url(),
-        Some(&toml),
-        &[("WASMQ_SECRET_SMTP_PASSWORD", SMTP_PASSWORD)],
-        &["--queues", Q, "--handler", &fail],
-    );
+    let mut host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .envs(&[("WASMQ_SECRET_SMTP_PASSWORD", SMTP_PASSWORD)])
+        .args(["--queues", Q, "--handler", &fail])
+        .start();
     enqueue_failing(&client, 1).await;
-    wait_for_count(&client, JobState::Dead, 1, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Dead, 1, Duration::from_secs(30)).await;
     eventually("the alert given up", Duration::from_secs(30), || async {
         let log = host.log_text();
         (log.contains("alert given up: the email did not accept it")
@@ -1049,7 +1045,7 @@ async fn a_digest_a_killed_host_held_is_sent_by_another_host() {
     let held = "[alerts]\nclaim_after = \"2s\"\n[alerts.digest]\nafter = 0\nwindow = \"1h\"\n";
     let mut first = alerting_host(&redis, &receiver.url, held, &[&fail], &[]);
     enqueue_failing(&client, 20).await;
-    wait_for_count(&client, JobState::Dead, 20, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Dead, 20, Duration::from_secs(30)).await;
     eventually(
         "every entry read and held in the digest",
         Duration::from_secs(20),

@@ -4,10 +4,8 @@
 //! document checked against the routes.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
@@ -16,6 +14,7 @@ use serde_json::{Value, json};
 use wasmq::queue::{Client, JobState, NewJob, QueueConfig};
 use wasmq::registry::Registry;
 
+use crate::support::api::{ApiServer, Http};
 use crate::support::eventually;
 use crate::support::guests;
 use crate::support::host::HostProcess;
@@ -25,7 +24,7 @@ const Q: &str = "api-q";
 const TOKEN: &str = "test-token-0123456789";
 
 /// Every route of the API, as (method, OpenAPI path): what the document must list, exactly,
-/// and what `every_endpoint_answers_over_http` calls.
+/// and what the parts of `every_endpoint_answers_over_http` call.
 const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/queues"),
     ("get", "/api/queues/{queue}"),
@@ -57,169 +56,6 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
 ];
 
-/// A `wasmq serve` process on a free loopback port (the server picks it: `--http
-/// 127.0.0.1:0`, and prints the address it got). Killed when dropped; its log is printed
-/// when a test fails.
-struct ApiServer {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl ApiServer {
-    fn start(redis: &RedisServer, extra: &[&str]) -> ApiServer {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("serve.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmq"))
-            .args(["serve", "--http", "127.0.0.1:0", "--redis"])
-            .arg(redis.url())
-            .args(extra)
-            .env_remove("WASMQ_API_TOKEN")
-            .env_remove("WASMQ_HTTP")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn wasmq serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!(
-                    "wasmq serve did not start (stdout {line:?}); log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        ApiServer {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- wasmq serve log ---\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-/// A JSON answer: status and body (every answer of the API is JSON).
-struct Answer {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-impl Answer {
-    /// The body, after checking the status.
-    #[track_caller]
-    fn expect(self, status: u16) -> Value {
-        assert_eq!(self.status.as_u16(), status, "answer: {}", self.body);
-        self.body
-    }
-
-    /// The error message, after checking the status and the error shape.
-    #[track_caller]
-    fn error(self, status: u16) -> String {
-        let body = self.expect(status);
-        let message = body["error"].as_str().unwrap_or_default().to_string();
-        assert!(
-            !message.is_empty(),
-            "error answer without a message: {body}"
-        );
-        assert_eq!(body.as_object().unwrap().len(), 1, "error shape: {body}");
-        message
-    }
-}
-
-struct Http {
-    client: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
-
-impl Http {
-    fn new(server: &ApiServer, token: Option<&str>) -> Http {
-        Http {
-            client: reqwest::Client::new(),
-            base: server.url(""),
-            token: token.map(str::to_string),
-        }
-    }
-
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        request
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
-        let response = request.send().await.expect("send a request to wasmq serve");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|err| panic!("{status}: not JSON ({err}): {text:?}"));
-        Answer {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Answer {
-        self.send(self.request(Method::GET, path)).await
-    }
-
-    async fn delete(&self, path: &str) -> Answer {
-        self.send(self.request(Method::DELETE, path)).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Answer {
-        self.send(self.request(Method::POST, path).json(&body))
-            .await
-    }
-
-    async fn post_empty(&self, path: &str) -> Answer {
-        self.send(self.request(Method::POST, path)).await
-    }
-
-    async fn deploy(&self, name: &str, query: &str, bytes: Vec<u8>) -> Answer {
-        let request = self
-            .request(Method::POST, &format!("/api/handlers/{name}{query}"))
-            .header("content-type", "application/wasm")
-            .body(bytes);
-        self.send(request).await
-    }
-}
-
 /// Leases every waiting job of `queue` and dead-letters it.
 async fn kill_all(client: &Client, queue: &str) -> Vec<String> {
     let jobs = client
@@ -234,27 +70,77 @@ async fn kill_all(client: &Client, queue: &str) -> Vec<String> {
     jobs.into_iter().map(|job| job.id).collect()
 }
 
+/// One `wasmq serve` with a token, and what the parts of `every_endpoint_answers_over_http`
+/// share: its Redis, a queue client, an HTTP client of it, and the routes (as in [`ROUTES`])
+/// called so far.
+struct Tour {
+    api: Http,
+    _server: ApiServer,
+    client: Client,
+    redis: RedisServer,
+    called: BTreeSet<(&'static str, &'static str)>,
+}
+
+impl Tour {
+    async fn start() -> Tour {
+        let redis = RedisServer::start();
+        let client = redis.client().await;
+        let server = ApiServer::start(&redis, &["--token", TOKEN, "--queues", "known-only"]);
+        Tour {
+            api: Http::new(&server, Some(TOKEN)),
+            _server: server,
+            client,
+            redis,
+            called: BTreeSet::new(),
+        }
+    }
+
+    /// Records that the part calls `method path` (an OpenAPI path).
+    fn call(&mut self, method: &'static str, path: &'static str) {
+        self.called.insert((method, path));
+    }
+}
+
+/// The jobs the queue parts of the tour follow from one part to the next.
+struct Enqueued {
+    /// A job with a binary payload, sent base64-encoded.
+    bin_id: String,
+    /// A job delayed by ten minutes.
+    later_id: String,
+}
+
 #[tokio::test]
 async fn every_endpoint_answers_over_http() {
-    let redis = RedisServer::start();
-    let client = redis.client().await;
-    let server = ApiServer::start(&redis, &["--token", TOKEN, "--queues", "known-only"]);
-    let api = Http::new(&server, Some(TOKEN));
-    let mut called: BTreeSet<(&str, &str)> = BTreeSet::new();
-    let mut call = |method: &'static str, path: &'static str| {
-        called.insert((method, path));
-    };
+    let mut t = Tour::start().await;
+    health_and_metrics(&mut t).await;
+    let enqueued = jobs(&mut t).await;
+    queues(&mut t).await;
+    cancel_and_dead_letters(&mut t, &enqueued).await;
+    queue_events(&mut t).await;
+    handlers(&mut t).await;
+    events(&mut t).await;
+    schedules(&mut t).await;
+    openapi(&mut t).await;
 
-    call("get", "/healthz");
+    let expected: BTreeSet<(&str, &str)> = ROUTES.iter().copied().collect();
     assert_eq!(
-        api.get("/healthz").await.expect(200),
+        t.called, expected,
+        "every route is called by the parts above"
+    );
+}
+
+/// `/healthz`, and `/metrics` of a server without a worker.
+async fn health_and_metrics(t: &mut Tour) {
+    t.call("get", "/healthz");
+    assert_eq!(
+        t.api.get("/healthz").await.expect(200),
         json!({"status": "ok"})
     );
 
     // A server without a worker reports the depth of its queues (tests/all/metrics.rs checks
     // a worker's metrics, with the reference parser).
-    call("get", "/metrics");
-    let metrics = api.request(Method::GET, "/metrics").send().await.unwrap();
+    t.call("get", "/metrics");
+    let metrics = t.api.request(Method::GET, "/metrics").send().await.unwrap();
     assert_eq!(metrics.status(), StatusCode::OK);
     let text = metrics.text().await.unwrap();
     assert!(
@@ -262,10 +148,14 @@ async fn every_endpoint_answers_over_http() {
         "{text}"
     );
     assert!(text.ends_with("# EOF\n"), "{text}");
+}
 
+/// Enqueue with every option, then read the jobs back one by one and by state.
+async fn jobs(t: &mut Tour) -> Enqueued {
     // Enqueue with every option of `wasmq enqueue`.
-    call("post", "/api/queues/{queue}/jobs");
-    let created = api
+    t.call("post", "/api/queues/{queue}/jobs");
+    let created = t
+        .api
         .post(
             "/api/queues/api-q/jobs",
             json!({"handler": "greet", "payload": "hello", "id": "j1", "priority": 5,
@@ -278,7 +168,8 @@ async fn every_endpoint_answers_over_http() {
         created,
         json!({"id": "j1", "created": true, "state": "waiting"})
     );
-    let again = api
+    let again = t
+        .api
         .post(
             "/api/queues/api-q/jobs",
             json!({"handler": "greet", "id": "j1"}),
@@ -291,7 +182,8 @@ async fn every_endpoint_answers_over_http() {
     );
     let binary = [0u8, 159, 146, 150, 255];
     let b64 = base64::engine::general_purpose::STANDARD.encode(binary);
-    let bin = api
+    let bin = t
+        .api
         .post(
             "/api/queues/api-q/jobs",
             json!({"handler": "greet", "payload": b64, "payload_encoding": "base64"}),
@@ -300,7 +192,8 @@ async fn every_endpoint_answers_over_http() {
         .expect(201);
     let bin_id = bin["id"].as_str().unwrap().to_string();
     assert_eq!(bin_id.len(), 26, "a generated ULID");
-    let later = api
+    let later = t
+        .api
         .post(
             "/api/queues/api-q/jobs",
             json!({"handler": "greet", "delay_ms": 600000}),
@@ -309,7 +202,8 @@ async fn every_endpoint_answers_over_http() {
         .expect(201);
     assert_eq!(later["state"], "delayed");
     let later_id = later["id"].as_str().unwrap().to_string();
-    let at = api
+    let at = t
+        .api
         .post(
             "/api/queues/api-q/jobs",
             json!({"handler": "greet", "run_at_ms": 4102444800000u64}),
@@ -319,19 +213,19 @@ async fn every_endpoint_answers_over_http() {
     assert_eq!(at["state"], "delayed");
 
     // What was enqueued is what the library reads back.
-    let stored = client.get(Q, "j1").await.unwrap().unwrap();
+    let stored = t.client.get(Q, "j1").await.unwrap().unwrap();
     assert_eq!(stored.payload, b"hello");
     assert_eq!(stored.priority, 5);
     assert_eq!(stored.max_attempts, 2);
     assert_eq!(stored.group.as_deref(), Some("tenant-1"));
     assert_eq!(stored.timeout, Some(Duration::from_secs(30)));
     assert_eq!(
-        client.get(Q, &bin_id).await.unwrap().unwrap().payload,
+        t.client.get(Q, &bin_id).await.unwrap().unwrap().payload,
         binary
     );
 
-    call("get", "/api/queues/{queue}/jobs/{id}");
-    let job = api.get("/api/queues/api-q/jobs/j1").await.expect(200);
+    t.call("get", "/api/queues/{queue}/jobs/{id}");
+    let job = t.api.get("/api/queues/api-q/jobs/j1").await.expect(200);
     assert_eq!(job["id"], "j1");
     assert_eq!(job["queue"], Q);
     assert_eq!(job["handler"], "greet");
@@ -342,15 +236,16 @@ async fn every_endpoint_answers_over_http() {
     assert_eq!(job["backoff"]["kind"], "fixed");
     assert_eq!(job["backoff"]["delay_ms"], 2000);
     assert_eq!(job["timeout_ms"], 30000);
-    let bin_job = api
+    let bin_job = t
+        .api
         .get(&format!("/api/queues/api-q/jobs/{bin_id}"))
         .await
         .expect(200);
     assert_eq!(bin_job["payload_encoding"], "base64");
     assert_eq!(bin_job["payload"], b64);
 
-    call("get", "/api/queues/{queue}/jobs");
-    let waiting = api.get("/api/queues/api-q/jobs").await.expect(200);
+    t.call("get", "/api/queues/{queue}/jobs");
+    let waiting = t.api.get("/api/queues/api-q/jobs").await.expect(200);
     assert_eq!(waiting["state"], "waiting");
     let ids: BTreeSet<&str> = waiting["jobs"]
         .as_array()
@@ -359,22 +254,28 @@ async fn every_endpoint_answers_over_http() {
         .map(|j| j["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, BTreeSet::from(["j1", bin_id.as_str()]));
-    let delayed = api
+    let delayed = t
+        .api
         .get("/api/queues/api-q/jobs?state=delayed&offset=0&limit=1")
         .await
         .expect(200);
     assert_eq!(delayed["jobs"].as_array().unwrap().len(), 1);
     assert_eq!(delayed["limit"], 1);
 
-    call("get", "/api/queues");
-    let queues = api.get("/api/queues").await.expect(200);
+    Enqueued { bin_id, later_id }
+}
+
+/// The queues: list, read, pause and resume, check and repair.
+async fn queues(t: &mut Tour) {
+    t.call("get", "/api/queues");
+    let queues = t.api.get("/api/queues").await.expect(200);
     assert_eq!(
         queues,
         json!({"queues": [Q, "known-only"], "complete": true})
     );
 
-    call("get", "/api/queues/{queue}");
-    let queue = api.get("/api/queues/api-q").await.expect(200);
+    t.call("get", "/api/queues/{queue}");
+    let queue = t.api.get("/api/queues/api-q").await.expect(200);
     assert_eq!(queue["name"], Q);
     assert_eq!(queue["paused"], false);
     assert_eq!(
@@ -384,60 +285,86 @@ async fn every_endpoint_answers_over_http() {
     assert_eq!(queue["config"]["max_payload_bytes"], 524288);
     assert_eq!(queue["config"]["rate"], Value::Null);
 
-    call("post", "/api/queues/{queue}/pause");
-    let paused = api.post_empty("/api/queues/api-q/pause").await.expect(200);
+    t.call("post", "/api/queues/{queue}/pause");
+    let paused = t
+        .api
+        .post_empty("/api/queues/api-q/pause")
+        .await
+        .expect(200);
     assert_eq!(paused, json!({"queue": Q, "paused": true, "changed": true}));
-    assert!(client.counts(Q).await.unwrap().paused);
-    call("post", "/api/queues/{queue}/resume");
-    let resumed = api.post_empty("/api/queues/api-q/resume").await.expect(200);
+    assert!(t.client.counts(Q).await.unwrap().paused);
+    t.call("post", "/api/queues/{queue}/resume");
+    let resumed = t
+        .api
+        .post_empty("/api/queues/api-q/resume")
+        .await
+        .expect(200);
     assert_eq!(
         resumed,
         json!({"queue": Q, "paused": false, "changed": true})
     );
-    let resumed = api.post_empty("/api/queues/api-q/resume").await.expect(200);
+    let resumed = t
+        .api
+        .post_empty("/api/queues/api-q/resume")
+        .await
+        .expect(200);
     assert_eq!(resumed["changed"], false);
 
     // The consistency check: a dangling id is reported by GET and repaired by POST.
-    let mut conn = redis.connection().await;
+    let mut conn = t.redis.connection().await;
     let () = redis::AsyncCommands::zadd(&mut conn, "wasmq:{api-q}:delayed", "ghost", 1)
         .await
         .unwrap();
-    call("get", "/api/queues/{queue}/check");
-    let found = api.get("/api/queues/api-q/check").await.expect(200);
+    t.call("get", "/api/queues/{queue}/check");
+    let found = t.api.get("/api/queues/api-q/check").await.expect(200);
     assert_eq!(found["unrepaired"], 1, "{found}");
     assert_eq!(
         found["findings"],
         json!([{"kind": "dangling", "subject": "ghost", "repaired": false,
                 "detail": "no job key, but in delayed"}])
     );
-    call("post", "/api/queues/{queue}/check");
-    let repaired = api.post_empty("/api/queues/api-q/check").await.expect(200);
+    t.call("post", "/api/queues/{queue}/check");
+    let repaired = t
+        .api
+        .post_empty("/api/queues/api-q/check")
+        .await
+        .expect(200);
     assert_eq!(repaired["findings"][0]["repaired"], true, "{repaired}");
-    let clean = api.get("/api/queues/api-q/check").await.expect(200);
+    let clean = t.api.get("/api/queues/api-q/check").await.expect(200);
     assert_eq!(clean["findings"], json!([]));
+}
 
-    call("delete", "/api/queues/{queue}/jobs/{id}");
-    let cancelled = api
+/// Cancel a delayed job, then the dead-letter queue: list, replay, purge.
+async fn cancel_and_dead_letters(t: &mut Tour, enqueued: &Enqueued) {
+    let Enqueued { bin_id, later_id } = enqueued;
+    t.call("delete", "/api/queues/{queue}/jobs/{id}");
+    let cancelled = t
+        .api
         .delete(&format!("/api/queues/api-q/jobs/{later_id}"))
         .await
         .expect(200);
     assert_eq!(cancelled, json!({"id": later_id, "cancelled": true}));
-    assert!(client.get(Q, &later_id).await.unwrap().is_none());
+    assert!(t.client.get(Q, later_id).await.unwrap().is_none());
 
     // The dead-letter queue: kill both waiting jobs, then replay one and purge the other.
-    let dead = kill_all(&client, Q).await;
+    let dead = kill_all(&t.client, Q).await;
     assert_eq!(dead.len(), 2);
-    let conflict = api.delete("/api/queues/api-q/jobs/j1").await.error(409);
+    let conflict = t.api.delete("/api/queues/api-q/jobs/j1").await.error(409);
     assert!(conflict.contains("dead"), "{conflict}");
-    call("get", "/api/queues/{queue}/dlq");
-    let dlq = api.get("/api/queues/api-q/dlq?limit=10").await.expect(200);
+    t.call("get", "/api/queues/{queue}/dlq");
+    let dlq = t
+        .api
+        .get("/api/queues/api-q/dlq?limit=10")
+        .await
+        .expect(200);
     assert_eq!(dlq["state"], "dead");
     let dlq_jobs = dlq["jobs"].as_array().unwrap();
     assert_eq!(dlq_jobs.len(), 2);
     assert_eq!(dlq_jobs[0]["last_error"], "boom");
     assert_eq!(dlq_jobs[0]["history"][0]["outcome"], "fail");
-    call("post", "/api/queues/{queue}/dlq/replay");
-    let replayed = api
+    t.call("post", "/api/queues/{queue}/dlq/replay");
+    let replayed = t
+        .api
         .post(
             "/api/queues/api-q/dlq/replay",
             json!({"ids": ["j1", "nope"]}),
@@ -449,25 +376,31 @@ async fn every_endpoint_answers_over_http() {
         json!({"done": ["j1"], "skipped": [{"id": "nope", "state": "not_found"}]})
     );
     assert_eq!(
-        client.get(Q, "j1").await.unwrap().unwrap().state,
+        t.client.get(Q, "j1").await.unwrap().unwrap().state,
         JobState::Waiting
     );
-    call("post", "/api/queues/{queue}/dlq/purge");
-    let purged = api
+    t.call("post", "/api/queues/{queue}/dlq/purge");
+    let purged = t
+        .api
         .post("/api/queues/api-q/dlq/purge", json!({"oldest": 5}))
         .await
         .expect(200);
     assert_eq!(purged["done"], json!([bin_id]));
-    assert_eq!(client.counts(Q).await.unwrap().dead, 0);
-    kill_all(&client, Q).await;
-    let replayed = api
+    assert_eq!(t.client.counts(Q).await.unwrap().dead, 0);
+    kill_all(&t.client, Q).await;
+    let replayed = t
+        .api
         .post("/api/queues/api-q/dlq/replay", json!({"oldest": 1}))
         .await
         .expect(200);
     assert_eq!(replayed["done"], json!(["j1"]));
+}
 
-    call("get", "/api/queues/{queue}/events");
-    let events = api
+/// A queue's events stream, as the parts before wrote it, paged.
+async fn queue_events(t: &mut Tour) {
+    t.call("get", "/api/queues/{queue}/events");
+    let events = t
+        .api
         .get("/api/queues/api-q/events?limit=1000")
         .await
         .expect(200);
@@ -494,16 +427,19 @@ async fn every_endpoint_answers_over_http() {
         json!({"id": "j1", "attempt": 0})
     );
     let last = events["last_id"].as_str().unwrap().to_string();
-    let none = api
+    let none = t
+        .api
         .get(&format!("/api/queues/api-q/events?after={last}"))
         .await
         .expect(200);
     assert_eq!(none, json!({"events": [], "last_id": last}));
-    let page = api
+    let page = t
+        .api
         .get("/api/queues/api-q/events?limit=2")
         .await
         .expect(200);
-    let second = api
+    let second = t
+        .api
         .get(&format!(
             "/api/queues/api-q/events?after={}&limit=1",
             page["last_id"].as_str().unwrap()
@@ -511,11 +447,15 @@ async fn every_endpoint_answers_over_http() {
         .await
         .expect(200);
     assert_eq!(second["events"][0], events["events"][2]);
+}
 
+/// Handlers: deploy, list, versions, rollback, remove.
+async fn handlers(t: &mut Tour) {
     // Handlers: a real component through the same validation as `wasmq handler deploy`.
     let echo = guests::rust_bytes("echo");
-    call("post", "/api/handlers/{name}");
-    let v1 = api
+    t.call("post", "/api/handlers/{name}");
+    let v1 = t
+        .api
         .deploy(
             "greet",
             "?memory=32MiB&timeout=5s&max_attempts=4&backoff=fixed:1s&concurrency=2&fuel=1000000",
@@ -533,48 +473,60 @@ async fn every_endpoint_answers_over_http() {
     assert_eq!(v1["fuel"], 1000000);
     assert_eq!(v1["size"], echo.len());
     assert_eq!(v1["sha256"], wasmq::registry::sha256_hex(&echo));
-    let v2 = api.deploy("greet", "", echo.clone()).await.expect(201);
+    let v2 = t.api.deploy("greet", "", echo.clone()).await.expect(201);
     assert_eq!(v2["version"], 2);
     assert_eq!(v2["memory"], 64 * 1024 * 1024);
-    let registry = Registry::connect(&redis.url()).await.unwrap();
+    let registry = Registry::connect(&t.redis.url()).await.unwrap();
     assert_eq!(registry.current().await.unwrap()["greet"].version, 2);
 
-    call("get", "/api/handlers");
-    let list = api.get("/api/handlers").await.expect(200);
+    t.call("get", "/api/handlers");
+    let list = t.api.get("/api/handlers").await.expect(200);
     assert_eq!(list["handlers"].as_array().unwrap().len(), 1);
     assert_eq!(list["handlers"][0]["name"], "greet");
     assert_eq!(list["handlers"][0]["version"], 2);
 
-    call("get", "/api/handlers/{name}/versions");
-    let versions = api.get("/api/handlers/greet/versions").await.expect(200);
+    t.call("get", "/api/handlers/{name}/versions");
+    let versions = t.api.get("/api/handlers/greet/versions").await.expect(200);
     assert_eq!(versions["current"], 2);
     assert_eq!(versions["versions"][0]["current"], false);
     assert_eq!(versions["versions"][1]["current"], true);
 
-    call("post", "/api/handlers/{name}/rollback");
-    let back = api
+    t.call("post", "/api/handlers/{name}/rollback");
+    let back = t
+        .api
         .post_empty("/api/handlers/greet/rollback")
         .await
         .expect(200);
     assert_eq!(back["version"], 1);
     assert_eq!(back["memory"], 32 * 1024 * 1024);
-    let forward = api
+    let forward = t
+        .api
         .post("/api/handlers/greet/rollback", json!({"version": 2}))
         .await
         .expect(200);
     assert_eq!(forward["version"], 2);
     assert_eq!(registry.current().await.unwrap()["greet"].version, 2);
 
-    // Events: a handler deployed with `on` gets a job per event, once per event id.
-    call("post", "/api/events");
-    api.deploy(
-        "listener",
-        "?on=order/created,order/paid&on_queue=api-events",
-        echo.clone(),
-    )
-    .await
-    .expect(201);
-    let sent = api
+    t.call("delete", "/api/handlers/{name}");
+    let removed = t.api.delete("/api/handlers/greet").await.expect(200);
+    assert_eq!(removed, json!({"name": "greet", "removed_versions": 2}));
+    assert!(registry.current().await.unwrap().is_empty());
+}
+
+/// Events: a handler deployed with `on` gets a job per event, once per event id.
+async fn events(t: &mut Tour) {
+    let echo = guests::rust_bytes("echo");
+    t.call("post", "/api/events");
+    t.api
+        .deploy(
+            "listener",
+            "?on=order/created,order/paid&on_queue=api-events",
+            echo.clone(),
+        )
+        .await
+        .expect(201);
+    let sent = t
+        .api
         .post(
             "/api/events",
             json!({"name": "order/created", "data": {"order": 7}, "id": "ev-1"}),
@@ -586,7 +538,8 @@ async fn every_endpoint_answers_over_http() {
         json!({"id": "ev-1", "jobs": [{"handler": "listener", "queue": "api-events",
             "job_id": "evt:ev-1:listener", "created": true, "state": "waiting"}]})
     );
-    let job = client
+    let job = t
+        .client
         .get("api-events", "evt:ev-1:listener")
         .await
         .unwrap()
@@ -596,7 +549,8 @@ async fn every_endpoint_answers_over_http() {
         payload,
         json!({"name": "order/created", "id": "ev-1", "data": {"order": 7}})
     );
-    let again = api
+    let again = t
+        .api
         .post(
             "/api/events",
             json!({"name": "order/created", "id": "ev-1"}),
@@ -604,26 +558,26 @@ async fn every_endpoint_answers_over_http() {
         .await
         .expect(200);
     assert_eq!(again["jobs"][0]["created"], false);
-    let nobody = api
+    let nobody = t
+        .api
         .post("/api/events", json!({"name": "user/signup"}))
         .await
         .expect(200);
     assert_eq!(nobody["jobs"], json!([]));
-    let bad = api
+    let bad = t
+        .api
         .post("/api/events", json!({"name": "has space"}))
         .await
         .error(400);
     assert!(bad.contains("event name"), "{bad}");
-    api.delete("/api/handlers/listener").await.expect(200);
+    t.api.delete("/api/handlers/listener").await.expect(200);
+}
 
-    call("delete", "/api/handlers/{name}");
-    let removed = api.delete("/api/handlers/greet").await.expect(200);
-    assert_eq!(removed, json!({"name": "greet", "removed_versions": 2}));
-    assert!(registry.current().await.unwrap().is_empty());
-
-    // Schedules: add (and refuse a bad one, writing nothing), list, pause, resume, remove.
-    call("post", "/api/schedules/{name}");
-    let added = api
+/// Schedules: add (and refuse a bad one, writing nothing), list, pause, resume, remove.
+async fn schedules(t: &mut Tour) {
+    t.call("post", "/api/schedules/{name}");
+    let added = t
+        .api
         .post(
             "/api/schedules/nightly",
             json!({"cron": "0 9 * * *", "tz": "Asia/Seoul", "queue": Q, "handler": "greet",
@@ -642,7 +596,8 @@ async fn every_endpoint_answers_over_http() {
         next["utc"].as_str().unwrap().ends_with("T00:00:00+00:00"),
         "{next}"
     );
-    let bad = api
+    let bad = t
+        .api
         .post(
             "/api/schedules/other",
             json!({"cron": "0 9 * * *", "tz": "Mars/Olympus", "queue": Q, "handler": "greet"}),
@@ -653,8 +608,8 @@ async fn every_endpoint_answers_over_http() {
         bad["error"].as_str().unwrap().contains("unknown time zone"),
         "{bad}"
     );
-    call("get", "/api/schedules");
-    let listed = api.get("/api/schedules").await.expect(200);
+    t.call("get", "/api/schedules");
+    let listed = t.api.get("/api/schedules").await.expect(200);
     let names: Vec<&str> = listed["schedules"]
         .as_array()
         .unwrap()
@@ -662,8 +617,9 @@ async fn every_endpoint_answers_over_http() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["nightly"]);
-    call("post", "/api/schedules/{name}/pause");
-    let paused = api
+    t.call("post", "/api/schedules/{name}/pause");
+    let paused = t
+        .api
         .post_empty("/api/schedules/nightly/pause")
         .await
         .expect(200);
@@ -671,8 +627,9 @@ async fn every_endpoint_answers_over_http() {
         paused,
         json!({"name": "nightly", "paused": true, "changed": true})
     );
-    call("post", "/api/schedules/{name}/resume");
-    let resumed = api
+    t.call("post", "/api/schedules/{name}/resume");
+    let resumed = t
+        .api
         .post_empty("/api/schedules/nightly/resume")
         .await
         .expect(200);
@@ -680,20 +637,22 @@ async fn every_endpoint_answers_over_http() {
         resumed,
         json!({"name": "nightly", "paused": false, "changed": true})
     );
-    api.post_empty("/api/schedules/nope/pause")
+    t.api
+        .post_empty("/api/schedules/nope/pause")
         .await
         .expect(404);
-    call("delete", "/api/schedules/{name}");
-    let removed = api.delete("/api/schedules/nightly").await.expect(200);
+    t.call("delete", "/api/schedules/{name}");
+    let removed = t.api.delete("/api/schedules/nightly").await.expect(200);
     assert_eq!(removed, json!({"name": "nightly", "removed": true}));
-    api.delete("/api/schedules/nightly").await.expect(404);
+    t.api.delete("/api/schedules/nightly").await.expect(404);
+}
 
-    call("get", "/openapi.json");
-    let doc = api.get("/openapi.json").await.expect(200);
+/// The OpenAPI document itself (`the_openapi_document_validates_and_lists_every_route`
+/// checks its paths).
+async fn openapi(t: &mut Tour) {
+    t.call("get", "/openapi.json");
+    let doc = t.api.get("/openapi.json").await.expect(200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-
-    let expected: BTreeSet<(&str, &str)> = ROUTES.iter().copied().collect();
-    assert_eq!(called, expected, "every route is called above");
 }
 
 #[tokio::test]
@@ -854,7 +813,10 @@ async fn without_a_token_only_loopback_names_and_origins_are_served() {
     let same = api
         .send(
             api.request(Method::POST, "/api/queues/api-q/resume")
-                .header("origin", format!("http://localhost:{}", server.addr.port())),
+                .header(
+                    "origin",
+                    format!("http://localhost:{}", server.addr().port()),
+                ),
         )
         .await
         .expect(200);
@@ -1224,7 +1186,7 @@ async fn a_compile_bomb_is_refused_naming_the_limit_and_writes_nothing() {
         "a refused deploy wrote nothing"
     );
     // The server did not compile it itself.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
     let peak_kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -1408,9 +1370,8 @@ async fn run_serves_the_api_beside_the_worker_and_stops_with_it() {
     let addr = crate::support::free_loopback_addr();
     let echo = guests::rust("echo");
     let handler = format!("greet={}", echo.display());
-    let mut host = HostProcess::start(
-        &redis.url(),
-        &[
+    let mut host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--handler",
@@ -1418,8 +1379,8 @@ async fn run_serves_the_api_beside_the_worker_and_stops_with_it() {
             "--http",
             &addr,
             "--no-cache",
-        ],
-    );
+        ])
+        .start();
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     eventually("the API answers", Duration::from_secs(30), || async {
@@ -1531,7 +1492,10 @@ async fn run_takes_the_api_address_and_token_from_its_config_file() {
     let redis = RedisServer::start();
     let addr = crate::support::free_loopback_addr();
     let toml = format!("http = \"{addr}\"\napi_token = \"{TOKEN}\"\n");
-    let _host = HostProcess::start_with_config(&redis.url(), &toml, &["--queues", Q]);
+    let _host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .args(["--queues", Q])
+        .start();
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     eventually("the API answers", Duration::from_secs(30), || async {
@@ -1586,17 +1550,17 @@ async fn half_sent_requests_and_idle_connections_are_closed_after_the_header_tim
     use std::io::Write;
     let redis = RedisServer::start();
     let server = ApiServer::start(&redis, &["--http-header-timeout", "1s"]);
-    let mut half_sent = std::net::TcpStream::connect(server.addr).unwrap();
+    let mut half_sent = std::net::TcpStream::connect(server.addr()).unwrap();
     half_sent
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .unwrap();
-    let mut idle = std::net::TcpStream::connect(server.addr).unwrap();
+    let mut idle = std::net::TcpStream::connect(server.addr()).unwrap();
     let took = closed_within(&mut half_sent, Duration::from_secs(10))
         .expect("a half-sent request still open 10 s later");
     assert!(took >= Duration::from_millis(500), "closed after {took:?}");
     closed_within(&mut idle, Duration::from_secs(5)).expect("an idle connection still open");
     // A kept-alive connection idle after its response goes the same way.
-    let mut kept = std::net::TcpStream::connect(server.addr).unwrap();
+    let mut kept = std::net::TcpStream::connect(server.addr()).unwrap();
     kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     closed_within(&mut kept, Duration::from_secs(10)).expect("a kept-alive connection idle");
@@ -1617,11 +1581,11 @@ async fn connections_over_the_cap_are_closed_at_once() {
         ],
     );
     let mut held: Vec<_> = (0..4)
-        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .map(|_| std::net::TcpStream::connect(server.addr()).unwrap())
         .collect();
     // Let the server accept them all.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut extra = std::net::TcpStream::connect(server.addr).unwrap();
+    let mut extra = std::net::TcpStream::connect(server.addr()).unwrap();
     let took = closed_within(&mut extra, Duration::from_secs(5))
         .expect("a connection over the cap was kept open");
     assert!(took < Duration::from_secs(2), "closed after {took:?}");
@@ -1654,7 +1618,7 @@ async fn without_a_token_pages_of_other_local_servers_cannot_write() {
     let server = ApiServer::start(&redis, &[]);
     let api = Http::new(&server, None);
     let before = redis.snapshot().await;
-    let other_port = if server.addr.port() == 3000 {
+    let other_port = if server.addr().port() == 3000 {
         3001
     } else {
         3000
@@ -1687,7 +1651,7 @@ async fn without_a_token_pages_of_other_local_servers_cannot_write() {
     }
     assert_eq!(redis.snapshot().await, before);
     // The server's own pages, and clients that are not browsers, still write.
-    let own = format!("http://127.0.0.1:{}", server.addr.port());
+    let own = format!("http://127.0.0.1:{}", server.addr().port());
     api.send(
         api.request(Method::POST, "/api/queues/api-q/pause")
             .header("origin", &own)

@@ -67,15 +67,14 @@ async fn queues_spread_over_the_shards_and_one_host_serves_them_all() {
         }
     }
 
-    let _host = HostProcess::start(
-        &cluster.url(),
-        &[
+    let _host = HostProcess::builder(&cluster.url())
+        .args([
             "--queues",
             &queues.join(","),
             "--handler",
             &handler("echo", "echo"),
-        ],
-    );
+        ])
+        .start();
     for (queue, ids) in &ids {
         eventually(
             &format!("every job of {queue} completed"),
@@ -127,9 +126,8 @@ async fn a_killed_primary_fails_over_to_its_replica_and_every_job_still_complete
     }
 
     let names: Vec<&str> = queues.iter().map(|(q, _)| q.as_str()).collect();
-    let mut host = HostProcess::start(
-        &cluster.url(),
-        &[
+    let mut host = HostProcess::builder(&cluster.url())
+        .args([
             "--queues",
             &names.join(","),
             "--handler",
@@ -138,8 +136,8 @@ async fn a_killed_primary_fails_over_to_its_replica_and_every_job_still_complete
             "8",
             "--lease",
             "2s",
-        ],
-    );
+        ])
+        .start();
     let (victim_queue, victim) = queues[0].clone();
     eventually(
         "jobs flowing on the doomed primary",

@@ -254,9 +254,8 @@ async fn a_host_compiling_a_bomb_serves_the_other_handlers_meanwhile_and_refuses
     enqueue(&client, "b-bomb", "bomb-2").await;
     enqueue(&client, "greet", "greet-1").await;
 
-    let host = HostProcess::start(
-        &redis.url(),
-        &[
+    let host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--no-cache",
@@ -266,8 +265,8 @@ async fn a_host_compiling_a_bomb_serves_the_other_handlers_meanwhile_and_refuses
             "512MiB",
             "--compile-timeout",
             "10s",
-        ],
-    );
+        ])
+        .start();
     completed(&client, "greet-1", Duration::from_secs(9)).await;
     // Served while a bomb was still compiling (the slow one compiles for 10 s).
     assert!(
@@ -297,9 +296,8 @@ async fn sigterm_during_a_compile_honours_the_grace_and_stops_the_compiler() {
     let client = redis.client().await;
     deploy_unchecked(&redis, "a-bomb", &block_bomb(BLOCK_BOMB_DEPTH)).await;
     enqueue(&client, "a-bomb", "bomb-1").await;
-    let mut host = HostProcess::start(
-        &redis.url(),
-        &[
+    let mut host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--no-cache",
@@ -309,8 +307,8 @@ async fn sigterm_during_a_compile_honours_the_grace_and_stops_the_compiler() {
             "512MiB",
             "--compile-timeout",
             "60s",
-        ],
-    );
+        ])
+        .start();
     let compiler = eventually("the bomb compiling", Duration::from_secs(20), || async {
         compile_children(host.pid()).first().copied()
     })
@@ -343,9 +341,8 @@ async fn sigterm_during_a_compile_honours_the_grace_and_stops_the_compiler() {
 async fn the_compiler_of_a_sigkilled_host_ends_at_its_time_limit() {
     let redis = RedisServer::start();
     deploy_unchecked(&redis, "a-bomb", &block_bomb(BLOCK_BOMB_DEPTH)).await;
-    let mut host = HostProcess::start(
-        &redis.url(),
-        &[
+    let mut host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--no-cache",
@@ -353,8 +350,8 @@ async fn the_compiler_of_a_sigkilled_host_ends_at_its_time_limit() {
             "512MiB",
             "--compile-timeout",
             "3s",
-        ],
-    );
+        ])
+        .start();
     let compiler = eventually("the bomb compiling", Duration::from_secs(20), || async {
         compile_children(host.pid()).first().copied()
     })

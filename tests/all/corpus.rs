@@ -83,7 +83,7 @@ async fn every_hostile_job_ends_in_its_class_and_the_host_keeps_serving() {
         std::fs::write(&path, entry.build.bytes()).unwrap();
         toml += &entry.limits.toml(entry.name, &path);
     }
-    let mut host = HostProcess::start_with_config(&redis.url(), &toml, &[]);
+    let mut host = HostProcess::builder(&redis.url()).config(&toml).start();
 
     let started = Instant::now();
     let jobs: Vec<NewJob> = entries

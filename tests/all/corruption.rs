@@ -697,8 +697,8 @@ async fn hosts_run_every_valid_job_once_through_random_corruption() {
         &handler("fail", "fail"),
     ];
     let mut hosts = [
-        HostProcess::start(&server.url(), &args),
-        HostProcess::start(&server.url(), &args),
+        HostProcess::builder(&server.url()).args(args).start(),
+        HostProcess::builder(&server.url()).args(args).start(),
     ];
 
     // A second wave while the hosts run: new jobs, some corrupted at once, racing the hosts
@@ -891,21 +891,6 @@ const REFUSALS: &[(Step, &str)] = &[
     (Step::Suspend, "active"),
     (Step::Suspend, "delayed"),
 ];
-
-/// Every key of the server with its `DUMP`: equal snapshots mean nothing was written.
-async fn keyspace(conn: &mut RedisConnection) -> BTreeMap<String, Vec<u8>> {
-    let keys: Vec<String> = conn.keys("*").await.unwrap();
-    let mut out = BTreeMap::new();
-    for key in keys {
-        let dump: Vec<u8> = redis::cmd("DUMP")
-            .arg(&key)
-            .query_async(conn)
-            .await
-            .unwrap();
-        out.insert(key, dump);
-    }
-    out
-}
 
 /// Six jobs, each a way into a set: plain and grouped (group `t`), due now or due after 1 ms
 /// (delayed), retrying at once (straight back to waiting) or after 30 ms (`retry`). With
@@ -1136,7 +1121,7 @@ async fn a_queue_key_of_another_type_refuses_each_transition_before_it_writes_an
         } else {
             conn.set(&full, "by hand").await.unwrap()
         };
-        let before = keyspace(&mut conn).await;
+        let before = server.snapshot().await;
 
         let err = drive(&client, &q, *step, &ids, &leased).await.unwrap_err();
         assert!(
@@ -1146,7 +1131,7 @@ async fn a_queue_key_of_another_type_refuses_each_transition_before_it_writes_an
         );
         assert!(err.to_string().contains(&full), "{err}");
         assert_eq!(
-            keyspace(&mut conn).await,
+            server.snapshot().await,
             before,
             "{step:?} refused for {full} wrote something"
         );
@@ -1272,9 +1257,8 @@ async fn a_host_serves_its_other_queue_while_one_has_a_key_of_another_type_and_l
     let kept: String = conn.get(&a_waiting).await.unwrap();
     assert_eq!(kept, "by hand", "check --repair must not touch it");
 
-    let mut host = HostProcess::start(
-        &server.url(),
-        &[
+    let mut host = HostProcess::builder(&server.url())
+        .args([
             "--queues",
             "a,b",
             "--lease",
@@ -1283,8 +1267,8 @@ async fn a_host_serves_its_other_queue_while_one_has_a_key_of_another_type_and_l
             &handler("echo", "echo"),
             "--handler",
             &handler("sleep", "sleep"),
-        ],
-    );
+        ])
+        .start();
     // Queue b is served while a's fetches are refused.
     let b_ids = enqueue_ids(&client, "b", &echo(5)).await;
     eventually("b's jobs completed", Duration::from_secs(20), || async {

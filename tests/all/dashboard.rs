@@ -193,7 +193,7 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
     for h in &handlers {
         args.extend(["--handler", h.as_str()]);
     }
-    let _host = HostProcess::start(&redis.url(), &args);
+    let _host = HostProcess::builder(&redis.url()).args(&args).start();
 
     let http = reqwest::Client::new();
     eventually("the API answers", Duration::from_secs(30), || async {
@@ -382,9 +382,8 @@ async fn every_dashboard_module_is_served_as_javascript_under_the_page_policy() 
     let addr = crate::support::free_loopback_addr();
     let base = format!("http://{addr}");
     let echo = handler("echo", "echo");
-    let _host = HostProcess::start(
-        &redis.url(),
-        &[
+    let _host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--http",
@@ -394,8 +393,8 @@ async fn every_dashboard_module_is_served_as_javascript_under_the_page_policy() 
             TOKEN,
             "--handler",
             &echo,
-        ],
-    );
+        ])
+        .start();
     let http = reqwest::Client::new();
     eventually("the API answers", Duration::from_secs(30), || async {
         let response = http.get(format!("{base}/healthz")).send().await.ok()?;

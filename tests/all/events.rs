@@ -33,7 +33,9 @@ async fn one_event_starts_each_subscribed_handler_once() {
     }
     let listed = ok(&wasmq(&redis, &["handler", "list"]));
     assert!(listed.contains("on order/created -> shipping"), "{listed}");
-    let _host = HostProcess::start(&redis.url(), &["--queues", "default,shipping"]);
+    let _host = HostProcess::builder(&redis.url())
+        .args(["--queues", "default,shipping"])
+        .start();
 
     let out = ok(&wasmq(
         &redis,

@@ -70,16 +70,15 @@ async fn log_of_host_with_config(redis: &RedisServer, toml: &str, mode: u32) -> 
     let config = dir.path().join("wasmq.toml");
     std::fs::write(&config, toml).unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).unwrap();
-    let host = HostProcess::start(
-        &redis.url(),
-        &[
+    let host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--no-cache",
             "--config",
             config.to_str().unwrap(),
-        ],
-    );
+        ])
+        .start();
     eventually("the host to start", Duration::from_secs(30), || {
         let log = host.log_text();
         async move { log.contains("wasmq host running").then_some(log) }
@@ -230,10 +229,9 @@ async fn a_hosts_refusal_of_a_version_is_logged_once() {
     let redis = RedisServer::start();
     let echo = guests::rust("echo");
     let echo = echo.to_str().unwrap();
-    let host = HostProcess::start(
-        &redis.url(),
-        &["--queues", Q, "--no-cache", "--memory-budget", "64MiB"],
-    );
+    let host = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--no-cache", "--memory-budget", "64MiB"])
+        .start();
     // Over this host's budget: refused here (another host may run it).
     ok(&wasmq(
         &redis,

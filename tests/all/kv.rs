@@ -324,18 +324,17 @@ async fn increment_loses_no_update_under_eight_concurrent_hosts() {
     let cache_dir = cache.path().to_str().unwrap().to_string();
     let hosts: Vec<HostProcess> = (0..8)
         .map(|_| {
-            HostProcess::start_with_config(
-                &redis.url(),
-                &toml,
-                &[
+            HostProcess::builder(&redis.url())
+                .config(&toml)
+                .args([
                     "--queues",
                     Q,
                     "--concurrency",
                     "4",
                     "--cache-dir",
                     &cache_dir,
-                ],
-            )
+                ])
+                .start()
         })
         .collect();
     let ops: Vec<Value> = (0..125)

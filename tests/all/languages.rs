@@ -629,8 +629,10 @@ async fn every_language_runs_through_the_host_and_redis_alike() {
         jobs.insert(lang, ids);
     }
     let queues: Vec<String> = LANGS.iter().map(|&l| name(l)).collect();
-    let host =
-        HostProcess::start_with_config(&redis.url(), &toml, &["--queues", &queues.join(",")]);
+    let host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .args(["--queues", &queues.join(",")])
+        .start();
     for q in &queues {
         // Python and JavaScript components take seconds to compile at host start.
         eventually(

@@ -9,6 +9,7 @@ use wasmq::queue::{JobState, NewJob};
 use crate::support::eventually;
 use crate::support::guests::handler;
 use crate::support::host::HostProcess;
+use crate::support::jobs::wait_for_count;
 use crate::support::redis::RedisServer;
 
 const Q: &str = "work";
@@ -34,9 +35,8 @@ async fn json_logs_carry_the_job_span_fields() {
         .await
         .unwrap();
     let echo = handler("echo", "echo");
-    let host = HostProcess::start(
-        &redis.url(),
-        &[
+    let host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--handler",
@@ -45,13 +45,9 @@ async fn json_logs_carry_the_job_span_fields() {
             "json",
             "--log",
             "info",
-        ],
-    );
-    eventually("the job completed", Duration::from_secs(30), || async {
-        let counts = client.counts(Q).await.ok()?;
-        (counts.get(JobState::Completed) == 1).then_some(())
-    })
-    .await;
+        ])
+        .start();
+    wait_for_count(&client, Q, JobState::Completed, 1, Duration::from_secs(30)).await;
     // The echo guest logs "echo 5 bytes" through context.log, inside the job's span.
     let line = eventually("a log line of the job", Duration::from_secs(10), || async {
         json_lines(&host)
@@ -73,11 +69,10 @@ async fn json_logs_carry_the_job_span_fields() {
 async fn log_format_can_come_from_the_config_file() {
     let redis = RedisServer::start();
     let echo = handler("echo", "echo");
-    let host = HostProcess::start_with_config(
-        &redis.url(),
-        "log_format = \"json\"\n",
-        &["--queues", Q, "--handler", &echo],
-    );
+    let host = HostProcess::builder(&redis.url())
+        .config("log_format = \"json\"\n")
+        .args(["--queues", Q, "--handler", &echo])
+        .start();
     let started = eventually("the host's start line", Duration::from_secs(30), || async {
         json_lines(&host)
             .into_iter()

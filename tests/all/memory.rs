@@ -15,7 +15,7 @@ use wasmq::queue::{
     RateLimit, StepSave,
 };
 
-use crate::support::redis::RedisServer;
+use crate::support::redis::{RedisServer, now_ms};
 
 /// Jobs in CI. Each round of [`BATCH`] jobs costs the same whatever the total, so this many
 /// is enough for the checks (the quarter-mark checkpoint comes well after the warm-up); the
@@ -135,12 +135,6 @@ async fn held(conn: &mut RedisConnection) -> u64 {
         .unwrap();
     let info = info_memory(conn).await;
     info["used_memory"] - info.get("mem_clients_normal").copied().unwrap_or(0)
-}
-
-/// Redis time in ms: the clock completion times are measured on.
-async fn redis_now_ms(conn: &mut RedisConnection) -> u64 {
-    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
-    secs * 1000 + micros / 1000
 }
 
 async fn memory_usage(conn: &mut RedisConnection, key: &str) -> u64 {
@@ -540,13 +534,13 @@ async fn a_million_completed_jobs_leave_redis_holding_only_what_retention_keeps(
         .await
         .unwrap();
     let age_ms = u64::try_from(age.as_millis()).unwrap();
-    let mut last_now = redis_now_ms(&mut conn).await;
+    let mut last_now = now_ms(&mut conn).await;
     let mut batch_now = 0;
     for round in 0..3 {
         let after = last_now + age_ms;
         crate::support::eventually("the jobs before to age", Duration::from_secs(10), || {
             let mut conn = conn.clone();
-            async move { (redis_now_ms(&mut conn).await > after).then_some(()) }
+            async move { (now_ms(&mut conn).await > after).then_some(()) }
         })
         .await;
         (batch_now, last_now) = run_round(&client, total + round * BATCH, BATCH).await;

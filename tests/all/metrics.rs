@@ -127,9 +127,8 @@ async fn metrics_parse_and_match_the_jobs_the_host_ran() {
     }
 
     let addr = crate::support::free_loopback_addr();
-    let _host = HostProcess::start(
-        &redis.url(),
-        &[
+    let _host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             &format!("{Q},{SLOW}"),
             "--handler",
@@ -146,8 +145,8 @@ async fn metrics_parse_and_match_the_jobs_the_host_ran() {
             "3s",
             "--http",
             &addr,
-        ],
-    );
+        ])
+        .start();
     wait_for(&client, Q, JobState::Completed, 21).await;
     wait_for(&client, Q, JobState::Dead, 5).await;
     wait_for(&client, SLOW, JobState::Completed, 1).await;

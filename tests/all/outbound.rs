@@ -348,12 +348,10 @@ async fn grants_travel_with_the_handler_version_and_the_secret_stays_on_the_host
     ];
     deploy_fetcher(&redis, &granted);
     let http = crate::support::free_loopback_addr();
-    let host = HostProcess::start_with_env(
-        &redis.url(),
-        None,
-        &[("WASMQ_SECRET_token", SECRET), ("RUST_LOG", "trace")],
-        &["--queues", Q, "--http", &http],
-    );
+    let host = HostProcess::builder(&redis.url())
+        .envs(&[("WASMQ_SECRET_token", SECRET), ("RUST_LOG", "trace")])
+        .args(["--queues", Q, "--http", &http])
+        .start();
 
     let job = run_fetcher(&client, 1).await;
     assert_eq!(job.state, JobState::Completed, "{:?}", job.last_error);
@@ -448,7 +446,9 @@ async fn a_host_without_a_secret_runs_none_of_the_handlers_jobs_and_says_which_s
             "token",
         ],
     );
-    let mut without = HostProcess::start(&redis.url(), &["--queues", Q]);
+    let mut without = HostProcess::builder(&redis.url())
+        .args(["--queues", Q])
+        .start();
     let job = run_fetcher(&client, 2).await;
     assert_eq!(job.state, JobState::Dead);
     assert_eq!(job.last_outcome.as_deref(), Some("missing_secret"));
@@ -468,12 +468,10 @@ async fn a_host_without_a_secret_runs_none_of_the_handlers_jobs_and_says_which_s
     without.wait_exit(Duration::from_secs(10));
 
     // A host that has it runs the job once it is replayed.
-    let _with = HostProcess::start_with_env(
-        &redis.url(),
-        None,
-        &[("WASMQ_SECRET_token", "tok")],
-        &["--queues", Q],
-    );
+    let _with = HostProcess::builder(&redis.url())
+        .envs(&[("WASMQ_SECRET_token", "tok")])
+        .args(["--queues", Q])
+        .start();
     ok(&wasmq(&redis, &["dlq", "replay", Q, &job.id]));
     eventually(
         "the replayed job completed",

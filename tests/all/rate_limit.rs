@@ -4,59 +4,27 @@
 
 use std::time::Duration;
 
-use wasmq::queue::{Client, JobState, NewJob, QueueConfig};
+use wasmq::queue::{JobState, NewJob};
 
 use crate::support::eventually;
 use crate::support::guests::handler;
 use crate::support::host::HostProcess;
-use crate::support::jobs::enqueue_ids;
+use crate::support::jobs::{enqueue_ids, most_starts_in_a_window, set_limits};
 use crate::support::redis::RedisServer;
 
 const Q: &str = "limited";
 
 fn echo_host(redis: &RedisServer) -> HostProcess {
-    HostProcess::start(
-        &redis.url(),
-        &["--queues", Q, "--handler", &handler("echo", "echo")],
-    )
-}
-
-/// Sets the limits ("N/duration") and keeps every completed job, so tests can read them all.
-async fn set_limits(client: &Client, rate: Option<&str>, group_rate: Option<&str>) {
-    let config = QueueConfig {
-        completed_keep: None,
-        rate: rate.map(|r| r.parse().unwrap()),
-        group_rate: group_rate.map(|r| r.parse().unwrap()),
-        ..QueueConfig::default()
-    };
-    client.set_config(Q, &config).await.unwrap();
-}
-
-async fn redis_now_ms(redis: &RedisServer) -> u64 {
-    let mut conn = redis.connection().await;
-    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
-    secs * 1000 + micros / 1000
-}
-
-/// The most starts (ms) that any half-open window `[t, t + window)` holds.
-fn most_starts_in_a_window(starts: &[u64], window: u64) -> usize {
-    let mut sorted = starts.to_vec();
-    sorted.sort_unstable();
-    let (mut most, mut first) = (0, 0);
-    for last in 0..sorted.len() {
-        while sorted[last] - sorted[first] >= window {
-            first += 1;
-        }
-        most = most.max(last - first + 1);
-    }
-    most
+    HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--handler", &handler("echo", "echo")])
+        .start()
 }
 
 #[tokio::test]
 async fn two_hosts_start_at_most_100_jobs_in_any_second_of_a_queue_limited_to_100_per_second() {
     let redis = RedisServer::start();
     let client = redis.client().await;
-    set_limits(&client, Some("100/1s"), None).await;
+    set_limits(&client, Q, Some("100/1s"), None).await;
     let jobs: Vec<NewJob> = (0..500)
         .map(|i| NewJob::new("echo", format!("{i}").into_bytes()))
         .collect();
@@ -94,7 +62,7 @@ async fn two_hosts_start_at_most_100_jobs_in_any_second_of_a_queue_limited_to_10
 async fn a_tenant_with_10000_jobs_does_not_hold_up_another_tenants_job_past_one_window() {
     let redis = RedisServer::start();
     let client = redis.client().await;
-    set_limits(&client, None, Some("50/1s")).await;
+    set_limits(&client, Q, None, Some("50/1s")).await;
     let backlog: Vec<NewJob> = (0..10_000)
         .map(|i| NewJob::new("echo", format!("{i}").into_bytes()).with_group("tenant-a"))
         .collect();
@@ -111,7 +79,7 @@ async fn a_tenant_with_10000_jobs_does_not_hold_up_another_tenants_job_past_one_
     )
     .await;
 
-    let enqueued_at = redis_now_ms(&redis).await;
+    let enqueued_at = redis.now_ms().await;
     let b = client
         .enqueue(
             Q,

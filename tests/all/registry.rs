@@ -75,8 +75,12 @@ async fn deploys_reach_running_hosts_within_a_second_and_roll_back() {
 
     // Two hosts, no --handler: everything comes from the registry.
     let hosts = [
-        HostProcess::start(&redis.url(), &["--queues", Q, "--host-id", "host-a"]),
-        HostProcess::start(&redis.url(), &["--queues", Q, "--host-id", "host-b"]),
+        HostProcess::builder(&redis.url())
+            .args(["--queues", Q, "--host-id", "host-a"])
+            .start(),
+        HostProcess::builder(&redis.url())
+            .args(["--queues", Q, "--host-id", "host-b"])
+            .start(),
     ];
     assert_eq!(run_one(&client, "hello").await, "hello");
 
@@ -141,7 +145,19 @@ async fn deploys_reach_running_hosts_within_a_second_and_roll_back() {
     // Removed: hosts stop starting its jobs (they fail as unknown_handler and dead-letter).
     let out = ok(&wasmq(&redis, &["handler", "remove", "greet"]));
     assert!(out.contains("2 versions"), "{out}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for host in &hosts {
+        eventually(
+            "both hosts dropped greet",
+            Duration::from_secs(10),
+            || async {
+                host.log_text()
+                    .lines()
+                    .any(|l| l.contains("handler removed from the registry") && l.contains("greet"))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
     let id = client
         .enqueue(
             Q,
@@ -359,7 +375,9 @@ async fn warm_restarts_load_compiled_handlers_from_the_cache() {
             .collect()
     };
 
-    let mut host = HostProcess::start(&redis.url(), &["--queues", Q, "--cache-dir", cache_arg]);
+    let mut host = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--cache-dir", cache_arg])
+        .start();
     assert_eq!(run_one(&client, "cold").await, "cold");
     let lines = installed_from(&host);
     assert!(
@@ -369,7 +387,9 @@ async fn warm_restarts_load_compiled_handlers_from_the_cache() {
     host.sigterm();
     assert!(host.wait_exit(Duration::from_secs(10)).success());
 
-    let mut host = HostProcess::start(&redis.url(), &["--queues", Q, "--cache-dir", cache_arg]);
+    let mut host = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--cache-dir", cache_arg])
+        .start();
     assert_eq!(run_one(&client, "warm").await, "warm");
     let lines = installed_from(&host);
     assert!(
@@ -399,7 +419,9 @@ async fn warm_restarts_load_compiled_handlers_from_the_cache() {
         }
     }
     assert_eq!(damaged, 1);
-    let host = HostProcess::start(&redis.url(), &["--queues", Q, "--cache-dir", cache_arg]);
+    let host = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--cache-dir", cache_arg])
+        .start();
     assert_eq!(run_one(&client, "mended").await, "mended");
     let lines = installed_from(&host);
     assert!(
@@ -433,7 +455,9 @@ async fn a_deployed_retry_policy_applies_and_every_attempt_records_its_version()
         &retry,
         &["--max-attempts", "2", "--backoff", "fixed:10ms"],
     );
-    let _host = HostProcess::start(&redis.url(), &["--queues", Q]);
+    let _host = HostProcess::builder(&redis.url())
+        .args(["--queues", Q])
+        .start();
 
     // A job that leaves its policy to the handler gets two attempts, 10 ms apart, and the guest
     // is told so.

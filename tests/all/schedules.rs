@@ -47,8 +47,12 @@ async fn two_hosts_enqueue_exactly_one_job_per_tick() {
     keep_everything(&client, Q).await;
     let store = Schedules::connect(&redis.url()).await.unwrap();
     let echo = handler("echo", "echo");
-    let _a = HostProcess::start(&redis.url(), &["--queues", Q, "--handler", &echo]);
-    let _b = HostProcess::start(&redis.url(), &["--queues", Q, "--handler", &echo]);
+    let _a = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--handler", &echo])
+        .start();
+    let _b = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--handler", &echo])
+        .start();
     store
         .add(&spec("every-second", "*/1 * * * * *", 0))
         .await
@@ -125,10 +129,9 @@ async fn missed_ticks_follow_the_catch_up_policy_and_paused_schedules_wait() {
             .unwrap();
     }
 
-    let _host = HostProcess::start(
-        &redis.url(),
-        &["--queues", Q, "--handler", &handler("echo", "echo")],
-    );
+    let _host = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--handler", &handler("echo", "echo")])
+        .start();
     eventually(
         "both schedules dealt with",
         Duration::from_secs(30),

@@ -127,12 +127,10 @@ fn help_does_not_show_secret_environment_values() {
 #[tokio::test]
 async fn a_host_with_alerts_logs_the_webhook_without_its_credentials() {
     let redis = RedisServer::start();
-    let host = HostProcess::start_with_env(
-        &redis.url(),
-        None,
-        &[("RUST_LOG", "debug"), ("WASMQ_ALERT_SECRET", ALERT_SECRET)],
-        &["--queues", "q", "--no-cache", "--alert-webhook", &webhook()],
-    );
+    let host = HostProcess::builder(&redis.url())
+        .envs(&[("RUST_LOG", "debug"), ("WASMQ_ALERT_SECRET", ALERT_SECRET)])
+        .args(["--queues", "q", "--no-cache", "--alert-webhook", &webhook()])
+        .start();
     let log = eventually(
         "the host to turn alerts on",
         Duration::from_secs(30),

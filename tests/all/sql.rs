@@ -488,12 +488,10 @@ async fn a_deployed_handler_reaches_its_database_through_a_real_host_and_the_url
 
     let http = crate::support::free_loopback_addr();
     let secret_var = format!("WASMQ_SECRET_{SECRET}");
-    let host = HostProcess::start_with_env(
-        &redis.url(),
-        None,
-        &[(secret_var.as_str(), url.as_str()), ("RUST_LOG", "trace")],
-        &["--queues", Q, "--http", &http],
-    );
+    let host = HostProcess::builder(&redis.url())
+        .envs(&[(secret_var.as_str(), url.as_str()), ("RUST_LOG", "trace")])
+        .args(["--queues", Q, "--http", &http])
+        .start();
     let ops = json!({"database": "main", "ops": [
         {"execute": "CREATE TABLE o (id int8 PRIMARY KEY)"},
         {"execute": "INSERT INTO o VALUES (1)"},

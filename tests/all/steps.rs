@@ -68,10 +68,9 @@ async fn a_step_that_fails_once_retries_without_running_the_steps_before_it_agai
         .with_id("wf-1")
         .with_backoff(Backoff::fixed(Duration::from_millis(100)));
     client.enqueue(Q, &job).await.unwrap();
-    let _host = HostProcess::start(
-        &redis.url(),
-        &["--queues", Q, "--handler", &handler("workflow", "workflow")],
-    );
+    let _host = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--handler", &handler("workflow", "workflow")])
+        .start();
     wait_for_state(
         &client,
         Q,
@@ -108,10 +107,9 @@ async fn a_sleep_of_zero_ms_is_stored_and_the_attempt_goes_on() {
     keep_everything(&client, Q).await;
     let job = NewJob::new("workflow", br#"{"sleep_ms":0}"#.to_vec()).with_id("wf-0");
     client.enqueue(Q, &job).await.unwrap();
-    let _host = HostProcess::start(
-        &redis.url(),
-        &["--queues", Q, "--handler", &handler("workflow", "workflow")],
-    );
+    let _host = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--handler", &handler("workflow", "workflow")])
+        .start();
     wait_for_state(
         &client,
         Q,
@@ -134,7 +132,9 @@ async fn a_sleeping_workflow_resumes_on_another_host_after_the_first_is_killed()
     let client = redis.client().await;
     keep_everything(&client, Q).await;
     let workflow = handler("workflow", "workflow");
-    let mut first = HostProcess::start(&redis.url(), &["--queues", Q, "--handler", &workflow]);
+    let mut first = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--handler", &workflow])
+        .start();
     client
         .enqueue(
             Q,
@@ -157,7 +157,9 @@ async fn a_sleeping_workflow_resumes_on_another_host_after_the_first_is_killed()
     first.sigkill();
     first.wait_exit(Duration::from_secs(10));
 
-    let _second = HostProcess::start(&redis.url(), &["--queues", Q, "--handler", &workflow]);
+    let _second = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--handler", &workflow])
+        .start();
     wait_for_state(
         &client,
         Q,
@@ -189,17 +191,16 @@ async fn a_parent_that_fails_after_enqueueing_children_leaves_none() {
     let client = redis.client().await;
     let job = NewJob::new("parent", br#"{"children":3,"fail":true}"#.to_vec()).with_id("p-1");
     client.enqueue(Q, &job).await.unwrap();
-    let _host = HostProcess::start(
-        &redis.url(),
-        &[
+    let _host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--handler",
             &handler("parent", "parent"),
             "--handler",
             &handler("echo", "echo"),
-        ],
-    );
+        ])
+        .start();
     wait_for_state(&client, Q, "p-1", JobState::Dead, Duration::from_secs(30)).await;
     let counts = client.counts(Q).await.unwrap();
     assert_eq!(
@@ -223,17 +224,16 @@ async fn a_completed_parent_leaves_exactly_its_children_in_another_queue() {
     let job = NewJob::new("parent", br#"{"children":3,"queue":"kids"}"#.to_vec()).with_id("p-2");
     client.enqueue(Q, &job).await.unwrap();
     let queues = format!("{Q},{KIDS}");
-    let _host = HostProcess::start(
-        &redis.url(),
-        &[
+    let _host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             &queues,
             "--handler",
             &handler("parent", "parent"),
             "--handler",
             &handler("echo", "echo"),
-        ],
-    );
+        ])
+        .start();
     wait_for_state(
         &client,
         Q,
@@ -444,7 +444,9 @@ async fn a_python_workflow_sleeps_retries_and_replays_its_steps_like_the_rust_on
     .with_backoff(Backoff::fixed(Duration::from_millis(100)));
     client.enqueue(Q, &job).await.unwrap();
     let python = format!("workflow={}", guests::python("workflow").display());
-    let _host = HostProcess::start(&redis.url(), &["--queues", Q, "--handler", &python]);
+    let _host = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--handler", &python])
+        .start();
     wait_for_state(
         &client,
         Q,
@@ -489,7 +491,10 @@ async fn a_throttled_handler_starts_at_most_its_limit_per_period_per_key() {
         "[handlers.echo]\npath = {:?}\nthrottle = \"2/1s\"\n",
         guests::rust("echo")
     );
-    let _host = HostProcess::start_with_config(&redis.url(), &toml, &["--queues", Q]);
+    let _host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .args(["--queues", Q])
+        .start();
     eventually("every job completed", Duration::from_secs(30), || async {
         let counts = client.counts(Q).await.ok()?;
         (counts.completed == 8).then_some(())

@@ -190,16 +190,15 @@ async fn a_job_runs_over(url: &str) {
     let out = wasmq(url, &["enqueue", Q, "greet", "--payload", "over tls"]);
     assert!(out.status.success(), "{out:?}");
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let host = HostProcess::start(
-        url,
-        &[
+    let host = HostProcess::builder(url)
+        .args([
             "--queues",
             Q,
             "--no-cache",
             "--handler",
             &guests::handler("greet", "echo"),
-        ],
-    );
+        ])
+        .start();
     let client = Client::connect(url).await.unwrap();
     let result = eventually("the job to complete", Duration::from_secs(60), || async {
         let job = client.get(Q, &id).await.ok()??;

@@ -114,15 +114,13 @@ impl World {
     /// A host with the secrets, alerting to the hook; `lease` short where a test kills it.
     fn host(&self, lease: &str) -> HostProcess {
         let db_url = self.pg.url();
-        HostProcess::start_with_env(
-            &self.redis.url(),
-            None,
-            &[
+        HostProcess::builder(&self.redis.url())
+            .envs(&[
                 ("WASMQ_SECRET_APP_DB_URL", db_url.as_str()),
                 ("WASMQ_SECRET_EMAIL_API_KEY", API_KEY),
                 ("WASMQ_ALERT_SECRET", ALERT_SECRET),
-            ],
-            &[
+            ])
+            .args([
                 "--queues",
                 Q,
                 "--lease",
@@ -131,8 +129,8 @@ impl World {
                 self.cache.path().to_str().unwrap(),
                 "--alert-webhook",
                 &self.hook.url("/ok"),
-            ],
-        )
+            ])
+            .start()
     }
 
     /// The producer: `wasmq enqueue emails welcome --payload '{"userId":N}' --id
@@ -331,16 +329,14 @@ async fn the_database_url_and_the_api_key_stay_on_the_hosts() {
     w.deploy(Lang::Rust);
     let http = crate::support::free_loopback_addr();
     let db_url = w.pg.url();
-    let host = HostProcess::start_with_env(
-        &w.redis.url(),
-        None,
-        &[
+    let host = HostProcess::builder(&w.redis.url())
+        .envs(&[
             ("WASMQ_SECRET_APP_DB_URL", db_url.as_str()),
             ("WASMQ_SECRET_EMAIL_API_KEY", API_KEY),
             ("RUST_LOG", "trace"),
-        ],
-        &["--queues", Q, "--http", &http],
-    );
+        ])
+        .args(["--queues", Q, "--http", &http])
+        .start();
     let job = w.ended(&w.enqueue(1)).await;
     assert_eq!(job.state, JobState::Completed, "{:?}", job.last_error);
     let secrets = [db_url.as_str(), w.pg.password(), API_KEY];

@@ -8,7 +8,7 @@ use wasmq::queue::{Client, JobState, NewJob};
 use crate::support::eventually;
 use crate::support::guests::{self, handler};
 use crate::support::host::HostProcess;
-use crate::support::jobs::{enqueue_ids, keep_everything};
+use crate::support::jobs::{enqueue_ids, keep_everything, wait_for_count};
 use crate::support::redis::RedisServer;
 
 const Q: &str = "work";
@@ -18,14 +18,6 @@ async fn enqueue_sleeps(client: &Client, n: usize, ms: u64) -> Vec<String> {
         .map(|_| NewJob::new("sleep", ms.to_string().into_bytes()))
         .collect();
     enqueue_ids(client, Q, &jobs).await
-}
-
-async fn wait_for_count(client: &Client, state: JobState, n: u64, within: Duration) {
-    eventually(&format!("{n} jobs {state}"), within, || async {
-        let counts = client.counts(Q).await.ok()?;
-        (counts.get(state) == n).then_some(())
-    })
-    .await;
 }
 
 /// `(start_ms, end_ms)` that the sleep guest reported for each completed job.
@@ -64,11 +56,10 @@ async fn host_runs_enqueued_jobs_and_records_their_results() {
         .map(|i| NewJob::new("echo", format!("job {i}").into_bytes()))
         .collect();
     let enqueued = client.enqueue_bulk(Q, &jobs).await.unwrap();
-    let _host = HostProcess::start(
-        &redis.url(),
-        &["--queues", Q, "--handler", &handler("echo", "echo")],
-    );
-    wait_for_count(&client, JobState::Completed, 50, Duration::from_secs(30)).await;
+    let _host = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--handler", &handler("echo", "echo")])
+        .start();
+    wait_for_count(&client, Q, JobState::Completed, 50, Duration::from_secs(30)).await;
     for (i, e) in enqueued.iter().enumerate() {
         let job = client.get(Q, &e.id).await.unwrap().unwrap();
         assert_eq!(job.result.as_deref(), Some(format!("job {i}").as_bytes()));
@@ -79,7 +70,7 @@ async fn host_runs_enqueued_jobs_and_records_their_results() {
         .enqueue(Q, &NewJob::new("echo", b"late".to_vec()))
         .await
         .unwrap();
-    wait_for_count(&client, JobState::Completed, 51, Duration::from_secs(5)).await;
+    wait_for_count(&client, Q, JobState::Completed, 51, Duration::from_secs(5)).await;
     let job = client.get(Q, &late.id).await.unwrap().unwrap();
     assert_eq!(job.result.as_deref(), Some(&b"late"[..]));
 }
@@ -106,18 +97,17 @@ async fn guest_failures_follow_the_retry_policy() {
         .enqueue(Q, &NewJob::new("nobody", Vec::new()).with_max_attempts(1))
         .await
         .unwrap();
-    let _host = HostProcess::start(
-        &redis.url(),
-        &[
+    let _host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--handler",
             &handler("retry", "retry"),
             "--handler",
             &handler("fail", "fail"),
-        ],
-    );
-    wait_for_count(&client, JobState::Dead, 3, Duration::from_secs(60)).await;
+        ])
+        .start();
+    wait_for_count(&client, Q, JobState::Dead, 3, Duration::from_secs(60)).await;
 
     let job = client.get(Q, &retry.id).await.unwrap().unwrap();
     let outcomes: Vec<_> = job.history.iter().map(|a| a.outcome.as_str()).collect();
@@ -157,18 +147,17 @@ async fn immediate_retries_are_acked_as_their_own_attempt() {
         .map(|_| NewJob::new("flaky", b"{}".to_vec()).with_backoff(no_wait))
         .collect();
     let ids = enqueue_ids(&client, Q, &jobs).await;
-    let _host = HostProcess::start(
-        &redis.url(),
-        &[
+    let _host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--handler",
             &handler("flaky", "flaky"),
             "--lease",
             "2s",
-        ],
-    );
-    wait_for_count(&client, JobState::Completed, N, Duration::from_secs(60)).await;
+        ])
+        .start();
+    wait_for_count(&client, Q, JobState::Completed, N, Duration::from_secs(60)).await;
     let mut wrong = Vec::new();
     for id in &ids {
         let job = client.get(Q, id).await.unwrap().unwrap();
@@ -211,7 +200,7 @@ async fn run_at_concurrency_one(redis: &RedisServer, n: u64, flags: &[&str]) -> 
     let echo = handler("echo", "echo");
     let mut args = vec!["--queues", Q, "--handler", &echo, "--concurrency", "1"];
     args.extend_from_slice(flags);
-    let host = HostProcess::start(&redis.url(), &args);
+    let host = HostProcess::builder(&redis.url()).args(&args).start();
     let completed = wasmq::queue::QueueKeys::new(Q).unwrap().completed();
     eventually(
         &format!("{n} jobs completed"),
@@ -334,9 +323,8 @@ async fn jobs_leased_ahead_of_a_long_job_go_back_to_the_queue_uncounted() {
     let warm = enqueue_echoes(&client, 50).await;
     let long = enqueue_sleeps(&client, 1, 4000).await;
     let behind = enqueue_echoes(&client, 10).await;
-    let _host = HostProcess::start(
-        &redis.url(),
-        &[
+    let _host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--handler",
@@ -348,8 +336,8 @@ async fn jobs_leased_ahead_of_a_long_job_go_back_to_the_queue_uncounted() {
             // Echo counts as short however busy the machine; jobs behind one go back after 1 s.
             "--prefetch-below",
             "100ms",
-        ],
-    );
+        ])
+        .start();
     eventually("the long job running", Duration::from_secs(20), || async {
         let job = client.get(Q, &long[0]).await.ok()??;
         (job.state == JobState::Active).then_some(())
@@ -393,7 +381,7 @@ async fn jobs_leased_ahead_of_a_long_job_go_back_to_the_queue_uncounted() {
         "leased ahead {leased_ahead:?}, released {released:?}"
     );
 
-    wait_for_count(&client, JobState::Completed, 61, Duration::from_secs(30)).await;
+    wait_for_count(&client, Q, JobState::Completed, 61, Duration::from_secs(30)).await;
     for id in warm.iter().chain(&long).chain(&behind) {
         let job = client.get(Q, id).await.unwrap().unwrap();
         assert_eq!((job.attempt, job.history.len()), (1, 1), "job {id}");
@@ -415,7 +403,7 @@ async fn sigterm_while_short_jobs_flow_releases_the_jobs_leased_ahead_uncounted(
         "--concurrency",
         "1",
     ];
-    let mut first = HostProcess::start(&redis.url(), &args);
+    let mut first = HostProcess::builder(&redis.url()).args(args).start();
     eventually("some jobs done", Duration::from_secs(30), || async {
         let c = client.counts(Q).await.ok()?;
         (c.completed >= 200).then_some(())
@@ -444,8 +432,8 @@ async fn sigterm_while_short_jobs_flow_releases_the_jobs_leased_ahead_uncounted(
         }
     }
 
-    let _second = HostProcess::start(&redis.url(), &args);
-    wait_for_count(&client, JobState::Completed, N, Duration::from_secs(60)).await;
+    let _second = HostProcess::builder(&redis.url()).args(args).start();
+    wait_for_count(&client, Q, JobState::Completed, N, Duration::from_secs(60)).await;
     for id in &ids {
         let job = client.get(Q, id).await.unwrap().unwrap();
         assert_eq!((job.attempt, job.history.len()), (1, 1), "job {id}");
@@ -457,9 +445,8 @@ async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero() {
     let redis = RedisServer::start();
     let client = redis.client().await;
     let ids = enqueue_sleeps(&client, 20, 1000).await;
-    let mut host = HostProcess::start(
-        &redis.url(),
-        &[
+    let mut host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--handler",
@@ -468,9 +455,9 @@ async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero() {
             "20",
             "--grace",
             "20s",
-        ],
-    );
-    wait_for_count(&client, JobState::Active, 20, Duration::from_secs(20)).await;
+        ])
+        .start();
+    wait_for_count(&client, Q, JobState::Active, 20, Duration::from_secs(20)).await;
     host.sigterm();
     let status = host.wait_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "log:\n{}", host.log_text());
@@ -497,18 +484,17 @@ async fn sigterm_past_the_grace_returns_jobs_uncounted_for_another_host() {
     let redis = RedisServer::start();
     let client = redis.client().await;
     let ids = enqueue_sleeps(&client, 5, 4000).await;
-    let mut first = HostProcess::start(
-        &redis.url(),
-        &[
+    let mut first = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--handler",
             &handler("sleep", "sleep"),
             "--grace",
             "300ms",
-        ],
-    );
-    wait_for_count(&client, JobState::Active, 5, Duration::from_secs(20)).await;
+        ])
+        .start();
+    wait_for_count(&client, Q, JobState::Active, 5, Duration::from_secs(20)).await;
     first.sigterm();
     let status = first.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "log:\n{}", first.log_text());
@@ -520,11 +506,10 @@ async fn sigterm_past_the_grace_returns_jobs_uncounted_for_another_host() {
         assert!(job.history.is_empty());
     }
 
-    let _second = HostProcess::start(
-        &redis.url(),
-        &["--queues", Q, "--handler", &handler("sleep", "sleep")],
-    );
-    wait_for_count(&client, JobState::Completed, 5, Duration::from_secs(30)).await;
+    let _second = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--handler", &handler("sleep", "sleep")])
+        .start();
+    wait_for_count(&client, Q, JobState::Completed, 5, Duration::from_secs(30)).await;
     for id in &ids {
         assert_eq!(client.get(Q, id).await.unwrap().unwrap().attempt, 1);
     }
@@ -535,21 +520,30 @@ async fn a_second_signal_stops_in_flight_jobs_at_once() {
     let redis = RedisServer::start();
     let client = redis.client().await;
     enqueue_sleeps(&client, 3, 30_000).await;
-    let mut host = HostProcess::start(
-        &redis.url(),
-        &[
+    let mut host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--handler",
             &handler("sleep", "sleep"),
             "--grace",
             "60s",
-        ],
-    );
-    wait_for_count(&client, JobState::Active, 3, Duration::from_secs(20)).await;
+        ])
+        .start();
+    wait_for_count(&client, Q, JobState::Active, 3, Duration::from_secs(20)).await;
     host.sigterm();
-    // Give the first signal time to land, so the second one is the second.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The first signal has landed (the host says so) before the second is sent.
+    eventually(
+        "the host to take the first signal",
+        Duration::from_secs(10),
+        || async {
+            host.log_text()
+                .lines()
+                .any(|l| l.contains("signal received") && l.contains("Draining"))
+                .then_some(())
+        },
+    )
+    .await;
     host.sigint();
     let status = host.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
@@ -564,18 +558,16 @@ async fn sigkill_mid_batch_loses_nothing_and_reruns_count_an_attempt() {
     keep_everything(&client, Q).await;
     let ids = enqueue_sleeps(&client, 10, 3000).await;
     let sleep = handler("sleep", "sleep");
-    let mut doomed = HostProcess::start(
-        &redis.url(),
-        &["--queues", Q, "--handler", &sleep, "--lease", "1s"],
-    );
-    wait_for_count(&client, JobState::Active, 10, Duration::from_secs(20)).await;
+    let mut doomed = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--handler", &sleep, "--lease", "1s"])
+        .start();
+    wait_for_count(&client, Q, JobState::Active, 10, Duration::from_secs(20)).await;
     doomed.sigkill();
 
-    let _survivor = HostProcess::start(
-        &redis.url(),
-        &["--queues", Q, "--handler", &sleep, "--lease", "1s"],
-    );
-    wait_for_count(&client, JobState::Completed, 10, Duration::from_secs(60)).await;
+    let _survivor = HostProcess::builder(&redis.url())
+        .args(["--queues", Q, "--handler", &sleep, "--lease", "1s"])
+        .start();
+    wait_for_count(&client, Q, JobState::Completed, 10, Duration::from_secs(60)).await;
     for id in &ids {
         let job = client.get(Q, id).await.unwrap().unwrap();
         assert_eq!(job.attempt, 2, "job {id}");
@@ -594,8 +586,11 @@ async fn memory_budget_bounds_how_many_jobs_run_at_once() {
         "memory_budget = \"128MiB\"\nconcurrency = 10\n[handlers.sleep]\npath = {:?}\nmemory = \"64MiB\"\n",
         guests::rust("sleep")
     );
-    let _host = HostProcess::start_with_config(&redis.url(), &toml, &["--queues", Q]);
-    wait_for_count(&client, JobState::Completed, 6, Duration::from_secs(30)).await;
+    let _host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .args(["--queues", Q])
+        .start();
+    wait_for_count(&client, Q, JobState::Completed, 6, Duration::from_secs(30)).await;
     let spans = sleep_spans(&client, &ids).await;
     assert_eq!(max_overlap(&spans), 2, "{spans:?}");
 }
@@ -611,17 +606,16 @@ async fn redis_restart_while_jobs_flow_loses_nothing() {
     for chunk in jobs.chunks(500) {
         client.enqueue_bulk(Q, chunk).await.unwrap();
     }
-    let mut host = HostProcess::start(
-        &redis.url(),
-        &[
+    let mut host = HostProcess::builder(&redis.url())
+        .args([
             "--queues",
             Q,
             "--handler",
             &handler("echo", "echo"),
             "--lease",
             "5s",
-        ],
-    );
+        ])
+        .start();
     eventually("some jobs done", Duration::from_secs(30), || async {
         let c = client.counts(Q).await.ok()?;
         (c.completed > 0).then_some(())
@@ -663,8 +657,11 @@ async fn handler_concurrency_limit_holds_beside_a_roomy_host() {
         "concurrency = 16\n[handlers.sleep]\npath = {:?}\nconcurrency = 1\n",
         guests::rust("sleep")
     );
-    let _host = HostProcess::start_with_config(&redis.url(), &toml, &["--queues", Q]);
-    wait_for_count(&client, JobState::Completed, 4, Duration::from_secs(30)).await;
+    let _host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .args(["--queues", Q])
+        .start();
+    wait_for_count(&client, Q, JobState::Completed, 4, Duration::from_secs(30)).await;
     let spans = sleep_spans(&client, &ids).await;
     assert_eq!(max_overlap(&spans), 1, "{spans:?}");
 }

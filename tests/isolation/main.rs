@@ -343,7 +343,7 @@ async fn measure_echo_latency(load: HostileLoad) -> Measurement {
         stamp_guest(),
         load.handlers,
     );
-    let mut host = HostProcess::start_with_config(&redis.url(), &toml, &[]);
+    let mut host = HostProcess::builder(&redis.url()).config(&toml).start();
     let our_pids = [std::process::id(), redis_pid(&redis).await, host.pid()];
 
     // Warm up (first instantiations, connections).

@@ -5,47 +5,69 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// A running `wasmq run` (from [`HostProcess::builder`]), killed when dropped.
 pub struct HostProcess {
     child: Child,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl HostProcess {
-    /// Starts `wasmq run --redis <url> <args>`.
-    pub fn start(redis_url: &str, args: &[&str]) -> HostProcess {
-        Self::spawn(redis_url, None, args)
+/// What a [`HostProcess`] is started with: `wasmq run --redis <url> [--config <file>]
+/// <args>`, with `RUST_LOG=info,wasmq::guest=warn` and any extra environment variables
+/// (which may override it).
+///
+/// ```ignore
+/// let host = HostProcess::builder(&redis.url())
+///     .config(&toml)
+///     .env("RUST_LOG", "debug")
+///     .args(["--queues", Q])
+///     .start();
+/// ```
+#[must_use = "a host builder does nothing until `start`"]
+pub struct HostBuilder {
+    redis_url: String,
+    config: Option<String>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
+impl HostBuilder {
+    /// Writes `toml` to a `wasmq.toml` in the host's own directory and passes it as `--config`.
+    pub fn config(mut self, toml: &str) -> HostBuilder {
+        self.config = Some(toml.to_string());
+        self
     }
 
-    /// Starts `wasmq run --redis <url> --config <file> <args>`, the file holding `toml`.
-    pub fn start_with_config(redis_url: &str, toml: &str, args: &[&str]) -> HostProcess {
-        Self::spawn(redis_url, Some(toml), args)
+    /// Sets one environment variable of the process.
+    pub fn env(mut self, key: &str, value: &str) -> HostBuilder {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
-    /// Starts `wasmq run --redis <url> [--config <file>] <args>` with extra environment
-    /// variables, the file (if any) holding `toml`.
-    pub fn start_with_env(
-        redis_url: &str,
-        toml: Option<&str>,
-        env: &[(&str, &str)],
-        args: &[&str],
-    ) -> HostProcess {
-        Self::spawn_with(redis_url, toml, env, args)
+    /// Sets environment variables of the process, in order.
+    pub fn envs(mut self, vars: &[(&str, &str)]) -> HostBuilder {
+        for (key, value) in vars {
+            self = self.env(key, value);
+        }
+        self
     }
 
-    fn spawn(redis_url: &str, toml: Option<&str>, args: &[&str]) -> HostProcess {
-        Self::spawn_with(redis_url, toml, &[], args)
+    /// Appends command-line arguments after `--redis <url>` (and `--config <file>`).
+    pub fn args<I, S>(mut self, args: I) -> HostBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.args
+            .extend(args.into_iter().map(|arg| arg.as_ref().to_string()));
+        self
     }
 
-    fn spawn_with(
-        redis_url: &str,
-        toml: Option<&str>,
-        env: &[(&str, &str)],
-        args: &[&str],
-    ) -> HostProcess {
+    /// Spawns the process; its stderr goes to a log file in its own directory.
+    pub fn start(self) -> HostProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config_args = Vec::new();
-        if let Some(toml) = toml {
+        if let Some(toml) = &self.config {
             let config = dir.path().join("wasmq.toml");
             std::fs::write(&config, toml).expect("write wasmq.toml");
             config_args = vec!["--config".into(), config.into_os_string()];
@@ -55,11 +77,11 @@ impl HostProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_wasmq"))
             .arg("run")
             .arg("--redis")
-            .arg(redis_url)
+            .arg(&self.redis_url)
             .args(config_args)
-            .args(args)
+            .args(&self.args)
             .env("RUST_LOG", "info,wasmq::guest=warn")
-            .envs(env.iter().copied())
+            .envs(self.env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -69,6 +91,19 @@ impl HostProcess {
             child,
             log,
             _dir: dir,
+        }
+    }
+}
+
+impl HostProcess {
+    /// A `wasmq run --redis <redis_url>` to set up with [`HostBuilder`]'s methods, then
+    /// [`HostBuilder::start`].
+    pub fn builder(redis_url: &str) -> HostBuilder {
+        HostBuilder {
+            redis_url: redis_url.to_string(),
+            config: None,
+            env: Vec::new(),
+            args: Vec::new(),
         }
     }
 

@@ -1,8 +1,10 @@
 //! Shared test helpers: guest components, private redis-server processes, wasmq host
-//! processes, common queue set-up, and polling with a deadline.
+//! processes, a `wasmq serve` and its HTTP client, common queue set-up and waits, and polling
+//! with a deadline.
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod email_api;

@@ -86,7 +86,13 @@ impl RedisServer {
             .expect("connect a queue client to the test redis-server")
     }
 
-    /// Every key and its `DUMP`: what "Redis content unchanged" compares.
+    /// Redis server time in ms (see [`now_ms`]).
+    pub async fn now_ms(&self) -> u64 {
+        now_ms(&mut self.connection().await).await
+    }
+
+    /// Every key and its `DUMP`: what "Redis content unchanged" compares; equal snapshots
+    /// mean nothing was written.
     pub async fn snapshot(&self) -> std::collections::BTreeMap<String, Vec<u8>> {
         let mut conn = self.connection().await;
         // On a cluster, `KEYS` goes to every primary and the replies are joined.
@@ -185,4 +191,11 @@ impl RedisServer {
             Backend::Cluster(cluster) => cluster.restart(),
         }
     }
+}
+
+/// Redis server time in ms, read on `conn`: the clock every deadline in the protocol (lease
+/// expiry, delays, rate windows, completion times) is measured on.
+pub async fn now_ms(conn: &mut RedisConnection) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
+    secs * 1000 + micros / 1000
 }
