@@ -175,53 +175,15 @@ impl Pattern {
         let (scheme, rest) = text
             .split_once("://")
             .ok_or_else(|| err("expected scheme://host[:port], like https://api.example.com"))?;
-        let scheme = match scheme {
-            "*" => SchemePattern::Any,
-            s if !s.is_empty()
-                && s.starts_with(|c: char| c.is_ascii_lowercase())
-                && s.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)) =>
-            {
-                SchemePattern::Exactly(s.to_string())
-            }
-            _ => {
-                return Err(err(
-                    "the scheme must be http, https, another lower-case scheme name or *",
-                ));
-            }
-        };
+        let scheme = parse_scheme(scheme).map_err(err)?;
         if rest.contains('@') {
             return Err(err("userinfo (user@host) is not allowed in a pattern"));
         }
         if rest.contains(['?', '#']) {
             return Err(err("a pattern has no query or fragment"));
         }
-        // Split off the host (which may be bracketed, or a CIDR with its /prefix), then the port.
-        let (host_text, after_host) = if let Some(inner) = rest.strip_prefix('[') {
-            let end = inner
-                .find(']')
-                .ok_or_else(|| err("an IPv6 address needs its closing ]"))?;
-            (&rest[..end + 2], &inner[end + 1..])
-        } else {
-            let end = rest.find([':', '/']).unwrap_or(rest.len());
-            (&rest[..end], &rest[end..])
-        };
-        let (prefix, after_prefix) = match after_host.strip_prefix('/') {
-            Some(tail) => {
-                let end = tail.find(':').unwrap_or(tail.len());
-                let digits = &tail[..end];
-                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(err(
-                        "a pattern has no path (a / may only give a CIDR prefix length)",
-                    ));
-                }
-                let prefix: u8 = digits
-                    .parse()
-                    .map_err(|_| err("the CIDR prefix length is too large"))?;
-                (Some(prefix), &tail[end..])
-            }
-            None => (None, after_host),
-        };
+        let (host_text, after_host) = split_host(rest).map_err(err)?;
+        let (prefix, after_prefix) = split_prefix(after_host).map_err(err)?;
         let port = match after_prefix {
             "" => PortPattern::Default,
             p => {
@@ -274,6 +236,53 @@ impl Pattern {
             _ => false,
         }
     }
+}
+
+/// A pattern's scheme: `*`, or a lower-case scheme name.
+fn parse_scheme(scheme: &str) -> Result<SchemePattern, &'static str> {
+    match scheme {
+        "*" => Ok(SchemePattern::Any),
+        s if !s.is_empty()
+            && s.starts_with(|c: char| c.is_ascii_lowercase())
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)) =>
+        {
+            Ok(SchemePattern::Exactly(s.to_string()))
+        }
+        _ => Err("the scheme must be http, https, another lower-case scheme name or *"),
+    }
+}
+
+/// Splits what follows `://` into the host (which may be bracketed, or a CIDR) and the rest.
+fn split_host(rest: &str) -> Result<(&str, &str), &'static str> {
+    match rest.strip_prefix('[') {
+        Some(inner) => {
+            let end = inner
+                .find(']')
+                .ok_or("an IPv6 address needs its closing ]")?;
+            Ok((&rest[..end + 2], &inner[end + 1..]))
+        }
+        None => {
+            let end = rest.find([':', '/']).unwrap_or(rest.len());
+            Ok((&rest[..end], &rest[end..]))
+        }
+    }
+}
+
+/// Splits a CIDR's `/prefix` off what follows the host.
+fn split_prefix(after_host: &str) -> Result<(Option<u8>, &str), &'static str> {
+    let Some(tail) = after_host.strip_prefix('/') else {
+        return Ok((None, after_host));
+    };
+    let end = tail.find(':').unwrap_or(tail.len());
+    let digits = &tail[..end];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("a pattern has no path (a / may only give a CIDR prefix length)");
+    }
+    let prefix: u8 = digits
+        .parse()
+        .map_err(|_| "the CIDR prefix length is too large")?;
+    Ok((Some(prefix), &tail[end..]))
 }
 
 fn parse_port(text: &str) -> Option<PortPattern> {
