@@ -205,6 +205,46 @@ impl Client {
             .await?)
     }
 
+    /// [`Client::load_steps`], unless they hold more than `max_bytes` (field names and values):
+    /// then `None`, having held at most `max_bytes` and one `HSCAN` reply of them (a few
+    /// fields). A worker reads a job's steps this way, so that steps saved under a larger
+    /// limit (another host's, an older version's) cost it no more than its own.
+    pub async fn load_steps_at_most(
+        &self,
+        queue: &str,
+        id: &str,
+        max_bytes: usize,
+    ) -> Result<Option<HashMap<String, Vec<u8>>>> {
+        /// Fields asked for per `HSCAN` (a hint; a small hash comes whole in one reply).
+        const SCAN_COUNT: usize = 8;
+        let keys = QueueKeys::new(queue)?;
+        let key = keys.steps(id);
+        let mut conn = self.conn.clone();
+        let mut fields = HashMap::new();
+        let mut bytes = 0usize;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, page): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
+                .arg(&key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut conn)
+                .await?;
+            for (field, value) in page {
+                bytes = bytes.saturating_add(field.len() + value.len());
+                if bytes > max_bytes {
+                    return Ok(None);
+                }
+                fields.insert(field, value);
+            }
+            if next == 0 {
+                return Ok(Some(fields));
+            }
+            cursor = next;
+        }
+    }
+
     /// Stores one field of an active job's steps, if `token` still holds its lease.
     pub async fn save_step(
         &self,
