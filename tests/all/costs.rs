@@ -9,6 +9,7 @@ use std::time::Duration;
 use wasmq::queue::{Client, Failure, JobState, NewJob, QueueConfig, StepSave};
 
 use crate::corpus::table::Wat;
+use crate::support::cli::{ok, wasmq};
 use crate::support::eventually;
 use crate::support::guests;
 use crate::support::host::HostProcess;
@@ -252,7 +253,7 @@ async fn the_steps_of_dead_jobs_are_dropped_oldest_first_past_the_queues_byte_ca
 
 /// Through a real host: jobs that die holding steps (a hostile guest saving past the per-job
 /// limit) are counted by the host's watchman, and the steps of the first to die are dropped
-/// once the queue's dead jobs hold more than its cap.
+/// once the queue's dead jobs hold more than its cap; the HTTP API and the CLI show it.
 #[tokio::test]
 async fn a_hosts_watchman_keeps_dead_jobs_steps_under_the_queues_cap() {
     const STEP: usize = 256 * 1024;
@@ -261,9 +262,13 @@ async fn a_hosts_watchman_keeps_dead_jobs_steps_under_the_queues_cap() {
     // Room for two jobs' steps: each dies holding one step, refused the second.
     let cap = 2 * (STEP + "run:s0".len()) as u64;
     cap_dead_steps(&client, cap).await;
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let toml = format!(
         "queues = [{Q:?}]\nlease = \"600ms\"\nmax_job_step_bytes = \"300KiB\"\n\
-         [handlers.hostile]\npath = {:?}\n",
+         http = \"{http}\"\n[handlers.hostile]\npath = {:?}\n",
         guests::rust("hostile")
     );
     let _host = HostProcess::start_with_config(&redis.url(), &toml, &[]);
@@ -300,4 +305,33 @@ async fn a_hosts_watchman_keeps_dead_jobs_steps_under_the_queues_cap() {
         assert!(job.last_error.unwrap().contains("bytes per job"));
         assert_eq!(exists(&redis, &steps_key(id)).await, i >= 2, "{id}");
     }
+    let api = reqwest::Client::new();
+    let get = |path: String| {
+        let api = api.clone();
+        async move {
+            let response = api
+                .get(format!("http://{http}{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                response.status().is_success(),
+                "{path}: {}",
+                response.status()
+            );
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let h0 = get(format!("/api/queues/{Q}/jobs/h0")).await;
+    assert_eq!(h0["steps_dropped"], "dead_letter_byte_cap", "{h0}");
+    let h3 = get(format!("/api/queues/{Q}/jobs/h3")).await;
+    assert!(h3["steps_dropped"].is_null(), "{h3}");
+    let queue = get(format!("/api/queues/{Q}")).await;
+    assert_eq!(queue["config"]["dead_step_bytes"], cap, "{queue}");
+    let shown = ok(&wasmq(&redis, &["job", Q, "h0"]));
+    assert!(
+        shown.contains("steps dropped: dead-letter byte cap of the queue"),
+        "{shown}"
+    );
+    assert!(!ok(&wasmq(&redis, &["job", Q, "h3"])).contains("steps dropped"));
 }
