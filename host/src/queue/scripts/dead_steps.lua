@@ -3,7 +3,8 @@
 -- number may run at once (each call is atomic).
 --
 -- 1. Counts the steps of the jobs dead-lettered since the last call (at most ARGV[1] of
---    them, in the order they died): the bytes of each one's steps hash (field names and
+--    them, and of MAX_FIELDS step fields in all, so that one call stays short; in the order
+--    they died): the bytes of each one's steps hash (field names and
 --    values), kept per job in `dead_steps_bytes` and in all in `dead_steps_meta`, the job in
 --    `dead_steps` scored by when it died. A job dead before this ran at all is counted in
 --    turn, from the oldest.
@@ -24,11 +25,14 @@ local prefix, steps = KEYS[1], KEYS[4]
 local cfg, wrong = read_config(KEYS[2], { 'dead_step_bytes' })
 wrong = wrong or type_error(KEYS[3], 'zset', KEYS[5], 'zset', KEYS[6], 'hash', KEYS[7], 'hash')
 if wrong then return wrong end
+local MAX_FIELDS = 20000
 local limit = int_in(ARGV[1], 1, 100000) or 1000
 local meta = redis.call('HMGET', KEYS[7], 'total', 'mark', 'last')
 local total = int_in(meta[1], 0, 1e15) or 0
 local mark = int_in(meta[2], 0, 1e15) or 0
 local last = meta[3] or ''
+local was = { total, mark, last }
+local fields_seen = 0
 
 -- The dead jobs after (mark, last), in the dead set's order (by death time, then id): from
 -- just after `last` when it is still there at `mark`, else from `mark` on (the ones at `mark`
@@ -46,7 +50,9 @@ end
 local function steps_bytes(key)
   if type_of(key) ~= 'hash' then return 0 end
   local bytes = 0
-  for _, field in ipairs(redis.call('HKEYS', key)) do
+  local fields = redis.call('HKEYS', key)
+  fields_seen = fields_seen + #fields
+  for _, field in ipairs(fields) do
     bytes = bytes + #field + redis.call('HSTRLEN', key, field)
   end
   return bytes
@@ -54,6 +60,7 @@ end
 
 local counted = 0
 for i = 1, #new, 2 do
+  if fields_seen >= MAX_FIELDS then break end
   local id, died = new[i], tonumber(new[i + 1])
   mark, last = died, id
   local seen = redis.call('ZSCORE', KEYS[5], id)
@@ -96,5 +103,8 @@ while cap >= 0 and total > cap do
   end
 end
 if total < 0 then total = 0 end
-redis.call('HSET', KEYS[7], 'total', total, 'mark', mark, 'last', last)
+-- Written only when it moved: most calls find nothing new.
+if total ~= was[1] or mark ~= was[2] or last ~= was[3] then
+  redis.call('HSET', KEYS[7], 'total', total, 'mark', mark, 'last', last)
+end
 return { counted, dropped, total }
