@@ -218,7 +218,7 @@ impl WorkflowState {
         let max = self.max_field_bytes;
         let fields = self.fields().await?;
         let old = fields.get(&field).map_or(0, |v| field_size(&field, v));
-        let total = self.field_bytes - old + field_size(&field, &value);
+        let total = self.field_bytes.saturating_sub(old) + field_size(&field, &value);
         if total > max {
             return Err(format!(
                 "{what}: the job's steps would hold {total} bytes, over the limit of {max} bytes \
@@ -393,6 +393,32 @@ mod tests {
         assert!(id.len() <= MAX_ID_LEN, "{id}");
         assert_eq!(id, child_id("orders", &long, 3));
         assert!(id.starts_with('h') && id.ends_with(":c3"), "{id}");
+    }
+
+    #[tokio::test]
+    async fn a_jobs_fields_count_against_its_byte_limit_names_and_values() {
+        let store: Arc<dyn WorkflowStore> = Arc::new(MemoryStore::default());
+        // Room for two fields of 40 bytes and their 5-byte names ("run:a"), not three.
+        let mut state = WorkflowState::new(store.clone(), "q", "j", 100);
+        state.save("a", step_field("a"), vec![0; 40]).await.unwrap();
+        state.save("b", step_field("b"), vec![0; 40]).await.unwrap();
+        let err = state
+            .save("c", step_field("c"), vec![0; 40])
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("would hold 135 bytes, over the limit of 100"),
+            "{err}"
+        );
+        // Replacing a field counts its new size only.
+        state.save("a", step_field("a"), vec![0; 50]).await.unwrap();
+        // A new attempt reading a map over its (smaller) limit refuses it.
+        let mut smaller = WorkflowState::new(store, "q", "j", 50);
+        let err = smaller.fields().await.unwrap_err();
+        assert!(
+            err.contains("hold 100 bytes, over the limit of 50"),
+            "{err}"
+        );
     }
 
     #[test]
