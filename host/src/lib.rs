@@ -43,7 +43,8 @@ pub mod worker;
 
 pub use runtime::{
     ArtifactCache, BoxFuture, CacheError, CacheLookup, ChildJob, CompileConfig,
-    DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT, Handler, JobInput, JobLimits, LoadError,
-    LoadSource, LogLine, LogSource, MAX_CHILDREN, MAX_CHILDREN_BYTES, MAX_SLEEP, MAX_STEP_BYTES,
-    MAX_STEPS, Outcome, OutcomeClass, RunReport, Runtime, RuntimeConfig, WorkflowStore, child_id,
+    DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_JOB_STEP_BYTES, Handler, JobInput,
+    JobLimits, LoadError, LoadSource, LogLine, LogSource, MAX_CHILDREN, MAX_CHILDREN_BYTES,
+    MAX_RETURNED_BYTES, MAX_SLEEP, MAX_STEP_BYTES, MAX_STEPS, Outcome, OutcomeClass, RunReport,
+    Runtime, RuntimeConfig, WorkflowStore, child_id,
 };

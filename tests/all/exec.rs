@@ -63,6 +63,19 @@ fn exec_exit_code_names_the_outcome_class() {
         ("memory-bomb", &["--memory", "16MiB"], 14),
         ("deep-recursion", &[], 15),
         ("panic", &[], 16),
+        // One byte over what a host takes from a handler (64 MiB).
+        (
+            "hostile",
+            &[
+                "--payload",
+                "huge-result:67108865",
+                "--memory",
+                "96MiB",
+                "--timeout",
+                "60s",
+            ],
+            18,
+        ),
     ];
     for &(guest, extra, code) in cases {
         let out = exec(guest, extra);

@@ -12,6 +12,7 @@ mod cluster;
 mod compile;
 mod corpus;
 mod corruption;
+mod costs;
 mod dashboard;
 mod dev;
 mod errors;

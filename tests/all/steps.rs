@@ -367,6 +367,143 @@ async fn a_step_result_over_the_limit_fails_the_job_with_an_error_that_says_so()
     );
 }
 
+/// The resident memory of process `pid` now (`VmRSS`) and at its peak (`VmHWM`), bytes.
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Issue #20: a job saving 1,000 steps of 512 KiB (each within the per-step limit) under a
+/// 32 MiB memory cap took a host from 45 MB to 993 MB, and Redis kept 500 MB for it. Scaled
+/// down: three such jobs at once under a per-job limit of 4 MiB. Each stops at the step that
+/// would take it over, with an error that says so; the host's peak resident memory grows by
+/// far less than one job's steps would have cost (1.5 GB for the three).
+#[tokio::test]
+async fn steps_past_the_per_job_byte_limit_are_refused_and_the_host_holds_no_more() {
+    const LIMIT: usize = 4 * 1024 * 1024;
+    const STEP: usize = 512 * 1024;
+    const JOBS: usize = 3;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, Q).await;
+    let toml = format!(
+        "queues = [{Q:?}]\nmax_job_step_bytes = \"4MiB\"\n\
+         [handlers.hostile]\npath = {:?}\nmemory = \"32MiB\"\n",
+        guests::rust("hostile")
+    );
+    let host = HostProcess::builder(&redis.url()).config(&toml).start();
+    // Up, with the handler compiled, before the baseline is read.
+    client
+        .enqueue(
+            Q,
+            &NewJob::new("hostile", b"steps:2:16".to_vec()).with_id("warm"),
+        )
+        .await
+        .unwrap();
+    wait_for_state(
+        &client,
+        Q,
+        "warm",
+        JobState::Completed,
+        Duration::from_secs(60),
+    )
+    .await;
+    let (ready, _) = rss(host.pid());
+
+    let jobs: Vec<NewJob> = (0..JOBS)
+        .map(|_| {
+            NewJob::new("hostile", format!("steps:1000:{STEP}").into_bytes()).with_max_attempts(1)
+        })
+        .collect();
+    let ids = enqueue_ids(&client, Q, &jobs).await;
+    for id in &ids {
+        wait_for_state(&client, Q, id, JobState::Dead, Duration::from_secs(60)).await;
+    }
+    let (_, peak) = rss(host.pid());
+
+    // What fits: each step costs its name (`run:s<i>`) and its value.
+    let fit = LIMIT / (STEP + "run:s0".len());
+    for id in &ids {
+        let job = client.get(Q, id).await.unwrap().unwrap();
+        let error = job.last_error.clone().unwrap_or_default();
+        assert_eq!(job.last_outcome.as_deref(), Some("fail"), "{error}");
+        assert!(
+            error.contains(&format!("step \"s{fit}\""))
+                && error.contains(&format!("over the limit of {LIMIT} bytes per job")),
+            "{error}"
+        );
+        let steps = client.load_steps(Q, id).await.unwrap();
+        let held: usize = steps.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert_eq!(steps.len(), fit, "{:?}", steps.keys());
+        assert!(held <= LIMIT, "{held}");
+    }
+    let grew = peak.saturating_sub(ready);
+    eprintln!(
+        "host RSS: {} MiB ready, peak {} MiB",
+        ready >> 20,
+        peak >> 20
+    );
+    // Per job: its 32 MiB memory, its 4 MiB of steps and a copy of the step in flight.
+    assert!(
+        grew < 160 * 1024 * 1024,
+        "the host's peak resident memory grew by {} MiB",
+        grew >> 20
+    );
+}
+
+/// Steps stored under a larger limit (another host's, an older version's) are not read in
+/// full by a host whose per-job limit they are over: the attempt fails, saying so.
+#[tokio::test]
+async fn steps_stored_over_the_hosts_per_job_limit_are_not_read_in_full() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, Q).await;
+    let job = NewJob::new("hostile", b"steps:2:16".to_vec())
+        .with_id("big")
+        .with_max_attempts(1);
+    client.enqueue(Q, &job).await.unwrap();
+    let leased = client
+        .fetch(Q, 1, Duration::from_secs(30), "test-host")
+        .await
+        .unwrap();
+    for n in 0..4 {
+        let saved = client
+            .save_step(
+                Q,
+                "big",
+                &leased[0].token,
+                &format!("run:old{n}"),
+                &[b'o'; 40_000],
+            )
+            .await
+            .unwrap();
+        assert_eq!(saved, StepSave::Saved);
+    }
+    client.release(Q, &[leased[0].lease()]).await.unwrap();
+    let toml = format!(
+        "queues = [{Q:?}]\nmax_job_step_bytes = \"64KiB\"\n\
+         [handlers.hostile]\npath = {:?}\n",
+        guests::rust("hostile")
+    );
+    let _host = HostProcess::builder(&redis.url()).config(&toml).start();
+    wait_for_state(&client, Q, "big", JobState::Dead, Duration::from_secs(60)).await;
+    let job = client.get(Q, "big").await.unwrap().unwrap();
+    let error = job.last_error.unwrap_or_default();
+    assert!(
+        error.contains("the job's steps hold more than 65536 bytes, over the limit per job"),
+        "{error}"
+    );
+    assert_eq!(client.load_steps(Q, "big").await.unwrap().len(), 4);
+}
+
 #[tokio::test]
 async fn steps_stay_with_a_dead_job_and_go_when_it_is_purged_or_cancelled() {
     let redis = RedisServer::start();

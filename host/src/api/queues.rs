@@ -175,6 +175,9 @@ pub struct JobView {
     pub last_error: Option<String>,
     pub last_outcome: Option<String>,
     pub replays: u32,
+    /// Why its durable steps were deleted while it was dead (`dead_letter_byte_cap`: the
+    /// queue's `dead_step_bytes`); null when they were not.
+    pub steps_dropped: Option<String>,
     /// The progress its last finished attempt reported (0-100); null if none.
     pub progress: Option<u8>,
     pub history: Vec<AttemptView>,
@@ -216,6 +219,7 @@ pub(crate) fn job_view(job: &Job) -> JobView {
         last_error: job.last_error.clone(),
         last_outcome: job.last_outcome.clone(),
         replays: job.replays,
+        steps_dropped: job.steps_dropped.clone(),
         progress: job.history.last().and_then(|a| a.progress),
         history: job
             .history
@@ -638,6 +642,9 @@ pub struct QueueConfigView {
     pub rate: Option<String>,
     /// Most job starts per window in each group; null is unlimited.
     pub group_rate: Option<String>,
+    /// Most bytes the steps of the queue's dead jobs hold in all (the oldest dropped first,
+    /// the jobs kept); null is no cap.
+    pub dead_step_bytes: Option<u64>,
 }
 
 /// A queue: counts, pause flag and settings.
@@ -688,6 +695,7 @@ pub(crate) async fn get_queue(
             events_maxlen: config.events_maxlen,
             rate: config.rate.map(|r| r.to_string()),
             group_rate: config.group_rate.map(|r| r.to_string()),
+            dead_step_bytes: config.dead_step_bytes,
         },
     }))
 }

@@ -25,7 +25,8 @@ Exit codes:
   14  memory_limit: the instance hit its memory cap
   15  stack_overflow: the guest exhausted its wasm stack
   16  trap: any other trap (panic, abort, out-of-bounds access, ...)
-  17  suspended: the handler reached a durable sleep (a worker would resume it later)";
+  17  suspended: the handler reached a durable sleep (a worker would resume it later)
+  18  result_too_large: the result or error message was over 64 MiB";
 
 /// Run a handler component once, locally, without Redis.
 #[derive(Debug, clap::Args)]
@@ -70,6 +71,7 @@ pub fn exit_code(class: OutcomeClass) -> u8 {
         OutcomeClass::StackOverflow => 15,
         OutcomeClass::Trap => 16,
         OutcomeClass::Suspended => 17,
+        OutcomeClass::ResultTooLarge => 18,
     }
 }
 

@@ -327,6 +327,9 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
     if job.replays > 0 {
         say!("replays:      {}", job.replays);
     }
+    if let Some(why) = &job.steps_dropped {
+        say!("steps:        {}", steps_dropped_reason(why));
+    }
     say!("payload:      {}", preview(&job.payload));
     if let Some(result) = &job.result {
         say!("result:       {}", preview(result));
@@ -603,6 +606,14 @@ fn read_at_most(reader: impl Read, limit: u64) -> std::io::Result<Option<Vec<u8>
 
 /// The payload as text when it is short UTF-8, else its size; control characters escaped
 /// ([`shown`]).
+/// What `steps_dropped` on a job means, for a person.
+fn steps_dropped_reason(why: &str) -> String {
+    match why {
+        "dead_letter_byte_cap" => "steps dropped: dead-letter byte cap of the queue".to_string(),
+        other => format!("steps dropped: {}", shown(other)),
+    }
+}
+
 fn preview(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(text) if text.chars().count() <= 200 => shown(text),

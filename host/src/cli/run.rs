@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// uncounted [default: 2]
     #[arg(long, env = "WASMQ_COMPILE_CONCURRENCY")]
     pub compile_concurrency: Option<usize>,
+    /// Bytes one job's durable steps may hold in all (names and results): a step saved past
+    /// it is refused, and what the host reads for a job each attempt stays under it
+    /// [default: 16MiB]
+    #[arg(long, env = "WASMQ_MAX_JOB_STEP_BYTES")]
+    pub max_job_step_bytes: Option<String>,
     /// A TOML file with any of the settings above, and [handlers.NAME] / [queue.NAME] tables.
     #[arg(long, env = "WASMQ_CONFIG")]
     pub config: Option<PathBuf>,
@@ -167,6 +172,14 @@ impl RunArgs {
         )?;
         if let Some(n) = self.compile_concurrency.or(file.compile_concurrency) {
             config.compile_concurrency = n;
+        }
+        if let Some(text) = self
+            .max_job_step_bytes
+            .as_deref()
+            .or(file.max_job_step_bytes.as_deref())
+        {
+            let bytes = parse_bytes("max_job_step_bytes", text).map_err(anyhow::Error::msg)?;
+            config.runtime.max_job_step_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
         }
         for (queue, q) in &file.queue {
             // A table for a queue this host does not serve is a typo or a forgotten --queues:

@@ -103,6 +103,10 @@ pub struct QueueConfig {
     /// Most job starts per window in each group (jobs enqueued with a group); `None` is
     /// unlimited. Groups take turns whether limited or not.
     pub group_rate: Option<RateLimit>,
+    /// Most bytes the durable steps of the queue's dead jobs may hold in all; past it those
+    /// of the jobs that died first are deleted (the jobs stay, marked `steps_dropped`).
+    /// `None`: no cap.
+    pub dead_step_bytes: Option<u64>,
 }
 
 impl Default for QueueConfig {
@@ -115,6 +119,7 @@ impl Default for QueueConfig {
             events_maxlen: super::job::DEFAULT_EVENTS_MAXLEN,
             rate: None,
             group_rate: None,
+            dead_step_bytes: Some(super::job::DEFAULT_DEAD_STEP_BYTES),
         }
     }
 }
@@ -812,6 +817,9 @@ impl Client {
             let window = number(window)?.unwrap_or(0).max(0).unsigned_abs();
             Ok(RateLimit::from_fields(max, window))
         };
+        if let Some(n) = number("dead_step_bytes")? {
+            config.dead_step_bytes = (n >= 0).then_some(n.unsigned_abs());
+        }
         config.rate = limit("rate_max", "rate_window_ms")?;
         config.group_rate = limit("group_rate_max", "group_rate_window_ms")?;
         Ok(config)
@@ -845,6 +853,12 @@ impl Client {
             .arg(config.group_rate.map_or(0, |r| r.max))
             .arg("group_rate_window_ms")
             .arg(config.group_rate.map_or(0, |r| r.window_ms()))
+            .arg("dead_step_bytes")
+            .arg(
+                config
+                    .dead_step_bytes
+                    .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+            )
             .query_async(&mut conn)
             .await?;
         Ok(())

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 /// Default payload limit of a queue, unless its config hash sets `max_payload_bytes`.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 512 * 1024;
+/// Default cap on the bytes the durable steps of a queue's dead jobs hold in all, unless the
+/// queue sets `dead_step_bytes` (dead_steps.lua; lib.lua's CONFIG_DEFAULTS says the same).
+pub const DEFAULT_DEAD_STEP_BYTES: u64 = 64 * 1024 * 1024;
 /// Default limit on a completed job's stored result, unless the queue sets `max_result_bytes`.
 pub const DEFAULT_MAX_RESULT_BYTES: u64 = 512 * 1024;
 /// Completed jobs a queue keeps by default (the newest ones), unless it sets `completed_keep`.
@@ -711,6 +714,9 @@ pub struct Job {
     pub replays: u32,
     /// The job's group, if it was enqueued with one.
     pub group: Option<String>,
+    /// Why its durable steps were deleted while it was dead, if they were: the only reason
+    /// is `dead_letter_byte_cap` (the queue's `dead_step_bytes`, dead_steps.lua).
+    pub steps_dropped: Option<String>,
 }
 
 impl Job {
@@ -781,6 +787,7 @@ impl Job {
         let last_outcome = text("last_outcome", take("last_outcome"))?;
         let replays = number("replays", text("replays", take("replays"))?)?.unwrap_or(0);
         let group = text("group", take("group"))?.filter(|g| !g.is_empty());
+        let steps_dropped = text("steps_dropped", take("steps_dropped"))?.filter(|s| !s.is_empty());
         let history = match take("history") {
             None => Vec::new(),
             Some(bytes) if bytes.is_empty() => Vec::new(),
@@ -814,6 +821,7 @@ impl Job {
             history,
             replays,
             group,
+            steps_dropped,
         })
     }
 }

@@ -132,6 +132,23 @@ impl QueueKeys {
         self.key(&format!("steps:{id}"))
     }
 
+    /// `wasmq:{q}:dead_steps`: the dead jobs whose steps count against the queue's
+    /// `dead_step_bytes`, scored by when they died (dead_steps.lua).
+    pub fn dead_steps(&self) -> String {
+        self.key("dead_steps")
+    }
+
+    /// `wasmq:{q}:dead_steps_bytes`: the bytes counted for each job of `dead_steps`.
+    pub fn dead_steps_bytes(&self) -> String {
+        self.key("dead_steps_bytes")
+    }
+
+    /// `wasmq:{q}:dead_steps_meta`: the bytes counted in all (`total`) and the death time and
+    /// id counted up to (`mark`, `last`).
+    pub fn dead_steps_meta(&self) -> String {
+        self.key("dead_steps_meta")
+    }
+
     /// `wasmq:{q}:throttle:`: prefix of the handler throttle logs
     /// (`throttle:<handler length>:<handler>:<group>`, see throttle.lua).
     pub fn throttle_prefix(&self) -> String {

@@ -44,10 +44,10 @@ pub use client::{
 };
 pub use error::QueueError;
 pub use job::{
-    Attempt, Backoff, DEFAULT_COMPLETED_KEEP, DEFAULT_EVENTS_MAXLEN, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, Job, JobOptions, JobState,
-    MAX_ATTEMPT_LOG_LEN, MAX_ATTEMPTS, MAX_MS, MAX_NAME_LEN, MAX_PRIORITY, MIN_PRIORITY, NewJob,
-    OwnPolicy, RetryPolicy, RunAt, generate_job_id, system_time, truncate_utf8, unix_ms,
+    Attempt, Backoff, DEFAULT_COMPLETED_KEEP, DEFAULT_DEAD_STEP_BYTES, DEFAULT_EVENTS_MAXLEN,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, Job, JobOptions,
+    JobState, MAX_ATTEMPT_LOG_LEN, MAX_ATTEMPTS, MAX_MS, MAX_NAME_LEN, MAX_PRIORITY, MIN_PRIORITY,
+    NewJob, OwnPolicy, RetryPolicy, RunAt, generate_job_id, system_time, truncate_utf8, unix_ms,
     validate_handler_name, validate_job_id, validate_queue_name,
 };
 pub use keys::QueueKeys;
@@ -55,4 +55,6 @@ pub use kv::bucket_keys;
 pub use limit::{MAX_RATE, RateLimit};
 pub use monitor::{Backlog, DeadJob, GroupRead, Monitor, ReadFrom, is_missing_group};
 pub use scripts::{COUNTS_LUA, ENQUEUE_LUA, LIB_LUA};
-pub use workflow::{Child, OutboxReport, StepSave, SuspendReport, Suspension, ThrottleStart};
+pub use workflow::{
+    Child, DeadStepsReport, OutboxReport, StepSave, SuspendReport, Suspension, ThrottleStart,
+};

@@ -34,7 +34,7 @@ pub const COUNTS_LUA: &str = include_str!("scripts/counts.lua");
 
 /// The transitions in the function library: name and Lua body. A body reads `KEYS` and `ARGV`
 /// as a script's would; the library sets both before running it.
-const BODIES: [(&str, &str); 22] = [
+const BODIES: [(&str, &str); 23] = [
     ("fetch", include_str!("scripts/fetch.lua")),
     ("extend", include_str!("scripts/extend.lua")),
     ("complete", include_str!("scripts/complete.lua")),
@@ -51,6 +51,7 @@ const BODIES: [(&str, &str); 22] = [
     ("list", include_str!("scripts/list.lua")),
     ("backlog", include_str!("scripts/backlog.lua")),
     ("step_save", include_str!("scripts/step_save.lua")),
+    ("dead_steps", include_str!("scripts/dead_steps.lua")),
     ("suspend", include_str!("scripts/suspend.lua")),
     ("outbox_due", include_str!("scripts/outbox_due.lua")),
     ("outbox_done", include_str!("scripts/outbox_done.lua")),
@@ -126,6 +127,7 @@ pub(crate) struct Scripts {
     pub list: Function,
     pub backlog: Function,
     pub step_save: Function,
+    pub dead_steps: Function,
     pub suspend: Function,
     pub outbox_due: Function,
     pub outbox_done: Function,
@@ -160,6 +162,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     list: function("list"),
     backlog: function("backlog"),
     step_save: function("step_save"),
+    dead_steps: function("dead_steps"),
     suspend: function("suspend"),
     outbox_due: function("outbox_due"),
     outbox_done: function("outbox_done"),

@@ -3,7 +3,10 @@
 //!
 //! - Steps live in `wasmq:{q}:steps:<id>`, one hash per job in the job's slot: read with one
 //!   `HGETALL` ([`Client::load_steps`]), written by `step_save.lua` under the job's lease
-//!   ([`Client::save_step`]), deleted when the job completes, is cancelled or purged.
+//!   ([`Client::save_step`]), deleted when the job completes, is cancelled or purged. A dead
+//!   job keeps them (a replay resumes from them) until the queue's dead jobs hold more than its
+//!   `dead_step_bytes`: then `dead_steps.lua` ([`Client::trim_dead_steps`]) deletes those of
+//!   the jobs that died first and marks each job `steps_dropped`.
 //! - A sleep is `suspend.lua` ([`Client::suspend`]): active -> delayed, the attempt not
 //!   counted, the sleep's field written into the steps in the same call.
 //! - Children cannot be written by the completion itself when they go to other queues (other
@@ -30,6 +33,17 @@ use super::keys::QueueKeys;
 use super::limit::RateLimit;
 use super::reply::Reply;
 use super::scripts::SCRIPTS;
+
+/// What [`Client::trim_dead_steps`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadStepsReport {
+    /// Newly dead jobs with steps, counted in this call.
+    pub counted: u64,
+    /// The dead jobs whose steps it deleted, the first to die first.
+    pub dropped: Vec<String>,
+    /// The bytes the queue's dead jobs' steps hold now, as counted.
+    pub held_bytes: u64,
+}
 
 /// A child job: enqueued in `queue` once its parent's completion is recorded. Its id is set
 /// (`job.options.id`), so that delivering it twice enqueues it once.
@@ -203,6 +217,73 @@ impl Client {
             .arg(keys.steps(id))
             .query_async(&mut conn)
             .await?)
+    }
+
+    /// [`Client::load_steps`], unless they hold more than `max_bytes` (field names and values):
+    /// then `None`, having held at most `max_bytes` and one `HSCAN` reply of them (a few
+    /// fields). A worker reads a job's steps this way, so that steps saved under a larger
+    /// limit (another host's, an older version's) cost it no more than its own.
+    pub async fn load_steps_at_most(
+        &self,
+        queue: &str,
+        id: &str,
+        max_bytes: usize,
+    ) -> Result<Option<HashMap<String, Vec<u8>>>> {
+        /// Fields asked for per `HSCAN` (a hint; a small hash comes whole in one reply).
+        const SCAN_COUNT: usize = 8;
+        let keys = QueueKeys::new(queue)?;
+        let key = keys.steps(id);
+        let mut conn = self.conn.clone();
+        let mut fields = HashMap::new();
+        let mut bytes = 0usize;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, page): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
+                .arg(&key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut conn)
+                .await?;
+            for (field, value) in page {
+                bytes = bytes.saturating_add(field.len() + value.len());
+                if bytes > max_bytes {
+                    return Ok(None);
+                }
+                fields.insert(field, value);
+            }
+            if next == 0 {
+                return Ok(Some(fields));
+            }
+            cursor = next;
+        }
+    }
+
+    /// Counts the steps of up to `limit` jobs dead-lettered since the last call, then drops
+    /// the steps of the jobs that died first while the queue's dead jobs hold more than its
+    /// `dead_step_bytes` (`dead_steps.lua`). Every host's watchman calls it each tick.
+    pub async fn trim_dead_steps(&self, queue: &str, limit: usize) -> Result<DeadStepsReport> {
+        let keys = QueueKeys::new(queue)?;
+        let mut invocation = Self::invocation(
+            &SCRIPTS.dead_steps,
+            &[
+                keys.job_prefix(),
+                keys.config(),
+                keys.dead(),
+                keys.steps_prefix(),
+                keys.dead_steps(),
+                keys.dead_steps_bytes(),
+                keys.dead_steps_meta(),
+            ],
+        );
+        invocation.arg(limit);
+        let reply = Reply::of("dead_steps");
+        let [counted, dropped, total] = reply.tuple(self.invoke(&invocation).await?)?;
+        Ok(DeadStepsReport {
+            counted: reply.uint(counted)?,
+            dropped: reply.strings(dropped)?,
+            held_bytes: reply.uint(total)?,
+        })
     }
 
     /// Stores one field of an active job's steps, if `token` still holds its lease.

@@ -68,10 +68,10 @@ pub use compile::{
     DEFAULT_COMPILE_TIMEOUT, compile_child,
 };
 pub use limits::JobLimits;
-pub use outcome::{Outcome, OutcomeClass};
+pub use outcome::{MAX_RETURNED_BYTES, Outcome, OutcomeClass};
 pub use workflow::{
-    BoxFuture, ChildJob, MAX_CHILDREN, MAX_CHILDREN_BYTES, MAX_SLEEP, MAX_STEP_BYTES, MAX_STEPS,
-    Suspend, WorkflowStore, child_id,
+    BoxFuture, ChildJob, DEFAULT_MAX_JOB_STEP_BYTES, MAX_CHILDREN, MAX_CHILDREN_BYTES, MAX_SLEEP,
+    MAX_STEP_BYTES, MAX_STEPS, Suspend, WorkflowStore, child_id,
 };
 
 use capture::{CaptureStream, JobLog};
@@ -124,6 +124,11 @@ use bindings::wasi::keyvalue::{atomics as kv_atomics, batch as kv_batch, store a
 use bindings::wasmq::job::{context, sql as sql_bindings, workflow as workflow_bindings};
 use bindings::{HandlerPre, Job, JobError};
 
+/// wasmtime's default "hostcall fuel": the most bytes one call from the guest may have the
+/// host allocate for its arguments. The host sets it back before each host call, having
+/// lifted it for the `handle` export's result (see the call hook in `Runtime::attempt`).
+const HOSTCALL_FUEL: usize = 128 << 20;
+
 /// Most bytes one `wasi:random` `get-random-bytes` call may ask for. The host fills them
 /// outside the instance's memory cap before copying them in, so a bigger request traps
 /// instead of allocating (wasmtime's own limit is 64 MiB). Guests' libraries ask for a few
@@ -156,6 +161,9 @@ pub struct RuntimeConfig {
     pub max_wasm_stack: usize,
     /// Bytes of stdout, stderr and log lines kept per job; the rest is dropped and counted.
     pub log_capacity: usize,
+    /// Bytes one job's durable steps and sleeps may hold in all (`workflow.rs`): what the
+    /// host reads for it each attempt and Redis keeps for it.
+    pub max_job_step_bytes: usize,
     /// With pooling: bytes at the start of each linear memory and table that stay mapped when
     /// a pool slot is given back, their dirty pages reset in place (found with Linux's
     /// `PAGEMAP_SCAN` where the kernel has it, 6.7+) instead of unmapped with `madvise`, so
@@ -193,6 +201,7 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(2),
             max_wasm_stack: 512 * 1024,
             log_capacity: 64 * 1024,
+            max_job_step_bytes: DEFAULT_MAX_JOB_STEP_BYTES,
             keep_resident: 1024 * 1024,
             long_job_after: Duration::from_millis(4),
             long_job_cpu_slots: std::thread::available_parallelism()
@@ -647,7 +656,7 @@ impl Runtime {
             long_from,
             deadline,
             cpu_slot: cpu_slot.clone(),
-            workflow: WorkflowState::new(store, &job.queue, &job.id),
+            workflow: WorkflowState::new(store, &job.queue, &job.id, config.max_job_step_bytes),
             http: WasiHttpCtx::new(),
             outbound: OutboundHooks::new(handler.caps.clone(), deadline),
             caps: handler.caps.clone(),
@@ -668,8 +677,17 @@ impl Runtime {
         store.call_hook(move |mut ctx, hook| {
             match hook {
                 wasmtime::CallHook::CallingHost => {
+                    ctx.set_hostcall_fuel(HOSTCALL_FUEL);
                     drop(lock_slot(&ctx.data().cpu_slot).take());
                 }
+                // Guest code has returned: what is lifted next is the `handle` export's
+                // result, whatever its size (it lies in the guest's memory, so it is at most
+                // the memory cap), so that one over MAX_RETURNED_BYTES is `result_too_large`
+                // rather than a trap at wasmtime's 128 MiB. (Lifting it as a view, `WasmList`,
+                // and copying only what is kept does not work: wasmtime 48 runs the guest's
+                // post-return, which frees it, before the call returns.) A host call's
+                // arguments are lifted after CallingHost, under HOSTCALL_FUEL again.
+                wasmtime::CallHook::ReturningFromWasm => ctx.set_hostcall_fuel(usize::MAX),
                 wasmtime::CallHook::ReturningFromHost => {
                     let state = ctx.data();
                     if Instant::now() >= state.long_from {
@@ -764,11 +782,9 @@ impl Runtime {
         let limiter = &store.data().limiter;
         let outcome = match result {
             Err(_elapsed) => Outcome::Timeout,
-            Ok(Ok(Ok(bytes))) => Outcome::Ok(bytes),
-            // Cut here, on the guest thread: a guest can return megabytes of message, and
+            // Checked and cut here, on the guest thread: a guest can return megabytes, and
             // every copy the host would make of them further on costs its own threads.
-            Ok(Ok(Err(JobError::Retry(msg)))) => Outcome::Retry(outcome::cap_message(msg)),
-            Ok(Ok(Err(JobError::Fail(msg)))) => Outcome::Fail(outcome::cap_message(msg)),
+            Ok(Ok(returned)) => outcome::returned(returned),
             Ok(Err(err)) => match suspend {
                 // Only a `sleep` sets it, just before it traps to end the attempt.
                 Some(Suspend { field, delay }) => Outcome::Suspended { field, delay },

@@ -24,6 +24,9 @@ pub enum Outcome {
     StackOverflow,
     /// Any other trap: a panic or abort, an out-of-bounds access, an instantiation failure.
     Trap(String),
+    /// The handler returned a result or error message over [`MAX_RETURNED_BYTES`] (it would
+    /// be as large again: not retried).
+    ResultTooLarge(String),
     /// The handler reached a durable sleep (`workflow.sleep`) that has not elapsed: the job
     /// waits `delay`, then runs again, this attempt not counted; `field` marks the sleep done.
     Suspended {
@@ -43,11 +46,12 @@ pub enum OutcomeClass {
     MemoryLimit,
     StackOverflow,
     Trap,
+    ResultTooLarge,
     Suspended,
 }
 
 impl OutcomeClass {
-    pub const ALL: [OutcomeClass; 9] = [
+    pub const ALL: [OutcomeClass; 10] = [
         Self::Ok,
         Self::Retry,
         Self::Fail,
@@ -56,6 +60,7 @@ impl OutcomeClass {
         Self::MemoryLimit,
         Self::StackOverflow,
         Self::Trap,
+        Self::ResultTooLarge,
         Self::Suspended,
     ];
 
@@ -70,6 +75,7 @@ impl OutcomeClass {
             Self::MemoryLimit => "memory_limit",
             Self::StackOverflow => "stack_overflow",
             Self::Trap => "trap",
+            Self::ResultTooLarge => "result_too_large",
             Self::Suspended => "suspended",
         }
     }
@@ -92,6 +98,7 @@ impl Outcome {
             Self::MemoryLimit => OutcomeClass::MemoryLimit,
             Self::StackOverflow => OutcomeClass::StackOverflow,
             Self::Trap(_) => OutcomeClass::Trap,
+            Self::ResultTooLarge(_) => OutcomeClass::ResultTooLarge,
             Self::Suspended { .. } => OutcomeClass::Suspended,
         }
     }
@@ -101,7 +108,9 @@ impl Outcome {
     pub fn error_message(&self) -> Option<String> {
         match self {
             Self::Ok(_) => None,
-            Self::Retry(msg) | Self::Fail(msg) | Self::Trap(msg) => Some(msg.clone()),
+            Self::Retry(msg) | Self::Fail(msg) | Self::Trap(msg) | Self::ResultTooLarge(msg) => {
+                Some(msg.clone())
+            }
             Self::Timeout => Some("deadline exceeded".to_string()),
             Self::OutOfFuel => Some("fuel budget exhausted".to_string()),
             Self::MemoryLimit => Some("memory limit exceeded".to_string()),
@@ -115,11 +124,48 @@ impl Outcome {
 /// of it: 4 KiB in the job's history).
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// The largest result, and the longest error message, the host takes from a handler, in
+/// bytes: a larger one is [`Outcome::ResultTooLarge`], dropped on the guest thread where it
+/// was lifted (a copy of at most the guest's memory, so of its memory cap). A queue's
+/// `max_result_bytes` is checked after, when smaller.
+pub const MAX_RETURNED_BYTES: usize = 64 * 1024 * 1024;
+
+/// The outcome of a `handle` call that returned: a result or message over
+/// [`MAX_RETURNED_BYTES`] is refused, a message kept only up to [`MAX_MESSAGE_BYTES`].
+pub(super) fn returned(returned: Result<Vec<u8>, super::JobError>) -> Outcome {
+    use super::JobError;
+    let (message, retry) = match returned {
+        Ok(bytes) if bytes.len() > MAX_RETURNED_BYTES => {
+            return Outcome::ResultTooLarge(format!(
+                "result of {} bytes is over the limit of {MAX_RETURNED_BYTES} bytes a host takes \
+                 from a handler",
+                bytes.len()
+            ));
+        }
+        Ok(bytes) => return Outcome::Ok(bytes),
+        Err(JobError::Retry(message)) => (message, true),
+        Err(JobError::Fail(message)) => (message, false),
+    };
+    if message.len() > MAX_RETURNED_BYTES {
+        return Outcome::ResultTooLarge(format!(
+            "error message of {} bytes is over the limit of {MAX_RETURNED_BYTES} bytes a host \
+             takes from a handler",
+            message.len()
+        ));
+    }
+    let message = cap_message(&message);
+    if retry {
+        Outcome::Retry(message)
+    } else {
+        Outcome::Fail(message)
+    }
+}
+
 /// `msg` cut to [`MAX_MESSAGE_BYTES`] on a character boundary, with a note of the cut; a new,
 /// small string, so that the guest's megabytes are freed here and not copied further.
-pub(crate) fn cap_message(msg: String) -> String {
+pub(crate) fn cap_message(msg: &str) -> String {
     if msg.len() <= MAX_MESSAGE_BYTES {
-        return msg;
+        return msg.to_string();
     }
     let note = format!(" [wasmq: message cut, {} bytes in all]", msg.len());
     let keep = msg.floor_char_boundary(MAX_MESSAGE_BYTES - note.len());
@@ -186,10 +232,10 @@ mod tests {
     #[test]
     fn a_long_message_is_cut_on_a_character_boundary_with_a_note() {
         let short = "x".repeat(MAX_MESSAGE_BYTES);
-        assert_eq!(cap_message(short.clone()), short);
+        assert_eq!(cap_message(&short), short);
         // Two-byte characters: the cut falls inside one unless it is moved back.
         let long = "é".repeat(MAX_MESSAGE_BYTES);
-        let capped = cap_message(long.clone());
+        let capped = cap_message(&long);
         assert!(capped.len() <= MAX_MESSAGE_BYTES, "{}", capped.len());
         assert!(capped.ends_with(&format!(
             " [wasmq: message cut, {} bytes in all]",

@@ -11,9 +11,15 @@
 //!   marks a sleep that has elapsed (written by the worker's suspend transition, never here).
 //!   The map is read once per attempt, at the first call that needs it.
 //! - The bounds: [`MAX_NAME_LEN`], [`MAX_STEP_BYTES`] per result, [`MAX_STEPS`] per job,
-//!   [`MAX_CHILDREN`] and [`MAX_CHILDREN_BYTES`] per attempt, [`MAX_SLEEP`]. Past them a call
-//!   returns an error that says which bound, and the handler decides (the SDK fails the
-//!   attempt permanently: a rerun would hit the same bound).
+//!   the runtime's `max_job_step_bytes` ([`DEFAULT_MAX_JOB_STEP_BYTES`]) for every stored
+//!   byte of a job (names and values, steps and sleeps), [`MAX_CHILDREN`] and
+//!   [`MAX_CHILDREN_BYTES`] per attempt, [`MAX_SLEEP`]. Past them a call returns an error
+//!   that says which bound, and the handler decides (the SDK fails the attempt permanently: a
+//!   rerun would hit the same bound).
+//! - What the host holds for a job's steps is bounded by the per-job byte limit: the map read
+//!   once per attempt is at most what the saves let in (a map over it, stored under an older
+//!   or a larger limit, is refused as a whole), and each save past it is refused before it is
+//!   sent.
 //! - A sleep not yet elapsed ends the attempt: the host call traps with [`Suspend`], which
 //!   [`Runtime::run`] reports as [`Outcome::Suspended`], and the instance is dropped.
 //! - Child jobs are only buffered here; [`RunReport::children`] hands them to the worker,
@@ -41,6 +47,10 @@ pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_STEP_BYTES: usize = 512 * 1024;
 /// Most steps and sleeps one job may store.
 pub const MAX_STEPS: usize = 1000;
+/// Most bytes one job's steps and sleeps may hold in all (field names and values), unless
+/// the runtime sets another `max_job_step_bytes`. [`MAX_STEPS`] x [`MAX_STEP_BYTES`] would be
+/// 500 MiB per job, held in the host each attempt and in Redis until the job is purged.
+pub const DEFAULT_MAX_JOB_STEP_BYTES: usize = 16 * 1024 * 1024;
 /// Most child jobs one attempt may enqueue.
 pub const MAX_CHILDREN: usize = 1000;
 /// Most payload bytes the child jobs of one attempt may carry in all.
@@ -147,6 +157,9 @@ pub(crate) struct WorkflowState {
     queue: String,
     job_id: String,
     fields: Option<HashMap<String, Vec<u8>>>,
+    /// The bytes of `fields` (names and values), and the most they may hold.
+    field_bytes: usize,
+    max_field_bytes: usize,
     pub children: Vec<ChildJob>,
     children_bytes: usize,
     /// Set by a sleep that ends the attempt.
@@ -154,12 +167,19 @@ pub(crate) struct WorkflowState {
 }
 
 impl WorkflowState {
-    pub fn new(store: Arc<dyn WorkflowStore>, queue: &str, job_id: &str) -> Self {
+    pub fn new(
+        store: Arc<dyn WorkflowStore>,
+        queue: &str,
+        job_id: &str,
+        max_field_bytes: usize,
+    ) -> Self {
         Self {
             store,
             queue: queue.to_string(),
             job_id: job_id.to_string(),
             fields: None,
+            field_bytes: 0,
+            max_field_bytes,
             children: Vec::new(),
             children_bytes: 0,
             suspend: None,
@@ -170,13 +190,48 @@ impl WorkflowState {
     async fn fields(&mut self) -> Result<&mut HashMap<String, Vec<u8>>, String> {
         let fields = match self.fields.take() {
             Some(fields) => fields,
-            None => self
-                .store
-                .load()
-                .await
-                .map_err(|err| format!("reading the job's steps: {err}"))?,
+            None => {
+                let fields = self
+                    .store
+                    .load()
+                    .await
+                    .map_err(|err| format!("reading the job's steps: {err}"))?;
+                let bytes = fields.iter().map(|(k, v)| field_size(k, v)).sum::<usize>();
+                if bytes > self.max_field_bytes {
+                    // Stored under a larger limit: not kept, so that every attempt of the job
+                    // fails the same way and the host holds none of it past this call.
+                    return Err(format!(
+                        "the job's steps hold {bytes} bytes, over the limit of {} bytes per job",
+                        self.max_field_bytes
+                    ));
+                }
+                self.field_bytes = bytes;
+                fields
+            }
         };
         Ok(self.fields.insert(fields))
+    }
+
+    /// Stores `value` in `field` through the store and keeps it, unless the job's fields
+    /// would then hold more than the per-job limit; `what` names the call in the errors.
+    async fn save(&mut self, what: &str, field: String, value: Vec<u8>) -> Result<(), String> {
+        let max = self.max_field_bytes;
+        let fields = self.fields().await?;
+        let old = fields.get(&field).map_or(0, |v| field_size(&field, v));
+        let total = self.field_bytes.saturating_sub(old) + field_size(&field, &value);
+        if total > max {
+            return Err(format!(
+                "{what}: the job's steps would hold {total} bytes, over the limit of {max} bytes \
+                 per job"
+            ));
+        }
+        self.store
+            .save(field.clone(), value.clone())
+            .await
+            .map_err(|err| format!("{what}: storing it: {err}"))?;
+        self.fields().await?.insert(field, value);
+        self.field_bytes = total;
+        Ok(())
     }
 
     fn child(&mut self, job: workflow::ChildJob) -> Result<String, String> {
@@ -230,6 +285,11 @@ impl WorkflowState {
     }
 }
 
+/// What one field counts against the per-job limit: its name and its value.
+fn field_size(field: &str, value: &[u8]) -> usize {
+    field.len() + value.len()
+}
+
 fn check_name(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(format!(
@@ -263,12 +323,8 @@ impl workflow::Host for HostState {
             ));
         }
         self.workflow
-            .store
-            .save(field.clone(), value.clone())
+            .save(&format!("step {name:?}"), field, value)
             .await
-            .map_err(|err| format!("step {name:?}: storing its result: {err}"))?;
-        self.workflow.fields().await?.insert(field, value);
-        Ok(())
     }
 
     async fn sleep(
@@ -309,13 +365,10 @@ impl workflow::Host for HostState {
                 .map_or(0, |d| d.as_millis())
                 .to_string()
                 .into_bytes();
-            if let Err(err) = self.workflow.store.save(field.clone(), done.clone()).await {
-                return Ok(Err(format!("sleep {name:?}: storing it: {err}")));
-            }
-            if let Ok(fields) = self.workflow.fields().await {
-                fields.insert(field, done);
-            }
-            return Ok(Ok(()));
+            return Ok(self
+                .workflow
+                .save(&format!("sleep {name:?}"), field, done)
+                .await);
         }
         let suspend = Suspend { field, delay };
         self.workflow.suspend = Some(suspend.clone());
@@ -340,6 +393,32 @@ mod tests {
         assert!(id.len() <= MAX_ID_LEN, "{id}");
         assert_eq!(id, child_id("orders", &long, 3));
         assert!(id.starts_with('h') && id.ends_with(":c3"), "{id}");
+    }
+
+    #[tokio::test]
+    async fn a_jobs_fields_count_against_its_byte_limit_names_and_values() {
+        let store: Arc<dyn WorkflowStore> = Arc::new(MemoryStore::default());
+        // Room for two fields of 40 bytes and their 5-byte names ("run:a"), not three.
+        let mut state = WorkflowState::new(store.clone(), "q", "j", 100);
+        state.save("a", step_field("a"), vec![0; 40]).await.unwrap();
+        state.save("b", step_field("b"), vec![0; 40]).await.unwrap();
+        let err = state
+            .save("c", step_field("c"), vec![0; 40])
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("would hold 135 bytes, over the limit of 100"),
+            "{err}"
+        );
+        // Replacing a field counts its new size only.
+        state.save("a", step_field("a"), vec![0; 50]).await.unwrap();
+        // A new attempt reading a map over its (smaller) limit refuses it.
+        let mut smaller = WorkflowState::new(store, "q", "j", 50);
+        let err = smaller.fields().await.unwrap_err();
+        assert!(
+            err.contains("hold 100 bytes, over the limit of 50"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -118,6 +118,9 @@ impl WorkerConfig {
         if self.compile_concurrency == 0 {
             return Err("compile concurrency must be at least 1".to_string());
         }
+        if self.runtime.max_job_step_bytes < 1024 {
+            return Err("max_job_step_bytes must be at least 1KiB".to_string());
+        }
         if self.lease < Duration::from_millis(300) {
             return Err("the lease must be at least 300ms".to_string());
         }
@@ -209,6 +212,8 @@ pub struct FileConfig {
     pub compile_memory: Option<String>,
     pub compile_timeout: Option<String>,
     pub compile_concurrency: Option<usize>,
+    /// `--max-job-step-bytes`.
+    pub max_job_step_bytes: Option<String>,
     #[serde(default)]
     pub handlers: BTreeMap<String, FileHandler>,
     #[serde(default)]

@@ -281,12 +281,15 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
                 let failure = Failure::new(&job, class, msg)
                     .with_handler(&loaded.version, loaded.retry)
                     .with_logs(logs, progress);
-                // The handler said the failure is permanent: no retry.
-                AckOutcome::Fail(if matches!(failed, Outcome::Fail(_)) {
-                    failure.permanent()
-                } else {
-                    failure
-                })
+                // The handler said the failure is permanent, or its result would be as large
+                // again: no retry.
+                AckOutcome::Fail(
+                    if matches!(failed, Outcome::Fail(_) | Outcome::ResultTooLarge(_)) {
+                        failure.permanent()
+                    } else {
+                        failure
+                    },
+                )
             }
         },
     };
@@ -500,6 +503,7 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, NotRu
         queue: job.queue.clone(),
         id: job.id.clone(),
         token: job.token.clone(),
+        max_bytes: shared.config.runtime.max_job_step_bytes,
     });
     let span = tracing::info_span!("job", job_id = %job.id, queue = %job.queue, handler = %job.handler, attempt = job.attempt);
     let mut inner = AbortOnDrop(shared.guests.spawn(tracing::Instrument::instrument(

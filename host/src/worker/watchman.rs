@@ -10,7 +10,10 @@
 //!    Any number of hosts may do this at once: the script is atomic.
 //! 3. Outbox: deliver the child jobs that completed parents left in the outbox of a served
 //!    queue when their host died before delivering them (`workflow::recover`).
-//! 4. Every [`CHECK_EVERY`]: the cheap part of `queue check` on each served queue's `active`
+//! 4. Dead-letter step data: count the steps of newly dead jobs of each served queue and drop
+//!    those of the jobs that died first past the queue's `dead_step_bytes`
+//!    (`Client::trim_dead_steps`; the jobs stay).
+//! 5. Every [`CHECK_EVERY`]: the cheap part of `queue check` on each served queue's `active`
 //!    ids (`Client::check_active`): dangling ids and malformed jobs leave, a job in two sets
 //!    keeps its own; each repair is logged.
 
@@ -23,6 +26,9 @@ use super::Shared;
 
 /// Most expired leases recovered per queue per tick.
 const RECOVER_BATCH: usize = 1_000;
+
+/// Most newly dead jobs whose steps are counted per queue per tick.
+const DEAD_STEPS_BATCH: usize = 1_000;
 
 /// How often a host checks the `active` ids of its queues.
 const CHECK_EVERY: Duration = Duration::from_secs(60);
@@ -41,9 +47,24 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         heartbeat(&shared).await;
         recover(&shared).await;
         super::workflow::recover(&shared).await;
+        trim_dead_steps(&shared).await;
         ticks += 1;
         if ticks.is_multiple_of(check_ticks) {
             check(&shared).await;
+        }
+    }
+}
+
+async fn trim_dead_steps(shared: &Shared) {
+    for queue in &shared.config.queues {
+        match shared.client.trim_dead_steps(queue, DEAD_STEPS_BATCH).await {
+            Ok(report) => {
+                shared.redis.ok();
+                if !report.dropped.is_empty() {
+                    tracing::info!(%queue, jobs = report.dropped.len(), held_bytes = report.held_bytes, "dropped the steps of the oldest dead jobs: over the queue's dead_step_bytes");
+                }
+            }
+            Err(err) => shared.redis.failed("counting dead jobs' steps", &err),
         }
     }
 }

@@ -32,15 +32,25 @@ pub(crate) struct RedisSteps {
     pub queue: String,
     pub id: String,
     pub token: String,
+    /// The runtime's `max_job_step_bytes`: steps over it are not read in full.
+    pub max_bytes: usize,
 }
 
 impl WorkflowStore for RedisSteps {
     fn load(&self) -> BoxFuture<'_, Result<HashMap<String, Vec<u8>>, String>> {
         Box::pin(async move {
-            self.client
-                .load_steps(&self.queue, &self.id)
+            match self
+                .client
+                .load_steps_at_most(&self.queue, &self.id, self.max_bytes)
                 .await
-                .map_err(|err| crate::chain::ErrorChain(&err).to_string())
+            {
+                Ok(Some(fields)) => Ok(fields),
+                Ok(None) => Err(format!(
+                    "the job's steps hold more than {} bytes, over the limit per job",
+                    self.max_bytes
+                )),
+                Err(err) => Err(crate::chain::ErrorChain(&err).to_string()),
+            }
         })
     }
 

@@ -73,6 +73,13 @@ impl Limits {
         ..Limits::ROOMY
     };
 
+    /// Room for a guest to build a result larger than a host takes from a handler, and
+    /// than wasmtime lifts by default (128 MiB).
+    pub const LARGE: Limits = Limits {
+        memory_mib: 192,
+        ..Limits::ROOMY
+    };
+
     pub const FUELLED: Limits = Limits {
         fuel: Some(5_000_000),
         ..Limits::ROOMY
@@ -750,6 +757,22 @@ pub fn run_entries(tcp_probe_addr: &str) -> Vec<RunEntry> {
             b"huge-error:4194304",
             Limits::ROOMY,
             Dead("fail"),
+        ),
+        // Past what a host takes from a handler at all. 136 MiB: it used to be a `trap`,
+        // wasmtime refusing to lift over 128 MiB.
+        entry(
+            "result-past-what-a-host-takes",
+            Rust("hostile"),
+            format!("huge-result:{}", 136 * MIB).as_bytes(),
+            Limits::LARGE,
+            Dead("result_too_large"),
+        ),
+        entry(
+            "error-past-what-a-host-takes",
+            Rust("hostile"),
+            format!("huge-error:{}", wasmq::MAX_RETURNED_BYTES + 1).as_bytes(),
+            Limits::LARGE,
+            Dead("result_too_large"),
         ),
         entry(
             "huge-stdout",

@@ -4,7 +4,7 @@
 //! Capability probes (`env`, `args`, `file-read`, `file-write`, `dir-list`, `tcp-connect:<addr>`,
 //! `udp-bind`, `dns`) return `denied` when the sandbox refused and `allowed: ...` otherwise.
 //! The others spin on the clock, block in a host call, flood the log, return a huge result or
-//! error, or exit the process.
+//! error, store a job's worth of durable steps, or exit the process.
 use std::time::{Duration, Instant, SystemTime};
 
 use wasmq_guest::{Handler, Job, JobError, Level};
@@ -86,6 +86,21 @@ impl Handler for Hostile {
                 let n: u64 = arg.parse().unwrap_or(64 << 20);
                 let bytes = wasip2::random::random::get_random_bytes(n);
                 format!("got {}", bytes.len()).into_bytes()
+            }
+            // `n` durable steps of `size` bytes each (`steps:<n>:<size>`, 1,000 of 512 KiB
+            // unless given), as one job may store: the host counts them against its per-job
+            // step bytes. Stops at the first step the host refuses, failing with its error.
+            "steps" => {
+                let (n, size) = arg.split_once(':').unwrap_or((arg, ""));
+                let n: u32 = n.parse().unwrap_or(1000);
+                let size: usize = size.parse().unwrap_or(512 * 1024);
+                for i in 0..n {
+                    wasmq_guest::step::run(&format!("s{i}"), || Ok(vec![b's'; size]))
+                        .map_err(|err| match err {
+                            JobError::Retry(msg) | JobError::Fail(msg) => JobError::Fail(msg),
+                        })?;
+                }
+                format!("saved {n}").into_bytes()
             }
             "abort" => std::process::abort(),
             other => return Err(JobError::Fail(format!("unknown attack {other:?}"))),

@@ -102,6 +102,7 @@ const REQUEST_TIMEOUT_MS = 15000;
  * @property {string | null} last_error
  * @property {string | null} last_outcome
  * @property {number} replays
+ * @property {string | null} steps_dropped why its steps were deleted while dead, if they were
  * @property {number | null} progress
  * @property {AttemptView[]} history
  */

@@ -297,6 +297,7 @@ local CONFIG_DEFAULTS = {
   max_payload_bytes = 524288, max_result_bytes = 524288, completed_keep = 1000,
   completed_max_age_ms = 0, events_maxlen = 10000, paused = 0,
   rate_max = 0, rate_window_ms = 0, group_rate_max = 0, group_rate_window_ms = 0,
+  dead_step_bytes = 67108864,
 }
 
 -- Reads the named fields of the queue config hash, numbers with their defaults (a value that

@@ -135,7 +135,11 @@ export function jobView(queue, id) {
           fact('Group', j.group),
           fact('Backoff', backoff),
           fact('Timeout', j.timeout_ms === null ? "the handler's" : fmtDuration(j.timeout_ms)),
-          fact('Replays', String(j.replays)))),
+          fact('Replays', String(j.replays)),
+          // Only on a job whose durable steps were deleted while it was dead (docs/costs.md).
+          j.steps_dropped ? fact('Steps', j.steps_dropped === 'dead_letter_byte_cap'
+            ? "dropped: the queue's dead-letter byte cap"
+            : `dropped: ${j.steps_dropped}`) : [])),
         h('section', { class: 'panel' }, h('h2', {}, 'Times'), h('dl', { class: 'facts' },
           fact('Created', fmtTime(j.created_at_ms)),
           fact('Due', j.run_at_ms === null ? null : fmtTime(j.run_at_ms)),
