@@ -396,6 +396,7 @@ fn enqueue_limit(config: &QueueConfig) -> u64 {
         (status = 400, description = "Invalid JSON or options", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 413, description = "Body over the limit, or payload over the queue's max_payload_bytes", body = ErrorBody),
+        (status = 429, description = "The queue's backlog is at its max_waiting: nothing was enqueued", body = ErrorBody),
         (status = 503, description = "Redis unreachable", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -638,6 +639,8 @@ pub struct QueueConfigView {
     pub rate: Option<String>,
     /// Most job starts per window in each group; null is unlimited.
     pub group_rate: Option<String>,
+    /// Most jobs waiting or delayed that enqueue accepts; null is unlimited.
+    pub max_waiting: Option<u64>,
 }
 
 /// A queue: counts, pause flag and settings.
@@ -688,6 +691,7 @@ pub(crate) async fn get_queue(
             events_maxlen: config.events_maxlen,
             rate: config.rate.map(|r| r.to_string()),
             group_rate: config.group_rate.map(|r| r.to_string()),
+            max_waiting: config.max_waiting,
         },
     }))
 }

@@ -100,6 +100,9 @@ pub struct QueueConfig {
     /// Most job starts per window in each group (jobs enqueued with a group); `None` is
     /// unlimited. Groups take turns whether limited or not.
     pub group_rate: Option<RateLimit>,
+    /// Most jobs waiting or delayed (the backlog) that enqueue accepts: a call whose new jobs
+    /// would pass it is refused with [`QueueError::QueueFull`]. `None` is unlimited.
+    pub max_waiting: Option<u64>,
 }
 
 impl Default for QueueConfig {
@@ -112,6 +115,7 @@ impl Default for QueueConfig {
             events_maxlen: super::job::DEFAULT_EVENTS_MAXLEN,
             rate: None,
             group_rate: None,
+            max_waiting: None,
         }
     }
 }
@@ -139,6 +143,9 @@ pub struct LeasedJob {
     pub token: String,
     /// When the lease runs out (Redis clock, ms since the epoch) unless extended.
     pub lease_expires_at_ms: u64,
+    /// Its generation: 0 for a job a producer enqueued, its parent's plus one for a child
+    /// job (the job field `depth`; absent, as in jobs older than it, reads as 0).
+    pub depth: u32,
 }
 
 impl LeasedJob {
@@ -799,6 +806,9 @@ impl Client {
         };
         config.rate = limit("rate_max", "rate_window_ms")?;
         config.group_rate = limit("group_rate_max", "group_rate_window_ms")?;
+        config.max_waiting = number("max_waiting")?
+            .filter(|n| *n > 0)
+            .map(i64::unsigned_abs);
         Ok(config)
     }
 
@@ -830,6 +840,8 @@ impl Client {
             .arg(config.group_rate.map_or(0, |r| r.max))
             .arg("group_rate_window_ms")
             .arg(config.group_rate.map_or(0, |r| r.window_ms()))
+            .arg("max_waiting")
+            .arg(config.max_waiting.unwrap_or(0))
             .query_async(&mut conn)
             .await?;
         Ok(())
@@ -1256,6 +1268,7 @@ fn fetched(reply: &Reply, value: Value, queue: &str, token: &str) -> Result<Fetc
                 priority,
                 created,
                 own_policy,
+                depth,
             ] = reply.tuple(item)?;
             let number = |value: Value, what: &str| -> Result<i64> {
                 reply
@@ -1276,6 +1289,7 @@ fn fetched(reply: &Reply, value: Value, queue: &str, token: &str) -> Result<Fetc
                 created_at_ms: number(created, "created_at")?.max(0).unsigned_abs(),
                 token: token.to_string(),
                 lease_expires_at_ms,
+                depth: u32::try_from(number(depth, "depth")?).unwrap_or(u32::MAX),
             })
         })
         .collect::<Result<Vec<_>>>()?;
