@@ -40,8 +40,9 @@ pub mod schedule;
 pub mod worker;
 
 pub use runtime::{
-    ArtifactCache, BoxFuture, CacheError, CacheLookup, ChildJob, CompileConfig,
+    ArtifactCache, Backlog, BoxFuture, CacheError, CacheLookup, ChildJob, CompileConfig,
     DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT, Handler, JobInput, JobLimits, LoadError,
     LoadSource, LogLine, LogSource, MAX_CHILDREN, MAX_CHILDREN_BYTES, MAX_SLEEP, MAX_STEP_BYTES,
     MAX_STEPS, Outcome, OutcomeClass, RunReport, Runtime, RuntimeConfig, WorkflowStore, child_id,
+    namespaced_child_id,
 };

@@ -223,16 +223,15 @@ async fn a_completed_parent_leaves_exactly_its_children_in_another_queue() {
     let job = NewJob::new("parent", br#"{"children":3,"queue":"kids"}"#.to_vec()).with_id("p-2");
     client.enqueue(Q, &job).await.unwrap();
     let queues = format!("{Q},{KIDS}");
-    let _host = HostProcess::start(
+    // Another queue than its own: the handler needs the grant (docs/capabilities.md).
+    let toml = format!(
+        "[handlers.parent]\npath = {:?}\nmay_enqueue = [\"{KIDS}/echo\"]\n",
+        guests::rust("parent")
+    );
+    let _host = HostProcess::start_with_config(
         &redis.url(),
-        &[
-            "--queues",
-            &queues,
-            "--handler",
-            &handler("parent", "parent"),
-            "--handler",
-            &handler("echo", "echo"),
-        ],
+        &toml,
+        &["--queues", &queues, "--handler", &handler("echo", "echo")],
     );
     wait_for_state(
         &client,

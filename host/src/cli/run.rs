@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// uncounted [default: 2]
     #[arg(long, env = "WASMQ_COMPILE_CONCURRENCY")]
     pub compile_concurrency: Option<usize>,
+    /// Deepest generation of child jobs (a child of a child of ...): a job this deep may
+    /// enqueue none; give every host the same [default: 16]
+    #[arg(long, env = "WASMQ_MAX_CHILD_DEPTH")]
+    pub max_child_depth: Option<u32>,
     /// A TOML file with any of the settings above, and [handlers.NAME] / [queue.NAME] tables.
     #[arg(long, env = "WASMQ_CONFIG")]
     pub config: Option<PathBuf>,
@@ -167,6 +171,9 @@ impl RunArgs {
         )?;
         if let Some(n) = self.compile_concurrency.or(file.compile_concurrency) {
             config.compile_concurrency = n;
+        }
+        if let Some(n) = self.max_child_depth.or(file.max_child_depth) {
+            config.max_child_depth = n;
         }
         for (queue, q) in &file.queue {
             // A table for a queue this host does not serve is a typo or a forgotten --queues:

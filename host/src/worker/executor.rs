@@ -500,6 +500,8 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, NotRu
         queue: job.queue.clone(),
         id: job.id.clone(),
         token: job.token.clone(),
+        depth: job.depth,
+        max_depth: shared.config.max_child_depth,
     });
     let span = tracing::info_span!("job", job_id = %job.id, queue = %job.queue, handler = %job.handler, attempt = job.attempt);
     let mut inner = AbortOnDrop(shared.guests.spawn(tracing::Instrument::instrument(

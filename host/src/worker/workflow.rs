@@ -9,7 +9,8 @@
 //!    them with it (into the queue's outbox, in the same call) and then [`deliver`]s them.
 //! 3. The watchman calls [`recover`] every tick: entries older than [`OUTBOX_GRACE`] were left
 //!    by a host that died (or lost Redis) between recording a completion and delivering its
-//!    children; delivering one twice enqueues nothing new (fixed child ids).
+//!    children, or wait for room in a full queue (`max_waiting`); delivering one twice
+//!    enqueues nothing new (fixed child ids).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use super::Shared;
 use crate::queue::{Child, Client, NewJob, StepSave};
-use crate::runtime::{BoxFuture, ChildJob, WorkflowStore};
+use crate::runtime::{Backlog, BoxFuture, ChildJob, WorkflowStore};
 
 /// How old an outbox entry must be before any host delivers it: the host that wrote it
 /// delivers within milliseconds, so older ones are left over.
@@ -32,6 +33,9 @@ pub(crate) struct RedisSteps {
     pub queue: String,
     pub id: String,
     pub token: String,
+    /// The job's generation, and the host's limit (`WorkerConfig::max_child_depth`).
+    pub depth: u32,
+    pub max_depth: u32,
 }
 
 impl WorkflowStore for RedisSteps {
@@ -63,12 +67,39 @@ impl WorkflowStore for RedisSteps {
     fn check_child(&self, child: &ChildJob) -> Result<(), String> {
         to_child(child).validate()
     }
+
+    fn child_depth(&self) -> Result<u32, String> {
+        if self.depth >= self.max_depth {
+            return Err(format!(
+                "this job is a child job of depth {} (a child of a child of ...), the deepest \
+                 this host allows (--max-child-depth {}): it may enqueue no children",
+                self.depth, self.max_depth
+            ));
+        }
+        Ok(self.depth + 1)
+    }
+
+    fn backlog(&self, queue: &str) -> BoxFuture<'_, Result<Option<Backlog>, String>> {
+        let queue = queue.to_string();
+        Box::pin(async move {
+            let fail = |err: crate::queue::QueueError| format!("{err:#}");
+            let Some(limit) = self.client.config(&queue).await.map_err(fail)?.max_waiting else {
+                return Ok(None);
+            };
+            let counts = self.client.counts(&queue).await.map_err(fail)?;
+            Ok(Some(Backlog {
+                jobs: counts.waiting + counts.delayed,
+                limit,
+            }))
+        })
+    }
 }
 
 fn to_child(child: &ChildJob) -> Child {
     let mut job = NewJob::new(child.handler.clone(), child.payload.clone())
         .with_id(child.id.clone())
-        .with_priority(child.priority);
+        .with_priority(child.priority)
+        .with_depth(child.depth);
     if let Some(delay) = child.delay {
         job = job.with_delay(delay);
     }
@@ -95,6 +126,9 @@ pub(crate) fn deliver(shared: &Arc<Shared>, queue: &str, parents: Vec<String>) {
         match shared.client.deliver_outbox(&queue, &parents).await {
             Ok(report) => {
                 tracing::debug!(%queue, parents = report.delivered.len(), created = report.created, "delivered child jobs");
+                if !report.waiting.is_empty() {
+                    tracing::info!(%queue, parents = report.waiting.len(), "child jobs wait in the outbox for room in their queue (max_waiting); a host delivers them when there is");
+                }
             }
             Err(err) => {
                 shared.redis.failed("delivering child jobs", &err);
