@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use wasmq::queue::{Client, JobState, NewJob, QueueConfig, QueueError};
+use wasmq::queue::{Child, Client, Completion, JobState, NewJob, QueueConfig, QueueError};
 
 use crate::support::cli::{ok, wasmq};
 use crate::support::eventually;
@@ -383,9 +383,13 @@ async fn an_enqueue_past_the_backlog_limit_is_refused_and_writes_nothing() {
     ));
     assert!(out.contains("max waiting 3"), "{out}");
     assert_eq!(client.config(ORDERS).await.unwrap().max_waiting, Some(3));
-    let jobs: Vec<NewJob> = (1..=2)
-        .map(|n| NewJob::new("echo", Vec::new()).with_id(format!("j{n}")))
-        .collect();
+    // One waiting, one waiting in a group, one delayed: the backlog counts all three.
+    let jobs = vec![
+        NewJob::new("echo", Vec::new()).with_id("j1"),
+        NewJob::new("echo", Vec::new())
+            .with_id("j2")
+            .with_group("tenant"),
+    ];
     client.enqueue_bulk(ORDERS, &jobs).await.unwrap();
     client
         .enqueue(
@@ -441,6 +445,81 @@ async fn an_enqueue_past_the_backlog_limit_is_refused_and_writes_nothing() {
             .unwrap()
             .created
     );
+}
+
+/// Children accepted with a completed parent are never dropped for want of room: delivery
+/// enqueues what fits, the entry stays, and a later delivery goes on once the queue drained.
+#[tokio::test]
+async fn children_of_a_full_queue_wait_in_the_outbox_until_there_is_room() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let config = QueueConfig {
+        max_waiting: Some(2),
+        ..client.config(PAYMENTS).await.unwrap()
+    };
+    client.set_config(PAYMENTS, &config).await.unwrap();
+    client
+        .enqueue(ORDERS, &NewJob::new("parent", Vec::new()).with_id("p"))
+        .await
+        .unwrap();
+    let leased = client
+        .fetch(ORDERS, 1, Duration::from_secs(30), "test-host")
+        .await
+        .unwrap();
+    let children: Vec<Child> = (1..=3)
+        .map(|n| Child {
+            queue: PAYMENTS.to_string(),
+            job: NewJob::new("charge", Vec::new())
+                .with_id(format!("orders/p:c{n}"))
+                .with_depth(1),
+        })
+        .collect();
+    let done = Completion::new(&leased[0], Vec::new()).with_children(children);
+    client.complete(ORDERS, &[done]).await.unwrap();
+
+    let first = client
+        .deliver_outbox(ORDERS, &["p".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.created, first.delivered.len(), first.waiting.clone()),
+        (2, 0, vec!["p".to_string()])
+    );
+    assert!(first.refused.is_empty(), "{first:?}");
+    assert_eq!(backlog(&client, PAYMENTS).await, 2);
+    assert_eq!(outbox_len(&redis, ORDERS).await, 1);
+    assert!(client.get(PAYMENTS, "orders/p:c3").await.unwrap().is_none());
+    assert_eq!(
+        depth_field(&redis, PAYMENTS, "orders/p:c1")
+            .await
+            .as_deref(),
+        Some("1")
+    );
+
+    // Still full: nothing more, nothing lost.
+    let again = client
+        .recover_outbox(ORDERS, Duration::ZERO, 10)
+        .await
+        .unwrap();
+    assert_eq!((again.created, again.waiting.len()), (0, 1));
+
+    // One child runs: room for the third.
+    let running = client
+        .fetch(PAYMENTS, 1, Duration::from_secs(30), "test-host")
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+    let last = client
+        .recover_outbox(ORDERS, Duration::ZERO, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (last.created, last.delivered.clone()),
+        (1, vec!["p".to_string()])
+    );
+    assert!(client.get(PAYMENTS, "orders/p:c3").await.unwrap().is_some());
+    assert_eq!(outbox_len(&redis, ORDERS).await, 0);
+    assert_eq!(backlog(&client, PAYMENTS).await, 2);
 }
 
 /// The reproduction of the fork bomb: a job that enqueues 100 copies of itself. Its children
