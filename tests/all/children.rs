@@ -55,11 +55,11 @@ async fn depth_field(redis: &RedisServer, queue: &str, id: &str) -> Option<Strin
         .unwrap()
 }
 
-/// Jobs of `queue` not yet started (waiting, grouped or not, and delayed): what
+/// Jobs of `queue` not finished (waiting, grouped or not, delayed, retry, active): what
 /// `max_waiting` bounds.
 async fn backlog(client: &Client, queue: &str) -> u64 {
     let counts = client.counts(queue).await.unwrap();
-    counts.waiting + counts.delayed
+    counts.waiting + counts.delayed + counts.retry + counts.active
 }
 
 async fn outbox_len(redis: &RedisServer, queue: &str) -> u64 {
@@ -503,12 +503,22 @@ async fn children_of_a_full_queue_wait_in_the_outbox_until_there_is_room() {
         .unwrap();
     assert_eq!((again.created, again.waiting.len()), (0, 1));
 
-    // One child runs: room for the third.
+    // A running child still counts (it may come back to wait); one that completes frees room
+    // for the third.
     let running = client
         .fetch(PAYMENTS, 1, Duration::from_secs(30), "test-host")
         .await
         .unwrap();
     assert_eq!(running.len(), 1);
+    let still = client
+        .recover_outbox(ORDERS, Duration::ZERO, 10)
+        .await
+        .unwrap();
+    assert_eq!((still.created, still.waiting.len()), (0, 1));
+    client
+        .complete(PAYMENTS, &[Completion::new(&running[0], Vec::new())])
+        .await
+        .unwrap();
     let last = client
         .recover_outbox(ORDERS, Duration::ZERO, 10)
         .await
@@ -558,7 +568,7 @@ async fn a_job_that_enqueues_a_hundred_copies_of_itself_stays_under_the_bounds()
     let mut quiet_since: Option<Instant> = None;
     loop {
         let counts = client.counts(ORDERS).await.unwrap();
-        most = most.max(counts.waiting + counts.delayed);
+        most = most.max(counts.waiting + counts.delayed + counts.retry + counts.active);
         let idle = counts.waiting + counts.delayed + counts.active == 0
             && outbox_len(&redis, ORDERS).await == 0;
         match (idle, quiet_since) {
@@ -606,8 +616,8 @@ async fn a_job_that_enqueues_a_hundred_copies_of_itself_stays_under_the_bounds()
     assert!(refused_for_depth > 0, "no job met the depth limit");
 }
 
-/// 20 parents with 1,000 children each: while they are delivered, a neighbour's job on the
-/// same host still runs within a few seconds.
+/// 20 parents with 1,000 children each: while their children are delivered, a neighbour's job
+/// on the same host still runs within a couple of seconds (it takes tens of milliseconds).
 #[tokio::test]
 async fn delivering_many_children_leaves_a_neighbour_its_turn() {
     const PARENTS: usize = 20;
@@ -616,16 +626,32 @@ async fn delivering_many_children_leaves_a_neighbour_its_turn() {
     let client = redis.client().await;
     let payload =
         format!(r#"{{"children":{CHILDREN},"queue":"bulk","handler":"noop","child_bytes":1024}}"#);
-    let parents: Vec<NewJob> = (0..PARENTS)
-        .map(|n| NewJob::new("parent", payload.clone()).with_id(format!("p{n}")))
-        .collect();
-    client.enqueue_bulk(ORDERS, &parents).await.unwrap();
     let queues = format!("{ORDERS},neighbour");
     let _host = HostProcess::start_with_config(
         &redis.url(),
         &parent_with_grants(&["bulk/noop"], &[]),
         &["--queues", &queues, "--handler", &handler("echo", "echo")],
     );
+    // The host is up, its handlers compiled: what follows measures delivery, not the start.
+    client
+        .enqueue(
+            "neighbour",
+            &NewJob::new("echo", b"hi".to_vec()).with_id("warm"),
+        )
+        .await
+        .unwrap();
+    wait_for_state(
+        &client,
+        "neighbour",
+        "warm",
+        JobState::Completed,
+        Duration::from_secs(60),
+    )
+    .await;
+    let parents: Vec<NewJob> = (0..PARENTS)
+        .map(|n| NewJob::new("parent", payload.clone()).with_id(format!("p{n}")))
+        .collect();
+    client.enqueue_bulk(ORDERS, &parents).await.unwrap();
     // The neighbour's jobs, one after another while the children are delivered.
     let total = PARENTS as u64 * CHILDREN;
     let mut slowest = Duration::ZERO;
@@ -635,9 +661,11 @@ async fn delivering_many_children_leaves_a_neighbour_its_turn() {
         if delivered >= total {
             break;
         }
-        if delivered > 0 {
-            during += 1;
-        }
+        // The window measured: every parent's completion recorded, its children still being
+        // delivered (a parent's completion carries its thousand children to the outbox, which
+        // is the completion's cost, not the delivery's).
+        let delivering =
+            delivered > 0 && client.counts(ORDERS).await.unwrap().completed == PARENTS as u64;
         let id = format!("n{n}");
         let sent = Instant::now();
         client
@@ -655,7 +683,10 @@ async fn delivering_many_children_leaves_a_neighbour_its_turn() {
             Duration::from_secs(60),
         )
         .await;
-        slowest = slowest.max(sent.elapsed());
+        if delivering {
+            during += 1;
+            slowest = slowest.max(sent.elapsed());
+        }
         assert!(n < 10_000, "the children were never all delivered");
     }
     assert!(
@@ -663,7 +694,7 @@ async fn delivering_many_children_leaves_a_neighbour_its_turn() {
         "no neighbour's job ran while children were delivered"
     );
     assert!(
-        slowest < Duration::from_secs(3),
+        slowest < Duration::from_secs(2),
         "a neighbour's job waited {slowest:?} while children were delivered ({during} ran during delivery)"
     );
     eventually("an empty outbox", Duration::from_secs(30), || async {

@@ -639,7 +639,8 @@ pub struct QueueConfigView {
     pub rate: Option<String>,
     /// Most job starts per window in each group; null is unlimited.
     pub group_rate: Option<String>,
-    /// Most jobs waiting or delayed that enqueue accepts; null is unlimited.
+    /// Most jobs not finished (waiting, delayed, retry, active) that enqueue accepts; null is
+    /// unlimited.
     pub max_waiting: Option<u64>,
 }
 

@@ -167,7 +167,8 @@ pub enum QueueAction {
         /// Most job starts per window in each group (jobs enqueued with --group).
         #[arg(long)]
         group_rate: Option<RateLimit>,
-        /// Most jobs waiting or delayed: an enqueue that would pass it is refused (producers
+        /// Most jobs not finished (waiting, delayed, retrying, running): an enqueue that would
+        /// pass it is refused (producers
         /// get an error; child jobs wait in their parent's outbox). 0 removes the limit.
         #[arg(long, value_name = "N")]
         max_waiting: Option<u64>,

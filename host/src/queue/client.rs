@@ -100,7 +100,8 @@ pub struct QueueConfig {
     /// Most job starts per window in each group (jobs enqueued with a group); `None` is
     /// unlimited. Groups take turns whether limited or not.
     pub group_rate: Option<RateLimit>,
-    /// Most jobs waiting or delayed (the backlog) that enqueue accepts: a call whose new jobs
+    /// Most jobs not finished (waiting, delayed, retry, active: the backlog) that enqueue
+    /// accepts: a call whose new jobs
     /// would pass it is refused with [`QueueError::QueueFull`]. `None` is unlimited.
     pub max_waiting: Option<u64>,
 }
@@ -207,6 +208,9 @@ pub struct Completion {
     /// Child jobs to write with the completion (through the queue's outbox; see
     /// docs/workflows.md), each with its id set.
     pub children: Vec<Child>,
+    /// `children` as the outbox stores them, when encoded ahead
+    /// ([`Completion::encode_children`]).
+    encoded_children: Option<Vec<u8>>,
 }
 
 impl Completion {
@@ -219,12 +223,22 @@ impl Completion {
             logs: String::new(),
             progress: None,
             children: Vec::new(),
+            encoded_children: None,
         }
     }
 
     /// Child jobs to enqueue if, and only if, this completion is recorded.
     pub fn with_children(mut self, children: Vec<Child>) -> Completion {
         self.children = children;
+        self.encoded_children = None;
+        self
+    }
+
+    /// `encoded`: the children as the outbox stores them (`encode_children` of exactly
+    /// `self.children`), encoded ahead so that the call recording a batch of completions
+    /// only copies them. `None` leaves the encoding to that call.
+    pub(crate) fn with_encoded_children(mut self, encoded: Option<Vec<u8>>) -> Completion {
+        self.encoded_children = encoded;
         self
     }
 
@@ -1205,8 +1219,11 @@ fn push_completions(invocation: &mut Call<'_>, done: &[Completion]) -> Result<()
             .arg(completion.result.as_slice())
             .arg(truncate_utf8(&completion.version, MAX_VERSION_LEN))
             .arg(truncate_utf8(&completion.logs, MAX_ATTEMPT_LOG_LEN))
-            .arg(progress_arg(completion.progress))
-            .arg(encode_children(&completion.children)?);
+            .arg(progress_arg(completion.progress));
+        match &completion.encoded_children {
+            Some(bytes) => invocation.arg(bytes.as_slice()),
+            None => invocation.arg(encode_children(&completion.children)?),
+        };
     }
     Ok(())
 }

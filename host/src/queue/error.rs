@@ -18,11 +18,11 @@ pub enum QueueError {
     /// A payload is over the queue's `max_payload_bytes`; nothing was enqueued.
     #[error("payload of job {id} is {size} bytes, over the queue's limit of {limit} bytes")]
     PayloadTooLarge { id: String, size: u64, limit: u64 },
-    /// The queue's backlog (jobs waiting or delayed) is at its `max_waiting`: the `new` jobs
+    /// The queue's backlog (jobs not finished) is at its `max_waiting`: the `new` jobs
     /// of the call would take it past; nothing was enqueued. Enqueue again once the queue has
     /// drained, or raise the limit (`wasmq queue limit <q> --max-waiting N`).
     #[error(
-        "queue {queue} is full: {backlog} jobs waiting or delayed, {new} more would pass its \
+        "queue {queue} is full: {backlog} jobs not finished, {new} more would pass its \
          max_waiting of {limit}; nothing was enqueued"
     )]
     QueueFull {

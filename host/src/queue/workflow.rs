@@ -73,7 +73,7 @@ fn is_zero(n: &u32) -> bool {
 }
 
 /// The outbox entry of `children`: empty for none.
-pub(super) fn encode_children(children: &[Child]) -> Result<Vec<u8>> {
+pub(crate) fn encode_children(children: &[Child]) -> Result<Vec<u8>> {
     if children.is_empty() {
         return Ok(Vec::new());
     }

@@ -82,7 +82,8 @@ pub trait WorkflowStore: Send + Sync {
     }
 }
 
-/// A queue's backlog (jobs waiting or delayed) and its `max_waiting`.
+/// A queue's backlog (jobs not finished: waiting, delayed, retry, active) and its
+/// `max_waiting`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backlog {
     pub jobs: u64,
@@ -321,7 +322,7 @@ impl WorkflowState {
                     && jobs >= limit
                 {
                     return Err(format!(
-                        "queue {queue:?} is full: {jobs} jobs waiting or delayed, at its \
+                        "queue {queue:?} is full: {jobs} jobs not finished, at its \
                          max_waiting of {limit}"
                     ));
                 }

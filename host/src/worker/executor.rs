@@ -266,10 +266,13 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
             ..
         }) => match outcome {
             Outcome::Ok(result) => AckOutcome::Complete(
-                Completion::new(&job, result)
-                    .with_version(&loaded.version)
-                    .with_logs(logs, progress)
-                    .with_children(workflow::children(children)),
+                workflow::with_children(
+                    Completion::new(&job, result)
+                        .with_version(&loaded.version)
+                        .with_logs(logs, progress),
+                    children,
+                )
+                .await,
             ),
             Outcome::Suspended { field, delay } => AckOutcome::Suspend(
                 Suspension::new(&job, field, delay)

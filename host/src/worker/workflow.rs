@@ -5,8 +5,9 @@
 //! 1. The executor gives each attempt a [`RedisSteps`] for its job and lease: the runtime reads
 //!    the job's steps through it once, at the first call that needs them, and saves each step
 //!    under the lease before the handler goes on.
-//! 2. A completed attempt's children ride on its completion ([`children`]); the acker records
-//!    them with it (into the queue's outbox, in the same call) and then [`deliver`]s them.
+//! 2. A completed attempt's children ride on its completion ([`with_children`], which encodes
+//!    them on a blocking thread, so the acker only copies them); the acker records them with it
+//!    (into the queue's outbox, in the same call) and then [`deliver`]s them.
 //! 3. The watchman calls [`recover`] every tick: entries older than [`OUTBOX_GRACE`] were left
 //!    by a host that died (or lost Redis) between recording a completion and delivering its
 //!    children, or wait for room in a full queue (`max_waiting`); delivering one twice
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Shared;
-use crate::queue::{Child, Client, NewJob, StepSave};
+use crate::queue::{Child, Client, Completion, NewJob, StepSave, encode_children};
 use crate::runtime::{Backlog, BoxFuture, ChildJob, WorkflowStore};
 
 /// How old an outbox entry must be before any host delivers it: the host that wrote it
@@ -88,7 +89,7 @@ impl WorkflowStore for RedisSteps {
             };
             let counts = self.client.counts(&queue).await.map_err(fail)?;
             Ok(Some(Backlog {
-                jobs: counts.waiting + counts.delayed,
+                jobs: counts.waiting + counts.delayed + counts.retry + counts.active,
                 limit,
             }))
         })
@@ -109,9 +110,25 @@ fn to_child(child: &ChildJob) -> Child {
     }
 }
 
-/// The children of a completed attempt, as its completion carries them.
-pub(crate) fn children(children: Vec<ChildJob>) -> Vec<Child> {
-    children.iter().map(to_child).collect()
+/// `completion` with the children of its attempt, encoded on a blocking thread: a parent with
+/// a thousand children costs its own task that work, not the acker that records every job's
+/// outcome (where twenty such parents held a neighbour's completion for seconds).
+pub(crate) async fn with_children(completion: Completion, children: Vec<ChildJob>) -> Completion {
+    if children.is_empty() {
+        return completion;
+    }
+    let children: Arc<Vec<Child>> = Arc::new(children.iter().map(to_child).collect());
+    let those = children.clone();
+    // Children that do not encode, or a blocking pool that is gone (the host is stopping),
+    // leave the encoding to the call that records the completion, as before.
+    let encoded = tokio::task::spawn_blocking(move || encode_children(&those).ok())
+        .await
+        .ok()
+        .flatten();
+    let children = Arc::try_unwrap(children).unwrap_or_else(|shared| shared.as_ref().clone());
+    completion
+        .with_children(children)
+        .with_encoded_children(encoded)
 }
 
 /// Delivers the children of `parents`, just completed in `queue`, in the background; what

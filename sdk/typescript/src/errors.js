@@ -17,10 +17,10 @@ export class InvalidJob extends WasmqError {
   }
 }
 
-/** The queue's backlog (waiting or delayed) is at its `max_waiting` (`WASMQ_QUEUE_FULL`); nothing written. */
+/** The queue's backlog (jobs not finished) is at its `max_waiting` (`WASMQ_QUEUE_FULL`); nothing written. */
 export class QueueFull extends WasmqError {
   constructor(queue, backlog, added, limit) {
-    super(`queue ${queue} is full: ${backlog} jobs waiting or delayed, ${added} more would pass its max_waiting of ${limit}`);
+    super(`queue ${queue} is full: ${backlog} jobs not finished, ${added} more would pass its max_waiting of ${limit}`);
     this.queue = queue;
     this.backlog = backlog;
     this.new = added;

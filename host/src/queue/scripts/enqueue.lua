@@ -23,7 +23,8 @@
 -- the group joins `groups` (the round-robin that fetch.lua serves) unless it is there already.
 -- Reply: one {id, 'created' | 'exists', state} per job, in order.
 -- The queue's `max_waiting` (config; absent or 0: no limit) bounds its backlog: the jobs not
--- yet started, waiting (grouped or not) and delayed. A call whose new jobs would take the
+-- finished, waiting (grouped or not), delayed, retrying or active. Only enqueue (and a replay)
+-- adds to that number, so it never passes the limit. A call whose new jobs would take the
 -- backlog past it is refused whole.
 -- Errors (nothing is written): 'WASMQ_INVALID <reason>',
 --   'WASMQ_PAYLOAD_TOO_LARGE <id> <size> <limit>',
@@ -234,7 +235,8 @@ if max_waiting > 0 then
     return wrong_type('wasmq:{' .. queue .. '}:groups',
       redis.call('TYPE', 'wasmq:{' .. queue .. '}:groups').ok)
   end
-  local sets = { KEYS[3], KEYS[4] }
+  local sets = { KEYS[3], KEYS[4], 'wasmq:{' .. queue .. '}:retry',
+    'wasmq:{' .. queue .. '}:active' }
   for _, group in ipairs(groups) do
     if group ~= '' then sets[#sets + 1] = gprefix .. group .. ':waiting' end
   end

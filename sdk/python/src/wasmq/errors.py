@@ -30,12 +30,12 @@ class PayloadTooLarge(WasmqError):
 
 
 class QueueFull(WasmqError):
-    """The queue's backlog (jobs waiting or delayed) is at its `max_waiting`
+    """The queue's backlog (jobs not finished) is at its `max_waiting`
     (`WASMQ_QUEUE_FULL`): the call's `new` jobs would pass it; nothing was written."""
 
     def __init__(self, queue: str, backlog: int, new: int, limit: int) -> None:
         super().__init__(
-            f"queue {queue} is full: {backlog} jobs waiting or delayed, {new} more would pass"
+            f"queue {queue} is full: {backlog} jobs not finished, {new} more would pass"
             f" its max_waiting of {limit}"
         )
         self.queue = queue
