@@ -160,7 +160,8 @@ fn reply(u: &mut Unstructured, depth: u32) -> Result<Value> {
 }
 
 /// fetch.lua's reply for generated jobs (docs/protocol.md, "fetch.lua"): each job
-/// `[id, handler, payload, attempt, max_attempts, timeout_ms, priority, created_at, own_policy]`.
+/// `[id, handler, payload, attempt, max_attempts, timeout_ms, priority, created_at, own_policy,
+/// depth]`.
 fn well_formed_fetch(u: &mut Unstructured) -> Result<()> {
     let now_ms = u64::arbitrary(u)? >> 1;
     let lease_expires_at_ms = u64::arbitrary(u)? >> 1;
@@ -186,6 +187,7 @@ fn well_formed_fetch(u: &mut Unstructured) -> Result<()> {
             created_at_ms: u64::arbitrary(u)? >> 1,
             token: "token".into(),
             lease_expires_at_ms,
+            depth: u32::arbitrary(u)?,
         };
         // Integers arrive as Lua numbers (Int) or as the stored text (bulk strings).
         let int = |u: &mut Unstructured, n: i64| -> Result<Value> {
@@ -206,6 +208,7 @@ fn well_formed_fetch(u: &mut Unstructured) -> Result<()> {
             int(u, job.priority.into())?,
             int(u, job.created_at_ms as i64)?,
             Value::BulkString(own_policy.as_bytes().to_vec()),
+            int(u, job.depth.into())?,
         ]));
         jobs.push(job);
     }

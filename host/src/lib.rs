@@ -42,9 +42,9 @@ pub mod units;
 pub mod worker;
 
 pub use runtime::{
-    ArtifactCache, BoxFuture, CacheError, CacheLookup, ChildJob, CompileConfig,
+    ArtifactCache, Backlog, BoxFuture, CacheError, CacheLookup, ChildJob, CompileConfig,
     DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_JOB_STEP_BYTES, Handler, JobInput,
     JobLimits, LoadError, LoadSource, LogLine, LogSource, MAX_CHILDREN, MAX_CHILDREN_BYTES,
     MAX_RETURNED_BYTES, MAX_SLEEP, MAX_STEP_BYTES, MAX_STEPS, Outcome, OutcomeClass, RunReport,
-    Runtime, RuntimeConfig, WorkflowStore, child_id,
+    Runtime, RuntimeConfig, WorkflowStore, child_id, namespaced_child_id,
 };

@@ -458,11 +458,20 @@ async fn handlers(t: &mut Tour) {
         .api
         .deploy(
             "greet",
-            "?memory=32MiB&timeout=5s&max_attempts=4&backoff=fixed:1s&concurrency=2&fuel=1000000",
+            "?memory=32MiB&timeout=5s&max_attempts=4&backoff=fixed:1s&concurrency=2&fuel=1000000\
+             &may_enqueue=payments/charge,mail/*&may_enqueue_raw_ids=ledger/post",
             echo.clone(),
         )
         .await
         .expect(201);
+    assert_eq!(v1["may_enqueue"], json!(["payments/charge", "mail/*"]));
+    assert_eq!(v1["may_enqueue_raw_ids"], json!(["ledger/post"]));
+    let refused = t
+        .api
+        .deploy("greet", "?may_enqueue=no-slash", echo.clone())
+        .await
+        .error(400);
+    assert!(refused.contains("QUEUE/HANDLER"), "{refused}");
     assert_eq!(v1["version"], 1);
     assert_eq!(v1["current"], true);
     assert_eq!(v1["memory"], 32 * 1024 * 1024);
@@ -476,6 +485,7 @@ async fn handlers(t: &mut Tour) {
     let v2 = t.api.deploy("greet", "", echo.clone()).await.expect(201);
     assert_eq!(v2["version"], 2);
     assert_eq!(v2["memory"], 64 * 1024 * 1024);
+    assert_eq!(v2["may_enqueue"], json!([]));
     let registry = Registry::connect(&t.redis.url()).await.unwrap();
     assert_eq!(registry.current().await.unwrap()["greet"].version, 2);
 
@@ -499,6 +509,10 @@ async fn handlers(t: &mut Tour) {
         .expect(200);
     assert_eq!(back["version"], 1);
     assert_eq!(back["memory"], 32 * 1024 * 1024);
+    // A rollback restores the version's grants, child-job targets included.
+    assert_eq!(back["may_enqueue"], json!(["payments/charge", "mail/*"]));
+    let current = &registry.current().await.unwrap()["greet"];
+    assert_eq!(current.settings.grants.may_enqueue_raw_ids, ["ledger/post"]);
     let forward = t
         .api
         .post("/api/handlers/greet/rollback", json!({"version": 2}))

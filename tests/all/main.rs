@@ -8,6 +8,7 @@ mod alerts;
 mod api;
 mod cache;
 mod chaos;
+mod children;
 mod cluster;
 mod compile;
 mod corpus;

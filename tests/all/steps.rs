@@ -224,15 +224,17 @@ async fn a_completed_parent_leaves_exactly_its_children_in_another_queue() {
     let job = NewJob::new("parent", br#"{"children":3,"queue":"kids"}"#.to_vec()).with_id("p-2");
     client.enqueue(Q, &job).await.unwrap();
     let queues = format!("{Q},{KIDS}");
+    // Another queue than its own: the handler needs the grant (docs/capabilities.md).
+    let toml = format!(
+        "[handlers.parent]
+path = {:?}
+may_enqueue = [\"{KIDS}/echo\"]
+",
+        guests::rust("parent")
+    );
     let _host = HostProcess::builder(&redis.url())
-        .args([
-            "--queues",
-            &queues,
-            "--handler",
-            &handler("parent", "parent"),
-            "--handler",
-            &handler("echo", "echo"),
-        ])
+        .config(&toml)
+        .args(["--queues", &queues, "--handler", &handler("echo", "echo")])
         .start();
     wait_for_state(
         &client,

@@ -111,6 +111,9 @@ impl From<QueueError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, err.to_string())
             }
             QueueError::WrongType { .. } => ApiError::new(StatusCode::CONFLICT, err.to_string()),
+            QueueError::QueueFull { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, err.to_string())
+            }
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
         }
     }

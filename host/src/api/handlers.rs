@@ -65,6 +65,10 @@ pub struct VersionView {
     /// The Postgres databases it may open, each with the secret holding its URL
     /// (`main` -> `secret:APP_DB_URL`; the URL itself is never stored).
     pub databases: std::collections::BTreeMap<String, String>,
+    /// Where its child jobs may go besides the job's own queue (`QUEUE/HANDLER`, `QUEUE/*`).
+    pub may_enqueue: Vec<String>,
+    /// The targets whose child ids are kept as the handler gives them.
+    pub may_enqueue_raw_ids: Vec<String>,
 }
 
 /// The JSON of a version: what `GET /api/handlers/{name}/versions` lists, and what
@@ -93,6 +97,8 @@ pub(crate) fn version_view(v: &Version, current: bool) -> VersionView {
         http_limits: s.grants.http_limits,
         kv: s.grants.kv.clone(),
         databases: s.grants.databases.clone(),
+        may_enqueue: s.grants.may_enqueue.clone(),
+        may_enqueue_raw_ids: s.grants.may_enqueue_raw_ids.clone(),
     }
 }
 
@@ -198,6 +204,11 @@ pub struct DeployQuery {
     /// Postgres databases, comma-separated `NAME=secret:SECRET`, like
     /// `main=secret:APP_DB_URL`.
     pub databases: Option<String>,
+    /// Where child jobs may go besides the job's own queue, comma-separated `QUEUE/HANDLER`
+    /// or `QUEUE/*`, like `payments/charge,mail/*`.
+    pub may_enqueue: Option<String>,
+    /// As `may_enqueue`, keeping the ids the handler gives those children as they are.
+    pub may_enqueue_raw_ids: Option<String>,
 }
 
 fn comma_list(text: Option<String>) -> Vec<String> {
@@ -246,6 +257,8 @@ impl DeployQuery {
                     .map(|d| crate::capability::parse_database_flag(d))
                     .collect::<Result<_, _>>()
                     .map_err(|why| ApiError::bad_request(format!("databases: {why}")))?,
+                may_enqueue: comma_list(self.may_enqueue),
+                may_enqueue_raw_ids: comma_list(self.may_enqueue_raw_ids),
             },
         };
         settings

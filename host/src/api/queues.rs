@@ -400,6 +400,7 @@ fn enqueue_limit(config: &QueueConfig) -> u64 {
         (status = 400, description = "Invalid JSON or options", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 413, description = "Body over the limit, or payload over the queue's max_payload_bytes", body = ErrorBody),
+        (status = 429, description = "The queue's backlog is at its max_waiting: nothing was enqueued", body = ErrorBody),
         (status = 503, description = "Redis unreachable", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -645,6 +646,9 @@ pub struct QueueConfigView {
     /// Most bytes the steps of the queue's dead jobs hold in all (the oldest dropped first,
     /// the jobs kept); null is no cap.
     pub dead_step_bytes: Option<u64>,
+    /// Most jobs not finished (waiting, delayed, retry, active) that enqueue accepts; null is
+    /// unlimited.
+    pub max_waiting: Option<u64>,
 }
 
 /// A queue: counts, pause flag and settings.
@@ -696,6 +700,7 @@ pub(crate) async fn get_queue(
             rate: config.rate.map(|r| r.to_string()),
             group_rate: config.group_rate.map(|r| r.to_string()),
             dead_step_bytes: config.dead_step_bytes,
+            max_waiting: config.max_waiting,
         },
     }))
 }

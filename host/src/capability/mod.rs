@@ -15,13 +15,15 @@
 //! what [`Capabilities`] puts in the store's `wasi:config` view (a key not granted reads as
 //! none); databases in [`Capabilities::resolve`] (`sql::Target::check`: a database whose
 //! host the allow-list does not name refuses the version at load; a name not granted is not
-//! in [`Capabilities`], so the guest's `open` of it is denied).
+//! in [`Capabilities`], so the guest's `open` of it is denied); child-job targets in
+//! [`EnqueueRules::check`] (the runtime's `workflow.enqueue`).
 //!
 //! **Invariant:** a secret's value lives only in [`Capabilities`] on the host and in the
 //! guest that reads it: it is never written to Redis, a log, an error, the API or metrics
 //! (`Capabilities`' `Debug` prints names only).
 
 mod allow;
+pub mod enqueue;
 mod http;
 pub mod kv;
 pub mod sql;
@@ -36,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime_wasi_config::WasiConfigVariables;
 
 pub use allow::{AllowList, PatternError, default_port};
+pub use enqueue::{ChildIds, EnqueueRules};
 pub(crate) use http::OutboundHooks;
 pub use http::{HttpLimits, OutboundObserver, OutboundOutcome};
 pub use kv::{BucketGrant, BucketLimits, KvStore, MemoryKv};
@@ -74,6 +77,14 @@ pub struct Grants {
     /// URL on each host (`sql`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub databases: BTreeMap<String, String>,
+    /// Where child jobs may go besides the job's own queue: `QUEUE/HANDLER` or `QUEUE/*`
+    /// ([`EnqueueRules`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub may_enqueue: Vec<String>,
+    /// Targets whose children keep the ids the handler gives them (not namespaced by the
+    /// parent); each also opens its queue, as `may_enqueue` does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub may_enqueue_raw_ids: Vec<String>,
 }
 
 /// A handler's outbound HTTP limits that differ from the defaults, as deployed.
@@ -197,6 +208,8 @@ impl Grants {
             && self.http_limits.is_empty()
             && self.kv.is_empty()
             && self.databases.is_empty()
+            && self.may_enqueue.is_empty()
+            && self.may_enqueue_raw_ids.is_empty()
     }
 
     /// Checks every grant, naming the first bad one.
@@ -211,6 +224,7 @@ impl Grants {
         self.http_limits.validate()?;
         BucketGrant::parse_all(&self.kv)?;
         sql::validate_databases(&self.databases)?;
+        EnqueueRules::parse(&self.may_enqueue, &self.may_enqueue_raw_ids)?;
         if self.config.len() + self.secrets.len() > MAX_CONFIG_ENTRIES {
             return Err(format!(
                 "at most {MAX_CONFIG_ENTRIES} config values and secrets together"
@@ -355,6 +369,7 @@ pub struct Capabilities {
     pub(crate) kv: Vec<BucketGrant>,
     pub(crate) kv_store: Option<Arc<dyn KvStore>>,
     pub(crate) databases: BTreeMap<String, sql::Database>,
+    pub(crate) enqueue: EnqueueRules,
     sql_observer: Option<Arc<dyn SqlObserver>>,
     observer: Option<Arc<dyn OutboundObserver>>,
     missing: Vec<String>,
@@ -393,6 +408,7 @@ impl Capabilities {
             kv: Vec::new(),
             kv_store: None,
             databases: BTreeMap::new(),
+            enqueue: EnqueueRules::default(),
             sql_observer: None,
             observer: None,
             missing: Vec::new(),
@@ -452,6 +468,7 @@ impl Capabilities {
             kv_store: (!kv.is_empty()).then(|| host.kv.clone()).flatten(),
             kv,
             databases,
+            enqueue: EnqueueRules::parse(&grants.may_enqueue, &grants.may_enqueue_raw_ids)?,
             sql_observer: host.sql_observer.clone(),
             observer: host.observer.clone(),
             missing,

@@ -127,6 +127,14 @@ pub struct GrantArgs {
     /// host:port `--allow-outbound` must allow (like `postgres://db.internal:5432`).
     #[arg(long = "database", value_name = "NAME=secret:SECRET", value_parser = crate::capability::parse_database_flag)]
     pub databases: Vec<(String, String)>,
+    /// Let the handler enqueue child jobs for HANDLER in QUEUE (repeatable; `QUEUE/*` for any
+    /// handler of QUEUE). Without it, children go only into the job's own queue.
+    #[arg(long = "may-enqueue", value_name = "QUEUE/HANDLER")]
+    pub may_enqueue: Vec<String>,
+    /// As --may-enqueue, and the ids the handler gives those children are kept as given
+    /// instead of namespaced by the parent (repeatable).
+    #[arg(long = "may-enqueue-raw-ids", value_name = "QUEUE/HANDLER")]
+    pub may_enqueue_raw_ids: Vec<String>,
 }
 
 impl GrantArgs {
@@ -138,6 +146,8 @@ impl GrantArgs {
             secrets: self.secrets,
             kv: self.kv,
             databases: self.databases.into_iter().collect(),
+            may_enqueue: self.may_enqueue,
+            may_enqueue_raw_ids: self.may_enqueue_raw_ids,
         })
     }
 }
@@ -210,6 +220,12 @@ fn describe(v: &Version) -> String {
             .map(|(n, s)| format!("{n}={s}"))
             .collect();
         out += &format!("  databases {}", dbs.join(","));
+    }
+    if !g.may_enqueue.is_empty() {
+        out += &format!("  may-enqueue {}", g.may_enqueue.join(","));
+    }
+    if !g.may_enqueue_raw_ids.is_empty() {
+        out += &format!("  may-enqueue-raw-ids {}", g.may_enqueue_raw_ids.join(","));
     }
     let at = std::time::UNIX_EPOCH + Duration::from_millis(v.deployed_at_ms);
     out += &format!("  deployed {}", humantime::format_rfc3339_seconds(at));

@@ -157,8 +157,8 @@ pub enum QueueAction {
         #[command(flatten)]
         redis: RedisArgs,
     },
-    /// Set or show the queue's rate limits, enforced across every host. Without options,
-    /// shows them.
+    /// Set or show the queue's rate limits and backlog limit, enforced across every host.
+    /// Without options, shows them.
     Limit {
         queue: String,
         /// Most job starts per window in the queue, as N/duration (e.g. 100/1s).
@@ -167,7 +167,12 @@ pub enum QueueAction {
         /// Most job starts per window in each group (jobs enqueued with --group).
         #[arg(long)]
         group_rate: Option<RateLimit>,
-        /// Remove both limits (before applying --rate/--group-rate, if given).
+        /// Most jobs not finished (waiting, delayed, retrying, running): an enqueue that would
+        /// pass it is refused (producers
+        /// get an error; child jobs wait in their parent's outbox). 0 removes the limit.
+        #[arg(long, value_name = "N")]
+        max_waiting: Option<u64>,
+        /// Remove every limit (before applying the other options, if given).
         #[arg(long)]
         clear: bool,
         #[command(flatten)]
@@ -447,6 +452,7 @@ async fn queue(action: QueueAction) -> anyhow::Result<u8> {
             queue,
             rate,
             group_rate,
+            max_waiting,
             clear,
             redis,
         } => {
@@ -456,9 +462,13 @@ async fn queue(action: QueueAction) -> anyhow::Result<u8> {
             if clear {
                 config.rate = None;
                 config.group_rate = None;
+                config.max_waiting = None;
             }
             config.rate = rate.or(config.rate);
             config.group_rate = group_rate.or(config.group_rate);
+            if let Some(n) = max_waiting {
+                config.max_waiting = (n > 0).then_some(n);
+            }
             if config != before {
                 client.set_config(&queue, &config).await?;
             }
@@ -467,6 +477,12 @@ async fn queue(action: QueueAction) -> anyhow::Result<u8> {
             say!("queue {queue}");
             say!("  rate        {}", show(config.rate));
             say!("  group rate  {}", show(config.group_rate));
+            say!(
+                "  max waiting {}",
+                config
+                    .max_waiting
+                    .map_or("unlimited".into(), |n| n.to_string())
+            );
         }
     }
     Ok(0)

@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// [default: 16MiB]
     #[arg(long, env = "WASMQ_MAX_JOB_STEP_BYTES")]
     pub max_job_step_bytes: Option<String>,
+    /// Deepest generation of child jobs (a child of a child of ...): a job this deep may
+    /// enqueue none; give every host the same [default: 16]
+    #[arg(long, env = "WASMQ_MAX_CHILD_DEPTH")]
+    pub max_child_depth: Option<u32>,
     /// A TOML file with any of the settings above, and [handlers.NAME] / [queue.NAME] tables.
     #[arg(long, env = "WASMQ_CONFIG")]
     pub config: Option<PathBuf>,
@@ -180,6 +184,9 @@ impl RunArgs {
         {
             let bytes = parse_bytes("max_job_step_bytes", text).map_err(anyhow::Error::msg)?;
             config.runtime.max_job_step_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = self.max_child_depth.or(file.max_child_depth) {
+            config.max_child_depth = n;
         }
         for (queue, q) in &file.queue {
             // A table for a queue this host does not serve is a typo or a forgotten --queues:

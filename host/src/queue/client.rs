@@ -107,6 +107,10 @@ pub struct QueueConfig {
     /// of the jobs that died first are deleted (the jobs stay, marked `steps_dropped`).
     /// `None`: no cap.
     pub dead_step_bytes: Option<u64>,
+    /// Most jobs not finished (waiting, delayed, retry, active: the backlog) that enqueue
+    /// accepts: a call whose new jobs
+    /// would pass it is refused with [`QueueError::QueueFull`]. `None` is unlimited.
+    pub max_waiting: Option<u64>,
 }
 
 impl Default for QueueConfig {
@@ -120,6 +124,7 @@ impl Default for QueueConfig {
             rate: None,
             group_rate: None,
             dead_step_bytes: Some(super::job::DEFAULT_DEAD_STEP_BYTES),
+            max_waiting: None,
         }
     }
 }
@@ -147,6 +152,9 @@ pub struct LeasedJob {
     pub token: String,
     /// When the lease runs out (Redis clock, ms since the epoch) unless extended.
     pub lease_expires_at_ms: u64,
+    /// Its generation: 0 for a job a producer enqueued, its parent's plus one for a child
+    /// job (the job field `depth`; absent, as in jobs older than it, reads as 0).
+    pub depth: u32,
 }
 
 impl LeasedJob {
@@ -208,6 +216,9 @@ pub struct Completion {
     /// Child jobs to write with the completion (through the queue's outbox; see
     /// docs/workflows.md), each with its id set.
     pub children: Vec<Child>,
+    /// `children` as the outbox stores them, when encoded ahead
+    /// ([`Completion::encode_children`]).
+    encoded_children: Option<Vec<u8>>,
 }
 
 impl Completion {
@@ -220,12 +231,22 @@ impl Completion {
             logs: String::new(),
             progress: None,
             children: Vec::new(),
+            encoded_children: None,
         }
     }
 
     /// Child jobs to enqueue if, and only if, this completion is recorded.
     pub fn with_children(mut self, children: Vec<Child>) -> Completion {
         self.children = children;
+        self.encoded_children = None;
+        self
+    }
+
+    /// `encoded`: the children as the outbox stores them (`encode_children` of exactly
+    /// `self.children`), encoded ahead so that the call recording a batch of completions
+    /// only copies them. `None` leaves the encoding to that call.
+    pub(crate) fn with_encoded_children(mut self, encoded: Option<Vec<u8>>) -> Completion {
+        self.encoded_children = encoded;
         self
     }
 
@@ -822,6 +843,9 @@ impl Client {
         }
         config.rate = limit("rate_max", "rate_window_ms")?;
         config.group_rate = limit("group_rate_max", "group_rate_window_ms")?;
+        config.max_waiting = number("max_waiting")?
+            .filter(|n| *n > 0)
+            .map(i64::unsigned_abs);
         Ok(config)
     }
 
@@ -859,6 +883,8 @@ impl Client {
                     .dead_step_bytes
                     .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
             )
+            .arg("max_waiting")
+            .arg(config.max_waiting.unwrap_or(0))
             .query_async(&mut conn)
             .await?;
         Ok(())
@@ -1222,8 +1248,11 @@ fn push_completions(invocation: &mut Call<'_>, done: &[Completion]) -> Result<()
             .arg(completion.result.as_slice())
             .arg(truncate_utf8(&completion.version, MAX_VERSION_LEN))
             .arg(truncate_utf8(&completion.logs, MAX_ATTEMPT_LOG_LEN))
-            .arg(progress_arg(completion.progress))
-            .arg(encode_children(&completion.children)?);
+            .arg(progress_arg(completion.progress));
+        match &completion.encoded_children {
+            Some(bytes) => invocation.arg(bytes.as_slice()),
+            None => invocation.arg(encode_children(&completion.children)?),
+        };
     }
     Ok(())
 }
@@ -1285,6 +1314,7 @@ fn fetched(reply: &Reply, value: Value, queue: &str, token: &str) -> Result<Fetc
                 priority,
                 created,
                 own_policy,
+                depth,
             ] = reply.tuple(item)?;
             let number = |value: Value, what: &str| -> Result<i64> {
                 reply
@@ -1305,6 +1335,7 @@ fn fetched(reply: &Reply, value: Value, queue: &str, token: &str) -> Result<Fetc
                 created_at_ms: number(created, "created_at")?.max(0).unsigned_abs(),
                 token: token.to_string(),
                 lease_expires_at_ms,
+                depth: u32::try_from(number(depth, "depth")?).unwrap_or(u32::MAX),
             })
         })
         .collect::<Result<Vec<_>>>()?;

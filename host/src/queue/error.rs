@@ -18,6 +18,19 @@ pub enum QueueError {
     /// A payload is over the queue's `max_payload_bytes`; nothing was enqueued.
     #[error("payload of job {id} is {size} bytes, over the queue's limit of {limit} bytes")]
     PayloadTooLarge { id: String, size: u64, limit: u64 },
+    /// The queue's backlog (jobs not finished) is at its `max_waiting`: the `new` jobs
+    /// of the call would take it past; nothing was enqueued. Enqueue again once the queue has
+    /// drained, or raise the limit (`wasmq queue limit <q> --max-waiting N`).
+    #[error(
+        "queue {queue} is full: {backlog} jobs not finished, {new} more would pass its \
+         max_waiting of {limit}; nothing was enqueued"
+    )]
+    QueueFull {
+        queue: String,
+        backlog: u64,
+        new: u64,
+        limit: u64,
+    },
     /// An argument to a queue operation is out of range (batch size 0, lease of 0 ms...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -57,6 +70,19 @@ impl QueueError {
                 let size = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
                 let limit = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
                 QueueError::PayloadTooLarge { id, size, limit }
+            }
+            Some("WASMQ_QUEUE_FULL") => {
+                // "<queue> <backlog> <new jobs> <max_waiting>"
+                let mut parts = detail.split(' ');
+                let queue = parts.next().unwrap_or_default().to_string();
+                let mut number = || parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let (backlog, new, limit) = (number(), number(), number());
+                QueueError::QueueFull {
+                    queue,
+                    backlog,
+                    new,
+                    limit,
+                }
             }
             Some("WASMQ_INVALID") => {
                 // "job <id>: <reason>"

@@ -406,6 +406,10 @@ pub struct JobOptions {
     /// Group key (e.g. a tenant id): the queue's per-group rate limit applies to each group,
     /// and groups take turns, so one group's backlog cannot hold up another's jobs.
     pub group: Option<String>,
+    /// The job's generation (the field `depth`): 0 for a producer's job; hosts give a child
+    /// job its parent's plus one, and refuse children past their depth limit
+    /// (docs/workflows.md).
+    pub depth: u32,
 }
 
 impl Default for JobOptions {
@@ -418,6 +422,7 @@ impl Default for JobOptions {
             backoff: None,
             timeout: None,
             group: None,
+            depth: 0,
         }
     }
 }
@@ -480,6 +485,12 @@ impl NewJob {
     /// Puts the job in a group (e.g. a tenant id): see [`JobOptions::group`].
     pub fn with_group(mut self, group: impl Into<String>) -> Self {
         self.options.group = Some(group.into());
+        self
+    }
+
+    /// A child job's generation (see [`JobOptions::depth`]).
+    pub fn with_depth(mut self, depth: u32) -> Self {
+        self.options.depth = depth;
         self
     }
 
@@ -560,6 +571,9 @@ impl NewJob {
         }
         if let Some(group) = &options.group {
             fields.push(("group", group.as_bytes().to_vec()));
+        }
+        if options.depth > 0 {
+            fields.push(("depth", options.depth.to_string().into_bytes()));
         }
         fields
     }

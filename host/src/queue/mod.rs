@@ -55,6 +55,7 @@ pub use kv::bucket_keys;
 pub use limit::{MAX_RATE, RateLimit};
 pub use monitor::{Backlog, DeadJob, GroupRead, Monitor, ReadFrom, is_missing_group};
 pub use scripts::{COUNTS_LUA, ENQUEUE_LUA, LIB_LUA};
+pub(crate) use workflow::encode_children;
 pub use workflow::{
     Child, DeadStepsReport, OutboxReport, StepSave, SuspendReport, Suspension, ThrottleStart,
 };

@@ -77,10 +77,17 @@ struct WireChild {
     priority: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     delay_ms: Option<u64>,
+    /// Its generation (entries written before it existed read as 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    depth: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The outbox entry of `children`: empty for none.
-pub(super) fn encode_children(children: &[Child]) -> Result<Vec<u8>> {
+pub(crate) fn encode_children(children: &[Child]) -> Result<Vec<u8>> {
     if children.is_empty() {
         return Ok(Vec::new());
     }
@@ -103,6 +110,7 @@ pub(super) fn encode_children(children: &[Child]) -> Result<Vec<u8>> {
                     }
                     _ => None,
                 },
+                depth: child.job.options.depth,
             })
         })
         .collect::<Result<_>>()?;
@@ -118,7 +126,8 @@ fn decode_children(bytes: &[u8]) -> std::result::Result<Vec<Child>, String> {
                 .map_err(|err| format!("child {}: payload: {err}", w.id))?;
             let mut job = NewJob::new(w.handler, payload)
                 .with_id(w.id)
-                .with_priority(w.priority);
+                .with_priority(w.priority)
+                .with_depth(w.depth);
             if let Some(ms) = w.delay_ms {
                 job = job.with_delay(Duration::from_millis(ms));
             }
@@ -206,6 +215,24 @@ pub struct OutboxReport {
     pub created: u64,
     /// Children the target queue refused (bad name, over its payload limit), with why: dropped.
     pub refused: Vec<(String, String)>,
+    /// The parents whose entries stay because a child's queue is full (`max_waiting`): a
+    /// later delivery goes on with them.
+    pub waiting: Vec<String>,
+}
+
+/// Most children one enqueue call of a delivery carries.
+pub const DELIVERY_BATCH: usize = 100;
+
+/// Whether `err` refuses the jobs of a call, rather than failing it: one of them is invalid or
+/// too large, or the queue is full. Delivering one child at a time tells which.
+fn refusal(err: &QueueError) -> bool {
+    matches!(
+        err,
+        QueueError::InvalidJob { .. }
+            | QueueError::InvalidQueue(_)
+            | QueueError::PayloadTooLarge { .. }
+            | QueueError::QueueFull { .. }
+    )
 }
 
 impl Client {
@@ -392,7 +419,11 @@ impl Client {
 
     /// Delivers the outbox entries of `parents` (completed jobs of `queue`): enqueues each
     /// child under its id (a child already there is left alone), then removes the entries.
-    /// A Redis failure leaves the undelivered entries for a later delivery.
+    /// Children go in calls of at most [`DELIVERY_BATCH`], the task yielding between calls, so
+    /// that a parent with a thousand children does not hold a runtime thread or Redis for long.
+    /// A child whose queue is full (`max_waiting`) is not dropped: its parent's entry stays,
+    /// listed in [`OutboxReport::waiting`], for a later delivery (`recover_outbox`) when the
+    /// queue has room. A Redis failure leaves the undelivered entries for a later delivery.
     pub async fn deliver_outbox(&self, queue: &str, parents: &[String]) -> Result<OutboxReport> {
         let keys = QueueKeys::new(queue)?;
         let mut report = OutboxReport::default();
@@ -412,19 +443,12 @@ impl Client {
                     Vec::new()
                 }
             };
-            for child in children {
-                let id = child.job.options.id.clone().unwrap_or_default();
-                match self.enqueue(&child.queue, &child.job).await {
-                    Ok(enqueued) => report.created += u64::from(enqueued.created),
-                    Err(QueueError::Redis(err)) => return Err(QueueError::Redis(err)),
-                    // A key of the child's queue of another type: nothing was written, and
-                    // the entry stays in the outbox until a person fixes the key.
-                    Err(err @ QueueError::WrongType { .. }) => return Err(err),
-                    Err(refused) => {
-                        tracing::warn!(%queue, parent = %parent, child = %id, child_queue = %child.queue, error = %refused, "a child job was refused by its queue and dropped");
-                        report.refused.push((id, refused.to_string()));
-                    }
-                }
+            if !self
+                .deliver_children(queue, parent, children, &mut report)
+                .await?
+            {
+                report.waiting.push(parent.clone());
+                continue;
             }
             let mut invocation = Self::invocation(&SCRIPTS.outbox_done, &[keys.outbox()]);
             invocation.arg(parent);
@@ -432,6 +456,74 @@ impl Client {
             report.delivered.push(parent.clone());
         }
         Ok(report)
+    }
+
+    /// Enqueues the children of one outbox entry, in order, in calls of at most
+    /// [`DELIVERY_BATCH`] jobs of one queue. False when a child's queue is full: the children
+    /// before it are enqueued, and the entry must stay.
+    async fn deliver_children(
+        &self,
+        queue: &str,
+        parent: &str,
+        children: Vec<Child>,
+        report: &mut OutboxReport,
+    ) -> Result<bool> {
+        let mut rest = children.as_slice();
+        while let Some(first) = rest.first() {
+            let run = rest
+                .iter()
+                .take(DELIVERY_BATCH)
+                .take_while(|c| c.queue == first.queue)
+                .count();
+            let (batch, after) = rest.split_at(run);
+            rest = after;
+            let jobs: Vec<NewJob> = batch.iter().map(|c| c.job.clone()).collect();
+            match self.enqueue_bulk(&first.queue, &jobs).await {
+                Ok(enqueued) => {
+                    report.created += enqueued.iter().filter(|e| e.created).count() as u64;
+                }
+                Err(err) if refusal(&err) => {
+                    // Which child, or how many fit, is not known: one at a time.
+                    for child in batch {
+                        if !self.deliver_one(queue, parent, child, report).await? {
+                            return Ok(false);
+                        }
+                    }
+                }
+                // Redis failed, or a key of the child's queue is of another type: nothing
+                // of this call was written, and the entry stays for a later delivery.
+                Err(err) => return Err(err),
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(true)
+    }
+
+    /// Enqueues one child; false when its queue is full (nothing written).
+    async fn deliver_one(
+        &self,
+        queue: &str,
+        parent: &str,
+        child: &Child,
+        report: &mut OutboxReport,
+    ) -> Result<bool> {
+        let id = child.job.options.id.clone().unwrap_or_default();
+        match self.enqueue(&child.queue, &child.job).await {
+            Ok(enqueued) => report.created += u64::from(enqueued.created),
+            Err(QueueError::QueueFull { .. }) => {
+                tracing::debug!(%queue, parent = %parent, child = %id, child_queue = %child.queue, "a child job waits in the outbox for room in its queue");
+                return Ok(false);
+            }
+            Err(QueueError::Redis(err)) => return Err(QueueError::Redis(err)),
+            // A key of the child's queue of another type: nothing was written, and
+            // the entry stays in the outbox until a person fixes the key.
+            Err(err @ QueueError::WrongType { .. }) => return Err(err),
+            Err(refused) => {
+                tracing::warn!(%queue, parent = %parent, child = %id, child_queue = %child.queue, error = %refused, "a child job was refused by its queue and dropped");
+                report.refused.push((id, refused.to_string()));
+            }
+        }
+        Ok(true)
     }
 
     /// Delivers up to `limit` outbox entries of `queue` written at least `age` ago: those the
@@ -466,7 +558,8 @@ mod tests {
                 job: NewJob::new("send", vec![0, 159, 255])
                     .with_id("q/p:c1")
                     .with_priority(-3)
-                    .with_delay(Duration::from_millis(1500)),
+                    .with_delay(Duration::from_millis(1500))
+                    .with_depth(4),
             },
             Child {
                 queue: "q".into(),

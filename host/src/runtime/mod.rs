@@ -70,8 +70,8 @@ pub use compile::{
 pub use limits::JobLimits;
 pub use outcome::{MAX_RETURNED_BYTES, Outcome, OutcomeClass};
 pub use workflow::{
-    BoxFuture, ChildJob, DEFAULT_MAX_JOB_STEP_BYTES, MAX_CHILDREN, MAX_CHILDREN_BYTES, MAX_SLEEP,
-    MAX_STEP_BYTES, MAX_STEPS, Suspend, WorkflowStore, child_id,
+    Backlog, BoxFuture, ChildJob, DEFAULT_MAX_JOB_STEP_BYTES, MAX_CHILDREN, MAX_CHILDREN_BYTES,
+    MAX_SLEEP, MAX_STEP_BYTES, MAX_STEPS, Suspend, WorkflowStore, child_id, namespaced_child_id,
 };
 
 use capture::{CaptureStream, JobLog};

@@ -25,6 +25,13 @@
 //! - Child jobs are only buffered here; [`RunReport::children`] hands them to the worker,
 //!   which writes them with the completion. Each gets its id now, deterministically
 //!   ([`child_id`]), so that delivering them twice enqueues them once.
+//! - Children stay in bounds: each target is checked against the handler version's grants
+//!   ([`EnqueueRules`]: its own queue, else `--may-enqueue`); an id the handler gives is
+//!   namespaced by the parent ([`namespaced_child_id`]) unless a grant keeps it raw; the
+//!   store gives the children's generation or refuses past its depth limit
+//!   ([`WorkflowStore::child_depth`]), and says how full each target queue is
+//!   ([`WorkflowStore::backlog`]), so that an attempt never asks for more children than its
+//!   target's `max_waiting` has room for.
 //!
 //! [`Runtime::run`]: super::Runtime::run
 //! [`Outcome::Suspended`]: super::Outcome::Suspended
@@ -40,6 +47,7 @@ use sha2::{Digest, Sha256};
 
 use super::HostState;
 use super::bindings::wasmq::job::workflow;
+use crate::capability::{ChildIds, EnqueueRules};
 
 /// Longest step or sleep name, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
@@ -72,6 +80,24 @@ pub trait WorkflowStore: Send + Sync {
     /// Checks a child job the handler asks for (queue and handler names, id, priority); the
     /// runtime has already given it its id.
     fn check_child(&self, child: &ChildJob) -> Result<(), String>;
+    /// The generation of the children of this attempt (its job's depth plus one), or why it
+    /// may enqueue none (its job is at the depth limit). Without a queue: 1.
+    fn child_depth(&self) -> Result<u32, String> {
+        Ok(1)
+    }
+    /// How full `queue` is, when it has a backlog limit (`max_waiting`); `None` when it has
+    /// none. Read once per target queue per attempt.
+    fn backlog(&self, _queue: &str) -> BoxFuture<'_, Result<Option<Backlog>, String>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// A queue's backlog (jobs not finished: waiting, delayed, retry, active) and its
+/// `max_waiting`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub jobs: u64,
+    pub limit: u64,
 }
 
 /// A child job an attempt asked for, with its id decided.
@@ -84,6 +110,8 @@ pub struct ChildJob {
     pub payload: Vec<u8>,
     pub priority: i32,
     pub delay: Option<Duration>,
+    /// Its generation: its parent's depth plus one ([`WorkflowStore::child_depth`]).
+    pub depth: u32,
 }
 
 /// Raised by the `sleep` host call to end the attempt: the job sleeps `delay`, then the
@@ -118,6 +146,28 @@ pub fn child_id(queue: &str, parent: &str, n: usize) -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     format!("h{digest}:c{n}")
+}
+
+/// The id of a child of job `parent` of `queue` that the handler named `given`:
+/// `<queue>/<parent>/<given>`, so that no child takes an id outside its parent's (a producer's
+/// `order-42` stays the producer's). Over the id limit, the parent part is replaced by its
+/// SHA-256 (`h<hex>/<given>`), and when even that is too long, the whole (`h<hex>`).
+pub fn namespaced_child_id(queue: &str, parent: &str, given: &str) -> String {
+    let id = format!("{queue}/{parent}/{given}");
+    if id.len() <= MAX_ID_LEN {
+        return id;
+    }
+    let hex = |text: &str| -> String {
+        Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let short = format!("h{}/{given}", hex(&format!("{queue}/{parent}")));
+    if short.len() <= MAX_ID_LEN {
+        return short;
+    }
+    format!("h{}", hex(&id))
 }
 
 /// A store that keeps the steps in memory, for the one attempt of a run without a worker.
@@ -162,6 +212,9 @@ pub(crate) struct WorkflowState {
     max_field_bytes: usize,
     pub children: Vec<ChildJob>,
     children_bytes: usize,
+    /// Per target queue with a backlog limit: how many more children it has room for, as
+    /// read at this attempt's first child for it.
+    room: HashMap<String, Option<u64>>,
     /// Set by a sleep that ends the attempt.
     pub suspend: Option<Suspend>,
 }
@@ -182,6 +235,7 @@ impl WorkflowState {
             max_field_bytes,
             children: Vec::new(),
             children_bytes: 0,
+            room: HashMap::new(),
             suspend: None,
         }
     }
@@ -234,7 +288,11 @@ impl WorkflowState {
         Ok(())
     }
 
-    fn child(&mut self, job: workflow::ChildJob) -> Result<String, String> {
+    async fn child(
+        &mut self,
+        job: workflow::ChildJob,
+        rules: &EnqueueRules,
+    ) -> Result<String, String> {
         if self.children.len() >= MAX_CHILDREN {
             return Err(format!(
                 "an attempt may enqueue at most {MAX_CHILDREN} child jobs"
@@ -257,15 +315,33 @@ impl WorkflowState {
             Some(ms) => Some(Duration::from_millis(ms)),
             None => None,
         };
+        let queue = job.queue.unwrap_or_else(|| self.queue.clone());
+        let ids = rules.check(&self.queue, &queue, &job.handler)?;
+        let depth = self.store.child_depth()?;
+        let id = match (job.id, ids) {
+            (None, _) => child_id(&self.queue, &self.job_id, self.children.len() + 1),
+            (Some(given), ChildIds::Raw) => given,
+            (Some(given), ChildIds::Namespaced) => {
+                // Checked as given, before a hash could hide what it holds.
+                if given.is_empty()
+                    || given.len() > MAX_ID_LEN
+                    || !given.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(format!(
+                        "child job id {given:?}: 1 to {MAX_ID_LEN} printable ASCII characters"
+                    ));
+                }
+                namespaced_child_id(&self.queue, &self.job_id, &given)
+            }
+        };
         let child = ChildJob {
-            queue: job.queue.unwrap_or_else(|| self.queue.clone()),
-            id: job
-                .id
-                .unwrap_or_else(|| child_id(&self.queue, &self.job_id, self.children.len() + 1)),
+            queue,
+            id,
             handler: job.handler,
             payload: job.payload,
             priority,
             delay,
+            depth,
         };
         self.store.check_child(&child)?;
         if self
@@ -278,10 +354,48 @@ impl WorkflowState {
                 child.id, child.queue
             ));
         }
+        self.take_room(&child.queue).await?;
         let id = child.id.clone();
         self.children_bytes += child.payload.len();
         self.children.push(child);
         Ok(id)
+    }
+
+    /// Takes one place in `queue`'s backlog for a child, refusing when this attempt's
+    /// children already fill what was free at its first child for the queue. (Other jobs may
+    /// fill it meanwhile: delivery then waits for room, it never drops a child.)
+    async fn take_room(&mut self, queue: &str) -> Result<(), String> {
+        let room = match self.room.get(queue) {
+            Some(room) => *room,
+            None => {
+                let backlog = self
+                    .store
+                    .backlog(queue)
+                    .await
+                    .map_err(|err| format!("reading queue {queue:?}'s backlog: {err}"))?;
+                if let Some(Backlog { jobs, limit }) = backlog
+                    && jobs >= limit
+                {
+                    return Err(format!(
+                        "queue {queue:?} is full: {jobs} jobs not finished, at its \
+                         max_waiting of {limit}"
+                    ));
+                }
+                backlog.map(|b| b.limit - b.jobs)
+            }
+        };
+        let left = match room {
+            None => None,
+            Some(0) => {
+                return Err(format!(
+                    "queue {queue:?} has no room for more children of this attempt (its \
+                     max_waiting)"
+                ));
+            }
+            Some(n) => Some(n - 1),
+        };
+        self.room.insert(queue.to_string(), left);
+        Ok(())
     }
 }
 
@@ -376,7 +490,8 @@ impl workflow::Host for HostState {
     }
 
     async fn enqueue(&mut self, job: workflow::ChildJob) -> Result<String, String> {
-        self.workflow.child(job)
+        let caps = self.caps.clone();
+        self.workflow.child(job, &caps.enqueue).await
     }
 }
 
@@ -418,6 +533,24 @@ mod tests {
         assert!(
             err.contains("hold 100 bytes, over the limit of 50"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn given_child_ids_are_namespaced_by_their_parent_and_bounded() {
+        assert_eq!(
+            namespaced_child_id("orders", "o-1", "order-42"),
+            "orders/o-1/order-42"
+        );
+        let long = "x".repeat(128);
+        let short_given = namespaced_child_id("orders", &long, "order-42");
+        assert!(short_given.len() <= MAX_ID_LEN, "{short_given}");
+        assert!(short_given.ends_with("/order-42"), "{short_given}");
+        let both_long = namespaced_child_id("orders", &long, &long);
+        assert_eq!(both_long.len(), 65);
+        assert_ne!(
+            both_long,
+            namespaced_child_id("orders", &long, &"y".repeat(128))
         );
     }
 

@@ -601,6 +601,7 @@ mod tests {
             created_at_ms: 0,
             token: "t".to_string(),
             lease_expires_at_ms: 0,
+            depth: 0,
         }
     }
 

@@ -69,6 +69,9 @@ pub struct WorkerConfig {
     /// Most registry handlers compiled at once; each compile may take `runtime.compile`'s
     /// memory and time.
     pub compile_concurrency: usize,
+    /// Deepest generation of child jobs: a job at this depth (a child of a child of ...,
+    /// counted from the producer's job at 0) may enqueue no children (docs/workflows.md).
+    pub max_child_depth: u32,
     pub runtime: RuntimeConfig,
 }
 
@@ -79,6 +82,8 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub use crate::registry::{DEFAULT_HANDLER_MEMORY, DEFAULT_HANDLER_TIMEOUT};
 /// Default of [`WorkerConfig::compile_concurrency`].
 pub const DEFAULT_COMPILE_CONCURRENCY: usize = 2;
+/// Default of [`WorkerConfig::max_child_depth`].
+pub const DEFAULT_MAX_CHILD_DEPTH: u32 = 16;
 
 impl WorkerConfig {
     /// A configuration with defaults for everything but the queues and handlers.
@@ -100,6 +105,7 @@ impl WorkerConfig {
             cache_dir: default_cache_dir(),
             secrets_dir: None,
             compile_concurrency: DEFAULT_COMPILE_CONCURRENCY,
+            max_child_depth: DEFAULT_MAX_CHILD_DEPTH,
             runtime: host_runtime(),
         }
     }
@@ -214,6 +220,7 @@ pub struct FileConfig {
     pub compile_concurrency: Option<usize>,
     /// `--max-job-step-bytes`.
     pub max_job_step_bytes: Option<String>,
+    pub max_child_depth: Option<u32>,
     #[serde(default)]
     pub handlers: BTreeMap<String, FileHandler>,
     #[serde(default)]
@@ -260,6 +267,12 @@ pub struct FileHandler {
     /// Postgres databases, like `{ main = "secret:APP_DB_URL" }`.
     #[serde(default)]
     pub databases: BTreeMap<String, String>,
+    /// Where child jobs may go besides the job's queue, like `["payments/charge", "mail/*"]`.
+    #[serde(default)]
+    pub may_enqueue: Vec<String>,
+    /// As `may_enqueue`, keeping the child ids the handler gives as they are.
+    #[serde(default)]
+    pub may_enqueue_raw_ids: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -349,6 +362,10 @@ pub fn merge_handlers(
             .map_err(|why| format!("handler {name}: {why}"))?,
             kv: from_file.map(|f| f.kv.clone()).unwrap_or_default(),
             databases: from_file.map(|f| f.databases.clone()).unwrap_or_default(),
+            may_enqueue: from_file.map(|f| f.may_enqueue.clone()).unwrap_or_default(),
+            may_enqueue_raw_ids: from_file
+                .map(|f| f.may_enqueue_raw_ids.clone())
+                .unwrap_or_default(),
         };
         grants
             .validate()

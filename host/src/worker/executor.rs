@@ -266,10 +266,13 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
             ..
         }) => match outcome {
             Outcome::Ok(result) => AckOutcome::Complete(
-                Completion::new(&job, result)
-                    .with_version(&loaded.version)
-                    .with_logs(logs, progress)
-                    .with_children(workflow::children(children)),
+                workflow::with_children(
+                    Completion::new(&job, result)
+                        .with_version(&loaded.version)
+                        .with_logs(logs, progress),
+                    children,
+                )
+                .await,
             ),
             Outcome::Suspended { field, delay } => AckOutcome::Suspend(
                 Suspension::new(&job, field, delay)
@@ -504,6 +507,8 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, NotRu
         id: job.id.clone(),
         token: job.token.clone(),
         max_bytes: shared.config.runtime.max_job_step_bytes,
+        depth: job.depth,
+        max_depth: shared.config.max_child_depth,
     });
     let span = tracing::info_span!("job", job_id = %job.id, queue = %job.queue, handler = %job.handler, attempt = job.attempt);
     let mut inner = AbortOnDrop(shared.guests.spawn(tracing::Instrument::instrument(

@@ -20,6 +20,7 @@ from wasmq import (
     JobNotFound,
     JobSpec,
     PayloadTooLarge,
+    QueueFull,
     WaitTimeout,
     WrongType,
 )
@@ -161,6 +162,12 @@ def test_errors_are_typed(client: Client, queue: str) -> None:
         client.enqueue(queue, "echo", b"x" * 11, id="big")
     assert (too_large.value.job_id, too_large.value.size, too_large.value.limit) == ("big", 11, 10)
     assert client.counts(queue).waiting == 0
+    client.redis.hset(f"wasmq:{{{queue}}}:config", "max_waiting", 1)
+    client.enqueue(queue, "echo", id="first")
+    with pytest.raises(QueueFull) as full:
+        client.enqueue(queue, "echo", id="second")
+    assert (full.value.queue, full.value.backlog, full.value.new, full.value.limit) == (queue, 1, 1, 1)
+    assert client.counts(queue).waiting == 1
 
 
 # ----- reading and managing -----------------------------------------------------------------

@@ -8,6 +8,12 @@ export declare class PayloadTooLarge extends WasmqError {
   readonly size: number;
   readonly limit: number;
 }
+export declare class QueueFull extends WasmqError {
+  readonly queue: string;
+  readonly backlog: number;
+  readonly new: number;
+  readonly limit: number;
+}
 export declare class WrongType extends WasmqError {
   readonly key: string;
   readonly found: string;

@@ -17,6 +17,17 @@ export class InvalidJob extends WasmqError {
   }
 }
 
+/** The queue's backlog (jobs not finished) is at its `max_waiting` (`WASMQ_QUEUE_FULL`); nothing written. */
+export class QueueFull extends WasmqError {
+  constructor(queue, backlog, added, limit) {
+    super(`queue ${queue} is full: ${backlog} jobs not finished, ${added} more would pass its max_waiting of ${limit}`);
+    this.queue = queue;
+    this.backlog = backlog;
+    this.new = added;
+    this.limit = limit;
+  }
+}
+
 /** A payload over the queue's `max_payload_bytes` (`WASMQ_PAYLOAD_TOO_LARGE`); nothing written. */
 export class PayloadTooLarge extends WasmqError {
   constructor(jobId, size, limit) {
@@ -83,6 +94,10 @@ export function scriptError(err) {
   if (code === "WASMQ_PAYLOAD_TOO_LARGE") {
     const [id, size, limit] = detail.split(" ");
     return new PayloadTooLarge(id, Number(size), Number(limit));
+  }
+  if (code === "WASMQ_QUEUE_FULL") {
+    const [queue, backlog, added, limit] = detail.split(" ");
+    return new QueueFull(queue, Number(backlog), Number(added), Number(limit));
   }
   if (code === "WASMQ_WRONGTYPE") {
     const sep = detail.indexOf(" ");

@@ -16,6 +16,7 @@ import {
   JobFailed,
   JobNotFound,
   PayloadTooLarge,
+  QueueFull,
   WaitTimeout,
   WrongType,
 } from "wasmq";
@@ -142,6 +143,11 @@ test("errors are typed", async () => {
   await assert.rejects(client.enqueue(q, "echo", "x".repeat(11), { id: "big" }),
     (e) => e instanceof PayloadTooLarge && e.jobId === "big" && e.size === 11 && e.limit === 10);
   assert.equal((await client.counts(q)).waiting, 0);
+  await client.redis.hset(`wasmq:{${q}}:config`, "max_waiting", 1);
+  await client.enqueue(q, "echo", "", { id: "first" });
+  await assert.rejects(client.enqueue(q, "echo", "", { id: "second" }),
+    (e) => e instanceof QueueFull && e.queue === q && e.backlog === 1 && e.new === 1 && e.limit === 1);
+  assert.equal((await client.counts(q)).waiting, 1);
 });
 
 test("counts, cancel, pause and resume", async () => {

@@ -177,6 +177,8 @@ const REQUEST_TIMEOUT_MS = 15000;
  * @property {Record<string, number>} http_limits its own outbound HTTP limits
  * @property {string[]} kv key-value buckets, with their options
  * @property {Record<string, string>} databases each database's URL source (`secret:NAME`)
+ * @property {string[]} may_enqueue queues (and handlers) its child jobs may go to besides its own
+ * @property {string[]} may_enqueue_raw_ids targets where its child jobs keep the ids it gives
  */
 
 /**

@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import unquote, urlsplit
 
-from .errors import InvalidJob, InvalidQueue, PayloadTooLarge, WrongType
+from .errors import InvalidJob, InvalidQueue, PayloadTooLarge, QueueFull, WrongType
 
 #: The protocol version this package speaks (docs/protocol.md, "Stable contract").
 PROTOCOL = 3
@@ -187,6 +187,10 @@ def script_error(err: Exception) -> Exception:
         parts = detail.split(" ")
         if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
             return PayloadTooLarge(parts[0], int(parts[1]), int(parts[2]))
+    if code == "WASMQ_QUEUE_FULL":
+        parts = detail.split(" ")
+        if len(parts) == 4 and all(p.isdigit() for p in parts[1:]):
+            return QueueFull(parts[0], int(parts[1]), int(parts[2]), int(parts[3]))
     if code == "WASMQ_WRONGTYPE":
         name, _, found = detail.partition(" ")
         return WrongType(name, found)

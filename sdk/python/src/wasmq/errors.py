@@ -29,6 +29,21 @@ class PayloadTooLarge(WasmqError):
         self.limit = limit
 
 
+class QueueFull(WasmqError):
+    """The queue's backlog (jobs not finished) is at its `max_waiting`
+    (`WASMQ_QUEUE_FULL`): the call's `new` jobs would pass it; nothing was written."""
+
+    def __init__(self, queue: str, backlog: int, new: int, limit: int) -> None:
+        super().__init__(
+            f"queue {queue} is full: {backlog} jobs not finished, {new} more would pass"
+            f" its max_waiting of {limit}"
+        )
+        self.queue = queue
+        self.backlog = backlog
+        self.new = new
+        self.limit = limit
+
+
 class WrongType(WasmqError):
     """A key of the queue holds another Redis type than the protocol's (`WASMQ_WRONGTYPE`);
     nothing was written. Someone wrote it by hand: `wasmq queue check` reports it."""

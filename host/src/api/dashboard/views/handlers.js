@@ -18,14 +18,17 @@ const handlerColumns = [['Deployed', false], ['SHA-256', false], ['Size', true],
   ['Grants', false]];
 
 /** What a version may reach outside its sandbox: outbound patterns, config keys, secret names,
- *  key-value buckets, and databases with the secret holding each URL (the API never gives a
- *  config value, a secret or a URL). @param {VersionView} v */
+ *  key-value buckets, databases with the secret holding each URL (the API never gives a
+ *  config value, a secret or a URL), and where its child jobs may go besides its own queue.
+ *  @param {VersionView} v */
 const grantsText = (v) => [
   ...(v.allow_outbound ?? []).map((p) => `outbound ${p}`),
   ...(v.config ?? []).map((k) => `config ${k}`),
   ...(v.secrets ?? []).map((s) => `secret ${s}`),
   ...(v.kv ?? []).map((b) => `kv ${b}`),
   ...Object.entries(v.databases ?? {}).map(([name, source]) => `database ${name} = ${source}`),
+  ...(v.may_enqueue ?? []).map((t) => `may enqueue ${t}`),
+  ...(v.may_enqueue_raw_ids ?? []).map((t) => `may enqueue ${t} (raw ids)`),
 ].join('\n') || '—';
 
 const handlerHeads = () => handlerColumns.map(([c, num]) => h('th', { class: num ? 'num' : null }, c));

@@ -11,7 +11,9 @@
 -- ARGV[1] N, the number of jobs (1 to 10000); then, per job: id, P (number of field/value
 --         pairs, 0 to 64), then P field/value pairs from: handler (required), payload,
 --         priority, delay_ms, run_at_ms, max_attempts, timeout_ms, backoff, backoff_ms,
---         backoff_cap_ms, backoff_jitter, group; each field at most once.
+--         backoff_cap_ms, backoff_jitter, group, depth; each field at most once. `depth` (a
+--         child job's generation, 0..4294967295, written by hosts; absent reads as 0) is stored
+--         as given.
 -- A job that gives max_attempts, or any backoff field, keeps that part of its retry policy;
 -- for the part it leaves out, the hash records the queue default (3 attempts, exponential 1 s)
 -- and the handler's own policy, if its deployment has one, applies instead (see fail_job in
@@ -20,8 +22,14 @@
 -- A job with a group waits in its group's set `wasmq:{q}:g:<group>:waiting`, not in `waiting`;
 -- the group joins `groups` (the round-robin that fetch.lua serves) unless it is there already.
 -- Reply: one {id, 'created' | 'exists', state} per job, in order.
+-- The queue's `max_waiting` (config; absent or 0: no limit) bounds its backlog: the jobs not
+-- finished, waiting (grouped or not), delayed, retrying or active. Only enqueue (and a replay)
+-- adds to that number, so it never passes the limit. A call whose new jobs would take the
+-- backlog past it is refused whole.
 -- Errors (nothing is written): 'WASMQ_INVALID <reason>',
---   'WASMQ_PAYLOAD_TOO_LARGE <id> <size> <limit>', 'WASMQ_WRONGTYPE <key> <type>' (a key of
+--   'WASMQ_PAYLOAD_TOO_LARGE <id> <size> <limit>',
+--   'WASMQ_QUEUE_FULL <queue> <backlog> <new jobs> <max_waiting>',
+--   'WASMQ_WRONGTYPE <key> <type>' (a key of
 --   the queue holds another type than the protocol's: written by hand, or a damaged Redis).
 -- All jobs, and the type of every key written, are checked before anything is written: a
 -- batch is enqueued whole or not at all, and no error stops the script after a write.
@@ -55,11 +63,13 @@ local prefix = KEYS[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_text = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-local cfg = redis.pcall('HMGET', KEYS[2], 'max_payload_bytes', 'events_maxlen', 'paused')
+local cfg = redis.pcall('HMGET', KEYS[2], 'max_payload_bytes', 'events_maxlen', 'paused',
+  'max_waiting')
 if cfg.err then return wrong_type(KEYS[2], redis.call('TYPE', KEYS[2]).ok) end
 local max_payload = tonumber(cfg[1]) or 524288
 local events_maxlen = tonumber(cfg[2]) or 10000
 local paused = cfg[3] == '1'
+local max_waiting = tonumber(cfg[4]) or 0
 
 -- Integers must be plain decimal ('5', '-3'); they are stored as given, unformatted, and the
 -- hosts read them with Rust's integer parse, which takes no '-' at all for an unsigned field:
@@ -141,6 +151,11 @@ for i = 1, n do
       if job[field] == nil then return invalid(id, field .. ' must be a non-negative integer') end
       text[field] = value
       if field == 'backoff_ms' or field == 'backoff_cap_ms' then own_backoff = true end
+    elseif field == 'depth' then
+      if integer(value, 0, 4294967295) == nil then
+        return invalid(id, 'depth must be an integer in 0..4294967295')
+      end
+      job.depth = value
     elseif field == 'backoff_jitter' then
       if fraction(value) == nil then
         return invalid(id, 'backoff_jitter must be a decimal number in 0..1')
@@ -205,6 +220,38 @@ for i, job in ipairs(jobs) do
 end
 if #fresh == 0 then return replies end
 
+-- The backlog limit, read before any write (a key of another type answers an error here).
+if max_waiting > 0 then
+  local function card(key)
+    local n = redis.pcall('ZCARD', key)
+    if type(n) == 'table' then return nil, wrong_type(key, redis.call('TYPE', key).ok) end
+    return n
+  end
+  local backlog, problem = 0, nil
+  -- The group keys are named from the queue (a call with 7 keys may still find groups).
+  local gprefix = 'wasmq:{' .. queue .. '}:g:'
+  local groups = redis.pcall('ZRANGE', 'wasmq:{' .. queue .. '}:groups', 0, -1)
+  if groups.err then
+    return wrong_type('wasmq:{' .. queue .. '}:groups',
+      redis.call('TYPE', 'wasmq:{' .. queue .. '}:groups').ok)
+  end
+  local sets = { KEYS[3], KEYS[4], 'wasmq:{' .. queue .. '}:retry',
+    'wasmq:{' .. queue .. '}:active' }
+  for _, group in ipairs(groups) do
+    if group ~= '' then sets[#sets + 1] = gprefix .. group .. ':waiting' end
+  end
+  for _, key in ipairs(sets) do
+    local n
+    n, problem = card(key)
+    if problem then return problem end
+    backlog = backlog + n
+  end
+  if backlog + #fresh > max_waiting then
+    return redis.error_reply('WASMQ_QUEUE_FULL ' .. queue .. ' ' .. backlog .. ' ' .. #fresh
+      .. ' ' .. string.format('%d', max_waiting))
+  end
+end
+
 -- Every key this call writes (but the events stream and the wake list, which are skipped when
 -- damaged) must be of its type before the first write: Redis keeps a script's writes when a
 -- later command fails, so a WRONGTYPE half-way would leave jobs in no set.
@@ -248,6 +295,10 @@ for i, job in ipairs(fresh) do
   if job.group then
     fields[#fields + 1] = 'group'
     fields[#fields + 1] = job.group
+  end
+  if job.depth then
+    fields[#fields + 1] = 'depth'
+    fields[#fields + 1] = job.depth
   end
   redis.call('HSET', prefix .. job.id, unpack(fields))
   if job.state == 'waiting' and job.group then
