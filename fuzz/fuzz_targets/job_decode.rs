@@ -160,7 +160,8 @@ fn reply(u: &mut Unstructured, depth: u32) -> Result<Value> {
 }
 
 /// fetch.lua's reply for generated jobs (docs/protocol.md, "fetch.lua"): each job
-/// `[id, handler, payload, attempt, max_attempts, timeout_ms, priority, created_at, own_policy]`.
+/// `[id, handler, payload, attempt, max_attempts, timeout_ms, priority, created_at, own_policy,
+/// traceparent, tracestate]`.
 fn well_formed_fetch(u: &mut Unstructured) -> Result<()> {
     let now_ms = u64::arbitrary(u)? >> 1;
     let lease_expires_at_ms = u64::arbitrary(u)? >> 1;
@@ -171,6 +172,11 @@ fn well_formed_fetch(u: &mut Unstructured) -> Result<()> {
     let mut items = Vec::new();
     for _ in 0..u.int_in_range(0..=4)? {
         let own_policy = *u.choose(&["", "attempts", "backoff", "attempts,backoff"])?;
+        let (traceparent, tracestate) = *u.choose(&[
+            ("", ""),
+            ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", ""),
+            ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "a=1,b=2"),
+        ])?;
         let job = LeasedJob {
             id: text(u)?,
             queue: "q".into(),
@@ -184,6 +190,8 @@ fn well_formed_fetch(u: &mut Unstructured) -> Result<()> {
                 .map(|ms| Duration::from_millis(ms.into())),
             priority: i32::arbitrary(u)?,
             created_at_ms: u64::arbitrary(u)? >> 1,
+            traceparent: Some(traceparent.to_string()).filter(|t| !t.is_empty()),
+            tracestate: Some(tracestate.to_string()).filter(|t| !t.is_empty()),
             token: "token".into(),
             lease_expires_at_ms,
         };
@@ -206,6 +214,8 @@ fn well_formed_fetch(u: &mut Unstructured) -> Result<()> {
             int(u, job.priority.into())?,
             int(u, job.created_at_ms as i64)?,
             Value::BulkString(own_policy.as_bytes().to_vec()),
+            Value::BulkString(traceparent.as_bytes().to_vec()),
+            Value::BulkString(tracestate.as_bytes().to_vec()),
         ]));
         jobs.push(job);
     }

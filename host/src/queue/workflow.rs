@@ -63,6 +63,10 @@ struct WireChild {
     priority: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tracestate: Option<String>,
 }
 
 /// The outbox entry of `children`: empty for none.
@@ -89,6 +93,8 @@ pub(super) fn encode_children(children: &[Child]) -> Result<Vec<u8>> {
                     }
                     _ => None,
                 },
+                traceparent: child.job.options.traceparent.clone(),
+                tracestate: child.job.options.tracestate.clone(),
             })
         })
         .collect::<Result<_>>()?;
@@ -108,6 +114,8 @@ fn decode_children(bytes: &[u8]) -> std::result::Result<Vec<Child>, String> {
             if let Some(ms) = w.delay_ms {
                 job = job.with_delay(Duration::from_millis(ms));
             }
+            job.options.traceparent = w.traceparent;
+            job.options.tracestate = w.tracestate;
             Ok(Child {
                 queue: w.queue,
                 job,
@@ -389,7 +397,10 @@ mod tests {
             },
             Child {
                 queue: "q".into(),
-                job: NewJob::new("h", b"{}".to_vec()).with_id("q/p:c2"),
+                job: NewJob::new("h", b"{}".to_vec())
+                    .with_id("q/p:c2")
+                    .with_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+                    .with_tracestate("a=1"),
             },
         ];
         let bytes = encode_children(&children).unwrap();

@@ -41,7 +41,7 @@ use super::slots::Slot;
 use super::workflow::{self, RedisSteps};
 use super::{InFlight, JobKey, JobState, LoadedHandler, Phase, Shared};
 use crate::queue::{
-    Completion, Failure, Lease, LeasedJob, MAX_ATTEMPT_LOG_LEN, RateLimit, Suspension,
+    Child, Completion, Failure, Lease, LeasedJob, MAX_ATTEMPT_LOG_LEN, RateLimit, Suspension,
     ThrottleStart, truncate_utf8,
 };
 use crate::runtime::{ChildJob, JobInput, JobLimits, LogLine, Outcome, OutcomeClass};
@@ -269,7 +269,7 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
                 Completion::new(&job, result)
                     .with_version(&loaded.version)
                     .with_logs(logs, progress)
-                    .with_children(workflow::children(children)),
+                    .with_children(inherit_trace(&job, workflow::children(children))),
             ),
             Outcome::Suspended { field, delay } => AckOutcome::Suspend(
                 Suspension::new(&job, field, delay)
@@ -356,6 +356,19 @@ const RESULT_CHECKED_FROM: usize = 64 * 1024;
 /// The failure that the complete script would record for `completion` (outcome
 /// `result_too_large`, permanent), when its result is over the queue's limit; `None` to send it
 /// (also when the limit cannot be read: the script checks it anyway).
+/// Child jobs continue their parent's trace: each takes the parent's trace context unless it
+/// has its own.
+fn inherit_trace(parent: &LeasedJob, mut children: Vec<Child>) -> Vec<Child> {
+    for child in &mut children {
+        let options = &mut child.job.options;
+        if options.traceparent.is_none() {
+            options.traceparent.clone_from(&parent.traceparent);
+            options.tracestate.clone_from(&parent.tracestate);
+        }
+    }
+    children
+}
+
 async fn refuse_oversized_result(
     shared: &Shared,
     job: &LeasedJob,
