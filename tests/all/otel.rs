@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Value, json};
 use wasmq::queue::{Client, JobState, NewJob, QueueError};
 
@@ -13,6 +15,7 @@ use crate::support::eventually;
 use crate::support::guests::handler;
 use crate::support::host::HostProcess;
 use crate::support::jobs::keep_everything;
+use crate::support::otlp::OtlpReceiver;
 use crate::support::redis::RedisServer;
 
 const Q: &str = "traced";
@@ -324,4 +327,153 @@ async fn child_jobs_carry_their_parents_trace_context() {
     state_of(&client, KIDS, &id, JobState::Completed).await;
     let child = client.get(KIDS, &id).await.unwrap().unwrap();
     assert_eq!((child.traceparent, child.tracestate), (None, None));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+        .map(|v| match v {
+            AnyValue::StringValue(s) => s.clone(),
+            AnyValue::IntValue(n) => n.to_string(),
+            other => format!("{other:?}"),
+        })
+}
+
+/// A host running the `flaky` guest (fails attempt 1, succeeds from attempt 2) with its API,
+/// exporting traces to `endpoint` when given.
+fn flaky_host(redis: &RedisServer, http: &str, endpoint: Option<&str>) -> HostProcess {
+    let mut env = vec![("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    if let Some(endpoint) = endpoint {
+        env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
+    }
+    HostProcess::start_with_env(
+        &redis.url(),
+        None,
+        &env,
+        &[
+            "--queues",
+            Q,
+            "--handler",
+            &handler("flaky", "flaky"),
+            "--http",
+            http,
+        ],
+    )
+}
+
+async fn enqueue_over_api(http: &str, id: &str) {
+    let web = reqwest::Client::new();
+    eventually("the API is up", Duration::from_secs(30), || async {
+        let answer = web
+            .get(format!("http://{http}/healthz"))
+            .send()
+            .await
+            .ok()?;
+        answer.status().is_success().then_some(())
+    })
+    .await;
+    let answer = web
+        .post(format!("http://{http}/api/queues/{Q}/jobs"))
+        .header("traceparent", TRACEPARENT)
+        .json(&json!({"handler": "flaky", "id": id, "backoff": "fixed:50ms", "max_attempts": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+}
+
+#[tokio::test]
+async fn a_job_enqueued_through_the_api_is_traced_from_the_request_to_each_attempt() {
+    let receiver = OtlpReceiver::start().await;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, Q).await;
+    let http = crate::support::free_loopback_addr();
+    let _host = flaky_host(&redis, &http, Some(&receiver.endpoint()));
+    enqueue_over_api(&http, "f-1").await;
+    state_of(&client, Q, "f-1", JobState::Completed).await;
+    let spans = eventually(
+        "the send span and both attempts' spans",
+        Duration::from_secs(30),
+        || async {
+            let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, s)| s).collect();
+            (spans.len() >= 3).then_some(spans)
+        },
+    )
+    .await;
+    let trace_id = &TRACEPARENT[3..35];
+    let named = |name: &str| -> Vec<&Span> { spans.iter().filter(|s| s.name == name).collect() };
+
+    // The API's span continues the caller's trace, and the job continues from it.
+    let send = named(&format!("send {Q}"));
+    assert_eq!(send.len(), 1, "{spans:#?}");
+    let send = send[0];
+    assert_eq!(hex(&send.trace_id), trace_id);
+    assert_eq!(hex(&send.parent_span_id), &TRACEPARENT[36..52]);
+    assert_eq!(
+        attribute(send, "messaging.system").as_deref(),
+        Some("wasmq")
+    );
+    assert_eq!(
+        attribute(send, "messaging.operation.type").as_deref(),
+        Some("send")
+    );
+    let job = client.get(Q, "f-1").await.unwrap().unwrap();
+    assert_eq!(
+        job.traceparent.as_deref(),
+        Some(format!("00-{trace_id}-{}-01", hex(&send.span_id)).as_str())
+    );
+
+    let mut process = named(&format!("process {Q}"));
+    process.sort_by_key(|s| attribute(s, "wasmq.attempt"));
+    assert_eq!(process.len(), 2, "{spans:#?}");
+    // Attempt 1: a child of the API's span, in the caller's trace.
+    let first = process[0];
+    assert_eq!(attribute(first, "wasmq.attempt").as_deref(), Some("1"));
+    assert_eq!(hex(&first.trace_id), trace_id);
+    assert_eq!(first.parent_span_id, send.span_id);
+    for (key, value) in [
+        ("messaging.system", "wasmq"),
+        ("messaging.destination.name", Q),
+        ("messaging.operation.type", "process"),
+        ("wasmq.handler", "flaky"),
+        ("wasmq.outcome", "retry"),
+    ] {
+        assert_eq!(attribute(first, key).as_deref(), Some(value), "{key}");
+    }
+    assert!(attribute(first, "wasmq.version").is_some());
+    // Attempt 2: a new root, linked to the job's context.
+    let second = process[1];
+    assert_eq!(attribute(second, "wasmq.attempt").as_deref(), Some("2"));
+    assert_eq!(attribute(second, "wasmq.outcome").as_deref(), Some("ok"));
+    assert_ne!(hex(&second.trace_id), trace_id);
+    assert!(second.parent_span_id.is_empty());
+    assert_eq!(second.links.len(), 1);
+    assert_eq!(hex(&second.links[0].trace_id), trace_id);
+    assert_eq!(second.links[0].span_id, send.span_id);
+}
+
+#[tokio::test]
+async fn with_tracing_off_nothing_is_exported() {
+    let receiver = OtlpReceiver::start().await;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, Q).await;
+    let http = crate::support::free_loopback_addr();
+    let _host = flaky_host(&redis, &http, None);
+    enqueue_over_api(&http, "off-1").await;
+    state_of(&client, Q, "off-1", JobState::Completed).await;
+    // The job keeps the caller's context as given (no span of wasmq's own in between).
+    let job = client.get(Q, "off-1").await.unwrap().unwrap();
+    assert_eq!(job.traceparent.as_deref(), Some(TRACEPARENT));
+    // An exporting host sends within its 100 ms batch delay; wait ten times that.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.requests(), 0);
 }

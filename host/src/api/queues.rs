@@ -22,6 +22,7 @@ use crate::queue::{
     Backoff, CancelOutcome, Job, JobState, MAX_BULK, NewJob, QueueConfig, QueueKeys, system_time,
     validate_job_id, validate_traceparent, validate_tracestate,
 };
+use crate::telemetry::{self, Span as _};
 
 /// Largest JSON body of the endpoints that take one, enqueue aside (it adds room for the
 /// queue's largest payload).
@@ -446,7 +447,31 @@ pub(crate) async fn enqueue(
     if job.options.traceparent.is_none() {
         (job.options.traceparent, job.options.tracestate) = header_trace_context(&headers);
     }
-    let enqueued = state.client.enqueue(&queue, &job).await?;
+    // With tracing on, the job continues from this enqueue's own span.
+    let span = telemetry::send_span(
+        &queue,
+        job.options.traceparent.as_deref(),
+        job.options.tracestate.as_deref(),
+    );
+    if let Some((parent, state)) = span
+        .as_ref()
+        .and_then(|span| telemetry::traceparent(span.span_context()))
+    {
+        job.options.traceparent = Some(parent);
+        job.options.tracestate = state;
+    }
+    let enqueued = state.client.enqueue(&queue, &job).await;
+    if let Some(mut span) = span {
+        match &enqueued {
+            Ok(enqueued) => span.set_attribute(opentelemetry::KeyValue::new(
+                "messaging.message.id",
+                enqueued.id.clone(),
+            )),
+            Err(err) => span.set_status(opentelemetry::trace::Status::error(err.to_string())),
+        }
+        span.end();
+    }
+    let enqueued = enqueued?;
     let status = if enqueued.created {
         StatusCode::CREATED
     } else {

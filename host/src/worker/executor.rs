@@ -45,6 +45,7 @@ use crate::queue::{
     ThrottleStart, truncate_utf8,
 };
 use crate::runtime::{ChildJob, JobInput, JobLimits, LogLine, Outcome, OutcomeClass};
+use crate::telemetry::{self, Span as _};
 
 /// Jobs leased ahead wait at most about this long for the job before them, ten times what
 /// counts as short (`below`); then they go back to the queue, in their place, for any slot of
@@ -218,6 +219,22 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead: Ahead) {
+    let span = telemetry::process_span(
+        &job.queue,
+        &job.id,
+        &job.handler,
+        job.attempt,
+        job.traceparent.as_deref(),
+        job.tracestate.as_deref(),
+    );
+    // Children continue the trace from this attempt's span when there is one.
+    let trace = span
+        .as_ref()
+        .and_then(|span| telemetry::traceparent(span.span_context()))
+        .map_or_else(
+            || (job.traceparent.clone(), job.tracestate.clone()),
+            |(parent, state)| (Some(parent), state),
+        );
     let outcome = {
         let running = attempt(&shared, &mut job);
         tokio::pin!(running);
@@ -248,6 +265,14 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
         Err(NotRun::NotReady(_)) => (OutcomeClass::Suspended.as_str(), None),
         Ok(ran) => (ran.outcome.class().as_str(), ran.timing),
     };
+    if let Some(span) = span {
+        let version = match &outcome {
+            Ok(ran) => Some(ran.loaded.version.as_str()),
+            Err(NotRun::MissingSecret { loaded, .. }) => Some(loaded.version.as_str()),
+            Err(_) => None,
+        };
+        telemetry::end_process(span, class, version);
+    }
     let mut outcome = match outcome {
         Err(NotRun::Unknown(why)) => AckOutcome::Fail(Failure::new(&job, class, why)),
         Err(NotRun::MissingSecret { loaded, why }) => AckOutcome::Fail(
@@ -269,7 +294,7 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
                 Completion::new(&job, result)
                     .with_version(&loaded.version)
                     .with_logs(logs, progress)
-                    .with_children(inherit_trace(&job, workflow::children(children))),
+                    .with_children(inherit_trace(&trace, workflow::children(children))),
             ),
             Outcome::Suspended { field, delay } => AckOutcome::Suspend(
                 Suspension::new(&job, field, delay)
@@ -356,14 +381,14 @@ const RESULT_CHECKED_FROM: usize = 64 * 1024;
 /// The failure that the complete script would record for `completion` (outcome
 /// `result_too_large`, permanent), when its result is over the queue's limit; `None` to send it
 /// (also when the limit cannot be read: the script checks it anyway).
-/// Child jobs continue their parent's trace: each takes the parent's trace context unless it
-/// has its own.
-fn inherit_trace(parent: &LeasedJob, mut children: Vec<Child>) -> Vec<Child> {
+/// Child jobs continue their parent's trace: each takes the parent attempt's trace context
+/// (`trace`: its span's, else the parent job's) unless it has its own.
+fn inherit_trace(trace: &(Option<String>, Option<String>), mut children: Vec<Child>) -> Vec<Child> {
     for child in &mut children {
         let options = &mut child.job.options;
         if options.traceparent.is_none() {
-            options.traceparent.clone_from(&parent.traceparent);
-            options.tracestate.clone_from(&parent.tracestate);
+            options.traceparent.clone_from(&trace.0);
+            options.tracestate.clone_from(&trace.1);
         }
     }
     children
