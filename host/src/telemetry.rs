@@ -227,6 +227,58 @@ pub fn send_span(
     )
 }
 
+/// The span of an outbound request a guest makes, when tracing is on and the attempt has a
+/// span (the current context, see executor.rs): a client span, whose context goes out in the
+/// request's `traceparent` (and `tracestate`) header, replacing the guest's own, so the called
+/// service joins the trace.
+pub fn client_span<B>(request: &mut ::http::Request<B>) -> Option<SdkSpan> {
+    let tracer = tracer()?;
+    let parent = Context::current();
+    if !parent.has_active_span() {
+        return None;
+    }
+    let uri = request.uri();
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", request.method().as_str().to_string()),
+        KeyValue::new("url.scheme", uri.scheme_str().unwrap_or("").to_string()),
+        KeyValue::new("server.address", uri.host().unwrap_or("").to_string()),
+    ];
+    if let Some(port) = uri.port_u16() {
+        attributes.push(KeyValue::new("server.port", i64::from(port)));
+    }
+    let span = tracer
+        .span_builder(request.method().as_str().to_string())
+        .with_kind(SpanKind::Client)
+        .with_attributes(attributes)
+        .start_with_context(tracer, &parent);
+    let headers = request.headers_mut();
+    headers.remove("traceparent");
+    headers.remove("tracestate");
+    if let Some((traceparent, tracestate)) = traceparent(span.span_context()) {
+        if let Ok(value) = ::http::HeaderValue::from_str(&traceparent) {
+            headers.insert("traceparent", value);
+        }
+        if let Some(value) = tracestate.and_then(|s| ::http::HeaderValue::from_str(&s).ok()) {
+            headers.insert("tracestate", value);
+        }
+    }
+    Some(span)
+}
+
+/// Ends an outbound request's span with the response's status (`None`: no response).
+pub fn end_client(mut span: SdkSpan, status: Option<u16>) {
+    match status {
+        Some(code) => {
+            span.set_attribute(KeyValue::new("http.response.status_code", i64::from(code)));
+            if code >= 500 {
+                span.set_status(Status::error(code.to_string()));
+            }
+        }
+        None => span.set_status(Status::error("no response")),
+    }
+    span.end();
+}
+
 /// The exporter's HTTP client: hyper on the host's tokio runtime. The batch processor calls
 /// it from its own thread, so each request is spawned onto the runtime and awaited from there.
 #[derive(Debug, Clone)]

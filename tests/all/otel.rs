@@ -14,6 +14,7 @@ use crate::support::cli::{ok, wasmq};
 use crate::support::eventually;
 use crate::support::guests::handler;
 use crate::support::host::HostProcess;
+use crate::support::http_server::TestServer;
 use crate::support::jobs::keep_everything;
 use crate::support::otlp::OtlpReceiver;
 use crate::support::redis::RedisServer;
@@ -476,4 +477,94 @@ async fn with_tracing_off_nothing_is_exported() {
     // An exporting host sends within its 100 ms batch delay; wait ten times that.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(receiver.requests(), 0);
+}
+
+#[tokio::test]
+async fn an_outbound_request_is_a_span_of_its_attempt_and_carries_the_trace_to_the_server() {
+    let receiver = OtlpReceiver::start().await;
+    let server = TestServer::start().await;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, Q).await;
+    let component = crate::support::guests::rust("http-fetch");
+    let origin = server.origin();
+    ok(&wasmq(
+        &redis,
+        &[
+            "handler",
+            "deploy",
+            "fetcher",
+            component.to_str().unwrap(),
+            "--allow-outbound",
+            &origin,
+        ],
+    ));
+    let http = crate::support::free_loopback_addr();
+    let endpoint = receiver.endpoint();
+    let _host = HostProcess::start_with_env(
+        &redis.url(),
+        None,
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ],
+        &["--queues", Q, "--http", &http],
+    );
+    let web = reqwest::Client::new();
+    eventually("the API is up", Duration::from_secs(30), || async {
+        let answer = web
+            .get(format!("http://{http}/healthz"))
+            .send()
+            .await
+            .ok()?;
+        answer.status().is_success().then_some(())
+    })
+    .await;
+    let payload = json!({"url": server.url("/ok")}).to_string();
+    let answer = web
+        .post(format!("http://{http}/api/queues/{Q}/jobs"))
+        .header("traceparent", TRACEPARENT)
+        .json(&json!({"handler": "fetcher", "id": "o-1", "payload": payload}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    state_of(&client, Q, "o-1", JobState::Completed).await;
+    let spans = eventually("the three spans", Duration::from_secs(30), || async {
+        let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, s)| s).collect();
+        (spans.len() >= 3).then_some(spans)
+    })
+    .await;
+    let trace_id = &TRACEPARENT[3..35];
+    let one = |name: &str| -> Span {
+        let found: Vec<&Span> = spans.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "{name}: {spans:#?}");
+        found[0].clone()
+    };
+    let send = one(&format!("send {Q}"));
+    let process = one(&format!("process {Q}"));
+    let get = one("GET");
+    for span in [&send, &process, &get] {
+        assert_eq!(hex(&span.trace_id), trace_id, "{}", span.name);
+    }
+    assert_eq!(process.parent_span_id, send.span_id);
+    assert_eq!(get.parent_span_id, process.span_id);
+    assert_eq!(
+        attribute(&get, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        attribute(&get, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    // The called service saw the client span as its parent.
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    let header = seen[0]
+        .headers
+        .get("traceparent")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(header, format!("00-{trace_id}-{}-01", hex(&get.span_id)));
 }

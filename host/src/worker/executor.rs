@@ -46,6 +46,7 @@ use crate::queue::{
 };
 use crate::runtime::{ChildJob, JobInput, JobLimits, LogLine, Outcome, OutcomeClass};
 use crate::telemetry::{self, Span as _};
+use opentelemetry::trace::TraceContextExt as _;
 
 /// Jobs leased ahead wait at most about this long for the job before them, ten times what
 /// counts as short (`below`); then they go back to the queue, in their place, for any slot of
@@ -236,7 +237,18 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
             |(parent, state)| (Some(parent), state),
         );
     let outcome = {
-        let running = attempt(&shared, &mut job);
+        let cx = span.as_ref().map(|span| {
+            opentelemetry::Context::new().with_remote_span_context(span.span_context().clone())
+        });
+        let running = async {
+            match cx {
+                Some(cx) => {
+                    opentelemetry::context::FutureExt::with_context(attempt(&shared, &mut job), cx)
+                        .await
+                }
+                None => attempt(&shared, &mut job).await,
+            }
+        };
         tokio::pin!(running);
         if ahead.jobs.is_empty() {
             running.await
@@ -540,11 +552,16 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, NotRu
         token: job.token.clone(),
     });
     let span = tracing::info_span!("job", job_id = %job.id, queue = %job.queue, handler = %job.handler, attempt = job.attempt);
+    // With tracing on, the attempt's span (made current by `run`) is the parent of what the
+    // guest does: its outbound requests read it (capability/http.rs).
+    let trace = telemetry::tracer().map(|_| opentelemetry::Context::current());
     let mut inner = AbortOnDrop(shared.guests.spawn(tracing::Instrument::instrument(
         async move {
-            runtime
-                .run_with_store(&handler, input, &limits, steps)
-                .await
+            let running = runtime.run_with_store(&handler, input, &limits, steps);
+            match trace {
+                Some(cx) => opentelemetry::context::FutureExt::with_context(running, cx).await,
+                None => running.await,
+            }
         },
         span,
     )));
