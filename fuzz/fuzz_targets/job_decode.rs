@@ -123,6 +123,10 @@ fn generated_job(u: &mut Unstructured) -> Result<()> {
         history,
         replays: u32::arbitrary(u)?,
         group: non_empty(u)?,
+        // Only a valid context is kept (an invalid one is left out, see Job::from_hash).
+        traceparent: bool::arbitrary(u)?
+            .then(|| "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),
+        tracestate: None,
     };
     let decoded = Job::from_hash("q", "j", job_hash(&job))
         .unwrap_or_else(|err| panic!("{job:?} as a hash does not decode: {err}"));
@@ -174,8 +178,14 @@ fn well_formed_fetch(u: &mut Unstructured) -> Result<()> {
         let own_policy = *u.choose(&["", "attempts", "backoff", "attempts,backoff"])?;
         let (traceparent, tracestate) = *u.choose(&[
             ("", ""),
-            ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", ""),
-            ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "a=1,b=2"),
+            (
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "",
+            ),
+            (
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "a=1,b=2",
+            ),
         ])?;
         let job = LeasedJob {
             id: text(u)?,
