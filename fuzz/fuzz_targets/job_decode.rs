@@ -123,6 +123,10 @@ fn generated_job(u: &mut Unstructured) -> Result<()> {
         history,
         replays: u32::arbitrary(u)?,
         group: non_empty(u)?,
+        // Only a valid context is kept (an invalid one is left out, see Job::from_hash).
+        traceparent: bool::arbitrary(u)?
+            .then(|| "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),
+        tracestate: None,
     };
     let decoded = Job::from_hash("q", "j", job_hash(&job))
         .unwrap_or_else(|err| panic!("{job:?} as a hash does not decode: {err}"));
@@ -162,6 +166,7 @@ fn reply(u: &mut Unstructured, depth: u32) -> Result<Value> {
 /// fetch.lua's reply for generated jobs (docs/protocol.md, "fetch.lua"): each job
 /// `[id, handler, payload, attempt, max_attempts, timeout_ms, priority, created_at, own_policy,
 /// depth]`.
+/// traceparent, tracestate]`.
 fn well_formed_fetch(u: &mut Unstructured) -> Result<()> {
     let now_ms = u64::arbitrary(u)? >> 1;
     let lease_expires_at_ms = u64::arbitrary(u)? >> 1;
@@ -172,6 +177,17 @@ fn well_formed_fetch(u: &mut Unstructured) -> Result<()> {
     let mut items = Vec::new();
     for _ in 0..u.int_in_range(0..=4)? {
         let own_policy = *u.choose(&["", "attempts", "backoff", "attempts,backoff"])?;
+        let (traceparent, tracestate) = *u.choose(&[
+            ("", ""),
+            (
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "",
+            ),
+            (
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "a=1,b=2",
+            ),
+        ])?;
         let job = LeasedJob {
             id: text(u)?,
             queue: "q".into(),
@@ -185,6 +201,8 @@ fn well_formed_fetch(u: &mut Unstructured) -> Result<()> {
                 .map(|ms| Duration::from_millis(ms.into())),
             priority: i32::arbitrary(u)?,
             created_at_ms: u64::arbitrary(u)? >> 1,
+            traceparent: Some(traceparent.to_string()).filter(|t| !t.is_empty()),
+            tracestate: Some(tracestate.to_string()).filter(|t| !t.is_empty()),
             token: "token".into(),
             lease_expires_at_ms,
             depth: u32::arbitrary(u)?,
@@ -209,6 +227,8 @@ fn well_formed_fetch(u: &mut Unstructured) -> Result<()> {
             int(u, job.created_at_ms as i64)?,
             Value::BulkString(own_policy.as_bytes().to_vec()),
             int(u, job.depth.into())?,
+            Value::BulkString(traceparent.as_bytes().to_vec()),
+            Value::BulkString(tracestate.as_bytes().to_vec()),
         ]));
         jobs.push(job);
     }

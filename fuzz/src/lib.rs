@@ -89,6 +89,12 @@ pub fn job_hash(job: &Job) -> HashMap<String, Vec<u8>> {
     if let Some(group) = &job.group {
         put("group", group.clone().into_bytes());
     }
+    if let Some(traceparent) = &job.traceparent {
+        put("traceparent", traceparent.clone().into_bytes());
+    }
+    if let Some(tracestate) = &job.tracestate {
+        put("tracestate", tracestate.clone().into_bytes());
+    }
     hash
 }
 
@@ -211,6 +217,27 @@ pub fn enqueue_hash(
                 set(field, value);
                 own_backoff = true;
             }
+            "traceparent" => {
+                let ok = std::str::from_utf8(value)
+                    .is_ok_and(|v| wasmq::queue::validate_traceparent(v).is_ok());
+                if !ok {
+                    return Err(
+                        "traceparent must be a W3C traceparent (2, 32, 16 and 2 lowercase \
+                                hex digits joined by -, ids not all zeros)"
+                            .into(),
+                    );
+                }
+                set(field, value);
+            }
+            "tracestate" => {
+                let ok = !value.is_empty()
+                    && value.len() <= 512
+                    && value.iter().all(|b| (0x20..=0x7e).contains(b));
+                if !ok {
+                    return Err("tracestate must be 1-512 printable ASCII characters".into());
+                }
+                set(field, value);
+            }
             other => return Err(format!("unknown field {other}")),
         }
     }
@@ -220,6 +247,9 @@ pub fn enqueue_hash(
         .collect();
     if !own.is_empty() {
         set("own_policy", own.join(",").as_bytes());
+    }
+    if given.contains("tracestate") && !given.contains("traceparent") {
+        return Err("tracestate needs a traceparent".into());
     }
     if !hash.get("handler").is_some_and(|h| name_ok(h)) {
         return Err("handler must be 1-128 printable ASCII characters".into());

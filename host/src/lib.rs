@@ -38,6 +38,7 @@ pub mod queue;
 pub mod registry;
 mod runtime;
 pub mod schedule;
+pub mod telemetry;
 pub mod units;
 pub mod worker;
 

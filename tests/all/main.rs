@@ -25,6 +25,7 @@ mod languages;
 mod logs;
 mod memory;
 mod metrics;
+mod otel;
 mod outbound;
 mod queue;
 mod rate_limit;

@@ -20,8 +20,9 @@ use super::ApiState;
 use super::error::{ApiError, ErrorBody, parse_json, read_json, read_json_bytes};
 use crate::queue::{
     Backoff, CancelOutcome, Job, JobState, MAX_BULK, NewJob, QueueConfig, QueueKeys, system_time,
-    validate_job_id,
+    validate_job_id, validate_traceparent, validate_tracestate,
 };
+use crate::telemetry::{self, Span as _};
 
 /// Largest JSON body of the endpoints that take one, enqueue aside (it adds room for the
 /// queue's largest payload).
@@ -167,6 +168,9 @@ pub struct JobView {
     /// Holder of the current (or last) lease.
     pub host: Option<String>,
     pub group: Option<String>,
+    /// The W3C trace context the job was enqueued with (docs/observability.md); null if none.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
     pub payload: String,
     pub payload_encoding: Encoding,
     /// The handler's result, once completed.
@@ -212,6 +216,8 @@ pub(crate) fn job_view(job: &Job) -> JobView {
         lease_expires_at_ms: job.lease_expires_at_ms,
         host: job.host.clone(),
         group: job.group.clone(),
+        traceparent: job.traceparent.clone(),
+        tracestate: job.tracestate.clone(),
         payload,
         payload_encoding,
         result,
@@ -313,6 +319,13 @@ pub struct EnqueueRequest {
     /// Group key (e.g. a tenant id): the queue's per-group rate limit applies, groups take
     /// turns.
     pub group: Option<String>,
+    /// The W3C trace context the job continues (`00-<trace id>-<parent id>-<flags>`); a
+    /// malformed one is refused [default: the request's own `traceparent` header].
+    #[schema(example = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` that goes with `traceparent` [default: the request's
+    /// `tracestate` header, when the trace context came from its headers].
+    pub tracestate: Option<String>,
 }
 
 impl EnqueueRequest {
@@ -355,6 +368,8 @@ impl EnqueueRequest {
         if let Some(group) = self.group {
             job = job.with_group(group);
         }
+        job.options.traceparent = self.traceparent;
+        job.options.tracestate = self.tracestate;
         job.validate()
             .map_err(|reason| ApiError::bad_request(format!("invalid job: {reason}")))?;
         Ok(job)
@@ -368,6 +383,26 @@ impl EnqueueRequest {
 /// arbitrary bodies.
 pub fn enqueue_job(body: &[u8]) -> Result<NewJob, ApiError> {
     parse_json::<EnqueueRequest>(body, false)?.into_job()
+}
+
+/// The trace context of a request's own `traceparent` and `tracestate` headers. A malformed
+/// header is ignored, as W3C Trace Context asks of a receiver (a proxy may have set it); a
+/// malformed body field is refused instead, since the caller wrote it.
+pub(crate) fn header_trace_context(headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let Some(traceparent) = text("traceparent").filter(|t| validate_traceparent(t).is_ok()) else {
+        return (None, None);
+    };
+    let tracestate = text("tracestate").filter(|t| validate_tracestate(t).is_ok());
+    (
+        Some(traceparent.to_string()),
+        tracestate.map(str::to_string),
+    )
 }
 
 /// The enqueued job.
@@ -413,8 +448,35 @@ pub(crate) async fn enqueue(
 ) -> Result<(StatusCode, Json<EnqueueResponse>), ApiError> {
     let config = state.client.config(&queue).await?;
     let body = read_json_bytes(&headers, body, enqueue_limit(&config), false).await?;
-    let job = enqueue_job(&body)?;
-    let enqueued = state.client.enqueue(&queue, &job).await?;
+    let mut job = enqueue_job(&body)?;
+    if job.options.traceparent.is_none() {
+        (job.options.traceparent, job.options.tracestate) = header_trace_context(&headers);
+    }
+    // With tracing on, the job continues from this enqueue's own span.
+    let span = telemetry::send_span(
+        &queue,
+        job.options.traceparent.as_deref(),
+        job.options.tracestate.as_deref(),
+    );
+    if let Some((parent, state)) = span
+        .as_ref()
+        .and_then(|span| telemetry::traceparent(span.span_context()))
+    {
+        job.options.traceparent = Some(parent);
+        job.options.tracestate = state;
+    }
+    let enqueued = state.client.enqueue(&queue, &job).await;
+    if let Some(mut span) = span {
+        match &enqueued {
+            Ok(enqueued) => span.set_attribute(opentelemetry::KeyValue::new(
+                "messaging.message.id",
+                enqueued.id.clone(),
+            )),
+            Err(err) => span.set_status(opentelemetry::trace::Status::error(err.to_string())),
+        }
+        span.end();
+    }
+    let enqueued = enqueued?;
     let status = if enqueued.created {
         StatusCode::CREATED
     } else {

@@ -187,9 +187,17 @@ impl WasiHttpHooks for OutboundHooks {
             });
         }
         let deadline = self.deadline;
+        let mut request = request;
+        let span = crate::telemetry::client_span(&mut request);
         Box::new(async move {
             let started = Instant::now();
             let result = send(&caps, request, options, deadline).await;
+            if let Some(span) = span {
+                crate::telemetry::end_client(
+                    span,
+                    result.as_ref().ok().map(|r| r.status().as_u16()),
+                );
+            }
             let outcome = match &result {
                 Ok(_) => OutboundOutcome::Ok,
                 Err(HttpError::DestinationIpProhibited) => {

@@ -16,7 +16,7 @@ use crate::queue::{Backoff, Client, JobState, NewJob, RateLimit, system_time};
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
     /// Enqueue one job.
-    Enqueue(EnqueueArgs),
+    Enqueue(Box<EnqueueArgs>),
     /// Show one job: state, attempts, history, payload.
     Job(JobArgs),
     /// Inspect or control a queue.
@@ -98,6 +98,13 @@ pub struct EnqueueArgs {
     /// groups take turns.
     #[arg(long)]
     pub group: Option<String>,
+    /// The W3C trace context the job continues (00-<trace id>-<parent id>-<flags>), e.g.
+    /// the calling script's span; its attempts' spans join that trace.
+    #[arg(long)]
+    pub traceparent: Option<String>,
+    /// The W3C tracestate that goes with --traceparent.
+    #[arg(long, requires = "traceparent")]
+    pub tracestate: Option<String>,
     #[command(flatten)]
     pub redis: RedisArgs,
 }
@@ -113,6 +120,8 @@ impl EnqueueArgs {
         job.options.backoff = self.backoff;
         job.options.id = self.id.clone();
         job.options.group = self.group.clone();
+        job.options.traceparent = self.traceparent.clone();
+        job.options.tracestate = self.tracestate.clone();
         if let Some(delay) = self.delay {
             job = job.with_delay(delay);
         }
@@ -236,7 +245,7 @@ pub enum DlqAction {
 
 pub async fn run(cmd: QueueCommand) -> anyhow::Result<u8> {
     match cmd {
-        QueueCommand::Enqueue(args) => enqueue(args).await,
+        QueueCommand::Enqueue(args) => enqueue(*args).await,
         QueueCommand::Job(args) => show_job(args).await,
         QueueCommand::Queue { action } => queue(action).await,
         QueueCommand::Dlq { action } => dlq(action).await,
@@ -308,6 +317,12 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
     say!("priority:     {}", job.priority);
     if let Some(group) = &job.group {
         say!("group:        {}", shown(group));
+    }
+    if let Some(traceparent) = &job.traceparent {
+        say!("traceparent:  {}", shown(traceparent));
+    }
+    if let Some(tracestate) = &job.tracestate {
+        say!("tracestate:   {}", shown(tracestate));
     }
     say!("attempts:     {} of {}", job.attempt, job.max_attempts);
     say!("backoff:      {}", describe_backoff(&job.backoff));

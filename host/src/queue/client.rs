@@ -10,7 +10,8 @@ use redis::Value;
 use super::error::{QueueError, Result};
 use super::job::{
     Job, JobState, MAX_ATTEMPT_LOG_LEN, MAX_ERROR_LEN, NewJob, OwnPolicy, RetryPolicy,
-    generate_job_id, truncate_utf8, unix_ms, validate_job_id,
+    generate_job_id, truncate_utf8, unix_ms, validate_job_id, validate_traceparent,
+    validate_tracestate,
 };
 use super::keys::QueueKeys;
 use super::limit::RateLimit;
@@ -148,6 +149,10 @@ pub struct LeasedJob {
     pub timeout: Option<Duration>,
     pub priority: i32,
     pub created_at_ms: u64,
+    /// The W3C trace context the job was enqueued with (valid, or `None`), which the
+    /// attempt's spans continue and its child jobs inherit.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
     /// The lease token: complete, fail, extend and release must present it.
     pub token: String,
     /// When the lease runs out (Redis clock, ms since the epoch) unless extended.
@@ -1315,6 +1320,8 @@ fn fetched(reply: &Reply, value: Value, queue: &str, token: &str) -> Result<Fetc
                 created,
                 own_policy,
                 depth,
+                traceparent,
+                tracestate,
             ] = reply.tuple(item)?;
             let number = |value: Value, what: &str| -> Result<i64> {
                 reply
@@ -1322,6 +1329,7 @@ fn fetched(reply: &Reply, value: Value, queue: &str, token: &str) -> Result<Fetc
                     .map_err(|_| reply.error(format!("{what} is not a number")))
             };
             let timeout_ms = number(timeout, "timeout_ms")?;
+            let trace = trace_context(reply.bytes(traceparent)?, reply.bytes(tracestate)?);
             Ok(LeasedJob {
                 id: reply.string(id)?,
                 queue: queue.to_string(),
@@ -1333,6 +1341,8 @@ fn fetched(reply: &Reply, value: Value, queue: &str, token: &str) -> Result<Fetc
                 timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms.unsigned_abs())),
                 priority: i32::try_from(number(priority, "priority")?).unwrap_or(0),
                 created_at_ms: number(created, "created_at")?.max(0).unsigned_abs(),
+                traceparent: trace.0,
+                tracestate: trace.1,
                 token: token.to_string(),
                 lease_expires_at_ms,
                 depth: u32::try_from(number(depth, "depth")?).unwrap_or(u32::MAX),
@@ -1355,6 +1365,21 @@ fn fetched(reply: &Reply, value: Value, queue: &str, token: &str) -> Result<Fetc
         dropped,
         rate_limited: reply.uint(held)? > 0,
     })
+}
+
+/// A leased job's trace context, from fetch's reply: a traceparent that is not valid (a hash
+/// edited by hand) is no reason to refuse the job, so it and its tracestate are left out.
+fn trace_context(traceparent: Vec<u8>, tracestate: Vec<u8>) -> (Option<String>, Option<String>) {
+    let Ok(traceparent) = String::from_utf8(traceparent) else {
+        return (None, None);
+    };
+    if validate_traceparent(&traceparent).is_err() {
+        return (None, None);
+    }
+    let tracestate = String::from_utf8(tracestate)
+        .ok()
+        .filter(|t| validate_tracestate(t).is_ok());
+    (Some(traceparent), tracestate)
 }
 
 fn complete_report(

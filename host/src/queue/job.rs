@@ -410,6 +410,12 @@ pub struct JobOptions {
     /// job its parent's plus one, and refuse children past their depth limit
     /// (docs/workflows.md).
     pub depth: u32,
+    /// The W3C trace context the job belongs to ([`validate_traceparent`]): the producer's
+    /// span, which the attempts' spans continue (docs/observability.md).
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` that goes with [`JobOptions::traceparent`] (vendor data, passed
+    /// on as it is); only with a traceparent.
+    pub tracestate: Option<String>,
 }
 
 impl Default for JobOptions {
@@ -423,6 +429,8 @@ impl Default for JobOptions {
             timeout: None,
             group: None,
             depth: 0,
+            traceparent: None,
+            tracestate: None,
         }
     }
 }
@@ -494,6 +502,19 @@ impl NewJob {
         self
     }
 
+    /// Puts the job in the trace `traceparent` (a W3C `traceparent` header value, e.g. the
+    /// producer's current span): see [`JobOptions::traceparent`].
+    pub fn with_traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.options.traceparent = Some(traceparent.into());
+        self
+    }
+
+    /// The W3C `tracestate` passed on with the job's traceparent.
+    pub fn with_tracestate(mut self, tracestate: impl Into<String>) -> Self {
+        self.options.tracestate = Some(tracestate.into());
+        self
+    }
+
     /// Checks everything that does not depend on the queue's config (the payload limit is the
     /// queue's, checked by `enqueue.lua`). Returns the reason when the job is invalid.
     pub fn validate(&self) -> Result<(), String> {
@@ -504,6 +525,10 @@ impl NewJob {
         if let Some(group) = &self.options.group {
             validate_name("group", group)?;
         }
+        validate_trace_context(
+            self.options.traceparent.as_deref(),
+            self.options.tracestate.as_deref(),
+        )?;
         let options = &self.options;
         if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&options.priority) {
             return Err(format!(
@@ -575,6 +600,12 @@ impl NewJob {
         if options.depth > 0 {
             fields.push(("depth", options.depth.to_string().into_bytes()));
         }
+        if let Some(traceparent) = &options.traceparent {
+            fields.push(("traceparent", traceparent.as_bytes().to_vec()));
+        }
+        if let Some(tracestate) = &options.tracestate {
+            fields.push(("tracestate", tracestate.as_bytes().to_vec()));
+        }
         fields
     }
 }
@@ -619,6 +650,71 @@ pub fn validate_job_id(id: &str) -> Result<(), String> {
 /// Handler names, as jobs name them: the same rule as job ids.
 pub fn validate_handler_name(name: &str) -> Result<(), String> {
     validate_name("handler name", name)
+}
+
+/// The longest `tracestate` a job keeps: the 512 bytes W3C asks every hop to pass on.
+pub const MAX_TRACESTATE_LEN: usize = 512;
+
+/// A W3C Trace Context `traceparent` (<https://www.w3.org/TR/trace-context/>), in the one form
+/// every version shares: `VV-TTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTT-PPPPPPPPPPPPPPPP-FF`, 55
+/// characters of lowercase hex and dashes, version not `ff`, trace id and parent id not all
+/// zeros. A malformed one is refused, not dropped: a producer that meant to link its trace
+/// learns at once that it did not.
+pub fn validate_traceparent(value: &str) -> Result<(), String> {
+    let fields: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let ok = matches!(
+        fields.as_slice(),
+        [version, trace, parent, flags]
+            if hex(version, 2) && *version != "ff" && hex(trace, 32) && hex(parent, 16)
+                && hex(flags, 2)
+                && trace.bytes().any(|b| b != b'0') && parent.bytes().any(|b| b != b'0')
+    );
+    if ok {
+        Ok(())
+    } else {
+        let shown = truncate_utf8(value, 64);
+        Err(format!(
+            "traceparent {shown:?} is not a W3C traceparent (version-traceid-parentid-flags: \
+             2, 32, 16 and 2 lowercase hex digits, ids not all zeros)"
+        ))
+    }
+}
+
+/// A W3C `tracestate`: 1 to [`MAX_TRACESTATE_LEN`] printable ASCII characters (spaces
+/// allowed), kept as given.
+pub fn validate_tracestate(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > MAX_TRACESTATE_LEN {
+        return Err(format!(
+            "tracestate must be 1 to {MAX_TRACESTATE_LEN} bytes long, got {}",
+            value.len()
+        ));
+    }
+    if !value.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err("tracestate must be printable ASCII".to_string());
+    }
+    Ok(())
+}
+
+/// Checks a job's trace context: each part's form, and no tracestate without a traceparent.
+pub fn validate_trace_context(
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) -> Result<(), String> {
+    if let Some(traceparent) = traceparent {
+        validate_traceparent(traceparent)?;
+    }
+    if let Some(tracestate) = tracestate {
+        if traceparent.is_none() {
+            return Err("tracestate needs a traceparent".to_string());
+        }
+        validate_tracestate(tracestate)?;
+    }
+    Ok(())
 }
 
 fn validate_name(what: &str, value: &str) -> Result<(), String> {
@@ -731,6 +827,9 @@ pub struct Job {
     /// Why its durable steps were deleted while it was dead, if they were: the only reason
     /// is `dead_letter_byte_cap` (the queue's `dead_step_bytes`, dead_steps.lua).
     pub steps_dropped: Option<String>,
+    /// The W3C trace context it was enqueued with, if any (see [`JobOptions::traceparent`]).
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 impl Job {
@@ -802,6 +901,16 @@ impl Job {
         let replays = number("replays", text("replays", take("replays"))?)?.unwrap_or(0);
         let group = text("group", take("group"))?.filter(|g| !g.is_empty());
         let steps_dropped = text("steps_dropped", take("steps_dropped"))?.filter(|s| !s.is_empty());
+        // A trace context is a hint for tracing, never a reason to refuse a job: one that is
+        // not valid (written by hand) is left out.
+        let traceparent = text("traceparent", take("traceparent"))
+            .ok()
+            .flatten()
+            .filter(|t| validate_traceparent(t).is_ok());
+        let tracestate = text("tracestate", take("tracestate"))
+            .ok()
+            .flatten()
+            .filter(|t| traceparent.is_some() && validate_tracestate(t).is_ok());
         let history = match take("history") {
             None => Vec::new(),
             Some(bytes) if bytes.is_empty() => Vec::new(),
@@ -836,6 +945,8 @@ impl Job {
             replays,
             group,
             steps_dropped,
+            traceparent,
+            tracestate,
         })
     }
 }

@@ -80,6 +80,10 @@ struct WireChild {
     /// Its generation (entries written before it existed read as 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     depth: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tracestate: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -111,6 +115,8 @@ pub(crate) fn encode_children(children: &[Child]) -> Result<Vec<u8>> {
                     _ => None,
                 },
                 depth: child.job.options.depth,
+                traceparent: child.job.options.traceparent.clone(),
+                tracestate: child.job.options.tracestate.clone(),
             })
         })
         .collect::<Result<_>>()?;
@@ -131,6 +137,8 @@ fn decode_children(bytes: &[u8]) -> std::result::Result<Vec<Child>, String> {
             if let Some(ms) = w.delay_ms {
                 job = job.with_delay(Duration::from_millis(ms));
             }
+            job.options.traceparent = w.traceparent;
+            job.options.tracestate = w.tracestate;
             Ok(Child {
                 queue: w.queue,
                 job,
@@ -563,7 +571,10 @@ mod tests {
             },
             Child {
                 queue: "q".into(),
-                job: NewJob::new("h", b"{}".to_vec()).with_id("q/p:c2"),
+                job: NewJob::new("h", b"{}".to_vec())
+                    .with_id("q/p:c2")
+                    .with_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+                    .with_tracestate("a=1"),
             },
         ];
         let bytes = encode_children(&children).unwrap();

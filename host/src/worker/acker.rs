@@ -599,6 +599,8 @@ mod tests {
             timeout: None,
             priority: 0,
             created_at_ms: 0,
+            traceparent: None,
+            tracestate: None,
             token: "t".to_string(),
             lease_expires_at_ms: 0,
             depth: 0,

@@ -45,6 +45,8 @@ use crate::queue::{
     ThrottleStart, truncate_utf8,
 };
 use crate::runtime::{ChildJob, JobInput, JobLimits, LogLine, Outcome, OutcomeClass};
+use crate::telemetry::{self, Span as _};
+use opentelemetry::trace::TraceContextExt as _;
 
 /// Jobs leased ahead wait at most about this long for the job before them, ten times what
 /// counts as short (`below`); then they go back to the queue, in their place, for any slot of
@@ -218,8 +220,35 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead: Ahead) {
+    let span = telemetry::process_span(
+        &job.queue,
+        &job.id,
+        &job.handler,
+        job.attempt,
+        job.traceparent.as_deref(),
+        job.tracestate.as_deref(),
+    );
+    // Children continue the trace from this attempt's span when there is one.
+    let trace = span
+        .as_ref()
+        .and_then(|span| telemetry::traceparent(span.span_context()))
+        .map_or_else(
+            || (job.traceparent.clone(), job.tracestate.clone()),
+            |(parent, state)| (Some(parent), state),
+        );
     let outcome = {
-        let running = attempt(&shared, &mut job);
+        let cx = span.as_ref().map(|span| {
+            opentelemetry::Context::new().with_remote_span_context(span.span_context().clone())
+        });
+        let running = async {
+            match cx {
+                Some(cx) => {
+                    opentelemetry::context::FutureExt::with_context(attempt(&shared, &mut job), cx)
+                        .await
+                }
+                None => attempt(&shared, &mut job).await,
+            }
+        };
         tokio::pin!(running);
         if ahead.jobs.is_empty() {
             running.await
@@ -248,6 +277,14 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
         Err(NotRun::NotReady(_)) => (OutcomeClass::Suspended.as_str(), None),
         Ok(ran) => (ran.outcome.class().as_str(), ran.timing),
     };
+    if let Some(span) = span {
+        let version = match &outcome {
+            Ok(ran) => Some(ran.loaded.version.as_str()),
+            Err(NotRun::MissingSecret { loaded, .. }) => Some(loaded.version.as_str()),
+            Err(_) => None,
+        };
+        telemetry::end_process(span, class, version);
+    }
     let mut outcome = match outcome {
         Err(NotRun::Unknown(why)) => AckOutcome::Fail(Failure::new(&job, class, why)),
         Err(NotRun::MissingSecret { loaded, why }) => AckOutcome::Fail(
@@ -271,6 +308,7 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
                         .with_version(&loaded.version)
                         .with_logs(logs, progress),
                     children,
+                    &trace,
                 )
                 .await,
             ),
@@ -511,11 +549,16 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, NotRu
         max_depth: shared.config.max_child_depth,
     });
     let span = tracing::info_span!("job", job_id = %job.id, queue = %job.queue, handler = %job.handler, attempt = job.attempt);
+    // With tracing on, the attempt's span (made current by `run`) is the parent of what the
+    // guest does: its outbound requests read it (capability/http.rs).
+    let trace = telemetry::tracer().map(|_| opentelemetry::Context::current());
     let mut inner = AbortOnDrop(shared.guests.spawn(tracing::Instrument::instrument(
         async move {
-            runtime
-                .run_with_store(&handler, input, &limits, steps)
-                .await
+            let running = runtime.run_with_store(&handler, input, &limits, steps);
+            match trace {
+                Some(cx) => opentelemetry::context::FutureExt::with_context(running, cx).await,
+                None => running.await,
+            }
         },
         span,
     )));

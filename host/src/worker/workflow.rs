@@ -123,11 +123,16 @@ fn to_child(child: &ChildJob) -> Child {
 /// `completion` with the children of its attempt, encoded on a blocking thread: a parent with
 /// a thousand children costs its own task that work, not the acker that records every job's
 /// outcome (where twenty such parents held a neighbour's completion for seconds).
-pub(crate) async fn with_children(completion: Completion, children: Vec<ChildJob>) -> Completion {
+pub(crate) async fn with_children(
+    completion: Completion,
+    children: Vec<ChildJob>,
+    trace: &(Option<String>, Option<String>),
+) -> Completion {
     if children.is_empty() {
         return completion;
     }
-    let children: Arc<Vec<Child>> = Arc::new(children.iter().map(to_child).collect());
+    let children: Vec<Child> = children.iter().map(to_child).collect();
+    let children: Arc<Vec<Child>> = Arc::new(inherit_trace(trace, children));
     let those = children.clone();
     // Children that do not encode, or a blocking pool that is gone (the host is stopping),
     // leave the encoding to the call that records the completion, as before.
@@ -139,6 +144,19 @@ pub(crate) async fn with_children(completion: Completion, children: Vec<ChildJob
     completion
         .with_children(children)
         .with_encoded_children(encoded)
+}
+
+/// Children without a trace context of their own continue the parent attempt's (`trace`:
+/// its traceparent and tracestate).
+fn inherit_trace(trace: &(Option<String>, Option<String>), mut children: Vec<Child>) -> Vec<Child> {
+    for child in &mut children {
+        let options = &mut child.job.options;
+        if options.traceparent.is_none() {
+            options.traceparent.clone_from(&trace.0);
+            options.tracestate.clone_from(&trace.1);
+        }
+    }
+    children
 }
 
 /// Delivers the children of `parents`, just completed in `queue`, in the background; what

@@ -120,6 +120,24 @@ def test_every_enqueue_option_is_stored_as_given(client: Client, queue: str) -> 
     assert capped is not None and capped.fields["backoff_cap_ms"] == b"400"
 
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_a_trace_context_is_stored_and_a_malformed_one_refused(client: Client, queue: str) -> None:
+    job = client.get_job(queue, client.enqueue(queue, "echo", traceparent=TRACEPARENT,
+                                               tracestate="vendor=abc"))
+    assert job is not None
+    assert (job.traceparent, job.tracestate) == (TRACEPARENT, "vendor=abc")
+    for bad in ["00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+                "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+                "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "00-abc"]:
+        with pytest.raises(InvalidJob, match="traceparent"):
+            client.enqueue(queue, "echo", id="bad-trace", traceparent=bad)
+    with pytest.raises(InvalidJob, match="tracestate needs a traceparent"):
+        client.enqueue(queue, "echo", id="bad-trace", tracestate="a=1")
+    assert client.get_job(queue, "bad-trace") is None
+
+
 def test_priority_orders_what_a_host_runs(client: Client, queue: str) -> None:
     low = client.enqueue(queue, "echo", priority=-5)
     high = client.enqueue(queue, "echo", priority=5)

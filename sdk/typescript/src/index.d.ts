@@ -39,6 +39,13 @@ export interface EnqueueOptions {
   backoffJitter?: number;
   /** The job's group (e.g. a tenant id): groups take turns and have their own rate limit. */
   group?: string;
+  /**
+   * The W3C trace context the job continues (`00-<trace id>-<parent id>-<flags>`), e.g. the
+   * producer's current span: the job's attempts join that trace. A malformed one is refused.
+   */
+  traceparent?: string;
+  /** The W3C `tracestate` that goes with `traceparent`. */
+  tracestate?: string;
 }
 
 /** One job for `enqueueBulk`. */
@@ -95,6 +102,8 @@ export interface Job {
   lastOutcome: string | null;
   lastError: string | null;
   group: string | null;
+  traceparent: string | null;
+  tracestate: string | null;
   history: Attempt[];
   /** Every field as Redis holds it. */
   fields: Record<string, Buffer>;

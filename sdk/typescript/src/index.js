@@ -94,6 +94,8 @@ function jobArgs(job) {
     ["backoff_cap_ms", integer(job.backoffCapMs, "backoffCapMs")],
     ["backoff_jitter", job.backoffJitter === undefined ? undefined : String(job.backoffJitter)],
     ["group", job.group],
+    ["traceparent", job.traceparent],
+    ["tracestate", job.tracestate],
   ].filter(([, value]) => value !== undefined && value !== null);
   return [id, String(pairs.length), ...pairs.flat()];
 }
@@ -125,6 +127,8 @@ function decodeJob(queue, id, raw) {
     lastOutcome: text(raw.last_outcome) ?? null,
     lastError: text(raw.last_error) ?? null,
     group: text(raw.group) ?? null,
+    traceparent: text(raw.traceparent) ?? null,
+    tracestate: text(raw.tracestate) ?? null,
     history,
     fields: raw,
   };

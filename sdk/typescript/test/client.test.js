@@ -121,6 +121,21 @@ test("every enqueue option is stored as given", async () => {
   assert.equal(capped.fields.backoff_cap_ms.toString(), "400");
 });
 
+test("a trace context is stored, and a malformed one refused", async () => {
+  const q = "t-trace";
+  const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  const job = await client.getJob(q, await client.enqueue(q, "echo", "", { traceparent, tracestate: "vendor=abc" }));
+  assert.deepEqual([job.traceparent, job.tracestate], [traceparent, "vendor=abc"]);
+  for (const bad of ["00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+    "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", "00-abc"]) {
+    await assert.rejects(client.enqueue(q, "echo", "", { id: "bad-trace", traceparent: bad }),
+      (e) => e instanceof InvalidJob && /traceparent/.test(e.message));
+  }
+  await assert.rejects(client.enqueue(q, "echo", "", { id: "bad-trace", tracestate: "a=1" }),
+    (e) => e instanceof InvalidJob && /tracestate needs a traceparent/.test(e.message));
+  assert.equal(await client.getJob(q, "bad-trace"), null);
+});
+
 test("enqueueBulk is all or nothing, and an existing id writes nothing", async () => {
   const q = "t-bulk";
   const jobs = Array.from({ length: 100 }, (_, n) => ({ handler: "echo", payload: `${n}` }));

@@ -12,6 +12,7 @@ pub mod guests;
 pub mod host;
 pub mod http_server;
 pub mod jobs;
+pub mod otlp;
 pub mod postgres;
 pub mod redis;
 pub mod smtp;

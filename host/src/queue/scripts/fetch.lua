@@ -27,7 +27,8 @@
 -- call)  ARGV[4] host id
 -- Reply: {now_ms, lease_expires_at_ms, jobs, next_due_ms, dropped, held} where jobs is a list of
 --   {id, handler, payload, attempt, max_attempts, timeout_ms, priority, created_at,
---   own_policy} (own_policy: what of its retry policy the job set itself, see enqueue.lua);
+--   own_policy, traceparent, tracestate} (own_policy: what of its retry policy the job set
+--   itself, see enqueue.lua; the trace context as enqueued, '' for none);
 --   next_due_ms (only computed when fewer than N jobs were leased; 0 if none) is the earliest
 --   time more may be leased: a delayed or retry job due, a rate-limited group's window or the
 --   queue's window freeing; dropped counts waiting ids whose hash was missing, or left over

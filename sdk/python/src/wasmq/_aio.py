@@ -82,11 +82,14 @@ class AsyncClient:
         backoff_cap_ms: Optional[int] = None,
         backoff_jitter: Optional[float] = None,
         group: Optional[str] = None,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
     ) -> str:
         """Enqueues one job and returns its id (generated when not given). An id that exists
         in the queue writes nothing: the call is safe to retry after any error."""
         job = p.JobSpec(handler, payload, id, priority, delay_ms, run_at, max_attempts,
-                        timeout_ms, backoff, backoff_ms, backoff_cap_ms, backoff_jitter, group)
+                        timeout_ms, backoff, backoff_ms, backoff_cap_ms, backoff_jitter, group,
+                        traceparent, tracestate)
         return (await self.enqueue_bulk(queue, [job]))[0].id
 
     async def enqueue_bulk(self, queue: str, jobs: Sequence[p.JobSpec]) -> List[p.Enqueued]:

@@ -83,11 +83,14 @@ class Client:
         backoff_cap_ms: Optional[int] = None,
         backoff_jitter: Optional[float] = None,
         group: Optional[str] = None,
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
     ) -> str:
         """Enqueues one job and returns its id (generated when not given). An id that exists
         in the queue writes nothing: the call is safe to retry after any error."""
         job = p.JobSpec(handler, payload, id, priority, delay_ms, run_at, max_attempts,
-                        timeout_ms, backoff, backoff_ms, backoff_cap_ms, backoff_jitter, group)
+                        timeout_ms, backoff, backoff_ms, backoff_cap_ms, backoff_jitter, group,
+                        traceparent, tracestate)
         return self.enqueue_bulk(queue, [job])[0].id
 
     def enqueue_bulk(self, queue: str, jobs: Sequence[p.JobSpec]) -> List[p.Enqueued]:

@@ -121,6 +121,8 @@ class JobSpec:
     backoff_cap_ms: Optional[int] = None
     backoff_jitter: Optional[float] = None
     group: Optional[str] = None
+    traceparent: Optional[str] = None
+    tracestate: Optional[str] = None
 
     def wire(self) -> Tuple[str, List[Union[str, bytes]]]:
         """The job's id (generated when none was given) and its field/value pairs."""
@@ -137,6 +139,8 @@ class JobSpec:
             ("backoff_cap_ms", _int(self.backoff_cap_ms, "backoff_cap_ms")),
             ("backoff_jitter", None if self.backoff_jitter is None else repr(float(self.backoff_jitter))),
             ("group", self.group),
+            ("traceparent", self.traceparent),
+            ("tracestate", self.tracestate),
         ]
         flat: List[Union[str, bytes]] = []
         for name, value in pairs:
@@ -239,6 +243,8 @@ class Job:
     last_outcome: Optional[str]
     last_error: Optional[str]
     group: Optional[str]
+    traceparent: Optional[str]
+    tracestate: Optional[str]
     history: List[Dict[str, Any]]
     #: Every field as Redis holds it, for what this class does not name.
     fields: Dict[str, bytes] = field(repr=False)
@@ -269,6 +275,8 @@ def decode_job(queue: str, job_id: str, raw: Mapping[Any, bytes]) -> Optional[Jo
         last_outcome=text("last_outcome"),
         last_error=text("last_error"),
         group=text("group"),
+        traceparent=text("traceparent"),
+        tracestate=text("tracestate"),
         history=history,
         fields=f,
     )

@@ -11,9 +11,9 @@
 -- ARGV[1] N, the number of jobs (1 to 10000); then, per job: id, P (number of field/value
 --         pairs, 0 to 64), then P field/value pairs from: handler (required), payload,
 --         priority, delay_ms, run_at_ms, max_attempts, timeout_ms, backoff, backoff_ms,
---         backoff_cap_ms, backoff_jitter, group, depth; each field at most once. `depth` (a
---         child job's generation, 0..4294967295, written by hosts; absent reads as 0) is stored
---         as given.
+--         backoff_cap_ms, backoff_jitter, group, depth, traceparent, tracestate; each field
+--         at most once. `depth` (a child job's generation, 0..4294967295, written by hosts;
+--         absent reads as 0) is stored as given.
 -- A job that gives max_attempts, or any backoff field, keeps that part of its retry policy;
 -- for the part it leaves out, the hash records the queue default (3 attempts, exponential 1 s)
 -- and the handler's own policy, if its deployment has one, applies instead (see fail_job in
@@ -97,6 +97,15 @@ end
 local function name_ok(s)
   return #s >= 1 and #s <= 128 and string.find(s, '^[%w%p]+$') ~= nil
 end
+-- A W3C traceparent (version-traceid-parentid-flags, lowercase hex), version not ff, ids not
+-- all zeros; a tracestate is 1-512 printable ASCII characters and needs a traceparent.
+local HEX = '[0-9a-f]'
+local TRACEPARENT = '^' .. string.rep(HEX, 2) .. '%-' .. string.rep(HEX, 32) .. '%-'
+  .. string.rep(HEX, 16) .. '%-' .. string.rep(HEX, 2) .. '$'
+local function traceparent_ok(s)
+  return string.find(s, TRACEPARENT) ~= nil and string.sub(s, 1, 2) ~= 'ff'
+    and string.sub(s, 4, 35) ~= string.rep('0', 32) and string.sub(s, 37, 52) ~= string.rep('0', 16)
+end
 
 local n = integer(ARGV[1], 1, 10000)
 if n == nil then return invalid('-', 'ARGV[1] must be the number of jobs, 1 to 10000') end
@@ -132,6 +141,17 @@ for i = 1, n do
       end
       if KEYS[9] == nil then return invalid(id, 'a job with a group needs KEYS[8] and KEYS[9]') end
       job.group = value
+    elseif field == 'traceparent' then
+      if not traceparent_ok(value) then
+        return invalid(id, 'traceparent must be a W3C traceparent (2, 32, 16 and 2 lowercase hex '
+          .. 'digits joined by -, ids not all zeros)')
+      end
+      job.traceparent = value
+    elseif field == 'tracestate' then
+      if #value < 1 or #value > 512 or not string.find(value, '^[\32-\126]+$') then
+        return invalid(id, 'tracestate must be 1-512 printable ASCII characters')
+      end
+      job.tracestate = value
     elseif field == 'priority' then
       job.priority = integer(value, -1000, 1000)
       if job.priority == nil then
@@ -170,6 +190,9 @@ for i = 1, n do
   if own_attempts then own[#own + 1] = 'attempts' end
   if own_backoff then own[#own + 1] = 'backoff' end
   job.own_policy = table.concat(own, ',')
+  if job.tracestate and not job.traceparent then
+    return invalid(id, 'tracestate needs a traceparent')
+  end
   if job.handler == nil or not name_ok(job.handler) then
     return invalid(id, 'handler must be 1-128 printable ASCII characters')
   end
@@ -299,6 +322,12 @@ for i, job in ipairs(fresh) do
   if job.depth then
     fields[#fields + 1] = 'depth'
     fields[#fields + 1] = job.depth
+  end
+  for _, name in ipairs({ 'traceparent', 'tracestate' }) do
+    if job[name] then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = job[name]
+    end
   end
   redis.call('HSET', prefix .. job.id, unpack(fields))
   if job.state == 'waiting' and job.group then

@@ -784,7 +784,7 @@ end
 
 -- The fields of a job lease_jobs reads, the job's part of fetch's reply.
 local LEASE_FIELDS = { 'state', 'handler', 'payload', 'attempt', 'max_attempts', 'timeout_ms',
-  'priority', 'created_at', 'own_policy', 'depth' }
+  'priority', 'created_at', 'own_policy', 'depth', 'traceparent', 'tracestate' }
 
 -- The config fields lease_jobs reads.
 local LEASE_CONFIG = { 'paused', 'events_maxlen', 'rate_max', 'rate_window_ms', 'group_rate_max',
@@ -920,7 +920,7 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
         'lease_token', token, 'host', host, 'started_at', now_text)
       jobs[#jobs + 1] = { id, f[2], f[3] or '', attempt, tonumber(f[5]) or 1,
         tonumber(f[6]) or 0, tonumber(f[7]) or 0, tonumber(f[8]) or 0, f[9] or '',
-        tonumber(f[10]) or 0 }
+        tonumber(f[10]) or 0, f[11] or '', f[12] or '' }
       active[#active + 1] = expires_text
       active[#active + 1] = id
       events[#events + 1] = { id, attempt }

@@ -1,0 +1,333 @@
+//! OpenTelemetry traces of jobs (docs/observability.md): one process-wide tracer, exporting
+//! over OTLP HTTP/protobuf, on only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
+//!
+//! Off is the default and costs one atomic load per would-be span: [`tracer`] answers `None`
+//! and no span, exporter or thread exists. On, spans go to a batch processor (its own thread)
+//! whose exporter sends through [`TokioClient`], a hyper client driven by the host's tokio
+//! runtime, so no second HTTP stack is linked.
+//!
+//! Key items: [`init_from_env`] (at `wasmq run` / `wasmq serve` start), [`shutdown`] (flushes),
+//! [`parent_context`] (a job's traceparent as the parent of a span), [`traceparent`] (a span's
+//! context as a job's traceparent).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+pub use opentelemetry::trace::Span;
+use opentelemetry::trace::{
+    Link, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+    Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+pub use opentelemetry_sdk::trace::Span as SdkSpan;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+
+use crate::queue::validate_traceparent;
+
+/// How long one export may take before it is given up.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Telemetry {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+}
+
+static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
+
+/// The tracer, when tracing is on.
+pub fn tracer() -> Option<&'static SdkTracer> {
+    TELEMETRY.get().map(|t| &t.tracer)
+}
+
+/// The OTLP traces URL the standard variables name: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as it
+/// is, else `OTEL_EXPORTER_OTLP_ENDPOINT` with `/v1/traces` appended; `None` when neither is
+/// set (tracing off) or `OTEL_SDK_DISABLED=true`.
+pub fn endpoint_from_env() -> Option<String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    if let Some(url) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        return Some(url);
+    }
+    var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+}
+
+/// Turns tracing on when the environment asks for it (see [`endpoint_from_env`]); the
+/// service name is `OTEL_SERVICE_NAME` (default `wasmq`), the sampler `OTEL_TRACES_SAMPLER`
+/// and `OTEL_TRACES_SAMPLER_ARG` (default: parent-based, always on). Must run inside the
+/// tokio runtime the exports will use. Returns whether tracing is on.
+pub fn init_from_env() -> anyhow::Result<bool> {
+    let Some(endpoint) = endpoint_from_env() else {
+        return Ok(false);
+    };
+    let client = TokioClient {
+        runtime: tokio::runtime::Handle::current(),
+        client: HyperClient::builder(TokioExecutor::new()).build_http(),
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(client)
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(endpoint.clone())
+        .with_timeout(EXPORT_TIMEOUT)
+        .build()
+        .map_err(|err| anyhow::anyhow!("OTLP exporter to {endpoint}: {err}"))?;
+    let service = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "wasmq".to_string());
+    let resource = Resource::builder()
+        .with_service_name(service)
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    // The builder's default configuration reads OTEL_TRACES_SAMPLER(_ARG) and OTEL_BSP_*.
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    let tracer = provider.tracer("wasmq");
+    if TELEMETRY.set(Telemetry { provider, tracer }).is_err() {
+        anyhow::bail!("tracing was already initialised");
+    }
+    tracing::info!(%endpoint, "exporting traces over OTLP");
+    Ok(true)
+}
+
+/// Exports what is buffered and stops the exporter; nothing when tracing is off. Blocks: call
+/// it once, at exit, off the async threads (`spawn_blocking`).
+pub fn shutdown() {
+    if let Some(telemetry) = TELEMETRY.get()
+        && let Err(err) = telemetry.provider.shutdown()
+    {
+        tracing::warn!(error = %err, "flushing traces at exit failed");
+    }
+}
+
+/// The span context a W3C `traceparent` (checked with [`validate_traceparent`]) and its
+/// `tracestate` name, as a remote parent; `None` for anything else.
+pub fn span_context(traceparent: &str, tracestate: Option<&str>) -> Option<SpanContext> {
+    validate_traceparent(traceparent).ok()?;
+    let mut parts = traceparent.split('-').skip(1);
+    let trace_id = TraceId::from_hex(parts.next()?).ok()?;
+    let span_id = SpanId::from_hex(parts.next()?).ok()?;
+    let flags = u8::from_str_radix(parts.next()?, 16).ok()?;
+    let state = tracestate
+        .and_then(|s| s.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    Some(SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(flags) & TraceFlags::SAMPLED,
+        true,
+        state,
+    ))
+}
+
+/// A context whose parent is the span that `traceparent` names (a root context without one).
+pub fn parent_context(traceparent: Option<&str>, tracestate: Option<&str>) -> Context {
+    match traceparent.and_then(|t| span_context(t, tracestate)) {
+        Some(remote) => Context::new().with_remote_span_context(remote),
+        None => Context::new(),
+    }
+}
+
+/// The W3C `traceparent` and `tracestate` of a span context (`None` for an invalid one).
+pub fn traceparent(context: &SpanContext) -> Option<(String, Option<String>)> {
+    if !context.is_valid() {
+        return None;
+    }
+    let header = format!(
+        "00-{}-{}-{:02x}",
+        context.trace_id(),
+        context.span_id(),
+        context.trace_flags() & TraceFlags::SAMPLED
+    );
+    let state = context.trace_state().header();
+    Some((header, Some(state).filter(|s| !s.is_empty())))
+}
+
+/// An attempt's `process` span (OpenTelemetry messaging conventions), when tracing is on.
+/// Its parent is the job's trace context on the first attempt; a later attempt is a new root
+/// *linked* to that context, so a retry hours later does not stretch the producer's trace.
+pub fn process_span(
+    queue: &str,
+    job_id: &str,
+    handler: &str,
+    attempt: u32,
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) -> Option<SdkSpan> {
+    let tracer = tracer()?;
+    let producer = traceparent.and_then(|t| span_context(t, tracestate));
+    let mut builder = tracer
+        .span_builder(format!("process {queue}"))
+        .with_kind(SpanKind::Consumer)
+        .with_attributes([
+            KeyValue::new("messaging.system", "wasmq"),
+            KeyValue::new("messaging.destination.name", queue.to_string()),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.operation.name", "process"),
+            KeyValue::new("messaging.message.id", job_id.to_string()),
+            KeyValue::new("wasmq.handler", handler.to_string()),
+            KeyValue::new("wasmq.attempt", i64::from(attempt)),
+        ]);
+    let parent = match producer {
+        Some(remote) if attempt <= 1 => Context::new().with_remote_span_context(remote),
+        Some(remote) => {
+            builder = builder.with_links(vec![Link::with_context(remote)]);
+            Context::new()
+        }
+        None => Context::new(),
+    };
+    Some(builder.start_with_context(tracer, &parent))
+}
+
+/// Ends an attempt's span with its outcome class and the handler version that ran it.
+pub fn end_process(mut span: SdkSpan, outcome: &str, version: Option<&str>) {
+    span.set_attribute(KeyValue::new("wasmq.outcome", outcome.to_string()));
+    if let Some(version) = version {
+        span.set_attribute(KeyValue::new("wasmq.version", version.to_string()));
+    }
+    if outcome != "ok" && outcome != "suspended" {
+        span.set_status(Status::error(outcome.to_string()));
+    }
+    span.end();
+}
+
+/// The `send` span of an enqueue (the API's), when tracing is on: a producer span under the
+/// caller's context, whose own context becomes the job's traceparent.
+pub fn send_span(
+    queue: &str,
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) -> Option<SdkSpan> {
+    let tracer = tracer()?;
+    let parent = parent_context(traceparent, tracestate);
+    Some(
+        tracer
+            .span_builder(format!("send {queue}"))
+            .with_kind(SpanKind::Producer)
+            .with_attributes([
+                KeyValue::new("messaging.system", "wasmq"),
+                KeyValue::new("messaging.destination.name", queue.to_string()),
+                KeyValue::new("messaging.operation.type", "send"),
+                KeyValue::new("messaging.operation.name", "send"),
+            ])
+            .start_with_context(tracer, &parent),
+    )
+}
+
+/// The span of an outbound request a guest makes, when tracing is on and the attempt has a
+/// span (the current context, see executor.rs): a client span, whose context goes out in the
+/// request's `traceparent` (and `tracestate`) header, replacing the guest's own, so the called
+/// service joins the trace.
+pub fn client_span<B>(request: &mut ::http::Request<B>) -> Option<SdkSpan> {
+    let tracer = tracer()?;
+    let parent = Context::current();
+    if !parent.has_active_span() {
+        return None;
+    }
+    let uri = request.uri();
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", request.method().as_str().to_string()),
+        KeyValue::new("url.scheme", uri.scheme_str().unwrap_or("").to_string()),
+        KeyValue::new("server.address", uri.host().unwrap_or("").to_string()),
+    ];
+    if let Some(port) = uri.port_u16() {
+        attributes.push(KeyValue::new("server.port", i64::from(port)));
+    }
+    let span = tracer
+        .span_builder(request.method().as_str().to_string())
+        .with_kind(SpanKind::Client)
+        .with_attributes(attributes)
+        .start_with_context(tracer, &parent);
+    let headers = request.headers_mut();
+    headers.remove("traceparent");
+    headers.remove("tracestate");
+    if let Some((traceparent, tracestate)) = traceparent(span.span_context()) {
+        if let Ok(value) = ::http::HeaderValue::from_str(&traceparent) {
+            headers.insert("traceparent", value);
+        }
+        if let Some(value) = tracestate.and_then(|s| ::http::HeaderValue::from_str(&s).ok()) {
+            headers.insert("tracestate", value);
+        }
+    }
+    Some(span)
+}
+
+/// Ends an outbound request's span with the response's status (`None`: no response).
+pub fn end_client(mut span: SdkSpan, status: Option<u16>) {
+    match status {
+        Some(code) => {
+            span.set_attribute(KeyValue::new("http.response.status_code", i64::from(code)));
+            if code >= 500 {
+                span.set_status(Status::error(code.to_string()));
+            }
+        }
+        None => span.set_status(Status::error("no response")),
+    }
+    span.end();
+}
+
+/// The exporter's HTTP client: hyper on the host's tokio runtime. The batch processor calls
+/// it from its own thread, so each request is spawned onto the runtime and awaited from there.
+#[derive(Debug, Clone)]
+struct TokioClient {
+    runtime: tokio::runtime::Handle,
+    client: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+#[async_trait::async_trait]
+impl HttpClient for TokioClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        let (parts, body) = request.into_parts();
+        let request = Request::from_parts(parts, Full::new(body));
+        let sent = self.runtime.spawn(async move {
+            let response = tokio::time::timeout(EXPORT_TIMEOUT, client.request(request))
+                .await
+                .map_err(|_| "OTLP export timed out".to_string())?
+                .map_err(|err| err.to_string())?;
+            let (parts, body) = response.into_parts();
+            let body = tokio::time::timeout(EXPORT_TIMEOUT, body.collect())
+                .await
+                .map_err(|_| "OTLP export timed out".to_string())?
+                .map_err(|err| err.to_string())?
+                .to_bytes();
+            Ok::<_, String>(Response::from_parts(parts, body))
+        });
+        match sent.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(message)) => Err(message.into()),
+            Err(err) => Err(Box::new(err)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_traceparent_round_trips_through_a_span_context() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let context = span_context(tp, Some("a=1,b=2")).unwrap();
+        assert!(context.is_remote() && context.is_sampled());
+        assert_eq!(
+            traceparent(&context).unwrap(),
+            (tp.to_string(), Some("a=1,b=2".to_string()))
+        );
+        assert!(span_context("00-nope", None).is_none());
+    }
+}

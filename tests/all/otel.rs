@@ -1,0 +1,564 @@
+//! Trace context (docs/observability.md): the W3C `traceparent`/`tracestate` a job carries,
+//! from every producer (the Rust client, the CLI, the HTTP API's body or its request headers)
+//! to the job's record, the attempt, and the child jobs it enqueues. Real Redis, real `wasmq`
+//! processes, the `parent` and `echo` guests.
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::{Value, json};
+use wasmq::queue::{Client, JobState, NewJob, QueueError};
+
+use crate::support::cli::{ok, wasmq};
+use crate::support::eventually;
+use crate::support::guests::handler;
+use crate::support::host::HostProcess;
+use crate::support::http_server::TestServer;
+use crate::support::jobs::keep_everything;
+use crate::support::otlp::OtlpReceiver;
+use crate::support::redis::RedisServer;
+
+const Q: &str = "traced";
+const KIDS: &str = "traced-kids";
+const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+const OTHER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+
+/// Malformed traceparents, each for a different rule.
+const MALFORMED: &[&str] = &[
+    "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", // upper case
+    "00-00000000000000000000000000000000-b7ad6b7169203331-01", // zero trace id
+    "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", // zero parent id
+    "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", // version ff
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x", // a fifth field
+    "00-0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01",   // short trace id
+    "",
+];
+
+async fn state_of(client: &Client, queue: &str, id: &str, state: JobState) {
+    eventually(
+        &format!("job {id} {state}"),
+        Duration::from_secs(30),
+        || async {
+            let job = client.get(queue, id).await.ok()??;
+            (job.state == state).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_job_keeps_the_trace_context_it_was_enqueued_with() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let job = NewJob::new("echo", b"x".to_vec())
+        .with_id("t-1")
+        .with_traceparent(TRACEPARENT)
+        .with_tracestate("vendor=abc,other=1");
+    client.enqueue(Q, &job).await.unwrap();
+    let plain = NewJob::new("echo", b"x".to_vec()).with_id("t-2");
+    client.enqueue(Q, &plain).await.unwrap();
+
+    let stored = client.get(Q, "t-1").await.unwrap().unwrap();
+    assert_eq!(stored.traceparent.as_deref(), Some(TRACEPARENT));
+    assert_eq!(stored.tracestate.as_deref(), Some("vendor=abc,other=1"));
+    let stored = client.get(Q, "t-2").await.unwrap().unwrap();
+    assert_eq!((stored.traceparent, stored.tracestate), (None, None));
+
+    // The attempt gets it with its lease.
+    let fetched = client
+        .fetch(Q, 2, Duration::from_secs(30), "test-host")
+        .await
+        .unwrap();
+    let traced = fetched.iter().find(|j| j.id == "t-1").unwrap();
+    assert_eq!(traced.traceparent.as_deref(), Some(TRACEPARENT));
+    assert_eq!(traced.tracestate.as_deref(), Some("vendor=abc,other=1"));
+    let plain = fetched.iter().find(|j| j.id == "t-2").unwrap();
+    assert_eq!((&plain.traceparent, &plain.tracestate), (&None, &None));
+}
+
+#[tokio::test]
+async fn a_malformed_trace_context_is_refused_and_nothing_is_written() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let mut jobs: Vec<NewJob> = MALFORMED
+        .iter()
+        .map(|bad| NewJob::new("echo", Vec::new()).with_traceparent(*bad))
+        .collect();
+    jobs.push(NewJob::new("echo", Vec::new()).with_tracestate("a=1"));
+    jobs.push(
+        NewJob::new("echo", Vec::new())
+            .with_traceparent(TRACEPARENT)
+            .with_tracestate("a=\u{7f}"),
+    );
+    jobs.push(
+        NewJob::new("echo", Vec::new())
+            .with_traceparent(TRACEPARENT)
+            .with_tracestate("a".repeat(513)),
+    );
+    for job in jobs {
+        let err = client.enqueue(Q, &job.with_id("bad")).await.unwrap_err();
+        assert!(
+            matches!(&err, QueueError::InvalidJob { reason, .. }
+                if reason.contains("traceparent") || reason.contains("tracestate")),
+            "{err:?}"
+        );
+    }
+    // enqueue.lua refuses them too, for producers that call it directly (the SDKs' tests
+    // drive each rule there).
+    let mut conn = redis.connection().await;
+    let keys: Vec<String> = [
+        "job:", "config", "waiting", "delayed", "seq", "events", "wake",
+    ]
+    .iter()
+    .map(|k| format!("wasmq:{{{Q}}}:{k}"))
+    .collect();
+    for bad in MALFORMED {
+        let err = redis::Script::new(wasmq::queue::ENQUEUE_LUA)
+            .key(&keys)
+            .arg(1)
+            .arg("bad")
+            .arg(2)
+            .arg("handler")
+            .arg("echo")
+            .arg("traceparent")
+            .arg(*bad)
+            .invoke_async::<redis::Value>(&mut conn)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("WASMQ_INVALID") && err.to_string().contains("traceparent"),
+            "{bad:?}: {err}"
+        );
+    }
+    assert_eq!(client.counts(Q).await.unwrap().waiting, 0);
+    assert!(client.get(Q, "bad").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_cli_enqueues_with_a_trace_context_and_shows_it() {
+    let redis = RedisServer::start();
+    let out = ok(&wasmq(
+        &redis,
+        &[
+            "enqueue",
+            Q,
+            "echo",
+            "--id",
+            "cli-1",
+            "--traceparent",
+            TRACEPARENT,
+            "--tracestate",
+            "v=1",
+        ],
+    ));
+    assert!(out.contains("cli-1"), "{out}");
+    let shown = ok(&wasmq(&redis, &["job", Q, "cli-1"]));
+    assert!(
+        shown.contains(&format!("traceparent:  {TRACEPARENT}")),
+        "{shown}"
+    );
+    assert!(shown.contains("tracestate:   v=1"), "{shown}");
+    let refused = wasmq(
+        &redis,
+        &[
+            "enqueue",
+            Q,
+            "echo",
+            "--id",
+            "cli-2",
+            "--traceparent",
+            "00-x",
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("traceparent"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let client = redis.client().await;
+    assert!(client.get(Q, "cli-2").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_api_takes_the_trace_context_from_the_body_or_else_the_request_headers() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let http = crate::support::free_loopback_addr();
+    // A host serving another queue: the jobs here stay waiting for the test to read.
+    let _host = HostProcess::builder(&redis.url())
+        .args([
+            "--queues",
+            "elsewhere",
+            "--handler",
+            &handler("echo", "echo"),
+            "--http",
+            &http,
+        ])
+        .start();
+    let web = reqwest::Client::new();
+    let jobs = format!("http://{http}/api/queues/{Q}/jobs");
+    eventually("the API is up", Duration::from_secs(30), || async {
+        let answer = web
+            .get(format!("http://{http}/healthz"))
+            .send()
+            .await
+            .ok()?;
+        answer.status().is_success().then_some(())
+    })
+    .await;
+    let post = |body: Value, headers: &[(&str, &str)]| {
+        let mut request = web.post(&jobs).json(&body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let view = |id: &str| {
+        let url = format!("{jobs}/{id}");
+        let web = web.clone();
+        async move {
+            let answer = web.get(url).send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+            answer.json::<Value>().await.unwrap()
+        }
+    };
+
+    // From the request's headers.
+    let headers = [("traceparent", TRACEPARENT), ("tracestate", "v=1")];
+    let answer = post(json!({"handler": "echo", "id": "h-1"}), &headers)
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    let job = view("h-1").await;
+    assert_eq!(
+        (job["traceparent"].clone(), job["tracestate"].clone()),
+        (json!(TRACEPARENT), json!("v=1"))
+    );
+
+    // The body's own wins, tracestate and all.
+    let body = json!({"handler": "echo", "id": "b-1", "traceparent": OTHER});
+    assert_eq!(post(body, &headers).await.unwrap().status(), 201);
+    let job = view("b-1").await;
+    assert_eq!(
+        (job["traceparent"].clone(), job["tracestate"].clone()),
+        (json!(OTHER), Value::Null)
+    );
+
+    // A malformed body field is the caller's error; a malformed header is ignored, as W3C
+    // asks of a receiver.
+    let body = json!({"handler": "echo", "id": "bad-1", "traceparent": "00-nope"});
+    let answer = post(body, &[]).await.unwrap();
+    assert_eq!(answer.status(), 400);
+    let error = answer.json::<Value>().await.unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("traceparent"),
+        "{error}"
+    );
+    assert!(client.get(Q, "bad-1").await.unwrap().is_none());
+    let answer = post(
+        json!({"handler": "echo", "id": "h-2"}),
+        &[("traceparent", "00-nope"), ("tracestate", "v=1")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 201);
+    let job = view("h-2").await;
+    assert_eq!(
+        (job["traceparent"].clone(), job["tracestate"].clone()),
+        (Value::Null, Value::Null)
+    );
+
+    // No context anywhere: none.
+    assert_eq!(
+        post(json!({"handler": "echo", "id": "n-1"}), &[])
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(view("n-1").await["traceparent"], Value::Null);
+}
+
+#[tokio::test]
+async fn child_jobs_carry_their_parents_trace_context() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, Q).await;
+    keep_everything(&client, KIDS).await;
+    let traced = NewJob::new(
+        "parent",
+        br#"{"children":2,"queue":"traced-kids"}"#.to_vec(),
+    )
+    .with_id("p-1")
+    .with_traceparent(TRACEPARENT)
+    .with_tracestate("v=1");
+    let untraced = NewJob::new(
+        "parent",
+        br#"{"children":1,"queue":"traced-kids"}"#.to_vec(),
+    )
+    .with_id("p-2");
+    client.enqueue(Q, &traced).await.unwrap();
+    client.enqueue(Q, &untraced).await.unwrap();
+    let queues = format!("{Q},{KIDS}");
+    let _host = HostProcess::builder(&redis.url())
+        .args([
+            "--queues",
+            &queues,
+            "--handler",
+            &handler("parent", "parent"),
+            "--handler",
+            &handler("echo", "echo"),
+        ])
+        .start();
+    for id in ["p-1", "p-2"] {
+        state_of(&client, Q, id, JobState::Completed).await;
+    }
+    for n in 1..=2 {
+        let id = format!("{Q}/p-1:c{n}");
+        state_of(&client, KIDS, &id, JobState::Completed).await;
+        let child = client.get(KIDS, &id).await.unwrap().unwrap();
+        assert_eq!(child.traceparent.as_deref(), Some(TRACEPARENT), "{id}");
+        assert_eq!(child.tracestate.as_deref(), Some("v=1"), "{id}");
+    }
+    let id = format!("{Q}/p-2:c1");
+    state_of(&client, KIDS, &id, JobState::Completed).await;
+    let child = client.get(KIDS, &id).await.unwrap().unwrap();
+    assert_eq!((child.traceparent, child.tracestate), (None, None));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+        .map(|v| match v {
+            AnyValue::StringValue(s) => s.clone(),
+            AnyValue::IntValue(n) => n.to_string(),
+            other => format!("{other:?}"),
+        })
+}
+
+/// A host running the `flaky` guest (fails attempt 1, succeeds from attempt 2) with its API,
+/// exporting traces to `endpoint` when given.
+fn flaky_host(redis: &RedisServer, http: &str, endpoint: Option<&str>) -> HostProcess {
+    let mut env = vec![("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    if let Some(endpoint) = endpoint {
+        env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
+    }
+    HostProcess::builder(&redis.url())
+        .envs(&env)
+        .args([
+            "--queues",
+            Q,
+            "--handler",
+            &handler("flaky", "flaky"),
+            "--http",
+            http,
+        ])
+        .start()
+}
+
+async fn enqueue_over_api(http: &str, id: &str) {
+    let web = reqwest::Client::new();
+    eventually("the API is up", Duration::from_secs(30), || async {
+        let answer = web
+            .get(format!("http://{http}/healthz"))
+            .send()
+            .await
+            .ok()?;
+        answer.status().is_success().then_some(())
+    })
+    .await;
+    let answer = web
+        .post(format!("http://{http}/api/queues/{Q}/jobs"))
+        .header("traceparent", TRACEPARENT)
+        .json(&json!({"handler": "flaky", "id": id, "backoff": "fixed:50ms", "max_attempts": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+}
+
+#[tokio::test]
+async fn a_job_enqueued_through_the_api_is_traced_from_the_request_to_each_attempt() {
+    let receiver = OtlpReceiver::start().await;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, Q).await;
+    let http = crate::support::free_loopback_addr();
+    let _host = flaky_host(&redis, &http, Some(&receiver.endpoint()));
+    enqueue_over_api(&http, "f-1").await;
+    state_of(&client, Q, "f-1", JobState::Completed).await;
+    let spans = eventually(
+        "the send span and both attempts' spans",
+        Duration::from_secs(30),
+        || async {
+            let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, s)| s).collect();
+            (spans.len() >= 3).then_some(spans)
+        },
+    )
+    .await;
+    let trace_id = &TRACEPARENT[3..35];
+    let named = |name: &str| -> Vec<&Span> { spans.iter().filter(|s| s.name == name).collect() };
+
+    // The API's span continues the caller's trace, and the job continues from it.
+    let send = named(&format!("send {Q}"));
+    assert_eq!(send.len(), 1, "{spans:#?}");
+    let send = send[0];
+    assert_eq!(hex(&send.trace_id), trace_id);
+    assert_eq!(hex(&send.parent_span_id), &TRACEPARENT[36..52]);
+    assert_eq!(
+        attribute(send, "messaging.system").as_deref(),
+        Some("wasmq")
+    );
+    assert_eq!(
+        attribute(send, "messaging.operation.type").as_deref(),
+        Some("send")
+    );
+    let job = client.get(Q, "f-1").await.unwrap().unwrap();
+    assert_eq!(
+        job.traceparent.as_deref(),
+        Some(format!("00-{trace_id}-{}-01", hex(&send.span_id)).as_str())
+    );
+
+    let mut process = named(&format!("process {Q}"));
+    process.sort_by_key(|s| attribute(s, "wasmq.attempt"));
+    assert_eq!(process.len(), 2, "{spans:#?}");
+    // Attempt 1: a child of the API's span, in the caller's trace.
+    let first = process[0];
+    assert_eq!(attribute(first, "wasmq.attempt").as_deref(), Some("1"));
+    assert_eq!(hex(&first.trace_id), trace_id);
+    assert_eq!(first.parent_span_id, send.span_id);
+    for (key, value) in [
+        ("messaging.system", "wasmq"),
+        ("messaging.destination.name", Q),
+        ("messaging.operation.type", "process"),
+        ("wasmq.handler", "flaky"),
+        ("wasmq.outcome", "retry"),
+    ] {
+        assert_eq!(attribute(first, key).as_deref(), Some(value), "{key}");
+    }
+    assert!(attribute(first, "wasmq.version").is_some());
+    // Attempt 2: a new root, linked to the job's context.
+    let second = process[1];
+    assert_eq!(attribute(second, "wasmq.attempt").as_deref(), Some("2"));
+    assert_eq!(attribute(second, "wasmq.outcome").as_deref(), Some("ok"));
+    assert_ne!(hex(&second.trace_id), trace_id);
+    assert!(second.parent_span_id.is_empty());
+    assert_eq!(second.links.len(), 1);
+    assert_eq!(hex(&second.links[0].trace_id), trace_id);
+    assert_eq!(second.links[0].span_id, send.span_id);
+}
+
+#[tokio::test]
+async fn with_tracing_off_nothing_is_exported() {
+    let receiver = OtlpReceiver::start().await;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, Q).await;
+    let http = crate::support::free_loopback_addr();
+    let _host = flaky_host(&redis, &http, None);
+    enqueue_over_api(&http, "off-1").await;
+    state_of(&client, Q, "off-1", JobState::Completed).await;
+    // The job keeps the caller's context as given (no span of wasmq's own in between).
+    let job = client.get(Q, "off-1").await.unwrap().unwrap();
+    assert_eq!(job.traceparent.as_deref(), Some(TRACEPARENT));
+    // An exporting host sends within its 100 ms batch delay; wait ten times that.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.requests(), 0);
+}
+
+#[tokio::test]
+async fn an_outbound_request_is_a_span_of_its_attempt_and_carries_the_trace_to_the_server() {
+    let receiver = OtlpReceiver::start().await;
+    let server = TestServer::start().await;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, Q).await;
+    let component = crate::support::guests::rust("http-fetch");
+    let origin = server.origin();
+    ok(&wasmq(
+        &redis,
+        &[
+            "handler",
+            "deploy",
+            "fetcher",
+            component.to_str().unwrap(),
+            "--allow-outbound",
+            &origin,
+        ],
+    ));
+    let http = crate::support::free_loopback_addr();
+    let endpoint = receiver.endpoint();
+    let _host = HostProcess::builder(&redis.url())
+        .envs(&[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ])
+        .args(["--queues", Q, "--http", &http])
+        .start();
+    let web = reqwest::Client::new();
+    eventually("the API is up", Duration::from_secs(30), || async {
+        let answer = web
+            .get(format!("http://{http}/healthz"))
+            .send()
+            .await
+            .ok()?;
+        answer.status().is_success().then_some(())
+    })
+    .await;
+    let payload = json!({"url": server.url("/ok")}).to_string();
+    let answer = web
+        .post(format!("http://{http}/api/queues/{Q}/jobs"))
+        .header("traceparent", TRACEPARENT)
+        .json(&json!({"handler": "fetcher", "id": "o-1", "payload": payload}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    state_of(&client, Q, "o-1", JobState::Completed).await;
+    let spans = eventually("the three spans", Duration::from_secs(30), || async {
+        let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, s)| s).collect();
+        (spans.len() >= 3).then_some(spans)
+    })
+    .await;
+    let trace_id = &TRACEPARENT[3..35];
+    let one = |name: &str| -> Span {
+        let found: Vec<&Span> = spans.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "{name}: {spans:#?}");
+        found[0].clone()
+    };
+    let send = one(&format!("send {Q}"));
+    let process = one(&format!("process {Q}"));
+    let get = one("GET");
+    for span in [&send, &process, &get] {
+        assert_eq!(hex(&span.trace_id), trace_id, "{}", span.name);
+    }
+    assert_eq!(process.parent_span_id, send.span_id);
+    assert_eq!(get.parent_span_id, process.span_id);
+    assert_eq!(
+        attribute(&get, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        attribute(&get, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    // The called service saw the client span as its parent.
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    let header = seen[0]
+        .headers
+        .get("traceparent")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(header, format!("00-{trace_id}-{}-01", hex(&get.span_id)));
+}

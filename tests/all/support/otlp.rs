@@ -1,0 +1,74 @@
+//! A loopback OTLP/HTTP traces receiver (`POST /v1/traces`, protobuf): decodes every export
+//! with the OpenTelemetry proto definitions (`opentelemetry-proto`) and keeps the spans.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+#[derive(Clone, Default)]
+struct Received {
+    requests: Arc<Mutex<usize>>,
+    spans: Arc<Mutex<Vec<(String, Span)>>>,
+}
+
+pub struct OtlpReceiver {
+    pub addr: SocketAddr,
+    received: Received,
+}
+
+impl OtlpReceiver {
+    pub async fn start() -> OtlpReceiver {
+        async fn traces(State(received): State<Received>, body: axum::body::Bytes) -> StatusCode {
+            *received.requests.lock().unwrap() += 1;
+            let Ok(request) = ExportTraceServiceRequest::decode(body.as_ref()) else {
+                return StatusCode::BAD_REQUEST;
+            };
+            let mut spans = received.spans.lock().unwrap();
+            for resource in request.resource_spans {
+                let service = resource
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|a| a.key == "service.name")
+                    .and_then(|a| a.value.as_ref())
+                    .map(|v| format!("{:?}", v.value))
+                    .unwrap_or_default();
+                for scope in resource.scope_spans {
+                    for span in scope.spans {
+                        spans.push((service.clone(), span));
+                    }
+                }
+            }
+            StatusCode::OK
+        }
+        let received = Received::default();
+        let app = axum::Router::new()
+            .route("/v1/traces", post(traces))
+            .with_state(received.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        OtlpReceiver { addr, received }
+    }
+
+    /// The base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` takes it.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every span received so far, with its resource's `service.name` (debug-printed).
+    pub fn spans(&self) -> Vec<(String, Span)> {
+        self.received.spans.lock().unwrap().clone()
+    }
+
+    /// Export requests received so far.
+    pub fn requests(&self) -> usize {
+        *self.received.requests.lock().unwrap()
+    }
+}
