@@ -123,6 +123,7 @@ fn generated_job(u: &mut Unstructured) -> Result<()> {
         history,
         replays: u32::arbitrary(u)?,
         group: non_empty(u)?,
+        steps_dropped: non_empty(u)?,
         // Only a valid context is kept (an invalid one is left out, see Job::from_hash).
         traceparent: bool::arbitrary(u)?
             .then(|| "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),
@@ -165,8 +166,7 @@ fn reply(u: &mut Unstructured, depth: u32) -> Result<Value> {
 
 /// fetch.lua's reply for generated jobs (docs/protocol.md, "fetch.lua"): each job
 /// `[id, handler, payload, attempt, max_attempts, timeout_ms, priority, created_at, own_policy,
-/// depth]`.
-/// traceparent, tracestate]`.
+/// depth, traceparent, tracestate]`.
 fn well_formed_fetch(u: &mut Unstructured) -> Result<()> {
     let now_ms = u64::arbitrary(u)? >> 1;
     let lease_expires_at_ms = u64::arbitrary(u)? >> 1;

@@ -89,6 +89,9 @@ pub fn job_hash(job: &Job) -> HashMap<String, Vec<u8>> {
     if let Some(group) = &job.group {
         put("group", group.clone().into_bytes());
     }
+    if let Some(why) = &job.steps_dropped {
+        put("steps_dropped", why.clone().into_bytes());
+    }
     if let Some(traceparent) = &job.traceparent {
         put("traceparent", traceparent.clone().into_bytes());
     }
