@@ -95,10 +95,11 @@ impl Handler for Hostile {
                 let n: u32 = n.parse().unwrap_or(1000);
                 let size: usize = size.parse().unwrap_or(512 * 1024);
                 for i in 0..n {
-                    wasmq_guest::step::run(&format!("s{i}"), || Ok(vec![b's'; size]))
-                        .map_err(|err| match err {
+                    wasmq_guest::step::run(&format!("s{i}"), || Ok(vec![b's'; size])).map_err(
+                        |err| match err {
                             JobError::Retry(msg) | JobError::Fail(msg) => JobError::Fail(msg),
-                        })?;
+                        },
+                    )?;
                 }
                 format!("saved {n}").into_bytes()
             }
