@@ -487,6 +487,15 @@ struct ClusterShared {
     replacing: std::sync::atomic::AtomicBool,
 }
 
+/// Clears [`ClusterShared::replacing`] when dropped.
+struct Replacing<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Replacing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 impl ClusterHandle {
     async fn connect(client: ClusterClient) -> RedisResult<ClusterHandle> {
         let conn = client.get_async_connection().await?;
@@ -516,8 +525,9 @@ impl ClusterHandle {
             && self.current().0 == generation
             && !self.shared.replacing.swap(true, Ordering::AcqRel)
         {
+            // Cleared however this ends, also when the caller drops the request meanwhile.
+            let _replacing = Replacing(&self.shared.replacing);
             self.replace(generation).await;
-            self.shared.replacing.store(false, Ordering::Release);
         }
         result
     }
