@@ -12,7 +12,7 @@ use wasmq::queue::{Client, JobState, NewJob, QueueError};
 
 use crate::support::cli::{ok, wasmq};
 use crate::support::eventually;
-use crate::support::guests::handler;
+use crate::support::guests::{self, handler};
 use crate::support::host::HostProcess;
 use crate::support::http_server::TestServer;
 use crate::support::jobs::keep_everything;
@@ -302,15 +302,14 @@ async fn child_jobs_carry_their_parents_trace_context() {
     client.enqueue(Q, &traced).await.unwrap();
     client.enqueue(Q, &untraced).await.unwrap();
     let queues = format!("{Q},{KIDS}");
+    // Another queue than its own: the handler needs the grant (docs/capabilities.md).
+    let toml = format!(
+        "[handlers.parent]\npath = {:?}\nmay_enqueue = [\"{KIDS}/echo\"]\n",
+        guests::rust("parent")
+    );
     let _host = HostProcess::builder(&redis.url())
-        .args([
-            "--queues",
-            &queues,
-            "--handler",
-            &handler("parent", "parent"),
-            "--handler",
-            &handler("echo", "echo"),
-        ])
+        .config(&toml)
+        .args(["--queues", &queues, "--handler", &handler("echo", "echo")])
         .start();
     for id in ["p-1", "p-2"] {
         state_of(&client, Q, id, JobState::Completed).await;
