@@ -210,10 +210,7 @@ impl Client {
         part: &str,
         args: &[Vec<u8>],
     ) -> Result<Vec<Finding>> {
-        let mut invocation = Call::function(&SCRIPTS.check);
-        for key in check_keys(keys) {
-            invocation.key(key);
-        }
+        let mut invocation = Call::on(&SCRIPTS.check, keys);
         invocation.arg(if repair { "1" } else { "0" }).arg(part);
         for arg in args {
             invocation.arg(arg.as_slice());
@@ -225,27 +222,6 @@ impl Client {
             .map(|item| finding(&reply, item))
             .collect()
     }
-}
-
-fn check_keys(keys: &QueueKeys) -> [String; 16] {
-    [
-        keys.job_prefix(),
-        keys.config(),
-        keys.waiting(),
-        keys.delayed(),
-        keys.active(),
-        keys.retry(),
-        keys.completed(),
-        keys.dead(),
-        keys.events(),
-        keys.group_prefix(),
-        keys.groups(),
-        keys.seq(),
-        keys.wake(),
-        keys.rate(),
-        keys.outbox(),
-        keys.alerts(),
-    ]
 }
 
 fn finding(reply: &Reply, item: Value) -> Result<Finding> {

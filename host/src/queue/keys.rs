@@ -167,6 +167,100 @@ impl QueueKeys {
     }
 }
 
+/// A key of a queue by its role, as a script's header names it. Each transition's table
+/// (`scripts.rs`, beside its Lua body) lists the keys it takes in `KEYS` order, and
+/// [`QueueKeys::get`] names them; a test reads every script's header and checks that the
+/// table matches it position by position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key {
+    JobPrefix,
+    Config,
+    Waiting,
+    Delayed,
+    Active,
+    Retry,
+    Completed,
+    Dead,
+    Seq,
+    Events,
+    Wake,
+    Rate,
+    GroupPrefix,
+    Groups,
+    StepsPrefix,
+    Outbox,
+    Alerts,
+    ThrottlePrefix,
+    DeadSteps,
+    DeadStepsBytes,
+    DeadStepsMeta,
+    /// The set of the state a call lists (`list.lua`): the call says which
+    /// ([`super::scripts::Call::listing`]).
+    Listed,
+}
+
+impl Key {
+    /// The words a script's header uses for this key (`KEYS[n] <words>`).
+    #[cfg(test)]
+    pub(crate) fn header_name(self) -> &'static str {
+        match self {
+            Key::JobPrefix => "job prefix",
+            Key::Config => "config",
+            Key::Waiting => "waiting",
+            Key::Delayed => "delayed",
+            Key::Active => "active",
+            Key::Retry => "retry",
+            Key::Completed => "completed",
+            Key::Dead => "dead",
+            Key::Seq => "seq",
+            Key::Events => "events",
+            Key::Wake => "wake",
+            Key::Rate => "rate",
+            Key::GroupPrefix => "group prefix",
+            Key::Groups => "groups",
+            Key::StepsPrefix => "steps prefix",
+            Key::Outbox => "outbox",
+            Key::Alerts => "alerts",
+            Key::ThrottlePrefix => "throttle prefix",
+            Key::DeadSteps => "dead_steps",
+            Key::DeadStepsBytes => "dead_steps_bytes",
+            Key::DeadStepsMeta => "dead_steps_meta",
+            Key::Listed => "the state's set",
+        }
+    }
+}
+
+impl QueueKeys {
+    /// The name of the key in `role` (`listed`: the state a `list` call reads; the waiting set
+    /// when a call without one names [`Key::Listed`], which no table but `list`'s does).
+    pub(crate) fn get(&self, role: Key, listed: Option<JobState>) -> String {
+        match role {
+            Key::JobPrefix => self.job_prefix(),
+            Key::Config => self.config(),
+            Key::Waiting => self.waiting(),
+            Key::Delayed => self.delayed(),
+            Key::Active => self.active(),
+            Key::Retry => self.retry(),
+            Key::Completed => self.completed(),
+            Key::Dead => self.dead(),
+            Key::Seq => self.seq(),
+            Key::Events => self.events(),
+            Key::Wake => self.wake(),
+            Key::Rate => self.rate(),
+            Key::GroupPrefix => self.group_prefix(),
+            Key::Groups => self.groups(),
+            Key::StepsPrefix => self.steps_prefix(),
+            Key::Outbox => self.outbox(),
+            Key::Alerts => self.alerts(),
+            Key::ThrottlePrefix => self.throttle_prefix(),
+            Key::DeadSteps => self.dead_steps(),
+            Key::DeadStepsBytes => self.dead_steps_bytes(),
+            Key::DeadStepsMeta => self.dead_steps_meta(),
+            Key::Listed => self.state(listed.unwrap_or(JobState::Waiting)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

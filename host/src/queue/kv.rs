@@ -11,7 +11,7 @@ use redis::Value;
 
 use super::client::Client;
 use super::reply::Reply;
-use super::scripts::SCRIPTS;
+use super::scripts::{Call, SCRIPTS};
 use crate::capability::kv::{BucketLimits, BucketRef, KeyPage, KvError, KvStore};
 use crate::runtime::BoxFuture;
 
@@ -40,7 +40,10 @@ impl Client {
         op: &str,
         args: &[&[u8]],
     ) -> Result<Vec<Value>, KvError> {
-        let mut call = Self::invocation(&SCRIPTS.kv, &bucket_keys(handler, name));
+        let mut call = Call::function(&SCRIPTS.kv);
+        for key in bucket_keys(handler, name) {
+            call.key(key);
+        }
         let ttl_ms = limits.ttl.map_or(0, |t| t.as_millis().max(1) as u64);
         call.arg(op)
             .arg(ttl_ms)

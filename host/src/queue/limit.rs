@@ -1,9 +1,17 @@
-//! Rate limits: how many jobs may start in any window of time, per queue or per group. Pure:
-//! parsing, checking and the config-hash fields; `fetch.lua` enforces them in Redis.
+//! Rate limits: how many jobs may start in any window of time, per queue or per group
+//! (parsing, checking and the config-hash fields; `fetch.lua` enforces them in Redis), and a
+//! handler's throttle, checked as a job starts ([`Client::throttle_start`], `throttle.lua`).
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
+
+use super::client::Client;
+use super::error::Result;
+use super::keys::QueueKeys;
+use super::lease::LeaseRejection;
+use super::reply::Reply;
+use super::scripts::{Call, SCRIPTS};
 
 /// Most starts one limit may allow per window. Each start in the window is one member of a
 /// sorted set in Redis (about 100 bytes), so this bounds the memory of a queue's log, and of
@@ -82,6 +90,48 @@ impl fmt::Display for RateLimit {
             self.max,
             humantime::format_duration(self.window)
         )
+    }
+}
+
+/// Outcome of [`Client::throttle_start`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThrottleStart {
+    /// The start is logged: run the job.
+    Admitted,
+    /// The handler's throttle is full for the job's key; it frees in this long.
+    Wait(Duration),
+    /// The lease does not hold the job.
+    Rejected(LeaseRejection),
+}
+
+impl Client {
+    /// Admits the start of a leased job under its handler's throttle (`limit` starts per
+    /// window per key, the key being the job's group), logging it, or says how long until the
+    /// throttle has room; the caller then gives the job back with [`Client::suspend`] and an
+    /// empty field.
+    pub async fn throttle_start(
+        &self,
+        queue: &str,
+        id: &str,
+        token: &str,
+        handler: &str,
+        limit: RateLimit,
+    ) -> Result<ThrottleStart> {
+        let keys = QueueKeys::new(queue)?;
+        let mut invocation = Call::on(&SCRIPTS.throttle, &keys);
+        invocation
+            .arg(id)
+            .arg(token)
+            .arg(handler)
+            .arg(limit.max)
+            .arg(limit.window_ms());
+        let reply = Reply::of("throttle");
+        let [verdict, detail] = reply.tuple(self.invoke(&invocation).await?)?;
+        Ok(match reply.int(verdict)? {
+            1 => ThrottleStart::Admitted,
+            0 => ThrottleStart::Wait(Duration::from_millis(reply.uint(detail)?)),
+            _ => ThrottleStart::Rejected(LeaseRejection::parse(&reply.string(detail)?)),
+        })
     }
 }
 

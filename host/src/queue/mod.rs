@@ -24,25 +24,34 @@
 //! Jobs run at least once: a lease that is not completed, failed or released in time expires
 //! and the job runs again (`recover_expired`). It is worse to lose a job than to run it twice.
 
+mod ack;
 mod check;
+mod children;
 mod client;
+mod config;
+mod dead;
 mod error;
+mod inspect;
 mod job;
 mod keys;
 mod kv;
+mod lease;
 mod limit;
 mod monitor;
+mod produce;
 mod reply;
 mod scripts;
-mod workflow;
+mod steps;
 
+pub use ack::{CompleteReport, Completion, FailOutcome, FailReport, Failure};
 pub use check::{CHECK_BATCH, CheckReport, Finding};
-pub use client::{
-    CancelOutcome, Client, CompleteReport, Completion, Counts, DlqReport, Enqueued, Extended,
-    FailOutcome, FailReport, Failure, Fetched, Lease, LeaseRejection, LeasedJob, MAX_BULK,
-    QueueConfig, Released, StreamEvent, Waiter,
-};
+pub(crate) use children::encode_children;
+pub use children::{Child, OutboxReport};
+pub use client::{Client, MAX_BULK, Waiter};
+pub use config::QueueConfig;
+pub use dead::DlqReport;
 pub use error::QueueError;
+pub use inspect::{Counts, StreamEvent};
 pub use job::{
     Attempt, Backoff, DEFAULT_COMPLETED_KEEP, DEFAULT_DEAD_STEP_BYTES, DEFAULT_EVENTS_MAXLEN,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, Job, JobOptions,
@@ -53,10 +62,9 @@ pub use job::{
 };
 pub use keys::QueueKeys;
 pub use kv::bucket_keys;
-pub use limit::{MAX_RATE, RateLimit};
+pub use lease::{Extended, Fetched, Lease, LeaseRejection, LeasedJob, Released};
+pub use limit::{MAX_RATE, RateLimit, ThrottleStart};
 pub use monitor::{Backlog, DeadJob, GroupRead, Monitor, ReadFrom, is_missing_group};
+pub use produce::{CancelOutcome, Enqueued};
 pub use scripts::{COUNTS_LUA, ENQUEUE_LUA, LIB_LUA};
-pub(crate) use workflow::encode_children;
-pub use workflow::{
-    Child, DeadStepsReport, OutboxReport, StepSave, SuspendReport, Suspension, ThrottleStart,
-};
+pub use steps::{DeadStepsReport, StepSave, SuspendReport, Suspension};

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::client::StreamEvent;
 use super::error::{QueueError, Result};
+use super::inspect::StreamEvent;
 use super::keys::QueueKeys;
 use super::reply::Reply;
 use super::scripts::{Call, SCRIPTS};
@@ -363,17 +363,7 @@ impl Monitor {
     /// The queue's waiting count and oldest waiting job, read atomically (`backlog.lua`).
     pub async fn backlog(&self, queue: &str) -> Result<Backlog> {
         let keys = QueueKeys::new(queue)?;
-        let mut invocation = Call::function(&SCRIPTS.backlog);
-        for key in [
-            keys.job_prefix(),
-            keys.config(),
-            keys.waiting(),
-            keys.group_prefix(),
-            keys.groups(),
-            keys.alerts(),
-        ] {
-            invocation.key(key);
-        }
+        let invocation = Call::on(&SCRIPTS.backlog, &keys);
         let mut conn = self.conn.clone();
         let value: Value = invocation
             .invoke(&mut conn)

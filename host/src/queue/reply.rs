@@ -3,7 +3,9 @@
 
 use redis::Value;
 
+use super::ack::FailOutcome;
 use super::error::{QueueError, Result};
+use super::lease::LeaseRejection;
 
 /// A cursor over one script's reply, which names the script in its errors.
 pub(crate) struct Reply {
@@ -87,4 +89,33 @@ impl Reply {
             })
             .collect()
     }
+}
+
+/// The jobs a lease-checked call left alone, with why.
+pub(super) fn rejections(reply: &Reply, value: Value) -> Result<Vec<(String, LeaseRejection)>> {
+    Ok(reply
+        .pairs(value)?
+        .into_iter()
+        .map(|(id, reason)| (id, LeaseRejection::parse(&reason)))
+        .collect())
+}
+
+/// fail.lua's and recover.lua's outcomes: where each job went.
+pub(super) fn fail_outcomes(reply: &Reply, value: Value) -> Result<Vec<(String, FailOutcome)>> {
+    reply
+        .array(value)?
+        .into_iter()
+        .map(|item| {
+            let [id, next, at] = reply.tuple(item)?;
+            let id = reply.string(id)?;
+            let outcome = match reply.string(next)?.as_str() {
+                "dead" => FailOutcome::Dead,
+                "retry" => FailOutcome::Retry {
+                    run_at_ms: reply.uint(at)?,
+                },
+                other => return Err(reply.error(format!("unknown fail outcome {other:?}"))),
+            };
+            Ok((id, outcome))
+        })
+        .collect()
 }

@@ -25,6 +25,10 @@ use redis::aio::ConnectionLike;
 use redis::{RedisResult, Script, ToRedisArgs, Value};
 use sha2::{Digest, Sha256};
 
+use super::job::JobState;
+use super::keys::Key::{self, *};
+use super::keys::QueueKeys;
+
 /// The shared helpers of every transition but enqueue, defined once per library load.
 pub const LIB_LUA: &str = include_str!("scripts/lib.lua");
 /// The enqueue script, exactly as producers may `EVAL` it.
@@ -32,32 +36,253 @@ pub const ENQUEUE_LUA: &str = include_str!("scripts/enqueue.lua");
 /// The counts script, exactly as producers may `EVAL` it.
 pub const COUNTS_LUA: &str = include_str!("scripts/counts.lua");
 
-/// The transitions in the function library: name and Lua body. A body reads `KEYS` and `ARGV`
-/// as a script's would; the library sets both before running it.
-const BODIES: [(&str, &str); 23] = [
-    ("fetch", include_str!("scripts/fetch.lua")),
-    ("extend", include_str!("scripts/extend.lua")),
-    ("complete", include_str!("scripts/complete.lua")),
-    ("complete_fetch", include_str!("scripts/complete_fetch.lua")),
-    ("fail", include_str!("scripts/fail.lua")),
-    ("release", include_str!("scripts/release.lua")),
-    ("recover", include_str!("scripts/recover.lua")),
-    ("promote", include_str!("scripts/promote.lua")),
-    ("cancel", include_str!("scripts/cancel.lua")),
-    ("replay", include_str!("scripts/replay.lua")),
-    ("purge", include_str!("scripts/purge.lua")),
-    ("pause", include_str!("scripts/pause.lua")),
-    ("resume", include_str!("scripts/resume.lua")),
-    ("list", include_str!("scripts/list.lua")),
-    ("backlog", include_str!("scripts/backlog.lua")),
-    ("step_save", include_str!("scripts/step_save.lua")),
-    ("dead_steps", include_str!("scripts/dead_steps.lua")),
-    ("suspend", include_str!("scripts/suspend.lua")),
-    ("outbox_due", include_str!("scripts/outbox_due.lua")),
-    ("outbox_done", include_str!("scripts/outbox_done.lua")),
-    ("throttle", include_str!("scripts/throttle.lua")),
-    ("check", include_str!("scripts/check.lua")),
-    ("kv", include_str!("scripts/kv.lua")),
+// The keys each transition takes, in `KEYS` order: one table per script, beside its body. A
+// test reads each script's header (`KEYS[n] <role>`) and checks its table against it.
+const FETCH_KEYS: &[Key] = &[
+    JobPrefix,
+    Config,
+    Waiting,
+    Delayed,
+    Retry,
+    Active,
+    Seq,
+    Events,
+    Wake,
+    Rate,
+    GroupPrefix,
+    Groups,
+];
+const COMPLETE_FETCH_KEYS: &[Key] = &[
+    JobPrefix,
+    Config,
+    Waiting,
+    Delayed,
+    Retry,
+    Active,
+    Seq,
+    Events,
+    Wake,
+    Rate,
+    GroupPrefix,
+    Groups,
+    Completed,
+    Dead,
+    StepsPrefix,
+    Outbox,
+];
+const FAIL_KEYS: &[Key] = &[
+    JobPrefix,
+    Config,
+    Active,
+    Retry,
+    Dead,
+    Waiting,
+    Seq,
+    Events,
+    Wake,
+    GroupPrefix,
+    Groups,
+];
+const ENQUEUE_KEYS: &[Key] = &[
+    JobPrefix,
+    Config,
+    Waiting,
+    Delayed,
+    Seq,
+    Events,
+    Wake,
+    GroupPrefix,
+    Groups,
+];
+const COUNTS_KEYS: &[Key] = &[
+    Config,
+    Waiting,
+    Delayed,
+    Active,
+    Retry,
+    Completed,
+    Dead,
+    GroupPrefix,
+    Groups,
+];
+
+/// The transitions in the function library: name, Lua body, and the keys it takes. A body
+/// reads `KEYS` and `ARGV` as a script's would; the library sets both before running it.
+const BODIES: [(&str, &str, &[Key]); 23] = [
+    ("fetch", include_str!("scripts/fetch.lua"), FETCH_KEYS),
+    (
+        "extend",
+        include_str!("scripts/extend.lua"),
+        &[JobPrefix, Active],
+    ),
+    (
+        "complete",
+        include_str!("scripts/complete.lua"),
+        &[
+            JobPrefix,
+            Config,
+            Active,
+            Completed,
+            Dead,
+            Events,
+            StepsPrefix,
+            Outbox,
+        ],
+    ),
+    (
+        "complete_fetch",
+        include_str!("scripts/complete_fetch.lua"),
+        COMPLETE_FETCH_KEYS,
+    ),
+    ("fail", include_str!("scripts/fail.lua"), FAIL_KEYS),
+    (
+        "release",
+        include_str!("scripts/release.lua"),
+        &[
+            JobPrefix,
+            Config,
+            Active,
+            Waiting,
+            Events,
+            Wake,
+            GroupPrefix,
+            Groups,
+        ],
+    ),
+    ("recover", include_str!("scripts/recover.lua"), FAIL_KEYS),
+    (
+        "promote",
+        include_str!("scripts/promote.lua"),
+        &[
+            JobPrefix,
+            Config,
+            Waiting,
+            Delayed,
+            Retry,
+            Seq,
+            Events,
+            Wake,
+            GroupPrefix,
+            Groups,
+        ],
+    ),
+    (
+        "cancel",
+        include_str!("scripts/cancel.lua"),
+        &[
+            JobPrefix,
+            Config,
+            Waiting,
+            Delayed,
+            Retry,
+            Events,
+            GroupPrefix,
+            Groups,
+            StepsPrefix,
+        ],
+    ),
+    (
+        "replay",
+        include_str!("scripts/replay.lua"),
+        &[
+            JobPrefix,
+            Config,
+            Dead,
+            Waiting,
+            Seq,
+            Events,
+            Wake,
+            GroupPrefix,
+            Groups,
+        ],
+    ),
+    (
+        "purge",
+        include_str!("scripts/purge.lua"),
+        &[JobPrefix, Config, Dead, Events, StepsPrefix],
+    ),
+    (
+        "pause",
+        include_str!("scripts/pause.lua"),
+        &[Config, Events],
+    ),
+    (
+        "resume",
+        include_str!("scripts/resume.lua"),
+        &[Config, Events, Waiting, Wake, Groups],
+    ),
+    (
+        "list",
+        include_str!("scripts/list.lua"),
+        &[JobPrefix, Listed, Active, GroupPrefix, Groups],
+    ),
+    (
+        "backlog",
+        include_str!("scripts/backlog.lua"),
+        &[JobPrefix, Config, Waiting, GroupPrefix, Groups, Alerts],
+    ),
+    (
+        "step_save",
+        include_str!("scripts/step_save.lua"),
+        &[JobPrefix, StepsPrefix, Config, Events],
+    ),
+    (
+        "dead_steps",
+        include_str!("scripts/dead_steps.lua"),
+        &[
+            JobPrefix,
+            Config,
+            Dead,
+            StepsPrefix,
+            DeadSteps,
+            DeadStepsBytes,
+            DeadStepsMeta,
+        ],
+    ),
+    (
+        "suspend",
+        include_str!("scripts/suspend.lua"),
+        &[JobPrefix, Config, Active, Delayed, Events, StepsPrefix],
+    ),
+    (
+        "outbox_due",
+        include_str!("scripts/outbox_due.lua"),
+        &[Outbox],
+    ),
+    (
+        "outbox_done",
+        include_str!("scripts/outbox_done.lua"),
+        &[Outbox],
+    ),
+    (
+        "throttle",
+        include_str!("scripts/throttle.lua"),
+        &[JobPrefix, ThrottlePrefix],
+    ),
+    (
+        "check",
+        include_str!("scripts/check.lua"),
+        &[
+            JobPrefix,
+            Config,
+            Waiting,
+            Delayed,
+            Active,
+            Retry,
+            Completed,
+            Dead,
+            Events,
+            GroupPrefix,
+            Groups,
+            Seq,
+            Wake,
+            Rate,
+            Outbox,
+            Alerts,
+        ],
+    ),
+    // A key-value bucket's keys are not a queue's: `kv::bucket_keys` names them.
+    ("kv", include_str!("scripts/kv.lua"), &[]),
 ];
 
 /// The function library: its Lua source (what `FUNCTION LOAD` takes) and version.
@@ -74,7 +299,7 @@ impl Library {
         // where only `redis.register_function` is callable: not even `pairs`.
         let mut body = String::from("local KEYS, ARGV = {}, {}\n");
         body.push_str(LIB_LUA);
-        for (name, code) in BODIES {
+        for (name, code, _) in BODIES {
             body.push_str(&format!(
                 "\nredis.register_function('wasmq_{name}_VERSION', function(keys, args)\n  \
                  KEYS, ARGV = keys, args\n{code}\nend)\n"
@@ -106,10 +331,17 @@ pub(crate) static LIBRARY: LazyLock<Library> = LazyLock::new(Library::build);
 /// One transition of the library, called with `FCALL`.
 pub(crate) struct Function {
     name: String,
+    keys: &'static [Key],
+}
+
+/// A standalone script (enqueue, counts), called with `EVALSHA`.
+pub(crate) struct Standalone {
+    script: Script,
+    keys: &'static [Key],
 }
 
 pub(crate) struct Scripts {
-    pub enqueue: Script,
+    pub enqueue: Standalone,
     pub fetch: Function,
     pub extend: Function,
     pub complete: Function,
@@ -123,7 +355,7 @@ pub(crate) struct Scripts {
     pub purge: Function,
     pub pause: Function,
     pub resume: Function,
-    pub counts: Script,
+    pub counts: Standalone,
     pub list: Function,
     pub backlog: Function,
     pub step_save: Function,
@@ -137,14 +369,22 @@ pub(crate) struct Scripts {
 }
 
 fn function(transition: &str) -> Function {
-    debug_assert!(BODIES.iter().any(|(name, _)| *name == transition));
+    let keys = BODIES
+        .iter()
+        .find(|(name, _, _)| *name == transition)
+        .map_or(&[][..], |(_, _, keys)| *keys);
+    debug_assert!(BODIES.iter().any(|(name, _, _)| *name == transition));
     Function {
         name: LIBRARY.function(transition),
+        keys,
     }
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    enqueue: Script::new(ENQUEUE_LUA),
+    enqueue: Standalone {
+        script: Script::new(ENQUEUE_LUA),
+        keys: ENQUEUE_KEYS,
+    },
     fetch: function("fetch"),
     extend: function("extend"),
     complete: function("complete"),
@@ -158,7 +398,10 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     purge: function("purge"),
     pause: function("pause"),
     resume: function("resume"),
-    counts: Script::new(COUNTS_LUA),
+    counts: Standalone {
+        script: Script::new(COUNTS_LUA),
+        keys: COUNTS_KEYS,
+    },
     list: function("list"),
     backlog: function("backlog"),
     step_save: function("step_save"),
@@ -185,14 +428,30 @@ pub(crate) struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    pub fn script(script: &'a Script) -> Call<'a> {
-        Call {
-            target: Target::Script(script),
-            keys: Vec::new(),
-            args: Vec::new(),
-        }
+    /// A call of a queue's transition, with the keys of the transition's table.
+    pub fn on(transition: impl Into<Call<'a>> + Keyed, keys: &QueueKeys) -> Call<'a> {
+        Self::with_table(transition, keys, None)
     }
 
+    /// A call of `list`, which reads the set of `state`.
+    pub fn listing(transition: &'a Function, keys: &QueueKeys, state: JobState) -> Call<'a> {
+        Self::with_table(transition, keys, Some(state))
+    }
+
+    fn with_table(
+        transition: impl Into<Call<'a>> + Keyed,
+        keys: &QueueKeys,
+        listed: Option<JobState>,
+    ) -> Call<'a> {
+        let table = transition.table();
+        let mut call = transition.into();
+        for &role in table {
+            call.key(keys.get(role, listed));
+        }
+        call
+    }
+
+    /// A call with no keys yet: the caller adds them (`kv`, whose keys are a bucket's).
     pub fn function(function: &'a Function) -> Call<'a> {
         Call {
             target: Target::Function(function),
@@ -246,9 +505,30 @@ impl<'a> Call<'a> {
     }
 }
 
-impl<'a> From<&'a Script> for Call<'a> {
-    fn from(script: &'a Script) -> Call<'a> {
-        Call::script(script)
+/// A transition with a table of the keys it takes.
+pub(crate) trait Keyed {
+    fn table(&self) -> &'static [Key];
+}
+
+impl Keyed for &Standalone {
+    fn table(&self) -> &'static [Key] {
+        self.keys
+    }
+}
+
+impl Keyed for &Function {
+    fn table(&self) -> &'static [Key] {
+        self.keys
+    }
+}
+
+impl<'a> From<&'a Standalone> for Call<'a> {
+    fn from(standalone: &'a Standalone) -> Call<'a> {
+        Call {
+            target: Target::Script(&standalone.script),
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
     }
 }
 
@@ -291,10 +571,88 @@ mod tests {
             SCRIPTS.complete_fetch.name,
             format!("wasmq_complete_fetch_{}", lib.version)
         );
-        for (name, _) in BODIES {
+        for (name, _, _) in BODIES {
             let registered = format!("redis.register_function('{}',", lib.function(name));
             assert_eq!(lib.source.matches(&registered).count(), 1, "{name}");
         }
         assert!(!lib.source.contains("_VERSION'"));
+    }
+
+    /// The roles a script's header gives its keys, in `KEYS` order: each `KEYS[n] <role>` of
+    /// the comment block at its top, the role ending at two spaces, a parenthesis, a comma or
+    /// the line's end. Enqueue's header (quoted by docs/protocol.md) names its keys in full.
+    fn header_roles(lua: &str) -> Vec<(usize, String)> {
+        let mut roles = Vec::new();
+        for line in lua.lines().take_while(|line| line.starts_with("--")) {
+            let mut rest = line;
+            while let Some(at) = rest.find("KEYS[") {
+                rest = &rest[at + 5..];
+                let Some(close) = rest.find(']') else { break };
+                let Ok(n) = rest[..close].parse::<usize>() else {
+                    continue;
+                };
+                rest = rest[close + 1..].trim_start();
+                let end = ["  ", " (", ",", ";", "KEYS["]
+                    .iter()
+                    .filter_map(|stop| rest.find(stop))
+                    .min()
+                    .unwrap_or(rest.len());
+                let role = rest[..end].trim();
+                let role = match role.strip_prefix("wasmq:{q}:") {
+                    Some("job:") => "job prefix",
+                    Some("g:") => "group prefix",
+                    Some(name) => name,
+                    None => role,
+                };
+                roles.push((n, role.to_string()));
+            }
+        }
+        roles
+    }
+
+    #[test]
+    fn every_key_table_matches_its_scripts_header_position_by_position() {
+        let mut scripts: Vec<(&str, &str, &[Key])> = BODIES.to_vec();
+        scripts.push(("enqueue", ENQUEUE_LUA, ENQUEUE_KEYS));
+        scripts.push(("counts", COUNTS_LUA, COUNTS_KEYS));
+        for (name, lua, table) in scripts {
+            if name == "kv" {
+                // A bucket's keys, not a queue's (`kv::bucket_keys`).
+                assert!(table.is_empty());
+                continue;
+            }
+            let header = header_roles(lua);
+            let expected: Vec<(usize, String)> = table
+                .iter()
+                .enumerate()
+                .map(|(i, key)| (i + 1, key.header_name().to_string()))
+                .collect();
+            assert_eq!(
+                header, expected,
+                "{name}.lua's header against its key table"
+            );
+        }
+    }
+
+    #[test]
+    fn only_list_takes_the_set_a_call_names() {
+        for (name, _, table) in BODIES {
+            assert_eq!(table.contains(&Listed), name == "list", "{name}");
+        }
+        assert!(!ENQUEUE_KEYS.contains(&Listed) && !COUNTS_KEYS.contains(&Listed));
+    }
+
+    #[test]
+    fn a_call_on_a_queue_takes_its_keys_from_the_table() {
+        let keys = QueueKeys::new("q").unwrap_or_else(|e| panic!("{e}"));
+        let call = Call::on(&SCRIPTS.extend, &keys);
+        assert_eq!(
+            call.keys,
+            vec![b"wasmq:{q}:job:".to_vec(), b"wasmq:{q}:active".to_vec()]
+        );
+        let call = Call::listing(&SCRIPTS.list, &keys, JobState::Dead);
+        assert_eq!(call.keys[1], b"wasmq:{q}:dead".to_vec());
+        assert_eq!(Call::on(&SCRIPTS.fetch, &keys).keys.len(), 12);
+        assert_eq!(Call::on(&SCRIPTS.complete_fetch, &keys).keys.len(), 16);
     }
 }

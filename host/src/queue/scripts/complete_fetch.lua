@@ -10,9 +10,10 @@
 -- is free. A paused queue, or one at its rate limit, leases nothing and still records the
 -- completions. N = 0 only completes.
 --
--- KEYS[1..12] as fetch.lua: job prefix, config, waiting, delayed, retry, active, seq, events,
---   wake, rate, group prefix, groups;  KEYS[13] completed  KEYS[14] dead  KEYS[15] steps prefix
---   KEYS[16] outbox
+-- KEYS[1] job prefix  KEYS[2] config  KEYS[3] waiting  KEYS[4] delayed  KEYS[5] retry
+-- KEYS[6] active      KEYS[7] seq     KEYS[8] events   KEYS[9] wake     KEYS[10] rate
+-- KEYS[11] group prefix  KEYS[12] groups (1..12 as fetch.lua)  KEYS[13] completed
+-- KEYS[14] dead  KEYS[15] steps prefix  KEYS[16] outbox
 -- ARGV[1] N (jobs to lease, 0..10000)  ARGV[2] lease_ms  ARGV[3] lease token (random, unique
 -- per call)  ARGV[4] host id; then septuples id, token, result, version, logs, progress,
 -- children as in complete.lua

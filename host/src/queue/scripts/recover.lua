@@ -3,7 +3,9 @@
 -- after its backoff or, out of attempts, goes dead. Any host may call it; a late complete or
 -- fail from the old holder is then rejected (the job is no longer active under its token).
 --
--- KEYS: as fail.lua
+-- KEYS[1] job prefix  KEYS[2] config  KEYS[3] active  KEYS[4] retry  KEYS[5] dead
+-- KEYS[6] waiting     KEYS[7] seq     KEYS[8] events  KEYS[9] wake  KEYS[10] group prefix
+-- KEYS[11] groups (as fail.lua)
 -- ARGV[1] limit (max jobs per call, 1..10000)  ARGV[2] random seed for the jitter; then
 --   pairs handler name, retry policy (as in fail.lua): the policies the calling host knows,
 --   applied to the recovered jobs of those handlers as a fail would
