@@ -27,6 +27,36 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// The error answers every read endpoint shares, for its `responses(...)` after its own:
+/// 400 (a bad queue name, id or parameter) and 503 (Redis unreachable).
+#[derive(utoipa::IntoResponses)]
+#[allow(
+    dead_code,
+    reason = "describes answers for the OpenAPI document; never built"
+)]
+pub(crate) enum ReadErrors {
+    #[response(status = 400, description = "Invalid name, id or parameter")]
+    BadRequest(ErrorBody),
+    #[response(status = 503, description = "Redis unreachable")]
+    Unavailable(ErrorBody),
+}
+
+/// The error answers every write endpoint shares: [`ReadErrors`]' and 401 (the bearer token is
+/// missing or wrong).
+#[derive(utoipa::IntoResponses)]
+#[allow(
+    dead_code,
+    reason = "describes answers for the OpenAPI document; never built"
+)]
+pub(crate) enum WriteErrors {
+    #[response(status = 400, description = "Invalid name, id or parameter")]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "Missing or wrong token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 503, description = "Redis unreachable")]
+    Unavailable(ErrorBody),
+}
+
 /// An error answer: a status and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

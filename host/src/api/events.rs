@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorBody, read_json};
+use super::error::{ApiError, WriteErrors, read_json};
 use super::{ApiState, JSON_BODY_LIMIT};
 use crate::events::{self, EventError};
 use crate::queue::JobState;
@@ -59,10 +59,8 @@ pub struct EventSent {
     tag = "events",
     request_body(content = EventRequest, content_type = "application/json"),
     responses(
+        WriteErrors,
         (status = 200, description = "Sent", body = EventSent),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

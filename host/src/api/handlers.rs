@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::ApiState;
-use super::error::{ApiError, ErrorBody, content_type_is, read_body, read_json};
+use super::error::{
+    ApiError, ErrorBody, ReadErrors, WriteErrors, content_type_is, read_body, read_json,
+};
 use super::queues::JSON_BODY_LIMIT;
 use crate::capability::{Grants, HttpLimitOverrides};
 use crate::queue::validate_handler_name;
@@ -146,10 +148,9 @@ pub struct VersionList {
     tag = "handlers",
     params(("name" = String, Path, description = "Handler name")),
     responses(
+        ReadErrors,
         (status = 200, body = VersionList),
-        (status = 400, body = ErrorBody),
         (status = 404, description = "No such handler", body = ErrorBody),
-        (status = 503, body = ErrorBody),
     )
 )]
 pub(crate) async fn versions(
@@ -368,11 +369,9 @@ pub struct RollbackRequest {
     params(("name" = String, Path, description = "Handler name")),
     request_body(content = Option<RollbackRequest>, content_type = "application/json"),
     responses(
+        WriteErrors,
         (status = 200, description = "The version now current", body = VersionView),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "No such handler or version", body = ErrorBody),
-        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -403,11 +402,9 @@ pub struct RemoveResponse {
     tag = "handlers",
     params(("name" = String, Path, description = "Handler name")),
     responses(
+        WriteErrors,
         (status = 200, body = RemoveResponse),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "No such handler", body = ErrorBody),
-        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

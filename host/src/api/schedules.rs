@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ApiState;
-use super::error::{ApiError, ErrorBody, read_json};
+use super::error::{ApiError, ErrorBody, WriteErrors, read_json};
 use super::queues::JSON_BODY_LIMIT;
 use crate::schedule::{Schedule, ScheduleError, ScheduleSpec, validate_schedule_name};
 
@@ -148,11 +148,9 @@ pub struct AddResponse {
     params(("name" = String, Path, description = "Schedule name")),
     request_body = ScheduleBody,
     responses(
+        WriteErrors,
         (status = 201, description = "Created", body = AddResponse),
         (status = 200, description = "Replaced", body = AddResponse),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -205,11 +203,9 @@ pub struct PauseResponse {
     tag = "schedules",
     params(("name" = String, Path, description = "Schedule name")),
     responses(
+        WriteErrors,
         (status = 200, body = PauseResponse),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "No such schedule", body = ErrorBody),
-        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -233,11 +229,9 @@ pub(crate) async fn pause(
     tag = "schedules",
     params(("name" = String, Path, description = "Schedule name")),
     responses(
+        WriteErrors,
         (status = 200, body = PauseResponse),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "No such schedule", body = ErrorBody),
-        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -268,11 +262,9 @@ pub struct RemoveResponse {
     tag = "schedules",
     params(("name" = String, Path, description = "Schedule name")),
     responses(
+        WriteErrors,
         (status = 200, body = RemoveResponse),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "No such schedule", body = ErrorBody),
-        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
