@@ -434,9 +434,11 @@ fn finish(
         return Some((None, true));
     }
     // A deploy raised the cap since the lease; give back this job and the rest (`Ahead`'s
-    // drop), and the slot.
+    // drop, which takes the in-flight map: after it is let go), and the slot.
     ahead.jobs.push_front(next);
     drop(slot);
+    drop(inflight);
+    drop(ahead);
     Some((None, false))
 }
 
