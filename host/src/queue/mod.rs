@@ -14,6 +14,8 @@
 //!   the queue's outbox), durable steps ([`Client::save_step`]) and sleeps ([`Client::suspend`]).
 //! - [`CheckReport`] - what [`Client::check`] (`wasmq queue check`) found out of step in a
 //!   queue's keys (dangling ids, malformed jobs, jobs in no set or two), and repaired.
+//! - [`StepSaves`], [`RecentAttempts`] - bounded reads for the dashboard's run timeline and
+//!   duration percentiles ([`Client::step_saves`], [`Client::recent_attempts`]).
 //! - [`RateLimit`] - at most N job starts per window, per queue or per group (`QueueConfig`),
 //!   enforced by fetch across every host.
 //!
@@ -34,6 +36,7 @@ mod limit;
 mod monitor;
 mod reply;
 mod scripts;
+mod timeline;
 mod workflow;
 
 pub use check::{CHECK_BATCH, CheckReport, Finding};
@@ -56,6 +59,7 @@ pub use kv::bucket_keys;
 pub use limit::{MAX_RATE, RateLimit};
 pub use monitor::{Backlog, DeadJob, GroupRead, Monitor, ReadFrom, is_missing_group};
 pub use scripts::{COUNTS_LUA, ENQUEUE_LUA, LIB_LUA};
+pub use timeline::{MAX_HISTORIES_BYTES, MAX_HISTORY_BYTES, RecentAttempts, SavedStep, StepSaves};
 pub(crate) use workflow::encode_children;
 pub use workflow::{
     Child, DeadStepsReport, OutboxReport, StepSave, SuspendReport, Suspension, ThrottleStart,
