@@ -1,12 +1,13 @@
 // @ts-check
 // #/queues/<q>/jobs/<id> : one job: its facts, payload, result and every attempt; cancel (a job
-// that has not started) and replay (a dead one).
+// that has not started) and replay (a dead one); its run timeline as a chart (timeline.js).
 
-import { actOnDead, cancelJob, getJob, isStatus } from '../api.js';
+import { actOnDead, cancelJob, getJob, getTimeline, isStatus } from '../api.js';
 import { act, confirmAction, toast } from '../chrome.js';
 import { serverNow } from '../clock.js';
 import { append, clockCell, crumbs, enc, h, outcomeBadge, stateBadge, title } from '../dom.js';
 import { fmtBytes, fmtDuration, fmtTime } from '../format.js';
+import { timelinePanel } from '../timeline.js';
 
 /** @typedef {import('../api.js').Encoding} Encoding */
 /** @typedef {import('../api.js').JobView} JobView */
@@ -43,6 +44,8 @@ export function jobView(queue, id) {
   /** @type {JobView | null} */
   let job = null;
   let gone = false;
+  // Built once and put back on each render, so a redraw keeps its element.
+  const timeline = timelinePanel();
 
   /** @param {HTMLButtonElement} button */
   async function cancel(button) {
@@ -150,6 +153,7 @@ export function jobView(queue, id) {
           fact('Last failure', j.last_outcome ? outcomeBadge(j.last_outcome) : null),
           fact('Its error', j.last_error)))),
       progress,
+      timeline.el,
       h('section', { class: 'panel' },
         h('h2', {}, 'Attempts', h('span', { class: 'muted' }, `${j.history.length} finished`)),
         attempts.length
@@ -168,8 +172,10 @@ export function jobView(queue, id) {
   async function tick() {
     // A finished job changes only by an operator's action: no need to re-read it each poll.
     if (gone || (job && ['completed', 'dead'].includes(job.state))) return;
+    /** @type {import('../api.js').TimelineView} */
+    let view;
     try {
-      job = await getJob(queue, id);
+      [job, view] = await Promise.all([getJob(queue, id), getTimeline(queue, id)]);
     } catch (err) {
       if (!isStatus(err, 404)) throw err;
       root.replaceChildren(crumbs(h('a', { href: '#/' }, 'Queues'), h('a', { href: `#/queues/${enc(queue)}` }, queue), id),
@@ -178,9 +184,10 @@ export function jobView(queue, id) {
       return;
     }
     render(job);
+    timeline.update(view);
   }
 
-  return { root, tick, destroy() {}, nav: 'queues' };
+  return { root, tick, destroy: timeline.destroy, nav: 'queues' };
 }
 
 /** @param {number} percent */
