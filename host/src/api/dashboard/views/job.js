@@ -16,6 +16,8 @@ import { timelinePanel } from '../timeline.js';
 /** @typedef {import('../poll.js').View} View */
 
 const PREVIEW_CHARS = 4096;
+/** A job that has not moved has its timeline re-read at most this often. */
+const TIMELINE_EVERY_MS = 5000;
 
 /** A payload or result: JSON pretty-printed, the first PREVIEW_CHARS shown until asked for
  *  more, its size. @param {string | null} text @param {Encoding | null} encoding */
@@ -169,13 +171,24 @@ export function jobView(queue, id) {
         h('section', { class: 'panel' }, h('h2', {}, 'Result'), preview(j.result, j.result_encoding)))]);
   }
 
+  /** What the timeline was last read for: the job's state and attempt, and when. */
+  let timelineRead = { key: '', at: 0 };
+
   async function tick() {
     // A finished job changes only by an operator's action: no need to re-read it each poll.
     if (gone || (job && ['completed', 'dead'].includes(job.state))) return;
-    /** @type {import('../api.js').TimelineView} */
-    let view;
     try {
-      [job, view] = await Promise.all([getJob(queue, id), getTimeline(queue, id)]);
+      job = await getJob(queue, id);
+      // The timeline reads the queue's events stream for the job's steps: again when the job
+      // moved (state, attempt), else at most every TIMELINE_EVERY_MS.
+      const key = `${job.state}/${job.attempt}/${job.history.length}`;
+      if (key !== timelineRead.key || Date.now() - timelineRead.at > TIMELINE_EVERY_MS) {
+        const view = await getTimeline(queue, id);
+        timelineRead = { key, at: Date.now() };
+        render(job);
+        timeline.update(view);
+        return;
+      }
     } catch (err) {
       if (!isStatus(err, 404)) throw err;
       root.replaceChildren(crumbs(h('a', { href: '#/' }, 'Queues'), h('a', { href: `#/queues/${enc(queue)}` }, queue), id),
@@ -184,7 +197,6 @@ export function jobView(queue, id) {
       return;
     }
     render(job);
-    timeline.update(view);
   }
 
   return { root, tick, destroy: timeline.destroy, nav: 'queues' };
