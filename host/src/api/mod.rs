@@ -24,12 +24,14 @@
 
 mod auth;
 mod dashboard;
+mod durations;
 mod error;
 mod events;
 mod handlers;
 mod listener;
 mod queues;
 mod schedules;
+mod timeline;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -264,10 +266,12 @@ fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(queues::get_check, queues::post_check))
         .routes(routes!(queues::enqueue, queues::list_jobs))
         .routes(routes!(queues::get_job, queues::cancel_job))
+        .routes(routes!(timeline::get_timeline))
         .routes(routes!(queues::list_dlq))
         .routes(routes!(queues::replay_dlq))
         .routes(routes!(queues::purge_dlq))
         .routes(routes!(queues::events))
+        .routes(routes!(durations::durations))
         .routes(routes!(handlers::list_handlers))
         .routes(routes!(handlers::deploy, handlers::remove))
         .routes(routes!(handlers::versions))
