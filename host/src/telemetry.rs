@@ -279,6 +279,205 @@ pub fn end_client(mut span: SdkSpan, status: Option<u16>) {
     span.end();
 }
 
+/// Log lines kept as events on one handler-run span; the SDK's own limit is 128 events per
+/// span. Lines past it are counted in the span's `wasmq.log.events_dropped` attribute.
+pub const MAX_LOG_EVENTS: u32 = 100;
+
+/// A span under the current context (an attempt's `process` span, or a span inside it), when
+/// tracing is on and the attempt has a span: the attempt's instantiation and its handler's run.
+pub fn child_span(name: &'static str, attributes: Vec<KeyValue>) -> Option<SdkSpan> {
+    let tracer = tracer()?;
+    let parent = Context::current();
+    if !parent.has_active_span() {
+        return None;
+    }
+    Some(
+        tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Internal)
+            .with_attributes(attributes)
+            .start_with_context(tracer, &parent),
+    )
+}
+
+/// The context in which what `span` does runs: its children (outbound requests, queries) take
+/// it from the current context.
+pub fn context_of(span: &SdkSpan) -> Context {
+    Context::current().with_remote_span_context(span.span_context().clone())
+}
+
+/// Ends a span, marking it failed with `error` when given.
+pub fn end_span(mut span: SdkSpan, error: Option<&str>) {
+    if let Some(error) = error {
+        span.set_status(Status::error(error.to_string()));
+    }
+    span.end();
+}
+
+/// A handler-run span and the log lines it took as events (at most [`MAX_LOG_EVENTS`]).
+#[derive(Debug)]
+pub struct LogEvents {
+    span: SdkSpan,
+    kept: u32,
+    dropped: u64,
+}
+
+impl LogEvents {
+    pub fn new(span: SdkSpan) -> Self {
+        Self {
+            span,
+            kept: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Adds one guest log line (`level`: stdout, stderr, info, ...) as a `log` event.
+    pub fn line(&mut self, level: &'static str, message: &str) {
+        if self.kept >= MAX_LOG_EVENTS {
+            self.dropped += 1;
+            return;
+        }
+        self.kept += 1;
+        self.span.add_event(
+            "log",
+            vec![
+                KeyValue::new("log.level", level),
+                KeyValue::new("log.message", message.to_string()),
+            ],
+        );
+    }
+
+    /// The span, with the count of lines past the event cap.
+    pub fn into_span(mut self) -> SdkSpan {
+        if self.dropped > 0 {
+            self.span.set_attribute(KeyValue::new(
+                "wasmq.log.events_dropped",
+                i64::try_from(self.dropped).unwrap_or(i64::MAX),
+            ));
+        }
+        self.span
+    }
+}
+
+/// The span of one SQL statement a handler runs (OpenTelemetry database conventions), when
+/// tracing is on and the attempt has a span. `operation` is the statement's first keyword
+/// ([`sql_operation`]); the statement's text and parameters are never recorded (they may hold
+/// values), nor the connection string (it holds the password).
+pub fn sql_span(
+    operation: Option<&'static str>,
+    label: &str,
+    namespace: Option<&str>,
+) -> Option<SdkSpan> {
+    let tracer = tracer()?;
+    let parent = Context::current();
+    if !parent.has_active_span() {
+        return None;
+    }
+    let mut attributes = vec![
+        KeyValue::new("db.system.name", "postgresql"),
+        KeyValue::new("wasmq.database", label.to_string()),
+    ];
+    if let Some(operation) = operation {
+        attributes.push(KeyValue::new("db.operation.name", operation));
+    }
+    if let Some(namespace) = namespace {
+        attributes.push(KeyValue::new("db.namespace", namespace.to_string()));
+    }
+    let name = match (operation, namespace) {
+        (Some(op), Some(ns)) => format!("{op} {ns}"),
+        (Some(op), None) => op.to_string(),
+        (None, Some(ns)) => ns.to_string(),
+        (None, None) => "postgresql".to_string(),
+    };
+    Some(
+        tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Client)
+            .with_attributes(attributes)
+            .start_with_context(tracer, &parent),
+    )
+}
+
+/// Ends a statement's span; `sqlstate` is the server's error code of a failed statement,
+/// `error` the class of a failure without one (timeout, too large, ...).
+pub fn end_sql(mut span: SdkSpan, failure: Option<(&str, &str)>) {
+    if let Some((sqlstate, class)) = failure {
+        if !sqlstate.is_empty() {
+            span.set_attribute(KeyValue::new(
+                "db.response.status_code",
+                sqlstate.to_string(),
+            ));
+        }
+        span.set_attribute(KeyValue::new("error.type", class.to_string()));
+        span.set_status(Status::error(class.to_string()));
+    }
+    span.end();
+}
+
+/// The operation of a SQL statement: its first word when it is one of the SQL commands below
+/// (upper-cased), else `None`. Only a keyword from this list can reach a span, never the
+/// statement's own text.
+pub fn sql_operation(statement: &str) -> Option<&'static str> {
+    const COMMANDS: &[&str] = &[
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "MERGE",
+        "WITH",
+        "VALUES",
+        "CREATE",
+        "ALTER",
+        "DROP",
+        "TRUNCATE",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "SAVEPOINT",
+        "RELEASE",
+        "COPY",
+        "CALL",
+        "DO",
+        "GRANT",
+        "REVOKE",
+        "LOCK",
+        "SET",
+        "SHOW",
+        "EXPLAIN",
+        "ANALYZE",
+        "VACUUM",
+        "NOTIFY",
+        "LISTEN",
+        "COMMENT",
+        "REFRESH",
+        "REINDEX",
+        "CLUSTER",
+        "DISCARD",
+        "RESET",
+        "START",
+        "END",
+        "ABORT",
+        "PREPARE",
+        "EXECUTE",
+        "DEALLOCATE",
+        "DECLARE",
+        "FETCH",
+        "CLOSE",
+        "MOVE",
+        "TABLE",
+    ];
+    let word: String = statement
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .take(16)
+        .collect();
+    COMMANDS
+        .iter()
+        .find(|c| c.eq_ignore_ascii_case(&word))
+        .copied()
+}
+
 /// The exporter's HTTP client: hyper on the host's tokio runtime. The batch processor calls
 /// it from its own thread, so each request is spawned onto the runtime and awaited from there.
 #[derive(Debug, Clone)]
