@@ -1,13 +1,14 @@
 //! OpenTelemetry traces of jobs (docs/observability.md): one process-wide tracer, exporting
 //! over OTLP HTTP/protobuf, on only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
-//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or the config file's `[tracing] endpoint`) is set.
 //!
 //! Off is the default and costs one atomic load per would-be span: [`tracer`] answers `None`
 //! and no span, exporter or thread exists. On, spans go to a batch processor (its own thread)
 //! whose exporter sends through [`TokioClient`], a hyper client driven by the host's tokio
 //! runtime, so no second HTTP stack is linked.
 //!
-//! Key items: [`init_from_env`] (at `wasmq run` / `wasmq serve` start), [`shutdown`] (flushes),
+//! Key items: [`init`] (at `wasmq run` / `wasmq serve` start, [`Settings::resolve`] the
+//! environment over the file's [`FileTracing`]), [`shutdown`] (flushes),
 //! [`parent_context`] (a job's traceparent as the parent of a span), [`traceparent`] (a span's
 //! context as a job's traceparent).
 
@@ -28,7 +29,7 @@ use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 pub use opentelemetry_sdk::trace::Span as SdkSpan;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExporter};
 
 use crate::queue::validate_traceparent;
 
@@ -47,60 +48,210 @@ pub fn tracer() -> Option<&'static SdkTracer> {
     TELEMETRY.get().map(|t| &t.tracer)
 }
 
-/// The OTLP traces URL the standard variables name: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as it
-/// is, else `OTEL_EXPORTER_OTLP_ENDPOINT` with `/v1/traces` appended; `None` when neither is
-/// set (tracing off) or `OTEL_SDK_DISABLED=true`.
-pub fn endpoint_from_env() -> Option<String> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
-        return None;
-    }
-    if let Some(url) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-        return Some(url);
-    }
-    var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+/// The `[tracing]` table of `wasmq run`'s config file. Every key is optional; tracing is on
+/// when an endpoint is given here or in the environment, and the standard `OTEL_*` variables
+/// win over these keys (docs/observability.md).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTracing {
+    /// The collector's base URL (`OTEL_EXPORTER_OTLP_ENDPOINT`): spans go to `<base>/v1/traces`.
+    pub endpoint: Option<String>,
+    /// `service.name` (`OTEL_SERVICE_NAME`).
+    pub service_name: Option<String>,
+    /// `OTEL_TRACES_SAMPLER`'s values: `always_on`, `always_off`, `traceidratio`,
+    /// `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio`.
+    pub sampler: Option<String>,
+    /// The ratio of a `traceidratio` sampler, 0 to 1 (`OTEL_TRACES_SAMPLER_ARG`).
+    pub sampler_arg: Option<f64>,
+    /// Headers sent with each export, like an API key (`OTEL_EXPORTER_OTLP_HEADERS`, whose
+    /// entries win over these by name).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
-/// Turns tracing on when the environment asks for it (see [`endpoint_from_env`]); the
-/// service name is `OTEL_SERVICE_NAME` (default `wasmq`), the sampler `OTEL_TRACES_SAMPLER`
-/// and `OTEL_TRACES_SAMPLER_ARG` (default: parent-based, always on). Must run inside the
-/// tokio runtime the exports will use. Returns whether tracing is on.
-pub fn init_from_env() -> anyhow::Result<bool> {
-    let Some(endpoint) = endpoint_from_env() else {
+/// What tracing runs with: the environment over the file (see [`Settings::resolve`]).
+#[derive(Debug)]
+pub struct Settings {
+    /// The full traces URL.
+    pub endpoint: String,
+    pub service_name: String,
+    /// `None`: the SDK's own choice, which reads `OTEL_TRACES_SAMPLER(_ARG)` itself.
+    pub sampler: Option<Sampler>,
+    /// The file's headers; `OTEL_EXPORTER_OTLP(_TRACES)_HEADERS` are added over them by the
+    /// exporter.
+    pub headers: std::collections::HashMap<String, String>,
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl Settings {
+    /// Tracing's settings from the standard variables over `file`; `None` when no endpoint is
+    /// given or `OTEL_SDK_DISABLED=true`. A bad value of the file is an error naming its key.
+    pub fn resolve(file: Option<&FileTracing>) -> anyhow::Result<Option<Settings>> {
+        let empty = FileTracing::default();
+        let file = file.unwrap_or(&empty);
+        let checked = check_file(file)?;
+        if env_var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
+        let base = env_var("OTEL_EXPORTER_OTLP_ENDPOINT").or_else(|| file.endpoint.clone());
+        let Some(endpoint) = env_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| base.map(|b| format!("{}/v1/traces", b.trim_end_matches('/'))))
+        else {
+            return Ok(None);
+        };
+        let service_name = env_var("OTEL_SERVICE_NAME")
+            .or_else(|| file.service_name.clone())
+            .unwrap_or_else(|| "wasmq".to_string());
+        let sampler = match (env_var("OTEL_TRACES_SAMPLER"), &file.sampler) {
+            (None, Some(name)) => {
+                // The variable's ratio wins over the file's, as the variables do.
+                let arg = match env_var("OTEL_TRACES_SAMPLER_ARG") {
+                    Some(text) => Some(text.trim().parse::<f64>().map_err(|_| {
+                        anyhow::anyhow!("OTEL_TRACES_SAMPLER_ARG: {text:?} is not a number")
+                    })?),
+                    None => file.sampler_arg,
+                };
+                Some(sampler(name, arg)?)
+            }
+            _ => None,
+        };
+        Ok(Some(Settings {
+            endpoint,
+            service_name,
+            sampler,
+            headers: checked,
+        }))
+    }
+}
+
+/// Checks every key of the file (even those the environment overrides, so a bad file is
+/// found before the day the variable is unset); returns its headers.
+fn check_file(file: &FileTracing) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    if let Some(endpoint) = &file.endpoint {
+        let uri: ::http::Uri = endpoint
+            .parse()
+            .map_err(|_| anyhow::anyhow!("[tracing] endpoint: {endpoint:?} is not a URL"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            anyhow::bail!(
+                "[tracing] endpoint: {endpoint:?} must be an http:// or https:// URL with a host \
+                 (the collector's base URL, like http://collector:4318)"
+            );
+        }
+    }
+    if let Some(name) = &file.service_name
+        && name.trim().is_empty()
+    {
+        anyhow::bail!("[tracing] service_name: must not be empty");
+    }
+    if let Some(name) = &file.sampler {
+        sampler(name, file.sampler_arg)?;
+    } else if file.sampler_arg.is_some() {
+        anyhow::bail!(
+            "[tracing] sampler_arg: given without a sampler (traceidratio or parentbased_traceidratio)"
+        );
+    }
+    let mut headers = std::collections::HashMap::new();
+    for (name, value) in &file.headers {
+        if ::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            anyhow::bail!("[tracing] headers: {name:?} is not an HTTP header name");
+        }
+        // The value may be a credential: not shown.
+        if ::http::HeaderValue::from_str(value).is_err() {
+            anyhow::bail!(
+                "[tracing] headers.{name}: the value is not a valid HTTP header value \
+                 (printable ASCII)"
+            );
+        }
+        headers.insert(name.clone(), value.clone());
+    }
+    Ok(headers)
+}
+
+/// The sampler the file names, `arg` its ratio.
+fn sampler(name: &str, arg: Option<f64>) -> anyhow::Result<Sampler> {
+    let ratio = || -> anyhow::Result<f64> {
+        match arg {
+            Some(r) if (0.0..=1.0).contains(&r) => Ok(r),
+            Some(r) => anyhow::bail!("[tracing] sampler_arg: {r} is not a ratio from 0 to 1"),
+            None => Ok(1.0),
+        }
+    };
+    let needs_no_arg = || -> anyhow::Result<()> {
+        if arg.is_some() {
+            anyhow::bail!("[tracing] sampler_arg: sampler {name:?} takes no argument");
+        }
+        Ok(())
+    };
+    Ok(match name {
+        "always_on" => needs_no_arg().map(|()| Sampler::AlwaysOn)?,
+        "always_off" => needs_no_arg().map(|()| Sampler::AlwaysOff)?,
+        "traceidratio" => Sampler::TraceIdRatioBased(ratio()?),
+        "parentbased_always_on" => {
+            needs_no_arg().map(|()| Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))?
+        }
+        "parentbased_always_off" => {
+            needs_no_arg().map(|()| Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))?
+        }
+        "parentbased_traceidratio" => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio()?)))
+        }
+        other => anyhow::bail!(
+            "[tracing] sampler: {other:?} is not one of always_on, always_off, traceidratio, \
+             parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
+        ),
+    })
+}
+
+/// Turns tracing on when the environment or the config file's `[tracing]` asks for it (see
+/// [`Settings::resolve`]). Must run inside the tokio runtime the exports will use. Returns
+/// whether tracing is on.
+pub fn init(file: Option<&FileTracing>) -> anyhow::Result<bool> {
+    let Some(settings) = Settings::resolve(file)? else {
         return Ok(false);
     };
+    let provider = provider(&settings, exporter(&settings)?);
+    let tracer = provider.tracer("wasmq");
+    if TELEMETRY.set(Telemetry { provider, tracer }).is_err() {
+        anyhow::bail!("tracing was already initialised");
+    }
+    tracing::info!(endpoint = %settings.endpoint, "exporting traces over OTLP");
+    Ok(true)
+}
+
+fn exporter(settings: &Settings) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
     let client = TokioClient {
         runtime: tokio::runtime::Handle::current(),
         client: HyperClient::builder(TokioExecutor::new()).build_http(),
     };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    let endpoint = &settings.endpoint;
+    opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_http_client(client)
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(endpoint.clone())
         .with_timeout(EXPORT_TIMEOUT)
+        .with_headers(settings.headers.clone())
         .build()
-        .map_err(|err| anyhow::anyhow!("OTLP exporter to {endpoint}: {err}"))?;
-    let service = std::env::var("OTEL_SERVICE_NAME")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "wasmq".to_string());
+        .map_err(|err| anyhow::anyhow!("OTLP exporter to {endpoint}: {err}"))
+}
+
+/// A provider batching to `exporter`, with the settings' resource and sampler.
+fn provider<E: SpanExporter + 'static>(settings: &Settings, exporter: E) -> SdkTracerProvider {
     let resource = Resource::builder()
-        .with_service_name(service)
+        .with_service_name(settings.service_name.clone())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
     // The builder's default configuration reads OTEL_TRACES_SAMPLER(_ARG) and OTEL_BSP_*.
-    let provider = SdkTracerProvider::builder()
+    let mut builder = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(resource)
-        .build();
-    let tracer = provider.tracer("wasmq");
-    if TELEMETRY.set(Telemetry { provider, tracer }).is_err() {
-        anyhow::bail!("tracing was already initialised");
+        .with_resource(resource);
+    if let Some(sampler) = &settings.sampler {
+        builder = builder.with_sampler(sampler.clone());
     }
-    tracing::info!(%endpoint, "exporting traces over OTLP");
-    Ok(true)
+    builder.build()
 }
 
 /// Exports what is buffered and stops the exporter; nothing when tracing is off. Blocks: call
@@ -528,5 +679,16 @@ mod tests {
             (tp.to_string(), Some("a=1,b=2".to_string()))
         );
         assert!(span_context("00-nope", None).is_none());
+    }
+
+    #[test]
+    fn a_statements_operation_is_a_known_keyword_or_nothing() {
+        assert_eq!(sql_operation("  select 1"), Some("SELECT"));
+        assert_eq!(sql_operation("(SELECT 1) UNION (SELECT 2)"), Some("SELECT"));
+        assert_eq!(sql_operation("insert into t values ($1)"), Some("INSERT"));
+        assert_eq!(sql_operation("'secret' AS x"), None);
+        assert_eq!(sql_operation("hunter2"), None);
+        assert_eq!(sql_operation("SELECTED"), None);
+        assert_eq!(sql_operation(""), None);
     }
 }

@@ -800,3 +800,171 @@ async fn the_guests_log_lines_are_events_of_its_run_span_at_most_a_hundred() {
         Some("924")
     );
 }
+
+/// A host running `echo` on `queue` with `toml` as its config file and `env`.
+fn echo_host(redis: &RedisServer, queue: &str, toml: &str, env: &[(&str, &str)]) -> HostProcess {
+    let mut vars = vec![("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    vars.extend_from_slice(env);
+    HostProcess::builder(&redis.url())
+        .config(toml)
+        .envs(&vars)
+        .args(["--queues", queue, "--handler", &handler("echo", "echo")])
+        .start()
+}
+
+/// The `service.name`s of the spans `receiver` got, once it got `process <queue>`.
+async fn services_of(receiver: &OtlpReceiver, queue: &str) -> Vec<String> {
+    let name = format!("process {queue}");
+    eventually("the attempt's span", Duration::from_secs(30), || async {
+        let spans = receiver.spans();
+        spans
+            .iter()
+            .any(|(_, s)| s.name == name)
+            .then(|| spans.into_iter().map(|(service, _)| service).collect())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_config_files_tracing_section_turns_tracing_on_and_the_otel_variables_win() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let (by_file, by_env, ignored, sampled_out) = (
+        OtlpReceiver::start().await,
+        OtlpReceiver::start().await,
+        OtlpReceiver::start().await,
+        OtlpReceiver::start().await,
+    );
+    let toml = |endpoint: &str, sampler: &str| {
+        format!(
+            "[tracing]\nendpoint = {endpoint:?}\nservice_name = \"from-file\"\n\
+             sampler = {sampler:?}\n[tracing.headers]\nx-api-key = \"from-file-key\"\n"
+        )
+    };
+    // The file alone: its endpoint, service name and headers.
+    let _file_host = echo_host(
+        &redis,
+        "tf-file",
+        &toml(&by_file.endpoint(), "always_on"),
+        &[],
+    );
+    // The variables over the same keys: theirs win, the sampler's too.
+    let env_endpoint = by_env.endpoint();
+    let _env_host = echo_host(
+        &redis,
+        "tf-env",
+        &toml(&ignored.endpoint(), "always_off"),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &env_endpoint),
+            ("OTEL_SERVICE_NAME", "from-env"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=from-env-key"),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+        ],
+    );
+    // The file's sampler, when no variable names one.
+    let _off_host = echo_host(
+        &redis,
+        "tf-off",
+        &toml(&sampled_out.endpoint(), "always_off"),
+        &[],
+    );
+    for queue in ["tf-file", "tf-env", "tf-off"] {
+        keep_everything(&client, queue).await;
+        let job = NewJob::new("echo", b"x".to_vec()).with_id("j-1");
+        client.enqueue(queue, &job).await.unwrap();
+    }
+    for queue in ["tf-file", "tf-env", "tf-off"] {
+        state_of(&client, queue, "j-1", JobState::Completed).await;
+    }
+    let services = services_of(&by_file, "tf-file").await;
+    assert!(
+        services.iter().all(|s| s.contains("\"from-file\"")),
+        "{services:?}"
+    );
+    assert!(
+        by_file
+            .header_values("x-api-key")
+            .iter()
+            .all(|v| v == "from-file-key")
+    );
+    assert!(!by_file.header_values("x-api-key").is_empty());
+
+    let services = services_of(&by_env, "tf-env").await;
+    assert!(
+        services.iter().all(|s| s.contains("\"from-env\"")),
+        "{services:?}"
+    );
+    let keys = by_env.header_values("x-api-key");
+    assert!(
+        !keys.is_empty() && keys.iter().all(|v| v == "from-env-key"),
+        "{keys:?}"
+    );
+
+    // Ten batch delays later, nothing went where the variables overrode the file, nor from
+    // the host whose file samples nothing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(ignored.requests(), 0);
+    assert_eq!(sampled_out.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_bad_tracing_setting_is_refused_at_start_with_an_error_naming_its_key() {
+    let redis = RedisServer::start();
+    let cases = [
+        ("endpoint = \"not a url\"", "[tracing] endpoint"),
+        ("endpoint = \"ftp://collector:4318\"", "[tracing] endpoint"),
+        (
+            "endpoint = \"http://c:4318\"\nservice_name = \" \"",
+            "[tracing] service_name",
+        ),
+        (
+            "endpoint = \"http://c:4318\"\nsampler = \"sometimes\"",
+            "[tracing] sampler",
+        ),
+        (
+            "endpoint = \"http://c:4318\"\nsampler = \"traceidratio\"\nsampler_arg = 1.5",
+            "[tracing] sampler_arg",
+        ),
+        (
+            "endpoint = \"http://c:4318\"\nsampler = \"always_on\"\nsampler_arg = 0.5",
+            "[tracing] sampler_arg",
+        ),
+        (
+            "endpoint = \"http://c:4318\"\nsampler_arg = 0.5",
+            "[tracing] sampler_arg",
+        ),
+        (
+            "endpoint = \"http://c:4318\"\n[tracing.headers]\n\"a b\" = \"v\"",
+            "[tracing] headers",
+        ),
+        (
+            "endpoint = \"http://c:4318\"\n[tracing.headers]\nkey = \"line\\nbreak\"",
+            "[tracing] headers.key",
+        ),
+        ("endpoin = \"http://c:4318\"", "unknown field `endpoin`"),
+    ];
+    for (table, key) in cases {
+        let toml = format!("[tracing]\n{table}\n");
+        let mut host = HostProcess::builder(&redis.url())
+            .config(&toml)
+            .args(["--queues", "never", "--handler", &handler("echo", "echo")])
+            .start();
+        let status = host.wait_exit(Duration::from_secs(20));
+        assert!(!status.success(), "{table}");
+        let log = host.log_text();
+        assert!(log.contains(key), "{table}: {key} not in {log}");
+    }
+    // A header value is not shown: it may be a credential.
+    let toml =
+        "[tracing]\nendpoint = \"http://c:4318\"\n[tracing.headers]\nkey = \"s3cret\\u0001\"\n";
+    let mut host = HostProcess::builder(&redis.url())
+        .config(toml)
+        .args(["--queues", "never"])
+        .start();
+    assert!(!host.wait_exit(Duration::from_secs(20)).success());
+    let log = host.log_text();
+    assert!(
+        log.contains("[tracing] headers.key") && !log.contains("s3cret"),
+        "{log}"
+    );
+}
