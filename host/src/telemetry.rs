@@ -378,6 +378,103 @@ pub fn send_span(
     )
 }
 
+/// The Rust client's `send` span of one enqueue ([`send_for_enqueue`]), made by wasmq's own
+/// tracer (in `wasmq run`/`serve` with tracing on) or the process's global tracer provider
+/// (an application that embeds the client and installed one).
+pub struct SendSpan(SendSpanInner);
+
+enum SendSpanInner {
+    Off,
+    Sdk(Box<SdkSpan>),
+    Global(opentelemetry::global::BoxedSpan),
+}
+
+/// For [`crate::queue::Client::enqueue`]: when the caller gave the job no `traceparent` and a
+/// tracer provider is installed, a `send <queue>` producer span under the current context
+/// (the caller's span, else a new trace), whose context becomes the job's `traceparent`, so
+/// its attempts are the span's children. A job with a traceparent is left as it is: its
+/// producer traced the enqueue itself (the API's `send` span does). Without a provider:
+/// the job as given, and no span.
+pub fn send_for_enqueue<'a>(
+    queue: &str,
+    job: &'a crate::queue::NewJob,
+) -> (std::borrow::Cow<'a, crate::queue::NewJob>, SendSpan) {
+    use std::borrow::Cow;
+    let off = || (Cow::Borrowed(job), SendSpan(SendSpanInner::Off));
+    if job.options.traceparent.is_some() {
+        return off();
+    }
+    let parent = Context::current();
+    let builder = || {
+        opentelemetry::trace::SpanBuilder::from_name(format!("send {queue}"))
+            .with_kind(SpanKind::Producer)
+            .with_attributes([
+                KeyValue::new("messaging.system", "wasmq"),
+                KeyValue::new("messaging.destination.name", queue.to_string()),
+                KeyValue::new("messaging.operation.type", "send"),
+                KeyValue::new("messaging.operation.name", "send"),
+            ])
+    };
+    let span = match tracer() {
+        Some(tracer) => SendSpanInner::Sdk(Box::new(tracer.build_with_context(builder(), &parent))),
+        None => {
+            let tracer = opentelemetry::global::tracer("wasmq");
+            let span = tracer.build_with_context(builder(), &parent);
+            // The no-op provider (none installed) hands back the parent's own context.
+            let own = span.span_context();
+            if !own.is_valid() || own.span_id() == parent.span().span_context().span_id() {
+                return off();
+            }
+            SendSpanInner::Global(span)
+        }
+    };
+    let span = SendSpan(span);
+    let Some((traceparent, tracestate)) = self::traceparent(&span.context()) else {
+        return off();
+    };
+    let mut traced = job.clone();
+    traced.options.traceparent = Some(traceparent);
+    traced.options.tracestate = tracestate;
+    (Cow::Owned(traced), span)
+}
+
+impl SendSpan {
+    fn context(&self) -> SpanContext {
+        match &self.0 {
+            SendSpanInner::Off => SpanContext::empty_context(),
+            SendSpanInner::Sdk(span) => span.span_context().clone(),
+            SendSpanInner::Global(span) => span.span_context().clone(),
+        }
+    }
+
+    /// Ends the span with the enqueue's result (the job's id, or the error), and returns it.
+    pub fn ended(
+        self,
+        result: Result<Vec<crate::queue::Enqueued>, crate::queue::QueueError>,
+    ) -> Result<Vec<crate::queue::Enqueued>, crate::queue::QueueError> {
+        fn end(
+            span: &mut impl Span,
+            result: &Result<Vec<crate::queue::Enqueued>, crate::queue::QueueError>,
+        ) {
+            match result {
+                Ok(enqueued) => {
+                    if let Some(first) = enqueued.first() {
+                        span.set_attribute(KeyValue::new("messaging.message.id", first.id.clone()));
+                    }
+                }
+                Err(err) => span.set_status(Status::error(err.to_string())),
+            }
+            span.end();
+        }
+        match self.0 {
+            SendSpanInner::Off => {}
+            SendSpanInner::Sdk(mut span) => end(&mut *span, &result),
+            SendSpanInner::Global(mut span) => end(&mut span, &result),
+        }
+        result
+    }
+}
+
 /// The span of an outbound request a guest makes, when tracing is on and the attempt has a
 /// span (the current context, see executor.rs): a client span, whose context goes out in the
 /// request's `traceparent` (and `tracestate`) header, replacing the guest's own, so the called

@@ -968,3 +968,68 @@ async fn a_bad_tracing_setting_is_refused_at_start_with_an_error_naming_its_key(
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_job_the_rust_client_enqueues_without_a_context_gets_its_send_span_when_tracing_is_on() {
+    // The host's scheduler enqueues through `Client::enqueue`, with no trace context: with
+    // tracing on, each tick is a `send` span, and the job continues from it.
+    const CRONQ: &str = "traced-cron";
+    let receiver = OtlpReceiver::start().await;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, CRONQ).await;
+    let store = wasmq::schedule::Schedules::connect(&redis.url())
+        .await
+        .unwrap();
+    let endpoint = receiver.endpoint();
+    let _host = HostProcess::builder(&redis.url())
+        .envs(&[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ])
+        .args(["--queues", CRONQ, "--handler", &handler("echo", "echo")])
+        .start();
+    store
+        .add(&wasmq::schedule::ScheduleSpec {
+            name: "tick".to_string(),
+            cron: "*/1 * * * * *".to_string(),
+            tz: "UTC".to_string(),
+            queue: CRONQ.to_string(),
+            handler: "echo".to_string(),
+            payload: b"tick".to_vec(),
+            catch_up: 0,
+        })
+        .await
+        .unwrap();
+    let process_name = format!("process {CRONQ}");
+    let spans = spans_when(&receiver, "a tick's attempt", |spans| {
+        spans.iter().any(|s| s.name == process_name)
+    })
+    .await;
+    assert!(store.remove("tick").await.unwrap());
+    let process = spans.iter().find(|s| s.name == process_name).unwrap();
+    let id = attribute(process, "messaging.message.id").unwrap();
+    let send: Vec<&Span> = spans
+        .iter()
+        .filter(|s| attribute(s, "messaging.message.id").as_deref() == Some(id.as_str()))
+        .filter(|s| s.name == format!("send {CRONQ}"))
+        .collect();
+    assert_eq!(send.len(), 1, "{spans:#?}");
+    let send = send[0];
+    assert!(send.parent_span_id.is_empty(), "a new trace");
+    assert_eq!(
+        attribute(send, "messaging.operation.type").as_deref(),
+        Some("send")
+    );
+    assert_eq!(process.trace_id, send.trace_id);
+    assert_eq!(process.parent_span_id, send.span_id);
+    let job = client.get(CRONQ, &id).await.unwrap().unwrap();
+    assert_eq!(
+        job.traceparent,
+        Some(format!(
+            "00-{}-{}-01",
+            hex(&send.trace_id),
+            hex(&send.span_id)
+        ))
+    );
+}
