@@ -221,6 +221,24 @@ pub fn init(file: Option<&FileTracing>) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// Turns tracing on with `exporter` in place of OTLP, sampling every span (the telemetry
+/// benchmark, `benches/telemetry.rs`, exports to one that drops them). Must run inside a tokio
+/// runtime.
+pub fn init_with_exporter<E: SpanExporter + 'static>(exporter: E) -> anyhow::Result<()> {
+    let settings = Settings {
+        endpoint: String::new(),
+        service_name: "wasmq".to_string(),
+        sampler: Some(Sampler::AlwaysOn),
+        headers: std::collections::HashMap::new(),
+    };
+    let provider = provider(&settings, exporter);
+    let tracer = provider.tracer("wasmq");
+    if TELEMETRY.set(Telemetry { provider, tracer }).is_err() {
+        anyhow::bail!("tracing was already initialised");
+    }
+    Ok(())
+}
+
 fn exporter(settings: &Settings) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
     let client = TokioClient {
         runtime: tokio::runtime::Handle::current(),
