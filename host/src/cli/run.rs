@@ -232,6 +232,15 @@ impl RunArgs {
         Ok(())
     }
 
+    /// The `[tracing]` table of the --config file, if any (read before the host starts, to
+    /// turn tracing on; `--config` is read again, with its warnings, by the host).
+    pub fn tracing_file(&self) -> anyhow::Result<Option<crate::telemetry::FileTracing>> {
+        let Some(path) = &self.config else {
+            return Ok(None);
+        };
+        Ok(FileConfig::load(path).map_err(anyhow::Error::msg)?.tracing)
+    }
+
     /// The --config file (empty without one). Warns when the file holds a secret (the API
     /// token, the alert secret) and every user of the machine may read it.
     pub fn file(&self) -> anyhow::Result<FileConfig> {
@@ -244,6 +253,10 @@ impl RunArgs {
                         .as_ref()
                         .and_then(|a| a.secret.as_ref())
                         .map(|_| "[alerts] secret"),
+                    file.tracing
+                        .as_ref()
+                        .filter(|t| !t.headers.is_empty())
+                        .map(|_| "[tracing] headers"),
                 ]
                 .into_iter()
                 .flatten()
