@@ -136,6 +136,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    // Long as a table is: one registration (name, help, buckets) per series of docs/metrics.md.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("wasmq");
         let jobs = Family::<JobLabels, Counter>::default();

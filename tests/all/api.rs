@@ -35,11 +35,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/queues/{queue}/jobs"),
     ("get", "/api/queues/{queue}/jobs"),
     ("get", "/api/queues/{queue}/jobs/{id}"),
+    ("get", "/api/queues/{queue}/jobs/{id}/timeline"),
     ("delete", "/api/queues/{queue}/jobs/{id}"),
     ("get", "/api/queues/{queue}/dlq"),
     ("post", "/api/queues/{queue}/dlq/replay"),
     ("post", "/api/queues/{queue}/dlq/purge"),
     ("get", "/api/queues/{queue}/events"),
+    ("get", "/api/queues/{queue}/durations"),
     ("get", "/api/handlers"),
     ("post", "/api/handlers/{name}"),
     ("delete", "/api/handlers/{name}"),
@@ -117,6 +119,7 @@ async fn every_endpoint_answers_over_http() {
     queues(&mut t).await;
     cancel_and_dead_letters(&mut t, &enqueued).await;
     queue_events(&mut t).await;
+    timeline_and_durations(&mut t).await;
     handlers(&mut t).await;
     events(&mut t).await;
     schedules(&mut t).await;
@@ -447,6 +450,240 @@ async fn queue_events(t: &mut Tour) {
         .await
         .expect(200);
     assert_eq!(second["events"][0], events["events"][2]);
+}
+
+/// The next job of `queue`, leased for 30 s by `host-a` once it is due.
+async fn lease_one(client: &Client, queue: &str) -> wasmq::queue::LeasedJob {
+    eventually("a job to be leased", Duration::from_secs(10), || async {
+        client
+            .fetch(queue, 1, Duration::from_secs(30), "host-a")
+            .await
+            .ok()?
+            .pop()
+    })
+    .await
+}
+
+/// A job through a step, a durable sleep, a failed attempt and a completion (driven with the
+/// queue client, as a host would), then its timeline and its queue's duration percentiles.
+async fn timeline_and_durations(t: &mut Tour) {
+    const TQ: &str = "api-tl";
+    t.client
+        .enqueue(
+            TQ,
+            &NewJob::new("greet", b"x".to_vec())
+                .with_id("tl1")
+                .with_max_attempts(3)
+                .with_backoff(wasmq::queue::Backoff::fixed(Duration::ZERO)),
+        )
+        .await
+        .unwrap();
+    let first = lease_one(&t.client, TQ).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let saved = t
+        .client
+        .save_step(TQ, &first.id, &first.token, "run:charge", b"ok")
+        .await
+        .unwrap();
+    assert_eq!(saved, wasmq::queue::StepSave::Saved);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    t.client
+        .suspend(
+            TQ,
+            &[wasmq::queue::Suspension::new(
+                &first,
+                "sleep:nap",
+                Duration::from_millis(300),
+            )],
+        )
+        .await
+        .unwrap();
+    let again = lease_one(&t.client, TQ).await;
+    assert_eq!(again.attempt, 1, "a sleep does not count an attempt");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    t.client
+        .fail(TQ, &[wasmq::queue::Failure::new(&again, "retry", "flaky")])
+        .await
+        .unwrap();
+    let second = lease_one(&t.client, TQ).await;
+    assert_eq!(second.attempt, 2);
+    t.client
+        .complete(
+            TQ,
+            &[wasmq::queue::Completion::new(&second, b"done".to_vec())],
+        )
+        .await
+        .unwrap();
+    let job = t.client.get(TQ, "tl1").await.unwrap().unwrap();
+    assert_eq!(job.history.len(), 3);
+
+    t.call("get", "/api/queues/{queue}/jobs/{id}/timeline");
+    let timeline = t
+        .api
+        .get("/api/queues/api-tl/jobs/tl1/timeline")
+        .await
+        .expect(200);
+    assert_eq!(timeline["state"], "completed");
+    assert_eq!(timeline["steps_complete"], true);
+    assert_eq!(timeline["calls_recorded"], false);
+    let segments = timeline["segments"].as_array().unwrap();
+    let shown: Vec<(String, Value, Value)> = segments
+        .iter()
+        .filter(|s| s["kind"] != "wait")
+        .map(|s| {
+            let label = [&s["outcome"], &s["name"]]
+                .into_iter()
+                .find(|v| !v.is_null())
+                .cloned()
+                .unwrap_or(Value::Null);
+            (
+                s["kind"].as_str().unwrap().to_string(),
+                s["attempt"].clone(),
+                label,
+            )
+        })
+        .collect();
+    let row = |kind: &str, attempt: Value, label: Value| (kind.to_string(), attempt, label);
+    assert_eq!(
+        shown,
+        vec![
+            row("enqueued", Value::Null, Value::Null),
+            row("attempt", json!(1), json!("suspended")),
+            row("step", json!(1), json!("charge")),
+            row("sleep", json!(1), json!("nap")),
+            row("attempt", json!(1), json!("retry")),
+            row("attempt", json!(2), json!("ok")),
+            row("finished", Value::Null, json!("completed")),
+        ],
+        "{timeline}"
+    );
+    // Each attempt's span is its history entry's; the sleep lasts what it asked for; the
+    // spans follow each other.
+    let attempts: Vec<&Value> = segments.iter().filter(|s| s["kind"] == "attempt").collect();
+    for (segment, recorded) in attempts.iter().zip(&job.history) {
+        assert_eq!(segment["start_ms"], recorded.started_at);
+        assert_eq!(segment["end_ms"], recorded.finished_at);
+        assert_eq!(segment["host"], "host-a");
+    }
+    let sleep = segments.iter().find(|s| s["kind"] == "sleep").unwrap();
+    assert_eq!(sleep["start_ms"], job.history[0].finished_at);
+    assert_eq!(
+        sleep["end_ms"].as_u64().unwrap() - sleep["start_ms"].as_u64().unwrap(),
+        300
+    );
+    let step = segments.iter().find(|s| s["kind"] == "step").unwrap();
+    let step_at = step["start_ms"].as_u64().unwrap();
+    assert!(
+        (job.history[0].started_at..=job.history[0].finished_at).contains(&step_at),
+        "the step was saved during the first attempt: {step}"
+    );
+    let mut end = 0;
+    for s in segments.iter().filter(|s| s["kind"] != "step") {
+        let start = s["start_ms"].as_u64().unwrap();
+        assert!(start >= end, "{s} starts before what came before it ends");
+        end = s["end_ms"].as_u64().unwrap();
+    }
+    let missing = t
+        .api
+        .get("/api/queues/api-tl/jobs/nope/timeline")
+        .await
+        .error(404);
+    assert!(missing.contains("no job nope"), "{missing}");
+    t.api
+        .get("/api/queues/bad%20queue/jobs/tl1/timeline")
+        .await
+        .error(400);
+
+    t.call("get", "/api/queues/{queue}/durations");
+    let durations = t.api.get("/api/queues/api-tl/durations").await.expect(200);
+    assert_eq!(durations["jobs_read"], 1);
+    assert_eq!(durations["jobs_skipped"], 0);
+    assert_eq!(durations["truncated"], false);
+    assert_eq!(durations["bucket_ms"], 60_000);
+    let handlers = durations["handlers"].as_array().unwrap();
+    assert_eq!(handlers.len(), 1, "{durations}");
+    let greet = &handlers[0];
+    assert_eq!(greet["handler"], "greet");
+    let mut recorded: Vec<u64> = job
+        .history
+        .iter()
+        .map(|a| a.finished_at - a.started_at)
+        .collect();
+    recorded.sort_unstable();
+    assert_eq!(greet["count"], 3);
+    assert_eq!(greet["p50_ms"], recorded[1]);
+    assert_eq!(greet["p99_ms"], recorded[2]);
+    assert_eq!(greet["max_ms"], recorded[2]);
+    let in_buckets: u64 = greet["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(in_buckets, 3);
+    // A bad window, bucket width or limit is refused.
+    for (query, needle) in [
+        ("window_s=0", "window_s"),
+        ("window_s=90000", "window_s"),
+        ("bucket_s=1", "bucket_s"),
+        ("window_s=60&bucket_s=61", "bucket_s"),
+        ("bucket_s=9223372036854775808", "bucket_s"),
+        ("max_jobs=0", "max_jobs"),
+        ("nonsense=1", "nonsense"),
+    ] {
+        let refused = t
+            .api
+            .get(&format!("/api/queues/api-tl/durations?{query}"))
+            .await
+            .error(400);
+        assert!(refused.contains(needle), "{query}: {refused}");
+    }
+    let empty = t
+        .api
+        .get("/api/queues/api-none/durations")
+        .await
+        .expect(200);
+    assert_eq!(empty["handlers"], json!([]));
+
+    // A job whose history is over 256 KiB (70 attempts, each with 4 KiB of logs) is left out
+    // of the durations, and counted as skipped.
+    t.client
+        .enqueue(
+            TQ,
+            &NewJob::new("chatty", b"x".to_vec())
+                .with_id("tl-big")
+                .with_max_attempts(80)
+                .with_backoff(wasmq::queue::Backoff::fixed(Duration::ZERO)),
+        )
+        .await
+        .unwrap();
+    let log = "l".repeat(wasmq::queue::MAX_ATTEMPT_LOG_LEN);
+    for _ in 0..70 {
+        let leased = lease_one(&t.client, TQ).await;
+        t.client
+            .fail(
+                TQ,
+                &[wasmq::queue::Failure::new(&leased, "retry", "again").with_logs(&log, None)],
+            )
+            .await
+            .unwrap();
+    }
+    let last = lease_one(&t.client, TQ).await;
+    t.client
+        .complete(
+            TQ,
+            &[wasmq::queue::Completion::new(&last, b"done".to_vec())],
+        )
+        .await
+        .unwrap();
+    let durations = t.api.get("/api/queues/api-tl/durations").await.expect(200);
+    assert_eq!(
+        (&durations["jobs_read"], &durations["jobs_skipped"]),
+        (&json!(1), &json!(1)),
+        "{durations}"
+    );
+    assert_eq!(durations["handlers"][0]["handler"], "greet");
+    assert_eq!(durations["handlers"].as_array().unwrap().len(), 1);
 }
 
 /// Handlers: deploy, list, versions, rollback, remove.

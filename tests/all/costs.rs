@@ -94,16 +94,6 @@ fn steps_key(id: &str) -> String {
     format!("wasmq:{{{Q}}}:steps:{id}")
 }
 
-async fn exists(redis: &RedisServer, key: &str) -> bool {
-    let mut conn = redis.connection().await;
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query_async::<u32>(&mut conn)
-        .await
-        .unwrap()
-        == 1
-}
-
 async fn cap_dead_steps(client: &Client, cap: u64) {
     let config = QueueConfig {
         completed_keep: None,
@@ -196,7 +186,7 @@ async fn the_steps_of_dead_jobs_are_dropped_oldest_first_past_the_queues_byte_ca
             was_dropped.then_some("dead_letter_byte_cap"),
             "{id}"
         );
-        assert_eq!(exists(&redis, &steps_key(id)).await, !was_dropped, "{id}");
+        assert_eq!(redis.exists(&steps_key(id)).await, !was_dropped, "{id}");
     }
     let plain = client.get(Q, "plain").await.unwrap().unwrap();
     assert_eq!((plain.state, plain.steps_dropped), (JobState::Dead, None));
@@ -225,7 +215,7 @@ async fn the_steps_of_dead_jobs_are_dropped_oldest_first_past_the_queues_byte_ca
     let report = client.trim_dead_steps(Q, 3).await.unwrap();
     assert_eq!((report.counted, report.held_bytes), (1, held), "{report:?}");
     assert_eq!(report.dropped, [ids[first].clone()]);
-    assert!(exists(&redis, &steps_key("d0")).await);
+    assert!(redis.exists(&steps_key("d0")).await);
 
     // A counting key of another type: refused before the first write.
     let mut conn = redis.connection().await;
@@ -303,7 +293,7 @@ async fn a_hosts_watchman_keeps_dead_jobs_steps_under_the_queues_cap() {
         let job = client.get(Q, id).await.unwrap().unwrap();
         assert_eq!(job.last_outcome.as_deref(), Some("fail"));
         assert!(job.last_error.unwrap().contains("bytes per job"));
-        assert_eq!(exists(&redis, &steps_key(id)).await, i >= 2, "{id}");
+        assert_eq!(redis.exists(&steps_key(id)).await, i >= 2, "{id}");
     }
     let api = reqwest::Client::new();
     let get = |path: String| {

@@ -249,6 +249,28 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
     }
     assert_eq!(attempts[&flaky.id], json!(["retry", "ok"]));
     assert_eq!(attempts[&retried.id], json!(["retry", "retry", "retry"]));
+    // The retried-then-completed job's attempts, for its timeline.
+    let timeline: Vec<Value> = client
+        .get(Q, &flaky.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .history
+        .iter()
+        .map(|a| {
+            json!({"attempt": a.attempt, "outcome": a.outcome,
+                   "duration_ms": a.finished_at - a.started_at})
+        })
+        .collect();
+    // The attempts of the completed jobs per handler, for the durations chart.
+    let mut durations = BTreeMap::<String, usize>::new();
+    for job in client.list(Q, JobState::Completed, 0, 100).await.unwrap() {
+        *durations.entry(job.handler.clone()).or_default() += job.history.len();
+    }
+    assert_eq!(
+        durations,
+        BTreeMap::from([("echo".to_string(), 3), ("flaky".to_string(), 2)])
+    );
 
     // A job every 100 ms for a minute from now: a moving chart while the browser looks.
     let live: Vec<NewJob> = (0..600u64)
@@ -287,6 +309,10 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
     );
 
     let screenshots = screenshot_dir();
+    // Shots of an earlier run must not stand in for this one's.
+    for name in ["dashboard-timeline.png", "dashboard-durations.png"] {
+        let _ = std::fs::remove_file(screenshots.join(name));
+    }
     let (passed, output) = run_browser_test(
         &browser_dir,
         &[
@@ -296,6 +322,9 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
             ("WASMQ_EXPECT_COUNTS", counts.to_string()),
             ("WASMQ_EXPECT_ATTEMPTS", Value::Object(attempts).to_string()),
             ("WASMQ_REPLAY_JOB", failed.id.clone()),
+            ("WASMQ_TIMELINE_JOB", flaky.id.clone()),
+            ("WASMQ_EXPECT_TIMELINE", Value::Array(timeline).to_string()),
+            ("WASMQ_EXPECT_DURATIONS", json!(durations).to_string()),
             ("WASMQ_HANDLER", "greet".to_string()),
             ("WASMQ_LIVE_QUEUE", LIVE.to_string()),
             ("WASMQ_SCHEDULE", SCHEDULE.to_string()),
@@ -350,6 +379,16 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
         "no screenshot at {}",
         shot.display()
     );
+    // The timeline and the durations chart, shot by the browser test (panels, so smaller).
+    for name in ["dashboard-timeline.png", "dashboard-durations.png"] {
+        let shot = screenshots.join(name);
+        let png = std::fs::read(&shot).unwrap_or_default();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 2_000,
+            "no screenshot at {}",
+            shot.display()
+        );
+    }
     eprintln!("dashboard screenshots: {}", screenshots.display());
 }
 

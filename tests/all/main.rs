@@ -36,6 +36,7 @@ mod secrets;
 mod sql;
 mod steps;
 mod support;
+mod timeline;
 mod tls;
 mod welcome;
 mod worker;

@@ -1,7 +1,10 @@
 //! Trace context (docs/observability.md): the W3C `traceparent`/`tracestate` a job carries,
 //! from every producer (the Rust client, the CLI, the HTTP API's body or its request headers)
-//! to the job's record, the attempt, and the child jobs it enqueues. Real Redis, real `wasmq`
-//! processes, the `parent` and `echo` guests.
+//! to the job's record, the attempt, and the child jobs it enqueues; and the spans exported
+//! over OTLP to a loopback receiver: the API's `send`, each attempt's `process` and its
+//! `instantiate` and `run` children, outbound requests, SQL statements (a private
+//! PostgreSQL), the guest's log lines as events. Real Redis, real `wasmq` processes, real
+//! guests.
 
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use crate::support::host::HostProcess;
 use crate::support::http_server::TestServer;
 use crate::support::jobs::keep_everything;
 use crate::support::otlp::OtlpReceiver;
+use crate::support::postgres::PgServer;
 use crate::support::redis::RedisServer;
 
 const Q: &str = "traced";
@@ -395,13 +399,12 @@ async fn a_job_enqueued_through_the_api_is_traced_from_the_request_to_each_attem
     let _host = flaky_host(&redis, &http, Some(&receiver.endpoint()));
     enqueue_over_api(&http, "f-1").await;
     state_of(&client, Q, "f-1", JobState::Completed).await;
-    let spans = eventually(
+    // An attempt's span ends after its children, so theirs are exported with it or before.
+    let process_name = format!("process {Q}");
+    let spans = spans_when(
+        &receiver,
         "the send span and both attempts' spans",
-        Duration::from_secs(30),
-        || async {
-            let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, s)| s).collect();
-            (spans.len() >= 3).then_some(spans)
-        },
+        |spans| spans.iter().filter(|s| s.name == process_name).count() >= 2,
     )
     .await;
     let trace_id = &TRACEPARENT[3..35];
@@ -523,9 +526,10 @@ async fn an_outbound_request_is_a_span_of_its_attempt_and_carries_the_trace_to_t
         .unwrap();
     assert_eq!(answer.status(), 201);
     state_of(&client, Q, "o-1", JobState::Completed).await;
-    let spans = eventually("the three spans", Duration::from_secs(30), || async {
-        let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, s)| s).collect();
-        (spans.len() >= 3).then_some(spans)
+    // The attempt's span ends after its children, so theirs are exported with it or before.
+    let process_name = format!("process {Q}");
+    let spans = spans_when(&receiver, "the attempt's span", |spans| {
+        spans.iter().any(|s| s.name == process_name)
     })
     .await;
     let trace_id = &TRACEPARENT[3..35];
@@ -536,12 +540,15 @@ async fn an_outbound_request_is_a_span_of_its_attempt_and_carries_the_trace_to_t
     };
     let send = one(&format!("send {Q}"));
     let process = one(&format!("process {Q}"));
+    let run = one("run");
     let get = one("GET");
-    for span in [&send, &process, &get] {
+    for span in [&send, &process, &run, &get] {
         assert_eq!(hex(&span.trace_id), trace_id, "{}", span.name);
     }
     assert_eq!(process.parent_span_id, send.span_id);
-    assert_eq!(get.parent_span_id, process.span_id);
+    // The request is made by the handler's run, a child of the attempt.
+    assert_eq!(run.parent_span_id, process.span_id);
+    assert_eq!(get.parent_span_id, run.span_id);
     assert_eq!(
         attribute(&get, "http.response.status_code").as_deref(),
         Some("200")
@@ -560,4 +567,469 @@ async fn an_outbound_request_is_a_span_of_its_attempt_and_carries_the_trace_to_t
         .to_str()
         .unwrap();
     assert_eq!(header, format!("00-{trace_id}-{}-01", hex(&get.span_id)));
+}
+
+/// Every span `receiver` has got, once `enough` of them are there.
+async fn spans_when(
+    receiver: &OtlpReceiver,
+    what: &str,
+    enough: impl Fn(&[Span]) -> bool,
+) -> Vec<Span> {
+    eventually(what, Duration::from_secs(30), || async {
+        let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, s)| s).collect();
+        enough(&spans).then_some(spans)
+    })
+    .await
+}
+
+fn the_one<'a>(spans: &'a [Span], name: &str) -> &'a Span {
+    let found: Vec<&Span> = spans.iter().filter(|s| s.name == name).collect();
+    assert_eq!(found.len(), 1, "{name}: {spans:#?}");
+    found[0]
+}
+
+/// Every string a span carries: its name, attributes, events and their attributes.
+fn span_text(span: &Span) -> String {
+    format!("{span:?}")
+}
+
+#[tokio::test]
+async fn an_attempt_has_instantiate_and_run_spans_and_each_sql_statement_a_span_without_values_or_secrets()
+ {
+    const SQLQ: &str = "traced-sql";
+    const SECRET: &str = "WASMQ_TEST_OTEL_DB_URL";
+    const VALUE: &str = "a-value-that-must-not-be-traced";
+    let receiver = OtlpReceiver::start().await;
+    let pg = PgServer::start();
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, SQLQ).await;
+    let component = guests::rust("sql-probe");
+    ok(&wasmq(
+        &redis,
+        &[
+            "handler",
+            "deploy",
+            "orders",
+            component.to_str().unwrap(),
+            "--database",
+            &format!("main=secret:{SECRET}"),
+            "--allow-outbound",
+            &format!("postgres://127.0.0.1:{}", pg.port()),
+        ],
+    ));
+    let url = pg.url();
+    let secret_var = format!("WASMQ_SECRET_{SECRET}");
+    let endpoint = receiver.endpoint();
+    let _host = HostProcess::builder(&redis.url())
+        .envs(&[
+            (secret_var.as_str(), url.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ])
+        .args(["--queues", SQLQ])
+        .start();
+    let ops = json!({"database": "main", "ops": [
+        {"execute": "CREATE TABLE o (id int8 PRIMARY KEY, note text)"},
+        {"execute": "insert into o VALUES (1, $1)", "params": [{"text": VALUE}]},
+        {"execute": "INSERT INTO o VALUES (1, $1)", "params": [{"text": VALUE}]},
+        {"query": "SELECT note FROM o WHERE note = $1", "params": [{"text": VALUE}]},
+    ]});
+    let job = NewJob::new("orders", ops.to_string().into_bytes())
+        .with_id("s-1")
+        .with_traceparent(TRACEPARENT);
+    client.enqueue(SQLQ, &job).await.unwrap();
+    state_of(&client, SQLQ, "s-1", JobState::Completed).await;
+    let process_name = format!("process {SQLQ}");
+    let spans = spans_when(&receiver, "the attempt's span", |spans| {
+        spans.iter().any(|s| s.name == process_name)
+    })
+    .await;
+
+    let process = the_one(&spans, &format!("process {SQLQ}"));
+    let instantiate = the_one(&spans, "instantiate");
+    let run = the_one(&spans, "run");
+    assert_eq!(instantiate.parent_span_id, process.span_id);
+    assert_eq!(run.parent_span_id, process.span_id);
+    for span in [process, instantiate, run] {
+        assert_eq!(hex(&span.trace_id), &TRACEPARENT[3..35], "{}", span.name);
+    }
+    // Instantiation ends before the run starts, and both lie within the attempt.
+    assert!(instantiate.end_time_unix_nano <= run.start_time_unix_nano);
+    assert!(process.start_time_unix_nano <= instantiate.start_time_unix_nano);
+    assert!(run.end_time_unix_nano <= process.end_time_unix_nano);
+
+    // One span per statement, children of the run, in order: the operation (its first
+    // keyword, upper-cased), the database's name and label; a failed one its SQLSTATE.
+    let mut statements: Vec<&Span> = spans
+        .iter()
+        .filter(|s| attribute(s, "db.system.name").is_some())
+        .collect();
+    statements.sort_by_key(|s| s.start_time_unix_nano);
+    let seen: Vec<(String, Option<String>)> = statements
+        .iter()
+        .map(|s| (s.name.clone(), attribute(s, "db.response.status_code")))
+        .collect();
+    let expected = [
+        ("CREATE postgres", None),
+        ("INSERT postgres", None),
+        ("INSERT postgres", Some("23505".to_string())),
+        ("SELECT postgres", None),
+    ];
+    let expected: Vec<(String, Option<String>)> = expected
+        .into_iter()
+        .map(|(name, code)| (name.to_string(), code))
+        .collect();
+    assert_eq!(seen, expected);
+    for span in &statements {
+        assert_eq!(span.parent_span_id, run.span_id, "{}", span.name);
+        assert_eq!(
+            attribute(span, "db.system.name").as_deref(),
+            Some("postgresql")
+        );
+        assert_eq!(attribute(span, "db.namespace").as_deref(), Some("postgres"));
+        assert_eq!(attribute(span, "wasmq.database").as_deref(), Some("main"));
+        assert!(attribute(span, "db.operation.name").is_some());
+    }
+    // The statement that failed says so; the others do not.
+    let failed = statements[2];
+    assert_eq!(attribute(failed, "error.type").as_deref(), Some("failed"));
+    assert!(attribute(statements[3], "error.type").is_none());
+
+    // No parameter value, statement text, password or URL in any span.
+    for span in &spans {
+        let text = span_text(span);
+        for secret in [VALUE, pg.password(), url.as_str(), "WHERE note"] {
+            assert!(!text.contains(secret), "{secret:?} in {}", span.name);
+        }
+    }
+}
+
+/// The `log` events of a span: (level, message) each.
+fn log_events(span: &Span) -> Vec<(String, String)> {
+    span.events
+        .iter()
+        .filter(|e| e.name == "log")
+        .map(|e| {
+            let get = |key: &str| {
+                e.attributes
+                    .iter()
+                    .find(|a| a.key == key)
+                    .and_then(|a| a.value.as_ref())
+                    .and_then(|v| match &v.value {
+                        Some(AnyValue::StringValue(s)) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default()
+            };
+            (get("log.level"), get("log.message"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_guests_log_lines_are_events_of_its_run_span_at_most_a_hundred() {
+    const LOGQ: &str = "traced-logs";
+    let receiver = OtlpReceiver::start().await;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, LOGQ).await;
+    let endpoint = receiver.endpoint();
+    let _host = HostProcess::builder(&redis.url())
+        .envs(&[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ])
+        .args([
+            "--queues",
+            LOGQ,
+            "--handler",
+            &handler("echo", "echo"),
+            "--handler",
+            &handler("hostile", "hostile"),
+        ])
+        .start();
+    // One line; 300 lines (all kept in the job's log, 100 as events); 5,000 lines (the
+    // job's log keeps 1,024 of them, its 64 KiB cap at 64 bytes a line at least).
+    let jobs = [
+        ("l-1", "echo", "abc"),
+        ("l-2", "hostile", "log-flood:300"),
+        ("l-3", "hostile", "log-flood:5000"),
+    ];
+    for (id, name, payload) in jobs {
+        let job = NewJob::new(name, payload.as_bytes().to_vec())
+            .with_id(id)
+            .with_traceparent(TRACEPARENT);
+        client.enqueue(LOGQ, &job).await.unwrap();
+    }
+    for (id, _, _) in jobs {
+        state_of(&client, LOGQ, id, JobState::Completed).await;
+    }
+    let runs = |spans: &[Span]| -> Vec<Span> {
+        spans.iter().filter(|s| s.name == "run").cloned().collect()
+    };
+    let spans = spans_when(&receiver, "three run spans", |spans| runs(spans).len() >= 3).await;
+    let runs = runs(&spans);
+    let by_events =
+        |n: usize| -> Vec<&Span> { runs.iter().filter(|s| log_events(s).len() == n).collect() };
+    let echo = by_events(1);
+    assert_eq!(echo.len(), 1, "{runs:#?}");
+    assert_eq!(
+        log_events(echo[0]),
+        [("info".to_string(), "echo 3 bytes".to_string())]
+    );
+    assert!(attribute(echo[0], "wasmq.log.events_dropped").is_none());
+    let mut floods = by_events(100);
+    assert_eq!(floods.len(), 2, "{runs:#?}");
+    floods.sort_by_key(|s| {
+        attribute(s, "wasmq.log.events_dropped").and_then(|n| n.parse::<u64>().ok())
+    });
+    for flood in &floods {
+        let events = log_events(flood);
+        let first: Vec<String> = (0..100).map(|i| format!("line {i}")).collect();
+        let got: Vec<String> = events.into_iter().map(|(_, m)| m).collect();
+        assert_eq!(got, first);
+        assert_eq!(flood.dropped_events_count, 0);
+    }
+    assert_eq!(
+        attribute(floods[0], "wasmq.log.events_dropped").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        attribute(floods[1], "wasmq.log.events_dropped").as_deref(),
+        Some("924")
+    );
+}
+
+/// A host running `echo` on `queue` with `toml` as its config file and `env`.
+fn echo_host(redis: &RedisServer, queue: &str, toml: &str, env: &[(&str, &str)]) -> HostProcess {
+    let mut vars = vec![("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    vars.extend_from_slice(env);
+    HostProcess::builder(&redis.url())
+        .config(toml)
+        .envs(&vars)
+        .args(["--queues", queue, "--handler", &handler("echo", "echo")])
+        .start()
+}
+
+/// The `service.name`s of the spans `receiver` got, once it got `process <queue>`.
+async fn services_of(receiver: &OtlpReceiver, queue: &str) -> Vec<String> {
+    let name = format!("process {queue}");
+    eventually("the attempt's span", Duration::from_secs(30), || async {
+        let spans = receiver.spans();
+        spans
+            .iter()
+            .any(|(_, s)| s.name == name)
+            .then(|| spans.into_iter().map(|(service, _)| service).collect())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_config_files_tracing_section_turns_tracing_on_and_the_otel_variables_win() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let (by_file, by_env, ignored, sampled_out) = (
+        OtlpReceiver::start().await,
+        OtlpReceiver::start().await,
+        OtlpReceiver::start().await,
+        OtlpReceiver::start().await,
+    );
+    let toml = |endpoint: &str, sampler: &str| {
+        format!(
+            "[tracing]\nendpoint = {endpoint:?}\nservice_name = \"from-file\"\n\
+             sampler = {sampler:?}\n[tracing.headers]\nx-api-key = \"from-file-key\"\n"
+        )
+    };
+    // The file alone: its endpoint, service name and headers.
+    let _file_host = echo_host(
+        &redis,
+        "tf-file",
+        &toml(&by_file.endpoint(), "always_on"),
+        &[],
+    );
+    // The variables over the same keys: theirs win, the sampler's too.
+    let env_endpoint = by_env.endpoint();
+    let _env_host = echo_host(
+        &redis,
+        "tf-env",
+        &toml(&ignored.endpoint(), "always_off"),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &env_endpoint),
+            ("OTEL_SERVICE_NAME", "from-env"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=from-env-key"),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+        ],
+    );
+    // The file's sampler, when no variable names one.
+    let _off_host = echo_host(
+        &redis,
+        "tf-off",
+        &toml(&sampled_out.endpoint(), "always_off"),
+        &[],
+    );
+    for queue in ["tf-file", "tf-env", "tf-off"] {
+        keep_everything(&client, queue).await;
+        let job = NewJob::new("echo", b"x".to_vec()).with_id("j-1");
+        client.enqueue(queue, &job).await.unwrap();
+    }
+    for queue in ["tf-file", "tf-env", "tf-off"] {
+        state_of(&client, queue, "j-1", JobState::Completed).await;
+    }
+    let services = services_of(&by_file, "tf-file").await;
+    assert!(
+        services.iter().all(|s| s.contains("\"from-file\"")),
+        "{services:?}"
+    );
+    assert!(
+        by_file
+            .header_values("x-api-key")
+            .iter()
+            .all(|v| v == "from-file-key")
+    );
+    assert!(!by_file.header_values("x-api-key").is_empty());
+
+    let services = services_of(&by_env, "tf-env").await;
+    assert!(
+        services.iter().all(|s| s.contains("\"from-env\"")),
+        "{services:?}"
+    );
+    let keys = by_env.header_values("x-api-key");
+    assert!(
+        !keys.is_empty() && keys.iter().all(|v| v == "from-env-key"),
+        "{keys:?}"
+    );
+
+    // Ten batch delays later, nothing went where the variables overrode the file, nor from
+    // the host whose file samples nothing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(ignored.requests(), 0);
+    assert_eq!(sampled_out.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_bad_tracing_setting_is_refused_at_start_with_an_error_naming_its_key() {
+    let redis = RedisServer::start();
+    let cases = [
+        ("endpoint = \"not a url\"", "[tracing] endpoint"),
+        ("endpoint = \"ftp://collector:4318\"", "[tracing] endpoint"),
+        (
+            "endpoint = \"http://c:4318\"\nservice_name = \" \"",
+            "[tracing] service_name",
+        ),
+        (
+            "endpoint = \"http://c:4318\"\nsampler = \"sometimes\"",
+            "[tracing] sampler",
+        ),
+        (
+            "endpoint = \"http://c:4318\"\nsampler = \"traceidratio\"\nsampler_arg = 1.5",
+            "[tracing] sampler_arg",
+        ),
+        (
+            "endpoint = \"http://c:4318\"\nsampler = \"always_on\"\nsampler_arg = 0.5",
+            "[tracing] sampler_arg",
+        ),
+        (
+            "endpoint = \"http://c:4318\"\nsampler_arg = 0.5",
+            "[tracing] sampler_arg",
+        ),
+        (
+            "endpoint = \"http://c:4318\"\n[tracing.headers]\n\"a b\" = \"v\"",
+            "[tracing] headers",
+        ),
+        (
+            "endpoint = \"http://c:4318\"\n[tracing.headers]\nkey = \"line\\nbreak\"",
+            "[tracing] headers.key",
+        ),
+        ("endpoin = \"http://c:4318\"", "unknown field `endpoin`"),
+    ];
+    for (table, key) in cases {
+        let toml = format!("[tracing]\n{table}\n");
+        let mut host = HostProcess::builder(&redis.url())
+            .config(&toml)
+            .args(["--queues", "never", "--handler", &handler("echo", "echo")])
+            .start();
+        let status = host.wait_exit(Duration::from_secs(20));
+        assert!(!status.success(), "{table}");
+        let log = host.log_text();
+        assert!(log.contains(key), "{table}: {key} not in {log}");
+    }
+    // A header value is not shown: it may be a credential.
+    let toml =
+        "[tracing]\nendpoint = \"http://c:4318\"\n[tracing.headers]\nkey = \"s3cret\\u0001\"\n";
+    let mut host = HostProcess::builder(&redis.url())
+        .config(toml)
+        .args(["--queues", "never"])
+        .start();
+    assert!(!host.wait_exit(Duration::from_secs(20)).success());
+    let log = host.log_text();
+    assert!(
+        log.contains("[tracing] headers.key") && !log.contains("s3cret"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_the_rust_client_enqueues_without_a_context_gets_its_send_span_when_tracing_is_on() {
+    // The host's scheduler enqueues through `Client::enqueue`, with no trace context: with
+    // tracing on, each tick is a `send` span, and the job continues from it.
+    const CRONQ: &str = "traced-cron";
+    let receiver = OtlpReceiver::start().await;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, CRONQ).await;
+    let store = wasmq::schedule::Schedules::connect(&redis.url())
+        .await
+        .unwrap();
+    let endpoint = receiver.endpoint();
+    let _host = HostProcess::builder(&redis.url())
+        .envs(&[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ])
+        .args(["--queues", CRONQ, "--handler", &handler("echo", "echo")])
+        .start();
+    store
+        .add(&wasmq::schedule::ScheduleSpec {
+            name: "tick".to_string(),
+            cron: "*/1 * * * * *".to_string(),
+            tz: "UTC".to_string(),
+            queue: CRONQ.to_string(),
+            handler: "echo".to_string(),
+            payload: b"tick".to_vec(),
+            catch_up: 0,
+        })
+        .await
+        .unwrap();
+    let process_name = format!("process {CRONQ}");
+    let spans = spans_when(&receiver, "a tick's attempt", |spans| {
+        spans.iter().any(|s| s.name == process_name)
+    })
+    .await;
+    assert!(store.remove("tick").await.unwrap());
+    let process = spans.iter().find(|s| s.name == process_name).unwrap();
+    let id = attribute(process, "messaging.message.id").unwrap();
+    let send: Vec<&Span> = spans
+        .iter()
+        .filter(|s| attribute(s, "messaging.message.id").as_deref() == Some(id.as_str()))
+        .filter(|s| s.name == format!("send {CRONQ}"))
+        .collect();
+    assert_eq!(send.len(), 1, "{spans:#?}");
+    let send = send[0];
+    assert!(send.parent_span_id.is_empty(), "a new trace");
+    assert_eq!(
+        attribute(send, "messaging.operation.type").as_deref(),
+        Some("send")
+    );
+    assert_eq!(process.trace_id, send.trace_id);
+    assert_eq!(process.parent_span_id, send.span_id);
+    let job = client.get(CRONQ, &id).await.unwrap().unwrap();
+    assert_eq!(
+        job.traceparent,
+        Some(format!(
+            "00-{}-{}-01",
+            hex(&send.trace_id),
+            hex(&send.span_id)
+        ))
+    );
 }

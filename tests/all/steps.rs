@@ -49,16 +49,6 @@ async fn step_saves(redis: &RedisServer, queue: &str) -> HashMap<String, usize> 
     saves
 }
 
-async fn exists(redis: &RedisServer, key: &str) -> bool {
-    let mut conn = redis.connection().await;
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query_async::<u32>(&mut conn)
-        .await
-        .unwrap()
-        == 1
-}
-
 #[tokio::test]
 async fn a_step_that_fails_once_retries_without_running_the_steps_before_it_again() {
     let redis = RedisServer::start();
@@ -94,7 +84,7 @@ async fn a_step_that_fails_once_retries_without_running_the_steps_before_it_agai
         .collect();
     assert_eq!(saves, expected);
     // A completed job's steps go with it.
-    assert!(!exists(&redis, &format!("wasmq:{{{Q}}}:steps:wf-1")).await);
+    assert!(!redis.exists(&format!("wasmq:{{{Q}}}:steps:wf-1")).await);
 }
 
 /// A sleep of 0 ms has nothing to wait for: it is stored as done and the attempt goes on, so
@@ -211,8 +201,8 @@ async fn a_parent_that_fails_after_enqueueing_children_leaves_none() {
         let id = format!("{Q}/p-1:c{n}");
         assert!(client.get(Q, &id).await.unwrap().is_none(), "{id}");
     }
-    assert!(!exists(&redis, &format!("wasmq:{{{Q}}}:outbox")).await);
-    assert!(!exists(&redis, &format!("wasmq:{{{Q}}}:outbox:p-1")).await);
+    assert!(!redis.exists(&format!("wasmq:{{{Q}}}:outbox")).await);
+    assert!(!redis.exists(&format!("wasmq:{{{Q}}}:outbox:p-1")).await);
 }
 
 #[tokio::test]
@@ -261,7 +251,7 @@ may_enqueue = [\"{KIDS}/echo\"]
     }
     let counts = client.counts(KIDS).await.unwrap();
     assert_eq!(counts.completed, 3);
-    assert!(!exists(&redis, &format!("wasmq:{{{Q}}}:outbox")).await);
+    assert!(!redis.exists(&format!("wasmq:{{{Q}}}:outbox")).await);
 }
 
 /// The ack of a completed parent retried (its first reply lost), the host that recorded it
@@ -308,7 +298,7 @@ async fn children_are_written_once_when_the_ack_is_retried_and_delivered_twice()
         .unwrap();
     assert_eq!(again.created, 0);
     assert_eq!(client.counts(KIDS).await.unwrap().waiting, 2);
-    assert!(!exists(&redis, &format!("wasmq:{{{Q}}}:outbox:p-3")).await);
+    assert!(!redis.exists(&format!("wasmq:{{{Q}}}:outbox:p-3")).await);
 }
 
 #[tokio::test]
@@ -539,9 +529,9 @@ async fn steps_stay_with_a_dead_job_and_go_when_it_is_purged_or_cancelled() {
         .dead_letter(Q, &[Failure::new(dead, "fail", "on purpose")])
         .await
         .unwrap();
-    assert!(exists(&redis, &steps_key("dead-1")).await);
+    assert!(redis.exists(&steps_key("dead-1")).await);
     client.purge(Q, &["dead-1".to_string()]).await.unwrap();
-    assert!(!exists(&redis, &steps_key("dead-1")).await);
+    assert!(!redis.exists(&steps_key("dead-1")).await);
 
     // A sleeping job is delayed, uncounted, its sleep marked; cancelling it deletes its steps.
     let report = client
@@ -565,7 +555,7 @@ async fn steps_stay_with_a_dead_job_and_go_when_it_is_purged_or_cancelled() {
     );
     let cancelled = client.cancel(Q, &["asleep-1".to_string()]).await.unwrap();
     assert_eq!(cancelled[0].1, CancelOutcome::Cancelled);
-    assert!(!exists(&redis, &steps_key("asleep-1")).await);
+    assert!(!redis.exists(&steps_key("asleep-1")).await);
 }
 
 /// The same workflow written in Python (guest-examples/python/workflow.py), through a real host:

@@ -9,6 +9,11 @@
 //   WASMQ_QUEUE            the queue to look at (paused, so its counts hold still)
 //   WASMQ_EXPECT_COUNTS    {"waiting": n, ...}: its counts, read from Redis
 //   WASMQ_EXPECT_ATTEMPTS  {"<job id>": ["retry", "ok"], ...}: attempts' outcomes, from Redis
+//   WASMQ_TIMELINE_JOB     a job retried then completed, whose timeline the page charts
+//   WASMQ_EXPECT_TIMELINE  [{"attempt": 1, "outcome": "retry", "duration_ms": 12}, ...]: its
+//                          attempts, from Redis
+//   WASMQ_EXPECT_DURATIONS {"<handler>": n, ...}: attempts of the queue's completed jobs per
+//                          handler, from Redis (the durations chart counts them)
 //   WASMQ_REPLAY_JOB       a dead job to replay through the page (Rust then checks Redis)
 //   WASMQ_HANDLER          a handler with two versions, to roll back to version 1
 //   WASMQ_LIVE_QUEUE       a queue completing jobs while the test runs (for the chart)
@@ -38,6 +43,9 @@ const queue = env('WASMQ_QUEUE');
 const expectCounts = JSON.parse(env('WASMQ_EXPECT_COUNTS'));
 const expectAttempts = JSON.parse(env('WASMQ_EXPECT_ATTEMPTS'));
 const replayJob = env('WASMQ_REPLAY_JOB');
+const timelineJob = env('WASMQ_TIMELINE_JOB');
+const expectTimeline = JSON.parse(env('WASMQ_EXPECT_TIMELINE'));
+const expectDurations = JSON.parse(env('WASMQ_EXPECT_DURATIONS'));
 const handler = env('WASMQ_HANDLER');
 const liveQueue = env('WASMQ_LIVE_QUEUE');
 const schedule = env('WASMQ_SCHEDULE');
@@ -160,6 +168,24 @@ describe('the wasmq dashboard', { timeout: 300_000 }, () => {
     await page.screenshot({ path: join(screenshots, 'dashboard.png'), fullPage: true });
   });
 
+  it('charts attempt duration percentiles per handler on the queue page', TEST, async () => {
+    await page.getByRole('link', { name: queue, exact: true }).first().click();
+    for (const [name, count] of Object.entries(expectDurations)) {
+      const box = page.locator(`[data-chart="durations"] .handler-durations[data-handler="${name}"]`);
+      await box.waitFor();
+      assert.equal(await box.getAttribute('data-count'), String(count), `attempts of ${name}`);
+      assert.match(await box.locator('.figures').textContent(), new RegExp(`^${count} attempts? · p50 .+ · p95 .+ · p99 .+`));
+      // Three series, each with a point per minute that had attempts (at least one).
+      for (const p of ['p50', 'p95', 'p99']) {
+        const points = await box.locator(`svg.durations polyline[data-p="${p}"]`).getAttribute('points');
+        assert.match(points, /^\d+(\.\d)?,\d+(\.\d)?/, `${name} ${p} has points`);
+      }
+      assert.ok(await box.locator('svg.durations circle').count() >= 3);
+    }
+    await page.locator('[data-chart="durations"]').screenshot({ path: join(screenshots, 'dashboard-durations.png') });
+    await page.getByRole('link', { name: 'Queues', exact: true }).first().click();
+  });
+
   it("shows every attempt of a job that was retried, with its outcome", TEST, async () => {
     await page.getByRole('link', { name: queue, exact: true }).first().click();
     for (const [id, outcomes] of Object.entries(expectAttempts)) {
@@ -182,6 +208,39 @@ describe('the wasmq dashboard', { timeout: 300_000 }, () => {
       }
       await page.getByRole('link', { name: queue, exact: true }).first().click();
     }
+  });
+
+  it('charts the timeline of a retried then completed job: its attempts in order, with durations', TEST, async () => {
+    // By its address, as a link to it would open it.
+    await page.evaluate((hash) => { location.hash = hash; }, `#/queues/${encodeURIComponent(queue)}/jobs/${encodeURIComponent(timelineJob)}`);
+    await page.locator('h1', { hasText: `Job ${timelineJob}` }).waitFor();
+    const chart = page.locator('[data-chart="timeline"] svg.timeline');
+    await chart.locator('g[data-kind="attempt"]').first().waitFor();
+    const bars = await chart.locator('g[data-kind="attempt"]').evaluateAll((gs) => gs.map((g) => ({
+      attempt: Number(g.dataset.attempt),
+      outcome: g.dataset.outcome,
+      duration_ms: Number(g.dataset.durationMs),
+      x: Number(g.querySelector('rect').getAttribute('x')),
+      width: Number(g.querySelector('rect').getAttribute('width')),
+    })));
+    assert.deepEqual(bars.map(({ attempt, outcome, duration_ms }) => ({ attempt, outcome, duration_ms })), expectTimeline);
+    for (let i = 1; i < bars.length; i += 1) {
+      assert.ok(bars[i].x >= bars[i - 1].x + bars[i - 1].width - 0.01 || bars[i].x > bars[i - 1].x,
+        `attempt ${bars[i].attempt} is drawn after attempt ${bars[i - 1].attempt}`);
+    }
+    assert.ok(bars.every((b) => b.width >= 4), 'every attempt is visible');
+    const kinds = await chart.locator('g[data-kind]').evaluateAll((gs) => gs.map((g) => g.dataset.kind));
+    assert.equal(kinds[0], 'enqueued');
+    assert.equal(kinds[kinds.length - 1], 'finished');
+    // The list under the chart says each attempt's duration as the page formats durations.
+    const lines = await page.locator('ol.timeline-list li[data-kind="attempt"]').allTextContents();
+    assert.equal(lines.length, expectTimeline.length);
+    for (const [i, a] of expectTimeline.entries()) {
+      const shown = await page.evaluate(async (ms) => (await import('/dashboard/format.js')).fmtDuration(ms), a.duration_ms);
+      assert.ok(lines[i].includes(`attempt ${a.attempt} ${a.outcome} ${shown}`), `"${lines[i]}" says attempt ${a.attempt} ${a.outcome} ${shown}`);
+    }
+    await page.locator('[data-chart="timeline"]').screenshot({ path: join(screenshots, 'dashboard-timeline.png') });
+    await page.getByRole('link', { name: queue, exact: true }).first().click();
   });
 
   it('replays a dead job from the DLQ, after confirmation, with the token', TEST, async () => {

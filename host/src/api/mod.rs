@@ -24,12 +24,14 @@
 
 mod auth;
 mod dashboard;
+mod durations;
 mod error;
 mod events;
 mod handlers;
 mod listener;
 mod queues;
 mod schedules;
+mod timeline;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -264,10 +266,12 @@ fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(queues::check::get_check, queues::check::post_check))
         .routes(routes!(queues::enqueue::enqueue, queues::jobs::list_jobs))
         .routes(routes!(queues::jobs::get_job, queues::jobs::cancel_job))
+        .routes(routes!(timeline::get_timeline))
         .routes(routes!(queues::dead::list_dlq))
         .routes(routes!(queues::dead::replay_dlq))
         .routes(routes!(queues::dead::purge_dlq))
         .routes(routes!(queues::stream::events))
+        .routes(routes!(durations::durations))
         .routes(routes!(handlers::list_handlers))
         .routes(routes!(handlers::deploy, handlers::remove))
         .routes(routes!(handlers::versions))

@@ -456,8 +456,14 @@ impl Capabilities {
             let target = sql::Target::parse(database, secret, &url)?;
             target.check(database, &allow)?;
             let endpoint = target.endpoint();
+            let namespace = target.dbname();
             let pool = host.sql.pool(target, &allow)?;
-            databases.insert(database.clone(), sql::Database { pool, endpoint });
+            let granted = sql::Database {
+                pool,
+                endpoint,
+                namespace,
+            };
+            databases.insert(database.clone(), granted);
         }
         Ok(Self {
             handler: handler.to_string(),

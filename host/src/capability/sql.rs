@@ -157,6 +157,11 @@ impl Target {
         })
     }
 
+    /// The database name the URL gives (`/dbname`), if any: traces show it.
+    pub(crate) fn dbname(&self) -> Option<String> {
+        self.config.get_dbname().map(str::to_string)
+    }
+
     /// `host:port`, as errors and logs may show it.
     pub(crate) fn endpoint(&self) -> String {
         match self.host.parse::<IpAddr>() {
@@ -392,6 +397,8 @@ pub trait SqlObserver: Send + Sync {
 pub(crate) struct Database {
     pub(crate) pool: Pool,
     pub(crate) endpoint: String,
+    /// The database the URL names (`dbname`), as traces show it (`db.namespace`).
+    pub(crate) namespace: Option<String>,
 }
 
 #[cfg(test)]

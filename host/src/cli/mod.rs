@@ -152,11 +152,13 @@ pub fn init_tracing(cli: &Cli) {
 }
 
 /// Runs a long-lived command (`run`, `serve`) with OpenTelemetry tracing when the environment
-/// turns it on (crate::telemetry), flushing the spans when it ends.
+/// or `file` (`run`'s `[tracing]`) turns it on (crate::telemetry), flushing the spans when it
+/// ends.
 async fn traced(
+    file: Option<crate::telemetry::FileTracing>,
     command: impl std::future::Future<Output = anyhow::Result<u8>>,
 ) -> anyhow::Result<u8> {
-    let on = crate::telemetry::init_from_env()?;
+    let on = crate::telemetry::init(file.as_ref())?;
     let code = command.await;
     if on {
         tokio::task::spawn_blocking(crate::telemetry::shutdown).await?;
@@ -179,8 +181,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Command::CompileChild(args) => Ok(compile::run_child(args)),
             Command::Exec(args) => exec::run(args).await,
             Command::Dev(args) => dev::run(args).await,
-            Command::Run(args) => traced(run::run(*args)).await,
-            Command::Serve(args) => traced(serve::run(args)).await,
+            Command::Run(args) => {
+                let file = args.tracing_file()?;
+                traced(file, run::run(*args)).await
+            }
+            Command::Serve(args) => traced(None, serve::run(args)).await,
             Command::Handler { action } => handler::run(action).await,
             Command::Schedule { action } => schedule::run(action).await,
             Command::Event { action } => event::run(action).await,

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::queue::{Backoff, Client, JobState, NewJob, RateLimit, system_time};
+use crate::queue::{Attempt, Backoff, Client, Job, JobState, NewJob, RateLimit, system_time};
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
@@ -309,6 +309,13 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
         );
         return Ok(0);
     }
+    print_job(&job);
+    print_history(&job.history);
+    Ok(0)
+}
+
+/// The job's fields, one `name: value` line each.
+fn print_job(job: &Job) {
     let time = |ms: Option<u64>| ms.map_or_else(|| "-".to_string(), format_ms);
     say!("id:           {}", shown(&job.id));
     say!("queue:        {}", shown(&job.queue));
@@ -361,39 +368,48 @@ async fn show_job(args: JobArgs) -> anyhow::Result<u8> {
             shown(error)
         );
     }
-    if !job.history.is_empty() {
-        say!("history:");
-        for attempt in &job.history {
-            say!(
-                "  #{} {}{} on {} at {} ({} ms){}",
-                attempt.attempt,
-                attempt.outcome,
-                attempt
-                    .version
-                    .as_deref()
-                    .map_or_else(String::new, |v| format!(" (version {})", shown(v))),
-                if attempt.host.is_empty() {
-                    "-".to_string()
-                } else {
-                    shown(&attempt.host)
-                },
-                format_ms(attempt.started_at),
-                attempt.finished_at.saturating_sub(attempt.started_at),
-                if attempt.error.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", shown(&attempt.error))
-                }
-            );
-            if let Some(progress) = attempt.progress {
-                say!("      progress {progress}%");
-            }
-            for line in attempt.logs.as_deref().unwrap_or_default().lines() {
-                say!("      | {}", shown(line));
-            }
+}
+
+/// The job's attempts, one line each, with their progress and log lines under them.
+fn print_history(history: &[Attempt]) {
+    if history.is_empty() {
+        return;
+    }
+    say!("history:");
+    for attempt in history {
+        say!("{}", history_line(attempt));
+        if let Some(progress) = attempt.progress {
+            say!("      progress {progress}%");
+        }
+        for line in attempt.logs.as_deref().unwrap_or_default().lines() {
+            say!("      | {}", shown(line));
         }
     }
-    Ok(0)
+}
+
+/// `  #<attempt> <outcome> (version v) on <host> at <time> (<n> ms): <error>`.
+fn history_line(attempt: &Attempt) -> String {
+    format!(
+        "  #{} {}{} on {} at {} ({} ms){}",
+        attempt.attempt,
+        attempt.outcome,
+        attempt
+            .version
+            .as_deref()
+            .map_or_else(String::new, |v| format!(" (version {})", shown(v))),
+        if attempt.host.is_empty() {
+            "-".to_string()
+        } else {
+            shown(&attempt.host)
+        },
+        format_ms(attempt.started_at),
+        attempt.finished_at.saturating_sub(attempt.started_at),
+        if attempt.error.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", shown(&attempt.error))
+        }
+    )
 }
 
 async fn queue(action: QueueAction) -> anyhow::Result<u8> {
@@ -403,47 +419,9 @@ async fn queue(action: QueueAction) -> anyhow::Result<u8> {
             repair,
             json,
             redis,
-        } => {
-            let report = redis.client().await?.check(&queue, repair).await?;
-            if json {
-                say!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                for finding in &report.findings {
-                    say!(
-                        "{:<18} {}  {}{}",
-                        finding.kind,
-                        finding.subject.escape_debug(),
-                        finding.detail.escape_debug(),
-                        if finding.repaired { "  (repaired)" } else { "" }
-                    );
-                }
-                let left = report.unrepaired();
-                say!(
-                    "queue {queue}: {} checked, {} found, {} repaired, {left} left",
-                    report.checked,
-                    report.findings.len(),
-                    report.findings.len() - left
-                );
-            }
-            return Ok(u8::from(report.unrepaired() > 0));
-        }
+        } => return check_queue(&redis.client().await?, &queue, repair, json).await,
         QueueAction::Stats { queue, json, redis } => {
-            let counts = redis.client().await?.counts(&queue).await?;
-            if json {
-                let mut value = json!({ "queue": queue, "paused": counts.paused });
-                for state in JobState::ALL {
-                    value[state.as_str()] = json!(counts.get(state));
-                }
-                say!("{}", serde_json::to_string_pretty(&value)?);
-            } else {
-                say!(
-                    "queue {queue}{}",
-                    if counts.paused { " (paused)" } else { "" }
-                );
-                for state in JobState::ALL {
-                    say!("  {:<10} {}", state.as_str(), counts.get(state));
-                }
-            }
+            show_counts(&redis.client().await?, &queue, json).await?;
         }
         QueueAction::Pause { queue, redis } => {
             let changed = redis.client().await?.pause(&queue).await?;
@@ -471,36 +449,103 @@ async fn queue(action: QueueAction) -> anyhow::Result<u8> {
             clear,
             redis,
         } => {
-            let client = redis.client().await?;
-            let mut config = client.config(&queue).await?;
-            let before = config;
-            if clear {
-                config.rate = None;
-                config.group_rate = None;
-                config.max_waiting = None;
-            }
-            config.rate = rate.or(config.rate);
-            config.group_rate = group_rate.or(config.group_rate);
-            if let Some(n) = max_waiting {
-                config.max_waiting = (n > 0).then_some(n);
-            }
-            if config != before {
-                client.set_config(&queue, &config).await?;
-            }
-            let show =
-                |limit: Option<RateLimit>| limit.map_or("unlimited".into(), |l| l.to_string());
-            say!("queue {queue}");
-            say!("  rate        {}", show(config.rate));
-            say!("  group rate  {}", show(config.group_rate));
-            say!(
-                "  max waiting {}",
-                config
-                    .max_waiting
-                    .map_or("unlimited".into(), |n| n.to_string())
-            );
+            let limits = Limits {
+                rate,
+                group_rate,
+                max_waiting,
+                clear,
+            };
+            set_limits(&redis.client().await?, &queue, limits).await?;
         }
     }
     Ok(0)
+}
+
+/// `wasmq queue check`: prints what the check found (and repaired); exits 1 when something is
+/// left unrepaired.
+async fn check_queue(client: &Client, queue: &str, repair: bool, json: bool) -> anyhow::Result<u8> {
+    let report = client.check(queue, repair).await?;
+    if json {
+        say!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for finding in &report.findings {
+            say!(
+                "{:<18} {}  {}{}",
+                finding.kind,
+                finding.subject.escape_debug(),
+                finding.detail.escape_debug(),
+                if finding.repaired { "  (repaired)" } else { "" }
+            );
+        }
+        let left = report.unrepaired();
+        say!(
+            "queue {queue}: {} checked, {} found, {} repaired, {left} left",
+            report.checked,
+            report.findings.len(),
+            report.findings.len() - left
+        );
+    }
+    Ok(u8::from(report.unrepaired() > 0))
+}
+
+/// `wasmq queue stats`: jobs per state, and whether the queue is paused.
+async fn show_counts(client: &Client, queue: &str, json: bool) -> anyhow::Result<()> {
+    let counts = client.counts(queue).await?;
+    if json {
+        let mut value = json!({ "queue": queue, "paused": counts.paused });
+        for state in JobState::ALL {
+            value[state.as_str()] = json!(counts.get(state));
+        }
+        say!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        say!(
+            "queue {queue}{}",
+            if counts.paused { " (paused)" } else { "" }
+        );
+        for state in JobState::ALL {
+            say!("  {:<10} {}", state.as_str(), counts.get(state));
+        }
+    }
+    Ok(())
+}
+
+/// What `wasmq queue limit` was asked to change.
+struct Limits {
+    rate: Option<RateLimit>,
+    group_rate: Option<RateLimit>,
+    max_waiting: Option<u64>,
+    clear: bool,
+}
+
+/// `wasmq queue limit`: applies `limits` (written only when they change something), then
+/// prints the queue's limits.
+async fn set_limits(client: &Client, queue: &str, limits: Limits) -> anyhow::Result<()> {
+    let mut config = client.config(queue).await?;
+    let before = config;
+    if limits.clear {
+        config.rate = None;
+        config.group_rate = None;
+        config.max_waiting = None;
+    }
+    config.rate = limits.rate.or(config.rate);
+    config.group_rate = limits.group_rate.or(config.group_rate);
+    if let Some(n) = limits.max_waiting {
+        config.max_waiting = (n > 0).then_some(n);
+    }
+    if config != before {
+        client.set_config(queue, &config).await?;
+    }
+    let show = |limit: Option<RateLimit>| limit.map_or("unlimited".into(), |l| l.to_string());
+    say!("queue {queue}");
+    say!("  rate        {}", show(config.rate));
+    say!("  group rate  {}", show(config.group_rate));
+    say!(
+        "  max waiting {}",
+        config
+            .max_waiting
+            .map_or("unlimited".into(), |n| n.to_string())
+    );
+    Ok(())
 }
 
 /// How many dead jobs one replay/purge call handles when acting on all of them.

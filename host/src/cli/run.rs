@@ -112,6 +112,25 @@ pub struct RunArgs {
     pub alert_dashboard_url: Option<String>,
 }
 
+/// The `[queue.NAME]` tables of the --config file: each must name a queue this host serves.
+fn merge_queue_tables(file: &FileConfig, config: &mut WorkerConfig) -> anyhow::Result<()> {
+    for (queue, q) in &file.queue {
+        // A table for a queue this host does not serve is a typo or a forgotten --queues:
+        // its settings would silently apply to nothing.
+        if !config.queues.contains(queue) {
+            anyhow::bail!(
+                "[queue.{queue}] configures queue {queue:?}, which this host does not serve \
+                 (it serves {}); add it to --queues / queues, or remove the table",
+                config.queues.join(", ")
+            );
+        }
+        if let Some(n) = q.concurrency {
+            config.queue_concurrency.insert(queue.clone(), n);
+        }
+    }
+    Ok(())
+}
+
 impl RunArgs {
     /// Merges flags (and environment, which clap has folded in) over `file` (the --config
     /// file, [`RunArgs::file`]) over defaults.
@@ -127,6 +146,19 @@ impl RunArgs {
         }
         config.handlers =
             merge_handlers(&self.handlers, &file.handlers).map_err(anyhow::Error::msg)?;
+        self.merge_capacity(file, &mut config)?;
+        self.merge_host(file, &mut config);
+        self.merge_limits(file, &mut config)?;
+        merge_queue_tables(file, &mut config)?;
+        config.runtime.max_instances = u32::try_from(config.concurrency)
+            .unwrap_or(u32::MAX)
+            .saturating_add(8);
+        Ok(config)
+    }
+
+    /// How much this host runs at once and how it leases: concurrency, memory budget, grace,
+    /// lease, prefetch and batch.
+    fn merge_capacity(&self, file: &FileConfig, config: &mut WorkerConfig) -> anyhow::Result<()> {
         if let Some(n) = self.concurrency.or(file.concurrency) {
             config.concurrency = n;
         }
@@ -160,6 +192,11 @@ impl RunArgs {
         if let Some(n) = self.prefetch.or(file.prefetch) {
             config.prefetch = n;
         }
+        Ok(())
+    }
+
+    /// Who this host is and where it keeps things: host id, artifact cache, secrets.
+    fn merge_host(&self, file: &FileConfig, config: &mut WorkerConfig) {
         if let Some(id) = self.host_id.clone().or(file.host_id.clone()) {
             config.host_id = id;
         }
@@ -170,6 +207,10 @@ impl RunArgs {
             config.cache_dir = None;
         }
         config.secrets_dir = self.secrets_dir.clone().or(file.secrets_dir.clone());
+    }
+
+    /// Compile limits and what one job may hold: step bytes, child depth.
+    fn merge_limits(&self, file: &FileConfig, config: &mut WorkerConfig) -> anyhow::Result<()> {
         config.runtime.compile = self.compile.config(
             file.compile_memory.as_deref(),
             file.compile_timeout.as_deref(),
@@ -188,24 +229,16 @@ impl RunArgs {
         if let Some(n) = self.max_child_depth.or(file.max_child_depth) {
             config.max_child_depth = n;
         }
-        for (queue, q) in &file.queue {
-            // A table for a queue this host does not serve is a typo or a forgotten --queues:
-            // its settings would silently apply to nothing.
-            if !config.queues.contains(queue) {
-                anyhow::bail!(
-                    "[queue.{queue}] configures queue {queue:?}, which this host does not serve \
-                     (it serves {}); add it to --queues / queues, or remove the table",
-                    config.queues.join(", ")
-                );
-            }
-            if let Some(n) = q.concurrency {
-                config.queue_concurrency.insert(queue.clone(), n);
-            }
-        }
-        config.runtime.max_instances = u32::try_from(config.concurrency)
-            .unwrap_or(u32::MAX)
-            .saturating_add(8);
-        Ok(config)
+        Ok(())
+    }
+
+    /// The `[tracing]` table of the --config file, if any (read before the host starts, to
+    /// turn tracing on; `--config` is read again, with its warnings, by the host).
+    pub fn tracing_file(&self) -> anyhow::Result<Option<crate::telemetry::FileTracing>> {
+        let Some(path) = &self.config else {
+            return Ok(None);
+        };
+        Ok(FileConfig::load(path).map_err(anyhow::Error::msg)?.tracing)
     }
 
     /// The --config file (empty without one). Warns when the file holds a secret (the API
@@ -220,6 +253,10 @@ impl RunArgs {
                         .as_ref()
                         .and_then(|a| a.secret.as_ref())
                         .map(|_| "[alerts] secret"),
+                    file.tracing
+                        .as_ref()
+                        .filter(|t| !t.headers.is_empty())
+                        .map(|_| "[tracing] headers"),
                 ]
                 .into_iter()
                 .flatten()

@@ -835,91 +835,32 @@ pub struct Job {
 impl Job {
     /// Decodes a job hash (`HGETALL wasmq:{queue}:job:<id>`). A missing or garbled field is an
     /// error naming the field, never a panic: the hash may have been written by anything.
-    pub fn from_hash(
-        queue: &str,
-        id: &str,
-        mut hash: HashMap<String, Vec<u8>>,
-    ) -> Result<Job, String> {
-        let mut take = |name: &str| hash.remove(name);
-        let text = |name: &str, value: Option<Vec<u8>>| -> Result<Option<String>, String> {
-            value
-                .map(|bytes| {
-                    String::from_utf8(bytes).map_err(|_| format!("field {name} is not UTF-8"))
-                })
-                .transpose()
-        };
-        fn number<T: FromStr>(name: &str, value: Option<String>) -> Result<Option<T>, String> {
-            value
-                .filter(|v| !v.is_empty())
-                .map(|v| {
-                    v.parse::<T>()
-                        .map_err(|_| format!("field {name} is not a valid number: {v:?}"))
-                })
-                .transpose()
-        }
-        let required = |name: &str, value: Option<String>| -> Result<String, String> {
-            value.ok_or_else(|| format!("field {name} is missing"))
-        };
-
-        let handler = required("handler", text("handler", take("handler"))?)?;
-        let state_text = required("state", text("state", take("state"))?)?;
-        let state = state_text.parse::<JobState>()?;
-        let payload = take("payload").unwrap_or_default();
-        let priority = number("priority", text("priority", take("priority"))?)?.unwrap_or(0);
-        let attempt = number("attempt", text("attempt", take("attempt"))?)?.unwrap_or(0);
-        let max_attempts = number("max_attempts", text("max_attempts", take("max_attempts"))?)?
-            .ok_or_else(|| "field max_attempts is missing".to_string())?;
-        let backoff_kind =
-            text("backoff", take("backoff"))?.unwrap_or_else(|| "exponential".into());
-        let backoff_ms = number("backoff_ms", text("backoff_ms", take("backoff_ms"))?)?;
-        let backoff_cap_ms = number(
-            "backoff_cap_ms",
-            text("backoff_cap_ms", take("backoff_cap_ms"))?,
-        )?;
-        let backoff_jitter = number::<f64>(
-            "backoff_jitter",
-            text("backoff_jitter", take("backoff_jitter"))?,
-        )?;
-        let backoff = Backoff::from_fields(
-            &backoff_kind,
-            backoff_ms.unwrap_or(1000),
-            backoff_cap_ms.unwrap_or(3_600_000),
-            backoff_jitter.unwrap_or(0.0),
-        )?;
-        let own_policy =
-            OwnPolicy::parse(&text("own_policy", take("own_policy"))?.unwrap_or_default());
-        let timeout_ms: Option<u64> =
-            number("timeout_ms", text("timeout_ms", take("timeout_ms"))?)?;
-        let created_at_ms = number("created_at", text("created_at", take("created_at"))?)?
-            .ok_or_else(|| "field created_at is missing".to_string())?;
-        let run_at_ms = number("run_at", text("run_at", take("run_at"))?)?;
-        let started_at_ms = number("started_at", text("started_at", take("started_at"))?)?;
-        let finished_at_ms = number("finished_at", text("finished_at", take("finished_at"))?)?;
-        let host = text("host", take("host"))?.filter(|h| !h.is_empty());
-        let last_error = take("last_error").map(|b| String::from_utf8_lossy(&b).into_owned());
-        let last_outcome = text("last_outcome", take("last_outcome"))?;
-        let replays = number("replays", text("replays", take("replays"))?)?.unwrap_or(0);
-        let group = text("group", take("group"))?.filter(|g| !g.is_empty());
-        let steps_dropped = text("steps_dropped", take("steps_dropped"))?.filter(|s| !s.is_empty());
-        // A trace context is a hint for tracing, never a reason to refuse a job: one that is
-        // not valid (written by hand) is left out.
-        let traceparent = text("traceparent", take("traceparent"))
-            .ok()
-            .flatten()
-            .filter(|t| validate_traceparent(t).is_ok());
-        let tracestate = text("tracestate", take("tracestate"))
-            .ok()
-            .flatten()
-            .filter(|t| traceparent.is_some() && validate_tracestate(t).is_ok());
-        let history = match take("history") {
-            None => Vec::new(),
-            Some(bytes) if bytes.is_empty() => Vec::new(),
-            // Lua may have cut an error message inside a UTF-8 sequence; decode lossily
-            // rather than refuse the whole history.
-            Some(bytes) => serde_json::from_str(&String::from_utf8_lossy(&bytes))
-                .map_err(|err| format!("field history is not a JSON attempt list: {err}"))?,
-        };
-        let result = take("result");
+    pub fn from_hash(queue: &str, id: &str, hash: HashMap<String, Vec<u8>>) -> Result<Job, String> {
+        let mut fields = HashFields(hash);
+        let handler = required("handler", fields.text("handler")?)?;
+        let state = required("state", fields.text("state")?)?.parse::<JobState>()?;
+        let payload = fields.take("payload").unwrap_or_default();
+        let priority = fields.number("priority")?.unwrap_or(0);
+        let attempt = fields.number("attempt")?.unwrap_or(0);
+        let max_attempts = required("max_attempts", fields.number("max_attempts")?)?;
+        let backoff = fields.backoff()?;
+        let own_policy = OwnPolicy::parse(&fields.text("own_policy")?.unwrap_or_default());
+        let timeout_ms: Option<u64> = fields.number("timeout_ms")?;
+        let created_at_ms = required("created_at", fields.number("created_at")?)?;
+        let run_at_ms = fields.number("run_at")?;
+        let started_at_ms = fields.number("started_at")?;
+        let finished_at_ms = fields.number("finished_at")?;
+        let host = fields.text("host")?.filter(|h| !h.is_empty());
+        let last_error = fields
+            .take("last_error")
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let last_outcome = fields.text("last_outcome")?;
+        let replays = fields.number("replays")?.unwrap_or(0);
+        let group = fields.text("group")?.filter(|g| !g.is_empty());
+        let steps_dropped = fields.text("steps_dropped")?.filter(|s| !s.is_empty());
+        let (traceparent, tracestate) = fields.trace_context();
+        let history = fields.history()?;
+        let result = fields.take("result");
         Ok(Job {
             id: id.to_string(),
             queue: queue.to_string(),
@@ -949,6 +890,84 @@ impl Job {
             tracestate,
         })
     }
+}
+
+/// The fields of a job hash being decoded ([`Job::from_hash`]): each taken once, its errors
+/// naming it.
+struct HashFields(HashMap<String, Vec<u8>>);
+
+impl HashFields {
+    fn take(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.0.remove(name)
+    }
+
+    /// The field as text; an error when it is not UTF-8.
+    fn text(&mut self, name: &str) -> Result<Option<String>, String> {
+        self.take(name)
+            .map(|bytes| String::from_utf8(bytes).map_err(|_| format!("field {name} is not UTF-8")))
+            .transpose()
+    }
+
+    /// The field as a number (`None` when missing or empty); an error when it is not one.
+    fn number<T: FromStr>(&mut self, name: &str) -> Result<Option<T>, String> {
+        self.text(name)?
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.parse::<T>()
+                    .map_err(|_| format!("field {name} is not a valid number: {v:?}"))
+            })
+            .transpose()
+    }
+
+    /// The job's backoff (exponential from 1 s, capped at an hour, no jitter, unless its
+    /// fields say otherwise).
+    fn backoff(&mut self) -> Result<Backoff, String> {
+        let kind = self
+            .text("backoff")?
+            .unwrap_or_else(|| "exponential".into());
+        let ms = self.number("backoff_ms")?;
+        let cap_ms = self.number("backoff_cap_ms")?;
+        let jitter = self.number::<f64>("backoff_jitter")?;
+        Backoff::from_fields(
+            &kind,
+            ms.unwrap_or(1000),
+            cap_ms.unwrap_or(3_600_000),
+            jitter.unwrap_or(0.0),
+        )
+    }
+
+    /// The job's W3C trace context. A trace context is a hint for tracing, never a reason to
+    /// refuse a job: one that is not valid (written by hand) is left out.
+    fn trace_context(&mut self) -> (Option<String>, Option<String>) {
+        let traceparent = self
+            .text("traceparent")
+            .ok()
+            .flatten()
+            .filter(|t| validate_traceparent(t).is_ok());
+        let tracestate = self
+            .text("tracestate")
+            .ok()
+            .flatten()
+            .filter(|t| traceparent.is_some() && validate_tracestate(t).is_ok());
+        (traceparent, tracestate)
+    }
+
+    /// The job's attempt history (empty when it has none).
+    fn history(&mut self) -> Result<Vec<Attempt>, String> {
+        match self.take("history") {
+            None => Ok(Vec::new()),
+            Some(bytes) if bytes.is_empty() => Ok(Vec::new()),
+            // Lua may have cut an error message inside a UTF-8 sequence; decode lossily
+            // rather than refuse the whole history.
+            Some(bytes) => serde_json::from_str(&String::from_utf8_lossy(&bytes))
+                .map_err(|err| format!("field history is not a JSON attempt list: {err}")),
+        }
+    }
+}
+
+/// `value`, or the error that the field `name` is missing.
+fn required<T>(name: &str, value: Option<T>) -> Result<T, String> {
+    value.ok_or_else(|| format!("field {name} is missing"))
 }
 
 /// Cuts `message` to at most `max` bytes on a character boundary.

@@ -14,6 +14,8 @@
 //!   the queue's outbox), durable steps ([`Client::save_step`]) and sleeps ([`Client::suspend`]).
 //! - [`CheckReport`] - what [`Client::check`] (`wasmq queue check`) found out of step in a
 //!   queue's keys (dangling ids, malformed jobs, jobs in no set or two), and repaired.
+//! - [`StepSaves`], [`RecentAttempts`] - bounded reads for the dashboard's run timeline and
+//!   duration percentiles ([`Client::step_saves`], [`Client::recent_attempts`]).
 //! - [`RateLimit`] - at most N job starts per window, per queue or per group (`QueueConfig`),
 //!   enforced by fetch across every host.
 //!
@@ -42,6 +44,7 @@ mod produce;
 mod reply;
 mod scripts;
 mod steps;
+mod timeline;
 
 pub use ack::{CompleteReport, Completion, FailOutcome, FailReport, Failure};
 pub use check::{CHECK_BATCH, CheckReport, Finding};
@@ -68,3 +71,4 @@ pub use monitor::{Backlog, DeadJob, GroupRead, Monitor, ReadFrom, is_missing_gro
 pub use produce::{CancelOutcome, Enqueued};
 pub use scripts::{COUNTS_LUA, ENQUEUE_LUA, LIB_LUA};
 pub use steps::{DeadStepsReport, StepSave, SuspendReport, Suspension};
+pub use timeline::{MAX_HISTORIES_BYTES, MAX_HISTORY_BYTES, RecentAttempts, SavedStep, StepSaves};

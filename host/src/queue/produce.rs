@@ -33,7 +33,8 @@ impl Client {
     /// Enqueues one job. With a caller-given id that already exists, writes nothing and
     /// returns the existing job's state with `created: false`.
     pub async fn enqueue(&self, queue: &str, job: &NewJob) -> Result<Enqueued> {
-        let mut out = self.enqueue_bulk(queue, std::slice::from_ref(job)).await?;
+        let (job, span) = crate::telemetry::send_for_enqueue(queue, job);
+        let mut out = span.ended(self.enqueue_bulk(queue, std::slice::from_ref(&*job)).await)?;
         out.pop()
             .ok_or_else(|| Reply::of("enqueue").error("no reply for the job"))
     }

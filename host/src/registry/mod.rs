@@ -266,6 +266,29 @@ struct Record {
 }
 
 impl Record {
+    /// The JSON a version's hash keeps of a deploy (`deploy.lua` adds the version number and
+    /// the time).
+    fn encode(name: &str, sha: &str, size: u64, settings: &HandlerSettings) -> Result<String> {
+        serde_json::to_string(&Record {
+            name: name.to_string(),
+            sha256: sha.to_string(),
+            size,
+            memory: settings.memory,
+            timeout_ms: u64::try_from(settings.timeout.as_millis()).unwrap_or(u64::MAX),
+            fuel: settings.fuel,
+            max_attempts: settings.max_attempts,
+            backoff: settings.backoff.clone(),
+            concurrency: settings.concurrency,
+            throttle: settings.throttle.clone(),
+            on: settings.on.clone(),
+            on_queue: settings.on_queue.clone(),
+            grants: settings.grants.clone(),
+            version: 0,
+            deployed_at_ms: 0,
+        })
+        .map_err(|e| RegistryError::Invalid(e.to_string()))
+    }
+
     fn decode(text: &str) -> Result<Version> {
         let r: Record = serde_json::from_str(text)
             .map_err(|e| RegistryError::Corrupt(format!("version record {text:?}: {e}")))?;
@@ -390,18 +413,8 @@ impl Registry {
         settings: &HandlerSettings,
         mut progress: impl UploadProgress,
     ) -> Result<Version> {
-        validate_handler_name(name).map_err(RegistryError::Invalid)?;
-        settings.validate().map_err(RegistryError::Invalid)?;
-        if settings.fuel.is_some() && !runtime.config().fuel {
-            return Err(RegistryError::Invalid(
-                "a fuel budget needs a runtime with fuel metering".to_string(),
-            ));
-        }
         let size = bytes.len() as u64;
-        let limit = self.max_upload().await?;
-        if size > limit {
-            return Err(RegistryError::TooLarge { size, limit });
-        }
+        self.check_deploy(runtime, name, settings, size).await?;
         // Compiling takes seconds for big components, and as long and as much memory as a
         // hostile one asks for: in a child process under the runtime's compile limits when it
         // has a compiler program, and off the async threads either way.
@@ -412,33 +425,62 @@ impl Registry {
             .map_err(RegistryError::Refused)?;
 
         let sha = sha256_hex(&bytes);
-        let record = serde_json::to_string(&Record {
+        let record = Record::encode(name, &sha, size, settings)?;
+        let (version, deployed_at_ms) = self
+            .record_version(name, &sha, &bytes, &record, &mut progress)
+            .await?;
+        Ok(Version {
             name: name.to_string(),
-            sha256: sha.clone(),
+            version,
+            sha256: sha,
             size,
-            memory: settings.memory,
-            timeout_ms: u64::try_from(settings.timeout.as_millis()).unwrap_or(u64::MAX),
-            fuel: settings.fuel,
-            max_attempts: settings.max_attempts,
-            backoff: settings.backoff.clone(),
-            concurrency: settings.concurrency,
-            throttle: settings.throttle.clone(),
-            on: settings.on.clone(),
-            on_queue: settings.on_queue.clone(),
-            grants: settings.grants.clone(),
-            version: 0,
-            deployed_at_ms: 0,
+            settings: settings.clone(),
+            deployed_at_ms,
         })
-        .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+    }
 
+    /// The checks a deploy passes before compiling: the name, the settings (a fuel budget
+    /// needs a runtime with fuel metering) and the upload limit.
+    async fn check_deploy(
+        &self,
+        runtime: &Runtime,
+        name: &str,
+        settings: &HandlerSettings,
+        size: u64,
+    ) -> Result<()> {
+        validate_handler_name(name).map_err(RegistryError::Invalid)?;
+        settings.validate().map_err(RegistryError::Invalid)?;
+        if settings.fuel.is_some() && !runtime.config().fuel {
+            return Err(RegistryError::Invalid(
+                "a fuel budget needs a runtime with fuel metering".to_string(),
+            ));
+        }
+        let limit = self.max_upload().await?;
+        if size > limit {
+            return Err(RegistryError::TooLarge { size, limit });
+        }
+        Ok(())
+    }
+
+    /// Uploads the component unless its blob is stored already, then records `record` as the
+    /// next version of `name` (`deploy.lua`). Returns the version and when it was deployed.
+    async fn record_version(
+        &self,
+        name: &str,
+        sha: &str,
+        bytes: &[u8],
+        record: &str,
+        progress: &mut impl UploadProgress,
+    ) -> Result<(u64, u64)> {
+        let size = bytes.len() as u64;
         let mut conn = self.conn.clone();
-        let stored: bool = conn.exists(blob_key(&sha)).await?;
+        let stored: bool = conn.exists(blob_key(sha)).await?;
         // The blob may vanish between the check and the script (a concurrent remove): then
         // upload after all and try once more.
         for upload in [!stored, true] {
             let upload_key = key(&format!("upload:{:032x}", rand::random::<u128>()));
             if upload {
-                self.upload(&upload_key, &bytes, &mut progress).await?;
+                self.upload(&upload_key, bytes, progress).await?;
             } else {
                 progress.sent(size, size);
             }
@@ -446,29 +488,20 @@ impl Registry {
                 .key(handler_key(name))
                 .key(key("current"))
                 .key(key("epoch"))
-                .key(blob_key(&sha))
+                .key(blob_key(sha))
                 .key(&upload_key)
                 .key(key("refs"))
                 .key(key("config"))
                 .arg(name)
-                .arg(&sha)
+                .arg(sha)
                 .arg(size)
-                .arg(&record)
+                .arg(record)
                 .arg(CHANGES_CHANNEL)
                 .arg(DEFAULT_MAX_UPLOAD)
                 .invoke_async(&mut conn)
                 .await;
             match reply {
-                Ok((version, deployed_at_ms, _epoch)) => {
-                    return Ok(Version {
-                        name: name.to_string(),
-                        version,
-                        sha256: sha,
-                        size,
-                        settings: settings.clone(),
-                        deployed_at_ms,
-                    });
-                }
+                Ok((version, deployed_at_ms, _epoch)) => return Ok((version, deployed_at_ms)),
                 Err(err) if err.code() == Some("WASMQ_NO_UPLOAD") && !upload => continue,
                 Err(err) => return Err(script_error(err)),
             }

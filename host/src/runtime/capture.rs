@@ -4,6 +4,9 @@
 //! Invariant: a job's log never holds more than its cap in message bytes, whatever the guest
 //! writes. Past the cap, output is counted and dropped (cheaply: no copy is made), and one
 //! marker line saying how much was dropped is added when the attempt ends.
+//!
+//! With tracing on, a line kept while the handler runs is also an event of its `run` span
+//! ([`LogEvents`], bounded on its own).
 
 use std::io;
 use std::pin::Pin;
@@ -14,6 +17,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+use crate::telemetry::LogEvents;
 
 /// Where a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -69,6 +74,8 @@ pub(crate) struct JobLog {
     lines: Vec<LogLine>,
     partial_stdout: Vec<u8>,
     partial_stderr: Vec<u8>,
+    /// With tracing on, the handler-run span, which takes the lines kept as events.
+    events: Option<LogEvents>,
 }
 
 impl JobLog {
@@ -82,7 +89,17 @@ impl JobLog {
             lines: Vec::new(),
             partial_stdout: Vec::new(),
             partial_stderr: Vec::new(),
+            events: None,
         }
+    }
+
+    /// Lines kept from now on are also events of `events`' span, until [`JobLog::take_events`].
+    pub fn set_events(&mut self, events: LogEvents) {
+        self.events = Some(events);
+    }
+
+    pub fn take_events(&mut self) -> Option<LogEvents> {
+        self.events.take()
     }
 
     /// Adds one whole line. A line counts [`LINE_FLOOR`] bytes against the cap at least, so
@@ -96,6 +113,9 @@ impl JobLog {
         }
         self.used += cost;
         emit(&self.job_id, source, message);
+        if let Some(events) = &mut self.events {
+            events.line(source.as_str(), message);
+        }
         self.lines.push(LogLine {
             source,
             message: message.to_string(),

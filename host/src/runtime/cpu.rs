@@ -24,8 +24,15 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::{CallHook, Store, UpdateDeadline};
+
+use super::outcome::DeadlineExceeded;
+use super::{HOSTCALL_FUEL, HostState, lock_slot};
 
 /// The last four attempts of one handler, one bit each (1: it ran long), the latest lowest.
 #[derive(Debug, Default)]
@@ -70,6 +77,113 @@ impl<F: Future> Future for Busy<'_, F> {
         self.busy += polled.elapsed();
         out
     }
+}
+
+/// Installs the hooks that share the long-job CPU slots (`long_jobs`) on an attempt's store:
+/// [`call_hook`] and [`epoch_callback`].
+pub(crate) fn install_hooks(store: &mut Store<HostState>, long_jobs: &Arc<Semaphore>) {
+    call_hook(store, long_jobs.clone());
+    epoch_callback(store, long_jobs.clone());
+}
+
+/// A long job waiting in a host call (a WASI clock or poll) is not using the CPU: it gives its
+/// slot back. Back in guest code it takes a free one at once, or, when all are taken, queues
+/// for one at its next epoch check, now: a guest that calls the host in a loop (spinning on
+/// the clock, flooding stdout) would otherwise run without a slot from each call to the next
+/// tick, and CPU hogs of that kind would not share the slots but all run at once.
+///
+/// The same hook sets the hostcall fuel: wasmtime's default before each host call, unlimited
+/// for the `handle` export's result. Guest code has returned when it is lifted, whatever its
+/// size (it lies in the guest's memory, so it is at most the memory cap), so that one over
+/// `MAX_RETURNED_BYTES` is `result_too_large` rather than a trap at wasmtime's 128 MiB.
+/// (Lifting it as a view, `WasmList`, and copying only what is kept does not work: wasmtime
+/// 48 runs the guest's post-return, which frees it, before the call returns.) A host call's
+/// arguments are lifted after `CallingHost`, under `HOSTCALL_FUEL` again.
+fn call_hook(store: &mut Store<HostState>, slots: Arc<Semaphore>) {
+    store.call_hook(move |mut ctx, hook| {
+        match hook {
+            CallHook::CallingHost => {
+                ctx.set_hostcall_fuel(HOSTCALL_FUEL);
+                drop(lock_slot(&ctx.data().cpu_slot).take());
+            }
+            CallHook::ReturningFromWasm => ctx.set_hostcall_fuel(usize::MAX),
+            CallHook::ReturningFromHost => {
+                let state = ctx.data();
+                if Instant::now() >= state.long_from {
+                    let mut held = lock_slot(&state.cpu_slot);
+                    if held.is_none() {
+                        match slots.clone().try_acquire_owned() {
+                            Ok(permit) => *held = Some(permit),
+                            Err(_) => {
+                                drop(held);
+                                ctx.set_epoch_deadline(0);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    });
+}
+
+/// At each epoch tick: past the deadline the guest traps; a short job yields to tokio; a long
+/// job gives up its CPU slot and queues (FIFO) for one again, so long jobs share their slots
+/// in turn and never take the cores kept for short ones.
+fn epoch_callback(store: &mut Store<HostState>, long_jobs: Arc<Semaphore>) {
+    store.epoch_deadline_callback(move |ctx| {
+        let state = ctx.data();
+        let now = Instant::now();
+        if now >= state.deadline {
+            return Err(DeadlineExceeded.into());
+        }
+        if now < state.long_from {
+            // tokio's own yield: it puts the task behind the others that are ready. A bare
+            // self-wake may be polled again at once and starve them.
+            return Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ));
+        }
+        let slot = state.cpu_slot.clone();
+        drop(lock_slot(&slot).take());
+        let long_jobs = long_jobs.clone();
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                if let Ok(permit) = long_jobs.acquire_owned().await {
+                    *lock_slot(&slot) = Some(permit);
+                }
+                tokio::task::yield_now().await;
+            }),
+        ))
+    });
+}
+
+/// A handler whose recent attempts ran long waits for a CPU slot before it starts: its
+/// instantiation and first guest code may be what cannot be interrupted.
+pub(crate) async fn wait_for_slot(
+    slots: Arc<Semaphore>,
+    held: &Mutex<Option<OwnedSemaphorePermit>>,
+) {
+    if let Ok(permit) = slots.acquire_owned().await {
+        *lock_slot(held) = Some(permit);
+    }
+}
+
+/// Runs `attempt` under `timeout`, returning also the time it held a runtime thread ([`Busy`]).
+pub(crate) async fn timed<F: Future>(
+    timeout: Duration,
+    attempt: F,
+) -> (Result<F::Output, tokio::time::error::Elapsed>, Duration) {
+    tokio::pin!(attempt);
+    let mut timed = Busy {
+        inner: attempt,
+        busy: Duration::ZERO,
+    };
+    let result = tokio::time::timeout(timeout, &mut timed).await;
+    (result, timed.busy)
 }
 
 #[cfg(test)]

@@ -22,6 +22,12 @@
 //! 4. The result or the error is classified into an [`Outcome`]; the store is dropped. The
 //!    time the attempt held a runtime thread (its polls) says whether it ran long.
 //!
+//! Each step is one function (`Runtime::new_store`, `instantiate`, `call`, `report`); the
+//! CPU-fairness hooks of steps 2 and 3 are in `cpu.rs`. With tracing on and an attempt span
+//! current (the worker's `process` span), steps 2 and 3 are its child spans `instantiate` and
+//! `run` (`telemetry.rs`); `run` is the current context of the guest's outbound requests and
+//! SQL statements, and takes its log lines as events.
+//!
 //! Loading with an [`ArtifactCache`] ([`Runtime::load_with_cache`]) skips the compile when the
 //! cache holds this component compiled by an engine of this configuration; the cached component
 //! passes the same checks as a compiled one, and only validated handlers are stored.
@@ -60,6 +66,7 @@ use wasmtime_wasi_config::WasiConfig;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capability::{Capabilities, OutboundHooks};
+use crate::telemetry::{self, LogEvents};
 
 pub use cache::{ArtifactCache, CacheError};
 pub use capture::{LogLine, LogSource};
@@ -75,9 +82,8 @@ pub use workflow::{
 };
 
 use capture::{CaptureStream, JobLog};
-use cpu::{Busy, RecentAttempts};
+use cpu::RecentAttempts;
 use limits::StoreLimiter;
-use outcome::DeadlineExceeded;
 use workflow::{MemoryStore, WorkflowState};
 
 mod bindings {
@@ -126,7 +132,7 @@ use bindings::{HandlerPre, Job, JobError};
 
 /// wasmtime's default "hostcall fuel": the most bytes one call from the guest may have the
 /// host allocate for its arguments. The host sets it back before each host call, having
-/// lifted it for the `handle` export's result (see the call hook in `Runtime::attempt`).
+/// lifted it for the `handle` export's result (see the call hook in `cpu.rs`).
 const HOSTCALL_FUEL: usize = 128 << 20;
 
 /// Most bytes one `wasi:random` `get-random-bytes` call may ask for. The host fills them
@@ -621,19 +627,58 @@ impl Runtime {
         share::Fair::new(attempt.as_mut(), self.inner.turns.clone(), queue).await
     }
 
+    /// One attempt, in the steps of the module doc: its store ([`Runtime::new_store`]), the
+    /// instance ([`instantiate`]), the call ([`call`]), and the report ([`report`]), the first
+    /// two under the job's timeout and counted by [`cpu::timed`].
     async fn attempt(
         &self,
         handler: &Handler,
         job: JobInput,
         limits: &JobLimits,
-        store: Arc<dyn WorkflowStore>,
+        steps: Arc<dyn WorkflowStore>,
     ) -> RunReport {
-        let config = &self.inner.config;
         let started = Instant::now();
+        let (mut store, setup) = self.new_store(handler, &job, limits, steps, started);
+        let job = Job {
+            id: job.id,
+            queue: job.queue,
+            handler: job.handler,
+            payload: job.payload,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+        };
+        let mut instantiation = Duration::ZERO;
+        let slots = self.inner.long_jobs.clone();
+        // The epoch callback stops guest code at the deadline; this timeout covers time spent
+        // inside host calls (a guest blocked in a WASI poll), which epochs cannot interrupt.
+        let (result, busy) = cpu::timed(limits.timeout, async {
+            if setup.start_long {
+                cpu::wait_for_slot(slots, &setup.cpu_slot).await;
+            }
+            let instance = instantiate(handler, &mut store, &mut instantiation).await?;
+            call(instance, &mut store, &job).await
+        })
+        .await;
+        handler
+            .recent
+            .record(busy >= self.inner.config.long_job_after);
+        report(store, &setup, result, instantiation, self.inner.config.fuel)
+    }
+
+    /// Step 1: the attempt's store, under the job's limits, with the CPU-fairness hooks
+    /// (`cpu.rs`) installed.
+    fn new_store(
+        &self,
+        handler: &Handler,
+        job: &JobInput,
+        limits: &JobLimits,
+        steps: Arc<dyn WorkflowStore>,
+        started: Instant,
+    ) -> (Store<HostState>, Setup) {
+        let config = &self.inner.config;
         let deadline = started + limits.timeout;
         let job_id: Arc<str> = Arc::from(job.id.as_str());
         let log = Arc::new(Mutex::new(JobLog::new(job_id, config.log_capacity)));
-
         let wasi = WasiCtx::builder()
             .stdout(CaptureStream::new(log.clone(), LogSource::Stdout))
             .stderr(CaptureStream::new(log.clone(), LogSource::Stderr))
@@ -656,7 +701,7 @@ impl Runtime {
             long_from,
             deadline,
             cpu_slot: cpu_slot.clone(),
-            workflow: WorkflowState::new(store, &job.queue, &job.id, config.max_job_step_bytes),
+            workflow: WorkflowState::new(steps, &job.queue, &job.id, config.max_job_step_bytes),
             http: WasiHttpCtx::new(),
             outbound: OutboundHooks::new(handler.caps.clone(), deadline),
             caps: handler.caps.clone(),
@@ -666,153 +711,127 @@ impl Runtime {
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        let long_jobs = self.inner.long_jobs.clone();
-        // A long job waiting in a host call (a WASI clock or poll) is not using the CPU: it
-        // gives its slot back. Back in guest code it takes a free one at once, or, when all
-        // are taken, queues for one at its next epoch check, now: a guest that calls the host
-        // in a loop (spinning on the clock, flooding stdout) would otherwise run without a
-        // slot from each call to the next tick, and CPU hogs of that kind would not share the
-        // slots but all run at once.
-        let slots = long_jobs.clone();
-        store.call_hook(move |mut ctx, hook| {
-            match hook {
-                wasmtime::CallHook::CallingHost => {
-                    ctx.set_hostcall_fuel(HOSTCALL_FUEL);
-                    drop(lock_slot(&ctx.data().cpu_slot).take());
-                }
-                // Guest code has returned: what is lifted next is the `handle` export's
-                // result, whatever its size (it lies in the guest's memory, so it is at most
-                // the memory cap), so that one over MAX_RETURNED_BYTES is `result_too_large`
-                // rather than a trap at wasmtime's 128 MiB. (Lifting it as a view, `WasmList`,
-                // and copying only what is kept does not work: wasmtime 48 runs the guest's
-                // post-return, which frees it, before the call returns.) A host call's
-                // arguments are lifted after CallingHost, under HOSTCALL_FUEL again.
-                wasmtime::CallHook::ReturningFromWasm => ctx.set_hostcall_fuel(usize::MAX),
-                wasmtime::CallHook::ReturningFromHost => {
-                    let state = ctx.data();
-                    if Instant::now() >= state.long_from {
-                        let mut held = lock_slot(&state.cpu_slot);
-                        if held.is_none() {
-                            match slots.clone().try_acquire_owned() {
-                                Ok(permit) => *held = Some(permit),
-                                Err(_) => {
-                                    drop(held);
-                                    ctx.set_epoch_deadline(0);
-                                }
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
-            Ok(())
-        });
-        store.epoch_deadline_callback(move |ctx| {
-            let state = ctx.data();
-            let now = Instant::now();
-            if now >= state.deadline {
-                return Err(DeadlineExceeded.into());
-            }
-            if now < state.long_from {
-                // tokio's own yield: it puts the task behind the others that are ready. A bare
-                // self-wake may be polled again at once and starve them.
-                return Ok(wasmtime::UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ));
-            }
-            // A long job gives up its CPU slot at every tick and queues (FIFO) for one again,
-            // so long jobs share their slots in turn and never take the cores kept for
-            // short ones.
-            let slot = state.cpu_slot.clone();
-            drop(lock_slot(&slot).take());
-            let long_jobs = long_jobs.clone();
-            Ok(wasmtime::UpdateDeadline::YieldCustom(
-                1,
-                Box::pin(async move {
-                    if let Ok(permit) = long_jobs.acquire_owned().await {
-                        *lock_slot(&slot) = Some(permit);
-                    }
-                    tokio::task::yield_now().await;
-                }),
-            ))
-        });
+        cpu::install_hooks(&mut store, &self.inner.long_jobs);
         let fuel_budget = limits.fuel.unwrap_or(u64::MAX);
         if config.fuel {
             // Cannot fail: fuel is enabled on this engine.
             let _ = store.set_fuel(fuel_budget);
         }
+        let setup = Setup {
+            started,
+            log,
+            cpu_slot,
+            start_long,
+            fuel_budget,
+        };
+        (store, setup)
+    }
+}
 
-        let mut instantiation = Duration::ZERO;
-        let job = Job {
-            id: job.id,
-            queue: job.queue,
-            handler: job.handler,
-            payload: job.payload,
-            attempt: job.attempt,
-            max_attempts: job.max_attempts,
-        };
-        let slots = self.inner.long_jobs.clone();
-        let (result, busy) = {
-            let attempt = async {
-                // A handler whose recent attempts ran long waits for a CPU slot before it starts:
-                // its instantiation and first guest code may be what cannot be interrupted.
-                if start_long && let Ok(permit) = slots.acquire_owned().await {
-                    *lock_slot(&cpu_slot) = Some(permit);
-                }
-                let instantiating = Instant::now();
-                let instance = handler.pre.instantiate_async(&mut store).await?;
-                instantiation = instantiating.elapsed();
-                instance.call_handle(&mut store, &job).await
-            };
-            tokio::pin!(attempt);
-            let mut attempt = Busy {
-                inner: attempt,
-                busy: Duration::ZERO,
-            };
-            // The epoch callback stops guest code at the deadline; this timeout covers time
-            // spent inside host calls (a guest blocked in a WASI poll), which epochs cannot
-            // interrupt.
-            let result = tokio::time::timeout(limits.timeout, &mut attempt).await;
-            (result, attempt.busy)
-        };
-        handler.recent.record(busy >= config.long_job_after);
+/// What [`Runtime::new_store`] made besides the store, for the rest of the attempt.
+struct Setup {
+    started: Instant,
+    log: Arc<Mutex<JobLog>>,
+    cpu_slot: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    /// The handler's recent attempts ran long: this one waits for a CPU slot first.
+    start_long: bool,
+    fuel_budget: u64,
+}
 
-        let suspend = store.data_mut().workflow.suspend.take();
-        let limiter = &store.data().limiter;
-        let outcome = match result {
-            Err(_elapsed) => Outcome::Timeout,
-            // Checked and cut here, on the guest thread: a guest can return megabytes, and
-            // every copy the host would make of them further on costs its own threads.
-            Ok(Ok(returned)) => outcome::returned(returned),
-            Ok(Err(err)) => match suspend {
-                // Only a `sleep` sets it, just before it traps to end the attempt.
-                Some(Suspend { field, delay }) => Outcome::Suspended { field, delay },
-                None => outcome::classify(&err, limiter.hit),
-            },
+/// What the call to `handle` returned: a trap, or the guest's result.
+type Returned = wasmtime::Result<Result<Vec<u8>, JobError>>;
+
+/// Step 2: a fresh instance of the handler, timed into `took`; an `instantiate` span of the
+/// attempt's when tracing is on.
+async fn instantiate(
+    handler: &Handler,
+    store: &mut Store<HostState>,
+    took: &mut Duration,
+) -> wasmtime::Result<bindings::Handler> {
+    let span = telemetry::child_span("instantiate", Vec::new());
+    let started = Instant::now();
+    let instance = handler.pre.instantiate_async(&mut *store).await;
+    *took = started.elapsed();
+    if let Some(span) = span {
+        let failed = instance.as_ref().err().map(|_| "instantiation failed");
+        telemetry::end_span(span, failed);
+    }
+    instance
+}
+
+/// Step 3: the call to `handle`. With tracing on it is a `run` span of the attempt's, the
+/// parent of the outbound requests and queries the guest makes, whose events are the guest's
+/// log lines (`capture.rs`, at most `telemetry::MAX_LOG_EVENTS`).
+async fn call(instance: bindings::Handler, store: &mut Store<HostState>, job: &Job) -> Returned {
+    let Some(span) = telemetry::child_span("run", Vec::new()) else {
+        return instance.call_handle(&mut *store, job).await;
+    };
+    let context = telemetry::context_of(&span);
+    let log = store.data().log.clone();
+    capture::lock(&log).set_events(LogEvents::new(span));
+    let running = instance.call_handle(&mut *store, job);
+    let returned = opentelemetry::context::FutureExt::with_context(running, context).await;
+    if let Some(events) = capture::lock(&log).take_events() {
+        let failed = match &returned {
+            Ok(Ok(_)) => None,
+            Ok(Err(_)) => Some("the handler returned an error"),
+            Err(_) => Some("the handler trapped"),
         };
-        let peak_memory = limiter.peak_memory as u64;
-        let progress = store.data().progress;
-        let children = match outcome {
-            Outcome::Ok(_) => std::mem::take(&mut store.data_mut().workflow.children),
-            _ => Vec::new(),
-        };
-        let fuel_consumed = config
-            .fuel
-            .then(|| fuel_budget.saturating_sub(store.get_fuel().unwrap_or(0)));
-        drop(store);
-        let (logs, logs_dropped) = capture::lock(&log).finish();
-        RunReport {
-            outcome,
-            logs,
-            logs_dropped,
-            progress,
-            duration: started.elapsed(),
-            instantiation,
-            peak_memory,
-            fuel_consumed,
-            children,
-        }
+        telemetry::end_span(events.into_span(), failed);
+    }
+    returned
+}
+
+/// Step 4: the outcome of the attempt, what it used, and its log; the store is dropped (its
+/// memory goes back to the pool).
+fn report(
+    mut store: Store<HostState>,
+    setup: &Setup,
+    result: Result<Returned, tokio::time::error::Elapsed>,
+    instantiation: Duration,
+    fuel: bool,
+) -> RunReport {
+    let suspend = store.data_mut().workflow.suspend.take();
+    let limiter = &store.data().limiter;
+    let outcome = match result {
+        Err(_elapsed) => Outcome::Timeout,
+        // Checked and cut here, on the guest thread: a guest can return megabytes, and every
+        // copy the host would make of them further on costs its own threads.
+        Ok(Ok(returned)) => outcome::returned(returned),
+        Ok(Err(err)) => match suspend {
+            // Only a `sleep` sets it, just before it traps to end the attempt.
+            Some(Suspend { field, delay }) => Outcome::Suspended { field, delay },
+            None => outcome::classify(&err, limiter.hit),
+        },
+    };
+    let peak_memory = limiter.peak_memory as u64;
+    let progress = store.data().progress;
+    let children = match outcome {
+        Outcome::Ok(_) => std::mem::take(&mut store.data_mut().workflow.children),
+        _ => Vec::new(),
+    };
+    let fuel_consumed = fuel.then(|| {
+        setup
+            .fuel_budget
+            .saturating_sub(store.get_fuel().unwrap_or(0))
+    });
+    drop(store);
+    let mut log = capture::lock(&setup.log);
+    // A call cut by the timeout left its span here.
+    if let Some(events) = log.take_events() {
+        telemetry::end_span(events.into_span(), Some(outcome.class().as_str()));
+    }
+    let (logs, logs_dropped) = log.finish();
+    RunReport {
+        outcome,
+        logs,
+        logs_dropped,
+        progress,
+        duration: setup.started.elapsed(),
+        instantiation,
+        peak_memory,
+        fuel_consumed,
+        children,
     }
 }
 

@@ -84,6 +84,18 @@ enum Op {
     Control(&'static str),
 }
 
+impl Op {
+    /// The statement's SQL command, as its span names it (`telemetry::sql_operation`).
+    fn operation(&self) -> Option<&'static str> {
+        match self {
+            Op::Query(statement, _) | Op::Execute(statement, _) => {
+                crate::telemetry::sql_operation(statement)
+            }
+            Op::Control(statement) => crate::telemetry::sql_operation(statement),
+        }
+    }
+}
+
 enum Done {
     Rows(sql::RowSet),
     Count(u64),
@@ -498,9 +510,23 @@ impl HostState {
             .get_mut(handle)
             .map_err(|e| other(format!("connection: {e}")))?;
         let database = conn.database.clone();
+        let span = crate::telemetry::tracer().and_then(|_| {
+            let namespace = caps.databases.get(&database)?.namespace.as_deref();
+            crate::telemetry::sql_span(op.operation(), &database, namespace)
+        });
         let result = conn.run(deadline, op).await;
         let outcome = result.as_ref().err().map_or(SqlOutcome::Ok, |f| f.outcome);
         caps.observe_sql(&database, outcome, started.elapsed());
+        if let Some(span) = span {
+            let failure = result.as_ref().err().map(|f| {
+                let sqlstate = match &f.error {
+                    sql::Error::QueryFailed(e) => e.sqlstate.as_str(),
+                    _ => "",
+                };
+                (sqlstate, f.outcome.as_str())
+            });
+            crate::telemetry::end_sql(span, failure);
+        }
         result.map_err(|f| f.error)
     }
 }

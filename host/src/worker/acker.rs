@@ -33,11 +33,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::slots::Slot;
+use super::ack::{Ack, AckOutcome, Carried};
 use super::workflow;
 use super::{Phase, Shared, executor};
 use crate::connection::Backoff;
-use crate::queue::{Completion, Failure, Lease, LeasedJob, Suspension};
+use crate::queue::{
+    CompleteReport, Completion, FailReport, Failure, Lease, LeasedJob, QueueError, SuspendReport,
+    Suspension,
+};
 
 /// Most outcomes recorded in one flush.
 const MAX_BATCH: usize = 512;
@@ -45,38 +48,10 @@ const MAX_BATCH: usize = 512;
 /// How long a stopping host keeps trying to record outcomes and release jobs.
 pub(crate) const FLUSH_AT_EXIT: Duration = Duration::from_secs(10);
 
-/// The outcome of one attempt, to record.
-#[derive(Debug)]
-pub(crate) struct Ack {
-    pub queue: String,
-    pub outcome: AckOutcome,
-    /// The slot of a successful attempt, for the queue's next job.
-    pub slot: Option<Carried>,
-    /// The attempt's slot went on to a job leased ahead: nothing waits for this outcome but
-    /// the record, so it may wait to be recorded with others ([`GATHER`]).
-    pub slot_ran_on: bool,
-}
-
 /// How long the outcomes of jobs whose slots ran on may wait for more to record in one call.
 /// A run of short jobs leased ahead ends within about this long, so its jobs are recorded in
 /// the call that leases the slot's next run.
 const GATHER: Duration = Duration::from_millis(1);
-
-/// A slot handed on for the queue's next jobs.
-#[derive(Debug)]
-pub(crate) struct Carried {
-    pub slot: Slot,
-    /// How many jobs to lease for it beyond the next one (`executor::lease_ahead`).
-    pub ahead: usize,
-}
-
-#[derive(Debug)]
-pub(crate) enum AckOutcome {
-    Complete(Completion),
-    Fail(Failure),
-    /// The attempt reached a durable sleep: the job waits, the attempt not counted.
-    Suspend(Suspension),
-}
 
 /// How often the parked outcomes of a queue refused for a key of another type are retried.
 const PARKED_RETRY: Duration = Duration::from_secs(1);
@@ -140,6 +115,19 @@ impl Pending {
         self.may_wait = false;
     }
 
+    /// Sets aside the outcomes of `queues`, refused for a key of another type, to retry every
+    /// [`PARKED_RETRY`].
+    fn park(&mut self, queues: Vec<String>) {
+        for queue in queues {
+            if let Some(mut bucket) = self.queues.remove(&queue) {
+                self.parked
+                    .entry(queue)
+                    .or_default()
+                    .take_outcomes(&mut bucket);
+            }
+        }
+    }
+
     /// Moves the parked outcomes back in line, for the next flush.
     fn unpark(&mut self) {
         for (queue, mut from) in std::mem::take(&mut self.parked) {
@@ -167,99 +155,179 @@ impl Bucket {
 
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Ack>,
-    mut stop: watch::Receiver<bool>,
+    rx: mpsc::UnboundedReceiver<Ack>,
+    stop: watch::Receiver<bool>,
     phase: watch::Receiver<Phase>,
 ) {
-    let mut pending = Pending::default();
-    let mut backoff = Backoff::default();
-    // Flushes under way, each returning what it could not record.
-    let mut flights: JoinSet<(Pending, bool)> = JoinSet::new();
-    // After a failed flush, no new one starts before this.
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    // The turn of the flush spawned last, which the next one waits for.
-    let mut last_turn: Option<oneshot::Receiver<()>> = None;
-    let mut stopping = *stop.borrow();
-    let mut closed = false;
-    // When the parked outcomes are retried.
-    let mut parked_at: Option<tokio::time::Instant> = None;
-    loop {
-        if (stopping || closed)
-            && pending.is_empty()
-            && pending.parked.is_empty()
-            && rx.is_empty()
-            && flights.is_empty()
-        {
-            return;
-        }
-        if pending.parked.is_empty() {
-            parked_at = None;
-        } else if parked_at.is_none() {
-            parked_at = Some(tokio::time::Instant::now() + PARKED_RETRY);
-        } else if parked_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
-            // Due while the acker was busy with other queues' outcomes.
-            parked_at = None;
-            pending.unpark();
-        }
+    let mut acker = Acker::new(shared, rx, stop, phase);
+    while !acker.done() {
+        acker.unpark_if_due();
         // Wait for something to do: an outcome, a flush ending, the backoff's end, the stop.
-        if pending.is_empty() || retry_at.is_some() {
-            tokio::select! {
-                ack = rx.recv(), if !closed => match ack {
-                    Some(ack) => pending.push(ack),
-                    None => closed = true,
-                },
-                Some(done) = flights.join_next(), if !flights.is_empty() => {
-                    landed(done, &mut pending, &mut backoff, &mut retry_at);
-                }
-                () = sleep_until_some(retry_at) => retry_at = None,
-                () = sleep_until_some(parked_at) => {
-                    parked_at = None;
-                    pending.unpark();
-                }
-                changed = stop.changed(), if !stopping => {
-                    stopping = changed.is_err() || *stop.borrow();
-                }
+        if acker.pending.is_empty() || acker.retry_at.is_some() {
+            acker.wait().await;
+            continue;
+        }
+        acker.gather().await;
+        // Room for one more flush, or wait for one to land (its leftovers join this batch).
+        if acker.flights.len() >= FLIGHTS {
+            if let Some(done) = acker.flights.join_next().await {
+                acker.landed(done);
             }
             continue;
         }
-        while pending.len < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(ack) => pending.push(ack),
+        acker.launch();
+    }
+}
+
+/// The acker's state between flushes.
+struct Acker {
+    shared: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<Ack>,
+    stop: watch::Receiver<bool>,
+    phase: watch::Receiver<Phase>,
+    pending: Pending,
+    backoff: Backoff,
+    /// Flushes under way, each returning what it could not record.
+    flights: JoinSet<(Pending, bool)>,
+    /// After a failed flush, no new one starts before this.
+    retry_at: Option<tokio::time::Instant>,
+    /// The turn of the flush spawned last, which the next one waits for.
+    last_turn: Option<oneshot::Receiver<()>>,
+    stopping: bool,
+    closed: bool,
+    /// When the parked outcomes are retried.
+    parked_at: Option<tokio::time::Instant>,
+}
+
+impl Acker {
+    fn new(
+        shared: Arc<Shared>,
+        rx: mpsc::UnboundedReceiver<Ack>,
+        stop: watch::Receiver<bool>,
+        phase: watch::Receiver<Phase>,
+    ) -> Self {
+        let stopping = *stop.borrow();
+        Self {
+            shared,
+            rx,
+            stop,
+            phase,
+            pending: Pending::default(),
+            backoff: Backoff::default(),
+            flights: JoinSet::new(),
+            retry_at: None,
+            last_turn: None,
+            stopping,
+            closed: false,
+            parked_at: None,
+        }
+    }
+
+    /// Whether the acker may end: told to stop (or nobody left to send outcomes), and every
+    /// outcome recorded.
+    fn done(&self) -> bool {
+        (self.stopping || self.closed)
+            && self.pending.is_empty()
+            && self.pending.parked.is_empty()
+            && self.rx.is_empty()
+            && self.flights.is_empty()
+    }
+
+    /// Sets when the parked outcomes are retried, and moves them back in line when that is due
+    /// (it came while the acker was busy with other queues' outcomes).
+    fn unpark_if_due(&mut self) {
+        if self.pending.parked.is_empty() {
+            self.parked_at = None;
+        } else if self.parked_at.is_none() {
+            self.parked_at = Some(tokio::time::Instant::now() + PARKED_RETRY);
+        } else if self
+            .parked_at
+            .is_some_and(|at| at <= tokio::time::Instant::now())
+        {
+            self.parked_at = None;
+            self.pending.unpark();
+        }
+    }
+
+    /// Waits for one thing to happen: an outcome, a flush ending, the backoff's end, the
+    /// parked outcomes' retry, the stop.
+    async fn wait(&mut self) {
+        tokio::select! {
+            ack = self.rx.recv(), if !self.closed => match ack {
+                Some(ack) => self.pending.push(ack),
+                None => self.closed = true,
+            },
+            Some(done) = self.flights.join_next(), if !self.flights.is_empty() => {
+                self.landed(done);
+            }
+            () = sleep_until_some(self.retry_at) => self.retry_at = None,
+            () = sleep_until_some(self.parked_at) => {
+                self.parked_at = None;
+                self.pending.unpark();
+            }
+            changed = self.stop.changed(), if !self.stopping => {
+                self.stopping = changed.is_err() || *self.stop.borrow();
+            }
+        }
+    }
+
+    /// Takes whatever else is queued, up to a batch; when every outcome pending may wait
+    /// ([`Ack::slot_ran_on`]), waits up to [`GATHER`] for more.
+    async fn gather(&mut self) {
+        while self.pending.len < MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(ack) => self.pending.push(ack),
                 Err(_) => break,
             }
         }
-        if pending.may_wait {
-            let deadline = tokio::time::Instant::now() + GATHER;
-            while pending.may_wait && pending.len < MAX_BATCH {
-                tokio::select! {
-                    ack = rx.recv() => match ack {
-                        Some(ack) => pending.push(ack),
-                        None => break,
-                    },
-                    () = tokio::time::sleep_until(deadline) => break,
-                    _ = stop.changed() => break,
-                }
+        if !self.pending.may_wait {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + GATHER;
+        while self.pending.may_wait && self.pending.len < MAX_BATCH {
+            tokio::select! {
+                ack = self.rx.recv() => match ack {
+                    Some(ack) => self.pending.push(ack),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+                _ = self.stop.changed() => break,
             }
         }
-        // Room for one more flush, or wait for one to land (its leftovers join this batch).
-        if flights.len() >= FLIGHTS {
-            if let Some(done) = flights.join_next().await {
-                landed(done, &mut pending, &mut backoff, &mut retry_at);
-            }
-            continue;
-        }
-        let mut batch = std::mem::take(&mut pending);
-        let shared = shared.clone();
-        let phase = phase.clone();
+    }
+
+    /// Starts a flush of everything pending, in line after the flush started before it.
+    fn launch(&mut self) {
+        let mut batch = std::mem::take(&mut self.pending);
+        let shared = self.shared.clone();
+        let phase = self.phase.clone();
         let (passed, next) = oneshot::channel();
         let turn = Turn {
-            after: last_turn.replace(next),
+            after: self.last_turn.replace(next),
             passed: Some(passed),
         };
-        flights.spawn(async move {
+        self.flights.spawn(async move {
             let ok = flush(&shared, &mut batch, &phase, turn).await;
             (batch, ok)
         });
+    }
+
+    /// Takes back what a flush could not record, and sets the backoff before the next one.
+    fn landed(&mut self, done: Result<(Pending, bool), tokio::task::JoinError>) {
+        match done {
+            Ok((left, true)) => {
+                self.backoff.reset();
+                self.pending.absorb(left);
+            }
+            Ok((left, false)) => {
+                self.pending.absorb(left);
+                self.retry_at = Some(tokio::time::Instant::now() + self.backoff.next_delay());
+            }
+            // A panic in a flush is the acker's own, as when flushes ran in its task.
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            // Cancelled: only when the set is dropped, and then nobody is here to see it.
+            Err(_) => {}
+        }
     }
 }
 
@@ -296,29 +364,6 @@ impl Turn {
     }
 }
 
-/// Takes back what a flush could not record, and sets the backoff before the next one.
-fn landed(
-    done: Result<(Pending, bool), tokio::task::JoinError>,
-    pending: &mut Pending,
-    backoff: &mut Backoff,
-    retry_at: &mut Option<tokio::time::Instant>,
-) {
-    match done {
-        Ok((left, true)) => {
-            backoff.reset();
-            pending.absorb(left);
-        }
-        Ok((left, false)) => {
-            pending.absorb(left);
-            *retry_at = Some(tokio::time::Instant::now() + backoff.next_delay());
-        }
-        // A panic in a flush is the acker's own, as when flushes ran in its task.
-        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-        // Cancelled: only when the set is dropped, and then nobody is here to see it.
-        Err(_) => {}
-    }
-}
-
 /// Waits until `at`, forever when there is none.
 async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
@@ -336,51 +381,13 @@ async fn flush(
     phase: &watch::Receiver<Phase>,
     mut turn: Turn,
 ) -> bool {
-    let mut all_ok = true;
-    // The queues a call of which was refused for a key of another type: parked below.
-    let mut refused: Vec<String> = Vec::new();
+    let mut calls = Calls::default();
     turn.wait().await;
     let queues = pending.queues.len();
     for (i, (queue, bucket)) in pending.queues.iter_mut().enumerate() {
-        // A refusal wrote nothing and is no Redis outage: it parks the queue's outcomes
-        // instead of backing every queue off.
-        let mut failed_call = |what: &str, err: &crate::queue::QueueError| {
-            shared.redis.failed(what, err);
-            if err.wrong_type_key().is_some() {
-                if !refused.contains(queue) {
-                    refused.push(queue.clone());
-                }
-            } else {
-                all_ok = false;
-            }
-        };
         let slots = carry_over(shared, queue, std::mem::take(&mut bucket.slots), phase);
         // This queue's calls first, then what the replies call for.
-        let completed = if bucket.completions.is_empty() {
-            None
-        } else if slots.is_empty() {
-            let report = shared.client.complete(queue, &bucket.completions).await;
-            Some(report.map(|report| (report, Vec::new())))
-        } else {
-            let config = &shared.config;
-            let wanted = slots.iter().map(|c| 1 + c.ahead).sum::<usize>();
-            let recorded = shared
-                .client
-                .complete_and_fetch(
-                    queue,
-                    &bucket.completions,
-                    wanted.min(crate::queue::MAX_BULK),
-                    config.lease,
-                    &config.host_id,
-                )
-                .await;
-            Some(recorded.map(|(report, fetched)| {
-                if fetched.rate_limited {
-                    shared.metrics.rate_limited(queue);
-                }
-                (report, fetched.jobs)
-            }))
-        };
+        let completed = complete(shared, queue, &bucket.completions, &slots).await;
         let failed = if bucket.failures.is_empty() {
             None
         } else {
@@ -395,97 +402,190 @@ async fn flush(
             turn.pass();
         }
 
-        match completed {
-            None => {}
-            Some(Ok((report, next))) => {
-                shared.redis.ok();
-                shared
-                    .completed
-                    .fetch_add(report.completed.len() as u64, Ordering::Relaxed);
-                for (id, why) in &report.rejected {
-                    tracing::warn!(%queue, job_id = %id, ?why, "result not recorded: this host no longer held the job's lease (it runs again, or already did elsewhere)");
-                }
-                for id in &report.result_too_large {
-                    tracing::warn!(%queue, job_id = %id, "result over the queue's size limit: job dead-lettered");
-                }
-                // The children of the completions just recorded are in the outbox now;
-                // deliver them (a refused completion wrote none).
-                let parents: Vec<String> = bucket
-                    .completions
-                    .iter()
-                    .filter(|c| !c.children.is_empty() && report.completed.contains(&c.id))
-                    .map(|c| c.id.clone())
-                    .collect();
-                workflow::deliver(shared, queue, parents);
-                forget(
-                    shared,
-                    queue,
-                    bucket.completions.drain(..).map(|c| (c.id, c.token)),
-                );
-                start_next(shared, queue, next, slots, phase).await;
-            }
-            Some(Err(err)) => {
-                // Back to the pool at once: the retry may take a while.
-                drop(slots);
-                failed_call("recording completions", &err);
-            }
+        let next = completed.and_then(|reply| {
+            record_and_forget(shared, queue, reply, &mut bucket.completions, &mut calls)
+        });
+        match next {
+            Some((_, next)) => start_next(shared, queue, next, slots, phase).await,
+            // Back to the pool at once: the retry may take a while.
+            None => drop(slots),
         }
-        match failed {
-            None => {}
-            Some(Ok(report)) => {
-                shared.redis.ok();
-                shared
-                    .failed
-                    .fetch_add(report.outcomes.len() as u64, Ordering::Relaxed);
-                for (id, why) in &report.rejected {
-                    tracing::warn!(%queue, job_id = %id, ?why, "failure not recorded: this host no longer held the job's lease");
-                }
-                forget(
-                    shared,
-                    queue,
-                    bucket.failures.drain(..).map(|f| (f.id, f.token)),
-                );
-            }
-            Some(Err(err)) => {
-                failed_call("recording failures", &err);
-            }
+        if let Some(reply) = failed {
+            record_and_forget(shared, queue, reply, &mut bucket.failures, &mut calls);
         }
-        match suspended {
-            None => {}
-            Some(Ok(report)) => {
-                shared.redis.ok();
-                for (id, why) in &report.rejected {
-                    tracing::warn!(%queue, job_id = %id, ?why, "sleep not recorded: this host no longer held the job's lease");
-                }
-                forget(
-                    shared,
-                    queue,
-                    bucket.suspensions.drain(..).map(|s| (s.id, s.token)),
-                );
-            }
-            Some(Err(err)) => {
-                failed_call("recording sleeps", &err);
-            }
+        if let Some(reply) = suspended {
+            record_and_forget(shared, queue, reply, &mut bucket.suspensions, &mut calls);
         }
     }
     turn.pass();
-    for queue in refused {
-        if let Some(mut bucket) = pending.queues.remove(&queue) {
-            pending
-                .parked
-                .entry(queue)
-                .or_default()
-                .take_outcomes(&mut bucket);
-        }
-    }
+    pending.park(calls.refused);
     // What is left failed to record: retried with backoff, not gathered.
     pending.may_wait = false;
-    pending.len = pending
-        .queues
-        .values()
-        .map(|b| b.completions.len() + b.failures.len() + b.suspensions.len())
-        .sum();
-    all_ok
+    pending.len = pending.queues.values().map(Bucket::len).sum();
+    !calls.outage
+}
+
+/// Records `queue`'s completions (if any), in the call that also leases its next jobs for
+/// `slots` when there are any; `None` when there is nothing to record.
+async fn complete(
+    shared: &Shared,
+    queue: &str,
+    completions: &[Completion],
+    slots: &[Carried],
+) -> Option<Result<Completed, QueueError>> {
+    if completions.is_empty() {
+        return None;
+    }
+    if slots.is_empty() {
+        let report = shared.client.complete(queue, completions).await;
+        return Some(report.map(|report| (report, Vec::new())));
+    }
+    let config = &shared.config;
+    let wanted = slots.iter().map(|c| 1 + c.ahead).sum::<usize>();
+    let recorded = shared
+        .client
+        .complete_and_fetch(
+            queue,
+            completions,
+            wanted.min(crate::queue::MAX_BULK),
+            config.lease,
+            &config.host_id,
+        )
+        .await;
+    Some(recorded.map(|(report, fetched)| {
+        if fetched.rate_limited {
+            shared.metrics.rate_limited(queue);
+        }
+        (report, fetched.jobs)
+    }))
+}
+
+/// What recording a queue's completions replies: the report, and the jobs leased for the
+/// slots they brought.
+type Completed = (CompleteReport, Vec<LeasedJob>);
+
+/// How a flush's calls went.
+#[derive(Default)]
+struct Calls {
+    /// Some call failed for want of Redis: the next flush backs off.
+    outage: bool,
+    /// The queues a call of which was refused for a key of another type: parked.
+    refused: Vec<String>,
+}
+
+impl Calls {
+    /// Notes a failed call. A refusal wrote nothing and is no Redis outage: it parks the
+    /// queue's outcomes instead of backing every queue off.
+    fn failed(&mut self, shared: &Shared, queue: &str, what: &str, err: &QueueError) {
+        shared.redis.failed(what, err);
+        if err.wrong_type_key().is_some() {
+            if !self.refused.iter().any(|q| q == queue) {
+                self.refused.push(queue.to_string());
+            }
+        } else {
+            self.outage = true;
+        }
+    }
+}
+
+/// One kind of outcome the acker records (completions, failures, sleeps): the reply of the
+/// call that records a queue's outcomes of the kind, and what the acker makes of it.
+trait Recordable: Sized {
+    type Reply;
+    /// What the call does, for the Redis health log.
+    const RECORDING: &'static str;
+    /// Counts and logs what `reply` says of `outcomes` (all still there), and starts what it
+    /// calls for.
+    fn recorded(shared: &Arc<Shared>, queue: &str, reply: &Self::Reply, outcomes: &[Self]);
+    /// The attempt's job id and lease token.
+    fn attempt(self) -> (String, String);
+}
+
+/// Ends the call that recorded `outcomes` (one kind, one queue). Answered: the reply is
+/// counted and logged ([`Recordable::recorded`]) and the attempts leave `outcomes` and the
+/// in-flight map (recorded or refused, this host holds their leases no longer). Failed: the
+/// outcomes stay, for the next flush. Returns the reply when Redis answered.
+fn record_and_forget<T: Recordable>(
+    shared: &Arc<Shared>,
+    queue: &str,
+    reply: Result<T::Reply, QueueError>,
+    outcomes: &mut Vec<T>,
+    calls: &mut Calls,
+) -> Option<T::Reply> {
+    match reply {
+        Ok(reply) => {
+            shared.redis.ok();
+            T::recorded(shared, queue, &reply, outcomes);
+            forget(shared, queue, outcomes.drain(..).map(T::attempt));
+            Some(reply)
+        }
+        Err(err) => {
+            calls.failed(shared, queue, T::RECORDING, &err);
+            None
+        }
+    }
+}
+
+impl Recordable for Completion {
+    type Reply = Completed;
+    const RECORDING: &'static str = "recording completions";
+
+    fn recorded(shared: &Arc<Shared>, queue: &str, (report, _): &Completed, completions: &[Self]) {
+        shared
+            .completed
+            .fetch_add(report.completed.len() as u64, Ordering::Relaxed);
+        for (id, why) in &report.rejected {
+            tracing::warn!(%queue, job_id = %id, ?why, "result not recorded: this host no longer held the job's lease (it runs again, or already did elsewhere)");
+        }
+        for id in &report.result_too_large {
+            tracing::warn!(%queue, job_id = %id, "result over the queue's size limit: job dead-lettered");
+        }
+        // The children of the completions just recorded are in the outbox now; deliver them
+        // (a refused completion wrote none).
+        let parents: Vec<String> = completions
+            .iter()
+            .filter(|c| !c.children.is_empty() && report.completed.contains(&c.id))
+            .map(|c| c.id.clone())
+            .collect();
+        workflow::deliver(shared, queue, parents);
+    }
+
+    fn attempt(self) -> (String, String) {
+        (self.id, self.token)
+    }
+}
+
+impl Recordable for Failure {
+    type Reply = FailReport;
+    const RECORDING: &'static str = "recording failures";
+
+    fn recorded(shared: &Arc<Shared>, queue: &str, report: &FailReport, _: &[Self]) {
+        shared
+            .failed
+            .fetch_add(report.outcomes.len() as u64, Ordering::Relaxed);
+        for (id, why) in &report.rejected {
+            tracing::warn!(%queue, job_id = %id, ?why, "failure not recorded: this host no longer held the job's lease");
+        }
+    }
+
+    fn attempt(self) -> (String, String) {
+        (self.id, self.token)
+    }
+}
+
+impl Recordable for Suspension {
+    type Reply = SuspendReport;
+    const RECORDING: &'static str = "recording sleeps";
+
+    fn recorded(_: &Arc<Shared>, queue: &str, report: &SuspendReport, _: &[Self]) {
+        for (id, why) in &report.rejected {
+            tracing::warn!(%queue, job_id = %id, ?why, "sleep not recorded: this host no longer held the job's lease");
+        }
+    }
+
+    fn attempt(self) -> (String, String) {
+        (self.id, self.token)
+    }
 }
 
 /// The slots worth keeping for `queue`'s next jobs, each made room for the largest handler

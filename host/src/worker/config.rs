@@ -237,6 +237,8 @@ pub struct FileConfig {
     pub http_header_timeout: Option<String>,
     /// `--http-max-connections`.
     pub http_max_connections: Option<usize>,
+    /// OpenTelemetry export (docs/observability.md); the `OTEL_*` variables win.
+    pub tracing: Option<crate::telemetry::FileTracing>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::acker::{Ack, AckOutcome, Carried};
+use super::ack::{Ack, AckOutcome, Carried};
 use super::deployer::Availability;
 use super::slots::Slot;
 use super::workflow::{self, RedisSteps};
@@ -219,7 +219,8 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead: Ahead) {
+/// One attempt of `job` in `slot`, from its trace span to its ack (see the module docs).
+async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot, mut ahead: Ahead) {
     let span = telemetry::process_span(
         &job.queue,
         &job.id,
@@ -228,40 +229,8 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
         job.traceparent.as_deref(),
         job.tracestate.as_deref(),
     );
-    // Children continue the trace from this attempt's span when there is one.
-    let trace = span
-        .as_ref()
-        .and_then(|span| telemetry::traceparent(span.span_context()))
-        .map_or_else(
-            || (job.traceparent.clone(), job.tracestate.clone()),
-            |(parent, state)| (Some(parent), state),
-        );
-    let outcome = {
-        let cx = span.as_ref().map(|span| {
-            opentelemetry::Context::new().with_remote_span_context(span.span_context().clone())
-        });
-        let running = async {
-            match cx {
-                Some(cx) => {
-                    opentelemetry::context::FutureExt::with_context(attempt(&shared, &mut job), cx)
-                        .await
-                }
-                None => attempt(&shared, &mut job).await,
-            }
-        };
-        tokio::pin!(running);
-        if ahead.jobs.is_empty() {
-            running.await
-        } else {
-            tokio::select! {
-                outcome = &mut running => outcome,
-                () = tokio::time::sleep(hold_ahead(shared.config.prefetch_below)) => {
-                    ahead.give_back();
-                    running.await
-                }
-            }
-        }
-    };
+    let trace = children_trace(&job, span.as_ref());
+    let outcome = attempt_in_span(&shared, &mut job, &mut ahead, span.as_ref()).await;
     // Only a success whose ack can be recorded now keeps its slot for the queue's next job: a
     // slot must not wait for an ack that Redis is refusing.
     let mut ok = matches!(
@@ -271,114 +240,25 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
             ..
         })
     );
-    let (class, timing) = match &outcome {
-        Err(NotRun::Unknown(_)) => ("unknown_handler", None),
-        Err(NotRun::MissingSecret { .. }) => ("missing_secret", None),
-        Err(NotRun::NotReady(_)) => (OutcomeClass::Suspended.as_str(), None),
-        Ok(ran) => (ran.outcome.class().as_str(), ran.timing),
-    };
+    let (class, timing) = classify(&outcome);
     if let Some(span) = span {
-        let version = match &outcome {
-            Ok(ran) => Some(ran.loaded.version.as_str()),
-            Err(NotRun::MissingSecret { loaded, .. }) => Some(loaded.version.as_str()),
-            Err(_) => None,
-        };
-        telemetry::end_process(span, class, version);
+        telemetry::end_process(span, class, version_of(&outcome));
     }
-    let mut outcome = match outcome {
-        Err(NotRun::Unknown(why)) => AckOutcome::Fail(Failure::new(&job, class, why)),
-        Err(NotRun::MissingSecret { loaded, why }) => AckOutcome::Fail(
-            Failure::new(&job, class, why).with_handler(&loaded.version, loaded.retry),
-        ),
-        // Not started: back to wait, uncounted, like a throttled start.
-        Err(NotRun::NotReady(wait)) => {
-            AckOutcome::Suspend(Suspension::new(&job, String::new(), wait))
-        }
-        Ok(Ran {
-            outcome,
-            loaded,
-            logs,
-            progress,
-            children,
-            ..
-        }) => match outcome {
-            Outcome::Ok(result) => AckOutcome::Complete(
-                workflow::with_children(
-                    Completion::new(&job, result)
-                        .with_version(&loaded.version)
-                        .with_logs(logs, progress),
-                    children,
-                    &trace,
-                )
-                .await,
-            ),
-            Outcome::Suspended { field, delay } => AckOutcome::Suspend(
-                Suspension::new(&job, field, delay)
-                    .with_version(&loaded.version)
-                    .with_logs(logs, progress),
-            ),
-            failed => {
-                let msg = failed.error_message().unwrap_or_default();
-                let failure = Failure::new(&job, class, msg)
-                    .with_handler(&loaded.version, loaded.retry)
-                    .with_logs(logs, progress);
-                // The handler said the failure is permanent, or its result would be as large
-                // again: no retry.
-                AckOutcome::Fail(
-                    if matches!(failed, Outcome::Fail(_) | Outcome::ResultTooLarge(_)) {
-                        failure.permanent()
-                    } else {
-                        failure
-                    },
-                )
-            }
-        },
-    };
+    let mut outcome = ack_outcome(&job, outcome, class, &trace).await;
     if let AckOutcome::Complete(completion) = &outcome
         && let Some(too_large) = refuse_oversized_result(&shared, &job, completion).await
     {
         outcome = AckOutcome::Fail(too_large);
         ok = false;
     }
-    let key = JobKey::of(&job);
-    let mut slot_ran_on = false;
-    let carried = {
-        let mut inflight = shared.inflight();
-        match inflight.get_mut(&key) {
-            Some(entry)
-                if entry.token == job.token && matches!(entry.state, InFlightState::Running(_)) =>
-            {
-                entry.state = InFlightState::Finished;
-            }
-            // Stopped while we finished: whoever stopped it owns the lease now.
-            _ => return,
-        }
-        // The slot runs the next job leased ahead for it, if one may start and fits.
-        match ahead.next(&inflight) {
-            Some(next) => {
-                let cap = shared.handlers.get(&next.handler).map_or(0, |h| h.memory);
-                if slot.fit(cap) {
-                    start(&shared, &mut inflight, next, slot, ahead);
-                    slot_ran_on = true;
-                } else {
-                    // A deploy raised the cap since the lease; give back this job and the
-                    // rest (`Ahead`'s drop), and the slot.
-                    ahead.jobs.push_front(next);
-                    drop(slot);
-                }
-                None
-            }
-            None => (ok && shared.redis.is_up()).then(|| Carried {
-                slot,
-                ahead: timing.map_or(0, |(took, _)| {
-                    lease_ahead(took, shared.config.prefetch_below, shared.config.prefetch)
-                }),
-            }),
-        }
+    // Stopped while we finished: whoever stopped it owns the lease now.
+    let Some((carried, slot_ran_on)) = finish(&shared, &job, slot, ahead, ok, timing) else {
+        return;
     };
     shared
         .metrics
         .attempt(&job.queue, &job.handler, class, timing);
+    let id = job.id;
     let ack = Ack {
         queue: job.queue,
         outcome,
@@ -386,8 +266,180 @@ async fn run(shared: Arc<Shared>, mut job: LeasedJob, mut slot: Slot, mut ahead:
         slot_ran_on,
     };
     if shared.acks.send(ack).is_err() {
-        tracing::warn!(job_id = %key.id, "acker gone; the job will run again after its lease expires");
+        tracing::warn!(job_id = %id, "acker gone; the job will run again after its lease expires");
     }
+}
+
+/// The trace context `job`'s children continue: this attempt's span when there is one, else
+/// the job's own.
+fn children_trace(
+    job: &LeasedJob,
+    span: Option<&telemetry::SdkSpan>,
+) -> (Option<String>, Option<String>) {
+    span.and_then(|span| telemetry::traceparent(span.span_context()))
+        .map_or_else(
+            || (job.traceparent.clone(), job.tracestate.clone()),
+            |(parent, state)| (Some(parent), state),
+        )
+}
+
+/// Runs the attempt with `span` (if any) as the current trace context. When jobs are leased
+/// ahead for the slot and this one turns out long ([`hold_ahead`]), gives them back so that
+/// another slot or host runs them.
+async fn attempt_in_span(
+    shared: &Arc<Shared>,
+    job: &mut LeasedJob,
+    ahead: &mut Ahead,
+    span: Option<&telemetry::SdkSpan>,
+) -> Result<Ran, NotRun> {
+    let cx = span.map(|span| {
+        opentelemetry::Context::new().with_remote_span_context(span.span_context().clone())
+    });
+    let running = async {
+        match cx {
+            Some(cx) => {
+                opentelemetry::context::FutureExt::with_context(attempt(shared, job), cx).await
+            }
+            None => attempt(shared, job).await,
+        }
+    };
+    tokio::pin!(running);
+    if ahead.jobs.is_empty() {
+        return running.await;
+    }
+    tokio::select! {
+        outcome = &mut running => outcome,
+        () = tokio::time::sleep(hold_ahead(shared.config.prefetch_below)) => {
+            ahead.give_back();
+            running.await
+        }
+    }
+}
+
+/// The outcome class an attempt's metrics, span and failure record name, and its timing.
+fn classify(outcome: &Result<Ran, NotRun>) -> (&'static str, Option<(Duration, Duration)>) {
+    match outcome {
+        Err(NotRun::Unknown(_)) => ("unknown_handler", None),
+        Err(NotRun::MissingSecret { .. }) => ("missing_secret", None),
+        Err(NotRun::NotReady(_)) => (OutcomeClass::Suspended.as_str(), None),
+        Ok(ran) => (ran.outcome.class().as_str(), ran.timing),
+    }
+}
+
+/// The handler version the attempt ran (or would have), for its span.
+fn version_of(outcome: &Result<Ran, NotRun>) -> Option<&str> {
+    match outcome {
+        Ok(ran) => Some(ran.loaded.version.as_str()),
+        Err(NotRun::MissingSecret { loaded, .. }) => Some(loaded.version.as_str()),
+        Err(_) => None,
+    }
+}
+
+/// What the acker is to record of the attempt: a completion (with its children), a failure,
+/// or a sleep.
+async fn ack_outcome(
+    job: &LeasedJob,
+    outcome: Result<Ran, NotRun>,
+    class: &str,
+    trace: &(Option<String>, Option<String>),
+) -> AckOutcome {
+    let Ran {
+        outcome,
+        loaded,
+        logs,
+        progress,
+        children,
+        ..
+    } = match outcome {
+        Ok(ran) => ran,
+        Err(NotRun::Unknown(why)) => return AckOutcome::Fail(Failure::new(job, class, why)),
+        Err(NotRun::MissingSecret { loaded, why }) => {
+            return AckOutcome::Fail(
+                Failure::new(job, class, why).with_handler(&loaded.version, loaded.retry),
+            );
+        }
+        // Not started: back to wait, uncounted, like a throttled start.
+        Err(NotRun::NotReady(wait)) => {
+            return AckOutcome::Suspend(Suspension::new(job, String::new(), wait));
+        }
+    };
+    match outcome {
+        Outcome::Ok(result) => AckOutcome::Complete(
+            workflow::with_children(
+                Completion::new(job, result)
+                    .with_version(&loaded.version)
+                    .with_logs(logs, progress),
+                children,
+                trace,
+            )
+            .await,
+        ),
+        Outcome::Suspended { field, delay } => AckOutcome::Suspend(
+            Suspension::new(job, field, delay)
+                .with_version(&loaded.version)
+                .with_logs(logs, progress),
+        ),
+        failed => {
+            let msg = failed.error_message().unwrap_or_default();
+            let failure = Failure::new(job, class, msg)
+                .with_handler(&loaded.version, loaded.retry)
+                .with_logs(logs, progress);
+            // The handler said the failure is permanent, or its result would be as large
+            // again: no retry.
+            AckOutcome::Fail(
+                if matches!(failed, Outcome::Fail(_) | Outcome::ResultTooLarge(_)) {
+                    failure.permanent()
+                } else {
+                    failure
+                },
+            )
+        }
+    }
+}
+
+/// Marks the attempt finished in the in-flight map and passes its slot on: to the next job
+/// leased ahead for it, if one may start and fits; else, after a success (`ok`) while Redis
+/// is up, to the acker with how many jobs to lease ahead for it. Returns the slot for the
+/// acker, if any, and whether the slot ran on; `None` when the job was stopped meanwhile
+/// (nothing is acked).
+fn finish(
+    shared: &Arc<Shared>,
+    job: &LeasedJob,
+    mut slot: Slot,
+    mut ahead: Ahead,
+    ok: bool,
+    timing: Option<(Duration, Duration)>,
+) -> Option<(Option<Carried>, bool)> {
+    let mut inflight = shared.inflight();
+    match inflight.get_mut(&JobKey::of(job)) {
+        Some(entry)
+            if entry.token == job.token && matches!(entry.state, InFlightState::Running(_)) =>
+        {
+            entry.state = InFlightState::Finished;
+        }
+        _ => return None,
+    }
+    let Some(next) = ahead.next(&inflight) else {
+        let carried = (ok && shared.redis.is_up()).then(|| Carried {
+            slot,
+            ahead: timing.map_or(0, |(took, _)| {
+                lease_ahead(took, shared.config.prefetch_below, shared.config.prefetch)
+            }),
+        });
+        return Some((carried, false));
+    };
+    let cap = shared.handlers.get(&next.handler).map_or(0, |h| h.memory);
+    if slot.fit(cap) {
+        start(shared, &mut inflight, next, slot, ahead);
+        return Some((None, true));
+    }
+    // A deploy raised the cap since the lease; give back this job and the rest (`Ahead`'s
+    // drop, which takes the in-flight map: after it is let go), and the slot.
+    ahead.jobs.push_front(next);
+    drop(slot);
+    drop(inflight);
+    drop(ahead);
+    Some((None, false))
 }
 
 /// Results up to this size go to Redis as they are. A larger one is first checked against its
@@ -446,6 +498,37 @@ struct Ran {
     children: Vec<ChildJob>,
 }
 
+impl Ran {
+    /// An attempt held back before it started (its handler's throttle): the job waits this
+    /// long, uncounted.
+    fn not_started(loaded: Arc<LoadedHandler>, wait: Duration) -> Self {
+        Ran {
+            outcome: Outcome::Suspended {
+                field: String::new(),
+                delay: wait,
+            },
+            timing: None,
+            loaded,
+            logs: String::new(),
+            progress: None,
+            children: Vec::new(),
+        }
+    }
+
+    /// An attempt whose task ended without a report (the host panicked, or it was
+    /// cancelled).
+    fn trapped(loaded: Arc<LoadedHandler>, why: &str) -> Self {
+        Ran {
+            outcome: Outcome::Trap(why.to_string()),
+            timing: None,
+            loaded,
+            logs: String::new(),
+            progress: None,
+            children: Vec::new(),
+        }
+    }
+}
+
 /// An attempt's log as its history entry keeps it: one `<source>: <message>` line each, cut
 /// to [`MAX_ATTEMPT_LOG_LEN`] bytes (on a character boundary) with a note of what was cut.
 fn attempt_log(lines: &[LogLine], dropped: u64) -> String {
@@ -485,6 +568,23 @@ enum NotRun {
 
 /// Runs the attempt, if this host can run the job's handler now.
 async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, NotRun> {
+    let loaded = handler_for(shared, job)?;
+    let payload = std::mem::take(&mut job.payload);
+    let _handler_permit = match &loaded.limit {
+        Some(limit) => limit.clone().acquire_owned().await.ok(),
+        None => None,
+    };
+    if let Some(limit) = loaded.throttle
+        && let Some(wait) = throttled(shared, job, limit).await
+    {
+        // Not started: the job goes back to wait (suspend.lua with no field), uncounted.
+        return Ok(Ran::not_started(loaded, wait));
+    }
+    Ok(run_in_sandbox(shared, job, loaded, payload).await)
+}
+
+/// The handler version that runs `job` on this host, or why it cannot run here now.
+fn handler_for(shared: &Shared, job: &LeasedJob) -> Result<Arc<LoadedHandler>, NotRun> {
     let loaded = match shared.availability(&job.handler) {
         Availability::Ready(loaded) => loaded,
         Availability::NotReady(wait) => return Err(NotRun::NotReady(wait)),
@@ -501,27 +601,17 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, NotRu
         tracing::warn!(job_id = %job.id, queue = %job.queue, handler = %job.handler, "{why}");
         return Err(NotRun::MissingSecret { loaded, why });
     }
-    let payload = std::mem::take(&mut job.payload);
-    let _handler_permit = match &loaded.limit {
-        Some(limit) => limit.clone().acquire_owned().await.ok(),
-        None => None,
-    };
-    if let Some(limit) = loaded.throttle
-        && let Some(wait) = throttled(shared, job, limit).await
-    {
-        // Not started: the job goes back to wait (suspend.lua with no field), uncounted.
-        return Ok(Ran {
-            outcome: Outcome::Suspended {
-                field: String::new(),
-                delay: wait,
-            },
-            timing: None,
-            loaded,
-            logs: String::new(),
-            progress: None,
-            children: Vec::new(),
-        });
-    }
+    Ok(loaded)
+}
+
+/// Runs `job` with `loaded` in a fresh instance, in an inner task on the guest threads, so
+/// that even a host panic becomes this job's failure.
+async fn run_in_sandbox(
+    shared: &Arc<Shared>,
+    job: &LeasedJob,
+    loaded: Arc<LoadedHandler>,
+    payload: Vec<u8>,
+) -> Ran {
     let limits = JobLimits {
         timeout: job.timeout.unwrap_or(loaded.timeout),
         memory: loaded.memory,
@@ -562,40 +652,21 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, NotRu
         },
         span,
     )));
-    let (outcome, timing, logs, progress, children) = match (&mut inner.0).await {
-        Ok(report) => (
-            report.outcome,
-            Some((report.duration, report.instantiation)),
-            attempt_log(&report.logs, report.logs_dropped),
-            report.progress,
-            report.children,
-        ),
+    match (&mut inner.0).await {
+        Ok(report) => Ran {
+            outcome: report.outcome,
+            timing: Some((report.duration, report.instantiation)),
+            loaded,
+            logs: attempt_log(&report.logs, report.logs_dropped),
+            progress: report.progress,
+            children: report.children,
+        },
         Err(err) if err.is_panic() => {
             tracing::error!(job_id = %job.id, "the host panicked running this job");
-            (
-                Outcome::Trap("the host panicked running this job".to_string()),
-                None,
-                String::new(),
-                None,
-                Vec::new(),
-            )
+            Ran::trapped(loaded, "the host panicked running this job")
         }
-        Err(_) => (
-            Outcome::Trap("the job's task was cancelled".to_string()),
-            None,
-            String::new(),
-            None,
-            Vec::new(),
-        ),
-    };
-    Ok(Ran {
-        outcome,
-        timing,
-        loaded,
-        logs,
-        progress,
-        children,
-    })
+        Err(_) => Ran::trapped(loaded, "the job's task was cancelled"),
+    }
 }
 
 /// How long `job` must wait before its handler's throttle lets it start, or `None` when its

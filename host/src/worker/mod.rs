@@ -16,12 +16,13 @@
 //! Guarantee: jobs run at least once. A job leaves this host only by an ack (complete or
 //! fail), a release, or lease expiry; it is worse to lose a job than to run it twice.
 //!
-//! Roles, one file each: `fetcher` (lease batches), `executor` (one job attempt), `acker`
-//! (batched outcomes), `watchman` (heartbeats and recovery), `slots` (memory and count
-//! budget), `config` (settings), `scheduler` (enqueues the jobs of due cron ticks),
-//! `deployer` (compiles and installs registry handler versions off the job path), `workflow`
-//! (a job's steps, sleeps and child jobs over Redis).
+//! Roles, one file each: `fetcher` (lease batches), `executor` (one job attempt), `ack` (the
+//! outcome an executor hands the acker), `acker` (batched outcomes), `watchman` (heartbeats
+//! and recovery), `slots` (memory and count budget), `config` (settings), `scheduler`
+//! (enqueues the jobs of due cron ticks), `deployer` (compiles and installs registry handler
+//! versions off the job path), `workflow` (a job's steps, sleeps and child jobs over Redis).
 
+mod ack;
 mod acker;
 mod config;
 mod deployer;
@@ -52,7 +53,7 @@ pub use config::{
     merge_handlers, parse_handler_flag,
 };
 
-use acker::Ack;
+use ack::Ack;
 use slots::Slots;
 
 /// Where a host is in its life; sent by whoever handles signals.

@@ -14,6 +14,7 @@ use prost::Message;
 #[derive(Clone, Default)]
 struct Received {
     requests: Arc<Mutex<usize>>,
+    headers: Arc<Mutex<Vec<axum::http::HeaderMap>>>,
     spans: Arc<Mutex<Vec<(String, Span)>>>,
 }
 
@@ -24,8 +25,13 @@ pub struct OtlpReceiver {
 
 impl OtlpReceiver {
     pub async fn start() -> OtlpReceiver {
-        async fn traces(State(received): State<Received>, body: axum::body::Bytes) -> StatusCode {
+        async fn traces(
+            State(received): State<Received>,
+            headers: axum::http::HeaderMap,
+            body: axum::body::Bytes,
+        ) -> StatusCode {
             *received.requests.lock().unwrap() += 1;
+            received.headers.lock().unwrap().push(headers);
             let Ok(request) = ExportTraceServiceRequest::decode(body.as_ref()) else {
                 return StatusCode::BAD_REQUEST;
             };
@@ -65,6 +71,16 @@ impl OtlpReceiver {
     /// Every span received so far, with its resource's `service.name` (debug-printed).
     pub fn spans(&self) -> Vec<(String, Span)> {
         self.received.spans.lock().unwrap().clone()
+    }
+
+    /// The values of header `name` of each export request so far.
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        let headers = self.received.headers.lock().unwrap();
+        headers
+            .iter()
+            .filter_map(|h| h.get(name))
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
     }
 
     /// Export requests received so far.

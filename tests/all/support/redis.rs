@@ -113,6 +113,17 @@ impl RedisServer {
         all
     }
 
+    /// Whether `key` exists.
+    pub async fn exists(&self, key: &str) -> bool {
+        let mut conn = self.connection().await;
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query_async::<u32>(&mut conn)
+            .await
+            .unwrap()
+            == 1
+    }
+
     /// Lua calls (scripts and functions: `EVAL`, `EVALSHA`, `FCALL`) Redis has served since it
     /// started or its last `CONFIG RESETSTAT` (every node's, summed, on a cluster): every
     /// fetch, ack, heartbeat...

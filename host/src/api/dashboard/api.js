@@ -1,7 +1,7 @@
 // @ts-check
 // The JSON API (docs/api.md) as the dashboard calls it: one function per endpoint it uses, each
 // typed with the shape the server answers with. The typedefs below mirror the utoipa schemas
-// of host/src/api/{queues,handlers,schedules}.rs (`/openapi.json`); change them together.
+// of host/src/api/{queues,handlers,schedules,timeline,durations}.rs (`/openapi.json`); change them together.
 
 import { showBanner } from './chrome.js';
 import { noteServerDate } from './clock.js';
@@ -220,6 +220,66 @@ const REQUEST_TIMEOUT_MS = 15000;
  * @property {boolean} changed
  */
 
+/**
+ * One span or point of a job's timeline (`Segment` of timeline.rs). Times are ms on the Redis
+ * clock; a point has `start_ms === end_ms`.
+ * @typedef {object} Segment
+ * @property {'enqueued' | 'wait' | 'attempt' | 'sleep' | 'step' | 'finished'} kind
+ * @property {number} start_ms
+ * @property {number} end_ms
+ * @property {boolean} open still going: `end_ms` is the time it was read at
+ * @property {number | null} attempt
+ * @property {string | null} outcome an attempt's (`ok`, `retry`, ..., `running`); a finish's state
+ * @property {string | null} reason a wait's: queued, retry, after_sleep, replayed
+ * @property {string | null} name a step's or sleep's
+ * @property {string | null} error an attempt's error message
+ * @property {string | null} host an attempt's host
+ * @property {number | null} due_ms when an open wait is due
+ */
+
+/**
+ * `GET /api/queues/{queue}/jobs/{id}/timeline` (`TimelineView`).
+ * @typedef {object} TimelineView
+ * @property {string} id
+ * @property {string} queue
+ * @property {string} handler
+ * @property {JobState} state
+ * @property {number} now_ms
+ * @property {Segment[]} segments in time order
+ * @property {boolean} steps_complete false when some step saves may be missing
+ * @property {number | null} steps_since_ms the events stream's oldest time, when after creation
+ * @property {boolean} calls_recorded outbound calls and queries: not recorded (false)
+ */
+
+/**
+ * Percentiles of attempt durations, in ms (`Percentiles`).
+ * @typedef {object} Percentiles
+ * @property {number} count
+ * @property {number} p50_ms
+ * @property {number} p95_ms
+ * @property {number} p99_ms
+ * @property {number} max_ms
+ */
+
+/**
+ * One handler's attempt durations over a window (`HandlerDurations`): the window's
+ * percentiles, and each non-empty bucket's.
+ * @typedef {Percentiles & { handler: string, buckets: (Percentiles & { start_ms: number })[] }} HandlerDurations
+ */
+
+/**
+ * `GET /api/queues/{queue}/durations` (`DurationsView`).
+ * @typedef {object} DurationsView
+ * @property {string} queue
+ * @property {number} since_ms
+ * @property {number} until_ms
+ * @property {number} bucket_ms
+ * @property {number} jobs_read
+ * @property {number} jobs_skipped left out: a history too large to read, or a job gone as it was read
+ * @property {boolean} truncated more jobs finished in the window than were read
+ * @property {HandlerDurations[]} handlers
+ */
+
 /** A refused or failed call: `status` is the HTTP status, 0 when there was no answer. */
 export class ApiError extends Error {
   /**
@@ -326,6 +386,13 @@ export const actOnDead = (queue, replay, ids) =>
 
 /** @param {string} queue @param {string} id @returns {Promise<JobView>} */
 export const getJob = (queue, id) => api(`/api/queues/${enc(queue)}/jobs/${enc(id)}`);
+
+/** @param {string} queue @param {string} id @returns {Promise<TimelineView>} */
+export const getTimeline = (queue, id) => api(`/api/queues/${enc(queue)}/jobs/${enc(id)}/timeline`);
+
+/** @param {string} queue @param {number} windowS @param {number} bucketS @returns {Promise<DurationsView>} */
+export const getDurations = (queue, windowS, bucketS) =>
+  api(`/api/queues/${enc(queue)}/durations?window_s=${windowS}&bucket_s=${bucketS}`);
 
 /** @param {string} queue @param {string} id @returns {Promise<CancelResponse>} */
 export const cancelJob = (queue, id) =>

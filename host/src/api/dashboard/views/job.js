@@ -1,12 +1,13 @@
 // @ts-check
 // #/queues/<q>/jobs/<id> : one job: its facts, payload, result and every attempt; cancel (a job
-// that has not started) and replay (a dead one).
+// that has not started) and replay (a dead one); its run timeline as a chart (timeline.js).
 
-import { actOnDead, cancelJob, getJob, isStatus } from '../api.js';
+import { actOnDead, cancelJob, getJob, getTimeline, isStatus } from '../api.js';
 import { act, confirmAction, toast } from '../chrome.js';
 import { serverNow } from '../clock.js';
 import { append, clockCell, crumbs, enc, h, outcomeBadge, stateBadge, title } from '../dom.js';
 import { fmtBytes, fmtDuration, fmtTime } from '../format.js';
+import { timelinePanel } from '../timeline.js';
 
 /** @typedef {import('../api.js').Encoding} Encoding */
 /** @typedef {import('../api.js').JobView} JobView */
@@ -15,6 +16,8 @@ import { fmtBytes, fmtDuration, fmtTime } from '../format.js';
 /** @typedef {import('../poll.js').View} View */
 
 const PREVIEW_CHARS = 4096;
+/** A job that has not moved has its timeline re-read at most this often. */
+const TIMELINE_EVERY_MS = 5000;
 
 /** A payload or result: JSON pretty-printed, the first PREVIEW_CHARS shown until asked for
  *  more, its size. @param {string | null} text @param {Encoding | null} encoding */
@@ -43,6 +46,8 @@ export function jobView(queue, id) {
   /** @type {JobView | null} */
   let job = null;
   let gone = false;
+  // Built once and put back on each render, so a redraw keeps its element.
+  const timeline = timelinePanel();
 
   /** @param {HTMLButtonElement} button */
   async function cancel(button) {
@@ -150,6 +155,7 @@ export function jobView(queue, id) {
           fact('Last failure', j.last_outcome ? outcomeBadge(j.last_outcome) : null),
           fact('Its error', j.last_error)))),
       progress,
+      timeline.el,
       h('section', { class: 'panel' },
         h('h2', {}, 'Attempts', h('span', { class: 'muted' }, `${j.history.length} finished`)),
         attempts.length
@@ -165,11 +171,24 @@ export function jobView(queue, id) {
         h('section', { class: 'panel' }, h('h2', {}, 'Result'), preview(j.result, j.result_encoding)))]);
   }
 
+  /** What the timeline was last read for: the job's state and attempt, and when. */
+  let timelineRead = { key: '', at: 0 };
+
   async function tick() {
     // A finished job changes only by an operator's action: no need to re-read it each poll.
     if (gone || (job && ['completed', 'dead'].includes(job.state))) return;
     try {
       job = await getJob(queue, id);
+      // The timeline reads the queue's events stream for the job's steps: again when the job
+      // moved (state, attempt), else at most every TIMELINE_EVERY_MS.
+      const key = `${job.state}/${job.attempt}/${job.history.length}`;
+      if (key !== timelineRead.key || Date.now() - timelineRead.at > TIMELINE_EVERY_MS) {
+        const view = await getTimeline(queue, id);
+        timelineRead = { key, at: Date.now() };
+        render(job);
+        timeline.update(view);
+        return;
+      }
     } catch (err) {
       if (!isStatus(err, 404)) throw err;
       root.replaceChildren(crumbs(h('a', { href: '#/' }, 'Queues'), h('a', { href: `#/queues/${enc(queue)}` }, queue), id),
@@ -180,7 +199,7 @@ export function jobView(queue, id) {
     render(job);
   }
 
-  return { root, tick, destroy() {}, nav: 'queues' };
+  return { root, tick, destroy: timeline.destroy, nav: 'queues' };
 }
 
 /** @param {number} percent */

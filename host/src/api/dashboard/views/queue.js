@@ -1,11 +1,12 @@
 // @ts-check
-// #/queues/<q>?state=<s> and #/queues/<q>/dlq : counts, throughput, and one state's jobs; the
-// dead-letter queue with replay and purge.
+// #/queues/<q>?state=<s> and #/queues/<q>/dlq : counts, throughput, attempt durations per
+// handler (durations.js), and one state's jobs; the dead-letter queue with replay and purge.
 
-import { actOnDead, getQueue, listDead, listJobs, pauseQueue, STATES } from '../api.js';
+import { actOnDead, getDurations, getQueue, listDead, listJobs, pauseQueue, STATES } from '../api.js';
 import { act, confirmAction, toast } from '../chrome.js';
 import { throughputPanel } from '../chart.js';
 import { badge, crumbs, enc, h, outcomeBadge, timeCell, title } from '../dom.js';
+import { BUCKET_S, durationsPanel, WINDOW_S } from '../durations.js';
 import { fmtCount } from '../format.js';
 import { pollEvents } from '../throughput.js';
 
@@ -14,6 +15,8 @@ import { pollEvents } from '../throughput.js';
 /** @typedef {import('../poll.js').View} View */
 
 const PAGE = 50;
+/** The durations read job histories: at most every this often, not on every poll. */
+const DURATIONS_EVERY_MS = 30_000;
 
 /**
  * @param {string} queue
@@ -22,6 +25,8 @@ const PAGE = 50;
  */
 export function queueView(queue, { state, offset, dlq }) {
   const chart = throughputPanel('Throughput');
+  const durations = durationsPanel();
+  let durationsAt = 0;
   const tiles = h('div', { class: 'tiles' });
   const pauseButton = h('button', { class: 'quiet' }, '…');
   const statusBadge = h('span');
@@ -29,7 +34,7 @@ export function queueView(queue, { state, offset, dlq }) {
   const root = h('div', {},
     crumbs(h('a', { href: '#/' }, 'Queues'), queue),
     title(queue, statusBadge, h('span', { class: 'spacer' }), pauseButton),
-    tiles, chart.el, list);
+    tiles, chart.el, durations.el, list);
   let paused = false;
   /** @type {number | null} */
   let lastCount = null;
@@ -196,6 +201,10 @@ export function queueView(queue, { state, offset, dlq }) {
     }
     eventsOff = q.config.events_maxlen === 0;
     chart.update([queue], eventsOff ? 'Events are off for this queue (events_maxlen 0): no throughput to chart.' : null);
+    if (Date.now() - durationsAt > DURATIONS_EVERY_MS) {
+      durationsAt = Date.now();
+      durations.update(await getDurations(queue, WINDOW_S, BUCKET_S));
+    }
     // The list is re-read when its state's count moved (at most every 3 s), not on every
     // poll: a page of jobs carries their payloads.
     const count = q.counts[shown];
@@ -205,5 +214,5 @@ export function queueView(queue, { state, offset, dlq }) {
     }
   }
 
-  return { root, tick, destroy: chart.destroy, nav: 'queues' };
+  return { root, tick, destroy() { chart.destroy(); durations.destroy(); }, nav: 'queues' };
 }
