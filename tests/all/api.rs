@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use wasmq::queue::{Client, JobState, NewJob, QueueConfig};
+use wasmq::queue::{Client, JobState, NewJob, QueueConfig, RecordsAttempt as _};
 use wasmq::registry::Registry;
 
 use crate::support::api::{ApiServer, Http};

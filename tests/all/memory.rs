@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use wasmq::connection::RedisConnection;
 use wasmq::queue::{
     Backoff, Child, Client, Completion, Failure, LeasedJob, MAX_BULK, NewJob, QueueConfig,
-    RateLimit, StepSave,
+    RateLimit, RecordsAttempt as _, StepSave,
 };
 
 use crate::support::redis::{RedisServer, now_ms};
@@ -221,7 +221,7 @@ async fn run_round(client: &Client, first: usize, n: usize) -> (u64, u64) {
         let parents: Vec<String> = completions
             .iter()
             .filter(|c| !c.children.is_empty())
-            .map(|c| c.id.clone())
+            .map(|c| c.record.id.clone())
             .collect();
         if !parents.is_empty() {
             let delivered = client.deliver_outbox(QUEUE, &parents).await.unwrap();

@@ -20,17 +20,62 @@ use super::scripts::{Call, SCRIPTS};
 /// Longest handler version label an attempt's history records.
 pub(super) const MAX_VERSION_LEN: usize = 128;
 
+/// What every attempt record carries, however the attempt ended: the job and the lease it
+/// ends, and what the attempt leaves in the job's history. [`Completion`], [`Failure`] and
+/// [`Suspension`](super::Suspension) each hold one, and share its builders
+/// ([`RecordsAttempt`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub id: String,
+    /// The lease the attempt ran under: a call refuses the record when it no longer holds.
+    pub token: String,
+    /// The handler version that ran the attempt ('' when unknown).
+    pub version: String,
+    /// What the attempt logged (cut to [`MAX_ATTEMPT_LOG_LEN`] bytes when written), and its
+    /// last progress.
+    pub logs: String,
+    pub progress: Option<u8>,
+}
+
+impl AttemptRecord {
+    /// The record of an attempt of `job` under its lease, with nothing logged yet.
+    pub fn of(job: &LeasedJob) -> AttemptRecord {
+        AttemptRecord {
+            id: job.id.clone(),
+            token: job.token.clone(),
+            version: String::new(),
+            logs: String::new(),
+            progress: None,
+        }
+    }
+}
+
+/// The builders every attempt record shares.
+pub trait RecordsAttempt: Sized {
+    /// The part every record has.
+    fn record_mut(&mut self) -> &mut AttemptRecord;
+
+    /// Records what the attempt logged (cut to [`MAX_ATTEMPT_LOG_LEN`] bytes) and its last
+    /// progress.
+    fn with_logs(mut self, logs: impl Into<String>, progress: Option<u8>) -> Self {
+        let record = self.record_mut();
+        record.logs = logs.into();
+        record.progress = progress;
+        self
+    }
+
+    /// Records which handler version ran the attempt.
+    fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.record_mut().version = version.into();
+        self
+    }
+}
+
 /// A successful attempt, for [`Client::complete`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
-    pub id: String,
-    pub token: String,
+    pub record: AttemptRecord,
     pub result: Vec<u8>,
-    /// The handler version that ran the attempt, for its history entry ('' when unknown).
-    pub version: String,
-    /// What the attempt logged, and its last progress, for its history entry.
-    pub logs: String,
-    pub progress: Option<u8>,
     /// Child jobs to write with the completion (through the queue's outbox; see
     /// docs/workflows.md), each with its id set.
     pub children: Vec<Child>,
@@ -39,15 +84,17 @@ pub struct Completion {
     encoded_children: Option<Vec<u8>>,
 }
 
+impl RecordsAttempt for Completion {
+    fn record_mut(&mut self) -> &mut AttemptRecord {
+        &mut self.record
+    }
+}
+
 impl Completion {
     pub fn new(job: &LeasedJob, result: impl Into<Vec<u8>>) -> Completion {
         Completion {
-            id: job.id.clone(),
-            token: job.token.clone(),
+            record: AttemptRecord::of(job),
             result: result.into(),
-            version: String::new(),
-            logs: String::new(),
-            progress: None,
             children: Vec::new(),
             encoded_children: None,
         }
@@ -67,69 +114,43 @@ impl Completion {
         self.encoded_children = encoded;
         self
     }
-
-    /// Records what the attempt logged (cut to [`MAX_ATTEMPT_LOG_LEN`] bytes) and its last
-    /// progress.
-    pub fn with_logs(mut self, logs: impl Into<String>, progress: Option<u8>) -> Completion {
-        self.logs = logs.into();
-        self.progress = progress;
-        self
-    }
-
-    /// Records which handler version ran the attempt.
-    pub fn with_version(mut self, version: impl Into<String>) -> Completion {
-        self.version = version.into();
-        self
-    }
 }
 
 /// A failed attempt, for [`Client::fail`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
-    pub id: String,
-    pub token: String,
+    pub record: AttemptRecord,
     /// Outcome class, as the runtime names it: `retry`, `fail`, `timeout`, `trap`, `memory_limit`...
     pub outcome: String,
     pub error: String,
     /// A permanent failure dead-letters the job at once, whatever attempts are left.
     pub permanent: bool,
-    /// The handler version that ran the attempt, for its history entry ('' when unknown).
-    pub version: String,
     /// The handler's retry policy, applied to what the job did not set itself.
     pub policy: RetryPolicy,
-    /// What the attempt logged, and its last progress, for its history entry.
-    pub logs: String,
-    pub progress: Option<u8>,
+}
+
+impl RecordsAttempt for Failure {
+    fn record_mut(&mut self) -> &mut AttemptRecord {
+        &mut self.record
+    }
 }
 
 impl Failure {
     pub fn new(job: &LeasedJob, outcome: impl Into<String>, error: impl Into<String>) -> Failure {
         Failure {
-            id: job.id.clone(),
-            token: job.token.clone(),
+            record: AttemptRecord::of(job),
             outcome: outcome.into(),
             error: error.into(),
             permanent: false,
-            version: String::new(),
             policy: RetryPolicy::default(),
-            logs: String::new(),
-            progress: None,
         }
     }
 
-    /// Records what the attempt logged (cut to [`MAX_ATTEMPT_LOG_LEN`] bytes) and its last
-    /// progress.
-    pub fn with_logs(mut self, logs: impl Into<String>, progress: Option<u8>) -> Failure {
-        self.logs = logs.into();
-        self.progress = progress;
-        self
-    }
-
     /// Records which handler version ran the attempt, and applies that handler's retry policy.
-    pub fn with_handler(mut self, version: impl Into<String>, policy: RetryPolicy) -> Failure {
-        self.version = version.into();
-        self.policy = policy;
-        self
+    pub fn with_handler(self, version: impl Into<String>, policy: RetryPolicy) -> Failure {
+        let mut failure = self.with_version(version);
+        failure.policy = policy;
+        failure
     }
 
     /// Marks the failure permanent: straight to the dead-letter queue.
@@ -223,15 +244,15 @@ impl Client {
         invocation.arg(random_seed());
         for failure in failures {
             invocation
-                .arg(&failure.id)
-                .arg(&failure.token)
+                .arg(&failure.record.id)
+                .arg(&failure.record.token)
                 .arg(truncate_utf8(&failure.outcome, 64))
                 .arg(truncate_utf8(&failure.error, MAX_ERROR_LEN))
                 .arg(if failure.permanent { "1" } else { "0" })
-                .arg(truncate_utf8(&failure.version, MAX_VERSION_LEN))
+                .arg(truncate_utf8(&failure.record.version, MAX_VERSION_LEN))
                 .arg(failure.policy.wire())
-                .arg(truncate_utf8(&failure.logs, MAX_ATTEMPT_LOG_LEN))
-                .arg(progress_arg(failure.progress));
+                .arg(truncate_utf8(&failure.record.logs, MAX_ATTEMPT_LOG_LEN))
+                .arg(progress_arg(failure.record.progress));
         }
         let reply = Reply::of("fail");
         let [outcomes, rejected] = reply.tuple(self.invoke(&invocation).await?)?;
@@ -253,12 +274,12 @@ impl Client {
 fn push_completions(invocation: &mut Call<'_>, done: &[Completion]) -> Result<()> {
     for completion in done {
         invocation
-            .arg(&completion.id)
-            .arg(&completion.token)
+            .arg(&completion.record.id)
+            .arg(&completion.record.token)
             .arg(completion.result.as_slice())
-            .arg(truncate_utf8(&completion.version, MAX_VERSION_LEN))
-            .arg(truncate_utf8(&completion.logs, MAX_ATTEMPT_LOG_LEN))
-            .arg(progress_arg(completion.progress));
+            .arg(truncate_utf8(&completion.record.version, MAX_VERSION_LEN))
+            .arg(truncate_utf8(&completion.record.logs, MAX_ATTEMPT_LOG_LEN))
+            .arg(progress_arg(completion.record.progress));
         match &completion.encoded_children {
             Some(bytes) => invocation.arg(bytes.as_slice()),
             None => invocation.arg(encode_children(&completion.children)?),

@@ -46,7 +46,9 @@ mod scripts;
 mod steps;
 mod timeline;
 
-pub use ack::{CompleteReport, Completion, FailOutcome, FailReport, Failure};
+pub use ack::{
+    AttemptRecord, CompleteReport, Completion, FailOutcome, FailReport, Failure, RecordsAttempt,
+};
 pub use check::{CHECK_BATCH, CheckReport, Finding};
 pub(crate) use children::encode_children;
 pub use children::{Child, OutboxReport};

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::ack::{MAX_VERSION_LEN, progress_arg};
+use super::ack::{AttemptRecord, MAX_VERSION_LEN, RecordsAttempt, progress_arg};
 use super::client::Client;
 use super::error::Result;
 use super::job::{MAX_ATTEMPT_LOG_LEN, truncate_utf8};
@@ -36,40 +36,25 @@ pub struct DeadStepsReport {
 /// An attempt that reached a durable sleep, for [`Client::suspend`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Suspension {
-    pub id: String,
-    pub token: String,
+    pub record: AttemptRecord,
     /// The sleep's field in the job's steps (`sleep:<name>`).
     pub field: String,
     pub delay: Duration,
-    /// The handler version that ran the attempt, what it logged and its last progress, for
-    /// its history entry.
-    pub version: String,
-    pub logs: String,
-    pub progress: Option<u8>,
+}
+
+impl RecordsAttempt for Suspension {
+    fn record_mut(&mut self) -> &mut AttemptRecord {
+        &mut self.record
+    }
 }
 
 impl Suspension {
     pub fn new(job: &LeasedJob, field: impl Into<String>, delay: Duration) -> Suspension {
         Suspension {
-            id: job.id.clone(),
-            token: job.token.clone(),
+            record: AttemptRecord::of(job),
             field: field.into(),
             delay,
-            version: String::new(),
-            logs: String::new(),
-            progress: None,
         }
-    }
-
-    pub fn with_version(mut self, version: impl Into<String>) -> Suspension {
-        self.version = version.into();
-        self
-    }
-
-    pub fn with_logs(mut self, logs: impl Into<String>, progress: Option<u8>) -> Suspension {
-        self.logs = logs.into();
-        self.progress = progress;
-        self
     }
 }
 
@@ -186,13 +171,13 @@ impl Client {
         let mut invocation = Call::on(&SCRIPTS.suspend, &keys);
         for s in suspensions {
             invocation
-                .arg(&s.id)
-                .arg(&s.token)
+                .arg(&s.record.id)
+                .arg(&s.record.token)
                 .arg(&s.field)
                 .arg(u64::try_from(s.delay.as_millis()).unwrap_or(u64::MAX))
-                .arg(truncate_utf8(&s.version, MAX_VERSION_LEN))
-                .arg(truncate_utf8(&s.logs, MAX_ATTEMPT_LOG_LEN))
-                .arg(progress_arg(s.progress));
+                .arg(truncate_utf8(&s.record.version, MAX_VERSION_LEN))
+                .arg(truncate_utf8(&s.record.logs, MAX_ATTEMPT_LOG_LEN))
+                .arg(progress_arg(s.record.progress));
         }
         let reply = Reply::of("suspend");
         let [suspended, rejected] = reply.tuple(self.invoke(&invocation).await?)?;

@@ -544,14 +544,14 @@ impl Recordable for Completion {
         // (a refused completion wrote none).
         let parents: Vec<String> = completions
             .iter()
-            .filter(|c| !c.children.is_empty() && report.completed.contains(&c.id))
-            .map(|c| c.id.clone())
+            .filter(|c| !c.children.is_empty() && report.completed.contains(&c.record.id))
+            .map(|c| c.record.id.clone())
             .collect();
         workflow::deliver(shared, queue, parents);
     }
 
     fn attempt(self) -> (String, String) {
-        (self.id, self.token)
+        (self.record.id, self.record.token)
     }
 }
 
@@ -569,7 +569,7 @@ impl Recordable for Failure {
     }
 
     fn attempt(self) -> (String, String) {
-        (self.id, self.token)
+        (self.record.id, self.record.token)
     }
 }
 
@@ -584,7 +584,7 @@ impl Recordable for Suspension {
     }
 
     fn attempt(self) -> (String, String) {
-        (self.id, self.token)
+        (self.record.id, self.record.token)
     }
 }
 

@@ -41,8 +41,8 @@ use super::slots::Slot;
 use super::workflow::{self, RedisSteps};
 use super::{InFlight, InFlightState, JobKey, LoadedHandler, Phase, Shared};
 use crate::queue::{
-    Completion, Failure, Lease, LeasedJob, MAX_ATTEMPT_LOG_LEN, RateLimit, Suspension,
-    ThrottleStart, truncate_utf8,
+    Completion, Failure, Lease, LeasedJob, MAX_ATTEMPT_LOG_LEN, RateLimit, RecordsAttempt,
+    Suspension, ThrottleStart, truncate_utf8,
 };
 use crate::runtime::{ChildJob, JobInput, JobLimits, LogLine, Outcome, OutcomeClass};
 use crate::telemetry::{self, Span as _};
@@ -477,9 +477,7 @@ async fn refuse_oversized_result(
         format!("result of {size} bytes is over the limit of {limit}"),
     )
     .permanent();
-    failure.version.clone_from(&completion.version);
-    failure.logs.clone_from(&completion.logs);
-    failure.progress = completion.progress;
+    failure.record.clone_from(&completion.record);
     Some(failure)
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use wasmq::queue::{
-    Backoff, Completion, FailOutcome, Failure, JobState, LeasedJob, NewJob, OwnPolicy, RetryPolicy,
+    Backoff, Completion, FailOutcome, Failure, JobState, LeasedJob, NewJob, OwnPolicy,
+    RecordsAttempt as _, RetryPolicy,
 };
 
 use crate::support::jobs::recover_expired_leases;

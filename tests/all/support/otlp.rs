@@ -68,9 +68,19 @@ impl OtlpReceiver {
         format!("http://{}", self.addr)
     }
 
-    /// Every span received so far, with its resource's `service.name` (debug-printed).
+    /// Every span received so far, with its resource's `service.name` (debug-printed), each
+    /// once: an exporter may send a batch again when its request timed out on a loaded
+    /// machine (OTLP export is at least once), and a receiver takes the copy for the same span.
     pub fn spans(&self) -> Vec<(String, Span)> {
-        self.received.spans.lock().unwrap().clone()
+        let mut seen = std::collections::HashSet::new();
+        self.received
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, span)| seen.insert((span.trace_id.clone(), span.span_id.clone())))
+            .cloned()
+            .collect()
     }
 
     /// The values of header `name` of each export request so far.
