@@ -12,13 +12,21 @@
 //   producer    adds `warmup` jobs, then `n` jobs one at a time, open loop at `rate`/s (a call
 //               is not awaited before the next is due); each job carries the clock reading taken
 //               just before its add call.
+//               `work` picks the jobs (default `noop`): `http` (data `{url}` from `http_url`; the processor
+//               GETs it with Node's fetch and returns `{status, body}`), `json` (data: the JSON
+//               document in the file `json_file`, `{"numbers":[...]}`; the processor returns
+//               the `transform` handlers' `{"count","sum","max"}` text). "done" counts failures.
 //   memory      enqueue `n` jobs, start a Worker with concurrency `c` whose processor sleeps
 //               `sleep_ms`; print "inflight" when `n` processors have started; wait for "exit".
+//   race        one Worker (concurrency 1, no-op); `warmup` jobs run first; "ready", wait for
+//               "go", then addBulk `n` jobs and time from just before that call to the `n`-th
+//               `completed` event; print "done", wait for "exit".
 //
 // Clock: performance.timeOrigin + performance.now(), milliseconds since the Unix epoch with
 // microsecond resolution (the host's realtime clock), the same clock the wasmq side reads.
 "use strict";
 
+const fs = require("fs");
 const readline = require("readline");
 const { Queue, Worker } = require("bullmq");
 
@@ -53,12 +61,60 @@ function data(extra = {}) {
 
 const jobOpts = { removeOnComplete: true, removeOnFail: false };
 
-async function addBulk(queue, total) {
+// Each job's data for the `work` param.
+function workData() {
+  switch (params.work || "noop") {
+    case "noop":
+      return data;
+    case "http":
+      return () => ({ url: params.http_url });
+    case "json": {
+      const doc = JSON.parse(fs.readFileSync(params.json_file, "utf8"));
+      return () => doc;
+    }
+    default:
+      throw new Error(`unknown work ${params.work}`);
+  }
+}
+
+// The processor for the `work` param: the same work as wasmq's handler for it.
+function processor() {
+  switch (params.work || "noop") {
+    case "noop":
+      return async () => {};
+    case "http":
+      return async (job) => {
+        const response = await fetch(job.data.url);
+        const body = await response.text();
+        if (!response.ok) throw new Error(`status ${response.status}`);
+        return { status: response.status, body };
+      };
+    case "json":
+      // As guest-examples' `transform`: count, sum and max of safe integers.
+      return async (job) => {
+        const numbers = job.data.numbers;
+        if (!Array.isArray(numbers)) throw new Error("invalid input");
+        let sum = 0;
+        let max = null;
+        for (const n of numbers) {
+          if (!Number.isSafeInteger(n)) throw new Error("invalid input");
+          sum += n;
+          if (!Number.isSafeInteger(sum)) throw new Error("sum out of range");
+          max = max === null ? n : Math.max(max, n);
+        }
+        return `{"count":${numbers.length},"sum":${sum},"max":${max}}`;
+      };
+    default:
+      throw new Error(`unknown work ${params.work}`);
+  }
+}
+
+async function addBulk(queue, total, makeData = data) {
   const t0 = nowMs();
   for (let done = 0; done < total; done += 1000) {
     const k = Math.min(1000, total - done);
     const jobs = new Array(k);
-    for (let i = 0; i < k; i++) jobs[i] = { name: "noop", data: data(), opts: jobOpts };
+    for (let i = 0; i < k; i++) jobs[i] = { name: "noop", data: makeData(), opts: jobOpts };
     await queue.addBulk(jobs);
   }
   return (nowMs() - t0) / 1000;
@@ -73,28 +129,38 @@ async function throughput() {
   const queue = new Queue(params.queue, { connection });
   await queue.waitUntilReady();
   const depth = params.depth || params.n;
-  const enqueueSeconds = await addBulk(queue, depth);
+  const enqueueSeconds = await addBulk(queue, depth, workData());
   say({ phase: "enqueued", jobs: depth, seconds: enqueueSeconds });
   if ((await line()) !== "go") throw new Error("expected go");
 
   let completed = 0;
+  let failed = 0;
   let finish;
   const finished = new Promise((r) => (finish = r));
-  const worker = new Worker(params.queue, async () => {}, {
+  const worker = new Worker(params.queue, processor(), {
     connection,
     concurrency: params.c,
     autorun: false,
   });
+  // A failed job counts as finished too (so a broken run ends), and is reported.
+  const finishOne = () => {
+    if (completed + failed === params.n) finish(nowMs());
+  };
   worker.on("completed", () => {
     completed += 1;
-    if (completed === params.n) finish(nowMs());
+    finishOne();
+  });
+  worker.on("failed", (_job, err) => {
+    failed += 1;
+    process.stderr.write(`job failed: ${err}\n`);
+    finishOne();
   });
   worker.on("error", (err) => process.stderr.write(`worker error: ${err}\n`));
   const cpu0 = process.cpuUsage();
   const t0 = nowMs();
   worker.run().catch((err) => process.stderr.write(`run: ${err}\n`));
   const t1 = await finished;
-  say({ phase: "done", seconds: (t1 - t0) / 1000, completed, cpu: cpuSeconds(cpu0) });
+  say({ phase: "done", seconds: (t1 - t0) / 1000, completed, failed, cpu: cpuSeconds(cpu0) });
   await line(); // "exit"
   await worker.close(true);
   await queue.close();
@@ -169,7 +235,43 @@ async function memory() {
   await queue.close();
 }
 
-const modes = { throughput, worker: latencyWorker, producer, memory };
+async function race() {
+  const queue = new Queue(params.queue, { connection });
+  await queue.waitUntilReady();
+  let completed = 0;
+  let target = params.warmup;
+  let finish;
+  let finished = new Promise((r) => (finish = r));
+  const worker = new Worker(params.queue, async () => {}, {
+    connection,
+    concurrency: 1,
+    autorun: false,
+  });
+  worker.on("completed", () => {
+    completed += 1;
+    if (completed === target) finish(nowMs());
+  });
+  worker.on("failed", (_job, err) => process.stderr.write(`job failed: ${err}\n`));
+  worker.on("error", (err) => process.stderr.write(`worker error: ${err}\n`));
+  worker.run().catch((err) => process.stderr.write(`run: ${err}\n`));
+  await worker.waitUntilReady();
+  await addBulk(queue, params.warmup);
+  await finished;
+  await sleep(200);
+  say({ phase: "ready" });
+  if ((await line()) !== "go") throw new Error("expected go");
+  target = params.warmup + params.n;
+  finished = new Promise((r) => (finish = r));
+  const t0 = nowMs();
+  const enqueueSeconds = await addBulk(queue, params.n);
+  const t1 = await finished;
+  say({ phase: "done", seconds: (t1 - t0) / 1000, enqueue_s: enqueueSeconds, completed });
+  await line(); // "exit"
+  await worker.close(true);
+  await queue.close();
+}
+
+const modes = { throughput, worker: latencyWorker, producer, memory, race };
 modes[mode]()
   .then(() => process.exit(0))
   .catch((err) => {

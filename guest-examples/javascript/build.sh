@@ -24,7 +24,7 @@ mkdir -p out
 # `notify` and `welcome` use fetch(), so they are built with componentize-js's http support
 # left on (the component imports wasi:http, which the host links for every handler). The
 # others make no requests and leave it out, which keeps them smaller and faster to start.
-for name in echo transform flaky notify welcome; do
+for name in echo transform flaky notify welcome leftovers; do
     if stale "out/$name.wasm" "$name.js" "$WIT_DIR"/*.wit "$WIT_DIR"/deps/*.wit package-lock.json; then
         echo "javascript: building out/$name.wasm" >&2
         disable=(--disable http fetch-event)

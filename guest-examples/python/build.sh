@@ -8,7 +8,7 @@ source ../lib.sh
 
 venv=$(pinned_venv requirements.txt)
 mkdir -p out
-for name in echo transform flaky workflow notify welcome; do
+for name in echo transform flaky workflow notify welcome leftovers; do
     if stale "out/$name.wasm" "$name.py" wasmq_http.py wasmq_sql.py "$WIT_DIR"/*.wit "$WIT_DIR"/deps/*.wit \
         requirements.txt; then
         echo "python: building out/$name.wasm" >&2

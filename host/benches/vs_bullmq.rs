@@ -48,6 +48,11 @@ struct Plan {
     depth: Vec<u64>,
     depth_n: u64,
     depth_c: usize,
+    /// Real work: jobs per run and the concurrencies of the `work` workloads.
+    work_n: u64,
+    work_c: Vec<usize>,
+    /// The light-task race: jobs enqueued at once on one idle worker of concurrency 1.
+    race_n: u64,
 }
 
 impl Plan {
@@ -66,6 +71,9 @@ impl Plan {
                 depth: vec![],
                 depth_n: 0,
                 depth_c: 50,
+                work_n: 300,
+                work_c: vec![50],
+                race_n: 400,
             }
         } else {
             let mut throughput = Vec::new();
@@ -86,6 +94,9 @@ impl Plan {
                 depth: vec![10_000, 1_000_000],
                 depth_n: 10_000,
                 depth_c: 50,
+                work_n: 3_000,
+                work_c: vec![1, 50],
+                race_n: 400,
             }
         }
     }
@@ -97,6 +108,10 @@ struct Paths {
     noop: PathBuf,
     sleep: PathBuf,
     stamp: PathBuf,
+    /// The real-work handlers: Rust `http-fetch` and `transform`, JavaScript `transform`.
+    http_fetch: PathBuf,
+    transform_rust: PathBuf,
+    transform_js: PathBuf,
     bullmq: PathBuf,
     out: PathBuf,
     logs: PathBuf,
@@ -131,12 +146,23 @@ fn main() -> Result<()> {
         noop: guests.join("noop.wasm"),
         sleep: guests.join("sleep.wasm"),
         stamp: stamp_dir.join("stamp.wasm"),
+        http_fetch: guests.join("http_fetch.wasm"),
+        transform_rust: guests.join("transform.wasm"),
+        transform_js: root.join("guest-examples/javascript/out/transform.wasm"),
         bullmq: root.join("bench/bullmq"),
         out: root.join("bench/results"),
         logs: root.join(format!("bench/results/{stamp_ts}-logs")),
         root,
     };
-    for p in [&paths.wasmq, &paths.noop, &paths.sleep, &paths.stamp] {
+    for p in [
+        &paths.wasmq,
+        &paths.noop,
+        &paths.sleep,
+        &paths.stamp,
+        &paths.http_fetch,
+        &paths.transform_rust,
+        &paths.transform_js,
+    ] {
         if !p.exists() {
             bail!(
                 "{} is missing: run bench/run.sh, which builds it",
@@ -246,6 +272,35 @@ async fn run(plan: Plan, paths: Paths, stamp: String, only: Option<Vec<String>>)
                     let params = json!({"depth": depth, "n": plan.depth_n, "c": plan.depth_c});
                     bench.record("depth", system, rep, params, r);
                 }
+            }
+        }
+    }
+
+    if wants("work") {
+        // The loopback server the HTTP jobs call; both systems call the same one.
+        let server = LoopbackHttp::start().await?;
+        let json_file = bench.paths.logs.join("payload-100k.json");
+        std::fs::write(&json_file, json_payload())?;
+        for work in Work::real(&bench.paths, &server.url, &json_file)? {
+            for &c in &plan.work_c {
+                for rep in 0..plan.reps {
+                    for system in order(rep) {
+                        let r = bench
+                            .throughput_of(system, &work, plan.work_n, plan.work_n, c)
+                            .await?;
+                        let params = json!({"work": work.name, "n": plan.work_n, "c": c});
+                        bench.record("work", system, rep, params, r);
+                    }
+                }
+            }
+        }
+        server.task.abort();
+    }
+    if wants("race") {
+        for rep in 0..plan.reps {
+            for system in order(rep) {
+                let r = bench.race(system, plan.race_n).await?;
+                bench.record("race", system, rep, json!({"n": plan.race_n}), r);
             }
         }
     }
@@ -380,10 +435,12 @@ impl Bench {
         Ok(std::fs::File::create(self.paths.logs.join(name))?)
     }
 
+    /// `wasmq run` on `queue`, with `handler` given as a file, or (None) with the handlers of
+    /// a `--config` file in `extra`.
     fn spawn_wasmq(
         &mut self,
         queue: &str,
-        handler: (&str, &Path),
+        handler: Option<(&str, &Path)>,
         extra: &[&str],
     ) -> Result<Child> {
         let log = format!("{queue}-wasmq.log");
@@ -392,10 +449,12 @@ impl Bench {
             .arg("--redis")
             .arg(self.redis.url())
             .arg("--queues")
-            .arg(queue)
-            .arg("--handler")
-            .arg(format!("{}={}", handler.0, handler.1.display()))
-            .args(extra)
+            .arg(queue);
+        if let Some((name, path)) = handler {
+            cmd.arg("--handler")
+                .arg(format!("{name}={}", path.display()));
+        }
+        cmd.args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(self.log_file(&log)?)
@@ -463,6 +522,20 @@ impl Bench {
 
     /// Enqueue `depth` no-op jobs, then time a worker at concurrency `c` until `n` completed.
     async fn throughput(&mut self, system: System, depth: u64, n: u64, c: usize) -> Result<Json> {
+        let noop = Work::noop(&self.paths);
+        self.throughput_of(system, &noop, depth, n, c).await
+    }
+
+    /// Enqueue `depth` jobs of `work`, then time a worker at concurrency `c` until `n`
+    /// completed. Fails if any job failed: a figure of failing jobs measures nothing.
+    async fn throughput_of(
+        &mut self,
+        system: System,
+        work: &Work,
+        depth: u64,
+        n: u64,
+        c: usize,
+    ) -> Result<Json> {
         self.flush().await?;
         let queue = self.next_queue();
         match system {
@@ -473,7 +546,7 @@ impl Bench {
                 };
                 self.client.set_config(&queue, &config).await?;
                 let enqueue_s = self
-                    .enqueue_wasmq(&queue, "noop", &[b'x'; PAYLOAD_BYTES], depth)
+                    .enqueue_wasmq(&queue, work.handler, &work.payload, depth)
                     .await?;
                 let events_key = format!("wasmq:{{{queue}}}:events");
                 let mut reader = blocking_connection(&self.redis.url()).await?;
@@ -488,11 +561,14 @@ impl Bench {
                 let mut last_id = last.first().map_or("0-0".to_string(), |e| e.0.clone());
                 let (cpu0, _) = self.reset_stats().await?;
                 let t0 = Instant::now();
-                let mut child = self.spawn_wasmq(
-                    &queue,
-                    ("noop", &self.paths.noop.clone()),
-                    &["--concurrency", &c.to_string()],
-                )?;
+                let mut args = vec!["--concurrency".to_string(), c.to_string()];
+                args.extend(work.wasmq_args.iter().cloned());
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                // A handler with grants is given in a --config file (`wasmq run` takes grants
+                // only there); the others as a file.
+                let handler = (!work.wasmq_args.iter().any(|a| a == "--config"))
+                    .then_some((work.handler, work.component.as_path()));
+                let mut child = self.spawn_wasmq(&queue, handler, &args)?;
                 let pid = child.id().ok_or_else(|| anyhow!("wasmq exited at once"))?;
                 let mut completed = 0u64;
                 let mut first_active: Option<f64> = None;
@@ -524,6 +600,12 @@ impl Bench {
                             completed += jobs;
                         } else if event == "active" && first_active.is_none() {
                             first_active = Some(t0.elapsed().as_secs_f64());
+                        } else if event == "retried" || event == "dead" {
+                            bail!(
+                                "wasmq {}: a job {event}; see {}",
+                                work.name,
+                                self.paths.logs.display()
+                            );
                         }
                     }
                 }
@@ -547,15 +629,16 @@ impl Bench {
                 Ok(out)
             }
             System::Bullmq => {
-                let mut node = self.spawn_node(
-                    &queue,
-                    "throughput",
-                    json!({"n": n, "depth": depth, "c": c}),
-                )?;
+                let mut params = work.node.clone();
+                merge(&mut params, json!({"n": n, "depth": depth, "c": c}));
+                let mut node = self.spawn_node(&queue, "throughput", params)?;
                 let enq = node.expect("enqueued").await?;
                 let (cpu0, _) = self.reset_stats().await?;
                 node.send("go").await?;
                 let done = node.expect("done").await?;
+                if done["failed"].as_u64().unwrap_or(0) > 0 {
+                    bail!("bullmq {}: jobs failed: {done}", work.name);
+                }
                 let cost = self.redis_cost(cpu0, 0, n).await?;
                 node.send("exit").await?;
                 node.finish().await;
@@ -595,7 +678,7 @@ impl Bench {
                 self.client.set_config(&queue, &config).await?;
                 let mut child = self.spawn_wasmq(
                     &queue,
-                    ("stamp", &self.paths.stamp.clone()),
+                    Some(("stamp", &self.paths.stamp.clone())),
                     &["--concurrency", &c.to_string()],
                 )?;
                 for i in 0..warmup {
@@ -674,6 +757,105 @@ impl Bench {
         }))
     }
 
+    /// The light-task race: one idle, warmed-up worker of concurrency 1; `n` no-op jobs
+    /// enqueued in one bulk call; timed from just before that call to the `n`-th completion.
+    async fn race(&mut self, system: System, n: u64) -> Result<Json> {
+        self.flush().await?;
+        let queue = self.next_queue();
+        let warmup = 20u64;
+        match system {
+            System::Wasmq => {
+                let config = QueueConfig {
+                    completed_keep: Some(0),
+                    ..QueueConfig::default()
+                };
+                self.client.set_config(&queue, &config).await?;
+                let events_key = format!("wasmq:{{{queue}}}:events");
+                let mut reader = blocking_connection(&self.redis.url()).await?;
+                let mut child = self.spawn_wasmq(
+                    &queue,
+                    Some(("noop", &self.paths.noop.clone())),
+                    &["--concurrency", "1"],
+                )?;
+                let payload = [b'x'; PAYLOAD_BYTES];
+                let mut last_id = "0-0".to_string();
+                self.enqueue_wasmq(&queue, "noop", &payload, warmup).await?;
+                self.await_completions(&mut reader, &events_key, &mut last_id, warmup, &mut child)
+                    .await?;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let t0 = Instant::now();
+                let jobs: Vec<NewJob> = (0..n)
+                    .map(|_| NewJob::new("noop", payload.to_vec()))
+                    .collect();
+                self.client.enqueue_bulk(&queue, &jobs).await?;
+                let enqueued = t0.elapsed().as_secs_f64();
+                self.await_completions(&mut reader, &events_key, &mut last_id, n, &mut child)
+                    .await?;
+                let seconds = t0.elapsed().as_secs_f64();
+                stop_wasmq(&mut child).await;
+                Ok(
+                    json!({"seconds": seconds, "enqueue_s": enqueued, "jobs_per_s": n as f64 / seconds}),
+                )
+            }
+            System::Bullmq => {
+                let mut node =
+                    self.spawn_node(&queue, "race", json!({"n": n, "warmup": warmup}))?;
+                node.expect("ready").await?;
+                node.send("go").await?;
+                let done = node.expect("done").await?;
+                node.send("exit").await?;
+                node.finish().await;
+                let seconds = done["seconds"].as_f64().unwrap_or(f64::NAN);
+                Ok(json!({
+                    "seconds": seconds,
+                    "enqueue_s": done["enqueue_s"],
+                    "jobs_per_s": n as f64 / seconds,
+                }))
+            }
+        }
+    }
+
+    /// Reads `events_key` from `last_id` on until `n` more jobs completed; fails on a failed
+    /// job, an early exit of `child` or the run deadline.
+    async fn await_completions(
+        &mut self,
+        reader: &mut MultiplexedConnection,
+        events_key: &str,
+        last_id: &mut String,
+        n: u64,
+        child: &mut Child,
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        let mut completed = 0u64;
+        while completed < n {
+            if t0.elapsed() > RUN_DEADLINE {
+                bail!("{completed}/{n} completed after {RUN_DEADLINE:?}");
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("wasmq run exited early ({status})");
+            }
+            let reply: redis::Value = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1000)
+                .arg("BLOCK")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg(events_key)
+                .arg(last_id.as_str())
+                .query_async(reader)
+                .await?;
+            for (id, event, jobs) in parse_xread(reply)? {
+                *last_id = id;
+                match event.as_str() {
+                    "completed" => completed += jobs,
+                    "retried" | "dead" => bail!("a job {event}"),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn wait_completed(&mut self, queue: &str, n: u64, child: &mut Child) -> Result<()> {
         let deadline = Instant::now() + RUN_DEADLINE;
         loop {
@@ -711,7 +893,7 @@ impl Bench {
                 let t0 = Instant::now();
                 let mut child = self.spawn_wasmq(
                     &queue,
-                    ("sleep", &self.paths.sleep.clone()),
+                    Some(("sleep", &self.paths.sleep.clone())),
                     &[
                         "--concurrency",
                         &jobs.to_string(),
@@ -767,6 +949,124 @@ impl Bench {
                 }))
             }
         }
+    }
+}
+
+/// One kind of job the throughput workloads time, on both systems.
+struct Work {
+    /// Its name in the report.
+    name: &'static str,
+    /// wasmq's handler: its name, its component, the payload of every job, and what
+    /// `wasmq run` needs besides (grants).
+    handler: &'static str,
+    component: PathBuf,
+    payload: Vec<u8>,
+    wasmq_args: Vec<String>,
+    /// bench.js's parameters for the same work (`work`: `noop`, `http` or `json`).
+    node: Json,
+}
+
+impl Work {
+    fn noop(paths: &Paths) -> Work {
+        Work {
+            name: "noop",
+            handler: "noop",
+            component: paths.noop.clone(),
+            payload: vec![b'x'; PAYLOAD_BYTES],
+            wasmq_args: Vec::new(),
+            node: json!({"work": "noop"}),
+        }
+    }
+
+    /// The real-work jobs: one HTTP GET to a loopback server (the Rust `http-fetch` handler,
+    /// granted that host, vs Node's `fetch`), and the `transform` of a 100 KB JSON document
+    /// (the Rust and the JavaScript handler vs the same computation in Node).
+    fn real(paths: &Paths, url: &str, json_file: &Path) -> Result<Vec<Work>> {
+        let json = std::fs::read(json_file)?;
+        // `wasmq run` takes a handler's grants from its --config file.
+        let fetch_config = paths.logs.join("fetch.toml");
+        std::fs::write(
+            &fetch_config,
+            format!(
+                "[handlers.fetch]\npath = {:?}\nallow_outbound = [{:?}]\n",
+                paths.http_fetch.display().to_string(),
+                url
+            ),
+        )?;
+        let json_node = json!({"work": "json", "json_file": json_file});
+        Ok(vec![
+            Work {
+                name: "http GET, loopback (Rust)",
+                handler: "fetch",
+                component: paths.http_fetch.clone(),
+                payload: json!({"url": format!("{url}/")}).to_string().into_bytes(),
+                wasmq_args: vec!["--config".to_string(), fetch_config.display().to_string()],
+                node: json!({"work": "http", "http_url": format!("{url}/")}),
+            },
+            Work {
+                name: "JSON 100 KB transform (Rust)",
+                handler: "transform",
+                component: paths.transform_rust.clone(),
+                payload: json.clone(),
+                wasmq_args: Vec::new(),
+                node: json_node.clone(),
+            },
+            Work {
+                name: "JSON 100 KB transform (JavaScript)",
+                handler: "transform",
+                component: paths.transform_js.clone(),
+                payload: json,
+                wasmq_args: Vec::new(),
+                node: json_node,
+            },
+        ])
+    }
+}
+
+/// `{"numbers":[...]}` of about 100 KB: integers below 10^6, as the `transform` handlers take.
+fn json_payload() -> Vec<u8> {
+    let mut out = String::from("{\"numbers\":[");
+    let mut i: u64 = 0;
+    while out.len() < 100_000 - 10 {
+        if i > 0 {
+            out.push(',');
+        }
+        out += &((i * 7919 + 13) % 1_000_000).to_string();
+        i += 1;
+    }
+    out += "]}";
+    out.into_bytes()
+}
+
+/// A loopback HTTP/1.1 server answering every request with `200 ok` (keep-alive), for the
+/// HTTP jobs of both systems.
+struct LoopbackHttp {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LoopbackHttp {
+    async fn start() -> Result<LoopbackHttp> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_request| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(LoopbackHttp { url, task })
     }
 }
 
@@ -1096,6 +1396,8 @@ fn markdown(report: &Json) -> String {
     let lat = param_list("latency");
     let mem = param_list("memory");
     let depth = param_list("depth");
+    let work = param_list("work");
+    let race = param_list("race");
     let med = |w: &str, sys: &str, p: &Json, f: &str| median(values(&runs, w, sys, p, f));
     for p in &tp {
         row(
@@ -1174,6 +1476,30 @@ fn markdown(report: &Json) -> String {
         );
     }
 
+    for p in &work {
+        // wasmq's rate from its first lease (its start-up and compile left out, as BullMQ's
+        // clock starts at worker.run()).
+        row(
+            format!(
+                "{}, jobs/s (N={}, C={})",
+                p["work"].as_str().unwrap_or(""),
+                p["n"],
+                p["c"]
+            ),
+            med("work", "wasmq", p, "jobs_per_s_after_first_active"),
+            med("work", "bullmq", p, "jobs_per_s"),
+            0,
+        );
+    }
+    for p in &race {
+        row(
+            format!("{} tiny jobs on one worker (C=1), end to end, ms", p["n"]),
+            med("race", "wasmq", p, "seconds").map(|s| s * 1000.0),
+            med("race", "bullmq", p, "seconds").map(|s| s * 1000.0),
+            1,
+        );
+    }
+
     // Details, every repetition.
     s += "\n## Throughput, every repetition\n\n";
     s += "| N | C | system | jobs/s (reps) | jobs/s after first fetch (reps) | enqueue jobs/s | Redis cmds/job | Redis CPU s/10k | worker CPU s/10k |\n";
@@ -1202,6 +1528,49 @@ fn markdown(report: &Json) -> String {
                     fmt(median(v("redis_commands_per_job")), 2),
                     fmt(median(v("redis_cpu_s_per_10k_jobs")), 3),
                     fmt(median(v("worker_cpu_s_per_10k_jobs")), 3),
+                );
+            }
+        }
+    }
+    if !work.is_empty() {
+        s += "\n## Real work, every repetition\n\n| work | N | C | system | jobs/s (reps) | worker CPU s/10k | Redis CPU s/10k |\n|---|---:|---:|---|---|---:|---:|\n";
+        for p in &work {
+            for sys in ["wasmq", "bullmq"] {
+                let v = |f: &str| values(&runs, "work", sys, p, f);
+                let rate = if sys == "wasmq" {
+                    "jobs_per_s_after_first_active"
+                } else {
+                    "jobs_per_s"
+                };
+                s += &format!(
+                    "| {} | {} | {} | {} | {} | {} | {} |\n",
+                    p["work"].as_str().unwrap_or(""),
+                    p["n"],
+                    p["c"],
+                    sys,
+                    all_reps(&v(rate), 0),
+                    fmt(median(v("worker_cpu_s_per_10k_jobs")), 3),
+                    fmt(median(v("redis_cpu_s_per_10k_jobs")), 3),
+                );
+            }
+        }
+    }
+    if !race.is_empty() {
+        s += "\n## Light-task race, every repetition (ms)\n\n| N | system | end to end (reps) | of which enqueue (reps) |\n|---:|---|---|---|\n";
+        for p in &race {
+            for sys in ["wasmq", "bullmq"] {
+                let ms = |f: &str| {
+                    values(&runs, "race", sys, p, f)
+                        .iter()
+                        .map(|s| s * 1000.0)
+                        .collect::<Vec<_>>()
+                };
+                s += &format!(
+                    "| {} | {} | {} | {} |\n",
+                    p["n"],
+                    sys,
+                    all_reps(&ms("seconds"), 1),
+                    all_reps(&ms("enqueue_s"), 1)
                 );
             }
         }

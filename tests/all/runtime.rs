@@ -371,6 +371,46 @@ async fn a_job_never_sees_what_an_earlier_job_left_in_memory() {
     }
 }
 
+/// The same for the Python and JavaScript handlers, whose interpreters start from a memory
+/// image of tens of MiB: module globals, a buffer inside the image and objects on the
+/// interpreter's heap written by one job are never seen by the next, kept resident or not.
+#[tokio::test]
+async fn a_python_or_javascript_job_never_sees_what_an_earlier_job_left() {
+    let guests = [
+        (
+            "Python",
+            guests::python("leftovers"),
+            "calls=1 buffer=0 builtins=0 dict=0",
+        ),
+        (
+            "JavaScript",
+            guests::javascript("leftovers"),
+            "calls=1 buffer=0 global=0 map=0",
+        ),
+    ];
+    for keep_resident in [RuntimeConfig::default().keep_resident, 0] {
+        let rt = Runtime::new(RuntimeConfig {
+            max_instances: 1,
+            keep_resident,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        for (language, path, fresh) in &guests {
+            let handler = rt.load_file(path).unwrap();
+            for i in 0..10u8 {
+                let report = rt
+                    .run(&handler, job(&[b'a' + i]), &limits(10_000, 256))
+                    .await;
+                assert_eq!(
+                    report.outcome,
+                    Outcome::Ok(fresh.as_bytes().to_vec()),
+                    "{language} job {i}, keep_resident {keep_resident}"
+                );
+            }
+        }
+    }
+}
+
 /// One `memory.fill` of most of a 128 MiB memory: a single instruction, which no epoch tick
 /// can interrupt, holding its thread for tens of milliseconds (mostly page faults).
 fn filler() -> Vec<u8> {
