@@ -9,7 +9,12 @@
 //! - [`RedisConnection`] - the connection every part of wasmq talks through, whichever it is.
 //!   It implements `redis::aio::ConnectionLike`, so commands, pipelines and script calls are
 //!   written once. A cluster's is a [`ClusterHandle`], which replaces the redis crate's
-//!   cluster connection when a request times out on it.
+//!   cluster connection when a request times out on it. A blocking `BLPOP` (a fetcher idle
+//!   on a queue's wake-up list) gets a connection of its own, with no response timeout
+//!   ([`RedisTarget::connect_blocking`]).
+//! - [`redact`] - how a URL may be shown: without its credentials.
+//! - [`Backoff`] - the one delay between retries of Redis (the worker's fetcher, acker and
+//!   deployer, the alerts' reader): 50 ms doubling to 5 s, jittered.
 //!
 //! On a cluster a command goes to the primary that owns its key's slot. Every key of a queue
 //! carries the hash tag `{<queue>}` (the registry's `{@registry}`, the schedules'

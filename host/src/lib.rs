@@ -18,7 +18,8 @@
 //!   (`redis+cluster://`), and the one connection type every Redis user goes through.
 //! - [`queue::Client`] - the Redis protocol for jobs: enqueue, fetch, complete, fail, DLQ.
 //! - [`worker::Worker`] - the host behind `wasmq run`: fetch loop, slots, leases, shutdown.
-//! - [`alerts::Alerts`] - webhooks on dead-lettered jobs and queue backlogs, signed and retried.
+//! - [`alerts::Alerts`] - alerts (a signed webhook, Slack, e-mail) on dead-lettered jobs and
+//!   queue backlogs, retried.
 //! - [`metrics::Metrics`] - the Prometheus metrics a host keeps, served at `/metrics`.
 //! - [`events::send`] - an event starts every handler subscribed to its name, a job each.
 //! - [`api::Server`] - the HTTP API (`wasmq serve`, `wasmq run --http`) and its OpenAPI document.

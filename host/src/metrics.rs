@@ -3,7 +3,8 @@
 //!
 //! - [`Metrics`] - one per process: the counters and histograms a worker updates as jobs run,
 //!   the gauges sampled from the worker at each scrape ([`HostSample`]), and the queue depths
-//!   read from Redis at each scrape.
+//!   read from Redis at each scrape. `wasmq run` makes one and hands it to both the worker
+//!   and the API beside it; `wasmq serve` has one of its own, with no worker to report.
 //!
 //! **Invariant:** recording is a few atomic operations and never waits on I/O, so metrics cannot
 //! slow the job path; anything that needs Redis (queue depths) happens at scrape time, bounded by

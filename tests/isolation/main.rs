@@ -1,6 +1,7 @@
-//! Tests that measure latency and need the machine to themselves: their own test binary,
-//! which cargo runs after the main suite has finished, never beside it. Real `wasmq run`
-//! processes, real Redis, real components.
+//! Tests that measure latency and need the machine to themselves: their own test binary
+//! (`test = false` in host/Cargo.toml), so neither `cargo test` nor `scripts/test.sh` runs it;
+//! run it by name, alone: `cargo test -p wasmq --test isolation -- --nocapture`. Real `wasmq
+//! run` processes, real Redis, real components.
 
 #![allow(clippy::unwrap_used)]
 

@@ -7,7 +7,12 @@
 //! host: it is what Redis keeps. It covers what the queue's retention keeps (`completed_keep`,
 //! 1000 by default; dead jobs are kept until purged): on a queue finishing more jobs than that
 //! in the window, the oldest part of the window is missing, and the answer says so
-//! (`truncated`). ARCHITECTURE.md ("host/src/api/") gives the reasons for this choice.
+//! (`truncated`).
+//!
+//! Why not a record of its own, say a sorted set of durations per handler and minute: that
+//! would add commands to every ack, the hot path, and need a retention of its own, while the
+//! histories already survive restarts, are shared by every host and are bounded by the
+//! queue's retention. The price is the coverage above.
 //!
 //! [`percentiles`] is the pure part: bucket the attempts by the minute (or `bucket_s`) they
 //! ended in, nearest-rank p50/p95/p99 per handler and bucket.

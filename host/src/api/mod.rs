@@ -1,7 +1,7 @@
 //! The HTTP API: JSON endpoints for everything the CLI does with queues, jobs, the dead-letter
-//! queue, events and handlers, and the OpenAPI document of them at `/openapi.json`. Served by
-//! `wasmq serve` and, beside a worker, by `wasmq run --http ADDR`. The reference is
-//! docs/api.md.
+//! queue, events, handlers and schedules, and the OpenAPI document of them at
+//! `/openapi.json`. Served by `wasmq serve` and, beside a worker, by `wasmq run --http ADDR`.
+//! The reference is docs/api.md.
 //!
 //! - [`ApiConfig`] - where to listen, the Redis URL, the token, the queues the server knows.
 //! - [`Server`] - a bound listener with its router: [`Server::bind`] refuses an unsafe
@@ -11,10 +11,15 @@
 //!   router is built from, so a route cannot be missing from the document.
 //!
 //! Each endpoint is a thin translation into the library calls the CLI makes
-//! ([`crate::queue::Client`], [`crate::registry::Registry`]): `queues.rs` (enqueue, jobs,
-//! queues, DLQ, events), `handlers.rs` (the registry), `auth.rs` (who may call what),
-//! `error.rs` (the one error shape, and body limits). `dashboard.rs` serves the web dashboard
-//! at `/`, static files that call these endpoints; they are not in the OpenAPI document.
+//! ([`crate::queue::Client`], [`crate::registry::Registry`], [`crate::schedule::Schedules`]):
+//! `queues/` (one file per resource: enqueue, jobs, queue, check, dead, stream),
+//! `handlers.rs` (the registry), `schedules.rs`, `events.rs`, and `timeline.rs` and
+//! `durations.rs` (a job's run timeline and a queue's duration percentiles, computed when
+//! asked from what the scripts record). Around them: `auth.rs` (who may call what),
+//! `error.rs` (the one error shape; `ReadErrors` and `WriteErrors`, the 400/401/503 answers
+//! every read or write endpoint shares; body limits) and `listener.rs` (the accept loop, with
+//! a header-read timeout and a connection cap). `dashboard.rs` serves the web dashboard at
+//! `/`, static files that call these endpoints; they are not in the OpenAPI document.
 //!
 //! **Invariant:** a request is refused (auth, body limit, bad JSON, invalid options) before it
 //! writes anything to Redis; every write is the same single script call the CLI makes.

@@ -9,14 +9,24 @@
 //! - [`Capabilities`] - grants resolved on one host: the parsed [`AllowList`], the
 //!   `wasi:config/store` values (config and secrets), the pooled HTTP client. Built once per
 //!   handler version a host loads, shared by its attempts (`Handler::with_capabilities`).
+//! - [`HostResources`] - what a host brings to every resolution: where its secrets are, its
+//!   metrics observers, the key-value store (`kv.rs`) and the database pools (`sql.rs`).
+//!
+//! The files, one per interface: `allow.rs` (the outbound patterns), `ssrf.rs` (addresses that
+//! need an address pattern), `http.rs` (every outgoing request), `enqueue.rs` (where child
+//! jobs may go), `kv.rs` (bucket grants, the store), `sql.rs` (database grants, pools). The
+//! attempt's side of `wasi:keyvalue` and `sql` is in `runtime/kv.rs` and `runtime/sql.rs`.
 //!
 //! Where each grant is checked, once: outbound HTTP in `http::OutboundHooks::send_request`
 //! (the allow-list) and `http::PolicyResolver` (the addresses, `ssrf`); config and secrets by
 //! what [`Capabilities`] puts in the store's `wasi:config` view (a key not granted reads as
 //! none); databases in [`Capabilities::resolve`] (`sql::Target::check`: a database whose
 //! host the allow-list does not name refuses the version at load; a name not granted is not
-//! in [`Capabilities`], so the guest's `open` of it is denied); child-job targets in
-//! [`EnqueueRules::check`] (the runtime's `workflow.enqueue`).
+//! in [`Capabilities`], so the guest's `open` of it is denied); buckets in
+//! `wasi:keyvalue/store.open` (`runtime/kv.rs`: only a granted name opens); child-job
+//! targets in [`EnqueueRules::check`] (the runtime's `workflow.enqueue`). The interfaces are
+//! linked for every handler (`Runtime::new`), so a component whose toolchain imports them
+//! loads; without a grant a call fails in the guest (`HttpRequestDenied`, `access-denied`).
 //!
 //! **Invariant:** a secret's value lives only in [`Capabilities`] on the host and in the
 //! guest that reads it: it is never written to Redis, a log, an error, the API or metrics

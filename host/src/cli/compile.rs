@@ -1,5 +1,7 @@
 //! The compile limits' flags (`wasmq run`, `wasmq serve`, `wasmq handler deploy`), and the
 //! hidden `wasmq compile-child`, the process a handler is compiled in (`runtime::compile`).
+//! `cli::run` dispatches `compile-child` before it builds any tokio runtime, so the child
+//! spends its address space on the compile.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,8 @@
-//! `wasmq run`: the worker host.
+//! `wasmq run`: the worker host. Merges its settings (`worker::config`), starts the
+//! [`Worker`] and beside it the HTTP API (`--http`, bound first so that a busy port fails at
+//! once) and the alerts, one `Metrics` for all three; and turns signals into the worker's
+//! shutdown phases: a first SIGTERM or SIGINT is [`Phase::Draining`], a second [`Phase::Stop`]
+//! (the grace cut to zero); later ones are ignored.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,11 +1,12 @@
 //! [`Client`]: the Rust face of the protocol, one file per role as the protocol's messages
 //! are: `produce.rs` (enqueue, cancel), `inspect.rs` (get, counts, list, events),
 //! `config.rs` (settings, pause), `dead.rs` (the dead-letter queue), `lease.rs` (fetch,
-//! extend, release, recovery) and `ack.rs` (complete, fail), with `workflow.rs` (steps,
-//! sleeps, child jobs), `limit.rs` (throttles), `check.rs` and `kv.rs`. Each method is one
-//! script call (one round trip) or, for plain reads, one pipeline; batches go in one call, so
-//! a worker pays a round trip per batch, not per job. Every script call takes its keys from
-//! the script's table (`scripts.rs`), never from a list written at the call.
+//! extend, release, recovery) and `ack.rs` (complete, fail), with `steps.rs` (steps,
+//! sleeps), `children.rs` (child jobs), `limit.rs` (throttles), `check.rs`, `kv.rs` and
+//! `timeline.rs` (the dashboard's reads). Each method is one script call (one round trip)
+//! or, for plain reads, one pipeline; batches go in one call, so a worker pays a round trip
+//! per batch, not per job. Every script call takes its keys from the script's table
+//! (`scripts.rs`), never from a list written at the call.
 
 use std::time::Duration;
 

@@ -32,9 +32,21 @@
 //! cache holds this component compiled by an engine of this configuration; the cached component
 //! passes the same checks as a compiled one, and only validated handlers are stored.
 //!
+//! Concurrency: an attempt is an async call on tokio (wasmtime's async support), not a thread:
+//! a host keeps hundreds of attempts in flight, many waiting on I/O, and a thread each would
+//! cost a stack and a context switch. The epoch callback yields with `tokio::task::yield_now`
+//! every tick (`epoch_tick`, 2 ms), which puts the attempt behind the other ready tasks.
+//!
 //! Invariant: nothing a guest does can panic the host or block it past the deadline. Guest
 //! errors are values ([`Outcome`]); a deadline is enforced twice, by the epoch callback for
-//! guest code and by a tokio timeout for time spent inside host calls.
+//! guest code and by a tokio timeout for time spent inside host calls (a guest blocked in a
+//! WASI poll, which epochs cannot interrupt).
+//! Invariant: every attempt starts from the component's initial state. With pooling, a slot
+//! keeps the first `keep_resident` bytes (1 MiB) of its memories and tables mapped between
+//! jobs, and wasmtime resets the pages a job dirtied there (`PAGEMAP_SCAN`, Linux 6.7+)
+//! instead of unmapping them: that is what brings instantiate + call under 10 us. The
+//! `leftovers` guest (`runtime::a_job_never_sees_what_an_earlier_job_left_in_memory`) checks
+//! that no static, heap or stack byte of one job reaches the next in the same slot.
 //! Invariant: this module knows nothing about Redis.
 //! Invariant: compiled code is deserialized only from artifacts this host wrote (checked by
 //! HMAC in `cache.rs`, the one place wasmq uses `unsafe`).

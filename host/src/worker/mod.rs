@@ -21,6 +21,11 @@
 //! and recovery), `slots` (memory and count budget), `config` (settings), `scheduler`
 //! (enqueues the jobs of due cron ticks), `deployer` (compiles and installs registry handler
 //! versions off the job path), `workflow` (a job's steps, sleeps and child jobs over Redis).
+//! This file holds what they share: the handler table (`HandlerTable`: name to an
+//! `Arc<LoadedHandler>`, an entry swapped whole), the in-flight map (every job this host holds
+//! a lease on, with the handle that can stop it), and `GuestThreads`: guest code runs on a
+//! tokio runtime of its own, so the host's fetchers, acker and heartbeats never queue behind
+//! busy guests.
 
 mod ack;
 mod acker;
