@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 
 use super::ApiState;
 use super::error::{ApiError, ErrorBody, ReadErrors};
-use crate::queue::{Job, JobState, QueueKeys, StepSaves, validate_job_id};
+use crate::queue::{Job, JobState, QueueKeys, SavedStep, StepSaves, validate_job_id};
 
 /// Most entries of the events stream one timeline reads for the job's step saves: the
 /// default stream length (`events_maxlen`, 10,000), so a default stream is read whole.
@@ -145,23 +145,51 @@ pub fn timeline(job: &Job, steps: &StepSaves, now_ms: u64) -> TimelineView {
         job.created_at_ms,
         job.created_at_ms,
     )];
-    // What the next wait follows: its start and reason.
+    let after = history_segments(job, &mut segments);
+    current_segments(job, after, now_ms, &mut segments);
+    segments.extend(steps.saves.iter().map(step_segment));
+    // At one millisecond: a step is saved inside its attempt, so after the attempt's start
+    // and before whatever starts when the attempt ends.
+    segments.sort_by_key(|s| (s.start_ms, tie_rank(s.kind)));
+    TimelineView {
+        id: job.id.clone(),
+        queue: job.queue.clone(),
+        handler: job.handler.clone(),
+        state: job.state,
+        now_ms,
+        segments,
+        steps_complete: !steps.truncated && steps.trimmed_before_ms.is_none(),
+        steps_since_ms: steps.trimmed_before_ms,
+        calls_recorded: false,
+    }
+}
+
+/// Where the history leaves the job: when it last stopped, and why it waits from there.
+struct After {
+    cursor: u64,
+    reason: &'static str,
+}
+
+fn wait_segment(from: u64, to: u64, reason: &str, attempt: u32) -> Segment {
+    let mut w = Segment::new(SegmentKind::Wait, from, to);
+    w.reason = Some(reason.to_string());
+    w.attempt = Some(attempt);
+    w
+}
+
+/// The finished attempts of `job`'s history, each with the wait before it and the durable
+/// sleep after it, if any.
+fn history_segments(job: &Job, segments: &mut Vec<Segment>) -> After {
     let mut cursor = job.created_at_ms;
     let mut reason = "queued";
     let mut last_attempt: Option<u32> = None;
-    let wait = |from: u64, to: u64, reason: &str, attempt: u32| {
-        let mut w = Segment::new(SegmentKind::Wait, from, to);
-        w.reason = Some(reason.to_string());
-        w.attempt = Some(attempt);
-        w
-    };
     for a in &job.history {
         // A replay starts the attempts again from 1, history kept.
         let replayed =
             last_attempt.is_some_and(|last| a.attempt <= last) && reason != "after_sleep";
         let why = if replayed { "replayed" } else { reason };
         if a.started_at > cursor {
-            segments.push(wait(cursor, a.started_at, why, a.attempt));
+            segments.push(wait_segment(cursor, a.started_at, why, a.attempt));
         }
         let mut s = Segment::new(SegmentKind::Attempt, a.started_at, a.finished_at);
         s.attempt = Some(a.attempt);
@@ -185,21 +213,27 @@ pub fn timeline(job: &Job, steps: &StepSaves, now_ms: u64) -> TimelineView {
             reason = "after_sleep";
         }
     }
-    match job.state {
+    After { cursor, reason }
+}
+
+/// What `job` is doing now: running (after the wait before it), waiting, or finished.
+fn current_segments(job: &Job, after: After, now_ms: u64, segments: &mut Vec<Segment>) {
+    let After { cursor, reason } = after;
+    let now = match job.state {
         JobState::Active => {
             let started = job.started_at_ms.unwrap_or(cursor);
             if started > cursor {
-                segments.push(wait(cursor, started, reason, job.attempt));
+                segments.push(wait_segment(cursor, started, reason, job.attempt));
             }
             let mut s = Segment::new(SegmentKind::Attempt, started, now_ms);
             s.open = true;
             s.attempt = Some(job.attempt);
             s.outcome = Some("running".to_string());
             s.host = job.host.clone();
-            segments.push(s);
+            s
         }
         JobState::Waiting | JobState::Delayed | JobState::Retry => {
-            let mut w = wait(cursor, now_ms, reason, job.attempt.saturating_add(1));
+            let mut w = wait_segment(cursor, now_ms, reason, job.attempt.saturating_add(1));
             if job.state != JobState::Waiting {
                 w.due_ms = job.run_at_ms;
             }
@@ -207,40 +241,28 @@ pub fn timeline(job: &Job, steps: &StepSaves, now_ms: u64) -> TimelineView {
                 w.reason = Some("replayed".to_string());
             }
             w.open = true;
-            segments.push(w);
+            w
         }
         JobState::Completed | JobState::Dead => {
             let at = job.finished_at_ms.unwrap_or(cursor);
             let mut f = Segment::new(SegmentKind::Finished, at, at);
             f.outcome = Some(job.state.as_str().to_string());
-            segments.push(f);
+            f
         }
-    }
-    for save in &steps.saves {
-        let mut s = Segment::new(SegmentKind::Step, save.at_ms, save.at_ms);
-        s.attempt = Some(save.attempt);
-        s.name = Some(
-            save.field
-                .strip_prefix("run:")
-                .unwrap_or(&save.field)
-                .to_string(),
-        );
-        segments.push(s);
-    }
-    // At one millisecond: a step is saved inside its attempt, so after the attempt's start
-    // and before whatever starts when the attempt ends.
-    segments.sort_by_key(|s| (s.start_ms, tie_rank(s.kind)));
-    TimelineView {
-        id: job.id.clone(),
-        queue: job.queue.clone(),
-        handler: job.handler.clone(),
-        state: job.state,
-        now_ms,
-        segments,
-        steps_complete: !steps.truncated && steps.trimmed_before_ms.is_none(),
-        steps_since_ms: steps.trimmed_before_ms,
-        calls_recorded: false,
-    }
+    };
+    segments.push(now);
+}
+
+fn step_segment(save: &SavedStep) -> Segment {
+    let mut s = Segment::new(SegmentKind::Step, save.at_ms, save.at_ms);
+    s.attempt = Some(save.attempt);
+    s.name = Some(
+        save.field
+            .strip_prefix("run:")
+            .unwrap_or(&save.field)
+            .to_string(),
+    );
+    s
 }
 
 /// A job's run timeline, for a chart.

@@ -1,5 +1,6 @@
-//! Acks: what a worker records when an attempt ends. [`Completion`] and [`Failure`] (and
-//! `workflow.rs`'s `Suspension`) are the attempt records; [`Client::complete`],
+//! Acks: what a worker records when an attempt ends. [`Completion`], [`Failure`] (and
+//! `steps.rs`'s `Suspension`) are the attempt records, each an [`AttemptRecord`] and what its
+//! end adds; [`Client::complete`],
 //! [`Client::complete_and_fetch`] (the completions and the next lease in one call) and
 //! [`Client::fail`] write them, each refusing a job whose lease this worker no longer holds.
 
@@ -8,8 +9,7 @@ use std::time::Duration;
 use redis::Value;
 
 use super::children::{Child, encode_children};
-use super::client::millis;
-use super::client::{Client, MAX_BULK, random_seed, random_token};
+use super::client::{Client, MAX_BULK, millis, random_seed, random_token};
 use super::error::{QueueError, Result};
 use super::job::{MAX_ATTEMPT_LOG_LEN, MAX_ERROR_LEN, RetryPolicy, truncate_utf8};
 use super::keys::QueueKeys;

@@ -71,6 +71,47 @@ fn stream_ms(id: &str) -> Option<u64> {
     id.split('-').next().and_then(|ms| ms.parse().ok())
 }
 
+/// Job `id`'s step save in one entry of the events stream, if it is one.
+fn step_save_of(reply: &Reply, entry: Value, id: &str) -> Result<Option<SavedStep>> {
+    let [stream_id, fields] = reply.tuple(entry)?;
+    let stream_id = reply.string(stream_id)?;
+    let mut fields_map = HashMap::new();
+    let mut iter = reply.array(fields)?.into_iter();
+    while let (Some(field), Some(value)) = (iter.next(), iter.next()) {
+        fields_map.insert(reply.string(field)?, reply.bytes(value)?);
+    }
+    if fields_map.get("event").map(Vec::as_slice) != Some(b"step".as_slice()) {
+        return Ok(None);
+    }
+    // An entry written by hand that does not parse is not this job's save.
+    let attempt = fields_map
+        .get("jobs")
+        .and_then(|j| serde_json::from_slice::<Vec<(String, u32)>>(j).ok())
+        .and_then(|jobs| jobs.into_iter().find(|(job, _)| job == id))
+        .map(|(_, attempt)| attempt);
+    let field = fields_map
+        .get("field")
+        .map(|f| String::from_utf8_lossy(f).into_owned());
+    Ok(match (attempt, field, stream_ms(&stream_id)) {
+        (Some(attempt), Some(field), Some(at_ms)) => Some(SavedStep {
+            field,
+            attempt,
+            at_ms,
+        }),
+        _ => None,
+    })
+}
+
+/// The time of the largest id the stream ever deleted (trimming, `XDEL`; Redis 7.0+), from
+/// `XINFO STREAM`'s answer; 0 when none.
+fn max_deleted_ms(info: &HashMap<String, Value>) -> u64 {
+    info.get("max-deleted-entry-id")
+        .cloned()
+        .and_then(|id| redis::from_redis_value::<String>(id).ok())
+        .and_then(|id| stream_ms(&id))
+        .unwrap_or(0)
+}
+
 impl Client {
     /// The `step` entries of job `id` on its queue's events stream from `from_ms` to `to_ms`
     /// (`None`: to the end), reading at most `limit` entries of the stream (one `XRANGE`,
@@ -114,50 +155,13 @@ impl Client {
         let reply = Reply::of("XRANGE events");
         for entry in reply.array(entries)? {
             found.read += 1;
-            let [stream_id, fields] = reply.tuple(entry)?;
-            let stream_id = reply.string(stream_id)?;
-            let mut fields_map = HashMap::new();
-            let fields = reply.array(fields)?;
-            let mut iter = fields.into_iter();
-            while let (Some(field), Some(value)) = (iter.next(), iter.next()) {
-                fields_map.insert(reply.string(field)?, reply.bytes(value)?);
+            if let Some(save) = step_save_of(&reply, entry, id)? {
+                found.saves.push(save);
             }
-            if fields_map.get("event").map(Vec::as_slice) != Some(b"step".as_slice()) {
-                continue;
-            }
-            // An entry written by hand that does not parse is not this job's save.
-            let Some(jobs) = fields_map
-                .get("jobs")
-                .and_then(|j| serde_json::from_slice::<Vec<(String, u32)>>(j).ok())
-            else {
-                continue;
-            };
-            let Some(&(_, attempt)) = jobs.iter().find(|(job, _)| job == id) else {
-                continue;
-            };
-            let (Some(field), Some(at_ms)) = (
-                fields_map
-                    .get("field")
-                    .map(|f| String::from_utf8_lossy(f).into_owned()),
-                stream_ms(&stream_id),
-            ) else {
-                continue;
-            };
-            found.saves.push(SavedStep {
-                field,
-                attempt,
-                at_ms,
-            });
         }
         found.truncated = found.read >= limit;
-        // The largest id the stream ever deleted (trimming, `XDEL`; Redis 7.0+): when it is at
-        // or after `from_ms`, saves in the range may be gone.
-        let deleted = info
-            .ok()
-            .and_then(|info| info.get("max-deleted-entry-id").cloned())
-            .and_then(|id| redis::from_redis_value::<String>(id).ok())
-            .and_then(|id| stream_ms(&id))
-            .unwrap_or(0);
+        // When the stream deleted entries at or after `from_ms`, saves in the range may be gone.
+        let deleted = info.ok().map_or(0, |info| max_deleted_ms(&info));
         found.trimmed_before_ms = (deleted >= from_ms).then_some(deleted);
         Ok(found)
     }
