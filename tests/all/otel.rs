@@ -203,15 +203,7 @@ async fn the_api_takes_the_trace_context_from_the_body_or_else_the_request_heade
         .start();
     let web = reqwest::Client::new();
     let jobs = format!("http://{http}/api/queues/{Q}/jobs");
-    eventually("the API is up", Duration::from_secs(30), || async {
-        let answer = web
-            .get(format!("http://{http}/healthz"))
-            .send()
-            .await
-            .ok()?;
-        answer.status().is_success().then_some(())
-    })
-    .await;
+    api_is_up(&web, &http).await;
     let post = |body: Value, headers: &[(&str, &str)]| {
         let mut request = web.post(&jobs).json(&body);
         for (name, value) in headers {
@@ -368,8 +360,8 @@ fn flaky_host(redis: &RedisServer, http: &str, endpoint: Option<&str>) -> HostPr
         .start()
 }
 
-async fn enqueue_over_api(http: &str, id: &str) {
-    let web = reqwest::Client::new();
+/// Waits until the host at `http` answers `/healthz`.
+async fn api_is_up(web: &reqwest::Client, http: &str) {
     eventually("the API is up", Duration::from_secs(30), || async {
         let answer = web
             .get(format!("http://{http}/healthz"))
@@ -379,6 +371,11 @@ async fn enqueue_over_api(http: &str, id: &str) {
         answer.status().is_success().then_some(())
     })
     .await;
+}
+
+async fn enqueue_over_api(http: &str, id: &str) {
+    let web = reqwest::Client::new();
+    api_is_up(&web, http).await;
     let answer = web
         .post(format!("http://{http}/api/queues/{Q}/jobs"))
         .header("traceparent", TRACEPARENT)
@@ -507,15 +504,7 @@ async fn an_outbound_request_is_a_span_of_its_attempt_and_carries_the_trace_to_t
         .args(["--queues", Q, "--http", &http])
         .start();
     let web = reqwest::Client::new();
-    eventually("the API is up", Duration::from_secs(30), || async {
-        let answer = web
-            .get(format!("http://{http}/healthz"))
-            .send()
-            .await
-            .ok()?;
-        answer.status().is_success().then_some(())
-    })
-    .await;
+    api_is_up(&web, &http).await;
     let payload = json!({"url": server.url("/ok")}).to_string();
     let answer = web
         .post(format!("http://{http}/api/queues/{Q}/jobs"))
