@@ -176,6 +176,10 @@ pub enum QueueAction {
         /// Most job starts per window in each group (jobs enqueued with --group).
         #[arg(long)]
         group_rate: Option<RateLimit>,
+        /// Most jobs of any one group that run at once, across every host (a group at its
+        /// limit waits while the others go on). 0 removes the limit.
+        #[arg(long, value_name = "N")]
+        group_concurrency: Option<u64>,
         /// Most jobs not finished (waiting, delayed, retrying, running): an enqueue that would
         /// pass it is refused (producers
         /// get an error; child jobs wait in their parent's outbox). 0 removes the limit.
@@ -445,6 +449,7 @@ async fn queue(action: QueueAction) -> anyhow::Result<u8> {
             queue,
             rate,
             group_rate,
+            group_concurrency,
             max_waiting,
             clear,
             redis,
@@ -452,6 +457,7 @@ async fn queue(action: QueueAction) -> anyhow::Result<u8> {
             let limits = Limits {
                 rate,
                 group_rate,
+                group_concurrency,
                 max_waiting,
                 clear,
             };
@@ -513,6 +519,7 @@ async fn show_counts(client: &Client, queue: &str, json: bool) -> anyhow::Result
 struct Limits {
     rate: Option<RateLimit>,
     group_rate: Option<RateLimit>,
+    group_concurrency: Option<u64>,
     max_waiting: Option<u64>,
     clear: bool,
 }
@@ -525,10 +532,14 @@ async fn set_limits(client: &Client, queue: &str, limits: Limits) -> anyhow::Res
     if limits.clear {
         config.rate = None;
         config.group_rate = None;
+        config.group_concurrency = None;
         config.max_waiting = None;
     }
     config.rate = limits.rate.or(config.rate);
     config.group_rate = limits.group_rate.or(config.group_rate);
+    if let Some(n) = limits.group_concurrency {
+        config.group_concurrency = (n > 0).then_some(n);
+    }
     if let Some(n) = limits.max_waiting {
         config.max_waiting = (n > 0).then_some(n);
     }
@@ -539,6 +550,12 @@ async fn set_limits(client: &Client, queue: &str, limits: Limits) -> anyhow::Res
     say!("queue {queue}");
     say!("  rate        {}", show(config.rate));
     say!("  group rate  {}", show(config.group_rate));
+    say!(
+        "  group concurrency {}",
+        config
+            .group_concurrency
+            .map_or("unlimited".into(), |n| n.to_string())
+    );
     say!(
         "  max waiting {}",
         config

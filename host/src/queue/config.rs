@@ -34,6 +34,9 @@ pub struct QueueConfig {
     /// Most job starts per window in each group (jobs enqueued with a group); `None` is
     /// unlimited. Groups take turns whether limited or not.
     pub group_rate: Option<RateLimit>,
+    /// Most jobs of any one group (jobs enqueued with a group) that run at once, across every
+    /// host; `None` is unlimited. A group at its limit is skipped while the others take turns.
+    pub group_concurrency: Option<u64>,
     /// Most bytes the durable steps of the queue's dead jobs may hold in all; past it those
     /// of the jobs that died first are deleted (the jobs stay, marked `steps_dropped`).
     /// `None`: no cap.
@@ -54,6 +57,7 @@ impl Default for QueueConfig {
             events_maxlen: DEFAULT_EVENTS_MAXLEN,
             rate: None,
             group_rate: None,
+            group_concurrency: None,
             dead_step_bytes: Some(DEFAULT_DEAD_STEP_BYTES),
             max_waiting: None,
         }
@@ -106,13 +110,18 @@ impl Client {
         }
         config.rate = limit("rate_max", "rate_window_ms")?;
         config.group_rate = limit("group_rate_max", "group_rate_window_ms")?;
+        config.group_concurrency = number("group_concurrency")?
+            .filter(|n| *n > 0)
+            .map(i64::unsigned_abs);
         config.max_waiting = number("max_waiting")?
             .filter(|n| *n > 0)
             .map(i64::unsigned_abs);
         Ok(config)
     }
 
-    /// Writes the queue's settings (one HSET; the pause flag is left alone).
+    /// Writes the queue's settings (one HSET; the pause flag is left alone), then brings back
+    /// into the round robin the groups that fetch parked at a limit, so that a limit changed
+    /// takes effect on the next fetch (`ready_parked_groups`).
     pub async fn set_config(&self, queue: &str, config: &QueueConfig) -> Result<()> {
         let keys = QueueKeys::new(queue)?;
         let keep = config
@@ -148,9 +157,11 @@ impl Client {
             )
             .arg("max_waiting")
             .arg(config.max_waiting.unwrap_or(0))
+            .arg("group_concurrency")
+            .arg(config.group_concurrency.unwrap_or(0))
             .query_async(&mut conn)
             .await?;
-        Ok(())
+        ready_parked_groups(&mut conn, &keys).await
     }
 
     /// Stops fetch from leasing this queue's jobs. Returns false if it was already paused.
@@ -166,4 +177,48 @@ impl Client {
         let invocation = Call::on(&SCRIPTS.resume, &keys);
         Ok(Reply::of("resume").int(self.invoke(&invocation).await?)? == 1)
     }
+}
+
+/// Most parked groups [`ready_parked_groups`] brings back per command, and most commands.
+const PARKED_CHUNK: usize = 1000;
+const PARKED_ROUNDS: usize = 100;
+
+/// Scores every group of `groups` that fetch parked in the future (at a group rate limit, or
+/// at its group concurrency limit: docs/protocol.md, "Group concurrency") at the Redis time
+/// now, so the next fetch looks at it under the config just written. Always safe: fetch parks
+/// again a group still at a limit. Not one script: each command leaves `groups` valid, and a
+/// group parked again meanwhile only waits for its next turn. Bounded: at most
+/// `PARKED_ROUNDS` chunks of `PARKED_CHUNK` groups; groups past them come back at their own
+/// time or with a job's end.
+async fn ready_parked_groups(
+    conn: &mut crate::connection::RedisConnection,
+    keys: &QueueKeys,
+) -> Result<()> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
+    let now = secs * 1000 + micros / 1000;
+    for _ in 0..PARKED_ROUNDS {
+        let parked: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.groups())
+            .arg(format!("({now}"))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(PARKED_CHUNK)
+            .query_async(conn)
+            .await?;
+        if parked.is_empty() {
+            break;
+        }
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(keys.groups()).arg("XX").arg("LT");
+        for group in &parked {
+            zadd.arg(now).arg(group);
+        }
+        let _: u64 = zadd.query_async(conn).await?;
+        if parked.len() < PARKED_CHUNK {
+            break;
+        }
+    }
+    Ok(())
 }

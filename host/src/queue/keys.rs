@@ -94,7 +94,7 @@ impl QueueKeys {
     }
 
     /// `wasmq:{q}:g:`: prefix of the per-group keys; scripts get it in KEYS and append
-    /// `<group>:waiting` or `<group>:rate`, so those keys share the queue's hash tag.
+    /// `<group>:waiting`, `<group>:rate` or `<group>:active`, so those keys share the queue's hash tag.
     pub fn group_prefix(&self) -> String {
         self.key("g:")
     }
@@ -107,6 +107,12 @@ impl QueueKeys {
     /// `wasmq:{q}:g:<group>:rate`: one group's sliding-window log of job starts.
     pub fn group_rate(&self, group: &str) -> String {
         self.key(&format!("g:{group}:rate"))
+    }
+
+    /// `wasmq:{q}:g:<group>:active`: one group's running jobs while the queue has a group
+    /// concurrency limit (its slots), each scored by its lease expiry.
+    pub fn group_slots(&self, group: &str) -> String {
+        self.key(&format!("g:{group}:active"))
     }
 
     /// `wasmq:{q}:groups`: the groups with waiting jobs, scored by when each may start next.
@@ -285,6 +291,7 @@ mod tests {
             keys.alerts(),
             keys.group_waiting("tenant-42"),
             keys.group_rate("tenant-42"),
+            keys.group_slots("tenant-42"),
             keys.steps("j1"),
             keys.outbox(),
             keys.outbox_entry("j1"),

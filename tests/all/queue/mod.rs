@@ -10,6 +10,7 @@ mod control;
 mod dead_letters;
 mod enqueue;
 mod event_stream;
+mod group_concurrency;
 mod leases;
 mod limits_and_groups;
 mod producers;

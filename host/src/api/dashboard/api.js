@@ -34,6 +34,7 @@ const REQUEST_TIMEOUT_MS = 15000;
  * @property {number} events_maxlen 0 when the queue writes no events
  * @property {string | null} rate
  * @property {string | null} group_rate
+ * @property {number | null} group_concurrency most jobs of one group running at once
  */
 
 /**

@@ -92,6 +92,8 @@ pub struct QueueConfigView {
     pub rate: Option<String>,
     /// Most job starts per window in each group; null is unlimited.
     pub group_rate: Option<String>,
+    /// Most jobs of any one group running at once; null is unlimited.
+    pub group_concurrency: Option<u64>,
     /// Most bytes the steps of the queue's dead jobs hold in all (the oldest dropped first,
     /// the jobs kept); null is no cap.
     pub dead_step_bytes: Option<u64>,
@@ -147,6 +149,7 @@ pub(crate) async fn get_queue(
             events_maxlen: config.events_maxlen,
             rate: config.rate.map(|r| r.to_string()),
             group_rate: config.group_rate.map(|r| r.to_string()),
+            group_concurrency: config.group_concurrency,
             dead_step_bytes: config.dead_step_bytes,
             max_waiting: config.max_waiting,
         },

@@ -35,7 +35,7 @@ local reads = read_jobs(prefix, ids, FAIL_FIELDS, NO_FIELDS)
 wrong = fail_keys_error(K) or group_keys_error(K.gprefix, groups_read(reads, 13))
 if wrong then return wrong end
 local plan = new_fail_plan(K.seq)
-local outcomes, rejected, leaving = {}, {}, {}
+local outcomes, rejected, leaving, freed = {}, {}, {}, {}
 for i = 2, #ARGV - 8, 9 do
   local id, token, outcome, err, permanent = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
     ARGV[i + 4] == '1'
@@ -43,6 +43,7 @@ for i = 2, #ARGV - 8, 9 do
   local logs, progress = ARGV[i + 7], ARGV[i + 8]
   local f, unusable = job_read(reads, (i + 7) / 9, prefix .. id, FAIL_FIELDS, NO_FIELDS)
   local problem = lease_check(f, unusable, token)
+  if f and (not problem or problem == 'malformed') then note_group_slot(freed, f[16], id) end
   if problem == 'malformed' then
     bury(prefix, id, unusable, now, plan)
     outcomes[#outcomes + 1] = { id, 'dead', now }
@@ -57,5 +58,6 @@ for i = 2, #ARGV - 8, 9 do
   end
 end
 zrem_many(K.active, leaving)
+give_back_group_slots(prefix, freed, now)
 apply_fail_plan(plan, K, cfg.events_maxlen, now)
 return { outcomes, rejected }

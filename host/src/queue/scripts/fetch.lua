@@ -20,6 +20,12 @@
 -- neither empty nor at its limit ceil(left / live) jobs, until the batch is full. Within a
 -- group, and within the ungrouped jobs, it is priority, then FIFO.
 --
+-- Group concurrency (`group_concurrency`; 0 = unlimited): at most that many jobs of any one
+-- group active at once. A leased job of a group takes one of its slots (`g:<group>:active`,
+-- scored by lease expiry; the job's field `group_slot`); a group that is full is parked in
+-- `groups` at its oldest lease expiry, skipped at no cost until a job of it leaves `active`
+-- and gives its slot back (give_back_group_slots in lib.lua), which brings it back at now.
+--
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] waiting  KEYS[4] delayed  KEYS[5] retry
 -- KEYS[6] active      KEYS[7] seq     KEYS[8] events   KEYS[9] wake     KEYS[10] rate
 -- KEYS[11] group prefix (wasmq:{q}:g:)  KEYS[12] groups

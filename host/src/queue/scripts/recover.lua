@@ -36,9 +36,11 @@ local reads = read_jobs(prefix, expired, FAIL_FIELDS, NO_FIELDS)
 wrong = group_keys_error(K.gprefix, groups_read(reads, 13))
 if wrong then return wrong end
 local plan = new_fail_plan(K.seq)
-local outcomes = {}
+local outcomes, freed = {}, {}
 for i, id in ipairs(expired) do
   local f, unusable = job_read(reads, i, prefix .. id, FAIL_FIELDS, NO_FIELDS)
+  -- Its group slot goes back with it (a job still elsewhere holds none: it gave it back).
+  if f and f[1] == 'active' then note_group_slot(freed, f[16], id) end
   if f and f[1] == 'active' then
     local next_state, at = fail_job(prefix, id, f, now, 'lease_expired', 'lease expired', false,
       plan, '', parse_policy(policies[f[15]]))
@@ -57,5 +59,6 @@ for i, id in ipairs(expired) do
   end
 end
 zrem_many(K.active, expired)
+give_back_group_slots(prefix, freed, now)
 apply_fail_plan(plan, K, cfg.events_maxlen, now)
 return { outcomes }

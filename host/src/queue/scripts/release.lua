@@ -17,7 +17,8 @@ local released, rejected, waiting, events, leaving = {}, {}, new_waiting(), {}, 
 local now = now_ms()
 local plan = new_fail_plan(nil)
 -- Every job is read first, so that its group's waiting set is checked before the first write.
-local FIELDS = { 'state', 'lease_token', 'attempt', 'priority', 'seq', 'group' }
+local FIELDS = { 'state', 'lease_token', 'attempt', 'priority', 'seq', 'group', 'group_slot' }
+local freed = {}
 local ids = {}
 for i = 1, #ARGV - 1, 2 do ids[#ids + 1] = ARGV[i] end
 local reads = read_jobs(prefix, ids, FIELDS)
@@ -30,6 +31,7 @@ for i = 1, #ARGV - 1, 2 do
   local key = prefix .. id
   local f, unusable = job_read(reads, (i + 1) / 2, key, FIELDS)
   local problem = lease_check(f, unusable, token)
+  if f and (not problem or problem == 'malformed') then note_group_slot(freed, f[7], id) end
   if problem and problem ~= 'malformed' then
     rejected[#rejected + 1] = { id, problem }
   elseif unusable then
@@ -38,7 +40,12 @@ for i = 1, #ARGV - 1, 2 do
     leaving[#leaving + 1] = id
   else
     local attempt = math.max((tonumber(f[3]) or 1) - 1, 0)
-    redis.call('HSET', key, 'state', 'waiting', 'attempt', attempt, 'lease_token', '')
+    if f[7] and f[7] ~= '' then
+      redis.call('HSET', key, 'state', 'waiting', 'attempt', attempt, 'lease_token', '',
+        'group_slot', '')
+    else
+      redis.call('HSET', key, 'state', 'waiting', 'attempt', attempt, 'lease_token', '')
+    end
     add_waiting(waiting, f[6], waiting_score(f[4], f[5]), id)
     released[#released + 1] = id
     leaving[#leaving + 1] = id
@@ -47,6 +54,7 @@ for i = 1, #ARGV - 1, 2 do
 end
 zrem_many(KEYS[3], leaving)
 if waiting.n > 0 then flush_waiting(waiting, K, now) end
+give_back_group_slots(prefix, freed, now)
 emit(KEYS[5], cfg.events_maxlen, 'released', events)
 zadd_pairs(state_set(prefix, 'dead'), plan.dead)
 emit(KEYS[5], cfg.events_maxlen, 'dead', plan.died)

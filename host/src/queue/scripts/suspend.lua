@@ -28,15 +28,19 @@ if wrong then return wrong end
 local now = now_ms()
 local suspended, rejected, delayed, ids, events, throttled = {}, {}, {}, {}, {}, {}
 local plan = new_fail_plan(nil)
+local freed = {}
 for i = 1, #ARGV - 6, 7 do
   local id, token, field = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local delay = int_in(ARGV[i + 3], 0, 1e15) or -1
   local version, logs, progress = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local key = prefix .. id
   local f, unusable = read_job(key, { 'state', 'lease_token', 'attempt', 'history', 'host',
-    'started_at' })
+    'started_at', 'group_slot' })
   local problem = lease_check(f, unusable, token)
   if not problem and delay < 0 then problem = 'invalid_delay' end
+  if f and (not problem or problem == 'malformed') then note_group_slot(freed, f[7], id) end
+  -- Written with the state below when the job held a group slot (given back after the loop).
+  local slot = (f and f[7] and f[7] ~= '') and { 'group_slot', '' } or {}
   if problem and problem ~= 'malformed' then
     rejected[#rejected + 1] = { id, problem }
   elseif unusable then
@@ -48,7 +52,7 @@ for i = 1, #ARGV - 6, 7 do
     local run_at = now + delay
     if field == '' then
       redis.call('HSET', key, 'state', 'delayed', 'attempt', math.max(attempt - 1, 0),
-        'run_at', run_at, 'lease_token', '')
+        'run_at', run_at, 'lease_token', '', unpack(slot))
       throttled[#throttled + 1] = { id, attempt }
     else
       local history = history_append(f[4], { attempt = attempt, outcome = 'suspended',
@@ -58,7 +62,7 @@ for i = 1, #ARGV - 6, 7 do
         logs = logs ~= '' and string.sub(logs, 1, MAX_LOGS_LEN) or nil,
         progress = progress_of(progress) })
       redis.call('HSET', key, 'state', 'delayed', 'attempt', math.max(attempt - 1, 0),
-        'run_at', run_at, 'history', history, 'lease_token', '')
+        'run_at', run_at, 'history', history, 'lease_token', '', unpack(slot))
       -- A steps key of another type loses only the sleep's record: the attempt after it
       -- sleeps again (a sleep lasts at least its time).
       redis.pcall('HSET', KEYS[6] .. id, field, run_at)
@@ -71,6 +75,7 @@ for i = 1, #ARGV - 6, 7 do
   end
 end
 zrem_many(KEYS[3], ids)
+give_back_group_slots(prefix, freed, now)
 zadd_pairs(KEYS[4], delayed)
 emit(KEYS[5], cfg.events_maxlen, 'suspended', events)
 emit(KEYS[5], cfg.events_maxlen, 'throttled', throttled)

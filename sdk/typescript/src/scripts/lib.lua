@@ -213,16 +213,18 @@ local function state_sets_error(prefix)
   return nil
 end
 
--- type_error for the waiting sets (and with `rate`, the rate logs) of the groups `groups` (a
--- list of names, '' skipped: the ungrouped jobs' turn) under the group prefix `gprefix`.
--- `checked` (a set, or nil) holds the groups already checked.
-local function group_keys_error(gprefix, groups, rate, checked)
+-- type_error for the waiting sets (and with `rate`, the rate logs; with `slots`, the slots of
+-- group concurrency) of the groups `groups` (a list of names, '' skipped: the ungrouped jobs'
+-- turn) under the group prefix `gprefix`. `checked` (a set, or nil) holds the groups already
+-- checked.
+local function group_keys_error(gprefix, groups, rate, checked, slots)
   checked = checked or {}
   for _, group in ipairs(groups) do
     if group ~= '' and not checked[group] then
       checked[group] = true
       local err = type_error(gprefix .. group .. ':waiting', 'zset',
-        rate and gprefix .. group .. ':rate' or nil, 'zset')
+        rate and gprefix .. group .. ':rate' or nil, 'zset',
+        slots and gprefix .. group .. ':active' or nil, 'zset')
       if err then return err end
     end
   end
@@ -298,7 +300,7 @@ local CONFIG_DEFAULTS = {
   max_payload_bytes = 524288, max_result_bytes = 524288, completed_keep = 1000,
   completed_max_age_ms = 0, events_maxlen = 10000, paused = 0,
   rate_max = 0, rate_window_ms = 0, group_rate_max = 0, group_rate_window_ms = 0,
-  dead_step_bytes = 67108864,
+  dead_step_bytes = 67108864, group_concurrency = 0,
 }
 
 -- Reads the named fields of the queue config hash, numbers with their defaults (a value that
@@ -390,6 +392,98 @@ local function wake(wake_key, if_any_in)
   end
 end
 
+-- Group concurrency (`group_concurrency` in the config; docs/protocol.md, "Group concurrency").
+-- While it is set, each job of a group that lease_jobs leases holds one of its group's slots:
+-- its id is in the sorted set `<q>g:<group>:active`, scored by its lease expiry (extend.lua
+-- moves the score with the lease), and its hash names the group in the field `group_slot`.
+-- Whatever takes a job out of `active` reads that field with the job (no command more) and
+-- gives the slot back with give_back_group_slots, in the same call. The job's own field drives
+-- the give-back, not the config, so a limit changed or removed meanwhile leaves nothing
+-- behind. A slot whose job left `active` some other way (a hash deleted by hand, a repair by
+-- `queue check`) is dropped by lease_jobs once its lease has expired (repair_group_slots).
+
+-- Notes that the job `id`, whose field `group_slot` reads `slot`, leaves `active` (or, for
+-- extend, keeps it): `freed` collects the ids per group for give_back_group_slots. Nothing
+-- for a job that holds no slot.
+local function note_group_slot(freed, slot, id)
+  if slot and slot ~= '' and name_ok(slot) then
+    local ids = freed[slot]
+    if not ids then
+      ids = {}
+      freed[slot] = ids
+    end
+    ids[#ids + 1] = id
+  end
+end
+
+-- Gives back the group slots `freed` (group -> ids, see note_group_slot) of jobs that left
+-- `active`, and puts each such group that was parked at its limit (scored after `now` in
+-- `groups`) back in the round robin at `now`, waking one idle worker. One ZREM and one ZADD
+-- per group, nothing when `freed` is empty. The keys come from the job prefix `prefix` (same
+-- hash tag). With redis.pcall: a group key of another type costs only the give-back (fetch
+-- refuses the queue with WASMQ_WRONGTYPE until it is repaired), never a call that has written.
+-- Every script that takes a job out of `active` calls this.
+local function give_back_group_slots(prefix, freed, now)
+  local base = string.sub(prefix, 1, -5)
+  local woke = false
+  for group, ids in pairs(freed) do
+    local slots = base .. 'g:' .. group .. ':active'
+    for c = 1, #ids, 1000 do
+      redis.pcall('ZREM', slots, unpack(ids, c, math.min(c + 999, #ids)))
+    end
+    -- XX: only a group with waiting jobs; LT: only one parked, a ready group keeps its turn.
+    local moved = redis.pcall('ZADD', base .. 'groups', 'XX', 'LT', 'CH', now, group)
+    if moved == 1 and not woke then
+      woke = true
+      wake(base .. 'wake')
+    end
+  end
+end
+
+-- Moves the slots `held` (group -> ids, see note_group_slot) to the lease expiry `expires`
+-- (extend.lua): one ZADD per group, none when `held` is empty; XX, so a slot given back
+-- meanwhile is not taken again.
+local function extend_group_slots(prefix, held, expires)
+  local base = string.sub(prefix, 1, -5)
+  for group, ids in pairs(held) do
+    local args = {}
+    for _, id in ipairs(ids) do
+      args[#args + 1] = expires
+      args[#args + 1] = id
+    end
+    for c = 1, #args, 2000 do
+      redis.pcall('ZADD', base .. 'g:' .. group .. ':active', 'XX',
+        unpack(args, c, math.min(c + 1999, #args)))
+    end
+  end
+end
+
+-- Drops from the slots `slots` of a group at its limit those whose lease expired before `now`
+-- and whose job is no longer in `active` (`active_key`): slots no give-back will ever free.
+-- Returns how many it dropped. A slot whose job is still active keeps it until recover.lua
+-- fails the attempt, which gives it back. Runs only for a group found at its limit.
+local function repair_group_slots(slots, active_key, now)
+  local stale = redis.call('ZRANGEBYSCORE', slots, '-inf', string.format('(%d', now),
+    'LIMIT', 0, 1000)
+  local gone = {}
+  for _, id in ipairs(stale) do
+    if not redis.call('ZSCORE', active_key, id) then gone[#gone + 1] = id end
+  end
+  if #gone > 0 then zrem_many(slots, gone) end
+  return #gone
+end
+
+-- How long a group at its limit stays out of the round robin when its oldest slot's lease
+-- has expired already (its job waits for recover.lua, which gives the slot back).
+local SLOT_RECHECK_MS = 1000
+
+-- When a group at its limit, with slots `slots`, is looked at again if no give-back comes
+-- first: when its oldest lease expires (repair_group_slots may then drop it).
+local function slots_free_at(slots, now)
+  local oldest = tonumber(redis.call('ZRANGE', slots, 0, 0, 'WITHSCORES')[2]) or now
+  return math.max(oldest, now + SLOT_RECHECK_MS)
+end
+
 -- Takes `n` numbers from the queue's sequence counter `key` and returns the last. A counter
 -- that is not one (edited by hand) starts again from the Redis clock in ms, above every
 -- number a queue hands out in practice and below 2^42 until the year 2109.
@@ -440,7 +534,7 @@ local MAX_LOGS_LEN = 4096
 -- The fields fail_job needs, in this order (HMGET).
 local FAIL_FIELDS = { 'state', 'lease_token', 'attempt', 'max_attempts', 'backoff', 'backoff_ms',
   'backoff_cap_ms', 'backoff_jitter', 'history', 'started_at', 'host', 'priority', 'group',
-  'own_policy', 'handler' }
+  'own_policy', 'handler', 'group_slot' }
 
 -- A handler's retry policy as a host sends it (fail.lua, recover.lua):
 -- '<max_attempts>|<backoff kind>|<base ms>|<cap ms>|<jitter>', a part left empty when the
@@ -507,6 +601,11 @@ local function fail_job(prefix, id, f, now, outcome, err, permanent, plan, versi
     progress)
   local key = prefix .. id
   local updates = apply_handler_policy(f, policy)
+  if f[16] and f[16] ~= '' then
+    -- The group slot is given back by the caller (give_back_group_slots).
+    updates[#updates + 1] = 'group_slot'
+    updates[#updates + 1] = ''
+  end
   local problem = field_problem(FAIL_FIELDS, f)
   if problem then
     bury(prefix, id, problem, now, plan)
@@ -671,9 +770,10 @@ end
 -- For read_job: look at no field (the caller checks what it uses itself).
 local NO_FIELDS = {}
 
--- The fields of FAIL_FIELDS that a completion needs when the job is not kept (their order
--- and positions are FAIL_FIELDS').
-local COMPLETE_FIELDS_BARE = { 'state', 'lease_token', 'attempt' }
+-- The fields of FAIL_FIELDS that a completion needs when the job is not kept (the first three
+-- at FAIL_FIELDS' positions; then `group_slot`, at COMPLETE_SLOT_AT[fields]).
+local COMPLETE_FIELDS_BARE = { 'state', 'lease_token', 'attempt', 'group_slot' }
+local COMPLETE_SLOT_AT = { [COMPLETE_FIELDS_BARE] = 4, [FAIL_FIELDS] = 16 }
 -- The fields a completion uses (the rest of FAIL_FIELDS only for a result that fails the job).
 local COMPLETE_USES = { state = true, attempt = true, started_at = true }
 
@@ -697,13 +797,15 @@ local function complete_jobs(prefix, K, cfg, now, first)
   -- A completion reads what it records: with no job kept, the lease check and the attempt
   -- (for the event); the rest of FAIL_FIELDS only for a result that fails the job.
   local fields = keep == 0 and COMPLETE_FIELDS_BARE or FAIL_FIELDS
-  local steps, outbox = {}, {}
+  local steps, outbox, freed = {}, {}, {}
   for i = first, #ARGV - 6, 7 do
     local id, token, result, version = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local logs, progress, children = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
     local key = prefix .. id
     local f, unusable = read_job(key, fields, COMPLETE_USES)
     local problem = lease_check(f, unusable, token)
+    local slot = f and f[COMPLETE_SLOT_AT[fields]]
+    if not problem or problem == 'malformed' then note_group_slot(freed, slot, id) end
     if problem and problem ~= 'malformed' then
       rejected[#rejected + 1] = { id, problem }
     elseif unusable then
@@ -728,8 +830,13 @@ local function complete_jobs(prefix, K, cfg, now, first)
           version = version ~= '' and version or nil,
           logs = logs ~= '' and string.sub(logs, 1, MAX_LOGS_LEN) or nil,
           progress = progress_of(progress) })
-        redis.call('HSET', key, 'state', 'completed', 'result', result, 'history', history,
-          'finished_at', now, 'lease_token', '')
+        if slot and slot ~= '' then
+          redis.call('HSET', key, 'state', 'completed', 'result', result, 'history', history,
+            'finished_at', now, 'lease_token', '', 'group_slot', '')
+        else
+          redis.call('HSET', key, 'state', 'completed', 'result', result, 'history', history,
+            'finished_at', now, 'lease_token', '')
+        end
         finished[#finished + 1] = now
         finished[#finished + 1] = id
       end
@@ -748,6 +855,7 @@ local function complete_jobs(prefix, K, cfg, now, first)
   for _, id in ipairs(done_ids) do leaving[#leaving + 1] = id end
   for _, id in ipairs(too_large) do leaving[#leaving + 1] = id end
   zrem_many(K.active, leaving)
+  give_back_group_slots(prefix, freed, now)
   del_many(deleted)
   zadd_pairs(K.completed, finished)
   zadd_pairs(K.dead, plan.dead)
@@ -788,7 +896,7 @@ local LEASE_FIELDS = { 'state', 'handler', 'payload', 'attempt', 'max_attempts',
 
 -- The config fields lease_jobs reads.
 local LEASE_CONFIG = { 'paused', 'events_maxlen', 'rate_max', 'rate_window_ms', 'group_rate_max',
-  'group_rate_window_ms' }
+  'group_rate_window_ms', 'group_concurrency' }
 
 -- Reads the lease arguments of fetch.lua and complete_fetch.lua, ARGV[1..4]: N (min_n..10000),
 -- lease_ms, token, host. Returns nothing when they are not valid.
@@ -830,13 +938,16 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
     end
   end
   local group_limited = cfg.group_rate_max > 0 and cfg.group_rate_window_ms > 0
+  local slots_max = cfg.group_concurrency
+  local slots_limited = slots_max > 0
 
   local _, heads = promote(prefix, K, now, n, cfg.events_maxlen)
 
   -- The participants of this round-robin, in turn order. Without a group limit every group is
   -- ready, even one scored in the future while a limit was on.
   -- A group served within this millisecond is still ready (scores below now + 1; see `turn`).
-  local ready_until = group_limited and string.format('(%d', now + 1) or '+inf'
+  local ready_until = (group_limited or slots_limited) and string.format('(%d', now + 1)
+    or '+inf'
   local ready = redis.call('ZRANGEBYSCORE', K.groups, '-inf', ready_until, 'LIMIT', 0, budget)
   local parts, plain_listed = {}, false
   for _, group in ipairs(ready) do
@@ -856,6 +967,16 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
       p.rate = K.gprefix .. p.group .. ':rate'
       redis.call('ZREMRANGEBYSCORE', p.rate, '-inf', now - cfg.group_rate_window_ms)
       p.cap = cfg.group_rate_max - redis.call('ZCARD', p.rate)
+      p.rate_cap = p.cap
+    end
+    if slots_limited and p.group ~= '' then
+      -- Its free slots (group concurrency). A group at its limit is parked below and comes
+      -- back at a give-back, so this runs for it about once per slot freed.
+      p.slots = K.gprefix .. p.group .. ':active'
+      local used = redis.call('ZCARD', p.slots)
+      if used >= slots_max then used = used - repair_group_slots(p.slots, K.active, now) end
+      p.slot_cap = slots_max - used
+      p.cap = math.min(p.cap, p.slot_cap)
     end
     p.done = p.cap <= 0
   end
@@ -912,12 +1033,21 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
         if not problem then f = nil end
       end
     end
+    local p = owner[i]
     if problem then
       bury(prefix, id, problem, now, buried)
     elseif f then
       local attempt = (tonumber(f[4]) or 0) + 1
-      redis.call('HSET', key, 'state', 'active', 'attempt', string.format('%d', attempt),
-        'lease_token', token, 'host', host, 'started_at', now_text)
+      if p.slots then
+        redis.call('HSET', key, 'state', 'active', 'attempt', string.format('%d', attempt),
+          'lease_token', token, 'host', host, 'started_at', now_text, 'group_slot', p.group)
+        p.held = p.held or {}
+        p.held[#p.held + 1] = expires_text
+        p.held[#p.held + 1] = id
+      else
+        redis.call('HSET', key, 'state', 'active', 'attempt', string.format('%d', attempt),
+          'lease_token', token, 'host', host, 'started_at', now_text)
+      end
       jobs[#jobs + 1] = { id, f[2], f[3] or '', attempt, tonumber(f[5]) or 1,
         tonumber(f[6]) or 0, tonumber(f[7]) or 0, tonumber(f[8]) or 0, f[9] or '',
         tonumber(f[10]) or 0, f[11] or '', f[12] or '' }
@@ -928,7 +1058,6 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
         starts[#starts + 1] = now
         starts[#starts + 1] = id .. ':' .. token
       end
-      local p = owner[i]
       if p.rate then
         p.starts = p.starts or {}
         p.starts[#p.starts + 1] = now
@@ -942,6 +1071,9 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
     end
   end
   zadd_pairs(K.active, active)
+  for _, p in ipairs(parts) do
+    if p.held then zadd_pairs(p.slots, p.held) end
+  end
   zadd_pairs(K.rate, starts)
   emit(K.events, cfg.events_maxlen, 'active', events)
   if #buried.dead > 0 then
@@ -972,8 +1104,10 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
       -- A group's log is useless after a window: an idle group leaves nothing behind.
       redis.call('PEXPIRE', p.rate, cfg.group_rate_window_ms)
     end
-    local limited = p.rate ~= nil and p.took >= p.cap
-    if limited and not p.empty then held = 1 end
+    local rated = p.rate ~= nil and p.took >= p.rate_cap
+    local full = p.slots ~= nil and p.took >= p.slot_cap
+    local limited = rated or full
+    if rated and not p.empty then held = 1 end
     -- The ungrouped jobs with no group taking part: nothing to record for them in `groups`.
     local alone = p.group == '' and #parts == 1 and not plain_listed
     if p.visited or limited then
@@ -994,7 +1128,11 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
       elseif p.empty then
         redis.call('ZREM', K.groups, p.group)
       elseif limited then
-        redis.call('ZADD', K.groups, frees_at(p.rate, cfg.group_rate_window_ms, now), p.group)
+        -- Parked until its window frees or its oldest lease expires, whichever is later; a
+        -- give-back (give_back_group_slots) brings a full group back sooner.
+        local at = rated and frees_at(p.rate, cfg.group_rate_window_ms, now) or 0
+        if full then at = math.max(at, slots_free_at(p.slots, now)) end
+        redis.call('ZADD', K.groups, at, p.group)
       else
         more = true
         redis.call('ZADD', K.groups, turn(), p.group)
@@ -1011,8 +1149,8 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
   end
   if #taken < n then
     sooner(next_scheduled(K, heads))
-    if group_limited then
-      -- The first rate-limited group whose window frees.
+    if group_limited or slots_limited then
+      -- The first parked group whose window frees (or whose oldest lease expires).
       local first = redis.call('ZRANGEBYSCORE', K.groups, string.format('(%d', now + 1), '+inf',
         'LIMIT', 0, 1, 'WITHSCORES')
       sooner(tonumber(first[2]))
@@ -1102,11 +1240,13 @@ local function lease_keys_error(prefix, K, cfg, now, n)
   err = promote_keys_error(prefix, K, now, n, checked)
   if err then return err end
   local group_limited = cfg.group_rate_max > 0 and cfg.group_rate_window_ms > 0
-  local ready_until = group_limited and string.format('(%d', now + 1) or '+inf'
+  local slots_limited = cfg.group_concurrency > 0
+  local ready_until = (group_limited or slots_limited) and string.format('(%d', now + 1)
+    or '+inf'
   local ready = redis.call('ZRANGEBYSCORE', K.groups, '-inf', ready_until, 'LIMIT', 0, n)
-  -- Groups checked for promote() have their rate logs still to check.
-  if group_limited then checked = {} end
-  return group_keys_error(K.gprefix, ready, group_limited, checked)
+  -- Groups checked for promote() have their rate logs and slots still to check.
+  if group_limited or slots_limited then checked = {} end
+  return group_keys_error(K.gprefix, ready, group_limited, checked, slots_limited)
 end
 
 -- Every key complete_jobs may write or look in, but the config.
