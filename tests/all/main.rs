@@ -19,6 +19,7 @@ mod dev;
 mod errors;
 mod events;
 mod exec;
+mod group_concurrency;
 mod hardening;
 mod kv;
 mod languages;
