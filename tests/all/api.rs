@@ -287,6 +287,7 @@ async fn queues(t: &mut Tour) {
     );
     assert_eq!(queue["config"]["max_payload_bytes"], 524288);
     assert_eq!(queue["config"]["rate"], Value::Null);
+    assert_eq!(queue["config"]["group_concurrency"], Value::Null);
 
     t.call("post", "/api/queues/{queue}/pause");
     let paused = t

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use wasmq::queue::{Client, JobState, NewJob, QueueConfig, QueueKeys};
 
+use crate::support::cli::{ok, wasmq};
 use crate::support::eventually;
 use crate::support::guests::handler;
 use crate::support::host::HostProcess;
@@ -294,4 +295,37 @@ async fn a_killed_hosts_group_slot_comes_back_when_its_lease_is_recovered() {
     );
     let keys = QueueKeys::new(Q).unwrap();
     assert!(!redis.exists(&keys.group_slots("g")).await);
+}
+
+#[tokio::test]
+async fn the_cli_sets_shows_and_removes_the_group_concurrency() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let out = ok(&wasmq(
+        &redis,
+        &["queue", "limit", Q, "--group-concurrency", "3"],
+    ));
+    assert!(out.contains("group concurrency 3"), "{out}");
+    assert_eq!(client.config(Q).await.unwrap().group_concurrency, Some(3));
+    let out = ok(&wasmq(&redis, &["queue", "limit", Q]));
+    assert!(out.contains("group concurrency 3"), "{out}");
+    let out = ok(&wasmq(
+        &redis,
+        &["queue", "limit", Q, "--group-concurrency", "0"],
+    ));
+    assert!(out.contains("group concurrency unlimited"), "{out}");
+    assert_eq!(client.config(Q).await.unwrap().group_concurrency, None);
+    ok(&wasmq(
+        &redis,
+        &["queue", "limit", Q, "--group-concurrency", "2"],
+    ));
+    ok(&wasmq(&redis, &["queue", "limit", Q, "--clear"]));
+    assert_eq!(client.config(Q).await.unwrap().group_concurrency, None);
+    let bad = wasmq(&redis, &["queue", "limit", Q, "--group-concurrency=-1"]);
+    assert!(!bad.status.success());
+    let why = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        why.contains("invalid value '-1' for '--group-concurrency"),
+        "{why}"
+    );
 }
