@@ -78,7 +78,15 @@ async fn a_fetch_leases_at_most_the_limit_of_each_group_and_goes_on_with_the_oth
     for job in &jobs {
         assert!(!slot_field(&server, &job.id).await.is_empty());
     }
-    // Every group is full: a fetch leases nothing, and says when to look again.
+    // Every group is full, so parked: scored in the future in `groups`, out of the round robin.
+    let keys = QueueKeys::new(Q).unwrap();
+    let mut conn = server.connection().await;
+    let now = server.now_ms().await;
+    for group in ["a", "b", "c"] {
+        let at: f64 = conn.zscore(keys.groups(), group).await.unwrap();
+        assert!(at > now as f64, "group {group} parked at {at}, now {now}");
+    }
+    // A fetch leases nothing, and says when to look again.
     let full = client.fetch_batch(Q, 100, LEASE, HOST).await.unwrap();
     assert!(full.jobs.is_empty());
     assert!(full.next_due_ms.is_some_and(|at| at > full.now_ms));
@@ -249,4 +257,51 @@ async fn a_slot_whose_job_vanished_is_dropped_once_its_lease_expired() {
     })
     .await;
     assert_eq!(slots(&server, "g").await, vec![next.id]);
+}
+
+#[tokio::test]
+async fn a_full_group_does_not_hold_up_the_next_one_even_one_job_at_a_time() {
+    let (_server, client) = start().await;
+    set_group_concurrency(&client, Some(1)).await;
+    for group in ["a", "b", "c", "d", "e"] {
+        client.enqueue_bulk(Q, &grouped(group, 3)).await.unwrap();
+    }
+    // Fetches of one job each, as a worker with one free slot makes: each full group steps
+    // out of the way, so every fetch finds the next group.
+    let mut served = Vec::new();
+    for _ in 0..5 {
+        let jobs = client.fetch(Q, 1, LEASE, HOST).await.unwrap();
+        assert_eq!(jobs.len(), 1, "served so far: {served:?}");
+        served.extend(
+            with_groups(&client, &jobs)
+                .await
+                .into_iter()
+                .map(|(_, g)| g),
+        );
+    }
+    served.sort();
+    assert_eq!(served, ["a", "b", "c", "d", "e"]);
+    assert!(client.fetch(Q, 1, LEASE, HOST).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_group_slots_key_of_another_type_refuses_the_fetch_with_nothing_written() {
+    let (server, client) = start().await;
+    set_group_concurrency(&client, Some(2)).await;
+    client.enqueue_bulk(Q, &grouped("a", 3)).await.unwrap();
+    client.enqueue_bulk(Q, &grouped("b", 3)).await.unwrap();
+    let keys = QueueKeys::new(Q).unwrap();
+    let mut conn = server.connection().await;
+    let () = conn.set(keys.group_slots("a"), "x").await.unwrap();
+    let before = server.snapshot().await;
+    let err = client.fetch(Q, 10, LEASE, HOST).await.unwrap_err();
+    assert!(
+        matches!(&err, wasmq::queue::QueueError::WrongType { key, found }
+            if *key == keys.group_slots("a") && found == "string"),
+        "{err:?}"
+    );
+    assert_eq!(server.snapshot().await, before, "nothing written");
+    // Put right by hand, the queue goes on.
+    let () = conn.del(keys.group_slots("a")).await.unwrap();
+    assert_eq!(client.fetch(Q, 10, LEASE, HOST).await.unwrap().len(), 4);
 }
