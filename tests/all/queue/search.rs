@@ -487,6 +487,7 @@ async fn bad_cursors_and_keys_of_another_type_are_refused_and_nothing_is_written
         raw("waiting notanumber x"),
         raw("waiting 1"),
         raw("waiting 1 x y"),
+        raw("group notanumber g1"),
     ] {
         let err = client.search(q, &with_cursor(&cursor)).await.unwrap_err();
         assert!(
@@ -664,4 +665,72 @@ async fn one_page_of_a_payload_search_is_bounded_whatever_the_queue_holds() {
         pages.iter().map(|page| page.examined).sum::<u64>(),
         n as u64
     );
+}
+
+#[tokio::test]
+async fn thousands_of_groups_are_walked_a_batch_at_a_time_each_job_once() {
+    let (server, client) = start().await;
+    let q = "tenants";
+    // 3,000 groups of one or two waiting jobs, far past the 128 that Redis keeps `groups` in a
+    // listpack for, so `ZSCAN` reads it in batches.
+    let mut all = BTreeSet::new();
+    let jobs: Vec<NewJob> = (0..4500)
+        .map(|n| {
+            let id = format!("t-{n:05}");
+            all.insert(id.clone());
+            NewJob::new("h", "x")
+                .with_id(id)
+                .with_group(format!("g{:04}", n % 3000))
+        })
+        .collect();
+    for chunk in jobs.chunks(wasmq::queue::MAX_BULK) {
+        client.enqueue_bulk(q, chunk).await.unwrap();
+    }
+    for (scan, limit, state) in [
+        (5, 3, None),
+        (101, 7, Some(JobState::Waiting)),
+        (SEARCH_SCAN_MAX, 1000, None),
+    ] {
+        let search = JobSearch {
+            scan,
+            limit,
+            state,
+            ..JobSearch::default()
+        };
+        let (ids, _) = walk(&client, q, &search).await;
+        let unique: BTreeSet<String> = ids.iter().cloned().collect();
+        assert_eq!(unique.len(), ids.len(), "a job seen twice (scan {scan})");
+        assert_eq!(unique, all, "scan {scan}, limit {limit}");
+    }
+    // A page costs what its scan allows, not what the number of groups does.
+    let search = JobSearch {
+        scan: 50,
+        text: Some("y".into()),
+        ..JobSearch::default()
+    };
+    client.search(q, &search).await.unwrap();
+    let mut cursor = None;
+    for _ in 0..3 {
+        let before = server.command_calls().await;
+        let page = client
+            .search(
+                q,
+                &JobSearch {
+                    cursor: cursor.clone(),
+                    ..search.clone()
+                },
+            )
+            .await
+            .unwrap();
+        let after = server.command_calls().await;
+        let commands: u64 = after
+            .iter()
+            .filter(|(name, _)| name.as_str() != "info")
+            .map(|(name, calls)| calls - before.get(name).copied().unwrap_or(0))
+            .sum();
+        assert!(commands <= 2 * 50 + 50 + 40, "{commands} commands");
+        assert!(page.examined <= 50);
+        cursor = page.cursor;
+        assert!(cursor.is_some());
+    }
 }

@@ -2,12 +2,13 @@
 -- sets from a cursor and reads at most ARGV[2] (`scan`) set entries per call, so a page costs
 -- Redis the same whatever the queue holds (docs/protocol.md, "search.lua").
 --
--- The walk: `waiting`, then each group's waiting set by group name (bytewise), then `delayed`,
--- `active`, `retry`, `completed`, `dead`; each set in its own order (score, then id). A state
--- filter walks that state's sets only; a group filter reads only `g:<group>:waiting` of the
--- waiting sets, and the group field of the others. The cursor is the last entry examined:
--- `<state> <score> <id>`, or `group <name> <score> <id>` (`<state>` / `group <name>` alone: the
--- start of that set); a call resumes just after it, even when that job has left the set since.
+-- The walk: `waiting`, then each group's waiting set (the groups a `ZSCAN` batch of `groups` at
+-- a time, by name within a batch), then `delayed`, `active`, `retry`, `completed`, `dead`; each
+-- set in its own order (score, then id). A state filter walks that state's sets only; a group
+-- filter reads only `g:<group>:waiting` of the waiting sets, and the group field of the others.
+-- The cursor is the last entry examined: `<state> <score> <id>`, or `group <zscan cursor>
+-- <name> <score> <id>` (fewer words: the start of that set, batch or stage); a call resumes
+-- just after it, even when that job has left the set since.
 --
 -- KEYS[1] job prefix  KEYS[2] waiting  KEYS[3] delayed  KEYS[4] active  KEYS[5] retry
 -- KEYS[6] completed  KEYS[7] dead  KEYS[8] group prefix  KEYS[9] groups
@@ -77,8 +78,9 @@ local function at_or_before(a, b)
   return #a <= #b
 end
 
--- The cursor: stage index, group, score, id (score and id nil at the start of a set).
-local at = { stage = 1 }
+-- The cursor: stage index, group, score, id (score and id nil at the start of a set); in the
+-- groups' stage also `zc`, the `ZSCAN` cursor of `groups` that gave the batch the group is in.
+local at = { stage = 1, zc = '0' }
 if ARGV[1] ~= '' then
   local words = {}
   for w in string.gmatch(ARGV[1], '[^ ]+') do words[#words + 1] = w end
@@ -87,36 +89,63 @@ if ARGV[1] ~= '' then
   for i, s in ipairs(STAGES) do if s == stage then index = i end end
   local rest = 2
   if stage == 'group' then
-    at.group = words[2]
-    rest = 3
+    at.zc = words[2] or '0'
+    at.group = words[3]
+    rest = 4
   end
   at.stage = index
   at.score, at.id = words[rest], words[rest + 1]
-  if not index or words[rest + 2]
+  if not index or words[rest + 2] or not string.match(at.zc, '^%d+$')
       or (at.score and (not at.id or not tonumber(at.score))) then
     return redis.error_reply('WASMQ_INVALID cursor does not read')
   end
 end
 
--- The groups with waiting jobs in name order, read once per call when the walk reaches them:
--- O(groups), like counts.
-local group_names
+local budget = scan
+
+-- The groups, a batch at a time: each `ZSCAN` of `groups` (COUNT 100) costs one entry of the
+-- budget, and a batch is walked in name order (bytewise). `ZSCAN` from a cursor returns the
+-- same batch while `groups` is not resized, which is what lets a page resume inside a batch.
+local GROUP_BATCH = 100
+local batch, batch_next
+local function read_batch(zc)
+  local reply, wrong = read_key('ZSCAN', KEYS[9], zc, 'COUNT', GROUP_BATCH)
+  if wrong then return wrong end
+  budget = budget - 1
+  batch_next = reply[1]
+  batch = {}
+  local items = reply[2]
+  for i = 1, #items, 2 do
+    if items[i] ~= '' then batch[#batch + 1] = items[i] end
+  end
+  table.sort(batch, function(a, b) return a ~= b and at_or_before(a, b) end)
+  return nil
+end
+
+-- The first group after `after` (nil: the first of the batch `at.zc`), moving `at.zc` on to
+-- later batches as they run out: the group (nil after the last one); an error answer; or
+-- `exhausted` when the budget ran out first (the walk then resumes at the start of the batch
+-- `at.zc`, a later one than it started in). The batch `after` is in is read even on an empty
+-- budget (at most one read past it per call), so a walk always moves on.
 local function next_group(after)
   if want_group then
     if after == nil then return want_group end
     return nil
   end
-  if not group_names then
-    local names, wrong = read_key('ZRANGE', KEYS[9], 0, -1)
-    if wrong then return nil, wrong end
-    group_names = {}
-    for _, g in ipairs(names) do if g ~= '' then group_names[#group_names + 1] = g end end
-    table.sort(group_names, function(a, b) return a ~= b and at_or_before(a, b) end)
+  local first = true
+  while first or budget > 0 do
+    first = false
+    if batch == nil then
+      local wrong = read_batch(at.zc)
+      if wrong then return nil, wrong end
+    end
+    for _, g in ipairs(batch) do
+      if after == nil or not at_or_before(g, after) then return g end
+    end
+    if batch_next == '0' then return nil end
+    at.zc, batch, after = batch_next, nil, nil
   end
-  for _, g in ipairs(group_names) do
-    if after == nil or not at_or_before(g, after) then return g end
-  end
-  return nil
+  return nil, nil, true
 end
 
 -- The rank just after the entry (score, id) in `key`: that entry's rank + 1 while it is there
@@ -160,17 +189,16 @@ local function matches(id, stage)
   return true
 end
 
-local budget = scan
 local examined = 0
 local out = {}
 local cursor = ''
 -- Moves the walk to the start of the next set: the next group's, or the next stage's.
 local function advance()
   if STAGES[at.stage] == 'group' and at.group and not want_group then
-    local g, wrong = next_group(at.group)
+    local g, wrong, exhausted = next_group(at.group)
     if wrong then return wrong end
     at.group, at.score, at.id = g, nil, nil
-    if g then return nil end
+    if g or exhausted then return nil end
   end
   at.stage, at.group, at.score, at.id = at.stage + 1, nil, nil, nil
   return nil
@@ -178,13 +206,17 @@ end
 while at.stage <= #STAGES and budget > 0 and #out < limit do
   local stage = STAGES[at.stage]
   local key
-  if stage_wanted(stage) then
+  local wanted = stage_wanted(stage)
+  if wanted and stage == 'group' and at.group == nil then
+    local g, wrong, exhausted = next_group(nil)
+    if wrong then return wrong end
+    if exhausted then break end
+    at.group, at.score, at.id = g, nil, nil
+    -- The batch read took the last of the budget: the next call starts at this group.
+    if budget <= 0 then break end
+  end
+  if wanted then
     if stage == 'group' then
-      if at.group == nil then
-        local g, wrong = next_group(nil)
-        if wrong then return wrong end
-        at.group, at.score, at.id = g, nil, nil
-      end
       if at.group then key = KEYS[8] .. at.group .. ':waiting' end
     else
       key = SETS[stage]
@@ -230,18 +262,14 @@ while at.stage <= #STAGES and budget > 0 and #out < limit do
 end
 -- A walk at the start of a set it does not want ends there rather than one call later.
 while at.stage <= #STAGES and at.score == nil and not stage_wanted(STAGES[at.stage]) do
-  at.stage, at.group = at.stage + 1, nil
+  at.stage, at.group, at.zc = at.stage + 1, nil, '0'
 end
 if at.stage <= #STAGES then
   local stage = STAGES[at.stage]
   local parts = { stage }
   if stage == 'group' then
-    if at.group == nil then
-      -- The walk has not reached a group yet: it starts at the first one next time.
-      parts = { 'group' }
-    else
-      parts[2] = at.group
-    end
+    parts[2] = at.zc
+    if at.group then parts[3] = at.group end
   end
   if at.score then
     parts[#parts + 1] = at.score
