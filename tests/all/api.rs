@@ -36,6 +36,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/queues/{queue}/jobs"),
     ("get", "/api/queues/{queue}/jobs/{id}"),
     ("get", "/api/queues/{queue}/jobs/{id}/timeline"),
+    ("get", "/api/queues/{queue}/search"),
     ("delete", "/api/queues/{queue}/jobs/{id}"),
     ("get", "/api/queues/{queue}/dlq"),
     ("post", "/api/queues/{queue}/dlq/replay"),
@@ -264,6 +265,16 @@ async fn jobs(t: &mut Tour) -> Enqueued {
         .expect(200);
     assert_eq!(delayed["jobs"].as_array().unwrap().len(), 1);
     assert_eq!(delayed["limit"], 1);
+
+    // Search (tests/all/search.rs has the rest): the group's job, found by its payload.
+    t.call("get", "/api/queues/{queue}/search");
+    let found = t
+        .api
+        .get("/api/queues/api-q/search?text=hell&group=tenant-1")
+        .await
+        .expect(200);
+    assert_eq!(found["jobs"][0]["id"], "j1");
+    assert_eq!(found["jobs"].as_array().unwrap().len(), 1);
 
     Enqueued { bin_id, later_id }
 }

@@ -308,9 +308,28 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
             .ends_with("T00:00:00+00:00")
     );
 
+    // A payload search the browser types in, and the completed jobs it must find: read here
+    // from the whole list, not through the search.
+    let search_text = "\"n\":";
+    let mut search_ids: Vec<String> = client
+        .list(Q, JobState::Completed, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|job| String::from_utf8_lossy(&job.payload).contains(search_text))
+        .map(|job| job.id)
+        .collect();
+    search_ids.sort();
+    assert_eq!(search_ids.len(), 3, "the echo jobs n 0..2");
+    let search = json!({"state": "completed", "text": search_text, "ids": search_ids});
+
     let screenshots = screenshot_dir();
     // Shots of an earlier run must not stand in for this one's.
-    for name in ["dashboard-timeline.png", "dashboard-durations.png"] {
+    for name in [
+        "dashboard-timeline.png",
+        "dashboard-durations.png",
+        "dashboard-search.png",
+    ] {
         let _ = std::fs::remove_file(screenshots.join(name));
     }
     let (passed, output) = run_browser_test(
@@ -329,6 +348,7 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
             ("WASMQ_LIVE_QUEUE", LIVE.to_string()),
             ("WASMQ_SCHEDULE", SCHEDULE.to_string()),
             ("WASMQ_SCHEDULE_RUNS", Value::Array(next_runs).to_string()),
+            ("WASMQ_SEARCH", search.to_string()),
             ("WASMQ_SCREENSHOTS", screenshots.display().to_string()),
             ("WASMQ_CHROMIUM", chromium.display().to_string()),
         ],
@@ -379,8 +399,13 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
         "no screenshot at {}",
         shot.display()
     );
-    // The timeline and the durations chart, shot by the browser test (panels, so smaller).
-    for name in ["dashboard-timeline.png", "dashboard-durations.png"] {
+    // The timeline and the durations chart, shot by the browser test (panels, so smaller),
+    // and the search results.
+    for name in [
+        "dashboard-timeline.png",
+        "dashboard-durations.png",
+        "dashboard-search.png",
+    ] {
         let shot = screenshots.join(name);
         let png = std::fs::read(&shot).unwrap_or_default();
         assert!(

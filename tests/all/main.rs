@@ -33,6 +33,7 @@ mod rate_limit;
 mod registry;
 mod runtime;
 mod schedules;
+mod search;
 mod secrets;
 mod sql;
 mod steps;

@@ -19,6 +19,8 @@
 //   WASMQ_LIVE_QUEUE       a queue completing jobs while the test runs (for the chart)
 //   WASMQ_SCHEDULE         a schedule (not paused) to pause through the page
 //   WASMQ_SCHEDULE_RUNS    [{"local": rfc3339, "utc": rfc3339}, ...]: its next 3 runs
+//   WASMQ_SEARCH           {"state": s, "text": t, "ids": [...]}: a payload search to type into
+//                          the queue page, and the ids of the jobs it must find, from Redis
 //   WASMQ_SCREENSHOTS      directory for the screenshots
 //   WASMQ_CHROMIUM         the browser [default: /usr/bin/chromium]
 //
@@ -50,6 +52,7 @@ const handler = env('WASMQ_HANDLER');
 const liveQueue = env('WASMQ_LIVE_QUEUE');
 const schedule = env('WASMQ_SCHEDULE');
 const scheduleRuns = JSON.parse(env('WASMQ_SCHEDULE_RUNS'));
+const search = JSON.parse(env('WASMQ_SEARCH'));
 const screenshots = env('WASMQ_SCREENSHOTS');
 const executablePath = process.env.WASMQ_CHROMIUM || '/usr/bin/chromium';
 
@@ -241,6 +244,33 @@ describe('the wasmq dashboard', { timeout: 300_000 }, () => {
     }
     await page.locator('[data-chart="timeline"]').screenshot({ path: join(screenshots, 'dashboard-timeline.png') });
     await page.getByRole('link', { name: queue, exact: true }).first().click();
+  });
+
+  it("finds a queue's jobs by what their payload holds, with the search box", TEST, async () => {
+    await page.locator(`a.tile[data-state="${search.state}"]`).click();
+    const form = page.locator('form[data-search]');
+    await form.locator('input[name="text"]').fill(search.text);
+    await form.getByRole('button', { name: 'Search', exact: true }).click();
+    const results = page.locator(`[data-results="${search.ids.length}"]`);
+    await results.waitFor();
+    const ids = await results.locator('table.jobs tbody tr[data-job]').evaluateAll((trs) => trs.map((tr) => tr.dataset.job));
+    assert.deepEqual([...ids].sort(), search.ids);
+    // One page, the whole queue examined, and the search in the address, so it is a link.
+    assert.equal(await page.locator('a[data-next]').count(), 0);
+    const examined = Number(await page.locator('[data-examined]').getAttribute('data-examined'));
+    assert.ok(examined >= search.ids.length, `${examined} examined`);
+    assert.match(await page.evaluate(() => location.hash), new RegExp(`state=${search.state}&text=`));
+    await page.screenshot({ path: join(screenshots, 'dashboard-search.png'), fullPage: true });
+
+    // Narrowed to a handler no job has: none found, and said so.
+    await form.locator('input[name="handler"]').fill('no-such-handler');
+    await form.getByRole('button', { name: 'Search', exact: true }).click();
+    await page.locator('[data-results="0"]').waitFor();
+    await page.locator('p.empty', { hasText: 'No matching jobs.' }).waitFor();
+    // Clear goes back to the state's plain list.
+    await page.getByRole('link', { name: 'Clear', exact: true }).click();
+    await page.locator('h2', { hasText: `${search.state[0].toUpperCase()}${search.state.slice(1)} jobs` }).waitFor();
+    assert.equal(await page.locator('[data-results]').count(), 0);
   });
 
   it('replays a dead job from the DLQ, after confirmation, with the token', TEST, async () => {

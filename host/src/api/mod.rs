@@ -63,6 +63,7 @@ pub use error::{ApiError, ErrorBody};
 pub(crate) use handlers::version_view;
 pub use listener::{DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Limits as HttpLimits};
 pub(crate) use queues::job_view;
+pub(crate) use queues::search::search_response;
 pub use queues::{JSON_BODY_LIMIT, JobView, MAX_PAGE, enqueue_job};
 
 use crate::metrics::{self, Metrics};
@@ -271,6 +272,7 @@ fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(queues::check::get_check, queues::check::post_check))
         .routes(routes!(queues::enqueue::enqueue, queues::jobs::list_jobs))
         .routes(routes!(queues::jobs::get_job, queues::jobs::cancel_job))
+        .routes(routes!(queues::search::search_jobs))
         .routes(routes!(timeline::get_timeline))
         .routes(routes!(queues::dead::list_dlq))
         .routes(routes!(queues::dead::replay_dlq))

@@ -15,6 +15,7 @@ mod dev;
 mod event;
 mod exec;
 mod handler;
+mod jobs;
 mod kv;
 mod queue;
 mod run;
@@ -77,6 +78,9 @@ pub enum Command {
         #[command(subcommand)]
         action: kv::KvAction,
     },
+    /// Find a queue's jobs by state, handler, group, id prefix, payload text and time, a page
+    /// at a time (each page's Redis work bounded by --scan).
+    Jobs(jobs::JobsArgs),
     #[command(flatten)]
     Queue(queue::QueueCommand),
     /// Compiles the component on stdin into an artifact cache, under a memory limit: the
@@ -190,6 +194,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Command::Schedule { action } => schedule::run(action).await,
             Command::Event { action } => event::run(action).await,
             Command::Kv { action } => kv::run(action).await,
+            Command::Jobs(args) => jobs::run(args).await,
             Command::Queue(cmd) => queue::run(cmd).await,
         }
     })

@@ -669,7 +669,7 @@ async fn dlq_apply(
     Ok(done)
 }
 
-fn format_ms(ms: u64) -> String {
+pub(super) fn format_ms(ms: u64) -> String {
     humantime::format_rfc3339_millis(system_time(ms)).to_string()
 }
 
@@ -707,7 +707,7 @@ fn steps_dropped_reason(why: &str) -> String {
     }
 }
 
-fn preview(bytes: &[u8]) -> String {
+pub(super) fn preview(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(text) if text.chars().count() <= 200 => shown(text),
         Ok(text) => {
@@ -722,7 +722,7 @@ fn preview(bytes: &[u8]) -> String {
 /// invisible characters that reorder text (bidi controls) written as `\u{..}` escapes:
 /// what a job holds was written by producers and handlers, and printed raw it could rewrite
 /// the reader's terminal or disguise itself.
-fn shown(text: &str) -> String {
+pub(super) fn shown(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         let invisible = matches!(

@@ -1,5 +1,6 @@
 //! Reading a queue: one job ([`Client::get`]), the counts per state, a page of a state's
-//! jobs ([`Client::list`]) and the events stream.
+//! jobs ([`Client::list`]) and the events stream. Finding jobs by a filter, a bounded page at a
+//! time, is `search.rs`'s [`Client::search`].
 
 use std::collections::HashMap;
 

@@ -16,6 +16,9 @@
 //!   queue's keys (dangling ids, malformed jobs, jobs in no set or two), and repaired.
 //! - [`StepSaves`], [`RecentAttempts`] - bounded reads for the dashboard's run timeline and
 //!   duration percentiles ([`Client::step_saves`], [`Client::recent_attempts`]).
+//! - [`JobSearch`], [`SearchPage`] - finding jobs by state, handler, group, id prefix, payload
+//!   text and time, a page at a time from a cursor, each page's Redis work bounded
+//!   ([`Client::search`]).
 //! - [`RateLimit`] - at most N job starts per window, per queue or per group (`QueueConfig`),
 //!   enforced by fetch across every host.
 //!
@@ -43,6 +46,7 @@ mod monitor;
 mod produce;
 mod reply;
 mod scripts;
+mod search;
 mod steps;
 mod timeline;
 
@@ -72,5 +76,9 @@ pub use limit::{MAX_RATE, RateLimit, ThrottleStart};
 pub use monitor::{Backlog, DeadJob, GroupRead, Monitor, ReadFrom, is_missing_group};
 pub use produce::{CancelOutcome, Enqueued};
 pub use scripts::{COUNTS_LUA, ENQUEUE_LUA, LIB_LUA};
+pub use search::{
+    JobSearch, MAX_SEARCH_TEXT, MalformedMatch, SEARCH_LIMIT_DEFAULT, SEARCH_LIMIT_MAX,
+    SEARCH_SCAN_DEFAULT, SEARCH_SCAN_MAX, SearchPage, TimeField, TimePoint,
+};
 pub use steps::{DeadStepsReport, StepSave, SuspendReport, Suspension};
 pub use timeline::{MAX_HISTORIES_BYTES, MAX_HISTORY_BYTES, RecentAttempts, SavedStep, StepSaves};

@@ -108,7 +108,7 @@ const COUNTS_KEYS: &[Key] = &[
 
 /// The transitions in the function library: name, Lua body, and the keys it takes. A body
 /// reads `KEYS` and `ARGV` as a script's would; the library sets both before running it.
-const BODIES: [(&str, &str, &[Key]); 23] = [
+const BODIES: [(&str, &str, &[Key]); 24] = [
     ("fetch", include_str!("scripts/fetch.lua"), FETCH_KEYS),
     (
         "extend",
@@ -215,6 +215,21 @@ const BODIES: [(&str, &str, &[Key]); 23] = [
         "list",
         include_str!("scripts/list.lua"),
         &[JobPrefix, Listed, Active, GroupPrefix, Groups],
+    ),
+    (
+        "search",
+        include_str!("scripts/search.lua"),
+        &[
+            JobPrefix,
+            Waiting,
+            Delayed,
+            Active,
+            Retry,
+            Completed,
+            Dead,
+            GroupPrefix,
+            Groups,
+        ],
     ),
     (
         "backlog",
@@ -357,6 +372,7 @@ pub(crate) struct Scripts {
     pub resume: Function,
     pub counts: Standalone,
     pub list: Function,
+    pub search: Function,
     pub backlog: Function,
     pub step_save: Function,
     pub dead_steps: Function,
@@ -403,6 +419,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         keys: COUNTS_KEYS,
     },
     list: function("list"),
+    search: function("search"),
     backlog: function("backlog"),
     step_save: function("step_save"),
     dead_steps: function("dead_steps"),

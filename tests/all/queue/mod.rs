@@ -17,6 +17,7 @@ mod producers;
 mod resilience;
 mod retention;
 mod retries;
+mod search;
 mod wakeups;
 
 use std::future::Future;

@@ -124,6 +124,45 @@ impl RedisServer {
             == 1
     }
 
+    /// Every command Redis has served since it started or its last `CONFIG RESETSTAT`, by
+    /// name (`INFO commandstats`, commands inside scripts and functions counted too; every
+    /// node's, summed, on a cluster).
+    pub async fn command_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        let infos: Vec<String> = match &self.0 {
+            Backend::Single(_) => {
+                let mut conn = self.connection().await;
+                vec![
+                    redis::cmd("INFO")
+                        .arg("commandstats")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap(),
+                ]
+            }
+            Backend::Cluster(cluster) => cluster
+                .ports()
+                .into_iter()
+                .map(|port| cluster.query_node(port, redis::cmd("INFO").arg("commandstats")))
+                .collect(),
+        };
+        let mut calls = std::collections::BTreeMap::new();
+        for line in infos.iter().flat_map(|info| info.lines()) {
+            let Some((name, stats)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|line| line.split_once(':'))
+            else {
+                continue;
+            };
+            let n = stats
+                .strip_prefix("calls=")
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            *calls.entry(name.to_string()).or_insert(0) += n;
+        }
+        calls
+    }
+
     /// Lua calls (scripts and functions: `EVAL`, `EVALSHA`, `FCALL`) Redis has served since it
     /// started or its last `CONFIG RESETSTAT` (every node's, summed, on a cluster): every
     /// fetch, ack, heartbeat...

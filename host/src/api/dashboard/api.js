@@ -118,6 +118,31 @@ const REQUEST_TIMEOUT_MS = 15000;
  */
 
 /**
+ * A job a search matched whose key does not decode (`MalformedView`).
+ * @typedef {object} MalformedView
+ * @property {string} id
+ * @property {string} reason
+ */
+
+/**
+ * One page of a job search (`SearchResponse`, `GET /api/queues/{queue}/search`).
+ * @typedef {object} SearchResponse
+ * @property {JobView[]} jobs
+ * @property {MalformedView[]} malformed
+ * @property {number} examined set entries the page examined
+ * @property {string | null} cursor the next page's, null when the search is over
+ */
+
+/**
+ * What a search looks for (`SearchQuery`): each given filter must match.
+ * @typedef {object} JobFilter
+ * @property {string} [text] payload contains
+ * @property {string} [handler]
+ * @property {string} [group]
+ * @property {string} [id_prefix]
+ */
+
+/**
  * The outcome of a pause or resume of a queue (`PauseResponse`).
  * @typedef {object} QueuePauseResponse
  * @property {string} queue
@@ -370,6 +395,22 @@ export const pauseQueue = (queue, pause) =>
  */
 export const listJobs = (queue, state, offset, limit) =>
   api(`/api/queues/${enc(queue)}/jobs?state=${enc(state)}&offset=${offset}&limit=${limit}`);
+
+/**
+ * One page of a search of a queue's jobs in `state`, from `cursor` (null: the first page).
+ * @param {string} queue
+ * @param {JobState} state
+ * @param {JobFilter} filter
+ * @param {string | null} cursor
+ * @param {number} limit
+ * @returns {Promise<SearchResponse>}
+ */
+export const searchJobs = (queue, state, filter, cursor, limit) => {
+  const query = new URLSearchParams({ state, limit: String(limit) });
+  for (const [name, value] of Object.entries(filter)) if (value) query.set(name, value);
+  if (cursor) query.set('cursor', cursor);
+  return api(`/api/queues/${enc(queue)}/search?${query}`);
+};
 
 /** @param {string} queue @param {number} offset @param {number} limit @returns {Promise<JobPage>} */
 export const listDead = (queue, offset, limit) =>

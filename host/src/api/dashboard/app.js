@@ -4,7 +4,8 @@
 // header (token.js). This module routes the hash to a view and refreshes it (poll.js):
 //
 //   #/                          queues, counts per state, throughput of all queues (views/overview.js)
-//   #/queues/<q>?state=<s>      one queue: counts, throughput, jobs in a state (views/queue.js)
+//   #/queues/<q>?state=<s>      one queue: counts, throughput, jobs in a state (views/queue.js);
+//     &text=&handler=&group=&id_prefix=&cursor=   a search of them instead, a page at a time
 //   #/queues/<q>/dlq            its dead-letter queue, with replay and purge (views/queue.js)
 //   #/queues/<q>/jobs/<id>      one job: facts, payload, result, every attempt (views/job.js)
 //   #/handlers, #/handlers/<n>  handlers, their versions, rollback (views/handlers.js)
@@ -41,13 +42,20 @@ function route() {
     return notFoundView(hash);
   }
   if (parts.length === 0) return overviewView();
+  /** @type {import('./api.js').JobFilter} */
+  const filter = {};
+  for (const name of /** @type {const} */ (['text', 'handler', 'group', 'id_prefix'])) {
+    const value = query.get(name);
+    if (value) filter[name] = value;
+  }
+  const cursor = query.get('cursor');
   if (parts[0] === 'queues' && parts.length === 2) {
     const state = query.get('state') || 'waiting';
     if (!isState(state)) return notFoundView(`no state ${state}`);
-    return queueView(parts[1], { state, offset, dlq: state === 'dead' });
+    return queueView(parts[1], { state, offset, dlq: state === 'dead', filter, cursor });
   }
   if (parts[0] === 'queues' && parts.length === 3 && parts[2] === 'dlq') {
-    return queueView(parts[1], { state: 'dead', offset, dlq: true });
+    return queueView(parts[1], { state: 'dead', offset, dlq: true, filter, cursor });
   }
   if (parts[0] === 'queues' && parts.length === 4 && parts[2] === 'jobs') return jobView(parts[1], parts[3]);
   if (parts[0] === 'handlers' && parts.length === 1) return handlersView();

@@ -1,5 +1,6 @@
 //! Queue endpoints, one file per resource: `enqueue.rs`, `jobs.rs` (one job, cancel, a page of
-//! a state), `queue.rs` (the queue list, counts and settings, pause and resume), `check.rs`,
+//! a state), `search.rs` (finding jobs by filter, a page at a time), `queue.rs` (the queue
+//! list, counts and settings, pause and resume), `check.rs`,
 //! `dead.rs` (the dead-letter queue) and `stream.rs` (the events stream). Each is one call (or
 //! two) into [`crate::queue::Client`], the library the CLI uses too; these files only
 //! translate JSON. The shapes they share (a job, a page) are here.
@@ -21,6 +22,7 @@ pub(crate) mod dead;
 pub(crate) mod enqueue;
 pub(crate) mod jobs;
 pub(crate) mod queue;
+pub(crate) mod search;
 pub(crate) mod stream;
 
 pub use enqueue::enqueue_job;

@@ -1,8 +1,10 @@
 // @ts-check
 // #/queues/<q>?state=<s> and #/queues/<q>/dlq : counts, throughput, attempt durations per
 // handler (durations.js), and one state's jobs; the dead-letter queue with replay and purge.
+// A search (payload text, handler, group, id prefix) lists the state's matching jobs instead,
+// a page at a time from the search's cursor (`GET /api/queues/<q>/search`).
 
-import { actOnDead, getDurations, getQueue, listDead, listJobs, pauseQueue, STATES } from '../api.js';
+import { actOnDead, getDurations, getQueue, listDead, listJobs, pauseQueue, searchJobs, STATES } from '../api.js';
 import { act, confirmAction, toast } from '../chrome.js';
 import { throughputPanel } from '../chart.js';
 import { badge, crumbs, enc, h, outcomeBadge, timeCell, title } from '../dom.js';
@@ -12,6 +14,7 @@ import { pollEvents } from '../throughput.js';
 
 /** @typedef {import('../api.js').JobState} JobState */
 /** @typedef {import('../api.js').JobView} JobView */
+/** @typedef {import('../api.js').JobFilter} JobFilter */
 /** @typedef {import('../poll.js').View} View */
 
 const PAGE = 50;
@@ -20,10 +23,10 @@ const DURATIONS_EVERY_MS = 30_000;
 
 /**
  * @param {string} queue
- * @param {{ state: JobState, offset: number, dlq: boolean }} where
+ * @param {{ state: JobState, offset: number, dlq: boolean, filter: JobFilter, cursor: string | null }} where
  * @returns {View}
  */
-export function queueView(queue, { state, offset, dlq }) {
+export function queueView(queue, { state, offset, dlq, filter, cursor }) {
   const chart = throughputPanel('Throughput');
   const durations = durationsPanel();
   let durationsAt = 0;
@@ -31,10 +34,12 @@ export function queueView(queue, { state, offset, dlq }) {
   const pauseButton = h('button', { class: 'quiet' }, '…');
   const statusBadge = h('span');
   const list = h('section', { class: 'panel' });
+  const shown = dlq ? 'dead' : state;
+  const searching = Object.values(filter).some(Boolean);
   const root = h('div', {},
     crumbs(h('a', { href: '#/' }, 'Queues'), queue),
     title(queue, statusBadge, h('span', { class: 'spacer' }), pauseButton),
-    tiles, chart.el, durations.el, list);
+    tiles, chart.el, durations.el, searchForm(), list);
   let paused = false;
   /** @type {number | null} */
   let lastCount = null;
@@ -42,7 +47,6 @@ export function queueView(queue, { state, offset, dlq }) {
   /** @type {Set<string>} */
   let selected = new Set();
   let eventsOff = false;
-  const shown = dlq ? 'dead' : state;
 
   pauseButton.addEventListener('click', () => act(pauseButton, async () => {
     if (!paused) {
@@ -70,12 +74,65 @@ export function queueView(queue, { state, offset, dlq }) {
   });
   tiles.append(...tileList.map((t) => t.tile));
 
+  /** The search box: what it asks for goes into the hash, so a search is a link. */
+  function searchForm() {
+    /** @param {keyof JobFilter} name @param {string} label @param {string} placeholder */
+    const field = (name, label, placeholder) => h('input', {
+      type: 'search', name, placeholder, 'aria-label': label, value: filter[name] ?? '',
+    });
+    const inputs = [
+      field('text', 'Payload contains', 'Payload contains…'),
+      field('handler', 'Handler', 'Handler'),
+      field('group', 'Group', 'Group'),
+      field('id_prefix', 'Id starts with', 'Id starts with'),
+    ];
+    const form = h('form', { class: 'search', role: 'search', 'data-search': '' },
+      ...inputs, h('button', { type: 'submit' }, 'Search'),
+      searching ? h('a', { href: `#/queues/${enc(queue)}?state=${shown}`, class: 'clear' }, 'Clear') : null);
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const query = new URLSearchParams({ state: shown });
+      for (const input of inputs) {
+        if (input instanceof HTMLInputElement && input.value.trim()) query.set(input.name, input.value.trim());
+      }
+      location.hash = `#/queues/${enc(queue)}?${query}`;
+    });
+    return form;
+  }
+
+  /** One page of the search, with the link to the next one. */
+  async function loadSearch() {
+    listedAt = Date.now();
+    const page = await searchJobs(queue, shown, filter, cursor, PAGE);
+    const query = new URLSearchParams({ state: shown });
+    for (const [name, value] of Object.entries(filter)) if (value) query.set(name, value);
+    const first = `#/queues/${enc(queue)}?${query}`;
+    if (page.cursor) query.set('cursor', page.cursor);
+    const refresh = h('button', { class: 'quiet small' }, 'Refresh');
+    refresh.addEventListener('click', () => act(refresh, loadSearch));
+    const found = page.jobs.length + page.malformed.length;
+    list.replaceChildren(
+      h('div', { 'data-results': String(page.jobs.length) },
+        h('h2', {}, `Search in ${shown} jobs`),
+        page.jobs.length ? jobsTable(page.jobs, shown)
+          : h('p', { class: 'empty' }, page.cursor ? 'No matches on this page.' : 'No matching jobs.'),
+        page.malformed.length ? h('ul', { class: 'malformed' }, page.malformed.map((m) =>
+          h('li', { 'data-job': m.id }, h('span', { class: 'mono' }, m.id), ` malformed: ${m.reason}`))) : null),
+      h('div', { class: 'pager' },
+        h('span', { class: 'muted', 'data-examined': String(page.examined) },
+          `${fmtCount(found)} found in ${fmtCount(page.examined)} jobs examined`),
+        cursor ? h('a', { href: first }, '← first page') : null,
+        page.cursor ? h('a', { href: `#/queues/${enc(queue)}?${query}`, 'data-next': '' }, 'next page →') : null,
+        refresh));
+  }
+
   async function loadList() {
+    if (searching) return loadSearch();
     listedAt = Date.now();
     const page = dlq ? await listDead(queue, offset, PAGE) : await listJobs(queue, state, offset, PAGE);
     selected = new Set([...selected].filter((id) => page.jobs.some((j) => j.id === id)));
     list.replaceChildren(
-      dlq ? dlqTable(page.jobs) : h('div', {}, h('h2', {}, `${state[0].toUpperCase()}${state.slice(1)} jobs`), jobsTable(page.jobs)),
+      dlq ? dlqTable(page.jobs) : h('div', {}, h('h2', {}, `${state[0].toUpperCase()}${state.slice(1)} jobs`), jobsTable(page.jobs, state)),
       pager(page.jobs.length));
   }
 
@@ -90,13 +147,13 @@ export function queueView(queue, { state, offset, dlq }) {
       count ? h('span', { class: 'muted' }, `${offset + 1}–${offset + count}`) : null, prev, next, refresh);
   }
 
-  /** @param {JobView[]} jobs */
-  function jobsTable(jobs) {
+  /** @param {JobView[]} jobs @param {JobState} state */
+  function jobsTable(jobs, state) {
     /** @type {Partial<Record<JobState, string>>} */
-    const whenTitle = { waiting: 'Created', delayed: 'Due', active: 'Lease expires', retry: 'Retry due', completed: 'Finished' };
+    const whenTitle = { waiting: 'Created', delayed: 'Due', active: 'Lease expires', retry: 'Retry due', completed: 'Finished', dead: 'Died' };
     const when = whenTitle[state];
     /** @param {JobView} j */
-    const time = (j) => ({ waiting: j.created_at_ms, delayed: j.run_at_ms, retry: j.run_at_ms, active: j.lease_expires_at_ms, completed: j.finished_at_ms, dead: undefined }[state]);
+    const time = (j) => ({ waiting: j.created_at_ms, delayed: j.run_at_ms, retry: j.run_at_ms, active: j.lease_expires_at_ms, completed: j.finished_at_ms, dead: j.finished_at_ms }[state]);
     if (!jobs.length) return h('p', { class: 'empty' }, offset ? 'No more jobs.' : `No ${state} jobs.`);
     return h('div', { class: 'table-wrap' }, h('table', { class: 'jobs' },
       h('thead', {}, h('tr', {},
