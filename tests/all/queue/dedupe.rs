@@ -15,6 +15,7 @@ use redis::AsyncCommands;
 use wasmq::connection::RedisConnection;
 use wasmq::queue::{Completion, EnqueueOutcome, Expiry, Failure, JobState, NewJob, QueueConfig};
 
+use crate::support::cli::{ok, wasmq};
 use crate::support::eventually;
 use crate::support::guests::handler;
 use crate::support::host::HostProcess;
@@ -654,4 +655,64 @@ async fn a_paused_queue_dead_letters_its_expired_job_on_resume() {
     assert_eq!((dead.attempt, dead.result, dead.host), (0, None, None));
     assert_eq!(dead.history.len(), 1);
     assert_eq!(client.counts(Q).await.unwrap().completed, 1);
+}
+
+/// `wasmq enqueue` with the flags: a second enqueue with the dedupe key prints the first job's
+/// id and says so; a debounced one prints the pending job's; an expiry is stored.
+#[tokio::test]
+async fn the_cli_enqueues_with_dedupe_debounce_and_expiry() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let run = |args: &[&str]| {
+        let out = wasmq(&server, args);
+        let stdout = ok(&out);
+        (
+            stdout.trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let dedupe = ["--dedupe-key", "order-7", "--dedupe-ttl", "1m"];
+    let (first, _) = run(&[&["enqueue", "cli", "h", "--payload", "1"][..], &dedupe].concat());
+    let (again, said) = run(&[&["enqueue", "cli", "h", "--payload", "2"][..], &dedupe].concat());
+    assert_eq!(again, first);
+    assert!(said.contains("dedupe key is taken"), "{said}");
+    let debounce = [
+        "--debounce-key",
+        "u1",
+        "--debounce",
+        "1m",
+        "--debounce-max-wait",
+        "5m",
+    ];
+    let (pending, _) = run(&[&["enqueue", "cli", "h", "--payload", "a"][..], &debounce].concat());
+    let (debounced, said) =
+        run(&[&["enqueue", "cli", "h", "--payload", "b"][..], &debounce].concat());
+    assert_eq!(debounced, pending);
+    assert!(said.contains("debounced into the pending job"), "{said}");
+    let job = client.get("cli", &pending).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.payload.as_slice()),
+        (JobState::Delayed, &b"b"[..])
+    );
+    let (expiring, _) = run(&["enqueue", "cli", "h", "--expires-in", "30s"]);
+    let mut conn = server.connection().await;
+    let f = fields(&mut conn, "cli", &expiring).await;
+    assert_eq!(num(&f, "expires_at"), num(&f, "created_at") + 30_000);
+    let refused = wasmq(
+        &server,
+        &[
+            "enqueue",
+            "cli",
+            "h",
+            "--debounce-key",
+            "k",
+            "--debounce",
+            "1s",
+            "--delay",
+            "1s",
+        ],
+    );
+    assert!(!refused.status.success());
+    assert_eq!(client.counts("cli").await.unwrap().delayed, 1);
+    assert_eq!(client.counts("cli").await.unwrap().waiting, 2);
 }

@@ -16,8 +16,8 @@
 --         priority, delay_ms, run_at_ms, max_attempts, timeout_ms, backoff, backoff_ms,
 --         backoff_cap_ms, backoff_jitter, group, depth, traceparent, tracestate,
 --         expires_in_ms, expires_at_ms, dedupe_key, dedupe_ttl_ms, debounce_key, debounce_ms,
---         debounce_max_wait_ms; each field at most once. `depth` (a child job's generation, 0..4294967295, written by hosts;
---         absent reads as 0) is stored as given.
+--         debounce_max_wait_ms; each field at most once. `depth` (a child job's generation,
+--         0..4294967295, written by hosts; absent reads as 0) is stored as given.
 -- A job that gives max_attempts, or any backoff field, keeps that part of its retry policy;
 -- for the part it leaves out, the hash records the queue default (3 attempts, exponential 1 s)
 -- and the handler's own policy, if its deployment has one, applies instead (see fail_job in
@@ -203,6 +203,7 @@ for i = 1, n do
     elseif field == 'expires_at_ms' then
       job[field] = integer(value, 0, 1e15)
       if job[field] == nil then return invalid(id, field .. ' must be a non-negative integer') end
+      text.expires_at = value
     elseif field == 'delay_ms' or field == 'run_at_ms' or field == 'timeout_ms'
         or field == 'backoff_ms' or field == 'backoff_cap_ms' then
       job[field] = integer(value, 0, 1e15)
@@ -327,7 +328,8 @@ for i, job in ipairs(jobs) do
         local f
         f, problem = read_pending(pid)
         if problem then return problem end
-        if (f[1] == 'delayed' or f[1] == 'waiting') and f[2] == '0' and f[3] == job.debounce_key then
+        if (f[1] == 'delayed' or f[1] == 'waiting') and f[2] == '0'
+            and f[3] == job.debounce_key then
           local until_ms = tonumber(f[4])
           target = { id = pid, state = f[1], group = f[5], until_ms = until_ms }
           updates[#updates + 1] = target
@@ -449,10 +451,11 @@ for _, target in ipairs(updates) do
       if target.group and target.group ~= '' then set = KEYS[8] .. target.group .. ':waiting' end
       redis.call('ZREM', set, target.id)
     end
-    redis.call('HSET', key, 'payload', target.payload, 'state', 'delayed', 'run_at', target.run_at)
+    redis.call('HSET', key, 'payload', target.payload, 'state', 'delayed', 'run_at',
+      string.format('%d', target.run_at))
     redis.call('ZADD', KEYS[4], target.run_at, target.id)
   else
-    redis.call('HSET', key, 'payload', target.payload, 'run_at', target.run_at)
+    redis.call('HSET', key, 'payload', target.payload, 'run_at', string.format('%d', target.run_at))
   end
 end
 if #fresh == 0 then return replies end
@@ -487,14 +490,14 @@ for i, job in ipairs(fresh) do
   end
   if job.expires_in_ms or job.expires_at_ms then
     fields[#fields + 1] = 'expires_at'
-    fields[#fields + 1] = job.expires_at_ms or now + job.expires_in_ms
+    fields[#fields + 1] = text.expires_at or string.format('%d', now + job.expires_in_ms)
   end
   if job.debounce_key then
     fields[#fields + 1] = 'debounce_key'
     fields[#fields + 1] = job.debounce_key
     if job.debounce_until then
       fields[#fields + 1] = 'debounce_until'
-      fields[#fields + 1] = job.debounce_until
+      fields[#fields + 1] = string.format('%d', job.debounce_until)
     end
     redis.call('SET', KEYS[11] .. job.debounce_key, job.id)
   end
