@@ -716,3 +716,58 @@ async fn the_cli_enqueues_with_dedupe_debounce_and_expiry() {
     assert_eq!(client.counts("cli").await.unwrap().delayed, 1);
     assert_eq!(client.counts("cli").await.unwrap().waiting, 2);
 }
+
+/// The data commands Redis runs for one batch of `n` jobs through enqueue, fetch and complete,
+/// each phase counted apart.
+async fn phase_commands(server: &RedisServer, queue: &str, jobs: &[NewJob]) -> [u64; 3] {
+    let client = server.client().await;
+    let mut counts = [0; 3];
+    let before = server.data_commands().await;
+    client.enqueue_bulk(queue, jobs).await.unwrap();
+    let after_enqueue = server.data_commands().await;
+    let leased = client.fetch(queue, jobs.len(), LEASE, HOST).await.unwrap();
+    assert_eq!(leased.len(), jobs.len());
+    let after_fetch = server.data_commands().await;
+    let done: Vec<Completion> = leased.iter().map(|j| Completion::new(j, vec![])).collect();
+    client.complete(queue, &done).await.unwrap();
+    let after_complete = server.data_commands().await;
+    counts[0] = after_enqueue - before;
+    counts[1] = after_fetch - after_enqueue;
+    counts[2] = after_complete - after_fetch;
+    counts
+}
+
+/// A job that uses none of the new fields costs what it did, per job: enqueue an `HGET` (the
+/// id check) and an `HSET`, fetch an `HMGET` and an `HSET`, complete the same. An expiry that
+/// has not passed costs nothing more either (fetch reads it in its `HMGET`). Measured as the
+/// difference between batches of 20 and 40 (Redis `INFO commandstats`), so what each call
+/// costs once cancels out.
+#[tokio::test]
+async fn plain_jobs_cost_no_extra_command_per_job() {
+    let server = RedisServer::start();
+    let plain = |n: usize| -> Vec<NewJob> {
+        (0..n)
+            .map(|i| NewJob::new("h", i.to_string().into_bytes()))
+            .collect()
+    };
+    let expiring = |n: usize| -> Vec<NewJob> {
+        plain(n)
+            .into_iter()
+            .map(|j| j.with_expiry(Expiry::In(Duration::from_secs(60))))
+            .collect()
+    };
+    for (what, make) in [
+        ("plain", &plain as &dyn Fn(usize) -> Vec<NewJob>),
+        ("expiring", &expiring),
+    ] {
+        let small = phase_commands(&server, &format!("{what}-20"), &make(20)).await;
+        let big = phase_commands(&server, &format!("{what}-40"), &make(40)).await;
+        let per_job: Vec<u64> = (0..3).map(|i| (big[i] - small[i]) / 20).collect();
+        let rest: Vec<u64> = (0..3).map(|i| (big[i] - small[i]) % 20).collect();
+        assert_eq!(
+            (per_job, rest),
+            (vec![2, 2, 2], vec![0, 0, 0]),
+            "{what}: commands per job in enqueue, fetch, complete ({small:?}, {big:?})"
+        );
+    }
+}
