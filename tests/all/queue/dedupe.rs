@@ -583,6 +583,18 @@ async fn an_expired_job_is_dead_lettered_instead_of_leased() {
             .any(|e| e.event == "dead" && e.jobs == [(expiring.id.clone(), 0)]),
         "{events:?}"
     );
+    // A replay clears the expiry: the job runs.
+    client
+        .replay("q", std::slice::from_ref(&expiring.id))
+        .await
+        .unwrap();
+    let replayed = client.fetch("q", 10, LEASE, HOST).await.unwrap();
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].id, expiring.id);
+    client
+        .complete("q", &[Completion::new(&replayed[0], vec![])])
+        .await
+        .unwrap();
 
     // A retry due after the expiry: dead-lettered too, its history keeps the attempt.
     let retried = client
