@@ -537,6 +537,32 @@ async fn bad_flow_fields_are_refused_and_write_nothing() {
         .to_string();
     assert!(err.contains("wasmq:{q}:dedupe:k holds a list"), "{err}");
     assert_eq!(server.snapshot().await, before);
+
+    // A call that debounces a stored job and creates another, with `seq` damaged: refused
+    // before the debounced job is written.
+    let window = Duration::from_secs(60);
+    client
+        .enqueue(
+            "q",
+            &NewJob::new("h", b"1".to_vec()).with_debounce("d", window, None),
+        )
+        .await
+        .unwrap();
+    let () = conn.set("wasmq:{q}:seq", "x").await.unwrap();
+    let before = server.snapshot().await;
+    let err = client
+        .enqueue_bulk(
+            "q",
+            &[
+                NewJob::new("h", b"2".to_vec()).with_debounce("d", window, None),
+                NewJob::new("h", b"new".to_vec()),
+            ],
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wasmq:{q}:seq"), "{err}");
+    assert_eq!(server.snapshot().await, before, "nothing written");
 }
 
 /// A job not started by its expiry is dead-lettered as `expired` when a fetch would lease it:
@@ -782,4 +808,42 @@ async fn plain_jobs_cost_no_extra_command_per_job() {
             "{what}: commands per job in enqueue, fetch, complete ({small:?}, {big:?})"
         );
     }
+}
+
+/// A grouped pending job that became due (in its group's waiting set) goes back to delayed when
+/// debounced, and its group leaves the round-robin with its last waiting job; when due again it
+/// is promoted into its group and leased with the last payload.
+#[tokio::test]
+async fn a_grouped_pending_job_moves_back_with_its_group_kept_in_step() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let window = Duration::from_millis(100);
+    let job = |payload: &[u8]| {
+        NewJob::new("h", payload.to_vec())
+            .with_group("tenant-1")
+            .with_debounce("k", window, None)
+    };
+    let first = client.enqueue("q", &job(b"1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(client.promote("q", 100).await.unwrap().0, 1);
+    assert!(server.exists("wasmq:{q}:g:tenant-1:waiting").await);
+    let again = client.enqueue("q", &job(b"2")).await.unwrap();
+    assert_eq!(
+        (again.outcome, again.id.as_str()),
+        (EnqueueOutcome::Debounced, first.id.as_str())
+    );
+    assert!(!server.exists("wasmq:{q}:g:tenant-1:waiting").await);
+    assert!(
+        !server.exists("wasmq:{q}:groups").await,
+        "the group left the round-robin"
+    );
+    let report = client.check("q", false).await.unwrap();
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let leased = client.fetch("q", 10, LEASE, HOST).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(
+        (leased[0].id.as_str(), leased[0].payload.as_slice()),
+        (first.id.as_str(), &b"2"[..])
+    );
 }

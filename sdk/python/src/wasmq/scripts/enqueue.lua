@@ -437,19 +437,31 @@ end
 for _, target in ipairs(updates) do
   if target.state == 'waiting' and target.group and target.group ~= '' then
     problem = type_problem(KEYS[8] .. target.group .. ':waiting', 'zset')
+      or type_problem(KEYS[9], 'zset')
     if problem then return problem end
   end
 end
 
+-- Waiting score: higher priority first, then FIFO by the queue's sequence (see protocol.md).
+-- INCRBY is the first write, and writes nothing when `seq` is not an integer.
+local last_seq = #fresh > 0 and redis.pcall('INCRBY', KEYS[5], #fresh) or 0
+if type(last_seq) == 'table' and last_seq.err then
+  return wrong_type(KEYS[5], 'string (not an integer)')
+end
 -- The debounced jobs stored before this call: payload and start (a waiting one whose start
 -- moves back goes back to delayed). The keys were checked above.
 for _, target in ipairs(updates) do
   local key = prefix .. target.id
   if target.new_state == 'delayed' then
     if target.state == 'waiting' then
-      local set = KEYS[3]
-      if target.group and target.group ~= '' then set = KEYS[8] .. target.group .. ':waiting' end
-      redis.call('ZREM', set, target.id)
+      if target.group and target.group ~= '' then
+        -- A group is in `groups` exactly while its waiting set is not empty.
+        local set = KEYS[8] .. target.group .. ':waiting'
+        redis.call('ZREM', set, target.id)
+        if redis.call('ZCARD', set) == 0 then redis.call('ZREM', KEYS[9], target.group) end
+      else
+        redis.call('ZREM', KEYS[3], target.id)
+      end
     end
     redis.call('HSET', key, 'payload', target.payload, 'state', 'delayed', 'run_at',
       string.format('%d', target.run_at))
@@ -459,13 +471,6 @@ for _, target in ipairs(updates) do
   end
 end
 if #fresh == 0 then return replies end
-
--- Waiting score: higher priority first, then FIFO by the queue's sequence (see protocol.md).
--- INCRBY is the first write, and writes nothing when `seq` is not an integer.
-local last_seq = redis.pcall('INCRBY', KEYS[5], #fresh)
-if type(last_seq) == 'table' and last_seq.err then
-  return wrong_type(KEYS[5], 'string (not an integer)')
-end
 local waiting, delayed, events, grouped, group_order = {}, {}, {}, {}, {}
 for i, job in ipairs(fresh) do
   local seq = last_seq - #fresh + i
