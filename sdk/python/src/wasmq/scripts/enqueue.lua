@@ -27,8 +27,8 @@
 -- the group joins `groups` (the round-robin that fetch.lua serves) unless it is there already.
 -- Expiry: `expires_in_ms` (from now) or `expires_at_ms` (Unix ms), not both, is stored as the
 -- job field `expires_at`: a job not started by then is dead-lettered with outcome `expired`
--- when a fetch would lease it (lease_jobs in lib.lua), every attempt's start included (a retry
--- due after it expires too).
+-- when a fetch would lease it (lease_jobs in lib.lua), at every lease: a retry, a released job
+-- or a durable sleep's wake-up due after it expires too.
 -- Throttle: a job with `dedupe_key` (1-128 printable ASCII) needs `dedupe_ttl_ms` (1..1e12).
 -- While `wasmq:{q}:dedupe:<key>` (a string: the id of the job that took the key, expiring
 -- after the TTL) lives, another job with that key is not created, whatever became of the first
