@@ -177,6 +177,8 @@ pub fn enqueue_hash(
     }
     let (mut own_attempts, mut own_backoff) = (false, false);
     let (mut delay_ms, mut run_at_ms) = (None, None);
+    // expires_in_ms, expires_at_ms, dedupe_ttl_ms, debounce_ms, debounce_max_wait_ms.
+    let mut flow: HashMap<&str, i128> = HashMap::new();
     let mut given = std::collections::HashSet::new();
     for (field, value) in wire {
         if !given.insert(*field) {
@@ -241,6 +243,22 @@ pub fn enqueue_hash(
                 }
                 set(field, value);
             }
+            "dedupe_key" | "debounce_key" => {
+                if !name_ok(value) {
+                    return Err(format!("{field} must be 1-128 printable ASCII characters"));
+                }
+                set(field, value);
+            }
+            "dedupe_ttl_ms" | "debounce_ms" | "debounce_max_wait_ms" | "expires_in_ms" => {
+                let n = integer(value, 1, 1_000_000_000_000)
+                    .ok_or_else(|| format!("{field} must be an integer in 1..1e12"))?;
+                flow.insert(field, n);
+            }
+            "expires_at_ms" => {
+                let n = integer(value, 0, 1_000_000_000_000_000)
+                    .ok_or_else(|| format!("{field} must be a non-negative integer"))?;
+                flow.insert(field, n);
+            }
             other => return Err(format!("unknown field {other}")),
         }
     }
@@ -276,6 +294,36 @@ pub fn enqueue_hash(
     }
     if kind == b"exponential" && number(&hash, "backoff_cap_ms") < number(&hash, "backoff_ms") {
         return Err("backoff_cap_ms must not be below backoff_ms".into());
+    }
+    let has = |name: &str| given.contains(name);
+    if has("expires_in_ms") && has("expires_at_ms") {
+        return Err("give expires_in_ms or expires_at_ms, not both".into());
+    }
+    if has("dedupe_key") != has("dedupe_ttl_ms") {
+        return Err("dedupe_key and dedupe_ttl_ms go together".into());
+    }
+    if has("debounce_key") != has("debounce_ms") {
+        return Err("debounce_key and debounce_ms go together".into());
+    }
+    if has("debounce_max_wait_ms") && !has("debounce_key") {
+        return Err("debounce_max_wait_ms needs a debounce_key".into());
+    }
+    if has("debounce_key") && (has("delay_ms") || has("run_at_ms") || has("dedupe_key")) {
+        return Err("a debounce_key takes no delay_ms, run_at_ms or dedupe_key".into());
+    }
+    if let Some(at) = flow.get("expires_at_ms").copied().or_else(|| {
+        flow.get("expires_in_ms")
+            .map(|after| i128::from(now_ms) + after)
+    }) {
+        hash.insert("expires_at".into(), at.to_string().into_bytes());
+    }
+    if let Some(&window) = flow.get("debounce_ms") {
+        let max_wait = flow.get("debounce_max_wait_ms").copied();
+        delay_ms = Some(max_wait.map_or(window, |m| m.min(window)));
+        if let Some(m) = max_wait {
+            let until = i128::from(now_ms) + m;
+            hash.insert("debounce_until".into(), until.to_string().into_bytes());
+        }
     }
     let run_at = match (delay_ms, run_at_ms) {
         (Some(_), Some(_)) => return Err("give delay_ms or run_at_ms, not both".into()),

@@ -148,7 +148,8 @@ pub async fn send(
             queue,
             job_id,
             created: enqueued.created,
-            state: enqueued.state,
+            // An event's jobs take no dedupe key, so their state is always known.
+            state: enqueued.state.unwrap_or(JobState::Waiting),
         });
     }
     Ok(Sent { id, jobs })

@@ -133,6 +133,100 @@ async fn every_endpoint_answers_over_http() {
     );
 }
 
+/// The enqueue body's dedupe, debounce and expiry fields: the reply names the job that stands
+/// for a deduplicated or debounced one (200, `outcome`), the job hash records them, and
+/// fields that do not go together are a 400 with nothing written.
+#[tokio::test]
+async fn enqueue_takes_dedupe_debounce_and_expiry() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let server = ApiServer::start(&redis, &["--token", TOKEN]);
+    let api = Http::new(&server, Some(TOKEN));
+    let path = "/api/queues/flow/jobs";
+    let first = api
+        .post(
+            path,
+            json!({"handler": "h", "payload": "1", "dedupe_key": "order-7",
+                   "dedupe_ttl_ms": 60000, "expires_in_ms": 60000}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(first["outcome"], "created");
+    let again = api
+        .post(
+            path,
+            json!({"handler": "h", "payload": "2", "dedupe_key": "order-7",
+                   "dedupe_ttl_ms": 60000}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        again,
+        json!({"id": first["id"], "created": false, "state": "waiting",
+               "outcome": "deduplicated"})
+    );
+    let pending = api
+        .post(
+            path,
+            json!({"handler": "h", "payload": "a", "debounce_key": "u1", "debounce_ms": 60000,
+                   "debounce_max_wait_ms": 120000}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(pending["state"], "delayed");
+    let debounced = api
+        .post(
+            path,
+            json!({"handler": "h", "payload": "b", "debounce_key": "u1", "debounce_ms": 60000}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        (&debounced["id"], &debounced["outcome"]),
+        (&pending["id"], &json!("debounced"))
+    );
+    let id = pending["id"].as_str().unwrap();
+    assert_eq!(client.get("flow", id).await.unwrap().unwrap().payload, b"b");
+    let first_id = first["id"].as_str().unwrap();
+    let mut conn = redis.connection().await;
+    let expires: Option<u64> = redis::cmd("HGET")
+        .arg(format!("wasmq:{{flow}}:job:{first_id}"))
+        .arg("expires_at")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let created = client.get("flow", first_id).await.unwrap().unwrap();
+    assert_eq!(expires, Some(created.created_at_ms + 60000));
+
+    let before = redis.snapshot().await;
+    for (body, reason) in [
+        (
+            json!({"handler": "h", "dedupe_key": "k"}),
+            "dedupe_key and dedupe_ttl_ms go together",
+        ),
+        (
+            json!({"handler": "h", "expires_in_ms": 5, "expires_at_ms": 5}),
+            "give expires_in_ms or expires_at_ms, not both",
+        ),
+        (
+            json!({"handler": "h", "debounce_key": "k", "debounce_ms": 5, "delay_ms": 5}),
+            "a debounce key takes no delay, run-at or dedupe key",
+        ),
+        (
+            json!({"handler": "h", "debounce_max_wait_ms": 5}),
+            "debounce_key and debounce_ms go together",
+        ),
+    ] {
+        let error = api.post(path, body.clone()).await.error(400);
+        assert!(error.contains(reason), "{body}: {error}");
+    }
+    assert_eq!(
+        redis.snapshot().await,
+        before,
+        "refused bodies write nothing"
+    );
+}
+
 /// `/healthz`, and `/metrics` of a server without a worker.
 async fn health_and_metrics(t: &mut Tour) {
     t.call("get", "/healthz");
@@ -170,7 +264,7 @@ async fn jobs(t: &mut Tour) -> Enqueued {
         .expect(201);
     assert_eq!(
         created,
-        json!({"id": "j1", "created": true, "state": "waiting"})
+        json!({"id": "j1", "created": true, "state": "waiting", "outcome": "created"})
     );
     let again = t
         .api
@@ -182,7 +276,7 @@ async fn jobs(t: &mut Tour) -> Enqueued {
         .expect(200);
     assert_eq!(
         again,
-        json!({"id": "j1", "created": false, "state": "waiting"})
+        json!({"id": "j1", "created": false, "state": "waiting", "outcome": "exists"})
     );
     let binary = [0u8, 159, 146, 150, 255];
     let b64 = base64::engine::general_purpose::STANDARD.encode(binary);

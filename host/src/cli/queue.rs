@@ -11,7 +11,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::queue::{Attempt, Backoff, Client, Job, JobState, NewJob, RateLimit, system_time};
+use crate::queue::{
+    Attempt, Backoff, Client, EnqueueOutcome, Expiry, Job, JobState, NewJob, RateLimit, system_time,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
@@ -105,6 +107,29 @@ pub struct EnqueueArgs {
     /// The W3C tracestate that goes with --traceparent.
     #[arg(long, requires = "traceparent")]
     pub tracestate: Option<String>,
+    /// Dead-letter the job (outcome expired) if it has not started within this time (e.g.
+    /// 30s, 1h).
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "expires_at")]
+    pub expires_in: Option<Duration>,
+    /// Dead-letter the job (outcome expired) if it has not started by this time (RFC 3339).
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    pub expires_at: Option<SystemTime>,
+    /// Throttle key: while it lives (--dedupe-ttl), another job with it is not created.
+    #[arg(long, requires = "dedupe_ttl")]
+    pub dedupe_key: Option<String>,
+    /// How long a --dedupe-key lives (e.g. 10m).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "dedupe_key")]
+    pub dedupe_ttl: Option<Duration>,
+    /// Debounce key: the last enqueue within --debounce wins (the key's pending job takes this
+    /// payload, and starts --debounce later).
+    #[arg(long, requires = "debounce", conflicts_with_all = ["delay", "run_at", "dedupe_key"])]
+    pub debounce_key: Option<String>,
+    /// The debounce window (e.g. 2s).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "debounce_key")]
+    pub debounce: Option<Duration>,
+    /// The longest debouncing may delay the job after its first enqueue (e.g. 1m).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "debounce_key")]
+    pub debounce_max_wait: Option<Duration>,
     #[command(flatten)]
     pub redis: RedisArgs,
 }
@@ -129,6 +154,16 @@ impl EnqueueArgs {
             job = job.with_run_at(at);
         }
         job.options.timeout = self.timeout;
+        job.options.expires = self
+            .expires_in
+            .map(Expiry::In)
+            .or(self.expires_at.map(Expiry::At));
+        if let (Some(key), Some(ttl)) = (&self.dedupe_key, self.dedupe_ttl) {
+            job = job.with_dedupe(key.clone(), ttl);
+        }
+        if let (Some(key), Some(window)) = (&self.debounce_key, self.debounce) {
+            job = job.with_debounce(key.clone(), window, self.debounce_max_wait);
+        }
         job
     }
 }
@@ -291,11 +326,21 @@ async fn enqueue(args: EnqueueArgs) -> anyhow::Result<u8> {
     };
     let job = args.job(payload);
     let enqueued = client.enqueue(&args.queue, &job).await?;
-    if !enqueued.created {
-        eprintln!(
-            "job {} already exists ({}); nothing was enqueued",
-            enqueued.id, enqueued.state
-        );
+    let state = enqueued.state.map_or("no longer kept", |s| s.as_str());
+    match enqueued.outcome {
+        EnqueueOutcome::Created => {}
+        EnqueueOutcome::Exists => eprintln!(
+            "job {} already exists ({state}); nothing was enqueued",
+            enqueued.id
+        ),
+        EnqueueOutcome::Deduplicated => eprintln!(
+            "the dedupe key is taken by job {} ({state}); nothing was enqueued",
+            enqueued.id
+        ),
+        EnqueueOutcome::Debounced => eprintln!(
+            "debounced into the pending job {} ({state}): it took this payload",
+            enqueued.id
+        ),
     }
     say!("{}", enqueued.id);
     Ok(0)

@@ -385,6 +385,39 @@ pub enum RunAt {
     At(SystemTime),
 }
 
+/// When a job that has not started by then is dead-lettered with outcome `expired` instead of
+/// running late (field `expires_at`; checked whenever a fetch would start it, retries too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// This long after enqueue (Redis clock), 1 ms..=[`MAX_KEY_MS`].
+    In(Duration),
+    /// At this wall-clock time (Redis clock).
+    At(SystemTime),
+}
+
+/// The most milliseconds a dedupe TTL, a debounce window or max wait, or an `Expiry::In` may
+/// be (enqueue.lua's bound).
+pub const MAX_KEY_MS: u64 = 1_000_000_000_000;
+
+/// Throttle: while the key lives (`ttl` from the enqueue that took it), another job with the
+/// same key is not created, whatever became of the first; the enqueue answers with the first
+/// job's id (docs/protocol.md, "Deduplication").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedupe {
+    pub key: String,
+    pub ttl: Duration,
+}
+
+/// Debounce: the last enqueue within `window` wins. While the key has a pending job (not
+/// started), an enqueue replaces that job's payload and pushes its start back to now + window,
+/// but never past its first enqueue + `max_wait`; the answer names the pending job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Debounce {
+    pub key: String,
+    pub window: Duration,
+    pub max_wait: Option<Duration>,
+}
+
 /// Everything a producer chooses about a job besides its handler and payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobOptions {
@@ -416,6 +449,12 @@ pub struct JobOptions {
     /// The W3C `tracestate` that goes with [`JobOptions::traceparent`] (vendor data, passed
     /// on as it is); only with a traceparent.
     pub tracestate: Option<String>,
+    /// Dead-letter the job (outcome `expired`) if it has not started by then.
+    pub expires: Option<Expiry>,
+    /// Throttle key ([`Dedupe`]).
+    pub dedupe: Option<Dedupe>,
+    /// Debounce key ([`Debounce`]); takes no delay, run-at or dedupe key.
+    pub debounce: Option<Debounce>,
 }
 
 impl Default for JobOptions {
@@ -431,6 +470,9 @@ impl Default for JobOptions {
             depth: 0,
             traceparent: None,
             tracestate: None,
+            expires: None,
+            dedupe: None,
+            debounce: None,
         }
     }
 }
@@ -515,6 +557,36 @@ impl NewJob {
         self
     }
 
+    /// Dead-letters the job as `expired` if it has not started by then ([`Expiry`]).
+    pub fn with_expiry(mut self, expiry: Expiry) -> Self {
+        self.options.expires = Some(expiry);
+        self
+    }
+
+    /// A throttle key ([`Dedupe`]).
+    pub fn with_dedupe(mut self, key: impl Into<String>, ttl: Duration) -> Self {
+        self.options.dedupe = Some(Dedupe {
+            key: key.into(),
+            ttl,
+        });
+        self
+    }
+
+    /// A debounce key ([`Debounce`]).
+    pub fn with_debounce(
+        mut self,
+        key: impl Into<String>,
+        window: Duration,
+        max_wait: Option<Duration>,
+    ) -> Self {
+        self.options.debounce = Some(Debounce {
+            key: key.into(),
+            window,
+            max_wait,
+        });
+        self
+    }
+
     /// Checks everything that does not depend on the queue's config (the payload limit is the
     /// queue's, checked by `enqueue.lua`). Returns the reason when the job is invalid.
     pub fn validate(&self) -> Result<(), String> {
@@ -564,6 +636,7 @@ impl NewJob {
             }
             _ => {}
         }
+        validate_flow(options)?;
         options.backoff.as_ref().map_or(Ok(()), Backoff::validate)
     }
 
@@ -606,8 +679,73 @@ impl NewJob {
         if let Some(tracestate) = &options.tracestate {
             fields.push(("tracestate", tracestate.as_bytes().to_vec()));
         }
+        match options.expires {
+            None => {}
+            Some(Expiry::In(after)) => {
+                fields.push(("expires_in_ms", after.as_millis().to_string().into_bytes()));
+            }
+            Some(Expiry::At(at)) => {
+                fields.push(("expires_at_ms", unix_ms(at).to_string().into_bytes()));
+            }
+        }
+        if let Some(dedupe) = &options.dedupe {
+            fields.push(("dedupe_key", dedupe.key.as_bytes().to_vec()));
+            fields.push((
+                "dedupe_ttl_ms",
+                dedupe.ttl.as_millis().to_string().into_bytes(),
+            ));
+        }
+        if let Some(debounce) = &options.debounce {
+            fields.push(("debounce_key", debounce.key.as_bytes().to_vec()));
+            let window = debounce.window.as_millis().to_string();
+            fields.push(("debounce_ms", window.into_bytes()));
+            if let Some(max_wait) = debounce.max_wait {
+                let max_wait = max_wait.as_millis().to_string();
+                fields.push(("debounce_max_wait_ms", max_wait.into_bytes()));
+            }
+        }
         fields
     }
+}
+
+/// A duration that travels in whole ms within 1..=[`MAX_KEY_MS`].
+fn validate_key_ms(what: &str, d: Duration) -> Result<(), String> {
+    if (1..=u128::from(MAX_KEY_MS)).contains(&d.as_millis()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} must be within 1 ms..={MAX_KEY_MS} ms, got {d:?}"
+        ))
+    }
+}
+
+/// The expiry, dedupe and debounce options, as enqueue.lua checks them.
+fn validate_flow(options: &JobOptions) -> Result<(), String> {
+    match options.expires {
+        Some(Expiry::In(after)) => validate_key_ms("expires-in", after)?,
+        Some(Expiry::At(at)) if unix_ms(at) > MAX_MS => {
+            return Err(format!(
+                "expires-at must be at most {MAX_MS} ms after the Unix epoch, got {}",
+                unix_ms(at)
+            ));
+        }
+        _ => {}
+    }
+    if let Some(dedupe) = &options.dedupe {
+        validate_name("dedupe key", &dedupe.key)?;
+        validate_key_ms("dedupe TTL", dedupe.ttl)?;
+    }
+    if let Some(debounce) = &options.debounce {
+        validate_name("debounce key", &debounce.key)?;
+        validate_key_ms("debounce window", debounce.window)?;
+        if let Some(max_wait) = debounce.max_wait {
+            validate_key_ms("debounce max wait", max_wait)?;
+        }
+        if options.run_at != RunAt::Now || options.dedupe.is_some() {
+            return Err("a debounce key takes no delay, run-at or dedupe key".to_string());
+        }
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch; times before the epoch count as 0.

@@ -161,6 +161,18 @@ impl QueueKeys {
         self.key("throttle:")
     }
 
+    /// `wasmq:{q}:dedupe:`: prefix of the dedupe keys (`dedupe:<key>`, the id of the job that
+    /// took the key, expiring after its TTL; see enqueue.lua).
+    pub fn dedupe_prefix(&self) -> String {
+        self.key("dedupe:")
+    }
+
+    /// `wasmq:{q}:debounce:`: prefix of the debounce keys (`debounce:<key>`, the id of the
+    /// key's pending job; see enqueue.lua).
+    pub fn debounce_prefix(&self) -> String {
+        self.key("debounce:")
+    }
+
     /// `wasmq:{q}:outbox`: the parents whose child jobs are still to be delivered, scored by
     /// when they completed (ms).
     pub fn outbox(&self) -> String {
@@ -197,6 +209,8 @@ pub(crate) enum Key {
     Outbox,
     Alerts,
     ThrottlePrefix,
+    DedupePrefix,
+    DebouncePrefix,
     DeadSteps,
     DeadStepsBytes,
     DeadStepsMeta,
@@ -228,6 +242,8 @@ impl Key {
             Key::Outbox => "outbox",
             Key::Alerts => "alerts",
             Key::ThrottlePrefix => "throttle prefix",
+            Key::DedupePrefix => "dedupe prefix",
+            Key::DebouncePrefix => "debounce prefix",
             Key::DeadSteps => "dead_steps",
             Key::DeadStepsBytes => "dead_steps_bytes",
             Key::DeadStepsMeta => "dead_steps_meta",
@@ -259,6 +275,8 @@ impl QueueKeys {
             Key::Outbox => self.outbox(),
             Key::Alerts => self.alerts(),
             Key::ThrottlePrefix => self.throttle_prefix(),
+            Key::DedupePrefix => self.dedupe_prefix(),
+            Key::DebouncePrefix => self.debounce_prefix(),
             Key::DeadSteps => self.dead_steps(),
             Key::DeadStepsBytes => self.dead_steps_bytes(),
             Key::DeadStepsMeta => self.dead_steps_meta(),

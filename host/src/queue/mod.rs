@@ -63,18 +63,18 @@ pub use error::QueueError;
 pub use inspect::{Counts, StreamEvent};
 pub use job::{
     Attempt, Backoff, DEFAULT_COMPLETED_KEEP, DEFAULT_DEAD_STEP_BYTES, DEFAULT_EVENTS_MAXLEN,
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, Job, JobOptions,
-    JobState, MAX_ATTEMPT_LOG_LEN, MAX_ATTEMPTS, MAX_MS, MAX_NAME_LEN, MAX_PRIORITY, MIN_PRIORITY,
-    NewJob, OwnPolicy, RetryPolicy, RunAt, generate_job_id, system_time, truncate_utf8, unix_ms,
-    validate_handler_name, validate_job_id, validate_queue_name, validate_trace_context,
-    validate_traceparent, validate_tracestate,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, Debounce, Dedupe,
+    Expiry, Job, JobOptions, JobState, MAX_ATTEMPT_LOG_LEN, MAX_ATTEMPTS, MAX_KEY_MS, MAX_MS,
+    MAX_NAME_LEN, MAX_PRIORITY, MIN_PRIORITY, NewJob, OwnPolicy, RetryPolicy, RunAt,
+    generate_job_id, system_time, truncate_utf8, unix_ms, validate_handler_name, validate_job_id,
+    validate_queue_name, validate_trace_context, validate_traceparent, validate_tracestate,
 };
 pub use keys::QueueKeys;
 pub use kv::bucket_keys;
 pub use lease::{Extended, Fetched, Lease, LeaseRejection, LeasedJob, Released};
 pub use limit::{MAX_RATE, RateLimit, ThrottleStart};
 pub use monitor::{Backlog, DeadJob, GroupRead, Monitor, ReadFrom, is_missing_group};
-pub use produce::{CancelOutcome, Enqueued};
+pub use produce::{CancelOutcome, EnqueueOutcome, Enqueued};
 pub use scripts::{COUNTS_LUA, ENQUEUE_LUA, LIB_LUA};
 pub use search::{
     JobSearch, MAX_SEARCH_TEXT, MalformedMatch, SEARCH_LIMIT_DEFAULT, SEARCH_LIMIT_MAX,

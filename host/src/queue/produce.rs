@@ -13,11 +13,29 @@ use super::scripts::{Call, SCRIPTS};
 /// The result of enqueueing one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enqueued {
+    /// The job's id; for a job deduplicated or debounced, the id of the job that stands for it
+    /// (the one that took the dedupe key, or the debounce key's pending job).
     pub id: String,
-    /// False when a job with this id already existed: nothing was written.
+    /// False when nothing was created: a job with this id already existed, or the job was
+    /// deduplicated or debounced ([`Enqueued::outcome`]).
     pub created: bool,
-    /// The job's state (for an existing job, its current state).
-    pub state: JobState,
+    /// The state of the job `id` names (for an existing job, its current state); `None` only
+    /// for a deduplicated job whose first job is no longer kept (completed and trimmed,
+    /// cancelled, purged).
+    pub state: Option<JobState>,
+    pub outcome: EnqueueOutcome,
+}
+
+/// What an enqueue did with one job (enqueue.lua's reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    Created,
+    /// A job with this id exists: nothing written.
+    Exists,
+    /// Its dedupe key was taken within its TTL: nothing written; `id` names the first job.
+    Deduplicated,
+    /// Its debounce key had a pending job: that job (`id`) took this payload and a later start.
+    Debounced,
 }
 
 /// Outcome of cancelling one job.
@@ -78,10 +96,22 @@ impl Client {
             .map(|item| {
                 let [id, outcome, state] = reply.tuple(item)?;
                 let state = reply.string(state)?;
+                let outcome = match reply.string(outcome)?.as_str() {
+                    "created" => EnqueueOutcome::Created,
+                    "exists" => EnqueueOutcome::Exists,
+                    "deduplicated" => EnqueueOutcome::Deduplicated,
+                    "debounced" => EnqueueOutcome::Debounced,
+                    other => return Err(reply.error(format!("unknown outcome {other:?}"))),
+                };
+                let state = match state.as_str() {
+                    "" if outcome == EnqueueOutcome::Deduplicated => None,
+                    _ => Some(state.parse().map_err(|err: String| reply.error(err))?),
+                };
                 Ok(Enqueued {
                     id: reply.string(id)?,
-                    created: reply.string(outcome)? == "created",
-                    state: state.parse().map_err(|err: String| reply.error(err))?,
+                    created: outcome == EnqueueOutcome::Created,
+                    state,
+                    outcome,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

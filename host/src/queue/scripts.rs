@@ -93,6 +93,8 @@ const ENQUEUE_KEYS: &[Key] = &[
     Wake,
     GroupPrefix,
     Groups,
+    DedupePrefix,
+    DebouncePrefix,
 ];
 const COUNTS_KEYS: &[Key] = &[
     Config,
@@ -618,6 +620,8 @@ mod tests {
                 let role = match role.strip_prefix("wasmq:{q}:") {
                     Some("job:") => "job prefix",
                     Some("g:") => "group prefix",
+                    Some("dedupe:") => "dedupe prefix",
+                    Some("debounce:") => "debounce prefix",
                     Some(name) => name,
                     None => role,
                 };

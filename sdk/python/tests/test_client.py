@@ -260,3 +260,55 @@ def test_the_async_client_has_the_same_surface(server, host) -> None:
             assert await client.replay("py", ["gone"]) == []
 
     asyncio.run(main())
+
+
+# ----- dedupe, debounce and expiry (issue #24) -------------------------------------------
+
+
+def test_a_dedupe_key_creates_one_job_per_ttl_and_names_the_first(
+        client: Client, queue: str) -> None:
+    first = client.enqueue(queue, "echo", b"one", dedupe_key="order-7", dedupe_ttl_ms=300)
+    again = client.enqueue_bulk(queue, [JobSpec("echo", b"two", dedupe_key="order-7",
+                                                dedupe_ttl_ms=300)])
+    assert (again[0].id, again[0].outcome, again[0].created, again[0].state) == (
+        first, "deduplicated", False, "waiting")
+    assert client.enqueue(queue, "echo", b"three", dedupe_key="order-7",
+                          dedupe_ttl_ms=300) == first
+    assert client.counts(queue).waiting == 1
+    assert client.get_job(queue, first).payload == b"one"
+    time.sleep(0.4)
+    later = client.enqueue_bulk(queue, [JobSpec("echo", b"four", dedupe_key="order-7",
+                                                dedupe_ttl_ms=300)])
+    assert later[0].outcome == "created" and later[0].id != first
+    assert client.counts(queue).waiting == 2
+
+
+def test_a_debounce_key_keeps_one_pending_job_with_the_last_payload(
+        client: Client, queue: str) -> None:
+    first = client.enqueue(queue, "echo", b"1", debounce_key="user-3", debounce_ms=5000,
+                           debounce_max_wait_ms=8000)
+    created = client.get_job(queue, first)
+    replies = client.enqueue_bulk(queue, [JobSpec("echo", b"2", debounce_key="user-3",
+                                                  debounce_ms=5000)])
+    assert (replies[0].id, replies[0].outcome, replies[0].state) == (
+        first, "debounced", "delayed")
+    job = client.get_job(queue, first)
+    assert (job.state, job.payload) == ("delayed", b"2")
+    assert created.run_at_ms <= job.run_at_ms <= created.created_at_ms + 8000
+    assert job.fields["debounce_until"] == str(created.created_at_ms + 8000).encode()
+    assert client.counts(queue).delayed == 1
+    with pytest.raises(InvalidJob, match="takes no delay_ms"):
+        client.enqueue(queue, "echo", debounce_key="k", debounce_ms=5, delay_ms=1)
+
+
+def test_an_expired_job_is_dead_lettered_and_never_runs(client: Client, host) -> None:
+    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    job_id = client.enqueue("py", "echo", b"late", expires_at=past)
+    with pytest.raises(JobFailed) as failed:
+        client.wait_for_result("py", job_id, timeout=30)
+    assert failed.value.outcome == "expired"
+    job = client.get_job("py", job_id)
+    assert (job.state, job.attempt, job.result) == ("dead", 0, None)
+    assert [h["outcome"] for h in job.history] == ["expired"]
+    on_time = client.enqueue("py", "echo", b"on time", expires_in_ms=60_000)
+    assert client.wait_for_result("py", on_time, timeout=30) == b"on time"

@@ -102,7 +102,7 @@ def test_the_documented_bounds_on_n_pairs_and_fields_are_enforced(
 def test_the_script_checks_the_keys_it_is_given(client: Client, queue: str) -> None:
     keys = _protocol.keys(queue, _protocol.ENQUEUE_KEYS)
     for bad, reason in [
-        (keys[:1] + keys[2:], "give the 9 keys"),
+        (keys[:1] + keys[2:], "give the 11 keys"),
         ([keys[0], keys[1], keys[3], keys[2], *keys[4:]], "KEYS[3] must be"),
         ([k.replace(queue, "other") if i == 6 else k for i, k in enumerate(keys)], "KEYS[7]"),
     ]:

@@ -46,6 +46,23 @@ export interface EnqueueOptions {
   traceparent?: string;
   /** The W3C `tracestate` that goes with `traceparent`. */
   tracestate?: string;
+  /** Dead-letter the job (outcome `expired`) if it has not started this many ms after enqueue. Not with `expiresAt`. */
+  expiresInMs?: number;
+  /** Dead-letter the job (outcome `expired`) if it has not started by then (a Date, or ms since the epoch). */
+  expiresAt?: Date | number;
+  /** Throttle key: while it lives (`dedupeTtlMs`), another job with it is not created (outcome `deduplicated`). */
+  dedupeKey?: string;
+  /** How long a dedupe key lives, ms (1..10^12). With `dedupeKey`. */
+  dedupeTtlMs?: number;
+  /**
+   * Debounce key: the key's pending job (not started) takes the last payload and starts
+   * `debounceMs` after the last enqueue (outcome `debounced`). Not with `delayMs`, `runAt` or `dedupeKey`.
+   */
+  debounceKey?: string;
+  /** The debounce window, ms (1..10^12). With `debounceKey`. */
+  debounceMs?: number;
+  /** The job starts at most this long after its first enqueue, however often it is debounced (ms). */
+  debounceMaxWaitMs?: number;
 }
 
 /** One job for `enqueueBulk`. */
@@ -54,11 +71,18 @@ export interface JobSpec extends EnqueueOptions {
   payload?: Payload;
 }
 
-/** What enqueue did with one job: `created` false means the id existed (nothing written). */
+/**
+ * What enqueue did with one job. `outcome`: `created`; `exists` (the id existed: nothing
+ * written); `deduplicated` (its dedupe key was taken: `id` is the first job); `debounced`
+ * (`id` is the debounce key's pending job, which took this payload). `created` is
+ * `outcome === "created"`; `state` is the state of the job `id` names ("" for a deduplicated
+ * job whose first job is no longer kept).
+ */
 export interface Enqueued {
   id: string;
   created: boolean;
-  state: JobState;
+  state: JobState | "";
+  outcome: "created" | "exists" | "deduplicated" | "debounced";
 }
 
 /** Jobs per state, read in one atomic call. */

@@ -29,7 +29,10 @@ export const COUNTS_LUA = script("counts");
 
 // Each script the client sends: its Lua text and its keys, by their suffix after wasmq:{<q>}:.
 const SCRIPTS = {
-  enqueue: [ENQUEUE_LUA, ["job:", "config", "waiting", "delayed", "seq", "events", "wake", "g:", "groups"]],
+  enqueue: [
+    ENQUEUE_LUA,
+    ["job:", "config", "waiting", "delayed", "seq", "events", "wake", "g:", "groups", "dedupe:", "debounce:"],
+  ],
   counts: [COUNTS_LUA, ["config", "waiting", "delayed", "active", "retry", "completed", "dead", "g:", "groups"]],
   cancel: [library("cancel"), ["job:", "config", "waiting", "delayed", "retry", "events", "g:", "groups", "steps:"]],
   replay: [library("replay"), ["job:", "config", "dead", "waiting", "seq", "events", "wake", "g:", "groups"]],
@@ -96,6 +99,13 @@ function jobArgs(job) {
     ["group", job.group],
     ["traceparent", job.traceparent],
     ["tracestate", job.tracestate],
+    ["expires_in_ms", integer(job.expiresInMs, "expiresInMs")],
+    ["expires_at_ms", integer(runAtMs(job.expiresAt), "expiresAt")],
+    ["dedupe_key", job.dedupeKey],
+    ["dedupe_ttl_ms", integer(job.dedupeTtlMs, "dedupeTtlMs")],
+    ["debounce_key", job.debounceKey],
+    ["debounce_ms", integer(job.debounceMs, "debounceMs")],
+    ["debounce_max_wait_ms", integer(job.debounceMaxWaitMs, "debounceMaxWaitMs")],
   ].filter(([, value]) => value !== undefined && value !== null);
   return [id, String(pairs.length), ...pairs.flat()];
 }
@@ -226,7 +236,7 @@ export class Client {
       for (const arg of jobArgs(job)) args.push(arg);
     }
     const reply = await this.#call("enqueue", queue, args);
-    return reply.map(([id, outcome, state]) => ({ id, created: outcome === "created", state }));
+    return reply.map(([id, outcome, state]) => ({ id, created: outcome === "created", state, outcome }));
   }
 
   /** The job's state, payload, result and history, or null when it does not exist. */

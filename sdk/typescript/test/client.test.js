@@ -121,6 +121,48 @@ test("every enqueue option is stored as given", async () => {
   assert.equal(capped.fields.backoff_cap_ms.toString(), "400");
 });
 
+test("a dedupe key creates one job per TTL and names the first", async () => {
+  const q = "t-dedupe";
+  const opts = { dedupeKey: "order-7", dedupeTtlMs: 300 };
+  const first = await client.enqueue(q, "echo", "one", opts);
+  const [again] = await client.enqueueBulk(q, [{ handler: "echo", payload: "two", ...opts }]);
+  assert.deepEqual([again.id, again.outcome, again.created, again.state], [first, "deduplicated", false, "waiting"]);
+  assert.equal((await client.getJob(q, first)).payload.toString(), "one");
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  const [later] = await client.enqueueBulk(q, [{ handler: "echo", payload: "three", ...opts }]);
+  assert.equal(later.outcome, "created");
+  assert.notEqual(later.id, first);
+  assert.equal((await client.counts(q)).waiting, 2);
+});
+
+test("a debounce key keeps one pending job with the last payload", async () => {
+  const q = "t-debounce";
+  const first = await client.enqueue(q, "echo", "1", { debounceKey: "u3", debounceMs: 5000, debounceMaxWaitMs: 8000 });
+  const created = await client.getJob(q, first);
+  const [again] = await client.enqueueBulk(q, [{ handler: "echo", payload: "2", debounceKey: "u3", debounceMs: 5000 }]);
+  assert.deepEqual([again.id, again.outcome, again.state], [first, "debounced", "delayed"]);
+  const job = await client.getJob(q, first);
+  assert.deepEqual([job.state, job.payload.toString()], ["delayed", "2"]);
+  assert.ok(job.runAtMs >= created.runAtMs && job.runAtMs <= created.createdAtMs + 8000);
+  assert.equal(job.fields.debounce_until.toString(), String(created.createdAtMs + 8000));
+  assert.equal((await client.counts(q)).delayed, 1);
+  await assert.rejects(client.enqueue(q, "echo", "", { debounceKey: "k", debounceMs: 5, delayMs: 1 }),
+    (e) => e instanceof InvalidJob && /takes no delay_ms/.test(e.message));
+});
+
+test("an expired job is dead-lettered and never runs", async () => {
+  const id = await client.enqueue("ts", "echo", "late", { expiresAt: new Date(Date.now() - 1000) });
+  await assert.rejects(client.waitForResult("ts", id, { timeout: 30000 }), (err) => {
+    assert.ok(err instanceof JobFailed);
+    assert.equal(err.outcome, "expired");
+    return true;
+  });
+  const job = await client.getJob("ts", id);
+  assert.deepEqual([job.state, job.attempt, job.result, job.history.map((h) => h.outcome)], ["dead", 0, null, ["expired"]]);
+  const onTime = await client.enqueue("ts", "echo", "on time", { expiresInMs: 60000 });
+  assert.equal((await client.waitForResult("ts", onTime, { timeout: 30000 })).toString(), "on time");
+});
+
 test("a trace context is stored, and a malformed one refused", async () => {
   const q = "t-trace";
   const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -259,7 +301,7 @@ test("the bounds on N, pairs and repeated fields, and the keys, are checked", as
     [keys, ["0"], /number of jobs, 1 to 10000/],
     [keys, ["1", "j", "65", "handler", "h"], /number of field\/value pairs must be 0 to 64/],
     [keys, ["1", "j", "2", "handler", "h", "handler", "h"], /field handler given twice/],
-    [[keys[0], ...keys.slice(2)], ["1", "j", "1", "handler", "h"], /give the 9 keys/],
+    [[keys[0], ...keys.slice(2)], ["1", "j", "1", "handler", "h"], /give the 11 keys/],
     [keys.map((k, i) => (i === 4 ? k.replace(q, "elsewhere") : k)), ["1", "j", "1", "handler", "h"], /KEYS\[5\] must be/],
   ];
   for (const [k, args, reason] of cases) {

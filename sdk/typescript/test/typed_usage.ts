@@ -20,6 +20,11 @@ export async function usage(): Promise<void> {
   const job: Job | null = await client.getJob("emails", id);
   const bulk = await client.enqueueBulk("emails", [{ handler: "send-email", payload: new Uint8Array([1]) }]);
   const created: boolean = bulk[0].created;
+  const [throttled] = await client.enqueueBulk("emails", [
+    { handler: "digest", dedupeKey: "user-1", dedupeTtlMs: 60_000, expiresInMs: 5_000 },
+    { handler: "digest", debounceKey: "user-1", debounceMs: 2_000, debounceMaxWaitMs: 10_000, expiresAt: new Date() },
+  ]);
+  const outcome: "created" | "exists" | "deduplicated" | "debounced" = throttled.outcome;
   const cancelled: Record<string, string> = await client.cancel("emails", id, "other");
   const dead: Job[] = await client.deadLetters("emails", { limit: 10 });
   const replayed: string[] = await client.replay("emails", { ids: [id] });

@@ -34,7 +34,7 @@ async fn an_enqueued_job_is_leased_with_its_payload_options_and_first_attempt() 
         .with_timeout(Duration::from_secs(30));
     let enqueued = client.enqueue("emails", &job).await.unwrap();
     assert!(enqueued.created);
-    assert_eq!(enqueued.state, JobState::Waiting);
+    assert_eq!(enqueued.state, Some(JobState::Waiting));
     assert_eq!(enqueued.id.len(), 26, "generated ids are ULIDs");
 
     let before = server.now_ms().await;
@@ -112,7 +112,7 @@ async fn a_delayed_job_waits_for_its_time_on_the_redis_clock() {
         )
         .await
         .unwrap();
-    assert_eq!(enqueued.state, JobState::Delayed);
+    assert_eq!(enqueued.state, Some(JobState::Delayed));
     let job = client.get("q", &enqueued.id).await.unwrap().unwrap();
     let run_at = job.run_at_ms.unwrap();
     assert!(run_at >= before + 300 && run_at <= server.now_ms().await + 300);
@@ -151,8 +151,8 @@ async fn run_at_schedules_in_the_future_and_a_past_time_means_now() {
         .enqueue("q", &NewJob::new("h", vec![]).with_run_at(past))
         .await
         .unwrap();
-    assert_eq!(later.state, JobState::Delayed);
-    assert_eq!(now.state, JobState::Waiting);
+    assert_eq!(later.state, Some(JobState::Delayed));
+    assert_eq!(now.state, Some(JobState::Waiting));
     let stored = client.get("q", &later.id).await.unwrap().unwrap();
     assert_eq!(stored.run_at_ms, Some(wasmq::queue::unix_ms(future)));
     // The past time is not stored as given: the job became due when it was enqueued (a
@@ -186,7 +186,7 @@ async fn enqueueing_an_existing_id_writes_nothing_and_returns_the_existing_job()
     assert!(!again.created);
     assert_eq!(
         (again.id.as_str(), again.state),
-        ("order-42", JobState::Waiting)
+        ("order-42", Some(JobState::Waiting))
     );
     assert_eq!(
         server.snapshot().await,

@@ -8,6 +8,7 @@
 mod complete_and_fetch;
 mod control;
 mod dead_letters;
+mod dedupe;
 mod enqueue;
 mod event_stream;
 mod group_concurrency;

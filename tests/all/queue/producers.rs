@@ -79,8 +79,25 @@ async fn enqueue_refuses_keys_that_are_not_the_queues_own_in_order() {
         (swapped, "KEYS[3] must be wasmq:{q}:waiting", false),
         (other_queue, "KEYS[5] must be wasmq:{q}:seq", true),
         (no_tag, "KEYS[1] must be wasmq:{<queue>}:job:", true),
-        (good[..8].to_vec(), "give the 9 keys of the queue", false),
-        (good[..1].to_vec(), "give the 9 keys of the queue", false),
+        (good[..8].to_vec(), "give the 11 keys of the queue", false),
+        (good[..1].to_vec(), "give the 11 keys of the queue", false),
+        (
+            [&good[..], &["wasmq:{q}:dedupe:".to_string()]].concat(),
+            "give the 11 keys of the queue",
+            false,
+        ),
+        (
+            [
+                &good[..],
+                &[
+                    "wasmq:{q}:debounce:".to_string(),
+                    "wasmq:{q}:dedupe:".to_string(),
+                ],
+            ]
+            .concat(),
+            "KEYS[10] must be wasmq:{q}:dedupe:",
+            false,
+        ),
     ];
     let before = server.snapshot().await;
     for (keys, message, spans_slots) in table {

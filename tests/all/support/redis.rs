@@ -167,6 +167,43 @@ impl RedisServer {
     /// started or its last `CONFIG RESETSTAT` (every node's, summed, on a cluster): every
     /// fetch, ack, heartbeat...
     pub async fn script_calls(&self) -> u64 {
+        self.command_calls(|name| matches!(name, "eval" | "evalsha" | "fcall"))
+            .await
+    }
+
+    /// The data commands Redis has served (every node's, summed, on a cluster): those the
+    /// scripts run, and any a client sends, but not the calls themselves nor what clients
+    /// and the test send to manage connections and read stats (`INFO`, `CLUSTER`, `PING`...).
+    pub async fn data_commands(&self) -> u64 {
+        self.command_calls(|name| {
+            !matches!(
+                name,
+                "eval"
+                    | "evalsha"
+                    | "fcall"
+                    | "function"
+                    | "script"
+                    | "info"
+                    | "cluster"
+                    | "ping"
+                    | "client"
+                    | "hello"
+                    | "config"
+                    | "command"
+                    | "select"
+                    | "readonly"
+                    | "asking"
+            ) && !name.starts_with("function|")
+                && !name.starts_with("client|")
+                && !name.starts_with("cluster|")
+                && !name.starts_with("config|")
+                && !name.starts_with("command|")
+                && !name.starts_with("script|")
+        })
+        .await
+    }
+
+    async fn command_calls(&self, counted: impl Fn(&str) -> bool) -> u64 {
         let infos: Vec<String> = match &self.0 {
             Backend::Single(_) => {
                 let mut conn = self.connection().await;
@@ -189,7 +226,7 @@ impl RedisServer {
             .flat_map(|info| info.lines())
             .filter_map(|line| {
                 let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-                if !matches!(name, "eval" | "evalsha" | "fcall") {
+                if !counted(name) {
                     return None;
                 }
                 stats

@@ -14,7 +14,8 @@ use utoipa::ToSchema;
 use super::{ApiState, Encoding, JSON_BODY_LIMIT, JobStateName};
 use crate::api::error::{ApiError, ErrorBody, parse_json, read_json_bytes};
 use crate::queue::{
-    Backoff, JobState, NewJob, QueueConfig, system_time, validate_traceparent, validate_tracestate,
+    Backoff, Debounce, Dedupe, EnqueueOutcome, Expiry, JobState, NewJob, QueueConfig, system_time,
+    validate_traceparent, validate_tracestate,
 };
 use crate::telemetry::{self, Span as _};
 
@@ -58,6 +59,26 @@ pub struct EnqueueRequest {
     /// The W3C `tracestate` that goes with `traceparent` [default: the request's
     /// `tracestate` header, when the trace context came from its headers].
     pub tracestate: Option<String>,
+    /// Dead-letter the job (outcome `expired`) if it has not started this many ms after the
+    /// enqueue, 1..=10^12. Not with `expires_at_ms`.
+    pub expires_in_ms: Option<u64>,
+    /// Dead-letter the job (outcome `expired`) if it has not started by this time, ms since
+    /// the Unix epoch. Not with `expires_in_ms`.
+    pub expires_at_ms: Option<u64>,
+    /// Throttle key: while it lives (`dedupe_ttl_ms`), another job with it is not created and
+    /// the reply names the first (outcome `deduplicated`). With `dedupe_ttl_ms`.
+    pub dedupe_key: Option<String>,
+    /// How long a dedupe key lives, ms, 1..=10^12.
+    pub dedupe_ttl_ms: Option<u64>,
+    /// Debounce key: the last enqueue within `debounce_ms` wins; the key's pending job takes
+    /// this payload and starts `debounce_ms` later (outcome `debounced`). With `debounce_ms`;
+    /// not with `delay_ms`, `run_at_ms` or `dedupe_key`.
+    pub debounce_key: Option<String>,
+    /// The debounce window, ms, 1..=10^12.
+    pub debounce_ms: Option<u64>,
+    /// The longest debouncing may delay the job after its first enqueue, ms, 1..=10^12
+    /// [default: no bound].
+    pub debounce_max_wait_ms: Option<u64>,
 }
 
 impl EnqueueRequest {
@@ -102,6 +123,41 @@ impl EnqueueRequest {
         }
         job.options.traceparent = self.traceparent;
         job.options.tracestate = self.tracestate;
+        job.options.expires = match (self.expires_in_ms, self.expires_at_ms) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "give expires_in_ms or expires_at_ms, not both",
+                ));
+            }
+            (Some(ms), None) => Some(Expiry::In(Duration::from_millis(ms))),
+            (None, Some(ms)) => Some(Expiry::At(system_time(ms))),
+            (None, None) => None,
+        };
+        job.options.dedupe = match (self.dedupe_key, self.dedupe_ttl_ms) {
+            (Some(key), Some(ms)) => Some(Dedupe {
+                key,
+                ttl: Duration::from_millis(ms),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "dedupe_key and dedupe_ttl_ms go together",
+                ));
+            }
+        };
+        job.options.debounce = match (self.debounce_key, self.debounce_ms) {
+            (Some(key), Some(ms)) => Some(Debounce {
+                key,
+                window: Duration::from_millis(ms),
+                max_wait: self.debounce_max_wait_ms.map(Duration::from_millis),
+            }),
+            (None, None) if self.debounce_max_wait_ms.is_none() => None,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "debounce_key and debounce_ms go together (and debounce_max_wait_ms needs them)",
+                ));
+            }
+        };
         job.validate()
             .map_err(|reason| ApiError::bad_request(format!("invalid job: {reason}")))?;
         Ok(job)
@@ -140,12 +196,19 @@ pub(crate) fn header_trace_context(headers: &HeaderMap) -> (Option<String>, Opti
 /// The enqueued job.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EnqueueResponse {
+    /// The job's id; for a job deduplicated or debounced, the job that stands for it.
     pub id: String,
-    /// False when a job with this id already existed: nothing was written.
+    /// False when nothing was created (an existing id, a deduplicated or debounced job).
     pub created: bool,
-    /// The job's state (an existing job's current state).
-    #[schema(value_type = JobStateName)]
-    pub state: JobState,
+    /// The job's state (an existing job's current state); absent only for a deduplicated job
+    /// whose first job is no longer kept.
+    #[schema(value_type = Option<JobStateName>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<JobState>,
+    /// `created`, `exists`, `deduplicated` (the dedupe key was taken: `id` is the first job)
+    /// or `debounced` (`id` is the debounce key's pending job, which took this payload).
+    #[schema(example = "created")]
+    pub outcome: &'static str,
 }
 
 /// The body limit of an enqueue: [`JSON_BODY_LIMIT`] plus the queue's payload limit as
@@ -220,6 +283,12 @@ pub(crate) async fn enqueue(
             id: enqueued.id,
             created: enqueued.created,
             state: enqueued.state,
+            outcome: match enqueued.outcome {
+                EnqueueOutcome::Created => "created",
+                EnqueueOutcome::Exists => "exists",
+                EnqueueOutcome::Deduplicated => "deduplicated",
+                EnqueueOutcome::Debounced => "debounced",
+            },
         }),
     ))
 }

@@ -8,12 +8,16 @@
 -- KEYS[7] wasmq:{q}:wake
 -- KEYS[8] wasmq:{q}:g:     (group key prefix)   KEYS[9] wasmq:{q}:groups
 --         (needed only for jobs with a group: a call with 7 keys enqueues ungrouped jobs)
+-- KEYS[10] wasmq:{q}:dedupe:  (dedupe key prefix)  KEYS[11] wasmq:{q}:debounce:  (debounce
+--         key prefix) (needed only for jobs with a dedupe_key or a debounce_key: a call with 7
+--         or 9 keys enqueues jobs without them, and its replies are as before)
 -- ARGV[1] N, the number of jobs (1 to 10000); then, per job: id, P (number of field/value
 --         pairs, 0 to 64), then P field/value pairs from: handler (required), payload,
 --         priority, delay_ms, run_at_ms, max_attempts, timeout_ms, backoff, backoff_ms,
---         backoff_cap_ms, backoff_jitter, group, depth, traceparent, tracestate; each field
---         at most once. `depth` (a child job's generation, 0..4294967295, written by hosts;
---         absent reads as 0) is stored as given.
+--         backoff_cap_ms, backoff_jitter, group, depth, traceparent, tracestate,
+--         expires_in_ms, expires_at_ms, dedupe_key, dedupe_ttl_ms, debounce_key, debounce_ms,
+--         debounce_max_wait_ms; each field at most once. `depth` (a child job's generation,
+--         0..4294967295, written by hosts; absent reads as 0) is stored as given.
 -- A job that gives max_attempts, or any backoff field, keeps that part of its retry policy;
 -- for the part it leaves out, the hash records the queue default (3 attempts, exponential 1 s)
 -- and the handler's own policy, if its deployment has one, applies instead (see fail_job in
@@ -21,7 +25,28 @@
 -- (comma-separated) or nothing.
 -- A job with a group waits in its group's set `wasmq:{q}:g:<group>:waiting`, not in `waiting`;
 -- the group joins `groups` (the round-robin that fetch.lua serves) unless it is there already.
--- Reply: one {id, 'created' | 'exists', state} per job, in order.
+-- Expiry: `expires_in_ms` (from now) or `expires_at_ms` (Unix ms), not both, is stored as the
+-- job field `expires_at`: a job not started by then is dead-lettered with outcome `expired`
+-- when a fetch would lease it (lease_jobs in lib.lua), at every lease: a retry, a released job
+-- or a durable sleep's wake-up due after it expires too.
+-- Throttle: a job with `dedupe_key` (1-128 printable ASCII) needs `dedupe_ttl_ms` (1..1e12).
+-- While `wasmq:{q}:dedupe:<key>` (a string: the id of the job that took the key, expiring
+-- after the TTL) lives, another job with that key is not created, whatever became of the first
+-- (waiting, running, completed, dead or gone): its reply is {<first id>, 'deduplicated',
+-- <its state, or '' when its hash is gone>}.
+-- Debounce: a job with `debounce_key` (1-128 printable ASCII) needs `debounce_ms` (1..1e12)
+-- and may give `debounce_max_wait_ms` (1..1e12); it takes no delay_ms or run_at_ms (its start
+-- is the window's end) and no dedupe_key. `wasmq:{q}:debounce:<key>` (a string, no TTL) names
+-- the key's pending job: one not started yet (state delayed or waiting, attempt 0, its field
+-- `debounce_key` the same key). With none, the job is created delayed to now + debounce_ms (or
+-- its first enqueue + max wait when sooner), and takes the key. With one, nothing is created:
+-- the pending job's payload becomes this job's and its start moves to now + debounce_ms, never
+-- past `debounce_until` (its first enqueue + the max wait the first enqueue gave); the rest of
+-- this job (handler, priority, ...) is not used. The reply is {<pending id>, 'debounced',
+-- <its state>}. A running job is never touched: an enqueue then creates a new pending job.
+-- A fetch deletes the key when it leases the job it names.
+-- Reply: one {id, 'created' | 'exists', state} per job, in order (or, for the fields above,
+-- {id of the job that stands for it, 'deduplicated' | 'debounced', state}).
 -- The queue's `max_waiting` (config; absent or 0: no limit) bounds its backlog: the jobs not
 -- finished, waiting (grouped or not), delayed, retrying or active. Only enqueue (and a replay)
 -- adds to that number, so it never passes the limit. A call whose new jobs would take the
@@ -44,9 +69,9 @@ end
 -- The keys must be the queue's own, in the documented order: a key out of place would be
 -- written as if it were another (the job hashes into the config, say).
 local KEY_NAMES = { 'job:', 'config', 'waiting', 'delayed', 'seq', 'events', 'wake', 'g:',
-  'groups' }
-if #KEYS ~= 7 and #KEYS ~= 9 then
-  return invalid('-', 'give the 9 keys of the queue (or its first 7), got ' .. #KEYS)
+  'groups', 'dedupe:', 'debounce:' }
+if #KEYS ~= 7 and #KEYS ~= 9 and #KEYS ~= 11 then
+  return invalid('-', 'give the 11 keys of the queue (or its first 7 or 9), got ' .. #KEYS)
 end
 local queue = string.match(KEYS[1], '^wasmq:{([%w%-_.:]+)}:job:$')
 if queue == nil or #queue > 128 then
@@ -165,6 +190,20 @@ for i = 1, n do
       end
       text.max_attempts = value
       own_attempts = true
+    elseif field == 'dedupe_key' or field == 'debounce_key' then
+      if not name_ok(value) then
+        return invalid(id, field .. ' must be 1-128 printable ASCII characters')
+      end
+      if KEYS[11] == nil then return invalid(id, 'a job with a ' .. field .. ' needs 11 keys') end
+      job[field] = value
+    elseif field == 'dedupe_ttl_ms' or field == 'debounce_ms'
+        or field == 'debounce_max_wait_ms' or field == 'expires_in_ms' then
+      job[field] = integer(value, 1, 1e12)
+      if job[field] == nil then return invalid(id, field .. ' must be an integer in 1..1e12') end
+    elseif field == 'expires_at_ms' then
+      job[field] = integer(value, 0, 1e15)
+      if job[field] == nil then return invalid(id, field .. ' must be a non-negative integer') end
+      text.expires_at = value
     elseif field == 'delay_ms' or field == 'run_at_ms' or field == 'timeout_ms'
         or field == 'backoff_ms' or field == 'backoff_cap_ms' then
       job[field] = integer(value, 0, 1e15)
@@ -211,6 +250,22 @@ for i = 1, n do
   if job.delay_ms ~= nil and job.run_at_ms ~= nil then
     return invalid(id, 'give delay_ms or run_at_ms, not both')
   end
+  if job.expires_in_ms ~= nil and job.expires_at_ms ~= nil then
+    return invalid(id, 'give expires_in_ms or expires_at_ms, not both')
+  end
+  if (job.dedupe_key == nil) ~= (job.dedupe_ttl_ms == nil) then
+    return invalid(id, 'dedupe_key and dedupe_ttl_ms go together')
+  end
+  if (job.debounce_key == nil) ~= (job.debounce_ms == nil) then
+    return invalid(id, 'debounce_key and debounce_ms go together')
+  end
+  if job.debounce_max_wait_ms ~= nil and job.debounce_key == nil then
+    return invalid(id, 'debounce_max_wait_ms needs a debounce_key')
+  end
+  if job.debounce_key ~= nil and (job.delay_ms ~= nil or job.run_at_ms ~= nil
+      or job.dedupe_key ~= nil) then
+    return invalid(id, 'a debounce_key takes no delay_ms, run_at_ms or dedupe_key')
+  end
   if #job.payload > max_payload then
     return redis.error_reply('WASMQ_PAYLOAD_TOO_LARGE ' .. id .. ' ' .. #job.payload .. ' '
       .. max_payload)
@@ -220,8 +275,26 @@ for i = 1, n do
 end
 if ARGV[pos] ~= nil then return invalid('-', 'more arguments than the jobs declared') end
 
--- Dedupe: an id that exists (or repeats within the batch) writes nothing.
-local replies, fresh = {}, {}
+-- A string key's value (nil when absent), or the WASMQ_WRONGTYPE error for another type.
+local function get_string(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' and v.err then return nil, wrong_type(key, redis.call('TYPE', key).ok) end
+  return v or nil
+end
+-- The fields of the job `id` that debounce reads: nil when the hash is gone.
+local PENDING_FIELDS = { 'state', 'attempt', 'debounce_key', 'debounce_until', 'group' }
+local function read_pending(id)
+  local key = prefix .. id
+  local f = redis.pcall('HMGET', key, unpack(PENDING_FIELDS))
+  if f.err then return nil, wrong_type(key, redis.call('TYPE', key).ok) end
+  return f
+end
+
+-- Dedupe: an id that exists (or repeats within the batch) writes nothing; so does a job whose
+-- dedupe_key is taken, or whose debounce_key has a pending job (that job is updated instead).
+-- `taken`: dedupe keys taken in this call; `pending`: per debounce key, the pending job
+-- (a fresh one of this call, or an update of a stored one).
+local replies, fresh, taken, pending, updates = {}, {}, {}, {}, {}
 for i, job in ipairs(jobs) do
   local existing = seen[job.id]
   if not existing then
@@ -230,21 +303,88 @@ for i, job in ipairs(jobs) do
       return wrong_type(prefix .. job.id, redis.call('TYPE', prefix .. job.id).ok)
     end
   end
+  local holder, problem
+  if not existing and job.dedupe_key then
+    holder = taken[job.dedupe_key]
+    if not holder then
+      holder, problem = get_string(KEYS[10] .. job.dedupe_key)
+      if problem then return problem end
+      if holder then
+        local state = redis.pcall('HGET', prefix .. holder, 'state')
+        if type(state) == 'table' then state = nil end
+        holder = { id = holder, state = state or '' }
+        taken[job.dedupe_key] = holder
+      end
+    end
+  end
+  local target
+  if not existing and job.debounce_key then
+    target = pending[job.debounce_key]
+    if not target then
+      local pid
+      pid, problem = get_string(KEYS[11] .. job.debounce_key)
+      if problem then return problem end
+      if pid then
+        local f
+        f, problem = read_pending(pid)
+        if problem then return problem end
+        if (f[1] == 'delayed' or f[1] == 'waiting') and f[2] == '0'
+            and f[3] == job.debounce_key then
+          local until_ms = tonumber(f[4])
+          target = { id = pid, state = f[1], group = f[5], until_ms = until_ms }
+          updates[#updates + 1] = target
+          pending[job.debounce_key] = target
+        end
+      end
+    end
+  end
   if existing then
     replies[i] = { job.id, 'exists', existing }
+  elseif holder then
+    replies[i] = { holder.id, 'deduplicated', holder.state }
+  elseif target then
+    -- The last enqueue wins: its payload, and a start pushed back, within the max wait.
+    target.payload = job.payload
+    target.run_at = now + job.debounce_ms
+    -- Past the max wait the job is due (since its debounce_until).
+    if target.until_ms and target.until_ms < target.run_at then target.run_at = target.until_ms end
+    -- A stored job already delayed stays so (due now, the next fetch promotes it).
+    target.new_state = (target.run_at > now or target.state == 'delayed') and 'delayed'
+      or 'waiting'
+    if target.fresh then
+      target.fresh.payload = target.payload
+      target.fresh.run_at = target.run_at
+      target.fresh.state = target.new_state
+      seen[target.id] = target.new_state
+    end
+    replies[i] = { target.id, 'debounced', target.new_state }
   else
+    if job.debounce_key then
+      job.debounce_until = job.debounce_max_wait_ms and now + job.debounce_max_wait_ms
+      job.delay_ms = math.min(job.debounce_ms, job.debounce_max_wait_ms or job.debounce_ms)
+      pending[job.debounce_key] = { id = job.id, fresh = job, until_ms = job.debounce_until }
+    end
+    if job.dedupe_key then
+      taken[job.dedupe_key] = { id = job.id, state = '' }
+    end
     -- A run-at in the past means now: the job is due, and its run_at says when it became so.
     job.run_at = math.max(job.run_at_ms or (now + (job.delay_ms or 0)), now)
     job.state = job.run_at > now and 'delayed' or 'waiting'
+    if job.dedupe_key then taken[job.dedupe_key].state = job.state end
     seen[job.id] = job.state
     fresh[#fresh + 1] = job
     replies[i] = { job.id, 'created', job.state }
   end
 end
-if #fresh == 0 then return replies end
+-- A reply names the state a job has when the call ends (a job of this call that a later one
+-- debounced, say).
+for _, reply in ipairs(replies) do
+  if reply[2] ~= 'exists' and seen[reply[1]] then reply[3] = seen[reply[1]] end
+end
+if #fresh == 0 and #updates == 0 then return replies end
 
 -- The backlog limit, read before any write (a key of another type answers an error here).
-if max_waiting > 0 then
+if max_waiting > 0 and #fresh > 0 then
   local function card(key)
     local n = redis.pcall('ZCARD', key)
     if type(n) == 'table' then return nil, wrong_type(key, redis.call('TYPE', key).ok) end
@@ -294,13 +434,43 @@ for _, job in ipairs(fresh) do
     if problem then return problem end
   end
 end
+for _, target in ipairs(updates) do
+  if target.state == 'waiting' and target.group and target.group ~= '' then
+    problem = type_problem(KEYS[8] .. target.group .. ':waiting', 'zset')
+      or type_problem(KEYS[9], 'zset')
+    if problem then return problem end
+  end
+end
 
 -- Waiting score: higher priority first, then FIFO by the queue's sequence (see protocol.md).
 -- INCRBY is the first write, and writes nothing when `seq` is not an integer.
-local last_seq = redis.pcall('INCRBY', KEYS[5], #fresh)
+local last_seq = #fresh > 0 and redis.pcall('INCRBY', KEYS[5], #fresh) or 0
 if type(last_seq) == 'table' and last_seq.err then
   return wrong_type(KEYS[5], 'string (not an integer)')
 end
+-- The debounced jobs stored before this call: payload and start (a waiting one whose start
+-- moves back goes back to delayed). The keys were checked above.
+for _, target in ipairs(updates) do
+  local key = prefix .. target.id
+  if target.new_state == 'delayed' then
+    if target.state == 'waiting' then
+      if target.group and target.group ~= '' then
+        -- A group is in `groups` exactly while its waiting set is not empty.
+        local set = KEYS[8] .. target.group .. ':waiting'
+        redis.call('ZREM', set, target.id)
+        if redis.call('ZCARD', set) == 0 then redis.call('ZREM', KEYS[9], target.group) end
+      else
+        redis.call('ZREM', KEYS[3], target.id)
+      end
+    end
+    redis.call('HSET', key, 'payload', target.payload, 'state', 'delayed', 'run_at',
+      string.format('%d', target.run_at))
+    redis.call('ZADD', KEYS[4], target.run_at, target.id)
+  else
+    redis.call('HSET', key, 'payload', target.payload, 'run_at', string.format('%d', target.run_at))
+  end
+end
+if #fresh == 0 then return replies end
 local waiting, delayed, events, grouped, group_order = {}, {}, {}, {}, {}
 for i, job in ipairs(fresh) do
   local seq = last_seq - #fresh + i
@@ -322,6 +492,24 @@ for i, job in ipairs(fresh) do
   if job.depth then
     fields[#fields + 1] = 'depth'
     fields[#fields + 1] = job.depth
+  end
+  if job.expires_in_ms or job.expires_at_ms then
+    fields[#fields + 1] = 'expires_at'
+    fields[#fields + 1] = text.expires_at or string.format('%d', now + job.expires_in_ms)
+  end
+  if job.debounce_key then
+    fields[#fields + 1] = 'debounce_key'
+    fields[#fields + 1] = job.debounce_key
+    if job.debounce_until then
+      fields[#fields + 1] = 'debounce_until'
+      fields[#fields + 1] = string.format('%d', job.debounce_until)
+    end
+    redis.call('SET', KEYS[11] .. job.debounce_key, job.id)
+  end
+  if job.dedupe_key then
+    fields[#fields + 1] = 'dedupe_key'
+    fields[#fields + 1] = job.dedupe_key
+    redis.call('SET', KEYS[10] .. job.dedupe_key, job.id, 'PX', job.dedupe_ttl_ms)
   end
   for _, name in ipairs({ 'traceparent', 'tracestate' }) do
     if job[name] then

@@ -11,6 +11,10 @@
 -- released job starts again with the same attempt number). A fetch starts at most
 -- max - ZCARD, so no window of that length ever holds more than max starts.
 --
+-- Expiry and debounce (enqueue.lua): a taken job whose `expires_at` has passed is
+-- dead-lettered with outcome `expired` instead of leased; a leased job with a `debounce_key`
+-- releases that key (lease_jobs in lib.lua).
+--
 -- Who goes first. Ungrouped jobs wait in `waiting`; a job with a group waits in its group's
 -- set `g:<group>:waiting`. `groups` holds every group with waiting jobs, scored by when it may
 -- start next: when it joined or was last served, or, at its rate limit, when its window frees.

@@ -84,12 +84,22 @@ class AsyncClient:
         group: Optional[str] = None,
         traceparent: Optional[str] = None,
         tracestate: Optional[str] = None,
+        expires_in_ms: Optional[int] = None,
+        expires_at: Union[int, datetime, None] = None,
+        dedupe_key: Optional[str] = None,
+        dedupe_ttl_ms: Optional[int] = None,
+        debounce_key: Optional[str] = None,
+        debounce_ms: Optional[int] = None,
+        debounce_max_wait_ms: Optional[int] = None,
     ) -> str:
         """Enqueues one job and returns its id (generated when not given). An id that exists
-        in the queue writes nothing: the call is safe to retry after any error."""
+        in the queue writes nothing: the call is safe to retry after any error. With a
+        `dedupe_key` or `debounce_key` that created nothing, the id is that of the job that
+        stands for it (see `JobSpec` and `enqueue_bulk`'s `Enqueued.outcome`)."""
         job = p.JobSpec(handler, payload, id, priority, delay_ms, run_at, max_attempts,
                         timeout_ms, backoff, backoff_ms, backoff_cap_ms, backoff_jitter, group,
-                        traceparent, tracestate)
+                        traceparent, tracestate, expires_in_ms, expires_at, dedupe_key,
+                        dedupe_ttl_ms, debounce_key, debounce_ms, debounce_max_wait_ms)
         return (await self.enqueue_bulk(queue, [job]))[0].id
 
     async def enqueue_bulk(self, queue: str, jobs: Sequence[p.JobSpec]) -> List[p.Enqueued]:

@@ -49,7 +49,8 @@ PAUSE_LUA = library_script("pause")
 RESUME_LUA = library_script("resume")
 
 # The keys each script takes, by their suffix after `wasmq:{<queue>}:`.
-ENQUEUE_KEYS = ("job:", "config", "waiting", "delayed", "seq", "events", "wake", "g:", "groups")
+ENQUEUE_KEYS = ("job:", "config", "waiting", "delayed", "seq", "events", "wake", "g:", "groups",
+                "dedupe:", "debounce:")
 COUNTS_KEYS = ("config", "waiting", "delayed", "active", "retry", "completed", "dead", "g:",
                "groups")
 CANCEL_KEYS = ("job:", "config", "waiting", "delayed", "retry", "events", "g:", "groups",
@@ -123,6 +124,19 @@ class JobSpec:
     group: Optional[str] = None
     traceparent: Optional[str] = None
     tracestate: Optional[str] = None
+    #: Dead-letter the job (outcome `expired`) if it has not started this many ms after the
+    #: enqueue, or by `expires_at` (ms since the epoch, or a datetime); not both.
+    expires_in_ms: Optional[int] = None
+    expires_at: Union[int, datetime, None] = None
+    #: Throttle: while the key lives (`dedupe_ttl_ms`), another job with it is not created;
+    #: the reply names the first job (outcome `deduplicated`).
+    dedupe_key: Optional[str] = None
+    dedupe_ttl_ms: Optional[int] = None
+    #: Debounce: the key's pending job takes the last payload and starts `debounce_ms` after
+    #: the last enqueue, at most `debounce_max_wait_ms` after the first (outcome `debounced`).
+    debounce_key: Optional[str] = None
+    debounce_ms: Optional[int] = None
+    debounce_max_wait_ms: Optional[int] = None
 
     def wire(self) -> Tuple[str, List[Union[str, bytes]]]:
         """The job's id (generated when none was given) and its field/value pairs."""
@@ -141,6 +155,13 @@ class JobSpec:
             ("group", self.group),
             ("traceparent", self.traceparent),
             ("tracestate", self.tracestate),
+            ("expires_in_ms", _int(self.expires_in_ms, "expires_in_ms")),
+            ("expires_at_ms", _int(_ms(self.expires_at, "expires_at"), "expires_at")),
+            ("dedupe_key", self.dedupe_key),
+            ("dedupe_ttl_ms", _int(self.dedupe_ttl_ms, "dedupe_ttl_ms")),
+            ("debounce_key", self.debounce_key),
+            ("debounce_ms", _int(self.debounce_ms, "debounce_ms")),
+            ("debounce_max_wait_ms", _int(self.debounce_max_wait_ms, "debounce_max_wait_ms")),
         ]
         flat: List[Union[str, bytes]] = []
         for name, value in pairs:
@@ -165,16 +186,20 @@ def _text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Enqueued:
-    """What enqueue did with one job: `created` False means the id existed (nothing written)
-    and `state` is that job's current state."""
+    """What enqueue did with one job. `outcome` is `created`, `exists` (the id existed:
+    nothing written), `deduplicated` (its dedupe key was taken: `id` is the first job) or
+    `debounced` (`id` is the debounce key's pending job, which took this payload); `created`
+    is `outcome == "created"`; `state` is the state of the job `id` names ("" for a
+    deduplicated job whose first job is no longer kept)."""
 
     id: str
     created: bool
     state: str
+    outcome: str = "created"
 
 
 def decode_enqueued(reply: Any) -> List[Enqueued]:
-    return [Enqueued(_text(i), _text(o) == "created", _text(s)) for i, o, s in reply]
+    return [Enqueued(_text(i), _text(o) == "created", _text(s), _text(o)) for i, o, s in reply]
 
 
 def script_error(err: Exception) -> Exception:

@@ -35,7 +35,7 @@ local INT_RANGES = {
   backoff_ms = { 0, 1e15, UNSIGNED }, backoff_cap_ms = { 0, 1e15, UNSIGNED },
   created_at = { 0, 1e15, UNSIGNED }, started_at = { 0, 1e15, UNSIGNED },
   run_at = { 0, 1e15, UNSIGNED }, finished_at = { 0, 1e15, UNSIGNED },
-  depth = { 0, 4294967295, UNSIGNED },
+  depth = { 0, 4294967295, UNSIGNED }, expires_at = { 0, 1e15, UNSIGNED },
 }
 
 local STATES = { waiting = true, delayed = true, active = true, retry = true, completed = true,
@@ -88,6 +88,9 @@ local TEXT_CHECKS = {
   end,
   group = function(v)
     if not name_ok(v) then return 'field group is not a group name: ' .. quoted(v) end
+  end,
+  debounce_key = function(v)
+    if not name_ok(v) then return 'field debounce_key is not a key name: ' .. quoted(v) end
   end,
   own_policy = function(v)
     if not string.find(v, '^[%w%p]+$') then
@@ -892,7 +895,33 @@ end
 
 -- The fields of a job lease_jobs reads, the job's part of fetch's reply.
 local LEASE_FIELDS = { 'state', 'handler', 'payload', 'attempt', 'max_attempts', 'timeout_ms',
-  'priority', 'created_at', 'own_policy', 'depth', 'traceparent', 'tracestate' }
+  'priority', 'created_at', 'own_policy', 'depth', 'traceparent', 'tracestate', 'expires_at',
+  'debounce_key' }
+
+-- A job lease_jobs takes that has a `debounce_key` (enqueue.lua) starts, so it is no longer
+-- the key's pending job: the key `<q>debounce:<key>` goes, if it still names this job.
+local function release_debounce(prefix, id, debounce_key)
+  local key = string.sub(prefix, 1, -5) .. 'debounce:' .. debounce_key
+  if redis.pcall('GET', key) == id then redis.call('DEL', key) end
+end
+
+-- Dead-letters the job `id` (read with LEASE_FIELDS as `f`), not started by its `expires_at`
+-- (enqueue.lua): state dead, outcome `expired`, a history entry (its attempt count so far, no
+-- host, never started), into `plan` (new_fail_plan) for the ZADD to `dead` and the event.
+-- The only extra command of a lease, and only for such a job: the HGET of its history.
+local function expire_job(prefix, id, f, now, plan)
+  local key = prefix .. id
+  local attempt = tonumber(f[4]) or 0
+  local err = 'not started by its expiry at ' .. f[13]
+  local history = redis.call('HGET', key, 'history')
+  history = history_append(history or nil, { attempt = attempt, outcome = 'expired',
+    error = err, host = '', started_at = 0, finished_at = now })
+  redis.call('HSET', key, 'state', 'dead', 'history', history, 'last_error', err,
+    'last_outcome', 'expired', 'finished_at', now, 'lease_token', '')
+  plan.dead[#plan.dead + 1] = now
+  plan.dead[#plan.dead + 1] = id
+  plan.died[#plan.died + 1] = { id, attempt }
+end
 
 -- The config fields lease_jobs reads.
 local LEASE_CONFIG = { 'paused', 'events_maxlen', 'rate_max', 'rate_window_ms', 'group_rate_max',
@@ -1034,8 +1063,11 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
       end
     end
     local p = owner[i]
+    if f and not problem and f[14] and f[14] ~= '' then release_debounce(prefix, id, f[14]) end
     if problem then
       bury(prefix, id, problem, now, buried)
+    elseif f and f[13] and f[13] ~= '' and now > tonumber(f[13]) then
+      expire_job(prefix, id, f, now, buried)
     elseif f then
       local attempt = (tonumber(f[4]) or 0) + 1
       if p.slots then

@@ -1,7 +1,8 @@
 -- replay: move dead-lettered jobs back to `waiting` for a fresh run. The attempt counter is
 -- reset to 0 (the job gets max_attempts new attempts); its history, last error and payload are
 -- kept, and `replays` counts the replays. `run_at` becomes now: the job has been due since its
--- replay (what a backlog's oldest-waiting age measures).
+-- replay (what a backlog's oldest-waiting age measures). Its expiry (`expires_at`, see
+-- enqueue.lua) is cleared: a job replayed is meant to run, however late.
 --
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] dead  KEYS[4] waiting  KEYS[5] seq
 -- KEYS[6] events      KEYS[7] wake  KEYS[8] group prefix  KEYS[9] groups
@@ -35,6 +36,7 @@ for i, id in ipairs(ids) do
     last = last and last + 1 or next_seq(KEYS[5], #ids) - #ids + 1
     redis.call('HSET', key, 'state', 'waiting', 'attempt', 0, 'seq', last, 'run_at', now,
       'replays', (tonumber(f[3]) or 0) + 1, 'lease_token', '')
+    redis.call('HDEL', key, 'expires_at')
     add_waiting(waiting, f[4], waiting_score(f[2], last), id)
     replayed[#replayed + 1] = id
     events[#events + 1] = { id, 0 }
