@@ -167,7 +167,7 @@ impl RedisServer {
     /// started or its last `CONFIG RESETSTAT` (every node's, summed, on a cluster): every
     /// fetch, ack, heartbeat...
     pub async fn script_calls(&self) -> u64 {
-        self.command_calls(|name| matches!(name, "eval" | "evalsha" | "fcall"))
+        self.counted_calls(|name| matches!(name, "eval" | "evalsha" | "fcall"))
             .await
     }
 
@@ -175,7 +175,7 @@ impl RedisServer {
     /// scripts run, and any a client sends, but not the calls themselves nor what clients
     /// and the test send to manage connections and read stats (`INFO`, `CLUSTER`, `PING`...).
     pub async fn data_commands(&self) -> u64 {
-        self.command_calls(|name| {
+        self.counted_calls(|name| {
             !matches!(
                 name,
                 "eval"
@@ -203,39 +203,12 @@ impl RedisServer {
         .await
     }
 
-    async fn command_calls(&self, counted: impl Fn(&str) -> bool) -> u64 {
-        let infos: Vec<String> = match &self.0 {
-            Backend::Single(_) => {
-                let mut conn = self.connection().await;
-                vec![
-                    redis::cmd("INFO")
-                        .arg("commandstats")
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap(),
-                ]
-            }
-            Backend::Cluster(cluster) => cluster
-                .ports()
-                .into_iter()
-                .map(|port| cluster.query_node(port, redis::cmd("INFO").arg("commandstats")))
-                .collect(),
-        };
-        infos
+    async fn counted_calls(&self, counted: impl Fn(&str) -> bool) -> u64 {
+        let calls = self.command_calls().await;
+        calls
             .iter()
-            .flat_map(|info| info.lines())
-            .filter_map(|line| {
-                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-                if !counted(name) {
-                    return None;
-                }
-                stats
-                    .strip_prefix("calls=")?
-                    .split(',')
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
+            .filter(|(name, _)| counted(name))
+            .map(|(_, n)| n)
             .sum()
     }
 
