@@ -124,6 +124,8 @@ fn generated_job(u: &mut Unstructured) -> Result<()> {
         replays: u32::arbitrary(u)?,
         group: non_empty(u)?,
         steps_dropped: non_empty(u)?,
+        cancelled_by: non_empty(u)?,
+        cancel_reason: non_empty(u)?,
         // Only a valid context is kept (an invalid one is left out, see Job::from_hash).
         traceparent: bool::arbitrary(u)?
             .then(|| "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),

@@ -92,6 +92,12 @@ pub fn job_hash(job: &Job) -> HashMap<String, Vec<u8>> {
     if let Some(why) = &job.steps_dropped {
         put("steps_dropped", why.clone().into_bytes());
     }
+    if let Some(by) = &job.cancelled_by {
+        put("cancelled_by", by.clone().into_bytes());
+    }
+    if let Some(reason) = &job.cancel_reason {
+        put("cancel_reason", reason.clone().into_bytes());
+    }
     if let Some(traceparent) = &job.traceparent {
         put("traceparent", traceparent.clone().into_bytes());
     }

@@ -370,6 +370,17 @@ impl RedisTarget {
         &self,
         channel: &str,
     ) -> RedisResult<futures_util::stream::BoxStream<'static, Vec<u8>>> {
+        let messages = self.subscribe_all(&[channel.to_string()]).await?;
+        Ok(messages.map(|(_, payload)| payload).boxed())
+    }
+
+    /// [`RedisTarget::subscribe`] to every channel of `channels` on one connection: the stream
+    /// of each message's channel and payload.
+    pub async fn subscribe_all(
+        &self,
+        channels: &[String],
+    ) -> RedisResult<futures_util::stream::BoxStream<'static, (String, Vec<u8>)>> {
+        let channel = channels;
         let client = match &self.target {
             Target::Single(client) => client.clone(),
             Target::Cluster(cluster) => {
@@ -402,10 +413,17 @@ impl RedisTarget {
     }
 }
 
-fn messages(pubsub: redis::aio::PubSub) -> futures_util::stream::BoxStream<'static, Vec<u8>> {
+fn messages(
+    pubsub: redis::aio::PubSub,
+) -> futures_util::stream::BoxStream<'static, (String, Vec<u8>)> {
     pubsub
         .into_on_message()
-        .map(|message| message.get_payload_bytes().to_vec())
+        .map(|message| {
+            (
+                message.get_channel_name().to_string(),
+                message.get_payload_bytes().to_vec(),
+            )
+        })
         .boxed()
 }
 

@@ -106,6 +106,7 @@ pub struct Metrics {
     duration: Family<HandlerLabels, Histogram>,
     instantiation: Family<HandlerLabels, Histogram>,
     recoveries: Family<QueueLabels, Counter>,
+    cancels: Family<QueueLabels, Counter>,
     rate_limited: Family<QueueLabels, Counter>,
     reconnects: Counter,
     queue_jobs: Family<QueueStateLabels, Gauge>,
@@ -169,6 +170,12 @@ impl Metrics {
             "lease_recoveries",
             "Jobs whose lease expired (their host died or hung) recovered by this host",
             recoveries.clone(),
+        );
+        let cancels = Family::<QueueLabels, Counter>::default();
+        registry.register(
+            "cancelled_attempts",
+            "Running attempts this host stopped because their job was cancelled",
+            cancels.clone(),
         );
         let rate_limited = Family::<QueueLabels, Counter>::default();
         registry.register(
@@ -270,6 +277,7 @@ impl Metrics {
             duration,
             instantiation,
             recoveries,
+            cancels,
             rate_limited,
             reconnects,
             queue_jobs,
@@ -338,6 +346,16 @@ impl Metrics {
                 queue: queue.to_string(),
             })
             .inc_by(jobs);
+    }
+
+    /// Counts a running attempt stopped because its job was cancelled (not a failure: its
+    /// job's outcome is `cancelled`, recorded by the cancel itself).
+    pub fn cancelled(&self, queue: &str) {
+        self.cancels
+            .get_or_create(&QueueLabels {
+                queue: queue.to_string(),
+            })
+            .inc();
     }
 
     /// Counts a fetch that a rate limit held back.

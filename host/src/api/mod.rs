@@ -273,6 +273,7 @@ fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(queues::enqueue::enqueue, queues::jobs::list_jobs))
         .routes(routes!(queues::jobs::get_job, queues::jobs::cancel_job))
         .routes(routes!(queues::search::search_jobs))
+        .routes(routes!(queues::jobs::cancel_matching))
         .routes(routes!(timeline::get_timeline))
         .routes(routes!(queues::dead::list_dlq))
         .routes(routes!(queues::dead::replay_dlq))

@@ -10,6 +10,7 @@ macro_rules! say {
     }};
 }
 
+mod cancel;
 mod compile;
 mod dev;
 mod event;

@@ -21,6 +21,9 @@ pub enum QueueCommand {
     Enqueue(Box<EnqueueArgs>),
     /// Show one job: state, attempts, history, payload.
     Job(JobArgs),
+    /// Cancel jobs whatever their state (a running one is stopped on its host), or every job
+    /// of a handler or a group that has not started.
+    Cancel(super::cancel::CancelArgs),
     /// Inspect or control a queue.
     Queue {
         #[command(subcommand)]
@@ -286,6 +289,7 @@ pub async fn run(cmd: QueueCommand) -> anyhow::Result<u8> {
     match cmd {
         QueueCommand::Enqueue(args) => enqueue(*args).await,
         QueueCommand::Job(args) => show_job(args).await,
+        QueueCommand::Cancel(args) => super::cancel::run(args).await,
         QueueCommand::Queue { action } => queue(action).await,
         QueueCommand::Dlq { action } => dlq(action).await,
     }
@@ -405,6 +409,16 @@ fn print_job(job: &Job) {
     }
     if let Some(why) = &job.steps_dropped {
         say!("steps:        {}", steps_dropped_reason(why));
+    }
+    if job.last_outcome.as_deref() == Some("cancelled") {
+        say!(
+            "cancelled:    by {}{}",
+            shown(job.cancelled_by.as_deref().unwrap_or("-")),
+            job.cancel_reason
+                .as_deref()
+                .map(|why| format!(": {}", shown(why)))
+                .unwrap_or_default()
+        );
     }
     say!("payload:      {}", preview(&job.payload));
     if let Some(result) = &job.result {

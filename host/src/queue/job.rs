@@ -965,6 +965,10 @@ pub struct Job {
     /// Why its durable steps were deleted while it was dead, if they were: the only reason
     /// is `dead_letter_byte_cap` (the queue's `dead_step_bytes`, dead_steps.lua).
     pub steps_dropped: Option<String>,
+    /// Who cancelled it (an API token's name, `cli`, what a client passed) and why, for a job
+    /// dead-lettered by a cancel (`last_outcome` `cancelled`); `None` when not given.
+    pub cancelled_by: Option<String>,
+    pub cancel_reason: Option<String>,
     /// The W3C trace context it was enqueued with, if any (see [`JobOptions::traceparent`]).
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
@@ -996,6 +1000,8 @@ impl Job {
         let replays = fields.number("replays")?.unwrap_or(0);
         let group = fields.text("group")?.filter(|g| !g.is_empty());
         let steps_dropped = fields.text("steps_dropped")?.filter(|s| !s.is_empty());
+        let cancelled_by = fields.text("cancelled_by")?.filter(|s| !s.is_empty());
+        let cancel_reason = fields.text("cancel_reason")?.filter(|s| !s.is_empty());
         let (traceparent, tracestate) = fields.trace_context();
         let history = fields.history()?;
         let result = fields.take("result");
@@ -1024,6 +1030,8 @@ impl Job {
             replays,
             group,
             steps_dropped,
+            cancelled_by,
+            cancel_reason,
             traceparent,
             tracestate,
         })

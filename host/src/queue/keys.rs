@@ -39,6 +39,12 @@ impl QueueKeys {
         self.key(&format!("job:{id}"))
     }
 
+    /// `wasmq:{q}:cancel`: the pub/sub channel on which `cancel.lua` tells the host running
+    /// a job that it was cancelled (message `<lease token> <job id>`).
+    pub fn cancel_channel(&self) -> String {
+        self.key("cancel")
+    }
+
     /// `wasmq:{q}:config`: per-queue settings and the pause flag.
     pub fn config(&self) -> String {
         self.key("config")
@@ -214,6 +220,8 @@ pub(crate) enum Key {
     DeadSteps,
     DeadStepsBytes,
     DeadStepsMeta,
+    /// The pub/sub channel a cancel of a running job is published on (`cancel.lua`).
+    CancelChannel,
     /// The set of the state a call lists (`list.lua`): the call says which
     /// ([`super::scripts::Call::listing`]).
     Listed,
@@ -247,6 +255,7 @@ impl Key {
             Key::DeadSteps => "dead_steps",
             Key::DeadStepsBytes => "dead_steps_bytes",
             Key::DeadStepsMeta => "dead_steps_meta",
+            Key::CancelChannel => "cancel channel",
             Key::Listed => "the state's set",
         }
     }
@@ -280,6 +289,7 @@ impl QueueKeys {
             Key::DeadSteps => self.dead_steps(),
             Key::DeadStepsBytes => self.dead_steps_bytes(),
             Key::DeadStepsMeta => self.dead_steps_meta(),
+            Key::CancelChannel => self.cancel_channel(),
             Key::Listed => self.state(listed.unwrap_or(JobState::Waiting)),
         }
     }
@@ -313,6 +323,7 @@ mod tests {
             keys.steps("j1"),
             keys.outbox(),
             keys.outbox_entry("j1"),
+            keys.cancel_channel(),
         ] {
             assert!(key.starts_with("wasmq:{emails}:"), "{key}");
         }

@@ -74,7 +74,9 @@ pub use kv::bucket_keys;
 pub use lease::{Extended, Fetched, Lease, LeaseRejection, LeasedJob, Released};
 pub use limit::{MAX_RATE, RateLimit, ThrottleStart};
 pub use monitor::{Backlog, DeadJob, GroupRead, Monitor, ReadFrom, is_missing_group};
-pub use produce::{CancelOutcome, EnqueueOutcome, Enqueued};
+pub use produce::{
+    CancelBy, CancelFilter, CancelOutcome, CancelPage, EnqueueOutcome, Enqueued, MAX_CANCEL_PAGE,
+};
 pub use scripts::{COUNTS_LUA, ENQUEUE_LUA, LIB_LUA};
 pub use search::{
     JobSearch, MAX_SEARCH_TEXT, MalformedMatch, SEARCH_LIMIT_DEFAULT, SEARCH_LIMIT_MAX,

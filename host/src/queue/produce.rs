@@ -1,5 +1,7 @@
 //! Producing: [`Client::enqueue`] and [`Client::enqueue_bulk`] (`enqueue.lua`, the script
-//! producers in any language run verbatim) and [`Client::cancel`] of jobs not started.
+//! producers in any language run verbatim), [`Client::cancel`] of jobs in any state but
+//! finished (`cancel.lua`) and [`Client::cancel_matching`], the paged cancel of every job of a
+//! handler or a group that has not started (`cancel_filter.lua`).
 
 use std::time::SystemTime;
 
@@ -41,11 +43,52 @@ pub enum EnqueueOutcome {
 /// Outcome of cancelling one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {
+    /// Dead-lettered with outcome `cancelled` (a running job's attempt is stopped).
     Cancelled,
     NotFound,
-    /// The job is active, completed or dead: nothing to cancel.
+    /// The job is completed or dead: nothing to cancel.
     NotCancellable(JobState),
 }
+
+/// Who cancels and why, kept on a cancelled job (`cancelled_by`, `cancel_reason`, and its
+/// history entry); each is cut to 256 bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CancelBy {
+    /// An API token's name, `cli`, or what a client passes; empty for none.
+    pub by: String,
+    /// Empty for none.
+    pub reason: String,
+}
+
+impl CancelBy {
+    pub fn new(by: impl Into<String>, reason: impl Into<String>) -> CancelBy {
+        CancelBy {
+            by: by.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Which jobs [`Client::cancel_matching`] cancels: those of a handler, or of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelFilter {
+    Handler(String),
+    Group(String),
+}
+
+/// One page of [`Client::cancel_matching`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelPage {
+    /// The cursor to pass for the next page; `None` when the scan is done.
+    pub cursor: Option<String>,
+    /// The jobs this page cancelled.
+    pub cancelled: Vec<String>,
+    /// How many job ids this page looked at.
+    pub examined: u64,
+}
+
+/// The most job ids one [`Client::cancel_matching`] page may look at.
+pub const MAX_CANCEL_PAGE: usize = 10_000;
 
 impl Client {
     /// Enqueues one job. With a caller-given id that already exists, writes nothing and
@@ -121,14 +164,28 @@ impl Client {
         Ok(out)
     }
 
-    /// Cancels jobs that have not started (waiting, delayed, retry): they are deleted.
+    /// Cancels jobs, with no one named as cancelling them ([`Client::cancel_by`]).
     pub async fn cancel(
         &self,
         queue: &str,
         ids: &[String],
     ) -> Result<Vec<(String, CancelOutcome)>> {
+        self.cancel_by(queue, ids, &CancelBy::default()).await
+    }
+
+    /// Cancels jobs whatever their state but completed and dead: each is dead-lettered with
+    /// outcome `cancelled`, `who` recorded on it, and not retried. A running job's lease ends
+    /// in the same call and its host is told to stop the attempt, whose outcome is then
+    /// refused (its children and pending steps are not written).
+    pub async fn cancel_by(
+        &self,
+        queue: &str,
+        ids: &[String],
+        who: &CancelBy,
+    ) -> Result<Vec<(String, CancelOutcome)>> {
         let keys = QueueKeys::new(queue)?;
         let mut invocation = Call::on(&SCRIPTS.cancel, &keys);
+        invocation.arg(&who.by).arg(&who.reason);
         for id in ids {
             invocation.arg(id);
         }
@@ -147,5 +204,53 @@ impl Client {
                 Ok((id, outcome))
             })
             .collect()
+    }
+
+    /// Cancels one page of the jobs of `filter` that have not started (waiting, delayed,
+    /// retry), looking at about `limit` (1..=[`MAX_CANCEL_PAGE`]) job ids from `cursor`
+    /// (`None` to start): one script call. Pass the returned cursor until it is `None`.
+    pub async fn cancel_matching(
+        &self,
+        queue: &str,
+        filter: &CancelFilter,
+        who: &CancelBy,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<CancelPage> {
+        let keys = QueueKeys::new(queue)?;
+        if !(1..=MAX_CANCEL_PAGE).contains(&limit) {
+            return Err(QueueError::InvalidArgument(format!(
+                "a cancel page looks at 1 to {MAX_CANCEL_PAGE} jobs, not {limit}"
+            )));
+        }
+        let (kind, name) = match filter {
+            CancelFilter::Handler(name) => ("handler", name),
+            CancelFilter::Group(name) => ("group", name),
+        };
+        if name.is_empty() {
+            return Err(QueueError::InvalidArgument(format!(
+                "cancel by {kind} needs a {kind} name"
+            )));
+        }
+        let mut invocation = Call::on(&SCRIPTS.cancel_filter, &keys);
+        invocation
+            .arg(&who.by)
+            .arg(&who.reason)
+            .arg(kind)
+            .arg(name)
+            .arg(cursor.unwrap_or("0"))
+            .arg(limit);
+        let reply = Reply::of("cancel_filter");
+        let [next, cancelled, examined] = reply.tuple(self.invoke(&invocation).await?)?;
+        let next = reply.string(next)?;
+        Ok(CancelPage {
+            cursor: (next != "0").then_some(next),
+            cancelled: reply
+                .array(cancelled)?
+                .into_iter()
+                .map(|id| reply.string(id))
+                .collect::<Result<Vec<_>>>()?,
+            examined: reply.uint(examined)?,
+        })
     }
 }

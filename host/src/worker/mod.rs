@@ -18,7 +18,7 @@
 //!
 //! Roles, one file each: `fetcher` (lease batches), `executor` (one job attempt), `ack` (the
 //! outcome an executor hands the acker), `acker` (batched outcomes), `watchman` (heartbeats
-//! and recovery), `slots` (memory and count budget), `config` (settings), `scheduler`
+//! and recovery), `cancels` (stops the attempts of cancelled jobs), `slots` (memory and count budget), `config` (settings), `scheduler`
 //! (enqueues the jobs of due cron ticks), `deployer` (compiles and installs registry handler
 //! versions off the job path), `workflow` (a job's steps, sleeps and child jobs over Redis).
 //! This file holds what they share: the handler table (`HandlerTable`: name to an
@@ -29,6 +29,7 @@
 
 mod ack;
 mod acker;
+mod cancels;
 mod config;
 mod deployer;
 mod executor;
@@ -703,6 +704,7 @@ impl Worker {
             phase.clone(),
         ));
         let watchman = tokio::spawn(watchman::run(shared.clone(), stop_rx.clone()));
+        let cancels = tokio::spawn(cancels::run(shared.clone(), stop_rx.clone()));
         let deployer = tokio::spawn(deployer::run(shared.clone(), registry_epoch, stop_rx));
         let scheduler = tokio::spawn(scheduler::run(shared.clone(), phase.clone()));
         let mut fetchers = JoinSet::new();
@@ -742,6 +744,7 @@ impl Worker {
         // Outcomes already known are recorded before we go.
         let _ = stop_tx.send(true);
         let _ = watchman.await;
+        let _ = cancels.await;
         let _ = deployer.await;
         match tokio::time::timeout(acker::FLUSH_AT_EXIT, acker).await {
             Ok(_) => {}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use wasmq::queue::{CancelOutcome, JobState, NewJob, QueueError};
+use wasmq::queue::{JobState, NewJob, QueueError};
 
 use super::{HOST, LEASE, fetch_one, start};
 
@@ -29,44 +29,6 @@ async fn a_paused_queue_leases_nothing_until_resumed() {
     assert!(client.fetch("q", 10, LEASE, HOST).await.unwrap().is_empty());
     assert!(client.resume("q").await.unwrap());
     assert_eq!(client.fetch("q", 10, LEASE, HOST).await.unwrap().len(), 2);
-}
-
-#[tokio::test]
-async fn cancel_deletes_waiting_delayed_and_retry_jobs_but_not_running_ones() {
-    let (_server, client) = start().await;
-    client
-        .enqueue_bulk(
-            "q",
-            &[
-                NewJob::new("h", vec![]).with_id("running"),
-                NewJob::new("h", vec![]).with_id("waiting"),
-                NewJob::new("h", vec![])
-                    .with_id("delayed")
-                    .with_delay(Duration::from_secs(60)),
-            ],
-        )
-        .await
-        .unwrap();
-    fetch_one(&client, "q").await;
-    let ids: Vec<String> = ["waiting", "delayed", "running", "nope"]
-        .map(String::from)
-        .to_vec();
-    let outcomes = client.cancel("q", &ids).await.unwrap();
-    assert_eq!(
-        outcomes,
-        [
-            ("waiting".to_string(), CancelOutcome::Cancelled),
-            ("delayed".to_string(), CancelOutcome::Cancelled),
-            (
-                "running".to_string(),
-                CancelOutcome::NotCancellable(JobState::Active)
-            ),
-            ("nope".to_string(), CancelOutcome::NotFound),
-        ]
-    );
-    let counts = client.counts("q").await.unwrap();
-    assert_eq!((counts.waiting, counts.delayed, counts.active), (0, 0, 1));
-    assert!(client.get("q", "waiting").await.unwrap().is_none());
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod complete_and_fetch;
+mod cancel;
 mod control;
 mod dead_letters;
 mod dedupe;

@@ -1,16 +1,25 @@
-//! One job (`GET`, `DELETE` to cancel) and a page of a state's jobs.
+//! One job (`GET`, `DELETE` to cancel), the paged cancel of a handler's or a group's jobs
+//! (`POST .../cancel`) and a page of a state's jobs.
 
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiState, JobPage, JobStateName, JobView, check_id, check_queue, job_view, page};
-use crate::api::error::{ApiError, ErrorBody, ReadErrors};
-use crate::queue::{CancelOutcome, JobState};
+use super::{
+    ApiState, JSON_BODY_LIMIT, JobPage, JobStateName, JobView, check_id, check_queue, job_view,
+    page,
+};
+use crate::api::error::{ApiError, ErrorBody, ReadErrors, WriteErrors, read_json};
+use crate::queue::{CancelBy, CancelFilter, CancelOutcome, JobState, MAX_CANCEL_PAGE};
+
+/// Who a cancel through the API is recorded as (`cancelled_by`): the server has one API
+/// token, which has no other name.
+pub const API_CANCEL_BY: &str = "api";
 
 /// One job: state, attempts, history, payload and result.
 #[utoipa::path(
@@ -47,9 +56,21 @@ pub struct CancelResponse {
     pub cancelled: bool,
 }
 
+/// `reason`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CancelQuery {
+    /// Why, kept on the job as `cancel_reason` (at most 256 bytes kept).
+    pub reason: Option<String>,
+}
+
 /// Cancel a job.
 ///
-/// Only a job that has not started (waiting, delayed or retry); it is deleted.
+/// A waiting, delayed (sleeping too), retry or running job. It is dead-lettered with outcome
+/// `cancelled`, `cancelled_by` `api` and the reason given, keeps its history and is not
+/// retried; a running job's attempt is stopped on its host within 100 ms, and nothing it
+/// would have written (result, children, pending steps) is.
 #[utoipa::path(
     delete,
     path = "/api/queues/{queue}/jobs/{id}",
@@ -57,12 +78,13 @@ pub struct CancelResponse {
     params(
         ("queue" = String, Path, description = "Queue name"),
         ("id" = String, Path, description = "Job id"),
+        CancelQuery,
     ),
     responses(
         (status = 200, body = CancelResponse),
         (status = 401, body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
-        (status = 409, description = "The job is active, completed or dead", body = ErrorBody),
+        (status = 409, description = "The job is completed or dead", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -70,12 +92,14 @@ pub struct CancelResponse {
 pub(crate) async fn cancel_job(
     State(state): State<Arc<ApiState>>,
     Path((queue, id)): Path<(String, String)>,
+    Query(query): Query<CancelQuery>,
 ) -> Result<Json<CancelResponse>, ApiError> {
     check_queue(&queue)?;
     check_id(&id)?;
+    let who = CancelBy::new(API_CANCEL_BY, query.reason.unwrap_or_default());
     let outcome = state
         .client
-        .cancel(&queue, std::slice::from_ref(&id))
+        .cancel_by(&queue, std::slice::from_ref(&id), &who)
         .await?
         .into_iter()
         .next()
@@ -88,13 +112,94 @@ pub(crate) async fn cancel_job(
         Some(CancelOutcome::NotCancellable(job_state)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
-                "job {id} is {job_state}; only waiting, delayed or retry jobs can be cancelled"
+                "job {id} is {job_state}; only a job that has not finished can be cancelled"
             ),
         )),
         Some(CancelOutcome::NotFound) | None => {
             Err(ApiError::not_found(format!("no job {id} in queue {queue}")))
         }
     }
+}
+
+/// One page of a cancel by handler or group: give `handler` or `group`, not both.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelMatchingRequest {
+    /// Cancel the jobs of this handler.
+    pub handler: Option<String>,
+    /// Cancel the jobs of this group.
+    pub group: Option<String>,
+    /// Why, kept on each job as `cancel_reason`.
+    pub reason: Option<String>,
+    /// Where the last page stopped (its `cursor`); absent to start.
+    pub cursor: Option<String>,
+    /// Job ids to look at, 1 to 10,000 [default: 1000].
+    pub limit: Option<usize>,
+}
+
+/// One page of a cancel by handler or group.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CancelPageResponse {
+    /// The jobs this page cancelled.
+    pub cancelled: Vec<String>,
+    /// How many job ids it looked at.
+    pub examined: u64,
+    /// Pass it back for the next page; null when every job was looked at.
+    pub cursor: Option<String>,
+}
+
+/// Cancel a handler's or a group's jobs, a page at a time.
+///
+/// Every waiting, delayed (sleeping too) or retry job of the handler or group, dead-lettered
+/// as a cancel of one job is; running jobs are left alone (cancel them by id). One call looks
+/// at about `limit` job ids (one Redis script call); repeat with the `cursor` it returns
+/// until that is null.
+#[utoipa::path(
+    post,
+    path = "/api/queues/{queue}/cancel",
+    tag = "jobs",
+    params(("queue" = String, Path, description = "Queue name")),
+    request_body(content = CancelMatchingRequest, content_type = "application/json"),
+    responses(
+        WriteErrors,
+        (status = 200, body = CancelPageResponse),
+        (status = 413, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn cancel_matching(
+    State(state): State<Arc<ApiState>>,
+    Path(queue): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<CancelPageResponse>, ApiError> {
+    check_queue(&queue)?;
+    let request: CancelMatchingRequest = read_json(&headers, body, JSON_BODY_LIMIT, false).await?;
+    let filter = match (request.handler, request.group) {
+        (Some(handler), None) if !handler.is_empty() => CancelFilter::Handler(handler),
+        (None, Some(group)) if !group.is_empty() => CancelFilter::Group(group),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give a handler or a group (one, not empty)",
+            ));
+        }
+    };
+    let limit = request.limit.unwrap_or(1000);
+    if !(1..=MAX_CANCEL_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_CANCEL_PAGE}"
+        )));
+    }
+    let who = CancelBy::new(API_CANCEL_BY, request.reason.unwrap_or_default());
+    let page = state
+        .client
+        .cancel_matching(&queue, &filter, &who, request.cursor.as_deref(), limit)
+        .await?;
+    Ok(Json(CancelPageResponse {
+        cancelled: page.cancelled,
+        examined: page.examined,
+        cursor: page.cursor,
+    }))
 }
 
 /// `state`, `offset`, `limit`.

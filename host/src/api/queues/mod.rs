@@ -178,6 +178,10 @@ pub struct JobView {
     /// Why its durable steps were deleted while it was dead (`dead_letter_byte_cap`: the
     /// queue's `dead_step_bytes`); null when they were not.
     pub steps_dropped: Option<String>,
+    /// Who cancelled it (the API token's name, `cli`, what a client passed) and why, for a
+    /// job dead-lettered by a cancel (`last_outcome` `cancelled`); null when not given.
+    pub cancelled_by: Option<String>,
+    pub cancel_reason: Option<String>,
     /// The progress its last finished attempt reported (0-100); null if none.
     pub progress: Option<u8>,
     pub history: Vec<AttemptView>,
@@ -222,6 +226,8 @@ pub(crate) fn job_view(job: &Job) -> JobView {
         last_outcome: job.last_outcome.clone(),
         replays: job.replays,
         steps_dropped: job.steps_dropped.clone(),
+        cancelled_by: job.cancelled_by.clone(),
+        cancel_reason: job.cancel_reason.clone(),
         progress: job.history.last().and_then(|a| a.progress),
         history: job
             .history

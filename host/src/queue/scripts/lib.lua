@@ -1292,3 +1292,79 @@ local function fail_keys_error(K)
   return type_error(K.active, 'zset', K.retry, 'zset', K.dead, 'zset', K.waiting, 'zset',
     K.groups, 'zset', K.seq, 'string')
 end
+
+-- Cancel (cancel.lua, cancel_filter.lua): a job in any state but completed and dead is
+-- dead-lettered with outcome `cancelled`, never deleted, so that its history stays and
+-- `replay` can run it again. The fields a cancel reads, in this order.
+local CANCEL_FIELDS = { 'state', 'lease_token', 'attempt', 'group', 'history', 'started_at',
+  'host', 'handler' }
+-- The most bytes of a cancel's `by` and `reason` kept.
+local MAX_CANCEL_TEXT = 256
+
+-- What a cancel of the job `id` (CANCEL_FIELDS `f`) writes: state `dead`, `last_outcome`
+-- `cancelled`, `cancelled_by` and `cancel_reason`, and one history entry (outcome
+-- `cancelled`, `by`, the reason as its error; for a running job the attempt's host and start).
+-- plan.dead gets the ZADD pair, plan.cancelled the event. Never raises: every value written
+-- is a string or a checked number.
+local function cancel_record(prefix, id, f, now, by, reason, plan, running)
+  local attempt = int_field('attempt', f[3], 0)
+  local last_error = 'cancelled' .. (by ~= '' and (' by ' .. by) or '')
+    .. (reason ~= '' and (': ' .. reason) or '')
+  local history = history_append(f[5], { attempt = attempt, outcome = 'cancelled',
+    error = reason, by = by, host = running and (f[7] or '') or '',
+    started_at = running and int_field('started_at', f[6], 0) or 0, finished_at = now })
+  redis.call('HSET', prefix .. id, 'state', 'dead', 'history', history, 'last_outcome',
+    'cancelled', 'last_error', last_error, 'finished_at', now, 'lease_token', '',
+    'cancelled_by', by, 'cancel_reason', reason)
+  plan.dead[#plan.dead + 1] = now
+  plan.dead[#plan.dead + 1] = id
+  plan.cancelled[#plan.cancelled + 1] = { id, attempt }
+end
+
+-- Cancels the running (active) job `id`, read with CANCEL_FIELDS into `f`: ends its lease
+-- (out of `K.active`, its token cleared, so that whatever its holder sends later under that
+-- token, complete, fail, extend, step_save, suspend, is refused as a lost lease), records it
+-- as cancel_record does, and tells its holder on `K.channel` (a PUBLISH of '<token> <id>',
+-- which the host that runs it hears and stops the attempt on; a host that misses it stops
+-- the attempt when its next heartbeat, extend.lua, is refused). This is the one place an
+-- active job is cancelled: whatever a running job holds (a group's slot) is given back here.
+local function cancel_active(prefix, id, f, now, by, reason, plan, K)
+  redis.call('ZREM', K.active, id)
+  cancel_record(prefix, id, f, now, by, reason, plan, true)
+  -- A notification is a hint: the heartbeat is the fallback, so nothing about it may fail
+  -- the call after its writes.
+  if K.channel and f[2] and f[2] ~= '' then
+    redis.pcall('PUBLISH', K.channel, f[2] .. ' ' .. id)
+  end
+end
+
+-- Cancels the job `id` read with CANCEL_FIELDS into `f` (a usable job: not malformed),
+-- whatever its state: waiting (its group's set when it has one; a group left empty leaves the
+-- round-robin), delayed (a durable sleep too), retry, or active when `K.active` is given
+-- (cancel_active). Returns 'cancelled', or the state it was left in (completed, dead; active
+-- for a caller without `K.active`). `K` names waiting, delayed, retry, gprefix, groups,
+-- active and channel.
+local function cancel_job(prefix, id, f, now, by, reason, plan, K)
+  local state, group = f[1], f[4]
+  if state == 'active' then
+    if not K.active then return state end
+    cancel_active(prefix, id, f, now, by, reason, plan, K)
+    return 'cancelled'
+  end
+  if state == 'waiting' and group and group ~= '' then
+    local set = K.gprefix .. group .. ':waiting'
+    redis.call('ZREM', set, id)
+    if redis.call('ZCARD', set) == 0 then redis.call('ZREM', K.groups, group) end
+  elseif state == 'waiting' or state == 'delayed' or state == 'retry' then
+    redis.call('ZREM', K[state], id)
+  else
+    return state
+  end
+  cancel_record(prefix, id, f, now, by, reason, plan, false)
+  return 'cancelled'
+end
+
+-- A cancel's `by` or `reason` argument as it is stored: text, cut to MAX_CANCEL_TEXT bytes.
+local function cancel_text(v)
+  return string.sub(v or '', 1, MAX_CANCEL_TEXT)
+end

@@ -1,0 +1,90 @@
+//! The cancel listener: stops the attempts of running jobs that were cancelled.
+//!
+//! Lifecycle:
+//! 1. Subscribe to the cancel channel of every served queue (`wasmq:{q}:cancel`), on one
+//!    connection; on a cluster, one node's (a `PUBLISH` reaches every node).
+//! 2. On each message `<lease token> <job id>` (published by `cancel.lua`, which has already
+//!    ended the lease and dead-lettered the job), give up the attempt held under that lease
+//!    here, if any (`Shared::abandon`, the same stop as a lost lease): its task is aborted, which
+//!    drops the guest's future at its next epoch yield (every `epoch_tick`) or, blocked in a
+//!    host call (a sleep, an outbound request), at once; nothing is acked for it, so its
+//!    children, pending steps and result are never written. A job leased ahead does not start.
+//! 3. When the connection drops, subscribe again with backoff. A cancel published meanwhile is
+//!    not heard: the next heartbeat (`watchman`) finds the lease gone and stops the attempt
+//!    the same way, within a third of the lease.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use super::{JobKey, Shared};
+use crate::connection::Backoff;
+use crate::queue::QueueKeys;
+
+pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // Channel name to queue.
+    let channels: Vec<(String, String)> = shared
+        .config
+        .queues
+        .iter()
+        .filter_map(|queue| {
+            let keys = QueueKeys::new(queue).ok()?;
+            Some((keys.cancel_channel(), queue.clone()))
+        })
+        .collect();
+    if channels.is_empty() {
+        return;
+    }
+    let names: Vec<String> = channels.iter().map(|(c, _)| c.clone()).collect();
+    let mut backoff = Backoff::default();
+    loop {
+        let subscribed = tokio::select! {
+            s = shared.registry.redis_target().subscribe_all(&names) => s,
+            _ = stop.changed() => return,
+        };
+        match subscribed {
+            Ok(mut messages) => {
+                backoff.reset();
+                loop {
+                    let message = tokio::select! {
+                        m = messages.next() => m,
+                        _ = stop.changed() => return,
+                    };
+                    let Some((channel, payload)) = message else {
+                        break;
+                    };
+                    let Some((_, queue)) = channels.iter().find(|(c, _)| *c == channel) else {
+                        continue;
+                    };
+                    cancelled(&shared, queue, &payload);
+                }
+                tracing::debug!("cancel channel connection dropped; subscribing again");
+            }
+            Err(err) => tracing::debug!(error = %err, "cancel channel unavailable"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One cancel message of `queue`: `<lease token> <job id>`.
+fn cancelled(shared: &Shared, queue: &str, payload: &[u8]) {
+    let Some((token, id)) = std::str::from_utf8(payload)
+        .ok()
+        .and_then(|text| text.split_once(' '))
+    else {
+        tracing::debug!(%queue, "a cancel message that is not `<token> <id>`; ignored");
+        return;
+    };
+    let key = JobKey::new(queue.to_string(), id.to_string());
+    let found = shared.abandon(&key, token);
+    if found.lost_work() {
+        shared.metrics.cancelled(queue);
+        tracing::info!(%queue, job_id = %id, "job cancelled; its attempt is stopped here");
+    } else {
+        tracing::debug!(%queue, job_id = %id, ?found, "a cancelled job this host is not running");
+    }
+}
