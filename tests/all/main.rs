@@ -7,6 +7,7 @@
 mod alerts;
 mod api;
 mod cache;
+mod cancel;
 mod chaos;
 mod children;
 mod cluster;

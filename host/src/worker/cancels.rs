@@ -2,7 +2,9 @@
 //!
 //! Lifecycle:
 //! 1. Subscribe to the cancel channel of every served queue (`wasmq:{q}:cancel`), on one
-//!    connection; on a cluster, one node's (a `PUBLISH` reaches every node).
+//!    connection; on a cluster, one node's (a `PUBLISH` reaches every node). The host starts
+//!    fetching once this first subscription is made (or has failed, or [`READY_WAIT`] passed),
+//!    so that no job it leases at start misses its cancel.
 //! 2. On each message `<lease token> <job id>` (published by `cancel.lua`, which has already
 //!    ended the lease and dead-lettered the job), give up the attempt held under that lease
 //!    here, if any (`Shared::abandon`, the same stop as a lost lease): its task is aborted, which
@@ -14,15 +16,25 @@
 //!    the same way, within a third of the lease.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::{JobKey, Shared};
 use crate::connection::Backoff;
 use crate::queue::QueueKeys;
 
-pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// Longest the host waits for its first subscription before it fetches anyway.
+pub(crate) const READY_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs the listener; `ready` is sent once the first subscription was made or failed.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    ready: oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
     // Channel name to queue.
     let channels: Vec<(String, String)> = shared
         .config
@@ -34,6 +46,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         })
         .collect();
     if channels.is_empty() {
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(());
+        }
         return;
     }
     let names: Vec<String> = channels.iter().map(|(c, _)| c.clone()).collect();
@@ -43,6 +58,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             s = shared.registry.redis_target().subscribe_all(&names) => s,
             _ = stop.changed() => return,
         };
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(());
+        }
         match subscribed {
             Ok(mut messages) => {
                 backoff.reset();

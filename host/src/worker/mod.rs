@@ -704,9 +704,12 @@ impl Worker {
             phase.clone(),
         ));
         let watchman = tokio::spawn(watchman::run(shared.clone(), stop_rx.clone()));
-        let cancels = tokio::spawn(cancels::run(shared.clone(), stop_rx.clone()));
+        let (cancels_ready, ready) = tokio::sync::oneshot::channel();
+        let cancels = tokio::spawn(cancels::run(shared.clone(), stop_rx.clone(), cancels_ready));
         let deployer = tokio::spawn(deployer::run(shared.clone(), registry_epoch, stop_rx));
         let scheduler = tokio::spawn(scheduler::run(shared.clone(), phase.clone()));
+        // A job leased before the host hears cancels would be stopped only by a heartbeat.
+        let _ = tokio::time::timeout(cancels::READY_WAIT, ready).await;
         let mut fetchers = JoinSet::new();
         for queue in &config.queues {
             fetchers.spawn(fetcher::run(shared.clone(), queue.clone(), phase.clone()));

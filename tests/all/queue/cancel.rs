@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use wasmq::connection::RedisTarget;
 use wasmq::queue::{
-    Backoff, CancelBy, CancelFilter, CancelOutcome, Completion, Failure, JobState,
-    LeaseRejection, NewJob, QueueKeys, StepSave,
+    Backoff, CancelBy, CancelFilter, CancelOutcome, Completion, Failure, JobState, LeaseRejection,
+    NewJob, QueueKeys, StepSave,
 };
 
 use super::{HOST, LEASE, fetch_one, start};
@@ -104,7 +104,10 @@ async fn cancel_dead_letters_jobs_in_every_state_keeping_their_history_by_and_re
     assert_eq!(outcomes, ["trap", "cancelled"]);
     let ran = client.get("q", "running").await.unwrap().unwrap();
     assert_eq!(ran.history.len(), 1);
-    assert_eq!((ran.history[0].attempt, ran.history[0].host.as_str()), (1, HOST));
+    assert_eq!(
+        (ran.history[0].attempt, ran.history[0].host.as_str()),
+        (1, HOST)
+    );
     assert!(ran.history[0].started_at > 0);
     // The group left the round-robin with its last job.
     let mut conn = server.connection().await;
@@ -137,15 +140,13 @@ async fn cancel_dead_letters_jobs_in_every_state_keeping_their_history_by_and_re
             .unwrap(),
         StepSave::Rejected(dead)
     );
-    assert!(
-        client
-            .load_steps("q", "running")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(client.load_steps("q", "running").await.unwrap().is_empty());
     let ran_again = client.get("q", "running").await.unwrap().unwrap();
-    assert_eq!(ran_again.history.len(), 1, "nothing recorded after the cancel");
+    assert_eq!(
+        ran_again.history.len(),
+        1,
+        "nothing recorded after the cancel"
+    );
     assert!(ran_again.result.is_none());
 
     // A cancel is its own event, never a dead-lettering (dead-letter alerts must not fire).
@@ -321,13 +322,15 @@ async fn cancel_by_handler_or_group_goes_page_by_page_and_leaves_the_rest() {
     let running = fetch_one(&client, "q").await;
     expected_a.remove(&running.id);
 
-    let (cancelled, pages) =
-        cancel_all(&client, &CancelFilter::Handler("a".into()), 20).await;
+    let (cancelled, pages) = cancel_all(&client, &CancelFilter::Handler("a".into()), 20).await;
     assert_eq!(cancelled, expected_a);
     assert!(pages > 3, "{pages} pages");
     for id in &cancelled {
         let job = client.get("q", id).await.unwrap().unwrap();
-        assert_eq!((job.state, job.cancelled_by.as_deref()), (JobState::Dead, Some("tester")));
+        assert_eq!(
+            (job.state, job.cancelled_by.as_deref()),
+            (JobState::Dead, Some("tester"))
+        );
     }
     let still = client.get("q", &running.id).await.unwrap().unwrap();
     assert_eq!(still.state, JobState::Active);

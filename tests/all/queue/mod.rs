@@ -5,8 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod complete_and_fetch;
 mod cancel;
+mod complete_and_fetch;
 mod control;
 mod dead_letters;
 mod dedupe;

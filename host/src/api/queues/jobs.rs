@@ -111,9 +111,7 @@ pub(crate) async fn cancel_job(
         })),
         Some(CancelOutcome::NotCancellable(job_state)) => Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!(
-                "job {id} is {job_state}; only a job that has not finished can be cancelled"
-            ),
+            format!("job {id} is {job_state}; only a job that has not finished can be cancelled"),
         )),
         Some(CancelOutcome::NotFound) | None => {
             Err(ApiError::not_found(format!("no job {id} in queue {queue}")))
