@@ -32,6 +32,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/queues/{queue}/resume"),
     ("get", "/api/queues/{queue}/check"),
     ("post", "/api/queues/{queue}/check"),
+    ("post", "/api/queues/{queue}/cancel"),
     ("post", "/api/queues/{queue}/jobs"),
     ("get", "/api/queues/{queue}/jobs"),
     ("get", "/api/queues/{queue}/jobs/{id}"),
@@ -443,17 +444,67 @@ async fn queues(t: &mut Tour) {
     assert_eq!(clean["findings"], json!([]));
 }
 
-/// Cancel a delayed job, then the dead-letter queue: list, replay, purge.
+/// Cancel a delayed job (dead-lettered, by `api`, with its reason) and a handler's jobs by
+/// page, then the dead-letter queue: list, replay, purge.
 async fn cancel_and_dead_letters(t: &mut Tour, enqueued: &Enqueued) {
     let Enqueued { bin_id, later_id } = enqueued;
     t.call("delete", "/api/queues/{queue}/jobs/{id}");
     let cancelled = t
         .api
-        .delete(&format!("/api/queues/api-q/jobs/{later_id}"))
+        .delete(&format!(
+            "/api/queues/api-q/jobs/{later_id}?reason=not%20needed"
+        ))
         .await
         .expect(200);
     assert_eq!(cancelled, json!({"id": later_id, "cancelled": true}));
-    assert!(t.client.get(Q, later_id).await.unwrap().is_none());
+    let job = t
+        .api
+        .get(&format!("/api/queues/api-q/jobs/{later_id}"))
+        .await
+        .expect(200);
+    assert_eq!(
+        (
+            &job["state"],
+            &job["last_outcome"],
+            &job["cancelled_by"],
+            &job["cancel_reason"]
+        ),
+        (
+            &json!("dead"),
+            &json!("cancelled"),
+            &json!("api"),
+            &json!("not needed")
+        ),
+        "{job}"
+    );
+    assert_eq!(job["history"][0]["outcome"], "cancelled", "{job}");
+    t.client
+        .purge(Q, std::slice::from_ref(later_id))
+        .await
+        .unwrap();
+
+    // By handler, page by page: no job of that handler here, one page says so.
+    t.call("post", "/api/queues/{queue}/cancel");
+    let page = t
+        .api
+        .post(
+            "/api/queues/api-q/cancel",
+            json!({"handler": "nobody", "reason": "tour", "limit": 10}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(page["cancelled"], json!([]), "{page}");
+    assert!(page["examined"].as_u64().unwrap() >= 2, "{page}");
+    assert_eq!(page["cursor"], json!(null), "{page}");
+    let both = t
+        .api
+        .post(
+            "/api/queues/api-q/cancel",
+            json!({"handler": "a", "group": "b"}),
+        )
+        .await
+        .error(400);
+    assert!(both.contains("handler or a group"), "{both}");
 
     // The dead-letter queue: kill both waiting jobs, then replay one and purge the other.
     let dead = kill_all(&t.client, Q).await;
@@ -1191,11 +1242,18 @@ async fn bad_input_is_a_4xx_with_a_message_and_writes_nothing() {
     };
     client.set_config(Q, &config).await.unwrap();
     client
-        .enqueue(Q, &NewJob::new("greet", "x").with_id("active-job"))
+        .enqueue(Q, &NewJob::new("greet", "x").with_id("done-job"))
+        .await
+        .unwrap();
+    let leased = client
+        .fetch(Q, 1, Duration::from_secs(60), "test-host")
         .await
         .unwrap();
     client
-        .fetch(Q, 1, Duration::from_secs(60), "test-host")
+        .complete(
+            Q,
+            &[wasmq::queue::Completion::new(&leased[0], b"".to_vec())],
+        )
         .await
         .unwrap();
     let registry = Registry::connect(&redis.url()).await.unwrap();
@@ -1355,9 +1413,22 @@ async fn bad_input_is_a_4xx_with_a_message_and_writes_nothing() {
             "missing",
         ),
         (
-            api.request(Method::DELETE, "/api/queues/api-q/jobs/active-job"),
+            api.request(Method::DELETE, "/api/queues/api-q/jobs/done-job"),
             409,
-            "active",
+            "completed",
+        ),
+        (
+            json_post("/api/queues/api-q/cancel", "{}"),
+            400,
+            "handler or a group",
+        ),
+        (
+            json_post(
+                "/api/queues/api-q/cancel",
+                r#"{"handler":"greet","limit":0}"#,
+            ),
+            400,
+            "limit",
         ),
         (json_post("/api/queues/api-q/dlq/replay", "{}"), 400, "ids"),
         (

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use wasmq::queue::{CancelBy, CancelOutcome, Client, JobState, NewJob, QueueKeys};
 
+use crate::support::cli::{ok, wasmq};
 use crate::support::eventually;
 use crate::support::guests::handler;
 use crate::support::host::HostProcess;
@@ -343,4 +344,62 @@ async fn a_cancel_racing_a_job_that_finishes_leaves_exactly_one_outcome() {
     // The sweep makes both sides of the race happen (a machine too slow or too fast for any
     // of them would make this test prove less, so it says so).
     assert!(completed > 0 && while_running > 0, "no race happened");
+}
+
+#[tokio::test]
+async fn the_cli_cancels_by_id_and_by_handler_recording_cli_and_the_reason() {
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    let jobs: Vec<NewJob> = (0..150)
+        .map(|i| {
+            let handler = if i % 2 == 0 { "a" } else { "b" };
+            NewJob::new(handler, Vec::new()).with_id(format!("c{i:03}"))
+        })
+        .collect();
+    client.enqueue_bulk(Q, &jobs).await.unwrap();
+
+    let out = ok(&wasmq(
+        &redis,
+        &["cancel", Q, "c001", "c003", "--reason", "by hand"],
+    ));
+    assert!(
+        out.contains("cancelled c001") && out.contains("cancelled c003"),
+        "{out}"
+    );
+    let job = client.get(Q, "c001").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            job.state,
+            job.cancelled_by.as_deref(),
+            job.cancel_reason.as_deref()
+        ),
+        (JobState::Dead, Some("cli"), Some("by hand"))
+    );
+    // A job that is not there, or finished: said so, exit 1, the others cancelled.
+    let refused = wasmq(&redis, &["cancel", Q, "c001", "nope", "c005"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("not cancelled c001: it is dead") && stderr.contains("nope"),
+        "{stderr}"
+    );
+    assert_eq!(
+        client.get(Q, "c005").await.unwrap().unwrap().state,
+        JobState::Dead
+    );
+
+    // By handler, 10 ids looked at per call: every job of `a` goes, `b`'s stay.
+    let out = ok(&wasmq(
+        &redis,
+        &["cancel", Q, "--handler", "a", "--page", "10"],
+    ));
+    assert!(out.contains("cancelled 75 job(s)"), "{out}");
+    let counts = client.counts(Q).await.unwrap();
+    assert_eq!((counts.waiting, counts.dead), (72, 78));
+    let shown = ok(&wasmq(&redis, &["job", Q, "c001"]));
+    assert!(shown.contains("cancelled:    by cli: by hand"), "{shown}");
+    // Ids and a filter together are refused before anything is done.
+    let both = wasmq(&redis, &["cancel", Q, "c007", "--handler", "b"]);
+    assert_ne!(both.status.code(), Some(0));
+    assert_eq!(client.counts(Q).await.unwrap().waiting, 72);
 }

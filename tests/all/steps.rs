@@ -497,7 +497,7 @@ async fn steps_stored_over_the_hosts_per_job_limit_are_not_read_in_full() {
 }
 
 #[tokio::test]
-async fn steps_stay_with_a_dead_job_and_go_when_it_is_purged_or_cancelled() {
+async fn steps_stay_with_a_dead_or_cancelled_job_and_go_when_it_is_purged() {
     let redis = RedisServer::start();
     let client = redis.client().await;
     let steps_key = |id: &str| format!("wasmq:{{{Q}}}:steps:{id}");
@@ -533,7 +533,8 @@ async fn steps_stay_with_a_dead_job_and_go_when_it_is_purged_or_cancelled() {
     client.purge(Q, &["dead-1".to_string()]).await.unwrap();
     assert!(!redis.exists(&steps_key("dead-1")).await);
 
-    // A sleeping job is delayed, uncounted, its sleep marked; cancelling it deletes its steps.
+    // A sleeping job is delayed, uncounted, its sleep marked; cancelling it dead-letters it,
+    // and its steps stay with it as a dead job's do.
     let report = client
         .suspend(
             Q,
@@ -555,6 +556,13 @@ async fn steps_stay_with_a_dead_job_and_go_when_it_is_purged_or_cancelled() {
     );
     let cancelled = client.cancel(Q, &["asleep-1".to_string()]).await.unwrap();
     assert_eq!(cancelled[0].1, CancelOutcome::Cancelled);
+    let job = client.get(Q, "asleep-1").await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.last_outcome.as_deref()),
+        (JobState::Dead, Some("cancelled"))
+    );
+    assert!(redis.exists(&steps_key("asleep-1")).await);
+    client.purge(Q, &["asleep-1".to_string()]).await.unwrap();
     assert!(!redis.exists(&steps_key("asleep-1")).await);
 }
 

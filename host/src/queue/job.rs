@@ -50,7 +50,7 @@ pub const MAX_MS: u64 = 1_000_000_000_000_000;
 ///           │      ▲  ▲              │ │ └──release──▶ waiting (attempt not counted)
 ///           └─▶ delayed│             │ └──fail / lease expired──▶ retry ──(due)──▶ waiting
 ///               (due)──┘             └──fail, attempts exhausted or permanent──▶ dead
-///  dead ──replay──▶ waiting;  dead ──purge──▶ deleted;  waiting/delayed/retry ──cancel──▶ deleted
+///  dead ──replay──▶ waiting;  dead ──purge──▶ deleted;  waiting/delayed/retry/active ──cancel──▶ dead
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

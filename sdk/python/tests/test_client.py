@@ -68,18 +68,19 @@ def test_wait_for_result_times_out_and_the_job_goes_on(client: Client, queue: st
     assert isinstance(timed_out.value, TimeoutError)
 
 
-def test_wait_for_result_of_an_unknown_or_cancelled_job_raises_job_not_found(
+def test_wait_for_result_of_an_unknown_job_raises_job_not_found_and_of_a_cancelled_one_failed(
         client: Client, server, queue: str) -> None:
     with pytest.raises(JobNotFound):
         client.wait_for_result(queue, "never-enqueued", timeout=1)
     job_id = client.enqueue(queue, "echo", b"x", delay_ms=60_000)
     # Cancelled while the waiter blocks on the events stream: the `cancelled` event wakes it.
     other = Client.from_url(server.url)
-    timer = threading.Timer(0.3, lambda: other.cancel(queue, job_id))
+    timer = threading.Timer(0.3, lambda: other.cancel(queue, job_id, by="py", reason="test"))
     started = time.monotonic()
     timer.start()
-    with pytest.raises(JobNotFound):
+    with pytest.raises(JobFailed) as failed:
         client.wait_for_result(queue, job_id, timeout=10)
+    assert (failed.value.outcome, failed.value.error) == ("cancelled", "cancelled by py: test")
     assert time.monotonic() - started < 4, "woken by the event, not by a later look"
     timer.join()
     other.close()
@@ -200,13 +201,33 @@ def test_counts_reads_every_state_in_one_call(client: Client, queue: str) -> Non
     assert client.counts(queue).paused is True
 
 
-def test_cancel_deletes_jobs_that_have_not_started(client: Client, queue: str) -> None:
+def test_cancel_dead_letters_jobs_keeping_who_and_why(client: Client, queue: str) -> None:
     a = client.enqueue(queue, "echo")
     b = client.enqueue(queue, "echo", delay_ms=60_000, group="g")
-    assert client.cancel(queue, a, b, "nope") == {a: "cancelled", b: "cancelled",
-                                                   "nope": "not_found"}
-    assert client.get_job(queue, a) is None
-    assert client.counts(queue) == wasmq.Counts(0, 0, 0, 0, 0, 0, False)
+    assert client.cancel(queue, a, b, "nope", by="py", reason="no longer needed") == {
+        a: "cancelled", b: "cancelled", "nope": "not_found"}
+    job = client.get_job(queue, a)
+    assert job is not None and (job.state, job.last_outcome) == ("dead", "cancelled")
+    assert job.fields["cancelled_by"] == b"py"
+    assert job.fields["cancel_reason"] == b"no longer needed"
+    assert job.history[-1]["outcome"] == "cancelled"
+    assert client.counts(queue) == wasmq.Counts(0, 0, 0, 0, 0, 2, False)
+    assert client.cancel(queue, a) == {a: "dead"}
+
+
+def test_cancel_stops_a_running_job_on_its_host(client: Client, host) -> None:
+    job_id = client.enqueue("py", "sleep", b"60000")
+    deadline = time.monotonic() + 60
+    while (job := client.get_job("py", job_id)) is None or job.state != "active":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.02)
+    assert client.cancel("py", job_id, by="py") == {job_id: "cancelled"}
+    with pytest.raises(JobFailed) as failed:
+        client.wait_for_result("py", job_id, timeout=5)
+    assert failed.value.outcome == "cancelled"
+    job = client.get_job("py", job_id)
+    assert job is not None and [a["outcome"] for a in job.history] == ["cancelled"]
+    assert job.history[0]["host"] != ""
 
 
 def test_a_paused_queue_runs_nothing_until_resumed(client: Client, host) -> None:

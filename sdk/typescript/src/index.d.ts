@@ -151,8 +151,10 @@ export declare class Client {
   counts(queue: string): Promise<Counts>;
   /** The result bytes of the job once it completes; `timeout` in ms (default 30,000). */
   waitForResult(queue: string, id: string, options?: { timeout?: number }): Promise<Buffer>;
-  /** Per id: `cancelled`, `not_found`, or the state that prevents it. */
+  /** Cancels jobs in any state but finished (dead-lettered, outcome `cancelled`; a running one is stopped on its host). Per id: `cancelled`, `not_found`, or the state that prevents it. */
   cancel(queue: string, ...ids: string[]): Promise<Record<string, string>>;
+  /** `cancel`, recording who cancels and why on each job. */
+  cancelBy(queue: string, ids: string[], options?: { by?: string; reason?: string }): Promise<Record<string, string>>;
   deadLetters(queue: string, options?: { offset?: number; limit?: number }): Promise<Job[]>;
   replay(queue: string, options?: { ids?: string[]; limit?: number }): Promise<string[]>;
   purge(queue: string, options?: { ids?: string[]; limit?: number }): Promise<string[]>;

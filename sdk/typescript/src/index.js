@@ -34,7 +34,7 @@ const SCRIPTS = {
     ["job:", "config", "waiting", "delayed", "seq", "events", "wake", "g:", "groups", "dedupe:", "debounce:"],
   ],
   counts: [COUNTS_LUA, ["config", "waiting", "delayed", "active", "retry", "completed", "dead", "g:", "groups"]],
-  cancel: [library("cancel"), ["job:", "config", "waiting", "delayed", "retry", "events", "g:", "groups", "steps:"]],
+  cancel: [library("cancel"), ["job:", "config", "waiting", "delayed", "retry", "events", "g:", "groups", "steps:", "active", "dead", "cancel"]],
   replay: [library("replay"), ["job:", "config", "dead", "waiting", "seq", "events", "wake", "g:", "groups"]],
   purge: [library("purge"), ["job:", "config", "dead", "events", "steps:"]],
   pause: [library("pause"), ["config", "events"]],
@@ -285,10 +285,19 @@ export class Client {
     }
   }
 
-  /** Deletes jobs that have not started: per id `cancelled`, `not_found`, or the state that prevents it. */
+  /**
+   * Cancels jobs whatever their state but finished: each is dead-lettered with `last_outcome`
+   * `cancelled` (history kept, never retried; a replay runs it again), and a running one is
+   * stopped on its host. Per id `cancelled`, `not_found`, or the state that prevents it.
+   */
   async cancel(queue, ...ids) {
+    return this.cancelBy(queue, ids);
+  }
+
+  /** `cancel`, recording who cancels (`by`) and why (`reason`) on each job. */
+  async cancelBy(queue, ids, { by = "", reason = "" } = {}) {
     if (ids.length === 0) return {};
-    return Object.fromEntries(await this.#call("cancel", queue, ids));
+    return Object.fromEntries(await this.#call("cancel", queue, [by, reason, ...ids]));
   }
 
   /** A page of the dead-letter queue, oldest death first. */

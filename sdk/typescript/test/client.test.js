@@ -91,13 +91,14 @@ test("waitForResult wakes on the completed event, not a later look", async () =>
   assert.ok(Date.now() - started < 4500);
 });
 
-test("waitForResult times out, and rejects JobNotFound for an unknown or cancelled job", async () => {
+test("waitForResult times out, rejects JobNotFound for an unknown job and JobFailed for a cancelled one", async () => {
   const id = await client.enqueue("t-wait", "echo", "x", { delayMs: 60000 });
   await assert.rejects(client.waitForResult("t-wait", id, { timeout: 300 }), (err) => err instanceof WaitTimeout && err.state === "delayed");
   await assert.rejects(client.waitForResult("t-wait", "never", { timeout: 300 }), JobNotFound);
   const started = Date.now();
-  setTimeout(() => client.cancel("t-wait", id), 300);
-  await assert.rejects(client.waitForResult("t-wait", id, { timeout: 10000 }), JobNotFound);
+  setTimeout(() => client.cancelBy("t-wait", [id], { by: "ts", reason: "test" }), 300);
+  await assert.rejects(client.waitForResult("t-wait", id, { timeout: 10000 }),
+    (err) => err instanceof JobFailed && err.outcome === "cancelled" && err.error === "cancelled by ts: test");
   assert.ok(Date.now() - started < 4000, "woken by the cancelled event");
 });
 
@@ -218,7 +219,20 @@ test("counts, cancel, pause and resume", async () => {
   assert.equal((await client.counts(q)).paused, true);
   assert.equal(await client.resume(q), true);
   assert.deepEqual(await client.cancel(q, a, b, c, "nope"), { [a]: "cancelled", [b]: "cancelled", [c]: "cancelled", nope: "not_found" });
-  assert.deepEqual(await client.counts(q), { waiting: 0, delayed: 0, active: 0, retry: 0, completed: 0, dead: 0, paused: false });
+  assert.deepEqual(await client.counts(q), { waiting: 0, delayed: 0, active: 0, retry: 0, completed: 0, dead: 3, paused: false });
+  const job = await client.getJob(q, a);
+  assert.deepEqual([job.state, job.lastOutcome, job.history.map((h) => h.outcome)], ["dead", "cancelled", ["cancelled"]]);
+  assert.deepEqual(await client.cancel(q, a), { [a]: "dead" });
+});
+
+test("cancelBy stops a running job on its host and records who and why", async () => {
+  const id = await client.enqueue("ts", "sleep", "60000");
+  await eventually("the job to start", async () => ((await client.getJob("ts", id)).state === "active" ? true : null), 60000);
+  assert.deepEqual(await client.cancelBy("ts", [id], { by: "ts", reason: "stop" }), { [id]: "cancelled" });
+  await assert.rejects(client.waitForResult("ts", id, { timeout: 5000 }), (err) => err instanceof JobFailed && err.outcome === "cancelled");
+  const job = await client.getJob("ts", id);
+  assert.equal(job.history.length, 1);
+  assert.notEqual(job.history[0].host, "");
 });
 
 test("a paused queue runs nothing until resumed", async () => {

@@ -104,6 +104,8 @@ const REQUEST_TIMEOUT_MS = 15000;
  * @property {string | null} last_outcome
  * @property {number} replays
  * @property {string | null} steps_dropped why its steps were deleted while dead, if they were
+ * @property {string | null} cancelled_by who cancelled it (`api`, `cli`, a client's name), if it was
+ * @property {string | null} cancel_reason why it was cancelled, if a reason was given
  * @property {number | null} progress
  * @property {AttemptView[]} history
  */

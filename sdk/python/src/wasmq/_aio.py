@@ -119,8 +119,8 @@ class AsyncClient:
 
     async def wait_for_result(self, queue: str, id: str, timeout: float = 30.0) -> bytes:
         """Blocks until the job completes and returns its result bytes. Raises `JobFailed`
-        when it is dead-lettered, `JobNotFound` when it does not exist (or is deleted: by
-        cancel, purge, or retention with `completed_keep` 0), `WaitTimeout` after `timeout`
+        when it is dead-lettered (outcome `cancelled` when it was cancelled), `JobNotFound` when
+        it does not exist (or is deleted: by purge, or retention with `completed_keep` 0), `WaitTimeout` after `timeout`
         seconds. Waits on the queue's events stream (XREAD), not by polling."""
         deadline = asyncio.get_running_loop().time() + timeout
         events = p.key(queue, "events")
@@ -146,12 +146,16 @@ class AsyncClient:
 
     # ----- managing ------------------------------------------------------------------------
 
-    async def cancel(self, queue: str, *ids: str) -> Dict[str, str]:
-        """Deletes jobs that have not started; per id `cancelled`, `not_found`, or the state
-        that prevents it (`active`, `completed`, `dead`)."""
+    async def cancel(self, queue: str, *ids: str, by: str = "",
+                     reason: str = "") -> Dict[str, str]:
+        """Cancels jobs whatever their state but finished: each is dead-lettered with
+        `last_outcome` `cancelled` (history kept, `by` and `reason` recorded, never retried; a
+        replay runs it again), and a running one is stopped on its host. Per id `cancelled`,
+        `not_found`, or the state that prevents it (`completed`, `dead`)."""
         if not ids:
             return {}
-        return p.cancel_outcomes(await self._call("cancel", queue, p.CANCEL_KEYS, ids))
+        args = (by, reason, *ids)
+        return p.cancel_outcomes(await self._call("cancel", queue, p.CANCEL_KEYS, args))
 
     async def dead_letters(self, queue: str, offset: int = 0, limit: int = 100) -> List[p.Job]:
         """A page of the dead-letter queue, oldest death first."""

@@ -54,7 +54,7 @@ ENQUEUE_KEYS = ("job:", "config", "waiting", "delayed", "seq", "events", "wake",
 COUNTS_KEYS = ("config", "waiting", "delayed", "active", "retry", "completed", "dead", "g:",
                "groups")
 CANCEL_KEYS = ("job:", "config", "waiting", "delayed", "retry", "events", "g:", "groups",
-               "steps:")
+               "steps:", "active", "dead", "cancel")
 REPLAY_KEYS = ("job:", "config", "dead", "waiting", "seq", "events", "wake", "g:", "groups")
 PURGE_KEYS = ("job:", "config", "dead", "events", "steps:")
 PAUSE_KEYS = ("config", "events")

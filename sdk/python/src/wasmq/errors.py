@@ -59,7 +59,7 @@ class InvalidQueue(WasmqError, ValueError):
 
 
 class JobNotFound(WasmqError, LookupError):
-    """The job does not exist: never enqueued, cancelled, purged, or deleted by retention."""
+    """The job does not exist: never enqueued, purged, or deleted by retention."""
 
     def __init__(self, queue: str, job_id: str) -> None:
         super().__init__(f"job {job_id} not found in queue {queue}")
@@ -69,7 +69,8 @@ class JobNotFound(WasmqError, LookupError):
 
 class JobFailed(WasmqError):
     """The job ended in the dead-letter queue: `outcome` is its last outcome class (`fail`,
-    `timeout`, `trap`, `unknown_handler`, ...) and `error` its last error message."""
+    `timeout`, `trap`, `unknown_handler`, `cancelled` for a cancelled job, ...) and `error`
+    its last error message."""
 
     def __init__(self, job_id: str, outcome: str, error: str) -> None:
         super().__init__(f"job {job_id} failed ({outcome}): {error}")

@@ -1,6 +1,7 @@
 // @ts-check
 // #/queues/<q>/jobs/<id> : one job: its facts, payload, result and every attempt; cancel (a job
-// that has not started) and replay (a dead one); its run timeline as a chart (timeline.js).
+// that has not finished, a running one too) and replay (a dead one); its run timeline as a
+// chart (timeline.js).
 
 import { actOnDead, cancelJob, getJob, getTimeline, isStatus } from '../api.js';
 import { act, confirmAction, toast } from '../chrome.js';
@@ -49,19 +50,22 @@ export function jobView(queue, id) {
   // Built once and put back on each render, so a redraw keeps its element.
   const timeline = timelinePanel();
 
-  /** @param {HTMLButtonElement} button */
-  async function cancel(button) {
+  /** @param {HTMLButtonElement} button @param {boolean} running */
+  async function cancel(button, running) {
     const ok = await confirmAction({
       title: `Cancel job ${id}?`,
-      text: 'It has not started; it is deleted and will not run.',
+      text: running
+        ? 'It is running: its host stops it at once, and nothing it would still write is written. It goes to the dead-letter queue as cancelled (replay runs it again).'
+        : 'It will not run: it goes to the dead-letter queue as cancelled, its history kept (replay runs it again).',
       ok: 'Cancel job',
       danger: true,
     });
     if (!ok) return;
     await cancelJob(queue, id);
     toast(`Cancelled job ${id}`);
-    location.hash = `#/queues/${enc(queue)}`;
     button.disabled = true;
+    job = null;
+    await tick();
   }
 
   async function replay() {
@@ -80,9 +84,9 @@ export function jobView(queue, id) {
   /** @param {JobView} j */
   function render(j) {
     const actions = [];
-    if (['waiting', 'delayed', 'retry'].includes(j.state)) {
+    if (['waiting', 'delayed', 'retry', 'active'].includes(j.state)) {
       const b = h('button', { class: 'danger' }, 'Cancel job');
-      b.addEventListener('click', () => act(b, () => cancel(b)));
+      b.addEventListener('click', () => act(b, () => cancel(b, j.state === 'active')));
       actions.push(b);
     }
     if (j.state === 'dead') {
@@ -153,7 +157,11 @@ export function jobView(queue, id) {
           fact('Lease expires', j.lease_expires_at_ms === null ? null : fmtTime(j.lease_expires_at_ms)),
           fact('Host', j.host),
           fact('Last failure', j.last_outcome ? outcomeBadge(j.last_outcome) : null),
-          fact('Its error', j.last_error)))),
+          fact('Its error', j.last_error),
+          // Only on a cancelled job: who cancelled it, and why.
+          j.last_outcome === 'cancelled'
+            ? fact('Cancelled by', `${j.cancelled_by ?? 'unknown'}${j.cancel_reason ? `: ${j.cancel_reason}` : ''}`)
+            : []))),
       progress,
       timeline.el,
       h('section', { class: 'panel' },
