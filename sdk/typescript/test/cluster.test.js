@@ -35,6 +35,8 @@ test("a cluster URL serves every operation", async () => {
   assert.deepEqual(await client.counts("other"), { waiting: 50, delayed: 1, active: 0, retry: 0, completed: 0, dead: 0, paused: false });
   assert.ok((await client.pause("other")) && (await client.resume("other")));
   assert.deepEqual(await client.cancel("other", later), { [later]: "cancelled" });
-  assert.deepEqual([await client.replay("other"), await client.purge("other"), await client.deadLetters("other")], [[], [], []]);
+  // A cancelled job is dead-lettered (outcome `cancelled`), so purge finds it.
+  assert.deepEqual((await client.deadLetters("other")).map((j) => j.lastOutcome), ["cancelled"]);
+  assert.deepEqual([await client.purge("other"), await client.replay("other"), await client.deadLetters("other")], [[later], [], []]);
   await assert.rejects(client.enqueue("other", "echo", "", { priority: 5000 }), InvalidJob);
 });
