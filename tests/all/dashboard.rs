@@ -32,6 +32,8 @@ const Q: &str = "dash";
 const LIVE: &str = "dash-live";
 /// No host serves it: its jobs wait.
 const IDLE: &str = "reports";
+/// Runs a job that sleeps an hour, which the browser cancels while it runs.
+const RUN: &str = "dash-run";
 const TOKEN: &str = "dashboard-test-token-42";
 /// A schedule the browser pauses: 09:00 in Seoul is 00:00 UTC, so it does not fire while the
 /// test runs (short of a run across midnight UTC, which would add a job to [`IDLE`]).
@@ -181,19 +183,20 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
 
     let addr = crate::support::free_loopback_addr();
     let base = format!("http://{addr}");
-    let queues = format!("{Q},{LIVE}");
+    let queues = format!("{Q},{LIVE},{RUN}");
     let handlers = [
         handler("echo", "echo"),
         handler("flaky", "flaky"),
         handler("retry", "retry"),
         handler("fail", "fail"),
+        handler("sleep", "sleep"),
     ];
     let mut args = vec!["--queues", queues.as_str(), "--http", &addr, "--no-cache"];
     args.extend(["--api-token", TOKEN]);
     for h in &handlers {
         args.extend(["--handler", h.as_str()]);
     }
-    let _host = HostProcess::builder(&redis.url()).args(&args).start();
+    let host = HostProcess::builder(&redis.url()).args(&args).start();
 
     let http = reqwest::Client::new();
     eventually("the API answers", Duration::from_secs(30), || async {
@@ -323,6 +326,22 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
     assert_eq!(search_ids.len(), 3, "the echo jobs n 0..2");
     let search = json!({"state": "completed", "text": search_text, "ids": search_ids});
 
+    // A job that runs for an hour unless cancelled: the browser cancels it.
+    let running = client
+        .enqueue(
+            RUN,
+            &NewJob::new("sleep", b"3600000".to_vec())
+                .with_id("long-sleep")
+                .with_timeout(Duration::from_secs(7200)),
+        )
+        .await
+        .unwrap();
+    eventually("the long job running", Duration::from_secs(60), || async {
+        let job = client.get(RUN, &running.id).await.ok()??;
+        (job.state == JobState::Active).then_some(())
+    })
+    .await;
+
     let screenshots = screenshot_dir();
     // Shots of an earlier run must not stand in for this one's.
     for name in [
@@ -341,6 +360,8 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
             ("WASMQ_EXPECT_COUNTS", counts.to_string()),
             ("WASMQ_EXPECT_ATTEMPTS", Value::Object(attempts).to_string()),
             ("WASMQ_REPLAY_JOB", failed.id.clone()),
+            ("WASMQ_CANCEL_QUEUE", RUN.to_string()),
+            ("WASMQ_CANCEL_JOB", running.id.clone()),
             ("WASMQ_TIMELINE_JOB", flaky.id.clone()),
             ("WASMQ_EXPECT_TIMELINE", Value::Array(timeline).to_string()),
             ("WASMQ_EXPECT_DURATIONS", json!(durations).to_string()),
@@ -382,6 +403,26 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
     // The retried job the browser only looked at is still dead.
     let job = client.get(Q, &retried.id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Dead);
+
+    // The running job it cancelled: dead as cancelled by the API, its attempt stopped on the
+    // host (which said so), the attempt's host in its one history entry.
+    let job = client.get(RUN, &running.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            job.state,
+            job.last_outcome.as_deref(),
+            job.cancelled_by.as_deref()
+        ),
+        (JobState::Dead, Some("cancelled"), Some("api"))
+    );
+    assert_eq!(job.history.len(), 1);
+    assert!(!job.history[0].host.is_empty());
+    assert_eq!(client.counts(RUN).await.unwrap().active, 0);
+    assert!(
+        host.log_text()
+            .contains("job cancelled; its attempt is stopped here"),
+        "the host stopped the attempt"
+    );
 
     // The rollback it asked for.
     let registry = Registry::connect(&redis.url()).await.unwrap();

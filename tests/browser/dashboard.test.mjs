@@ -15,6 +15,8 @@
 //   WASMQ_EXPECT_DURATIONS {"<handler>": n, ...}: attempts of the queue's completed jobs per
 //                          handler, from Redis (the durations chart counts them)
 //   WASMQ_REPLAY_JOB       a dead job to replay through the page (Rust then checks Redis)
+//   WASMQ_CANCEL_QUEUE     a queue with a running job (an hour-long sleep)
+//   WASMQ_CANCEL_JOB       that job, to cancel through its page (Rust then checks Redis)
 //   WASMQ_HANDLER          a handler with two versions, to roll back to version 1
 //   WASMQ_LIVE_QUEUE       a queue completing jobs while the test runs (for the chart)
 //   WASMQ_SCHEDULE         a schedule (not paused) to pause through the page
@@ -45,6 +47,8 @@ const queue = env('WASMQ_QUEUE');
 const expectCounts = JSON.parse(env('WASMQ_EXPECT_COUNTS'));
 const expectAttempts = JSON.parse(env('WASMQ_EXPECT_ATTEMPTS'));
 const replayJob = env('WASMQ_REPLAY_JOB');
+const cancelQueue = env('WASMQ_CANCEL_QUEUE');
+const cancelJob = env('WASMQ_CANCEL_JOB');
 const timelineJob = env('WASMQ_TIMELINE_JOB');
 const expectTimeline = JSON.parse(env('WASMQ_EXPECT_TIMELINE'));
 const expectDurations = JSON.parse(env('WASMQ_EXPECT_DURATIONS'));
@@ -297,6 +301,28 @@ describe('the wasmq dashboard', { timeout: 300_000 }, () => {
     await until('the replay to be reported', async () => /Replayed 1 job/.test(await page.locator('#toast').textContent()));
     await row.waitFor({ state: 'detached' });
     await page.screenshot({ path: join(screenshots, 'dashboard-dlq.png'), fullPage: true });
+  });
+
+  it('cancels a running job from its page, after confirmation, and shows who cancelled it', TEST, async () => {
+    const hash = `#/queues/${encodeURIComponent(cancelQueue)}/jobs/${encodeURIComponent(cancelJob)}`;
+    await page.evaluate((to) => { location.hash = to; }, hash);
+    const button = page.getByRole('button', { name: 'Cancel job', exact: true });
+    await button.waitFor();
+    // The job is running: the page says its host stops it.
+    await button.click();
+    await page.locator('dialog#confirm').waitFor({ state: 'visible' });
+    assert.match(await page.locator('dialog#confirm').textContent(), /running/);
+    await page.locator('#confirm-cancel').click();
+    await button.click();
+    await confirmDialog('Cancel job');
+    await until('the cancel to be reported', async () => /Cancelled job/.test(await page.locator('#toast').textContent()));
+    // The page reads the job again: dead, with who cancelled it and its one attempt.
+    await until('the job to show as cancelled', async () => {
+      const facts = await page.locator('dl.facts').allTextContents();
+      return facts.some((text) => text.includes('Cancelled by') && text.includes('api'));
+    });
+    assert.deepEqual(await attemptOutcomes(), [['1', 'cancelled']]);
+    await page.getByRole('button', { name: 'Replay', exact: true }).waitFor();
   });
 
   it('rolls a handler back to its first version, after confirmation', TEST, async () => {
