@@ -390,3 +390,56 @@ async fn a_cancel_page_resumes_from_its_cursor_and_refuses_one_it_cannot_read() 
         .unwrap_err();
     assert!(err.to_string().contains("1 to"), "{err}");
 }
+
+#[tokio::test]
+async fn a_cancel_page_leaves_jobs_out_of_step_and_sets_of_another_type_as_they_are() {
+    let (server, client) = start().await;
+    client
+        .enqueue_bulk(
+            "q",
+            &[
+                NewJob::new("a", vec![]).with_id("plain"),
+                NewJob::new("a", vec![])
+                    .with_id("odd")
+                    .with_delay(Duration::from_secs(600)),
+                NewJob::new("a", vec![]).with_id("grouped").with_group("g9"),
+            ],
+        )
+        .await
+        .unwrap();
+    let keys = QueueKeys::new("q").unwrap();
+    let mut conn = server.connection().await;
+    // `odd` sits in `delayed` but its hash says waiting in group g7; g9's waiting set is a
+    // string (edited by hand) while g9 is in `groups`.
+    let () = redis::cmd("HSET")
+        .arg(keys.job("odd"))
+        .arg("state")
+        .arg("waiting")
+        .arg("group")
+        .arg("g7")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let g9 = keys.group_waiting("g9");
+    let () = redis::cmd("DEL")
+        .arg(&g9)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg(&g9)
+        .arg("by hand")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (cancelled, _) = cancel_all(&client, &CancelFilter::Handler("a".into()), 10).await;
+    assert_eq!(cancelled, BTreeSet::from(["plain".to_string()]));
+    let odd = client.get("q", "odd").await.unwrap().unwrap();
+    assert_eq!(odd.state, JobState::Waiting, "left for queue check");
+    let still: String = redis::cmd("GET")
+        .arg(&g9)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(still, "by hand");
+}

@@ -56,31 +56,35 @@ local now = now_ms()
 local plan, cancelled, examined = { dead = {}, cancelled = {} }, {}, 0
 local field = kind == 'group' and 4 or 8
 
--- Looks at the ids of a ZSCAN reply (member, score pairs) and cancels those that match.
-local function look(batch)
+-- Looks at the ids of a ZSCAN reply (member, score pairs) of the set of state `want` and
+-- cancels those that match. A job whose hash names another state (or, waiting, another set)
+-- is out of step and left to `queue check`: cancel_job writes only to the set scanned.
+local function look(batch, want, group)
   for j = 1, #batch, 2 do
     local id = batch[j]
     examined = examined + 1
     local f = read_job(prefix .. id, CANCEL_FIELDS, NO_FIELDS)
-    if f and f[field] == name and (f[1] == 'waiting' or f[1] == 'delayed' or f[1] == 'retry')
+    if f and f[field] == name and f[1] == want
+        and (want ~= 'waiting' or (f[4] or '') == group)
         and cancel_job(prefix, id, f, now, by, reason, plan, K) == 'cancelled' then
       cancelled[#cancelled + 1] = id
     end
   end
 end
 
--- Scans `key` from `from` until it is done or the page is full: the cursor to resume at
--- ('0' when done). A key that is not a sorted set (a group's, edited by hand) has nothing to
--- cancel.
-local function scan(key, from)
+-- Scans `key`, the set of state `want` (waiting: of `group`, '' for none), from `from` until
+-- it is done or the page is full: the cursor to resume at ('0' when done). A key that is not a
+-- sorted set (a group's, edited by hand) has nothing to cancel.
+local function scan(key, from, want, group)
   repeat
     local r = redis.pcall('ZSCAN', key, from, 'COUNT', limit - examined)
     if r.err then return '0' end
     from = r[1]
-    look(r[2])
+    look(r[2], want, group)
   until from == '0' or examined >= limit
   return from
 end
+local STATE_OF = { w = 'waiting', d = 'delayed', r = 'retry' }
 
 local next_cursor = '0'
 local started = false
@@ -88,7 +92,8 @@ for _, p in ipairs(phases) do
   if p == phase then started = true end
   if started and next_cursor == '0' then
     if p ~= 'g' then
-      local from = scan(sets[p], p == phase and at or '0')
+      local from = scan(sets[p], p == phase and at or '0', STATE_OF[p],
+        (p == 'w' and kind == 'group') and name or '')
       if from ~= '0' then next_cursor = p .. ':' .. from end
     else
       -- Every group's waiting set, the groups scanned from `groups`.
@@ -114,7 +119,8 @@ for _, p in ipairs(phases) do
             if examined >= limit then
               next_cursor = 'g:' .. outer .. ':0:' .. groups[j]
             else
-              local from = scan(K.gprefix .. groups[j] .. ':waiting', group_from)
+              local from = scan(K.gprefix .. groups[j] .. ':waiting', group_from, 'waiting',
+                groups[j])
               group_from = '0'
               if from ~= '0' then next_cursor = 'g:' .. outer .. ':' .. from .. ':' .. groups[j] end
             end
