@@ -110,7 +110,7 @@ const COUNTS_KEYS: &[Key] = &[
 
 /// The transitions in the function library: name, Lua body, and the keys it takes. A body
 /// reads `KEYS` and `ARGV` as a script's would; the library sets both before running it.
-const BODIES: [(&str, &str, &[Key]); 24] = [
+const BODIES: [(&str, &str, &[Key]); 25] = [
     ("fetch", include_str!("scripts/fetch.lua"), FETCH_KEYS),
     (
         "extend",

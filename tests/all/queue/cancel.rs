@@ -443,3 +443,30 @@ async fn a_cancel_page_leaves_jobs_out_of_step_and_sets_of_another_type_as_they_
         .unwrap();
     assert_eq!(still, "by hand");
 }
+
+#[tokio::test]
+async fn cancelling_a_running_job_gives_its_group_slot_back() {
+    let (_server, client) = start().await;
+    let config = wasmq::queue::QueueConfig {
+        group_concurrency: Some(1),
+        ..wasmq::queue::QueueConfig::default()
+    };
+    client.set_config("q", &config).await.unwrap();
+    client
+        .enqueue_bulk(
+            "q",
+            &[
+                NewJob::new("h", vec![]).with_id("first").with_group("g"),
+                NewJob::new("h", vec![]).with_id("second").with_group("g"),
+            ],
+        )
+        .await
+        .unwrap();
+    let first = fetch_one(&client, "q").await;
+    assert_eq!(first.id, "first");
+    // The group is at its limit of one running job.
+    assert!(client.fetch("q", 1, LEASE, HOST).await.unwrap().is_empty());
+    client.cancel("q", &["first".to_string()]).await.unwrap();
+    let second = fetch_one(&client, "q").await;
+    assert_eq!(second.id, "second");
+}

@@ -53,7 +53,7 @@ wrong = type_error(K.waiting, 'zset', K.delayed, 'zset', K.retry, 'zset', K.grou
 if wrong then return wrong end
 local by, reason = cancel_text(ARGV[1]), cancel_text(ARGV[2])
 local now = now_ms()
-local plan, cancelled, examined = { dead = {}, cancelled = {} }, {}, 0
+local plan, cancelled, examined = { dead = {}, cancelled = {}, freed = {} }, {}, 0
 local field = kind == 'group' and 4 or 8
 
 -- Looks at the ids of a ZSCAN reply (member, score pairs) of the set of state `want` and

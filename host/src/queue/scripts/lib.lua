@@ -1297,7 +1297,7 @@ end
 -- dead-lettered with outcome `cancelled`, never deleted, so that its history stays and
 -- `replay` can run it again. The fields a cancel reads, in this order.
 local CANCEL_FIELDS = { 'state', 'lease_token', 'attempt', 'group', 'history', 'started_at',
-  'host', 'handler' }
+  'host', 'handler', 'group_slot' }
 -- The most bytes of a cancel's `by` and `reason` kept.
 local MAX_CANCEL_TEXT = 256
 
@@ -1327,9 +1327,11 @@ end
 -- as cancel_record does, and tells its holder on `K.channel` (a PUBLISH of '<token> <id>',
 -- which the host that runs it hears and stops the attempt on; a host that misses it stops
 -- the attempt when its next heartbeat, extend.lua, is refused). This is the one place an
--- active job is cancelled: whatever a running job holds (a group's slot) is given back here.
+-- active job is cancelled: whatever a running job holds is given back here (its group's
+-- slot: noted in plan.freed, which the caller gives back with give_back_group_slots).
 local function cancel_active(prefix, id, f, now, by, reason, plan, K)
   redis.call('ZREM', K.active, id)
+  note_group_slot(plan.freed, f[9], id)
   cancel_record(prefix, id, f, now, by, reason, plan, true)
   -- A notification is a hint: the heartbeat is the fallback, so nothing about it may fail
   -- the call after its writes.

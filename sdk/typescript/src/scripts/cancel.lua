@@ -3,7 +3,8 @@
 -- `last_outcome` `cancelled`, `cancelled_by`, `cancel_reason` and a history entry (outcome
 -- `cancelled`), is not retried, and `replay` can run it again (cancel_job in lib.lua). An
 -- active job's lease ends here (cancel_active in lib.lua): its holder's later calls under
--- that lease are refused, and the holder is told on the cancel channel to stop the attempt.
+-- that lease are refused, its group slot (group concurrency) is given back, and the holder is
+-- told on the cancel channel to stop the attempt.
 -- Completed and dead jobs are left as they are.
 --
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] waiting  KEYS[4] delayed  KEYS[5] retry
@@ -38,7 +39,7 @@ wrong = type_error(K.waiting, 'zset', K.delayed, 'zset', K.retry, 'zset', K.grou
   K.active, 'zset', K.dead, 'zset') or group_keys_error(K.gprefix, groups_read(reads, 4))
 if wrong then return wrong end
 local now = now_ms()
-local replies, plan = {}, { dead = {}, cancelled = {} }
+local replies, plan = {}, { dead = {}, cancelled = {}, freed = {} }
 for i, id in ipairs(ids) do
   local f, unusable = job_read(reads, i, prefix .. id, CANCEL_FIELDS, NO_FIELDS)
   if not f then
@@ -48,5 +49,6 @@ for i, id in ipairs(ids) do
   end
 end
 zadd_pairs(K.dead, plan.dead)
+give_back_group_slots(prefix, plan.freed, now)
 emit(KEYS[6], cfg.events_maxlen, 'cancelled', plan.cancelled)
 return replies
