@@ -2150,3 +2150,80 @@ async fn serve_reports_whether_redis_is_up_in_its_metrics() {
     let text = scrape().await;
     assert!(text.contains("\nwasmq_redis_up 0\n"), "{text}");
 }
+
+/// A token file names its tokens: a cancel made with one records its name as `cancelled_by`
+/// (`--token`'s is `api`); a wrong token is refused, and a malformed file or a token given
+/// under two names stops the server at startup without echoing a token.
+#[tokio::test]
+async fn a_cancel_records_the_name_of_the_token_that_made_it() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(
+        &file,
+        "# who may call the API\nops   ops-token-0123456789\n\ndeploy-bot bot-token-0123456789\n",
+    )
+    .unwrap();
+    let file_arg = file.to_str().unwrap();
+    let server = ApiServer::start(&redis, &["--token", TOKEN, "--token-file", file_arg]);
+    let ops = Http::new(&server, Some("ops-token-0123456789"));
+    let bot = Http::new(&server, Some("bot-token-0123456789"));
+    let unnamed = Http::new(&server, Some(TOKEN));
+    let wrong = Http::new(&server, Some("nobody-token-01234567"));
+    let later = json!({"handler": "greet", "payload": "x", "delay_ms": 3_600_000});
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let created = unnamed
+            .post("/api/queues/api-q/jobs", later.clone())
+            .await
+            .expect(201);
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    wrong
+        .delete(&format!("/api/queues/api-q/jobs/{}", ids[0]))
+        .await
+        .error(401);
+    ops.delete(&format!("/api/queues/api-q/jobs/{}", ids[0]))
+        .await
+        .expect(200);
+    unnamed
+        .delete(&format!("/api/queues/api-q/jobs/{}", ids[1]))
+        .await
+        .expect(200);
+    let page = bot
+        .post("/api/queues/api-q/cancel", json!({"handler": "greet"}))
+        .await
+        .expect(200);
+    assert_eq!(page["cancelled"], json!([ids[2]]), "{page}");
+    for (id, by) in [(&ids[0], "ops"), (&ids[1], "api"), (&ids[2], "deploy-bot")] {
+        let job = ops
+            .get(&format!("/api/queues/api-q/jobs/{id}"))
+            .await
+            .expect(200);
+        assert_eq!(
+            (&job["state"], &job["cancelled_by"]),
+            (&json!("dead"), &json!(by)),
+            "{job}"
+        );
+    }
+
+    let url = redis.url();
+    for (text, expected) in [
+        ("ops ops-token-0123456789 extra\n", "line 1"),
+        ("ops\n", "line 1"),
+        ("# nothing\n", "names no token"),
+        (
+            "a same-token-0123456789\nb same-token-0123456789\n",
+            "another name's token",
+        ),
+        ("api other-token-0123456789\n", "given twice"),
+        ("b@d x-token-0123456789\n", "is not 1 to 64"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let stderr = refused_start(&url, &["--token", TOKEN, "--token-file", file_arg]);
+        assert!(stderr.contains(expected), "{text:?}: {stderr}");
+        for secret in ["ops-token", "same-token", "other-token", "x-token"] {
+            assert!(!stderr.contains(secret), "{text:?} leaked: {stderr}");
+        }
+    }
+}

@@ -33,22 +33,63 @@ use super::error::ApiError;
 /// The access policy of one server.
 #[derive(Debug)]
 pub(crate) struct Access {
-    token: Option<[u8; 32]>,
+    /// Each accepted token's name and digest: `--token`'s is named [`UNNAMED`], those of a
+    /// token file ([`read_token_file`]) by their lines.
+    tokens: Vec<(String, [u8; 32])>,
     /// GETs need the token too (the server listens on a non-loopback address).
     reads_need_token: bool,
 }
 
+/// Who a request came from, for what records it (a cancel's `cancelled_by`): the name of the
+/// token it carried, or [`UNNAMED`] (`--token`'s, or none on loopback).
+#[derive(Clone, Debug)]
+pub(crate) struct Caller(pub(crate) String);
+
+/// The name of `--token` (`WASMQ_API_TOKEN`), and of a request without a token.
+pub const UNNAMED: &str = "api";
+
 impl Access {
+    #[cfg(test)]
     pub(crate) fn new(token: Option<&str>, loopback: bool) -> Access {
+        let tokens: Vec<(String, String)> = token
+            .map(|t| (UNNAMED.to_string(), t.to_string()))
+            .into_iter()
+            .collect();
+        Access::with_tokens(&tokens, loopback)
+    }
+
+    /// `tokens`: (name, token) pairs, checked by [`super::ApiConfig::check`].
+    pub(crate) fn with_tokens(tokens: &[(String, String)], loopback: bool) -> Access {
         Access {
-            token: token.map(digest),
+            tokens: tokens
+                .iter()
+                .map(|(name, token)| (name.clone(), digest(token)))
+                .collect(),
             reads_need_token: !loopback,
         }
     }
 
-    fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// The name of the token `presented` is, comparing with every token in constant time.
+    fn token_named(&self, presented: &str) -> Option<&str> {
+        let presented = digest(presented);
+        let mut found = None;
+        for (name, expected) in &self.tokens {
+            if constant_time_eq(&presented, expected) && found.is_none() {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+
+    /// Whether the request may go on, and the name of the token it carried (`None`: none).
+    fn check(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<Option<&str>, ApiError> {
         if path == "/healthz" {
-            return Ok(());
+            return Ok(None);
         }
         // The dashboard's files on a non-loopback server: a browser cannot send a token with
         // a page load, and they hold no data (the page's own API calls carry the token).
@@ -57,9 +98,9 @@ impl Access {
             && (method == Method::GET || method == Method::HEAD)
             && !headers.contains_key(header::AUTHORIZATION)
         {
-            return Ok(());
+            return Ok(None);
         }
-        if let Some(expected) = &self.token {
+        if !self.tokens.is_empty() {
             let read = method == Method::GET || method == Method::HEAD;
             match headers.get(header::AUTHORIZATION) {
                 // A token that is sent is checked, even where none is needed.
@@ -73,10 +114,9 @@ impl Access {
                         .ok_or_else(|| {
                             unauthorized("the Authorization header must be Bearer <token>")
                         })?;
-                    return if constant_time_eq(&digest(presented), expected) {
-                        Ok(())
-                    } else {
-                        Err(unauthorized("the API token is wrong"))
+                    return match self.token_named(presented) {
+                        Some(name) => Ok(Some(name)),
+                        None => Err(unauthorized("the API token is wrong")),
                     };
                 }
                 None if !read || self.reads_need_token => {
@@ -94,8 +134,39 @@ impl Access {
         if !read {
             same_origin_write(headers)?;
         }
-        Ok(())
+        Ok(None)
     }
+}
+
+/// Reads a token file (`serve --token-file`, `run --api-token-file`): one `<name> <token>` per
+/// line, blank lines and `#` comments skipped. A token's name is what a request made with it
+/// records (a cancel's `cancelled_by`). Errors name the line, never its text (it holds a
+/// secret); [`super::ApiConfig::check`] checks the names and tokens.
+pub fn read_token_file(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read the token file {}: {err}", path.display()))?;
+    let mut tokens = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(name), Some(token), None) => tokens.push((name.to_string(), token.to_string())),
+            _ => {
+                return Err(format!(
+                    "{} line {}: expected `<name> <token>` (two words)",
+                    path.display(),
+                    n + 1
+                ));
+            }
+        }
+    }
+    if tokens.is_empty() {
+        return Err(format!("the token file {} names no token", path.display()));
+    }
+    Ok(tokens)
 }
 
 fn unauthorized(message: &str) -> ApiError {
@@ -216,8 +287,13 @@ pub(crate) async fn authorize(
     request: Request,
     next: Next,
 ) -> Response {
+    let mut request = request;
     match access.check(request.method(), request.uri().path(), request.headers()) {
-        Ok(()) => next.run(request).await,
+        Ok(name) => {
+            let caller = Caller(name.unwrap_or(UNNAMED).to_string());
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
         Err(err) => {
             super::error::drain(request.into_body()).await;
             err.into_response()

@@ -57,6 +57,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use auth::{UNNAMED as UNNAMED_TOKEN, read_token_file};
 pub use error::{ApiError, ErrorBody};
 /// The JSON view of a job: what `GET /api/queues/{queue}/jobs/{id}` returns, and what
 /// `wasmq job --json` prints, so the two cannot drift apart.
@@ -83,8 +84,12 @@ pub struct ApiConfig {
     /// Where to listen. Anything but a loopback address needs a token.
     pub bind: SocketAddr,
     pub redis_url: String,
-    /// The bearer token; `None` serves loopback only, without auth.
+    /// The bearer token; `None` (and no `named_tokens`) serves loopback only, without auth.
+    /// A request made with it records the name `api`.
     pub token: Option<String>,
+    /// More bearer tokens, each with the name a request made with it records (a cancel's
+    /// `cancelled_by`): (name, token) pairs, as [`read_token_file`] reads them.
+    pub named_tokens: Vec<(String, String)>,
     /// Queues `GET /api/queues` lists even before Redis has a key of theirs (a worker's
     /// `--queues`); `/metrics` reports the depth of these.
     pub queues: Vec<String>,
@@ -105,6 +110,14 @@ impl std::fmt::Debug for ApiConfig {
             .field("bind", &self.bind)
             .field("redis_url", &crate::connection::redact(&self.redis_url))
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field(
+                "named_tokens",
+                &self
+                    .named_tokens
+                    .iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<_>>(),
+            )
             .field("queues", &self.queues)
             .field("metrics", &self.metrics.is_some())
             .field("compile", &self.compile)
@@ -125,7 +138,7 @@ pub enum StartError {
     )]
     Unprotected(SocketAddr),
     #[error("invalid API token: {0}")]
-    BadToken(&'static str),
+    BadToken(String),
     #[error("invalid HTTP limits: {0}")]
     BadLimits(&'static str),
     #[error("cannot listen on {addr}{}", bind_hint(.source))]
@@ -159,16 +172,40 @@ impl ApiConfig {
     /// Refuses a configuration that would expose the API: a non-loopback address without a
     /// token, or a token that cannot be sent in a header.
     pub fn check(&self) -> Result<(), StartError> {
-        if let Some(token) = &self.token {
+        for (_, token) in self.tokens() {
             if token.trim().is_empty() {
-                return Err(StartError::BadToken("it is empty"));
+                return Err(StartError::BadToken("it is empty".into()));
             }
             if !token.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(StartError::BadToken(
-                    "use printable ASCII without spaces, so it fits an Authorization header",
+                    "use printable ASCII without spaces, so it fits an Authorization header".into(),
                 ));
             }
-        } else if !self.bind.ip().is_loopback() {
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut digests = std::collections::BTreeSet::new();
+        for (name, token) in self.tokens() {
+            let name_ok = (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !name_ok {
+                return Err(StartError::BadToken(format!(
+                    "the name {name:?} is not 1 to 64 of A-Z a-z 0-9 . _ -"
+                )));
+            }
+            if !names.insert(name.clone()) {
+                return Err(StartError::BadToken(format!(
+                    "the name {name} is given twice (`api` is the name of --token's)"
+                )));
+            }
+            if !digests.insert(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes())) {
+                return Err(StartError::BadToken(format!(
+                    "the token named {name} is another name's token too"
+                )));
+            }
+        }
+        if self.token.is_none() && self.named_tokens.is_empty() && !self.bind.ip().is_loopback() {
             return Err(StartError::Unprotected(self.bind));
         }
         if self.limits.max_connections == 0 {
@@ -182,6 +219,17 @@ impl ApiConfig {
             ));
         }
         Ok(())
+    }
+}
+
+impl ApiConfig {
+    /// Every accepted token with its name: `--token`'s (`api`) first.
+    fn tokens(&self) -> Vec<(String, String)> {
+        let unnamed = self
+            .token
+            .iter()
+            .map(|token| (auth::UNNAMED.to_string(), token.clone()));
+        unnamed.chain(self.named_tokens.iter().cloned()).collect()
     }
 }
 
@@ -453,8 +501,8 @@ impl Server {
             runtime: OnceCell::new(),
             deploys: Semaphore::new(1),
         });
-        let access = Arc::new(auth::Access::new(
-            config.token.as_deref(),
+        let access = Arc::new(auth::Access::with_tokens(
+            &config.tokens(),
             addr.ip().is_loopback(),
         ));
         let (router, _doc) = routes().split_for_parts();

@@ -99,6 +99,10 @@ pub struct RunArgs {
     /// or `api_token` in --config: flags show in `ps`).
     #[arg(long, env = "WASMQ_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// File of more API tokens, one `<name> <token>` per line: a request made with one records
+    /// its name (who cancelled a job); --api-token's name is `api`. Keep the file private.
+    #[arg(long, env = "WASMQ_API_TOKEN_FILE")]
+    pub api_token_file: Option<std::path::PathBuf>,
     /// Webhook that gets alerts: dead-lettered jobs, queue backlogs (see docs/alerts.md; more
     /// settings, e-mail and digests in the [alerts] table of --config).
     #[arg(long, env = "WASMQ_ALERT_WEBHOOK", hide_env_values = true)]
@@ -331,6 +335,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
                 bind,
                 redis_url: config.redis_url.clone(),
                 token: args.api_token.clone().or(file.api_token),
+                named_tokens: super::serve::named_tokens(args.api_token_file.as_deref())?,
                 queues: config.queues.clone(),
                 metrics: Some(metrics.clone()),
                 compile: config.runtime.compile.clone(),

@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// Bearer token the API requires (prefer the environment variable: flags show in `ps`).
     #[arg(long, env = "WASMQ_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// File of more tokens, one `<name> <token>` per line: a request made with one records
+    /// its name (who cancelled a job); `--token`'s name is `api`. Keep the file private.
+    #[arg(long, env = "WASMQ_API_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub limits: HttpLimitArgs,
     /// Queues to list in GET /api/queues besides those found in Redis, comma-separated.
@@ -37,6 +41,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         bind: args.http,
         redis_url: args.redis.url.clone(),
         token: args.token,
+        named_tokens: named_tokens(args.token_file.as_deref())?,
         queues: args.queues,
         metrics: None,
         compile: args.compile.config(None, None)?,
@@ -52,6 +57,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("serving the HTTP API on {addr}"))?;
     Ok(0)
+}
+
+/// The tokens of `--token-file` / `--api-token-file` (none without one).
+pub(super) fn named_tokens(
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    match file {
+        Some(path) => crate::api::read_token_file(path).map_err(anyhow::Error::msg),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// How much of the HTTP API one client can hold (`serve`, `run --http`).

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -14,12 +14,9 @@ use super::{
     ApiState, JSON_BODY_LIMIT, JobPage, JobStateName, JobView, check_id, check_queue, job_view,
     page,
 };
+use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ErrorBody, ReadErrors, WriteErrors, read_json};
 use crate::queue::{CancelBy, CancelFilter, CancelOutcome, JobState, MAX_CANCEL_PAGE};
-
-/// Who a cancel through the API is recorded as (`cancelled_by`): the server has one API
-/// token, which has no other name.
-pub const API_CANCEL_BY: &str = "api";
 
 /// One job: state, attempts, history, payload and result.
 #[utoipa::path(
@@ -91,12 +88,13 @@ pub struct CancelQuery {
 )]
 pub(crate) async fn cancel_job(
     State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
     Path((queue, id)): Path<(String, String)>,
     Query(query): Query<CancelQuery>,
 ) -> Result<Json<CancelResponse>, ApiError> {
     check_queue(&queue)?;
     check_id(&id)?;
-    let who = CancelBy::new(API_CANCEL_BY, query.reason.unwrap_or_default());
+    let who = CancelBy::new(&caller.0, query.reason.unwrap_or_default());
     let outcome = state
         .client
         .cancel_by(&queue, std::slice::from_ref(&id), &who)
@@ -167,6 +165,7 @@ pub struct CancelPageResponse {
 )]
 pub(crate) async fn cancel_matching(
     State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
     Path(queue): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -188,7 +187,7 @@ pub(crate) async fn cancel_matching(
             "limit must be 1 to {MAX_CANCEL_PAGE}"
         )));
     }
-    let who = CancelBy::new(API_CANCEL_BY, request.reason.unwrap_or_default());
+    let who = CancelBy::new(&caller.0, request.reason.unwrap_or_default());
     let page = state
         .client
         .cancel_matching(&queue, &filter, &who, request.cursor.as_deref(), limit)
