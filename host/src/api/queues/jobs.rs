@@ -65,8 +65,8 @@ pub struct CancelQuery {
 /// Cancel a job.
 ///
 /// A waiting, delayed (sleeping too), retry or running job. It is dead-lettered with outcome
-/// `cancelled`, `cancelled_by` `api` and the reason given, keeps its history and is not
-/// retried; a running job's attempt is stopped on its host within 100 ms, and nothing it
+/// `cancelled`, `cancelled_by` the name of the request's token (`api` for the unnamed one)
+/// and the reason given, keeps its history and is not retried; a running job's attempt is stopped on its host within 100 ms, and nothing it
 /// would have written (result, children, pending steps) is.
 #[utoipa::path(
     delete,
