@@ -57,7 +57,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{UNNAMED as UNNAMED_TOKEN, read_token_file};
+pub use auth::read_token_file;
 pub use error::{ApiError, ErrorBody};
 /// The JSON view of a job: what `GET /api/queues/{queue}/jobs/{id}` returns, and what
 /// `wasmq job --json` prints, so the two cannot drift apart.
@@ -189,20 +189,23 @@ impl ApiConfig {
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            // Names are not echoed: a line written token first would show its token.
             if !name_ok {
-                return Err(StartError::BadToken(format!(
-                    "the name {name:?} is not 1 to 64 of A-Z a-z 0-9 . _ -"
-                )));
+                return Err(StartError::BadToken(
+                    "a token's name is not 1 to 64 of A-Z a-z 0-9 . _ - (a token file's \
+                     lines are `<name> <token>`)"
+                        .into(),
+                ));
             }
             if !names.insert(name.clone()) {
-                return Err(StartError::BadToken(format!(
-                    "the name {name} is given twice (`api` is the name of --token's)"
-                )));
+                return Err(StartError::BadToken(
+                    "a token's name is given twice (`api` is the name of --token's)".into(),
+                ));
             }
             if !digests.insert(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes())) {
-                return Err(StartError::BadToken(format!(
-                    "the token named {name} is another name's token too"
-                )));
+                return Err(StartError::BadToken(
+                    "one token is given under two names".into(),
+                ));
             }
         }
         if self.token.is_none() && self.named_tokens.is_empty() && !self.bind.ip().is_loopback() {
