@@ -76,7 +76,11 @@ fn noop_job_path(c: &mut Criterion) {
     group.bench_function(name, |b| {
         b.to_async(&tokio).iter(|| async {
             let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-            let span = telemetry::process_span("bench", "bench", "noop", 1, Some(tp), None);
+            // As the executor does: the start time only when tracing is on.
+            let started = telemetry::tracer().map(|_| std::time::SystemTime::now());
+            let span = started.and_then(|started| {
+                telemetry::process_span("bench", "bench", "noop", 1, Some(tp), None, started)
+            });
             let running = runtime.run(&handler, job.clone(), &limits);
             let report = match &span {
                 Some(span) => {

@@ -325,7 +325,8 @@ pub fn traceparent(context: &SpanContext) -> Option<(String, Option<String>)> {
     Some((header, Some(state).filter(|s| !s.is_empty())))
 }
 
-/// An attempt's `process` span (OpenTelemetry messaging conventions), when tracing is on.
+/// An attempt's `process` span (OpenTelemetry messaging conventions), started at `started`,
+/// when tracing is on.
 /// Its parent is the job's trace context on the first attempt; a later attempt is a new root
 /// *linked* to that context, so a retry hours later does not stretch the producer's trace.
 pub fn process_span(
@@ -335,12 +336,14 @@ pub fn process_span(
     attempt: u32,
     traceparent: Option<&str>,
     tracestate: Option<&str>,
+    started: std::time::SystemTime,
 ) -> Option<SdkSpan> {
     let tracer = tracer()?;
     let producer = traceparent.and_then(|t| span_context(t, tracestate));
     let mut builder = tracer
         .span_builder(format!("process {queue}"))
         .with_kind(SpanKind::Consumer)
+        .with_start_time(started)
         .with_attributes([
             KeyValue::new("messaging.system", "wasmq"),
             KeyValue::new("messaging.destination.name", queue.to_string()),
@@ -634,6 +637,34 @@ pub fn sql_span(
     label: &str,
     namespace: Option<&str>,
 ) -> Option<SdkSpan> {
+    let name = match (operation, namespace) {
+        (Some(op), Some(ns)) => format!("{op} {ns}"),
+        (Some(op), None) => op.to_string(),
+        (None, Some(ns)) => ns.to_string(),
+        (None, None) => "postgresql".to_string(),
+    };
+    database_span(name, operation, label, namespace)
+}
+
+/// The span of a handler's `connection.open` of a granted database: the wait for a pooled
+/// connection (and its connect, when the pool has none idle), when tracing is on and the
+/// attempt has a span. Attributes as [`sql_span`]'s, with no operation. End it with
+/// [`end_sql`].
+pub fn sql_connect_span(label: &str, namespace: Option<&str>) -> Option<SdkSpan> {
+    database_span(
+        format!("connect {}", namespace.unwrap_or(label)),
+        None,
+        label,
+        namespace,
+    )
+}
+
+fn database_span(
+    name: String,
+    operation: Option<&'static str>,
+    label: &str,
+    namespace: Option<&str>,
+) -> Option<SdkSpan> {
     let tracer = tracer()?;
     let parent = Context::current();
     if !parent.has_active_span() {
@@ -649,12 +680,6 @@ pub fn sql_span(
     if let Some(namespace) = namespace {
         attributes.push(KeyValue::new("db.namespace", namespace.to_string()));
     }
-    let name = match (operation, namespace) {
-        (Some(op), Some(ns)) => format!("{op} {ns}"),
-        (Some(op), None) => op.to_string(),
-        (None, Some(ns)) => ns.to_string(),
-        (None, None) => "postgresql".to_string(),
-    };
     Some(
         tracer
             .span_builder(name)

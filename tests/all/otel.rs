@@ -663,9 +663,18 @@ async fn an_attempt_has_instantiate_and_run_spans_and_each_sql_statement_a_span_
     // keyword, upper-cased), the database's name and label; a failed one its SQLSTATE.
     let mut statements: Vec<&Span> = spans
         .iter()
-        .filter(|s| attribute(s, "db.system.name").is_some())
+        .filter(|s| attribute(s, "db.system.name").is_some() && !s.name.starts_with("connect "))
         .collect();
     statements.sort_by_key(|s| s.start_time_unix_nano);
+    // Before them, the wait for a pooled connection (`connection.open`), under the run too.
+    let connect = the_one(&spans, "connect postgres");
+    assert_eq!(connect.parent_span_id, run.span_id);
+    assert_eq!(
+        attribute(connect, "wasmq.database").as_deref(),
+        Some("main")
+    );
+    assert!(attribute(connect, "db.operation.name").is_none());
+    assert!(connect.end_time_unix_nano <= statements[0].start_time_unix_nano);
     let seen: Vec<(String, Option<String>)> = statements
         .iter()
         .map(|s| (s.name.clone(), attribute(s, "db.response.status_code")))
@@ -1032,4 +1041,159 @@ async fn a_job_the_rust_client_enqueues_without_a_context_gets_its_send_span_whe
             hex(&send.span_id)
         ))
     );
+}
+
+/// A component whose start code (`_initialize`, run while it is instantiated) logs
+/// `starting up`; its `handle` returns the payload.
+fn start_logger() -> Vec<u8> {
+    crate::corpus::table::Wat {
+        imports: r#"(import "wasmq:job/context@0.1.0" "log"
+                      (func $log (param i32 i32 i32)))"#,
+        memory: r#"(memory (export "memory") 1)"#,
+        items: r#"(data (i32.const 512) "starting up")
+                  (func (export "_initialize")
+                    (call $log (i32.const 2) (i32.const 512) (i32.const 11)))"#,
+        body: crate::corpus::table::RETURN_PAYLOAD,
+    }
+    .component()
+}
+
+/// The `process` spans of job `id`.
+fn processes_of<'a>(spans: &'a [Span], id: &str) -> Vec<&'a Span> {
+    spans
+        .iter()
+        .filter(|s| {
+            s.name.starts_with("process ")
+                && attribute(s, "messaging.message.id").as_deref() == Some(id)
+        })
+        .collect()
+}
+
+/// The spans whose parent is `parent`.
+fn children_of<'a>(spans: &'a [Span], parent: &Span) -> Vec<&'a Span> {
+    spans
+        .iter()
+        .filter(|s| s.parent_span_id == parent.span_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn start_up_lines_a_cpu_slot_wait_and_a_deferred_start_show_in_the_spans_as_they_happened() {
+    const STARTQ: &str = "traced-start";
+    let receiver = OtlpReceiver::start().await;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, STARTQ).await;
+    let dir = tempfile::tempdir().unwrap();
+    let logger = dir.path().join("start-logger.wasm");
+    std::fs::write(&logger, start_logger()).unwrap();
+    let endpoint = receiver.endpoint();
+    // `echo` may start once a minute: its second job is deferred, uncounted.
+    let toml = format!(
+        "[handlers.echo]\npath = {:?}\nthrottle = \"1/60s\"\n",
+        guests::rust("echo")
+    );
+    let _host = HostProcess::builder(&redis.url())
+        .config(&toml)
+        .envs(&[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ])
+        .args([
+            "--queues",
+            STARTQ,
+            "--handler",
+            &format!("starts={}", logger.display()),
+            "--handler",
+            &handler("hostile", "hostile"),
+        ])
+        .start();
+    let enqueue = |id: &'static str, job: NewJob| {
+        let client = client.clone();
+        async move {
+            let job = job.with_id(id).with_traceparent(TRACEPARENT);
+            client.enqueue(STARTQ, &job).await.unwrap();
+        }
+    };
+
+    // Lines logged while the component starts are events of the `instantiate` span.
+    enqueue("s-1", NewJob::new("starts", b"x".to_vec())).await;
+    state_of(&client, STARTQ, "s-1", JobState::Completed).await;
+
+    // A start the throttle defers is not an attempt: no `process` span for it.
+    enqueue("t-1", NewJob::new("echo", b"x".to_vec())).await;
+    state_of(&client, STARTQ, "t-1", JobState::Completed).await;
+    enqueue("t-2", NewJob::new("echo", b"x".to_vec())).await;
+    state_of(&client, STARTQ, "t-2", JobState::Delayed).await;
+
+    // Two attempts that run long (a busy loop stopped by its 30 ms timeout) make the
+    // handler's next attempt start long: it waits for a CPU slot first, a `wait` span.
+    for id in ["h-1", "h-2", "h-3"] {
+        let job = NewJob::new("hostile", b"clock-spin".to_vec())
+            .with_timeout(Duration::from_millis(30))
+            .with_max_attempts(1);
+        enqueue(id, job).await;
+        state_of(&client, STARTQ, id, JobState::Dead).await;
+    }
+
+    // Spans are exported in the order they end: once h-3's are in, t-2's deferral (which
+    // ended long before) would be too.
+    let spans = spans_when(&receiver, "the spans of h-3", |spans| {
+        processes_of(spans, "h-3")
+            .first()
+            .is_some_and(|p| children_of(spans, p).len() >= 3)
+    })
+    .await;
+
+    let started = processes_of(&spans, "s-1");
+    assert_eq!(started.len(), 1, "{spans:#?}");
+    let children = children_of(&spans, started[0]);
+    let instantiate = children
+        .iter()
+        .find(|s| s.name == "instantiate")
+        .unwrap_or_else(|| panic!("no instantiate span: {children:#?}"));
+    assert_eq!(
+        log_events(instantiate),
+        [("info".to_string(), "starting up".to_string())]
+    );
+    let run = children.iter().find(|s| s.name == "run").unwrap();
+    assert!(log_events(run).is_empty(), "{run:#?}");
+
+    assert_eq!(processes_of(&spans, "t-1").len(), 1, "{spans:#?}");
+    assert_eq!(
+        processes_of(&spans, "t-2"),
+        Vec::<&Span>::new(),
+        "a deferred start has no process span"
+    );
+    let t2 = client.get(STARTQ, "t-2").await.unwrap().unwrap();
+    assert_eq!(t2.attempt, 0, "the deferred start is not counted");
+
+    let long = processes_of(&spans, "h-3");
+    assert_eq!(long.len(), 1, "{spans:#?}");
+    let names: Vec<&str> = children_of(&spans, long[0])
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(names.contains(&"wait"), "h-3: {names:?}");
+    assert!(
+        names.contains(&"instantiate") && names.contains(&"run"),
+        "{names:?}"
+    );
+    let wait = the_one(&spans, "wait");
+    let instantiate = children_of(&spans, long[0])
+        .into_iter()
+        .find(|s| s.name == "instantiate")
+        .unwrap();
+    assert!(wait.end_time_unix_nano <= instantiate.start_time_unix_nano);
+    // The first attempts did not start long.
+    for id in ["h-1", "h-2"] {
+        let first = processes_of(&spans, id);
+        assert_eq!(first.len(), 1);
+        assert!(
+            !children_of(&spans, first[0])
+                .iter()
+                .any(|s| s.name == "wait"),
+            "{id}"
+        );
+    }
 }

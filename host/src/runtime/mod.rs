@@ -665,7 +665,13 @@ impl Runtime {
         // inside host calls (a guest blocked in a WASI poll), which epochs cannot interrupt.
         let (result, busy) = cpu::timed(limits.timeout, async {
             if setup.start_long {
+                // A `wait` span: the handler's attempts run long, so this one waits for a
+                // CPU slot before it starts (cpu.rs).
+                let span = telemetry::child_span("wait", Vec::new());
                 cpu::wait_for_slot(slots, &setup.cpu_slot).await;
+                if let Some(span) = span {
+                    telemetry::end_span(span, None);
+                }
             }
             let instance = instantiate(handler, &mut store, &mut instantiation).await?;
             call(instance, &mut store, &job).await
@@ -754,19 +760,24 @@ struct Setup {
 type Returned = wasmtime::Result<Result<Vec<u8>, JobError>>;
 
 /// Step 2: a fresh instance of the handler, timed into `took`; an `instantiate` span of the
-/// attempt's when tracing is on.
+/// attempt's when tracing is on, whose events are the lines the component's start code logs.
 async fn instantiate(
     handler: &Handler,
     store: &mut Store<HostState>,
     took: &mut Duration,
 ) -> wasmtime::Result<bindings::Handler> {
-    let span = telemetry::child_span("instantiate", Vec::new());
+    // With no span (tracing off), nothing more than the instantiation itself.
+    let traced = telemetry::child_span("instantiate", Vec::new()).map(|span| {
+        let log = store.data().log.clone();
+        capture::lock(&log).set_events(LogEvents::new(span));
+        log
+    });
     let started = Instant::now();
     let instance = handler.pre.instantiate_async(&mut *store).await;
     *took = started.elapsed();
-    if let Some(span) = span {
+    if let Some(events) = traced.and_then(|log| capture::lock(&log).take_events()) {
         let failed = instance.as_ref().err().map(|_| "instantiation failed");
-        telemetry::end_span(span, failed);
+        telemetry::end_span(events.into_span(), failed);
     }
     instance
 }

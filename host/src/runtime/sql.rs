@@ -552,10 +552,18 @@ impl sql::HostConnection for HostState {
             )));
         }
         let started = Instant::now();
+        let span = crate::telemetry::tracer()
+            .and_then(|_| crate::telemetry::sql_connect_span(&database, db.namespace.as_deref()));
         let taken = tokio::time::timeout_at(self.deadline.into(), db.pool.get()).await;
+        let failed = |span: Option<crate::telemetry::SdkSpan>, class: &str| {
+            if let Some(span) = span {
+                crate::telemetry::end_sql(span, Some(("", class)));
+            }
+        };
         let client = match taken {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => {
+                failed(span, SqlOutcome::ConnectionFailed.as_str());
                 let why = match e {
                     deadpool::managed::PoolError::Backend(why) => why,
                     other => other.to_string(),
@@ -567,6 +575,7 @@ impl sql::HostConnection for HostState {
                 )));
             }
             Err(_elapsed) => {
+                failed(span, SqlOutcome::ConnectionFailed.as_str());
                 self.caps
                     .observe_sql(&database, SqlOutcome::ConnectionFailed, started.elapsed());
                 return Err(sql::Error::ConnectionFailed(format!(
@@ -575,6 +584,9 @@ impl sql::HostConnection for HostState {
                 )));
             }
         };
+        if let Some(span) = span {
+            crate::telemetry::end_sql(span, None);
+        }
         let handle = self
             .table
             .push(SqlConnection {

@@ -221,16 +221,20 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// One attempt of `job` in `slot`, from its trace span to its ack (see the module docs).
 async fn run(shared: Arc<Shared>, mut job: LeasedJob, slot: Slot, mut ahead: Ahead) {
-    let span = telemetry::process_span(
-        &job.queue,
-        &job.id,
-        &job.handler,
-        job.attempt,
-        job.traceparent.as_deref(),
-        job.tracestate.as_deref(),
-    );
+    // With tracing on, the attempt's `process` span starts here, but is made only once the
+    // attempt starts (see [`attempt`]) or fails without starting.
+    let started = telemetry::tracer().map(|_| std::time::SystemTime::now());
+    let mut span = None;
+    let outcome = attempt_holding_ahead(&shared, &mut job, &mut ahead, started, &mut span).await;
+    if let (None, Some(started), Err(NotRun::Unknown(_) | NotRun::MissingSecret { .. })) =
+        (&span, started, &outcome)
+    {
+        // A counted attempt that could not start (unknown handler, missing secret) still has
+        // its span, ended at once. One that was deferred (compiling, throttled) has none: it
+        // was not an attempt (uncounted), and its job gets its span when it runs.
+        span = process_span_of(&job, started);
+    }
     let trace = children_trace(&job, span.as_ref());
-    let outcome = attempt_in_span(&shared, &mut job, &mut ahead, span.as_ref()).await;
     // Only a success whose ack can be recorded now keeps its slot for the queue's next job: a
     // slot must not wait for an ack that Redis is refusing.
     let mut ok = matches!(
@@ -283,26 +287,30 @@ fn children_trace(
         )
 }
 
-/// Runs the attempt with `span` (if any) as the current trace context. When jobs are leased
-/// ahead for the slot and this one turns out long ([`hold_ahead`]), gives them back so that
-/// another slot or host runs them.
-async fn attempt_in_span(
+/// The attempt's `process` span, started at `started` (when tracing is on).
+fn process_span_of(job: &LeasedJob, started: std::time::SystemTime) -> Option<telemetry::SdkSpan> {
+    telemetry::process_span(
+        &job.queue,
+        &job.id,
+        &job.handler,
+        job.attempt,
+        job.traceparent.as_deref(),
+        job.tracestate.as_deref(),
+        started,
+    )
+}
+
+/// Runs the attempt ([`attempt`], which makes its span in `span` when it starts). When jobs
+/// are leased ahead for the slot and this one turns out long ([`hold_ahead`]), gives them back
+/// so that another slot or host runs them.
+async fn attempt_holding_ahead(
     shared: &Arc<Shared>,
     job: &mut LeasedJob,
     ahead: &mut Ahead,
-    span: Option<&telemetry::SdkSpan>,
+    started: Option<std::time::SystemTime>,
+    span: &mut Option<telemetry::SdkSpan>,
 ) -> Result<Ran, NotRun> {
-    let cx = span.map(|span| {
-        opentelemetry::Context::new().with_remote_span_context(span.span_context().clone())
-    });
-    let running = async {
-        match cx {
-            Some(cx) => {
-                opentelemetry::context::FutureExt::with_context(attempt(shared, job), cx).await
-            }
-            None => attempt(shared, job).await,
-        }
-    };
+    let running = attempt(shared, job, started, span);
     tokio::pin!(running);
     if ahead.jobs.is_empty() {
         return running.await;
@@ -564,8 +572,15 @@ enum NotRun {
     },
 }
 
-/// Runs the attempt, if this host can run the job's handler now.
-async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, NotRun> {
+/// Runs the attempt, if this host can run the job's handler now. With tracing on
+/// (`started` given), the attempt's `process` span is made in `span` once the attempt starts,
+/// and is the current trace context of its run (the parent of what the guest does).
+async fn attempt(
+    shared: &Arc<Shared>,
+    job: &mut LeasedJob,
+    started: Option<std::time::SystemTime>,
+    span: &mut Option<telemetry::SdkSpan>,
+) -> Result<Ran, NotRun> {
     let loaded = handler_for(shared, job)?;
     let payload = std::mem::take(&mut job.payload);
     let _handler_permit = match &loaded.limit {
@@ -578,7 +593,14 @@ async fn attempt(shared: &Arc<Shared>, job: &mut LeasedJob) -> Result<Ran, NotRu
         // Not started: the job goes back to wait (suspend.lua with no field), uncounted.
         return Ok(Ran::not_started(loaded, wait));
     }
-    Ok(run_in_sandbox(shared, job, loaded, payload).await)
+    *span = started.and_then(|started| process_span_of(job, started));
+    let Some(cx) = span.as_ref().map(|span| {
+        opentelemetry::Context::new().with_remote_span_context(span.span_context().clone())
+    }) else {
+        return Ok(run_in_sandbox(shared, job, loaded, payload).await);
+    };
+    let running = run_in_sandbox(shared, job, loaded, payload);
+    Ok(opentelemetry::context::FutureExt::with_context(running, cx).await)
 }
 
 /// The handler version that runs `job` on this host, or why it cannot run here now.
