@@ -172,7 +172,9 @@ impl ApiConfig {
     /// Refuses a configuration that would expose the API: a non-loopback address without a
     /// token, or a token that cannot be sent in a header.
     pub fn check(&self) -> Result<(), StartError> {
-        for (_, token) in self.tokens() {
+        let mut names = std::collections::BTreeSet::new();
+        let mut digests = std::collections::BTreeSet::new();
+        for (name, token) in self.tokens() {
             if token.trim().is_empty() {
                 return Err(StartError::BadToken("it is empty".into()));
             }
@@ -181,10 +183,6 @@ impl ApiConfig {
                     "use printable ASCII without spaces, so it fits an Authorization header".into(),
                 ));
             }
-        }
-        let mut names = std::collections::BTreeSet::new();
-        let mut digests = std::collections::BTreeSet::new();
-        for (name, token) in self.tokens() {
             let name_ok = (1..=64).contains(&name.len())
                 && name
                     .bytes()
