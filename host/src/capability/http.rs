@@ -4,6 +4,8 @@
 //! 1. `OutboundHooks::send_request` (wasmtime-wasi-http calls it for every `handle`): the
 //!    attempt's request count, the URL (no userinfo), and the handler's [`AllowList`] decide.
 //!    A refusal is `HttpRequestDenied` in the guest, a warning in the job's span and a count.
+//!    Every request, refused or not, is an entry of the attempt's call record
+//!    (`runtime/calls.rs`: method, `scheme://authority`, status or outcome, start, duration).
 //! 2. The request goes through the handler version's pooled client ([`HttpClient`]): the
 //!    host resolves the name itself and keeps only the addresses `ssrf` permits
 //!    ([`PolicyResolver`]); the connection is made to one of those (no second lookup); at
