@@ -274,6 +274,13 @@ async fn each_attempt_records_its_requests_and_queries_in_order_and_nothing_secr
         );
     }
 
+    // `wasmq job` lists each attempt's calls under it.
+    let shown = ok(&wasmq(&redis, &["job", Q, "w-1"]));
+    let provider_line = format!("POST {} -> 500", api.origin());
+    assert!(shown.contains(&provider_line), "{shown}");
+    assert!(shown.contains("sql INSERT (main) -> ok"), "{shown}");
+    assert!(!shown.contains(URL_TOKEN), "{shown}");
+
     // The job view of the API shows them too.
     let view: Value = web
         .get(format!("http://{http}/api/queues/{Q}/jobs/w-1"))

@@ -4,6 +4,10 @@
 //! docs/observability.md). The acker sends it with the attempt's end, and the scripts write
 //! it into the attempt's history entry (docs/protocol.md, "Call records").
 //!
+//! An entry is added when its call ends (a request: when its response's head came, or it
+//! failed), so a request still waiting when the attempt hit its deadline has none. Entries
+//! are put in order of start when the record is encoded.
+//!
 //! Invariants: at most [`MAX_ATTEMPT_CALLS`] entries are kept, the rest only counted; an entry
 //! holds no header, body, URL path or query, statement text, parameter or connection URL:
 //! only a method, `scheme://authority` (cut to [`MAX_TARGET_LEN`] bytes), a status or
