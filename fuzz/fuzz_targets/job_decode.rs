@@ -17,7 +17,7 @@ use std::time::Duration;
 use arbitrary::{Arbitrary, Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use redis::Value;
-use wasmq::queue::{Attempt, Backoff, Fetched, Job, JobState, LeasedJob, OwnPolicy};
+use wasmq::queue::{Attempt, Backoff, CallEntry, Fetched, Job, JobState, LeasedJob, OwnPolicy};
 use wasmq_fuzz::{fields, job_hash};
 
 fuzz_target!(|data: &[u8]| {
@@ -61,6 +61,27 @@ fn text(u: &mut Unstructured) -> Result<String> {
     String::arbitrary(u)
 }
 
+/// An attempt's call record as a history entry can hold it: absent, or at least one entry (an
+/// empty list reads as absent).
+fn calls(u: &mut Unstructured) -> Result<Option<Vec<CallEntry>>> {
+    let n = u.int_in_range(0..=3)?;
+    let mut calls = Vec::new();
+    for _ in 0..n {
+        calls.push(CallEntry {
+            kind: text(u)?,
+            at_ms: u64::arbitrary(u)?,
+            duration_ms: u64::arbitrary(u)?,
+            method: Option::arbitrary(u)?,
+            target: Option::arbitrary(u)?,
+            status: Option::arbitrary(u)?,
+            outcome: Option::arbitrary(u)?,
+            op: Option::arbitrary(u)?,
+            db: Option::arbitrary(u)?,
+        });
+    }
+    Ok((!calls.is_empty()).then_some(calls))
+}
+
 /// A job as `Job::from_hash` can produce it: times in whole ms, a timeout above zero, no
 /// empty host or group, no lease expiry (that is not in the hash).
 fn generated_job(u: &mut Unstructured) -> Result<()> {
@@ -92,6 +113,10 @@ fn generated_job(u: &mut Unstructured) -> Result<()> {
             version: Option::arbitrary(u)?,
             logs: Option::arbitrary(u)?,
             progress: Option::arbitrary(u)?,
+            calls: calls(u)?,
+            calls_dropped: Option::arbitrary(u)?,
+            sleep: Option::arbitrary(u)?,
+            sleep_ms: Option::arbitrary(u)?,
         });
     }
     let job = Job {

@@ -673,6 +673,14 @@ async fn timeline_and_durations(t: &mut Tour) {
         .unwrap();
     let job = t.client.get(TQ, "tl1").await.unwrap().unwrap();
     assert_eq!(job.history.len(), 3);
+    // The sleep is in its entry's fields (and, for older readers, its error text).
+    assert_eq!(job.history[0].sleep.as_deref(), Some("nap"));
+    assert_eq!(job.history[0].sleep_ms, Some(300));
+    assert_eq!(job.history[0].error, "sleeping 300 ms (sleep:nap)");
+    assert_eq!(
+        (job.history[1].sleep.as_deref(), job.history[1].sleep_ms),
+        (None, None)
+    );
 
     t.call("get", "/api/queues/{queue}/jobs/{id}/timeline");
     let timeline = t
@@ -682,7 +690,8 @@ async fn timeline_and_durations(t: &mut Tour) {
         .expect(200);
     assert_eq!(timeline["state"], "completed");
     assert_eq!(timeline["steps_complete"], true);
-    assert_eq!(timeline["calls_recorded"], false);
+    // Every attempt's end was recorded (none made a call): the calls are all there.
+    assert_eq!(timeline["calls_recorded"], true);
     let segments = timeline["segments"].as_array().unwrap();
     let shown: Vec<(String, Value, Value)> = segments
         .iter()

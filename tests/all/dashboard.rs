@@ -2,7 +2,9 @@
 //! real Redis) with jobs in every state, and `tests/browser/dashboard.test.mjs` driving Debian's
 //! headless Chromium through playwright-core against it. The browser test checks what the page
 //! shows against what Redis holds (passed to it here); what the page does through the API (a
-//! DLQ replay, a rollback, a schedule's pause) is checked here, in Redis, after it exits.
+//! DLQ replay, a rollback, a schedule's pause) is checked here, in Redis, after it exits. The
+//! timeline's job is welcome-email on a host of its own, with a real PostgreSQL and a loopback
+//! provider, so that its chart has SQL statements and an HTTP request in each attempt.
 //!
 //! Needs Node.js, `/usr/bin/chromium` and `tests/browser/node_modules`; `bash
 //! scripts/install-deps.sh` installs the last two, and a missing one fails the test with that
@@ -20,9 +22,12 @@ use wasmq::queue::{Backoff, Client, JobState, NewJob, QueueKeys};
 use wasmq::registry::Registry;
 use wasmq::schedule::{ScheduleSpec, Schedules};
 
+use crate::support::cli::{ok, wasmq};
+use crate::support::email_api::EmailApi;
 use crate::support::eventually;
 use crate::support::guests::{self, handler, repo_root};
 use crate::support::host::HostProcess;
+use crate::support::postgres::PgServer;
 use crate::support::redis::RedisServer;
 
 /// The queue the browser inspects and acts on; paused once its jobs have settled, so that its
@@ -35,6 +40,11 @@ const IDLE: &str = "reports";
 /// Runs a job that sleeps an hour, which the browser cancels while it runs.
 const RUN: &str = "dash-run";
 const TOKEN: &str = "dashboard-test-token-42";
+/// Runs the welcome-email job (SQL, then a POST to a provider that answers 500 once, then SQL
+/// in a transaction) on a host of its own: the job whose timeline the browser charts, with
+/// its calls.
+const CALLS: &str = "dash-calls";
+const EMAIL_KEY: &str = "ek-dash-5150";
 /// A schedule the browser pauses: 09:00 in Seoul is 00:00 UTC, so it does not fire while the
 /// test runs (short of a run across midnight UTC, which would add a job to [`IDLE`]).
 const SCHEDULE: &str = "nightly-report";
@@ -198,6 +208,56 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
     }
     let host = HostProcess::builder(&redis.url()).args(&args).start();
 
+    // The timeline's job: welcome-email against a real PostgreSQL and a provider on loopback
+    // that fails the first POST, so its first attempt is retried, each with its calls.
+    let pg = PgServer::start();
+    let db = pg.client().await;
+    let schema =
+        std::fs::read_to_string(repo_root().join("examples/welcome-email/schema.sql")).unwrap();
+    db.batch_execute(&schema).await.unwrap();
+    db.batch_execute("INSERT INTO users (id, email, name) VALUES (1, 'ada@example.com', 'Ada')")
+        .await
+        .unwrap();
+    let email_api = EmailApi::start(EMAIL_KEY).await;
+    email_api.script(&[500]);
+    let welcome = guests::rust("welcome-email");
+    ok(&wasmq(
+        &redis,
+        &[
+            "handler",
+            "deploy",
+            "welcome",
+            welcome.to_str().unwrap(),
+            "--database",
+            "main=secret:APP_DB_URL",
+            "--allow-outbound",
+            &email_api.origin(),
+            "--allow-outbound",
+            &format!("postgres://127.0.0.1:{}", pg.port()),
+            "--config",
+            &format!("email_api_url={}", email_api.url()),
+            "--secret",
+            "EMAIL_API_KEY",
+            "--backoff",
+            "fixed:200ms",
+        ],
+    ));
+    let db_url = pg.url();
+    let _calls_host = HostProcess::builder(&redis.url())
+        .envs(&[
+            ("WASMQ_SECRET_APP_DB_URL", db_url.as_str()),
+            ("WASMQ_SECRET_EMAIL_API_KEY", EMAIL_KEY),
+        ])
+        .args(["--queues", CALLS, "--no-cache"])
+        .start();
+    let calls_job = client
+        .enqueue(
+            CALLS,
+            &NewJob::new("welcome", br#"{"userId":1}"#.to_vec()).with_id("welcome-1"),
+        )
+        .await
+        .unwrap();
+
     let http = reqwest::Client::new();
     eventually("the API answers", Duration::from_secs(30), || async {
         let response = http.get(format!("{base}/healthz")).send().await.ok()?;
@@ -252,12 +312,23 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
     }
     assert_eq!(attempts[&flaky.id], json!(["retry", "ok"]));
     assert_eq!(attempts[&retried.id], json!(["retry", "retry", "retry"]));
-    // The retried-then-completed job's attempts, for its timeline.
-    let timeline: Vec<Value> = client
-        .get(Q, &flaky.id)
-        .await
-        .unwrap()
-        .unwrap()
+    // The retried-then-completed job's attempts and their calls, for its timeline.
+    let calls_done = eventually(
+        "the welcome job completed",
+        Duration::from_secs(60),
+        || async {
+            let job = client.get(CALLS, &calls_job.id).await.ok()??;
+            (job.state == JobState::Completed).then_some(job)
+        },
+    )
+    .await;
+    let outcomes: Vec<&str> = calls_done
+        .history
+        .iter()
+        .map(|a| a.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, ["retry", "ok"]);
+    let timeline: Vec<Value> = calls_done
         .history
         .iter()
         .map(|a| {
@@ -265,6 +336,41 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
                    "duration_ms": a.finished_at - a.started_at})
         })
         .collect();
+    // Each call as the timeline names it: both kinds, in both attempts.
+    let calls: Vec<Value> = calls_done
+        .history
+        .iter()
+        .flat_map(|a| {
+            a.calls.iter().flatten().map(move |c| {
+                let (name, outcome) = match c.kind.as_str() {
+                    "http" => (
+                        format!(
+                            "{} {}",
+                            c.method.as_deref().unwrap(),
+                            c.target.as_deref().unwrap()
+                        ),
+                        c.status.unwrap().to_string(),
+                    ),
+                    _ => (
+                        format!(
+                            "sql {} ({})",
+                            c.op.as_deref().unwrap(),
+                            c.db.as_deref().unwrap()
+                        ),
+                        c.outcome.clone().unwrap_or_else(|| "ok".to_string()),
+                    ),
+                };
+                json!({"attempt": a.attempt, "kind": c.kind, "name": name, "outcome": outcome})
+            })
+        })
+        .collect();
+    let kinds: Vec<&str> = calls.iter().map(|c| c["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "sql", "sql", "http", "sql", "sql", "http", "sql", "sql", "sql"
+        ]
+    );
     // The attempts of the completed jobs per handler, for the durations chart.
     let mut durations = BTreeMap::<String, usize>::new();
     for job in client.list(Q, JobState::Completed, 0, 100).await.unwrap() {
@@ -362,8 +468,10 @@ async fn the_dashboard_shows_counts_and_attempts_and_replays_a_dead_job_in_a_bro
             ("WASMQ_REPLAY_JOB", failed.id.clone()),
             ("WASMQ_CANCEL_QUEUE", RUN.to_string()),
             ("WASMQ_CANCEL_JOB", running.id.clone()),
-            ("WASMQ_TIMELINE_JOB", flaky.id.clone()),
+            ("WASMQ_TIMELINE_QUEUE", CALLS.to_string()),
+            ("WASMQ_TIMELINE_JOB", calls_job.id.clone()),
             ("WASMQ_EXPECT_TIMELINE", Value::Array(timeline).to_string()),
+            ("WASMQ_EXPECT_CALLS", Value::Array(calls).to_string()),
             ("WASMQ_EXPECT_DURATIONS", json!(durations).to_string()),
             ("WASMQ_HANDLER", "greet".to_string()),
             ("WASMQ_LIVE_QUEUE", LIVE.to_string()),

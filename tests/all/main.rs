@@ -7,6 +7,7 @@
 mod alerts;
 mod api;
 mod cache;
+mod calls;
 mod cancel;
 mod chaos;
 mod children;

@@ -53,6 +53,9 @@ async fn a_workflows_timeline_shows_its_sleep_steps_retry_and_attempts_as_the_ho
     let job = client.get(Q, "wf-1").await.unwrap().unwrap();
     let outcomes: Vec<&str> = job.history.iter().map(|a| a.outcome.as_str()).collect();
     assert_eq!(outcomes, ["suspended", "retry", "ok"]);
+    // The host's suspend wrote the sleep as fields, which the timeline reads.
+    assert_eq!(job.history[0].sleep.as_deref(), Some("nap"));
+    assert_eq!(job.history[0].sleep_ms, Some(300));
 
     let http = reqwest::Client::new();
     let get = |path: String| {

@@ -9,9 +9,12 @@
 //   WASMQ_QUEUE            the queue to look at (paused, so its counts hold still)
 //   WASMQ_EXPECT_COUNTS    {"waiting": n, ...}: its counts, read from Redis
 //   WASMQ_EXPECT_ATTEMPTS  {"<job id>": ["retry", "ok"], ...}: attempts' outcomes, from Redis
+//   WASMQ_TIMELINE_QUEUE   the queue of the timeline's job
 //   WASMQ_TIMELINE_JOB     a job retried then completed, whose timeline the page charts
 //   WASMQ_EXPECT_TIMELINE  [{"attempt": 1, "outcome": "retry", "duration_ms": 12}, ...]: its
 //                          attempts, from Redis
+//   WASMQ_EXPECT_CALLS     [{"attempt": 1, "kind": "http", "name": "POST http://...",
+//                          "outcome": "500"}, ...]: its attempts' calls in order, from Redis
 //   WASMQ_EXPECT_DURATIONS {"<handler>": n, ...}: attempts of the queue's completed jobs per
 //                          handler, from Redis (the durations chart counts them)
 //   WASMQ_REPLAY_JOB       a dead job to replay through the page (Rust then checks Redis)
@@ -49,8 +52,10 @@ const expectAttempts = JSON.parse(env('WASMQ_EXPECT_ATTEMPTS'));
 const replayJob = env('WASMQ_REPLAY_JOB');
 const cancelQueue = env('WASMQ_CANCEL_QUEUE');
 const cancelJob = env('WASMQ_CANCEL_JOB');
+const timelineQueue = env('WASMQ_TIMELINE_QUEUE');
 const timelineJob = env('WASMQ_TIMELINE_JOB');
 const expectTimeline = JSON.parse(env('WASMQ_EXPECT_TIMELINE'));
+const expectCalls = JSON.parse(env('WASMQ_EXPECT_CALLS'));
 const expectDurations = JSON.parse(env('WASMQ_EXPECT_DURATIONS'));
 const handler = env('WASMQ_HANDLER');
 const liveQueue = env('WASMQ_LIVE_QUEUE');
@@ -217,9 +222,9 @@ describe('the wasmq dashboard', { timeout: 300_000 }, () => {
     }
   });
 
-  it('charts the timeline of a retried then completed job: its attempts in order, with durations', TEST, async () => {
+  it('charts the timeline of a retried then completed job: its attempts in order, with durations and calls', TEST, async () => {
     // By its address, as a link to it would open it.
-    await page.evaluate((hash) => { location.hash = hash; }, `#/queues/${encodeURIComponent(queue)}/jobs/${encodeURIComponent(timelineJob)}`);
+    await page.evaluate((hash) => { location.hash = hash; }, `#/queues/${encodeURIComponent(timelineQueue)}/jobs/${encodeURIComponent(timelineJob)}`);
     await page.locator('h1', { hasText: `Job ${timelineJob}` }).waitFor();
     const chart = page.locator('[data-chart="timeline"] svg.timeline');
     await chart.locator('g[data-kind="attempt"]').first().waitFor();
@@ -246,8 +251,50 @@ describe('the wasmq dashboard', { timeout: 300_000 }, () => {
       const shown = await page.evaluate(async (ms) => (await import('/dashboard/format.js')).fmtDuration(ms), a.duration_ms);
       assert.ok(lines[i].includes(`attempt ${a.attempt} ${a.outcome} ${shown}`), `"${lines[i]}" says attempt ${a.attempt} ${a.outcome} ${shown}`);
     }
+    // Each outbound request and SQL statement is a bar in its attempt's lane, over its
+    // attempt's bar, in order, coloured by its kind, a failed one (the 500) marked; its title
+    // names it.
+    const calls = await chart.locator('g[data-kind="call"]').evaluateAll((gs) => gs.map((g) => {
+      const rect = g.querySelector('rect');
+      return {
+        attempt: Number(g.dataset.attempt),
+        kind: g.dataset.callKind,
+        name: g.dataset.name,
+        outcome: g.dataset.outcome,
+        classes: g.getAttribute('class'),
+        title: g.querySelector('title')?.textContent ?? '',
+        x: Number(rect.getAttribute('x')),
+        y: Number(rect.getAttribute('y')),
+        width: Number(rect.getAttribute('width')),
+        visible: rect.getBoundingClientRect().width > 0,
+      };
+    }));
+    assert.deepEqual(calls.map(({ attempt, kind, name, outcome }) => ({ attempt, kind, name, outcome })), expectCalls);
+    const kinds2 = new Set(calls.map((c) => c.kind));
+    assert.ok(kinds2.has('http') && kinds2.has('sql'), 'both an HTTP request and a SQL statement are drawn');
+    const runY = await chart.locator('g[data-kind="attempt"] rect').first().getAttribute('y');
+    for (const c of calls) {
+      assert.ok(c.visible && c.width >= 2, `${c.name} is visible`);
+      assert.ok(c.classes.includes(c.kind), `${c.name} is coloured as ${c.kind}: ${c.classes}`);
+      assert.equal(c.classes.includes('call-failed'), c.outcome === '500', `${c.name} ${c.outcome}: ${c.classes}`);
+      assert.ok(c.title.includes(c.name) && c.title.includes(c.outcome), `the title of ${c.name}: ${c.title}`);
+      assert.ok(c.y > Number(runY), `${c.name} is drawn inside the run lane`);
+      const bar = bars.find((b) => b.attempt === c.attempt);
+      // The scale is shared: a call lies within its attempt (a pixel of rounding either way).
+      assert.ok(bar && c.x >= bar.x - 1 && c.x <= bar.x + bar.width + 1, `${c.name} within attempt ${c.attempt}`);
+    }
+    for (let i = 1; i < calls.length; i += 1) {
+      assert.ok(calls[i].x >= calls[i - 1].x - 0.01, `call ${i} is drawn after call ${i - 1}`);
+    }
+    const callLines = await page.locator('ol.timeline-list li[data-kind="call"]').allTextContents();
+    assert.equal(callLines.length, expectCalls.length);
+    for (const [i, c] of expectCalls.entries()) {
+      assert.ok(callLines[i].includes(`${c.name} → ${c.outcome}`), `"${callLines[i]}" names ${c.name} → ${c.outcome}`);
+    }
+    assert.ok(!/not recorded per attempt/.test(await page.locator('[data-chart="timeline"]').textContent()));
     await page.locator('[data-chart="timeline"]').screenshot({ path: join(screenshots, 'dashboard-timeline.png') });
-    await page.getByRole('link', { name: queue, exact: true }).first().click();
+    await page.evaluate((hash) => { location.hash = hash; }, `#/queues/${encodeURIComponent(queue)}`);
+    await page.locator('a.tile').first().waitFor();
   });
 
   it("finds a queue's jobs by what their payload holds, with the search box", TEST, async () => {

@@ -247,6 +247,10 @@ mod tests {
             version: None,
             logs: None,
             progress: None,
+            calls: None,
+            calls_dropped: None,
+            sleep: None,
+            sleep_ms: None,
         }
     }
 

@@ -12,8 +12,16 @@
 //!   shutdown, a throttled start or a replay (a replayed job's wait is `replayed`);
 //! - a step's save is a point (the `step` event's time): when the step began is not recorded;
 //! - a sleep starts when its attempt ended (`suspended`) and lasts the time `suspend.lua`
-//!   wrote into that attempt's error (`sleeping <ms> ms (sleep:<name>)`);
-//! - outbound HTTP requests and SQL queries are not recorded per attempt, so they are absent.
+//!   wrote into that attempt's history entry (`sleep`, `sleep_ms`); an entry written before
+//!   those fields existed has it only in its error text (`sleeping <ms> ms (sleep:<name>)`),
+//!   which is parsed for such entries only;
+//! - each outbound HTTP request and SQL statement of an attempt is a `call` span, from the
+//!   attempt's call record (`runtime/calls.rs`, at most 50 an attempt, the rest counted in
+//!   the attempt's `calls_dropped`): it starts `at` ms after the attempt's start and lasts
+//!   its `ms`. `at` is on the host's clock from when it began the attempt, the attempt's start
+//!   on the Redis clock from its lease, so a call may show a few ms off. Only attempts whose
+//!   end a host recorded have calls: an attempt ended by lease expiry has none, nor does the
+//!   running one until it ends (see [`TimelineView::calls_recorded`]).
 
 use std::sync::Arc;
 
@@ -24,7 +32,9 @@ use utoipa::ToSchema;
 
 use super::ApiState;
 use super::error::{ApiError, ErrorBody, ReadErrors};
-use crate::queue::{Job, JobState, QueueKeys, SavedStep, StepSaves, validate_job_id};
+use crate::queue::{
+    Attempt, CallEntry, Job, JobState, QueueKeys, SavedStep, StepSaves, validate_job_id,
+};
 
 /// Most entries of the events stream one timeline reads for the job's step saves: the
 /// default stream length (`events_maxlen`, 10,000), so a default stream is read whole.
@@ -44,6 +54,8 @@ pub enum SegmentKind {
     Sleep,
     /// A durable step's result saved (a point at the save).
     Step,
+    /// An outbound HTTP request or SQL statement of an attempt (`call_kind`), within it.
+    Call,
     /// The job completed or was dead-lettered (a point).
     Finished,
 }
@@ -60,14 +72,21 @@ pub struct Segment {
     /// The attempt an attempt, sleep or step belongs to, or the one a wait leads to.
     pub attempt: Option<u32>,
     /// An attempt's outcome (`ok`, `retry`, `timeout`, `suspended`, ...), `running` for the
-    /// attempt under way; a finish's state (`completed`, `dead`).
+    /// attempt under way; a finish's state (`completed`, `dead`); a call's status code
+    /// (`200`), or `denied`, `timeout`, `error` when it had none, `ok` for a SQL statement
+    /// that succeeded.
     pub outcome: Option<String>,
     /// A wait's reason: `queued` (the first, delay included), `retry` (after a failed
     /// attempt: backoff, then queue), `after_sleep` (due, waiting for a host), `replayed`
     /// (dead, then replayed), `due` (still waiting, due at `due_ms`).
     pub reason: Option<String>,
-    /// A step's or sleep's name.
+    /// A step's or sleep's name; a call's: `GET http://host:port` (scheme and authority
+    /// only) or `sql SELECT (db)` (the command keyword and the database grant).
     pub name: Option<String>,
+    /// A call's kind: `http` or `sql`.
+    pub call_kind: Option<String>,
+    /// An attempt's calls past the 50 its record keeps: counted, not drawn.
+    pub calls_dropped: Option<u64>,
     /// An attempt's error message (empty on success).
     pub error: Option<String>,
     /// The host of an attempt.
@@ -87,6 +106,8 @@ impl Segment {
             outcome: None,
             reason: None,
             name: None,
+            call_kind: None,
+            calls_dropped: None,
             error: None,
             host: None,
             due_ms: None,
@@ -113,7 +134,12 @@ pub struct TimelineView {
     /// When the events stream has deleted (trimmed) entries since the job's creation: the
     /// time of the newest it deleted; step saves up to it may be missing.
     pub steps_since_ms: Option<u64>,
-    /// Outbound HTTP requests and SQL queries are not recorded per attempt: always false.
+    /// Whether the `call` segments are every outbound HTTP request and SQL statement of the
+    /// job's attempts (each past the first 50 of an attempt counted in its `calls_dropped`):
+    /// true when every attempt's end was recorded by a host. False while an attempt runs (its
+    /// calls are written when it ends) and when an attempt ended by lease expiry (its host
+    /// lost, its calls with it). An attempt recorded by a host older than call records shows
+    /// none, and cannot be told from one that made none.
     pub calls_recorded: bool,
 }
 
@@ -131,10 +157,11 @@ fn tie_rank(kind: SegmentKind) -> u8 {
     match kind {
         SegmentKind::Enqueued => 0,
         SegmentKind::Attempt => 1,
-        SegmentKind::Step => 2,
-        SegmentKind::Wait => 3,
-        SegmentKind::Sleep => 4,
-        SegmentKind::Finished => 5,
+        SegmentKind::Call => 2,
+        SegmentKind::Step => 3,
+        SegmentKind::Wait => 4,
+        SegmentKind::Sleep => 5,
+        SegmentKind::Finished => 6,
     }
 }
 
@@ -160,7 +187,8 @@ pub fn timeline(job: &Job, steps: &StepSaves, now_ms: u64) -> TimelineView {
         segments,
         steps_complete: !steps.truncated && steps.trimmed_before_ms.is_none(),
         steps_since_ms: steps.trimmed_before_ms,
-        calls_recorded: false,
+        calls_recorded: job.state != JobState::Active
+            && job.history.iter().all(|a| a.outcome != "lease_expired"),
     }
 }
 
@@ -196,14 +224,21 @@ fn history_segments(job: &Job, segments: &mut Vec<Segment>) -> After {
         s.outcome = Some(a.outcome.clone());
         s.error = Some(a.error.clone());
         s.host = Some(a.host.clone());
+        s.calls_dropped = a.calls_dropped;
         segments.push(s);
+        segments.extend(a.calls.iter().flatten().map(|c| call_segment(a, c)));
         cursor = a.finished_at.max(a.started_at);
         last_attempt = Some(a.attempt);
         reason = if a.outcome == "ok" { "queued" } else { "retry" };
         if a.outcome == "suspended" {
             // A suspended attempt is not counted: the next one has the same number.
             last_attempt = Some(a.attempt.saturating_sub(1));
-            if let Some((ms, name)) = parse_sleep(&a.error) {
+            // The fields, or for an entry written before them, its error text.
+            let sleep = match (a.sleep_ms, &a.sleep) {
+                (Some(ms), Some(name)) => Some((ms, name.clone())),
+                _ => parse_sleep(&a.error),
+            };
+            if let Some((ms, name)) = sleep {
                 let mut sleep = Segment::new(SegmentKind::Sleep, cursor, cursor.saturating_add(ms));
                 sleep.attempt = Some(a.attempt);
                 sleep.name = Some(name);
@@ -253,6 +288,40 @@ fn current_segments(job: &Job, after: After, now_ms: u64, segments: &mut Vec<Seg
     segments.push(now);
 }
 
+/// One call of attempt `a`'s record, placed within it (see the module doc).
+fn call_segment(a: &Attempt, c: &CallEntry) -> Segment {
+    let start = a.started_at.saturating_add(c.at_ms);
+    let mut s = Segment::new(
+        SegmentKind::Call,
+        start,
+        start.saturating_add(c.duration_ms),
+    );
+    s.attempt = Some(a.attempt);
+    s.call_kind = Some(c.kind.clone());
+    s.name = Some(if c.kind == "http" {
+        format!(
+            "{} {}",
+            c.method.as_deref().unwrap_or("?"),
+            c.target.as_deref().unwrap_or("?")
+        )
+    } else {
+        let mut name = c.kind.clone();
+        if let Some(op) = &c.op {
+            name = format!("{name} {op}");
+        }
+        if let Some(db) = &c.db {
+            name = format!("{name} ({db})");
+        }
+        name
+    });
+    s.outcome = Some(match (c.status, &c.outcome) {
+        (Some(status), _) => status.to_string(),
+        (None, Some(outcome)) => outcome.clone(),
+        (None, None) => "ok".to_string(),
+    });
+    s
+}
+
 fn step_segment(save: &SavedStep) -> Segment {
     let mut s = Segment::new(SegmentKind::Step, save.at_ms, save.at_ms);
     s.attempt = Some(save.attempt);
@@ -269,7 +338,8 @@ fn step_segment(save: &SavedStep) -> Segment {
 ///
 /// Enqueue, each wait, each attempt with its duration and outcome, durable sleeps and step
 /// saves, from the job's history and the `step` entries of the queue's events stream (at
-/// most 10,000 entries read). Outbound calls and SQL queries are not recorded per attempt.
+/// most 10,000 entries read), and each outbound HTTP request and SQL statement of an attempt
+/// whose end a host recorded (`call` segments; see `calls_recorded`).
 #[utoipa::path(
     get,
     path = "/api/queues/{queue}/jobs/{id}/timeline",
@@ -309,7 +379,7 @@ pub(crate) async fn get_timeline(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{Attempt, SavedStep};
+    use crate::queue::SavedStep;
     use std::collections::HashMap;
 
     fn job(state: &str, history: &[Attempt], extra: &[(&str, &str)]) -> Job {
@@ -347,6 +417,10 @@ mod tests {
             version: None,
             logs: None,
             progress: None,
+            calls: None,
+            calls_dropped: None,
+            sleep: None,
+            sleep_ms: None,
         }
     }
 
@@ -387,7 +461,7 @@ mod tests {
                 (Finished, 2650, 2650, Some("completed")),
             ]
         );
-        assert!(view.steps_complete && !view.calls_recorded);
+        assert!(view.steps_complete && view.calls_recorded);
     }
 
     #[test]
@@ -477,6 +551,80 @@ mod tests {
             .map(|s| s.reason.as_deref().unwrap())
             .collect();
         assert_eq!(waits, ["queued", "replayed"]);
+    }
+
+    #[test]
+    fn an_attempts_calls_are_spans_within_it_and_a_sleep_is_read_from_its_fields() {
+        use SegmentKind::*;
+        let mut first = attempt(1, "suspended", "sleeping 9 ms (sleep:ignored)", 1100, 1200);
+        first.sleep = Some("cool-off".to_string());
+        first.sleep_ms = Some(300);
+        first.calls = Some(vec![
+            serde_json::from_value(serde_json::json!(
+                {"k": "http", "at": 10, "ms": 30, "m": "GET", "t": "http://127.0.0.1:9", "s": 503}
+            ))
+            .unwrap(),
+            serde_json::from_value(serde_json::json!(
+                {"k": "sql", "at": 50, "ms": 4, "op": "SELECT", "db": "app", "o": "error"}
+            ))
+            .unwrap(),
+        ]);
+        first.calls_dropped = Some(7);
+        let mut second = attempt(1, "ok", "", 1600, 1700);
+        second.calls = Some(vec![
+            serde_json::from_value(serde_json::json!(
+                {"k": "http", "at": 0, "ms": 0, "m": "POST", "t": "https://x", "o": "denied"}
+            ))
+            .unwrap(),
+        ]);
+        let j = job("completed", &[first, second], &[("finished_at", "1700")]);
+        let view = timeline(&j, &StepSaves::default(), 9999);
+        assert_eq!(
+            kinds(&view),
+            vec![
+                (Enqueued, 1000, 1000, None),
+                (Wait, 1000, 1100, Some("queued")),
+                (Attempt, 1100, 1200, Some("suspended")),
+                (Call, 1110, 1140, Some("503")),
+                (Call, 1150, 1154, Some("error")),
+                (Sleep, 1200, 1500, Some("cool-off")),
+                (Wait, 1500, 1600, Some("after_sleep")),
+                (Attempt, 1600, 1700, Some("ok")),
+                (Call, 1600, 1600, Some("denied")),
+                (Finished, 1700, 1700, Some("completed")),
+            ]
+        );
+        let names: Vec<(&str, &str)> = view
+            .segments
+            .iter()
+            .filter(|s| s.kind == Call)
+            .map(|s| (s.call_kind.as_deref().unwrap(), s.name.as_deref().unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("http", "GET http://127.0.0.1:9"),
+                ("sql", "sql SELECT (app)"),
+                ("http", "POST https://x")
+            ]
+        );
+        assert_eq!(view.segments[2].calls_dropped, Some(7));
+        assert!(view.calls_recorded);
+    }
+
+    #[test]
+    fn calls_are_not_all_recorded_while_an_attempt_runs_or_after_a_lease_expired() {
+        let running = job("active", &[], &[("attempt", "1"), ("started_at", "1100")]);
+        assert!(!timeline(&running, &StepSaves::default(), 2000).calls_recorded);
+        let lost = job(
+            "completed",
+            &[
+                attempt(1, "lease_expired", "lease expired", 1100, 1200),
+                attempt(2, "ok", "", 1300, 1400),
+            ],
+            &[("finished_at", "1400")],
+        );
+        assert!(!timeline(&lost, &StepSaves::default(), 2000).calls_recorded);
     }
 
     #[test]

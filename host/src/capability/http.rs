@@ -4,6 +4,8 @@
 //! 1. `OutboundHooks::send_request` (wasmtime-wasi-http calls it for every `handle`): the
 //!    attempt's request count, the URL (no userinfo), and the handler's [`AllowList`] decide.
 //!    A refusal is `HttpRequestDenied` in the guest, a warning in the job's span and a count.
+//!    Every request, refused or not, is an entry of the attempt's call record
+//!    (`runtime/calls.rs`: method, `scheme://authority`, status or outcome, start, duration).
 //! 2. The request goes through the handler version's pooled client ([`HttpClient`]): the
 //!    host resolves the name itself and keeps only the addresses `ssrf` permits
 //!    ([`PolicyResolver`]); the connection is made to one of those (no second lookup); at
@@ -32,6 +34,7 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 
 use super::allow::{AllowList, default_port};
 use super::{Capabilities, ssrf};
+use crate::runtime::calls::{self, HttpEnd, SharedCalls};
 
 /// Limits of a handler's outbound HTTP (docs/capabilities.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,20 +99,23 @@ pub trait OutboundObserver: Send + Sync {
     fn request(&self, handler: &str, outcome: OutboundOutcome, elapsed: Duration);
 }
 
-/// The per-attempt half of outbound HTTP: the handler's capabilities, the attempt's deadline
-/// and how many requests it has made. Lives in the attempt's store.
+/// The per-attempt half of outbound HTTP: the handler's capabilities, the attempt's deadline,
+/// how many requests it has made, and its call record (`runtime/calls.rs`), which gets an
+/// entry for each request, denied ones included. Lives in the attempt's store.
 pub(crate) struct OutboundHooks {
     caps: Arc<Capabilities>,
     deadline: Instant,
     requests: u32,
+    calls: SharedCalls,
 }
 
 impl OutboundHooks {
-    pub fn new(caps: Arc<Capabilities>, deadline: Instant) -> Self {
+    pub fn new(caps: Arc<Capabilities>, deadline: Instant, calls: SharedCalls) -> Self {
         Self {
             caps,
             deadline,
             requests: 0,
+            calls,
         }
     }
 
@@ -162,12 +168,17 @@ impl WasiHttpHooks for OutboundHooks {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         let caps = self.caps.clone();
+        let begun = Instant::now();
         let scheme = request.uri().scheme_str().unwrap_or("").to_string();
         let authority = request
             .uri()
             .authority()
             .map(|a| a.as_str().to_string())
             .unwrap_or_default();
+        // What the call record keeps of the request: never its path, query or headers.
+        let method = request.method().as_str().to_string();
+        let target = calls::target(&scheme, &authority);
+        let record = self.calls.clone();
         if let Err(why) = self.admit(request.uri()) {
             // Scheme and authority only: a path or query may carry a token.
             tracing::warn!(
@@ -177,6 +188,13 @@ impl WasiHttpHooks for OutboundHooks {
                 "outbound request denied: {why}"
             );
             caps.observe(OutboundOutcome::Denied, Duration::ZERO);
+            calls::lock(&record).http(
+                begun,
+                Duration::ZERO,
+                &method,
+                &target,
+                HttpEnd::Outcome(OutboundOutcome::Denied.as_str()),
+            );
             // The body is read (and dropped) first, so the guest's write of it succeeds and
             // it learns why from the response, not from a body stream closed under it.
             let limit = caps.http_limits.max_request_bytes;
@@ -220,6 +238,11 @@ impl WasiHttpHooks for OutboundHooks {
                 }
             };
             caps.observe(outcome, started.elapsed());
+            let end = match (&result, outcome) {
+                (Ok(response), _) => HttpEnd::Status(response.status().as_u16()),
+                (Err(_), outcome) => HttpEnd::Outcome(outcome.as_str()),
+            };
+            calls::lock(&record).http(begun, started.elapsed(), &method, &target, end);
             result.map(|response| {
                 let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
                     Box::new(async { Ok(()) });

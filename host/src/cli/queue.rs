@@ -12,7 +12,8 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::queue::{
-    Attempt, Backoff, Client, EnqueueOutcome, Expiry, Job, JobState, NewJob, RateLimit, system_time,
+    Attempt, Backoff, CallEntry, Client, EnqueueOutcome, Expiry, Job, JobState, NewJob, RateLimit,
+    system_time,
 };
 
 #[derive(Debug, Subcommand)]
@@ -444,10 +445,44 @@ fn print_history(history: &[Attempt]) {
         if let Some(progress) = attempt.progress {
             say!("      progress {progress}%");
         }
+        for call in attempt.calls.iter().flatten() {
+            say!("      {}", call_line(call));
+        }
+        if let Some(dropped) = attempt.calls_dropped {
+            say!("      ... {dropped} more calls (not recorded)");
+        }
         for line in attempt.logs.as_deref().unwrap_or_default().lines() {
             say!("      | {}", shown(line));
         }
     }
+}
+
+/// One call of an attempt's record: `+<at> ms <what> -> <status or outcome> (<n> ms)`, e.g.
+/// `+12 ms GET http://api:80 -> 200 (31 ms)` or `+50 ms sql SELECT (app) -> ok (2 ms)`.
+fn call_line(call: &CallEntry) -> String {
+    let what = if call.kind == "http" {
+        format!(
+            "{} {}",
+            shown(call.method.as_deref().unwrap_or("?")),
+            shown(call.target.as_deref().unwrap_or("?"))
+        )
+    } else {
+        format!(
+            "{} {} ({})",
+            shown(&call.kind),
+            shown(call.op.as_deref().unwrap_or("?")),
+            shown(call.db.as_deref().unwrap_or("?"))
+        )
+    };
+    let end = match (call.status, call.outcome.as_deref()) {
+        (Some(status), _) => status.to_string(),
+        (None, Some(outcome)) => shown(outcome),
+        (None, None) => "ok".to_string(),
+    };
+    format!(
+        "+{} ms {what} -> {end} ({} ms)",
+        call.at_ms, call.duration_ms
+    )
 }
 
 /// `  #<attempt> <outcome> (version v) on <host> at <time> (<n> ms): <error>`.

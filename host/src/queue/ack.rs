@@ -35,6 +35,10 @@ pub struct AttemptRecord {
     /// last progress.
     pub logs: String,
     pub progress: Option<u8>,
+    /// The attempt's call record as the scripts take it: '' when it made no call, else a JSON
+    /// array of [`CallEntry`](super::CallEntry)s ending with the number of calls dropped when
+    /// there were any (docs/protocol.md, "Call records").
+    pub calls: String,
 }
 
 impl AttemptRecord {
@@ -46,6 +50,7 @@ impl AttemptRecord {
             version: String::new(),
             logs: String::new(),
             progress: None,
+            calls: String::new(),
         }
     }
 }
@@ -61,6 +66,12 @@ pub trait RecordsAttempt: Sized {
         let record = self.record_mut();
         record.logs = logs.into();
         record.progress = progress;
+        self
+    }
+
+    /// Records the attempt's call record (see [`AttemptRecord::calls`]).
+    fn with_calls(mut self, calls: impl Into<String>) -> Self {
+        self.record_mut().calls = calls.into();
         self
     }
 
@@ -252,7 +263,8 @@ impl Client {
                 .arg(truncate_utf8(&failure.record.version, MAX_VERSION_LEN))
                 .arg(failure.policy.wire())
                 .arg(truncate_utf8(&failure.record.logs, MAX_ATTEMPT_LOG_LEN))
-                .arg(progress_arg(failure.record.progress));
+                .arg(progress_arg(failure.record.progress))
+                .arg(&failure.record.calls);
         }
         let reply = Reply::of("fail");
         let [outcomes, rejected] = reply.tuple(self.invoke(&invocation).await?)?;
@@ -270,7 +282,7 @@ impl Client {
 }
 
 /// The per-job arguments of complete.lua and complete_fetch.lua: id, token, result, version,
-/// logs, progress, children (docs/protocol.md).
+/// logs, progress, children, calls (docs/protocol.md).
 fn push_completions(invocation: &mut Call<'_>, done: &[Completion]) -> Result<()> {
     for completion in done {
         invocation
@@ -284,6 +296,7 @@ fn push_completions(invocation: &mut Call<'_>, done: &[Completion]) -> Result<()
             Some(bytes) => invocation.arg(bytes.as_slice()),
             None => invocation.arg(encode_children(&completion.children)?),
         };
+        invocation.arg(&completion.record.calls);
     }
     Ok(())
 }

@@ -917,6 +917,97 @@ pub struct Attempt {
     /// The last progress (0-100) the attempt reported, if it reported any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<u8>,
+    /// The attempt's call record: its outbound HTTP requests and SQL statements, at most
+    /// [`MAX_ATTEMPT_CALLS`], in order of start. `None` when it made none, and for an attempt
+    /// whose end no host recorded (`lease_expired`) or recorded before hosts kept calls. An
+    /// entry that does not read as a [`CallEntry`] is left out (the rest of the history
+    /// still reads).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_calls"
+    )]
+    pub calls: Option<Vec<CallEntry>>,
+    /// Calls past [`MAX_ATTEMPT_CALLS`]: counted, not recorded.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_u64"
+    )]
+    pub calls_dropped: Option<u64>,
+    /// A `suspended` attempt's durable sleep: its name and its length in ms (`suspend.lua`
+    /// writes both since call records; an older entry has only its error text, `sleeping
+    /// <ms> ms (sleep:<name>)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_u64"
+    )]
+    pub sleep_ms: Option<u64>,
+}
+
+/// Most calls an attempt's record keeps (`runtime/calls.rs`); the rest are only counted.
+pub const MAX_ATTEMPT_CALLS: usize = 50;
+
+/// One outbound HTTP request or SQL statement of an attempt, as its history entry keeps it
+/// (compact keys; docs/protocol.md, "Call records"). It never holds a header, a body, a URL's
+/// path or query, a statement's text, a parameter or a connection URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CallEntry {
+    /// `http` or `sql`.
+    #[serde(rename = "k")]
+    pub kind: String,
+    /// When it started, in ms from the start of the attempt on its host (the host's
+    /// monotonic clock).
+    #[serde(rename = "at", default)]
+    pub at_ms: u64,
+    /// How long it took, in ms (an HTTP request: to the response's head).
+    #[serde(rename = "ms", default)]
+    pub duration_ms: u64,
+    /// HTTP: the method.
+    #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// HTTP: `scheme://authority` only.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// HTTP: the response's status code.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why there is no status (HTTP: `denied`, `timeout`, `error`), or `error` for a SQL
+    /// statement that failed.
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// SQL: the statement's command keyword (`SELECT`, `INSERT`, ...), when it is a known one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    /// SQL: the database grant's name the guest opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<String>,
+}
+
+/// `calls` of a history entry: the entries that read, or `None`; never an error, so an entry
+/// written by hand cannot make the job's history unreadable.
+fn lenient_calls<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Vec<CallEntry>>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    let serde_json::Value::Array(items) = value else {
+        return Ok(None);
+    };
+    let calls: Vec<CallEntry> = items
+        .into_iter()
+        .filter_map(|item| serde_json::from_value(item).ok())
+        .collect();
+    Ok((!calls.is_empty()).then_some(calls))
+}
+
+/// A count of a history entry, `None` unless it reads as one.
+fn lenient_u64<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<u64>, D::Error> {
+    Ok(serde_json::Value::deserialize(d)?.as_u64())
 }
 
 /// A job as stored in Redis, decoded from its hash (see docs/protocol.md for every field).

@@ -62,11 +62,12 @@ pub use dead::DlqReport;
 pub use error::QueueError;
 pub use inspect::{Counts, StreamEvent};
 pub use job::{
-    Attempt, Backoff, DEFAULT_COMPLETED_KEEP, DEFAULT_DEAD_STEP_BYTES, DEFAULT_EVENTS_MAXLEN,
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, Debounce, Dedupe,
-    Expiry, Job, JobOptions, JobState, MAX_ATTEMPT_LOG_LEN, MAX_ATTEMPTS, MAX_KEY_MS, MAX_MS,
-    MAX_NAME_LEN, MAX_PRIORITY, MIN_PRIORITY, NewJob, OwnPolicy, RetryPolicy, RunAt,
-    generate_job_id, system_time, truncate_utf8, unix_ms, validate_handler_name, validate_job_id,
+    Attempt, Backoff, CallEntry, DEFAULT_COMPLETED_KEEP, DEFAULT_DEAD_STEP_BYTES,
+    DEFAULT_EVENTS_MAXLEN, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_RESULT_BYTES, Debounce, Dedupe, Expiry, Job, JobOptions, JobState,
+    MAX_ATTEMPT_CALLS, MAX_ATTEMPT_LOG_LEN, MAX_ATTEMPTS, MAX_KEY_MS, MAX_MS, MAX_NAME_LEN,
+    MAX_PRIORITY, MIN_PRIORITY, NewJob, OwnPolicy, RetryPolicy, RunAt, generate_job_id,
+    system_time, truncate_utf8, unix_ms, validate_handler_name, validate_job_id,
     validate_queue_name, validate_trace_context, validate_traceparent, validate_tracestate,
 };
 pub use keys::QueueKeys;

@@ -177,7 +177,8 @@ impl Client {
                 .arg(u64::try_from(s.delay.as_millis()).unwrap_or(u64::MAX))
                 .arg(truncate_utf8(&s.record.version, MAX_VERSION_LEN))
                 .arg(truncate_utf8(&s.record.logs, MAX_ATTEMPT_LOG_LEN))
-                .arg(progress_arg(s.record.progress));
+                .arg(progress_arg(s.record.progress))
+                .arg(&s.record.calls);
         }
         let reply = Reply::of("suspend");
         let [suspended, rejected] = reply.tuple(self.invoke(&invocation).await?)?;

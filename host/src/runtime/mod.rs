@@ -52,6 +52,7 @@
 //! HMAC in `cache.rs`, the one place wasmq uses `unsafe`).
 
 mod cache;
+pub(crate) mod calls;
 mod capture;
 mod compile;
 mod cpu;
@@ -93,6 +94,7 @@ pub use workflow::{
     MAX_SLEEP, MAX_STEP_BYTES, MAX_STEPS, Suspend, WorkflowStore, child_id, namespaced_child_id,
 };
 
+use calls::{CallLog, SharedCalls};
 use capture::{CaptureStream, JobLog};
 use cpu::RecentAttempts;
 use limits::StoreLimiter;
@@ -331,6 +333,9 @@ pub struct RunReport {
     pub logs_dropped: u64,
     /// The last progress the guest reported, 0-100.
     pub progress: Option<u8>,
+    /// The attempt's call record (`calls.rs`) as the scripts take it: '' when it made no
+    /// outbound request or SQL statement.
+    pub calls: String,
     /// From the start of the attempt to the end of the call: instantiation, the call, and
     /// for a job that started long (`RuntimeConfig::long_job_after`), its wait for a CPU slot.
     pub duration: Duration,
@@ -426,6 +431,8 @@ pub(crate) struct HostState {
     kv_calls: u32,
     /// `sql` connections open now (`sql.rs`).
     sql_open: usize,
+    /// The attempt's call record, shared with `outbound` (`calls.rs`).
+    calls: SharedCalls,
 }
 
 impl WasiHttpView for HostState {
@@ -710,6 +717,7 @@ impl Runtime {
             started + config.long_job_after
         };
         let cpu_slot = Arc::new(Mutex::new(None));
+        let calls = CallLog::shared(started);
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
@@ -721,10 +729,11 @@ impl Runtime {
             cpu_slot: cpu_slot.clone(),
             workflow: WorkflowState::new(steps, &job.queue, &job.id, config.max_job_step_bytes),
             http: WasiHttpCtx::new(),
-            outbound: OutboundHooks::new(handler.caps.clone(), deadline),
+            outbound: OutboundHooks::new(handler.caps.clone(), deadline, calls.clone()),
             caps: handler.caps.clone(),
             kv_calls: 0,
             sql_open: 0,
+            calls: calls.clone(),
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -738,6 +747,7 @@ impl Runtime {
         let setup = Setup {
             started,
             log,
+            calls,
             cpu_slot,
             start_long,
             fuel_budget,
@@ -750,6 +760,7 @@ impl Runtime {
 struct Setup {
     started: Instant,
     log: Arc<Mutex<JobLog>>,
+    calls: SharedCalls,
     cpu_slot: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
     /// The handler's recent attempts ran long: this one waits for a CPU slot first.
     start_long: bool,
@@ -850,6 +861,7 @@ fn report(
         logs,
         logs_dropped,
         progress,
+        calls: calls::lock(&setup.calls).encode(),
         duration: setup.started.elapsed(),
         instantiation,
         peak_memory,

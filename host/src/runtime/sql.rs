@@ -514,9 +514,18 @@ impl HostState {
             let namespace = caps.databases.get(&database)?.namespace.as_deref();
             crate::telemetry::sql_span(op.operation(), &database, namespace)
         });
+        let operation = op.operation();
         let result = conn.run(deadline, op).await;
         let outcome = result.as_ref().err().map_or(SqlOutcome::Ok, |f| f.outcome);
         caps.observe_sql(&database, outcome, started.elapsed());
+        // The call record keeps the command keyword and the grant's name, never the text.
+        super::calls::lock(&self.calls).sql(
+            started,
+            started.elapsed(),
+            operation,
+            &database,
+            result.is_err(),
+        );
         if let Some(span) = span {
             let failure = result.as_ref().err().map(|f| {
                 let sqlstate = match &f.error {

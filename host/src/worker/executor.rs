@@ -356,6 +356,7 @@ async fn ack_outcome(
         loaded,
         logs,
         progress,
+        calls,
         children,
         ..
     } = match outcome {
@@ -376,7 +377,8 @@ async fn ack_outcome(
             workflow::with_children(
                 Completion::new(job, result)
                     .with_version(&loaded.version)
-                    .with_logs(logs, progress),
+                    .with_logs(logs, progress)
+                    .with_calls(calls),
                 children,
                 trace,
             )
@@ -385,13 +387,15 @@ async fn ack_outcome(
         Outcome::Suspended { field, delay } => AckOutcome::Suspend(
             Suspension::new(job, field, delay)
                 .with_version(&loaded.version)
-                .with_logs(logs, progress),
+                .with_logs(logs, progress)
+                .with_calls(calls),
         ),
         failed => {
             let msg = failed.error_message().unwrap_or_default();
             let failure = Failure::new(job, class, msg)
                 .with_handler(&loaded.version, loaded.retry)
-                .with_logs(logs, progress);
+                .with_logs(logs, progress)
+                .with_calls(calls);
             // The handler said the failure is permanent, or its result would be as large
             // again: no retry.
             AckOutcome::Fail(
@@ -500,6 +504,8 @@ struct Ran {
     /// What it logged (see [`attempt_log`]) and its last progress.
     logs: String,
     progress: Option<u8>,
+    /// Its call record (`runtime/calls.rs`), as the scripts take it ('' when none).
+    calls: String,
     /// The child jobs it enqueued (only a success has any).
     children: Vec<ChildJob>,
 }
@@ -517,6 +523,7 @@ impl Ran {
             loaded,
             logs: String::new(),
             progress: None,
+            calls: String::new(),
             children: Vec::new(),
         }
     }
@@ -530,6 +537,7 @@ impl Ran {
             loaded,
             logs: String::new(),
             progress: None,
+            calls: String::new(),
             children: Vec::new(),
         }
     }
@@ -679,6 +687,7 @@ async fn run_in_sandbox(
             loaded,
             logs: attempt_log(&report.logs, report.logs_dropped),
             progress: report.progress,
+            calls: report.calls,
             children: report.children,
         },
         Err(err) if err.is_panic() => {

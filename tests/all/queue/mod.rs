@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod call_records;
 mod cancel;
 mod complete_and_fetch;
 mod control;

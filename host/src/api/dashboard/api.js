@@ -252,14 +252,17 @@ const REQUEST_TIMEOUT_MS = 15000;
  * One span or point of a job's timeline (`Segment` of timeline.rs). Times are ms on the Redis
  * clock; a point has `start_ms === end_ms`.
  * @typedef {object} Segment
- * @property {'enqueued' | 'wait' | 'attempt' | 'sleep' | 'step' | 'finished'} kind
+ * @property {'enqueued' | 'wait' | 'attempt' | 'call' | 'sleep' | 'step' | 'finished'} kind
  * @property {number} start_ms
  * @property {number} end_ms
  * @property {boolean} open still going: `end_ms` is the time it was read at
  * @property {number | null} attempt
- * @property {string | null} outcome an attempt's (`ok`, `retry`, ..., `running`); a finish's state
+ * @property {string | null} outcome an attempt's (`ok`, `retry`, ..., `running`); a finish's
+ *   state; a call's status code, or `denied`, `timeout`, `error`, `ok` (a SQL statement)
  * @property {string | null} reason a wait's: queued, retry, after_sleep, replayed
- * @property {string | null} name a step's or sleep's
+ * @property {string | null} name a step's or sleep's; a call's (`GET http://host:port`, `sql SELECT (db)`)
+ * @property {'http' | 'sql' | string | null} call_kind a call's kind
+ * @property {number | null} calls_dropped an attempt's calls past the 50 recorded
  * @property {string | null} error an attempt's error message
  * @property {string | null} host an attempt's host
  * @property {number | null} due_ms when an open wait is due
@@ -276,7 +279,8 @@ const REQUEST_TIMEOUT_MS = 15000;
  * @property {Segment[]} segments in time order
  * @property {boolean} steps_complete false when some step saves may be missing
  * @property {number | null} steps_since_ms the events stream's oldest time, when after creation
- * @property {boolean} calls_recorded outbound calls and queries: not recorded (false)
+ * @property {boolean} calls_recorded every attempt's calls are drawn: false while one runs, or
+ *   when one ended by lease expiry (its calls were lost with its host)
  */
 
 /**

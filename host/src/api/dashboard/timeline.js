@@ -1,8 +1,8 @@
 // @ts-check
 // A job's run timeline (GET /api/queues/{q}/jobs/{id}/timeline) as an SVG chart: three lanes
-// on one time axis from its enqueue, waits and durable sleeps ("queue"), attempts ("run"),
-// step saves ("steps"); and the same story as an ordered list under it, with each span's
-// duration. Drawn here: no chart library, SVG built through the DOM (the page's policy allows
+// on one time axis from its enqueue, waits and durable sleeps ("queue"), attempts with their
+// outbound HTTP requests and SQL statements as thinner bars inside them ("run"), step saves
+// ("steps"); and the same story as an ordered list under it, with each span's duration. Drawn here: no chart library, SVG built through the DOM (the page's policy allows
 // no inline style, so every look is an attribute or a class of app.css).
 
 import { h } from './dom.js';
@@ -34,8 +34,21 @@ function svg(tag, attrs, ...children) {
   return el;
 }
 
-/** The lane a segment is drawn in. @param {Segment} s */
-const laneOf = (s) => (s.kind === 'attempt' ? 'run' : s.kind === 'step' ? 'steps' : 'queue');
+/** The lane a segment is drawn in: a call in its attempt's. @param {Segment} s */
+const laneOf = (s) => (s.kind === 'attempt' || s.kind === 'call' ? 'run' : s.kind === 'step' ? 'steps' : 'queue');
+
+/** Narrowest drawn call: many short calls side by side stay apart. */
+const MIN_CALL_WIDTH = 2;
+
+/**
+ * Whether a call failed: an HTTP status of 400 or more, or no response (`denied`, `timeout`,
+ * `error`); a SQL statement's `error`.
+ * @param {Segment} s
+ */
+function callFailed(s) {
+  const status = Number(s.outcome);
+  return Number.isInteger(status) ? status >= 400 : s.outcome !== 'ok';
+}
 
 /** The class that colours an attempt by its outcome. @param {string | null} outcome */
 function attemptClass(outcome) {
@@ -57,7 +70,11 @@ function describe(s, origin) {
         after_sleep: 'waited for a host after the sleep', replayed: 'dead, then replayed; waited' }[s.reason ?? ''] ?? 'waited';
       return [at, `${why} ${span}${open}${s.due_ms !== null ? ` (due +${fmtDuration(s.due_ms - origin)})` : ''}`];
     }
-    case 'attempt': return [at, `attempt ${s.attempt} ${s.outcome} ${span}${open}${s.host ? ` on ${s.host}` : ''}`];
+    case 'attempt': {
+      const dropped = s.calls_dropped ? ` (${s.calls_dropped} more calls, not recorded)` : '';
+      return [at, `attempt ${s.attempt} ${s.outcome} ${span}${open}${s.host ? ` on ${s.host}` : ''}${dropped}`];
+    }
+    case 'call': return [at, `${s.name} → ${s.outcome} ${span} (attempt ${s.attempt})`];
     case 'sleep': return [at, `slept ${span} (${s.name})`];
     case 'step': return [at, `step ${s.name} saved (attempt ${s.attempt})`];
     case 'finished': return [at, s.outcome ?? 'finished'];
@@ -101,6 +118,16 @@ function draw(chart, view) {
       const cx = x(s.start_ms);
       parts.push(svg('g', { ...data, class: 'seg step' },
         svg('path', { d: `M${cx} ${y + 6} l6 9 l-6 9 l-6 -9 z` }), title));
+    } else if (s.kind === 'call') {
+      // A thinner bar over its attempt's: teal for HTTP, amber for SQL, outlined red when it
+      // failed.
+      const x0 = x(s.start_ms);
+      const width = Math.max(MIN_CALL_WIDTH, x(s.end_ms) - x0);
+      data['data-call-kind'] = s.call_kind ?? '';
+      data['data-name'] = s.name ?? '';
+      const cls = `seg call ${s.call_kind === 'http' ? 'http' : 'sql'}${callFailed(s) ? ' call-failed' : ''}`;
+      parts.push(svg('g', { ...data, class: cls },
+        svg('rect', { x: x0, y: y + 10, width, height: LANE_HEIGHT - 20, rx: 1 }), title));
     } else {
       const x0 = x(s.start_ms);
       const width = Math.max(MIN_WIDTH, x(s.end_ms) - x0);
@@ -121,7 +148,8 @@ export function timelinePanel() {
     h('h2', {}, 'Timeline', h('span', { class: 'legend' },
       h('span', { class: 'key waiting' }, 'waiting'), h('span', { class: 'key sleeping' }, 'sleeping'),
       h('span', { class: 'key completed' }, 'attempt ok'), h('span', { class: 'key failed' }, 'attempt failed'),
-      h('span', { class: 'key running' }, 'running'), h('span', { class: 'key step' }, 'step saved'))),
+      h('span', { class: 'key running' }, 'running'), h('span', { class: 'key http' }, 'HTTP request'),
+      h('span', { class: 'key sql' }, 'SQL statement'), h('span', { class: 'key step' }, 'step saved'))),
     h('div', { class: 'chart' }, chart), list, note);
   /** @type {TimelineView | null} */
   let last = null;
@@ -141,8 +169,12 @@ export function timelinePanel() {
         if (s.attempt !== null) data['data-attempt'] = s.attempt;
         return h('li', data, h('span', { class: 'at' }, at), ' ', what);
       }));
-      const notes = ['Outbound HTTP requests and SQL queries are not recorded per attempt.',
-        'A step shows when its result was saved; when it began is not recorded.'];
+      const notes = ['A step shows when its result was saved; when it began is not recorded.'];
+      if (!view.calls_recorded) {
+        notes.unshift(view.state === 'active'
+          ? 'The running attempt\'s outbound requests and SQL statements show once it ends.'
+          : 'An attempt whose lease expired has no recorded calls: its host was lost.');
+      }
       if (!view.steps_complete) {
         notes.unshift(view.steps_since_ms !== null
           ? `The events stream has trimmed its entries up to +${fmtDuration(view.steps_since_ms - origin)}: step saves before then may be missing.`

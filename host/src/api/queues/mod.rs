@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::ApiState;
 use super::error::ApiError;
-use crate::queue::{Backoff, Job, JobState, QueueKeys, validate_job_id};
+use crate::queue::{Backoff, CallEntry, Job, JobState, QueueKeys, validate_job_id};
 
 pub(crate) mod check;
 pub(crate) mod dead;
@@ -134,6 +134,55 @@ pub struct AttemptView {
     pub logs: Option<String>,
     /// The last progress (0-100) the attempt reported; null if none.
     pub progress: Option<u8>,
+    /// Its outbound HTTP requests and SQL statements, at most 50, in order of start: empty
+    /// when it made none, and for an attempt whose end no host recorded (`lease_expired`).
+    pub calls: Vec<CallView>,
+    /// Calls past the 50 kept: counted, not recorded.
+    pub calls_dropped: u64,
+    /// A `suspended` attempt's durable sleep: its name and length (null for entries written
+    /// before hosts recorded them; the error text says it too).
+    pub sleep: Option<String>,
+    pub sleep_ms: Option<u64>,
+}
+
+/// One outbound HTTP request or SQL statement of an attempt (docs/protocol.md, "Call
+/// records"): never a header, body, URL path or query, statement text or parameter.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallView {
+    /// `http` or `sql`.
+    pub kind: String,
+    /// When it started, ms from the attempt's start on its host.
+    pub at_ms: u64,
+    /// How long it took (an HTTP request: to its response's head).
+    pub duration_ms: u64,
+    /// HTTP: the method.
+    pub method: Option<String>,
+    /// HTTP: `scheme://authority` only.
+    pub target: Option<String>,
+    /// HTTP: the response's status.
+    pub status: Option<u16>,
+    /// No status: `denied`, `timeout`, `error` (HTTP); `error` for a SQL statement that failed.
+    pub outcome: Option<String>,
+    /// SQL: the statement's command keyword (`SELECT`, ...).
+    pub operation: Option<String>,
+    /// SQL: the database grant's name.
+    pub database: Option<String>,
+}
+
+impl From<&CallEntry> for CallView {
+    fn from(c: &CallEntry) -> Self {
+        CallView {
+            kind: c.kind.clone(),
+            at_ms: c.at_ms,
+            duration_ms: c.duration_ms,
+            method: c.method.clone(),
+            target: c.target.clone(),
+            status: c.status,
+            outcome: c.outcome.clone(),
+            operation: c.op.clone(),
+            database: c.db.clone(),
+        }
+    }
 }
 
 /// A job, as stored (docs/protocol.md, "Job fields"). Times are ms since the Unix epoch on the
@@ -242,6 +291,10 @@ pub(crate) fn job_view(job: &Job) -> JobView {
                 version: a.version.clone(),
                 logs: a.logs.clone(),
                 progress: a.progress,
+                calls: a.calls.iter().flatten().map(CallView::from).collect(),
+                calls_dropped: a.calls_dropped.unwrap_or(0),
+                sleep: a.sleep.clone(),
+                sleep_ms: a.sleep_ms,
             })
             .collect(),
     }

@@ -4,10 +4,12 @@
 --
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] active  KEYS[4] completed  KEYS[5] dead
 -- KEYS[6] events  KEYS[7] steps prefix  KEYS[8] outbox
--- ARGV: septuples id, token, result, handler version that ran the attempt ('' if none), the
+-- ARGV: octuples id, token, result, handler version that ran the attempt ('' if none), the
 --   attempt's log ('' if none; the first 4096 bytes are kept), its last progress 0-100 ('' if
---   none), which the attempt's history entry records, and its child jobs ('' if none: an
---   opaque blob that goes to the outbox with the completion, see docs/workflows.md)
+--   none), which the attempt's history entry records, its child jobs ('' if none: an
+--   opaque blob that goes to the outbox with the completion, see docs/workflows.md), and its
+--   call record ('' if none; calls_of in lib.lua, docs/protocol.md), which the history entry
+--   records too
 -- Reply: {completed_ids, rejected, too_large_ids}: rejected lists {id, reason} as in extend
 --   (those jobs are untouched); a result over `max_result_bytes` dead-letters its job with
 --   outcome 'result_too_large' (retrying would produce it again).

@@ -15,8 +15,8 @@
 -- KEYS[11] group prefix  KEYS[12] groups (1..12 as fetch.lua)  KEYS[13] completed
 -- KEYS[14] dead  KEYS[15] steps prefix  KEYS[16] outbox
 -- ARGV[1] N (jobs to lease, 0..10000)  ARGV[2] lease_ms  ARGV[3] lease token (random, unique
--- per call)  ARGV[4] host id; then septuples id, token, result, version, logs, progress,
--- children as in complete.lua
+-- per call)  ARGV[4] host id; then octuples id, token, result, version, logs, progress,
+-- children, calls as in complete.lua
 -- Reply: {completed_ids, rejected, too_large_ids, fetched}: complete.lua's reply, then
 --   fetch.lua's as `fetched` ({now_ms, lease_expires_at_ms, jobs, next_due_ms, dropped, held}).
 -- Error (nothing written, neither part): 'WASMQ_WRONGTYPE <key> <type>' (type_error in lib.lua).

@@ -591,6 +591,27 @@ local function progress_of(text)
   return int_in(text, 0, 100) or nil
 end
 
+-- An attempt's call record as a host sends it (complete, fail, suspend; docs/protocol.md):
+-- '' for none, else a JSON array of call entries whose last element is a number when calls
+-- past the record's bound were only counted (kept below 1e14, which cjson writes as digits).
+-- Returns the entries (a table that encodes
+-- again) or nil, and the count dropped or nil. Never errors: text that does not decode,
+-- is not an array, or would not encode again is dropped, so a write after it cannot fail.
+local function calls_of(text)
+  if not text or text == '' then return nil, nil end
+  local ok, calls = pcall(cjson.decode, text)
+  if not ok or type(calls) ~= 'table' then return nil, nil end
+  local n, dropped = #calls, nil
+  if n > 0 and type(calls[n]) == 'number' then
+    local d = calls[n]
+    if d >= 1 and d < 1e14 and d == math.floor(d) then dropped = d end
+    calls[n] = nil
+    n = n - 1
+  end
+  if n == 0 or not pcall(cjson.encode, calls) then return nil, dropped end
+  return calls, dropped
+end
+
 -- Records a failed attempt of the active job `id` (fields `f` read with FAIL_FIELDS) and moves
 -- it on: to `dead` when permanent or out of attempts, else to `retry` after its backoff (or
 -- straight to `waiting` when the backoff is 0). The caller removes it from `active` and applies
@@ -598,10 +619,10 @@ end
 -- add_waiting), plan.retried/plan.died events. `version` is the handler version that ran the
 -- attempt ('' when unknown, as for an expired lease); `policy` the handler's retry policy
 -- (parse_policy), or nil; `logs` and `progress` what the attempt logged and its last progress
--- ('' when none). A job whose fields cannot be used (under the policy) is buried as malformed
+-- ('' when none), `calls` its call record (calls_of; '' or nil when none). A job whose fields cannot be used (under the policy) is buried as malformed
 -- instead, with nothing else written: it goes dead too.
 local function fail_job(prefix, id, f, now, outcome, err, permanent, plan, version, policy, logs,
-    progress)
+    progress, calls)
   local key = prefix .. id
   local updates = apply_handler_policy(f, policy)
   if f[16] and f[16] ~= '' then
@@ -617,11 +638,12 @@ local function fail_job(prefix, id, f, now, outcome, err, permanent, plan, versi
   local attempt = tonumber(f[3]) or 0
   local max_attempts = tonumber(f[4]) or 1
   err = string.sub(err or '', 1, MAX_ERROR_LEN)
+  local call_list, dropped = calls_of(calls)
   local history = history_append(f[9], { attempt = attempt, outcome = outcome, error = err,
     host = f[11] or '', started_at = tonumber(f[10]) or 0, finished_at = now,
     version = (version ~= nil and version ~= '') and version or nil,
     logs = (logs ~= nil and logs ~= '') and string.sub(logs, 1, MAX_LOGS_LEN) or nil,
-    progress = progress_of(progress) })
+    progress = progress_of(progress), calls = call_list, calls_dropped = dropped })
   local function write(...)
     local args = { ... }
     for _, v in ipairs(updates) do args[#args + 1] = v end
@@ -784,8 +806,8 @@ local COMPLETE_USES = { state = true, attempt = true, started_at = true }
 local COMPLETE_CONFIG = { 'completed_keep', 'completed_max_age_ms', 'max_result_bytes',
   'events_maxlen' }
 
--- Completes the active jobs given as septuples id, token, result, handler version, logs,
--- progress, children in ARGV[first..] (active ->
+-- Completes the active jobs given as octuples id, token, result, handler version, logs,
+-- progress, children, calls (calls_of) in ARGV[first..] (active ->
 -- completed), then applies retention: the body of complete.lua, whose header gives the rules,
 -- shared with complete_fetch.lua. `K` names config, active, completed, dead, events, steps
 -- (the step-hash prefix) and outbox; `cfg` holds COMPLETE_CONFIG. A completed job's steps are
@@ -801,9 +823,9 @@ local function complete_jobs(prefix, K, cfg, now, first)
   -- (for the event); the rest of FAIL_FIELDS only for a result that fails the job.
   local fields = keep == 0 and COMPLETE_FIELDS_BARE or FAIL_FIELDS
   local steps, outbox, freed = {}, {}, {}
-  for i = first, #ARGV - 6, 7 do
+  for i = first, #ARGV - 7, 8 do
     local id, token, result, version = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    local logs, progress, children = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+    local logs, progress, children, calls = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
     local key = prefix .. id
     local f, unusable = read_job(key, fields, COMPLETE_USES)
     local problem = lease_check(f, unusable, token)
@@ -821,18 +843,19 @@ local function complete_jobs(prefix, K, cfg, now, first)
       if fields ~= FAIL_FIELDS then f = redis.call('HMGET', key, unpack(FAIL_FIELDS)) end
       fail_job(prefix, id, f, now, 'result_too_large', 'result of ' .. #result
         .. ' bytes is over the limit of ' .. cfg.max_result_bytes, true, plan, version, nil,
-        logs, progress)
+        logs, progress, calls)
       too_large[#too_large + 1] = id
     else
       local attempt = tonumber(f[3]) or 0
       if keep == 0 then
         deleted[#deleted + 1] = key
       else
+        local call_list, dropped = calls_of(calls)
         local history = history_append(f[9], { attempt = attempt, outcome = 'ok', error = '',
           host = f[11] or '', started_at = tonumber(f[10]) or 0, finished_at = now,
           version = version ~= '' and version or nil,
           logs = logs ~= '' and string.sub(logs, 1, MAX_LOGS_LEN) or nil,
-          progress = progress_of(progress) })
+          progress = progress_of(progress), calls = call_list, calls_dropped = dropped })
         if slot and slot ~= '' then
           redis.call('HSET', key, 'state', 'completed', 'result', result, 'history', history,
             'finished_at', now, 'lease_token', '', 'group_slot', '')

@@ -10,9 +10,10 @@
 --
 -- KEYS[1] job prefix  KEYS[2] config  KEYS[3] active  KEYS[4] delayed  KEYS[5] events
 -- KEYS[6] steps prefix
--- ARGV: septuples id, token, sleep field (`sleep:<name>`, or '' for a throttled start),
---   delay_ms, handler version, logs, progress (the last three for the attempt's history
---   entry, '' when none)
+-- ARGV: octuples id, token, sleep field (`sleep:<name>`, or '' for a throttled start),
+--   delay_ms, handler version, logs, progress, call record (the last four for the attempt's
+--   history entry, '' when none; the call record as in complete.lua). The entry records the
+--   sleep as `sleep` (its name) and `sleep_ms` (the delay), and in its error text as before.
 -- Reply: {suspended, rejected}: suspended lists {id, run_at_ms}; rejected {id, reason} as in
 --   extend (those jobs are untouched, but for a job whose key or fields cannot be read: it is
 --   buried as malformed, bury in lib.lua, and rejected as 'not_active:dead').
@@ -29,10 +30,10 @@ local now = now_ms()
 local suspended, rejected, delayed, ids, events, throttled = {}, {}, {}, {}, {}, {}
 local plan = new_fail_plan(nil)
 local freed = {}
-for i = 1, #ARGV - 6, 7 do
+for i = 1, #ARGV - 7, 8 do
   local id, token, field = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local delay = int_in(ARGV[i + 3], 0, 1e15) or -1
-  local version, logs, progress = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local version, logs, progress, calls = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
   local key = prefix .. id
   local f, unusable = read_job(key, { 'state', 'lease_token', 'attempt', 'history', 'host',
     'started_at', 'group_slot' })
@@ -55,12 +56,16 @@ for i = 1, #ARGV - 6, 7 do
         'run_at', run_at, 'lease_token', '', unpack(slot))
       throttled[#throttled + 1] = { id, attempt }
     else
+      local call_list, dropped = calls_of(calls)
+      local name = string.sub(field, 1, 6) == 'sleep:' and string.sub(field, 7) or field
       local history = history_append(f[4], { attempt = attempt, outcome = 'suspended',
         error = 'sleeping ' .. delay .. ' ms (' .. field .. ')', host = f[5] or '',
         started_at = tonumber(f[6]) or 0, finished_at = now,
         version = version ~= '' and version or nil,
         logs = logs ~= '' and string.sub(logs, 1, MAX_LOGS_LEN) or nil,
-        progress = progress_of(progress) })
+        progress = progress_of(progress), sleep = name,
+        sleep_ms = delay < 1e14 and delay or nil,
+        calls = call_list, calls_dropped = dropped })
       redis.call('HSET', key, 'state', 'delayed', 'attempt', math.max(attempt - 1, 0),
         'run_at', run_at, 'history', history, 'lease_token', '', unpack(slot))
       -- A steps key of another type loses only the sleep's record: the attempt after it
