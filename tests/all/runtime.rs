@@ -454,6 +454,70 @@ async fn echo_beside_two_fillers(rt: &Runtime, filler: &wasmq::Handler) -> Durat
     took
 }
 
+/// A long job is one that has used `long_job_after` of CPU time, not one that started that
+/// long ago: a short job that waits in a host call (a 10 ms sleep) is not sent, when it comes
+/// back, to queue for the one long-job CPU slot behind jobs of a handler known to run long,
+/// each of which holds the slot through a `memory.fill` no epoch tick can interrupt. Counted
+/// by the clock on the wall it was (4 ms after its start), and it ended after the last of
+/// them; a neighbour's 0.3 ms job waited 1.5 s that way behind a 136 MiB result
+/// (tests/isolation).
+#[test]
+fn a_short_job_that_waited_is_not_a_long_job() {
+    let threads = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    threads.block_on(async {
+        let rt = Runtime::new(RuntimeConfig {
+            max_instances: 8,
+            long_job_cpu_slots: 1,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let filler = rt.load(&filler()).unwrap();
+        let sleep = rt.load(&guests::rust_bytes("sleep")).unwrap();
+        // Two fills that ran long: the handler's next jobs start long, one at a time in the
+        // slot.
+        for _ in 0..2 {
+            let report = rt.run(&filler, job(b"f"), &limits(10_000, 256)).await;
+            assert_eq!(report.outcome, Outcome::Ok(b"f".to_vec()));
+        }
+        let started = std::time::Instant::now();
+        let fillers: Vec<_> = (0..4)
+            .map(|_| {
+                let (rt, filler) = (rt.clone(), filler.clone());
+                tokio::spawn(async move {
+                    let report = rt.run(&filler, job(b"f"), &limits(10_000, 256)).await;
+                    assert_eq!(report.outcome, Outcome::Ok(b"f".to_vec()));
+                    started.elapsed()
+                })
+            })
+            .collect();
+        // The first filling, the others queued for the slot. A thread sleep: this is not one
+        // of the runtime's threads.
+        std::thread::sleep(Duration::from_millis(5));
+        let report = rt.run(&sleep, job(b"10"), &limits(10_000, 16)).await;
+        let slept = started.elapsed();
+        assert_eq!(
+            report.outcome.class(),
+            OutcomeClass::Ok,
+            "{:?}",
+            report.outcome
+        );
+        let mut filled = Vec::new();
+        for filler in fillers {
+            filled.push(filler.await.unwrap());
+        }
+        filled.sort_unstable();
+        assert!(
+            slept < filled[1],
+            "the sleeping job ended {slept:?} after the fillers started, after the second of \
+             them ({filled:?}): it queued for the CPU slot behind them"
+        );
+    });
+}
+
 /// A job that cannot be interrupted (one huge `memory.fill`) runs without a CPU slot the
 /// first times, as every job starts short: two at once then hold both threads of a two-thread
 /// runtime and a short job waits for them. Once two of its handler's last four attempts ran

@@ -292,25 +292,41 @@ struct HostileLoad {
     warm_up: Vec<NewJob>,
 }
 
-/// The echo queue's p99 under load and at baseline, in µs, and a report of every round.
+/// The echo queue's p99 under load and at baseline, in µs, its slowest job of all the
+/// hostile rounds, and a report of every round.
 struct Measurement {
     baseline_p99: u64,
     loaded_p99: u64,
+    loaded_max: u64,
     report: String,
 }
 
+/// The longest any one echo job of a hostile round may wait, in µs: not a speed figure (the
+/// slowest of 1,500 jobs on a shared machine is noise, tens of ms), but what no neighbour
+/// should see. A p99 leaves out 15 of them; the multi-second stalls of issue 20 (a neighbour's
+/// short attempt queued for a CPU slot behind a hostile job that held it for seconds) were
+/// one or two jobs in a run.
+const MAX_STALL_US: u64 = 500_000;
+
 impl Measurement {
-    /// Fails the test unless the loaded p99 is within twice the baseline.
+    /// Fails the test unless the loaded p99 is within twice the baseline and no job of the
+    /// hostile rounds waited longer than [`MAX_STALL_US`].
     fn assert_within_twice_the_baseline(&self) {
         let Measurement {
             baseline_p99: baseline,
             loaded_p99: loaded,
+            loaded_max,
             report,
         } = self;
         assert!(
             *loaded <= 2 * baseline,
             "echo p99 {loaded} µs under hostile load vs {baseline} µs baseline (limit: twice \
              the baseline); every round:\n{report}"
+        );
+        assert!(
+            *loaded_max <= MAX_STALL_US,
+            "an echo job waited {loaded_max} µs under hostile load (limit: {MAX_STALL_US} µs); \
+             every round:\n{report}"
         );
     }
 }
@@ -459,9 +475,11 @@ async fn measure_echo_latency(load: HostileLoad) -> Measurement {
     }
     let report = report.join("\n");
     eprintln!("{report}");
+    let all_loaded = pooled(true, false);
     Measurement {
         baseline_p99: quantile(&baseline, 0.99),
         loaded_p99: quantile(&loaded, 0.99),
+        loaded_max: all_loaded[all_loaded.len() - 1],
         report,
     }
 }

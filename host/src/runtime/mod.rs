@@ -15,12 +15,12 @@
 //!    slot (see 3) and is a long job from the start.
 //! 3. `handle` is called. Every epoch tick the guest yields to tokio, so a busy guest never
 //!    holds a runtime thread for longer than a tick; past the deadline the next tick traps it.
-//!    A job whose guest code has run past `long_job_after` is a long job: from then on it
+//!    A job that has used `long_job_after` of CPU time is a long job: from then on it
 //!    runs only while it holds one of the `long_job_cpu_slots` (by default all cores but
 //!    one), taken in turn at each tick, so CPU hogs share those slots and short jobs always
 //!    find a core.
 //! 4. The result or the error is classified into an [`Outcome`]; the store is dropped. The
-//!    time the attempt held a runtime thread (its polls) says whether it ran long.
+//!    CPU time its polls used says whether it ran long.
 //!
 //! Each step is one function (`Runtime::new_store`, `instantiate`, `call`, `report`); the
 //! CPU-fairness hooks of steps 2 and 3 are in `cpu.rs`. With tracing on and an attempt span
@@ -189,9 +189,10 @@ pub struct RuntimeConfig {
     /// `PAGEMAP_SCAN` where the kernel has it, 6.7+) instead of unmapped with `madvise`, so
     /// the next job in the slot takes no page faults there. 0 unmaps everything.
     pub keep_resident: usize,
-    /// A job whose guest code has been running longer than this is a long job; an attempt
-    /// that held a runtime thread this long in all ran long, and a handler two of whose last
-    /// four attempts ran long starts its next ones as long jobs.
+    /// A job that has used this much CPU time (its threads' CPU clocks, not the time since
+    /// it started, which counts its waits: `cpu.rs`) is a long job; an attempt that used
+    /// this much in all ran long, and a handler two of whose last four attempts ran long
+    /// starts its next ones as long jobs.
     pub long_job_after: Duration,
     /// How many long jobs may execute guest code at once. The default, one less than the
     /// machine's cores (at least one), keeps a core for short jobs and the host's own work,
@@ -411,9 +412,10 @@ pub(crate) struct HostState {
     limiter: StoreLimiter,
     log: Arc<Mutex<JobLog>>,
     progress: Option<u8>,
-    /// When the attempt becomes a long job: `long_job_after` from its start, or its start for
-    /// a handler whose recent attempts ran long.
-    long_from: Instant,
+    /// The CPU time the attempt has used, and whether that makes it a long job yet (after
+    /// `long_job_after` of it, or from its start for a handler whose recent attempts ran
+    /// long).
+    cpu: Arc<cpu::CpuUse>,
     deadline: Instant,
     /// The long-job CPU slot this attempt holds while its guest code runs, once it is long.
     /// Shared with the future that acquires it at an epoch yield; dropped with the store.
@@ -670,7 +672,7 @@ impl Runtime {
         let slots = self.inner.long_jobs.clone();
         // The epoch callback stops guest code at the deadline; this timeout covers time spent
         // inside host calls (a guest blocked in a WASI poll), which epochs cannot interrupt.
-        let (result, busy) = cpu::timed(limits.timeout, async {
+        let result = cpu::timed(limits.timeout, &setup.cpu, async {
             if setup.start_long {
                 // A `wait` span: the handler's attempts run long, so this one waits for a
                 // CPU slot before it starts (cpu.rs).
@@ -684,9 +686,7 @@ impl Runtime {
             call(instance, &mut store, &job).await
         })
         .await;
-        handler
-            .recent
-            .record(busy >= self.inner.config.long_job_after);
+        handler.recent.record(setup.cpu.ran_long());
         report(store, &setup, result, instantiation, self.inner.config.fuel)
     }
 
@@ -711,11 +711,11 @@ impl Runtime {
             .build();
         let memory_cap = limits.memory.min(config.max_memory_per_instance);
         let start_long = handler.recent.start_long();
-        let long_from = if start_long {
-            started
+        let cpu = cpu::CpuUse::new(if start_long {
+            Duration::ZERO
         } else {
-            started + config.long_job_after
-        };
+            config.long_job_after
+        });
         let cpu_slot = Arc::new(Mutex::new(None));
         let calls = CallLog::shared(started);
         let state = HostState {
@@ -724,7 +724,7 @@ impl Runtime {
             limiter: StoreLimiter::new(memory_cap, config.max_table_elements as usize),
             log: log.clone(),
             progress: None,
-            long_from,
+            cpu: cpu.clone(),
             deadline,
             cpu_slot: cpu_slot.clone(),
             workflow: WorkflowState::new(steps, &job.queue, &job.id, config.max_job_step_bytes),
@@ -749,6 +749,7 @@ impl Runtime {
             log,
             calls,
             cpu_slot,
+            cpu,
             start_long,
             fuel_budget,
         };
@@ -762,6 +763,8 @@ struct Setup {
     log: Arc<Mutex<JobLog>>,
     calls: SharedCalls,
     cpu_slot: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    /// The CPU time the attempt has used (`cpu.rs`).
+    cpu: Arc<cpu::CpuUse>,
     /// The handler's recent attempts ran long: this one waits for a CPU slot first.
     start_long: bool,
     fuel_budget: u64,
