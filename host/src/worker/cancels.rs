@@ -11,6 +11,9 @@
 //!    drops the guest's future at its next epoch yield (every `epoch_tick`) or, blocked in a
 //!    host call (a sleep, an outbound request), at once; nothing is acked for it, so its
 //!    children, pending steps and result are never written. A job leased ahead does not start.
+//!    A message for a lease not in flight here is looked at again a few times within a second
+//!    (`LOOK_AGAIN_MS`): the lease may be this host's, taken by a fetch whose reply is still
+//!    being handled (the message comes on another connection).
 //! 3. When the connection drops, subscribe again with backoff. A cancel published meanwhile is
 //!    not heard: the next heartbeat (`watchman`) finds the lease gone and stops the attempt
 //!    the same way, within a third of the lease.
@@ -21,7 +24,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::{oneshot, watch};
 
-use super::{JobKey, Shared};
+use super::{Abandoned, JobKey, Shared};
 use crate::connection::Backoff;
 use crate::queue::QueueKeys;
 
@@ -89,7 +92,7 @@ pub(crate) async fn run(
 }
 
 /// One cancel message of `queue`: `<lease token> <job id>`.
-fn cancelled(shared: &Shared, queue: &str, payload: &[u8]) {
+fn cancelled(shared: &Arc<Shared>, queue: &str, payload: &[u8]) {
     let Some((token, id)) = std::str::from_utf8(payload)
         .ok()
         .and_then(|text| text.split_once(' '))
@@ -98,11 +101,36 @@ fn cancelled(shared: &Shared, queue: &str, payload: &[u8]) {
         return;
     };
     let key = JobKey::new(queue.to_string(), id.to_string());
-    let found = shared.abandon(&key, token);
-    if found.lost_work() {
-        shared.metrics.cancelled(queue);
-        tracing::info!(%queue, job_id = %id, "job cancelled; its attempt is stopped here");
-    } else {
-        tracing::debug!(%queue, job_id = %id, ?found, "a cancelled job this host is not running");
+    if stopped(shared, &key, token) {
+        return;
     }
+    // Not in flight here (yet): the message may have come before this host registered the
+    // lease it just took, the fetch's reply being handled on another connection (seen once
+    // under CI load: the cancel of a job that had just started waited for the heartbeat, 10 s).
+    // A lease token is unique, so looking again a little later can stop only that attempt.
+    let shared = shared.clone();
+    let token = token.to_string();
+    tokio::spawn(async move {
+        for wait_ms in LOOK_AGAIN_MS {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            if stopped(&shared, &key, &token) {
+                return;
+            }
+        }
+        tracing::debug!(queue = %key.queue, job_id = %key.id, "a cancelled job this host is not running");
+    });
+}
+
+/// When a cancel finds no attempt of its lease here, it looks again after each of these
+/// waits (ms; 1 s in all), in case the lease was taken by this host and not registered yet.
+const LOOK_AGAIN_MS: [u64; 5] = [10, 40, 100, 250, 600];
+
+/// Stops the attempt of `key` under lease `token` if it is in flight here; whether it was.
+fn stopped(shared: &Shared, key: &JobKey, token: &str) -> bool {
+    let found = shared.abandon(key, token);
+    if found.lost_work() {
+        shared.metrics.cancelled(&key.queue);
+        tracing::info!(queue = %key.queue, job_id = %key.id, "job cancelled; its attempt is stopped here");
+    }
+    found != Abandoned::NotHeld
 }
