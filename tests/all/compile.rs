@@ -14,11 +14,11 @@ use wasmq::registry::{CHANGES_CHANNEL, DEFAULT_MAX_UPLOAD, sha256_hex};
 
 use crate::corpus::table::{BLOCK_BOMB_DEPTH, LOOP_BOMB_DEPTH, block_bomb, loop_bomb};
 use crate::support::cli::{ok, wasmq};
-use crate::support::eventually;
 use crate::support::guests;
 use crate::support::host::HostProcess;
 use crate::support::jobs::keep_everything;
 use crate::support::redis::RedisServer;
+use crate::support::{eventually, resident};
 
 const Q: &str = "bombs";
 
@@ -102,17 +102,6 @@ fn gone(pid: u32) -> bool {
         Ok(stat) => stat.contains(") Z "),
         Err(_) => true,
     }
-}
-
-/// The most resident memory the process `pid` has had (`VmHWM`), bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib * 1024
 }
 
 async fn enqueue(client: &Client, handler: &str, id: &str) {
@@ -286,7 +275,7 @@ async fn a_host_compiling_a_bomb_serves_the_other_handlers_meanwhile_and_refuses
     completed(&client, "greet-2", Duration::from_secs(10)).await;
     assert_waits_uncounted(&client, "bomb-1").await;
     assert_waits_uncounted(&client, "bomb-2").await;
-    let rss = peak_rss(host.pid());
+    let rss = resident(host.pid()).1;
     assert!(rss < 400 * 1024 * 1024, "the host peaked at {rss} bytes");
 }
 

@@ -1,7 +1,8 @@
 //! What a handler can cost a host, at most (docs/costs.md): each bound there that is not
 //! checked elsewhere, through the real binary and a real Redis: a guest's `memory.fill` loop
-//! against a deadline, and the steps of a queue's dead jobs under its `dead_step_bytes` (the
-//! steps one job may hold are in `steps.rs`, results in the corpus).
+//! against a deadline, the steps of a queue's dead jobs under its `dead_step_bytes` (the
+//! steps one job may hold are in `steps.rs`), and a result over what a host takes, never
+//! copied out of the guest (its outcome for every kind of guest is in the corpus).
 
 use std::process::Command;
 use std::time::Duration;
@@ -10,10 +11,11 @@ use wasmq::queue::{Client, Failure, JobState, NewJob, QueueConfig, StepSave};
 
 use crate::corpus::table::Wat;
 use crate::support::cli::{ok, wasmq};
-use crate::support::eventually;
 use crate::support::guests;
 use crate::support::host::HostProcess;
+use crate::support::jobs::keep_everything;
 use crate::support::redis::RedisServer;
+use crate::support::{eventually, resident};
 
 const Q: &str = "costs";
 
@@ -324,4 +326,97 @@ async fn a_hosts_watchman_keeps_dead_jobs_steps_under_the_queues_cap() {
         "{shown}"
     );
     assert!(!ok(&wasmq(&redis, &["job", Q, "h3"])).contains("steps dropped"));
+}
+
+/// Waits (up to a minute) for job `id` to be dead, and returns its last outcome and error.
+async fn dead_outcome(client: &Client, id: &str) -> (String, String) {
+    eventually(
+        &format!("job {id} dead"),
+        Duration::from_secs(60),
+        || async {
+            let job = client.get(Q, id).await.ok()??;
+            (job.state == JobState::Dead).then(|| {
+                (
+                    job.last_outcome.unwrap_or_default(),
+                    job.last_error.unwrap_or_default(),
+                )
+            })
+        },
+    )
+    .await
+}
+
+/// A result or error message over what a host takes from a handler is measured where it lies,
+/// in the guest's memory, and never copied out: a handler returning 136 MiB (error: 64 MiB and
+/// a byte) made the host hold it twice, its guest's memory and a copy of it, only to refuse
+/// the copy. Through a real host: its peak resident memory grows by about what the guest
+/// built, well short of twice that.
+#[tokio::test]
+async fn a_result_over_what_a_host_takes_is_measured_in_the_guest_and_never_copied() {
+    const MIB: u64 = 1024 * 1024;
+    let redis = RedisServer::start();
+    let client = redis.client().await;
+    keep_everything(&client, Q).await;
+    let toml = format!(
+        "queues = [{Q:?}]\n[handlers.hostile]\npath = {:?}\nmemory = \"256MiB\"\n",
+        guests::rust("hostile")
+    );
+    let host = HostProcess::builder(&redis.url()).config(&toml).start();
+    let run = |id: &'static str, payload: String| {
+        let client = &client;
+        async move {
+            let job = NewJob::new("hostile", payload.into_bytes())
+                .with_id(id)
+                .with_max_attempts(1);
+            client.enqueue(Q, &job).await.unwrap();
+        }
+    };
+    // Up, with the handler compiled and one instance's memory touched, before the baseline.
+    run("warm", "huge-result:1024".to_string()).await;
+    eventually("job warm", Duration::from_secs(60), || async {
+        let job = client.get(Q, "warm").await.ok()??;
+        (job.state == JobState::Completed).then_some(())
+    })
+    .await;
+
+    let limit = wasmq::MAX_RETURNED_BYTES as u64;
+    for (id, payload, built, what) in [
+        (
+            "error",
+            format!("huge-error:{}", limit + 1),
+            limit,
+            "error message",
+        ),
+        (
+            "result",
+            format!("huge-result:{}", 136 * MIB),
+            136 * MIB,
+            "result",
+        ),
+    ] {
+        // The peak starts again from now (Linux: `5` to `clear_refs` resets `VmHWM`).
+        std::fs::write(format!("/proc/{}/clear_refs", host.pid()), "5").unwrap();
+        let (before, _) = resident(host.pid());
+        run(id, payload).await;
+        let (outcome, error) = dead_outcome(&client, id).await;
+        assert_eq!(outcome, "result_too_large", "{id}: {error}");
+        assert!(
+            error.starts_with(&format!("{what} of ")) && error.contains("over the limit"),
+            "{id}: {error}"
+        );
+        let (_, peak) = resident(host.pid());
+        let grew = peak.saturating_sub(before);
+        eprintln!(
+            "{id}: the guest built {} MiB; the host's peak grew by {} MiB",
+            built / MIB,
+            grew / MIB
+        );
+        assert!(
+            grew < built + built / 2,
+            "{id}: the host's peak resident memory grew by {} MiB for a {} MiB {what}: it was \
+             copied out of the guest",
+            grew / MIB,
+            built / MIB
+        );
+    }
 }

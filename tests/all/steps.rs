@@ -12,11 +12,11 @@ use wasmq::queue::{
 };
 use wasmq::{JobInput, JobLimits, Outcome, Runtime, RuntimeConfig};
 
-use crate::support::eventually;
 use crate::support::guests::{self, handler};
 use crate::support::host::HostProcess;
 use crate::support::jobs::{enqueue_ids, keep_everything};
 use crate::support::redis::RedisServer;
+use crate::support::{eventually, resident};
 
 const Q: &str = "flows";
 const KIDS: &str = "kids";
@@ -359,20 +359,6 @@ async fn a_step_result_over_the_limit_fails_the_job_with_an_error_that_says_so()
     );
 }
 
-/// The resident memory of process `pid` now (`VmRSS`) and at its peak (`VmHWM`), bytes.
-fn rss(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
-        kib * 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// Issue #20: a job saving 1,000 steps of 512 KiB (each within the per-step limit) under a
 /// 32 MiB memory cap took a host from 45 MB to 993 MB, and Redis kept 500 MB for it. Scaled
 /// down: three such jobs at once under a per-job limit of 4 MiB. Each stops at the step that
@@ -408,7 +394,7 @@ async fn steps_past_the_per_job_byte_limit_are_refused_and_the_host_holds_no_mor
         Duration::from_secs(60),
     )
     .await;
-    let (ready, _) = rss(host.pid());
+    let (ready, _) = resident(host.pid());
 
     let jobs: Vec<NewJob> = (0..JOBS)
         .map(|_| {
@@ -419,7 +405,7 @@ async fn steps_past_the_per_job_byte_limit_are_refused_and_the_host_holds_no_mor
     for id in &ids {
         wait_for_state(&client, Q, id, JobState::Dead, Duration::from_secs(60)).await;
     }
-    let (_, peak) = rss(host.pid());
+    let (_, peak) = resident(host.pid());
 
     // What fits: each step costs its name (`run:s<i>`) and its value.
     let fit = LIMIT / (STEP + "run:s0".len());

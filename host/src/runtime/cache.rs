@@ -256,7 +256,7 @@ impl ArtifactCache {
 
 /// Deserializes compiled code that [`ArtifactCache::verify`] has authenticated.
 ///
-/// This is the one place wasmq uses `unsafe`.
+/// One of the two places wasmq uses `unsafe` (the other: `runtime/returned.rs`).
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, code: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: `Component::deserialize` requires bytes produced by `Component::serialize` (or

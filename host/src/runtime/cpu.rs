@@ -205,10 +205,9 @@ pub(crate) fn install_hooks(store: &mut Store<HostState>, long_jobs: &Arc<Semaph
 /// The same hook sets the hostcall fuel: wasmtime's default before each host call, unlimited
 /// for the `handle` export's result. Guest code has returned when it is lifted, whatever its
 /// size (it lies in the guest's memory, so it is at most the memory cap), so that one over
-/// `MAX_RETURNED_BYTES` is `result_too_large` rather than a trap at wasmtime's 128 MiB.
-/// (Lifting it as a view, `WasmList`, and copying only what is kept does not work: wasmtime
-/// 48 runs the guest's post-return, which frees it, before the call returns.) A host call's
-/// arguments are lifted after `CallingHost`, under `HOSTCALL_FUEL` again.
+/// `MAX_RETURNED_BYTES` is `result_too_large` (measured, never copied: `returned.rs`) rather
+/// than a trap at wasmtime's 128 MiB. A host call's arguments are lifted after `CallingHost`,
+/// under `HOSTCALL_FUEL` again.
 fn call_hook(store: &mut Store<HostState>, slots: Arc<Semaphore>) {
     store.call_hook(move |mut ctx, hook| {
         match hook {

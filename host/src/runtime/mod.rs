@@ -59,6 +59,7 @@ mod cpu;
 mod kv;
 mod limits;
 mod outcome;
+mod returned;
 mod share;
 mod size;
 mod sql;
@@ -142,7 +143,7 @@ mod bindings {
 
 use bindings::wasi::keyvalue::{atomics as kv_atomics, batch as kv_batch, store as kv_store};
 use bindings::wasmq::job::{context, sql as sql_bindings, workflow as workflow_bindings};
-use bindings::{HandlerPre, Job, JobError};
+use bindings::{HandlerPre, Job};
 
 /// wasmtime's default "hostcall fuel": the most bytes one call from the guest may have the
 /// host allocate for its arguments. The host sets it back before each host call, having
@@ -605,6 +606,7 @@ impl Runtime {
             .instantiate_pre(component)
             .map_err(|e| LoadError::UnsupportedImport(format!("{e:?}")))?;
         let pre = HandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:?}")))?;
+        returned::check(&pre).map_err(|e| LoadError::WrongWorld(format!("{e:?}")))?;
         Ok(Handler {
             pre,
             recent: Arc::default(),
@@ -771,7 +773,7 @@ struct Setup {
 }
 
 /// What the call to `handle` returned: a trap, or the guest's result.
-type Returned = wasmtime::Result<Result<Vec<u8>, JobError>>;
+type Returned = wasmtime::Result<returned::Returned>;
 
 /// Step 2: a fresh instance of the handler, timed into `took`; an `instantiate` span of the
 /// attempt's when tracing is on, whose events are the lines the component's start code logs.
@@ -801,12 +803,12 @@ async fn instantiate(
 /// log lines (`capture.rs`, at most `telemetry::MAX_LOG_EVENTS`).
 async fn call(instance: bindings::Handler, store: &mut Store<HostState>, job: &Job) -> Returned {
     let Some(span) = telemetry::child_span("run", Vec::new()) else {
-        return instance.call_handle(&mut *store, job).await;
+        return call_handle(&instance, store, job).await;
     };
     let context = telemetry::context_of(&span);
     let log = store.data().log.clone();
     capture::lock(&log).set_events(LogEvents::new(span));
-    let running = instance.call_handle(&mut *store, job);
+    let running = call_handle(&instance, store, job);
     let returned = opentelemetry::context::FutureExt::with_context(running, context).await;
     if let Some(events) = capture::lock(&log).take_events() {
         let failed = match &returned {
@@ -817,6 +819,18 @@ async fn call(instance: bindings::Handler, store: &mut Store<HostState>, job: &J
         telemetry::end_span(events.into_span(), failed);
     }
     returned
+}
+
+/// Calls `handle`, its result measured before it is copied out of the guest (`returned.rs`).
+async fn call_handle(
+    instance: &bindings::Handler,
+    store: &mut Store<HostState>,
+    job: &Job,
+) -> Returned {
+    let (returned,) = returned::handle(instance)
+        .call_async(&mut *store, (job,))
+        .await?;
+    Ok(returned)
 }
 
 /// Step 4: the outcome of the attempt, what it used, and its log; the store is dropped (its

@@ -125,35 +125,35 @@ impl Outcome {
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// The largest result, and the longest error message, the host takes from a handler, in
-/// bytes: a larger one is [`Outcome::ResultTooLarge`], dropped on the guest thread where it
-/// was lifted (a copy of at most the guest's memory, so of its memory cap). A queue's
-/// `max_result_bytes` is checked after, when smaller.
+/// bytes: a larger one is [`Outcome::ResultTooLarge`], measured in the guest's memory and never
+/// copied out of it (`returned.rs`). A queue's `max_result_bytes` is checked after, when
+/// smaller.
 pub const MAX_RETURNED_BYTES: usize = 64 * 1024 * 1024;
 
 /// The outcome of a `handle` call that returned: a result or message over
 /// [`MAX_RETURNED_BYTES`] is refused, a message kept only up to [`MAX_MESSAGE_BYTES`].
-pub(super) fn returned(returned: Result<Vec<u8>, super::JobError>) -> Outcome {
-    use super::JobError;
-    let (message, retry) = match returned {
-        Ok(bytes) if bytes.len() > MAX_RETURNED_BYTES => {
+pub(super) fn returned(returned: super::returned::Returned) -> Outcome {
+    use super::returned::{Bytes, ReturnedError, Text};
+    let (text, retry) = match returned {
+        Ok(Bytes::Kept(bytes)) => return Outcome::Ok(bytes),
+        Ok(Bytes::TooLarge(len)) => {
             return Outcome::ResultTooLarge(format!(
-                "result of {} bytes is over the limit of {MAX_RETURNED_BYTES} bytes a host takes \
-                 from a handler",
-                bytes.len()
+                "result of {len} bytes is over the limit of {MAX_RETURNED_BYTES} bytes a host \
+                 takes from a handler"
             ));
         }
-        Ok(bytes) => return Outcome::Ok(bytes),
-        Err(JobError::Retry(message)) => (message, true),
-        Err(JobError::Fail(message)) => (message, false),
+        Err(ReturnedError::Retry(text)) => (text, true),
+        Err(ReturnedError::Fail(text)) => (text, false),
     };
-    if message.len() > MAX_RETURNED_BYTES {
-        return Outcome::ResultTooLarge(format!(
-            "error message of {} bytes is over the limit of {MAX_RETURNED_BYTES} bytes a host \
-             takes from a handler",
-            message.len()
-        ));
-    }
-    let message = cap_message(&message);
+    let message = match text {
+        Text::Kept(message) => cap_message(&message),
+        Text::TooLarge(len) => {
+            return Outcome::ResultTooLarge(format!(
+                "error message of {len} bytes is over the limit of {MAX_RETURNED_BYTES} bytes a \
+                 host takes from a handler"
+            ));
+        }
+    };
     if retry {
         Outcome::Retry(message)
     } else {

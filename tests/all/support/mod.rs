@@ -47,3 +47,17 @@ pub fn free_loopback_addr() -> String {
         .port();
     format!("127.0.0.1:{port}")
 }
+
+/// The resident memory of process `pid` now (`VmRSS`) and at its peak so far (`VmHWM`), bytes.
+pub fn resident(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read its status");
+    let field = |name: &str| -> u64 {
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"));
+        kib * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
