@@ -330,14 +330,16 @@ impl Library {
     fn build() -> Library {
         // The version names the code, not the build: a library is the same wherever its
         // bodies and helpers are. Each body becomes the function registered under its
-        // transition's name (its top-level `return` the function's). The loading code runs
-        // where only `redis.register_function` is callable: not even `pairs`.
+        // transition's name (its top-level `return` the function's), starting with
+        // `new_call()`: lib.lua's per-call state is the library's, kept between calls. The
+        // loading code runs where only `redis.register_function` is callable: not even
+        // `pairs`.
         let mut body = String::from("local KEYS, ARGV = {}, {}\n");
         body.push_str(LIB_LUA);
         for (name, code, _) in BODIES {
             body.push_str(&format!(
                 "\nredis.register_function('wasmq_{name}_VERSION', function(keys, args)\n  \
-                 KEYS, ARGV = keys, args\n{code}\nend)\n"
+                 KEYS, ARGV = keys, args\n  new_call()\n{code}\nend)\n"
             ));
         }
         let version = Sha256::digest(body.as_bytes())

@@ -25,6 +25,6 @@ if not K.outbox then
 end
 local now = now_ms()
 local cfg, err = read_config(K.config, COMPLETE_CONFIG)
-err = err or complete_keys_error(KEYS[1], K)
+err = err or complete_keys_error(K, cfg, 1)
 if err then return err end
 return complete_jobs(KEYS[1], K, cfg, now, 1)

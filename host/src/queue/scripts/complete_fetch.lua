@@ -35,7 +35,7 @@ local names = { unpack(COMPLETE_CONFIG) }
 for _, name in ipairs(LEASE_CONFIG) do names[#names + 1] = name end
 local cfg, err = read_config(K.config, names)
 -- Both parts' keys are checked before the completions write anything.
-err = err or complete_keys_error(KEYS[1], K) or lease_keys_error(KEYS[1], K, cfg, now, n)
+err = err or complete_keys_error(K, cfg, 5) or lease_keys_error(KEYS[1], K, cfg, now, n)
 if err then return err end
 local reply = complete_jobs(KEYS[1], K, cfg, now, 5)
 reply[4] = lease_jobs(KEYS[1], K, cfg, now, n, lease_ms, token, host)

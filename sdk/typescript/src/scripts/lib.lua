@@ -184,6 +184,21 @@ local function type_of(key)
   return t.ok or t
 end
 
+-- The queue keys this call has already found of the type it wants (type_error; due_reads and
+-- ready_groups, whose reads check as much), so that a key checked twice in one call costs one
+-- TYPE: only a write changes a key's type, and a call writes each key with its one type.
+-- Emptied as each call starts (new_call, from the wrapper scripts.rs puts around each body of
+-- the library; lib.lua evaluated in front of a body starts with an empty one anyway).
+local checked_types = {}
+-- The heads of `delayed` and `retry` as due_groups read them (ZRANGE 0 0 WITHSCORES), for
+-- promote() in the same call, which would read them again. A head read before a write to its
+-- set would only delay a promotion to the next call, never lose one.
+local heads_read = {}
+local function new_call()
+  checked_types = {}
+  heads_read = {}
+end
+
 local function wrong_type(key, found)
   return redis.error_reply('WASMQ_WRONGTYPE ' .. key .. ' ' .. found)
 end
@@ -194,9 +209,10 @@ local function type_error(...)
   local args, n = { ... }, select('#', ...)
   for i = 1, n - 1, 2 do
     local key, want = args[i], args[i + 1]
-    if key then
+    if key and checked_types[key] ~= want then
       local found = type_of(key)
       if found ~= 'none' and found ~= want then return wrong_type(key, found) end
+      checked_types[key] = want
     end
   end
   return nil
@@ -701,7 +717,7 @@ local function promote(prefix, K, now, limit, maxlen)
   -- needs. Both sets are read before anything is written.
   local sets = { { K.delayed, 'delayed' }, { K.retry, 'retry' } }
   for _, s in ipairs(sets) do
-    s.head = redis.call('ZRANGE', s[1], 0, 0, 'WITHSCORES')
+    s.head = heads_read[s[1]] or redis.call('ZRANGE', s[1], 0, 0, 'WITHSCORES')
   end
   for _, s in ipairs(sets) do
     local set = s[1]
@@ -1260,53 +1276,85 @@ local function groups_read(reads, at)
   return groups
 end
 
--- The groups of the jobs promote() would move (up to `limit` due in `delayed` and in `retry`):
--- one HGET per due job, so that their waiting sets are checked before promote() writes.
+-- Whether promote() would move any job (up to `limit` due in `delayed` and in `retry`) and
+-- their groups: one HGET per due job, so that their waiting sets are checked before promote()
+-- writes. Reads each set's head (kept for promote(), heads_read: when nothing is due, the one
+-- command per set), which is its type check. Returns nil and the WASMQ_WRONGTYPE error when
+-- either holds another type.
 local function due_groups(prefix, K, now, limit)
-  local groups = {}
+  local any, groups = false, {}
   for _, set in ipairs({ K.delayed, K.retry }) do
-    local due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, limit)
-    for _, id in ipairs(due) do
-      local group = redis.pcall('HGET', prefix .. id, 'group')
-      if type(group) == 'string' and group ~= '' then groups[#groups + 1] = group end
+    local head, err = read_key('ZRANGE', set, 0, 0, 'WITHSCORES')
+    if err then return nil, err end
+    checked_types[set] = 'zset'
+    heads_read[set] = head
+    local at = tonumber(head[2])
+    if at and at <= now then
+      any = true
+      for _, id in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, limit)) do
+        local group = redis.pcall('HGET', prefix .. id, 'group')
+        if type(group) == 'string' and group ~= '' then groups[#groups + 1] = group end
+      end
     end
   end
-  return groups
+  return any, groups
 end
 
 -- Every key promote() may write or look in, but the config: the type_error of the first of
--- another type, or nil. `K` as promote's, `checked` as in group_keys_error.
+-- another type, or nil. `K` as promote's, `checked` as in group_keys_error. With nothing due
+-- (the usual case), promote() writes nothing and reads `delayed` and `retry` only, which
+-- due_groups checked: nothing more to look at. Nothing the caller does between this check
+-- and its promote() adds to either set.
 local function promote_keys_error(prefix, K, now, limit, checked)
-  return type_error(K.waiting, 'zset', K.delayed, 'zset', K.retry, 'zset', K.groups, 'zset',
-      K.seq, 'string', K.dead, 'zset')
+  local due, groups = due_groups(prefix, K, now, limit)
+  if due == nil then return groups end
+  if not due then return nil end
+  return type_error(K.waiting, 'zset', K.groups, 'zset', K.seq, 'string', K.dead, 'zset')
     or state_sets_error(prefix)
-    or group_keys_error(K.gprefix, due_groups(prefix, K, now, limit), false, checked)
+    or group_keys_error(K.gprefix, groups, false, checked)
 end
 
 -- Every key lease_jobs (fetch) may write or look in, but the config (read first, `cfg`): the
 -- error for the first of another type, or nil. Reads nothing more when lease_jobs would lease
--- nothing. Costs one TYPE per key: the queue's, the due jobs' groups and the ready groups
--- (lease_jobs reads them after promote(), whose new groups are among the due jobs').
+-- nothing. Costs one TYPE per key it has not seen this call: `active`, the state sets (a
+-- misplaced job is looked up in its own state's set), `rate` with a queue limit, the due jobs'
+-- groups and the ready groups (lease_jobs reads them after promote(), whose new groups are
+-- among the due jobs'); the read of the ready groups checks `groups`.
 local function lease_keys_error(prefix, K, cfg, now, n)
   if n == 0 or cfg.paused == 1 then return nil end
-  local err = type_error(K.active, 'zset', K.rate, 'zset')
+  local queue_limited = cfg.rate_max > 0 and cfg.rate_window_ms > 0
+  local err = type_error(K.active, 'zset', queue_limited and K.rate or nil, 'zset')
   if err then return err end
   local checked = {}
-  err = promote_keys_error(prefix, K, now, n, checked)
+  err = promote_keys_error(prefix, K, now, n, checked) or state_sets_error(prefix)
   if err then return err end
   local group_limited = cfg.group_rate_max > 0 and cfg.group_rate_window_ms > 0
   local slots_limited = cfg.group_concurrency > 0
   local ready_until = (group_limited or slots_limited) and string.format('(%d', now + 1)
     or '+inf'
-  local ready = redis.call('ZRANGEBYSCORE', K.groups, '-inf', ready_until, 'LIMIT', 0, n)
+  local ready
+  ready, err = read_key('ZRANGEBYSCORE', K.groups, '-inf', ready_until, 'LIMIT', 0, n)
+  if err then return err end
+  checked_types[K.groups] = 'zset'
   -- Groups checked for promote() have their rate logs and slots still to check.
   if group_limited or slots_limited then checked = {} end
   return group_keys_error(K.gprefix, ready, group_limited, checked, slots_limited)
 end
 
--- Every key complete_jobs may write or look in, but the config.
-local function complete_keys_error(prefix, K)
-  return type_error(K.active, 'zset', K.completed, 'zset', K.dead, 'zset', K.outbox, 'zset')
+-- Every key complete_jobs may write or look in, but the config (`cfg`, COMPLETE_CONFIG), for
+-- the completions in ARGV from `first`: `completed` only when the queue keeps jobs there or
+-- ages them out of it, `outbox` only when a completion has children.
+local function complete_keys_error(K, cfg, first)
+  local outbox = nil
+  for i = first + 6, #ARGV - 1, 8 do
+    if ARGV[i] ~= '' then
+      outbox = K.outbox
+      break
+    end
+  end
+  local completed = (cfg.completed_keep ~= 0 or cfg.completed_max_age_ms > 0) and K.completed
+    or nil
+  return type_error(K.active, 'zset', completed, 'zset', K.dead, 'zset', outbox, 'zset')
 end
 
 -- Every key a fail plan (fail_job, apply_fail_plan) may write, but the config and the groups'
