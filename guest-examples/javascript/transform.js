@@ -12,6 +12,7 @@ import { log, progress } from "wasmq:job/context@0.1.3";
 // JSON text.
 const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 const NOT_INTEGERS = 'invalid input: "numbers" must be an array of integers';
 
 const fail = (message) => ({ tag: "err", val: { tag: "fail", val: message } });
@@ -35,16 +36,22 @@ export function handle(job) {
   progress(50);
   let sum = 0;
   let max = null;
-  for (const n of numbers) {
-    if (!Number.isSafeInteger(n)) {
+  // An indexed loop and plain comparisons, not `for...of`, `Number.isSafeInteger` and
+  // `Math.max`: the engine interprets this (no JIT in a component), and there each iterator
+  // step and builtin call costs microseconds; the same loop over 14,514 numbers took 5 times
+  // as long written that way (docs/handlers/javascript.md, "Speed").
+  for (let i = 0, len = numbers.length; i < len; i++) {
+    const n = numbers[i];
+    // Number.isSafeInteger(n): NaN and the infinities fail `n % 1 === 0`.
+    if (typeof n !== "number" || n % 1 !== 0 || n > MAX_SAFE || n < -MAX_SAFE) {
       return fail(NOT_INTEGERS);
     }
     sum += n;
     // Past 2^53 a double is no longer exact, but it stays past the bound, so this still fires.
-    if (!Number.isSafeInteger(sum)) {
+    if (sum > MAX_SAFE || sum < -MAX_SAFE) {
       return fail("invalid input: sum out of range");
     }
-    max = max === null ? n : Math.max(max, n);
+    if (max === null || n > max) max = n;
   }
   log("info", `transform ${numbers.length} numbers`);
   progress(100);
