@@ -454,15 +454,13 @@ async fn echo_beside_two_fillers(rt: &Runtime, filler: &wasmq::Handler) -> Durat
     took
 }
 
-/// A long job is one that has used `long_job_after` of CPU time, not one that started that
-/// long ago: a short job that waits in a host call (a 10 ms sleep) is not sent, when it comes
-/// back, to queue for the one long-job CPU slot behind jobs of a handler known to run long,
-/// each of which holds the slot through a `memory.fill` no epoch tick can interrupt. Counted
-/// by the clock on the wall it was (4 ms after its start), and it ended after the last of
-/// them; a neighbour's 0.3 ms job waited 1.5 s that way behind a 136 MiB result
-/// (tests/isolation).
-#[test]
-fn a_short_job_that_waited_is_not_a_long_job() {
+/// Runs `test` on a two-thread tokio runtime with a `Runtime` of one long-job CPU slot and
+/// the `filler` handler (one `memory.fill` no epoch tick can interrupt) loaded in it.
+fn with_one_cpu_slot<F, Fut>(test: F)
+where
+    F: FnOnce(Runtime, wasmq::Handler) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let threads = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -476,6 +474,20 @@ fn a_short_job_that_waited_is_not_a_long_job() {
         })
         .unwrap();
         let filler = rt.load(&filler()).unwrap();
+        test(rt, filler).await;
+    });
+}
+
+/// A long job is one that has used `long_job_after` of CPU time, not one that started that
+/// long ago: a short job that waits in a host call (a 10 ms sleep) is not sent, when it comes
+/// back, to queue for the one long-job CPU slot behind jobs of a handler known to run long,
+/// each of which holds the slot through a `memory.fill` no epoch tick can interrupt. Counted
+/// by the clock on the wall it was (4 ms after its start), and it ended after the last of
+/// them; a neighbour's 0.3 ms job waited 1.5 s that way behind a 136 MiB result
+/// (tests/isolation).
+#[test]
+fn a_short_job_that_waited_is_not_a_long_job() {
+    with_one_cpu_slot(|rt, filler| async move {
         let sleep = rt.load(&guests::rust_bytes("sleep")).unwrap();
         // Two fills that ran long: the handler's next jobs start long, one at a time in the
         // slot.
@@ -525,19 +537,7 @@ fn a_short_job_that_waited_is_not_a_long_job() {
 /// without a thread, and the short job runs on the free one.
 #[test]
 fn a_handler_whose_jobs_ran_long_starts_its_next_jobs_holding_a_cpu_slot() {
-    let threads = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    threads.block_on(async {
-        let rt = Runtime::new(RuntimeConfig {
-            max_instances: 8,
-            long_job_cpu_slots: 1,
-            ..RuntimeConfig::default()
-        })
-        .unwrap();
-        let filler = rt.load(&filler()).unwrap();
+    with_one_cpu_slot(|rt, filler| async move {
         // A fresh handler: both fillers start at once, as short jobs.
         let first = echo_beside_two_fillers(&rt, &filler).await;
         // Those two ran long; the next ones start long.
