@@ -184,9 +184,10 @@ local function type_of(key)
   return t.ok or t
 end
 
--- The queue keys this call has already found of the type it wants (type_error; due_reads and
--- ready_groups, whose reads check as much), so that a key checked twice in one call costs one
--- TYPE: only a write changes a key's type, and a call writes each key with its one type.
+-- The queue keys this call has already found of the type it wants (type_error, and the reads
+-- of due_groups and lease_keys_error, which check as much), so that a key checked twice in one
+-- call costs one TYPE: only a write changes a key's type, and a call writes each key with its
+-- one type.
 -- Emptied as each call starts (new_call, from the wrapper scripts.rs puts around each body of
 -- the library; lib.lua evaluated in front of a body starts with an empty one anyway).
 local checked_types = {}
