@@ -195,9 +195,14 @@ local checked_types = {}
 -- promote() in the same call, which would read them again. A head read before a write to its
 -- set would only delay a promotion to the next call, never lose one.
 local heads_read = {}
+-- The ready groups as lease_keys_error read them ({ upto, n, list }), for lease_jobs in the same
+-- call, which would read them again; forgotten at every write to `groups` in between
+-- (flush_waiting, give_back_group_slots).
+local ready_read = nil
 local function new_call()
   checked_types = {}
   heads_read = {}
+  ready_read = nil
 end
 
 local function wrong_type(key, found)
@@ -398,6 +403,7 @@ local function flush_waiting(w, K, now)
   for group, list in pairs(w.groups) do
     call_chunked('ZADD', K.gprefix .. group .. ':waiting', list, 2000)
     redis.call('ZADD', K.groups, 'NX', now, group)
+    ready_read = nil
   end
 end
 
@@ -453,6 +459,7 @@ local function give_back_group_slots(prefix, freed, now)
     end
     -- XX: only a group with waiting jobs; LT: only one parked, a ready group keeps its turn.
     local moved = redis.pcall('ZADD', base .. 'groups', 'XX', 'LT', 'CH', now, group)
+    ready_read = nil
     if moved == 1 and not woke then
       woke = true
       wake(base .. 'wake')
@@ -1017,7 +1024,17 @@ local function lease_jobs(prefix, K, cfg, now, n, lease_ms, token, host)
   -- A group served within this millisecond is still ready (scores below now + 1; see `turn`).
   local ready_until = (group_limited or slots_limited) and string.format('(%d', now + 1)
     or '+inf'
-  local ready = redis.call('ZRANGEBYSCORE', K.groups, '-inf', ready_until, 'LIMIT', 0, budget)
+  local ready
+  if ready_read and ready_read.upto == ready_until and ready_read.n >= budget then
+    -- The first `budget` of them, as LIMIT 0 budget would have given.
+    ready = ready_read.list
+    if #ready > budget then
+      ready = {}
+      for i = 1, budget do ready[i] = ready_read.list[i] end
+    end
+  else
+    ready = redis.call('ZRANGEBYSCORE', K.groups, '-inf', ready_until, 'LIMIT', 0, budget)
+  end
   local parts, plain_listed = {}, false
   for _, group in ipairs(ready) do
     if group == '' then
@@ -1337,6 +1354,7 @@ local function lease_keys_error(prefix, K, cfg, now, n)
   ready, err = read_key('ZRANGEBYSCORE', K.groups, '-inf', ready_until, 'LIMIT', 0, n)
   if err then return err end
   checked_types[K.groups] = 'zset'
+  ready_read = { upto = ready_until, n = n, list = ready }
   -- Groups checked for promote() have their rate logs and slots still to check.
   if group_limited or slots_limited then checked = {} end
   return group_keys_error(K.gprefix, ready, group_limited, checked, slots_limited)
