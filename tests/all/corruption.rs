@@ -1377,3 +1377,58 @@ async fn a_host_serves_its_other_queue_while_one_has_a_key_of_another_type_and_l
         assert_eq!(said, 1, "{key} should be logged once:\n{log}");
     }
 }
+
+// A group that has no waiting job yet, only a job due in `delayed`, joins the round robin
+// during the fetch that promotes it: its rate log (with a group limit) and its slots (with
+// group concurrency) are written by that fetch too, so they are checked before it writes
+// anything, with the due jobs' groups, not only with the groups ready when it starts.
+#[tokio::test]
+async fn a_due_jobs_group_limit_keys_of_another_type_refuse_the_fetch_before_it_writes() {
+    let server = RedisServer::start();
+    let client = server.client().await;
+    let mut conn = server.connection().await;
+    let limit = wasmq::queue::RateLimit::new(1000, Duration::from_secs(60)).unwrap();
+    for (q, config, key) in [
+        (
+            "rated",
+            wasmq::queue::QueueConfig {
+                group_rate: Some(limit),
+                ..wasmq::queue::QueueConfig::default()
+            },
+            "g:u:rate",
+        ),
+        (
+            "slotted",
+            wasmq::queue::QueueConfig {
+                group_concurrency: Some(2),
+                ..wasmq::queue::QueueConfig::default()
+            },
+            "g:u:active",
+        ),
+    ] {
+        client.set_config(q, &config).await.unwrap();
+        let due = NewJob::new("h", b"d".to_vec())
+            .with_group("u")
+            .with_delay(Duration::from_millis(1));
+        let ids = enqueue_ids(&client, q, &[due]).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let full = set_key(q, key);
+        let () = conn.set(&full, "by hand").await.unwrap();
+        let before = server.snapshot().await;
+
+        let err = client.fetch_batch(q, 10, LEASE, HOST).await.unwrap_err();
+        assert!(
+            matches!(&err, wasmq::queue::QueueError::WrongType { key, .. } if *key == full),
+            "{q}: {err:?}"
+        );
+        assert_eq!(
+            server.snapshot().await,
+            before,
+            "{q}: the refused fetch wrote"
+        );
+
+        let () = conn.del(&full).await.unwrap();
+        let fetched = client.fetch_batch(q, 10, LEASE, HOST).await.unwrap();
+        assert_eq!(leased_ids(&fetched.jobs), ids, "{q}");
+    }
+}

@@ -1319,17 +1319,17 @@ local function due_groups(prefix, K, now, limit)
 end
 
 -- Every key promote() may write or look in, but the config: the type_error of the first of
--- another type, or nil. `K` as promote's, `checked` as in group_keys_error. With nothing due
--- (the usual case), promote() writes nothing and reads `delayed` and `retry` only, which
--- due_groups checked: nothing more to look at. Nothing the caller does between this check
--- and its promote() adds to either set.
+-- another type, or nil; then the due jobs' groups. `K` as promote's, `checked` as in
+-- group_keys_error. With nothing due (the usual case), promote() writes nothing and reads
+-- `delayed` and `retry` only, which due_groups checked: nothing more to look at. Nothing the
+-- caller does between this check and its promote() adds to either set.
 local function promote_keys_error(prefix, K, now, limit, checked)
   local due, groups = due_groups(prefix, K, now, limit)
   if due == nil then return groups end
-  if not due then return nil end
+  if not due then return nil, groups end
   return type_error(K.waiting, 'zset', K.groups, 'zset', K.seq, 'string', K.dead, 'zset')
     or state_sets_error(prefix)
-    or group_keys_error(K.gprefix, groups, false, checked)
+    or group_keys_error(K.gprefix, groups, false, checked), groups
 end
 
 -- Every key lease_jobs (fetch) may write or look in, but the config (read first, `cfg`): the
@@ -1337,14 +1337,17 @@ end
 -- nothing. Costs one TYPE per key it has not seen this call: `active`, the state sets (a
 -- misplaced job is looked up in its own state's set), `rate` with a queue limit, the due jobs'
 -- groups and the ready groups (lease_jobs reads them after promote(), whose new groups are
--- among the due jobs'); the read of the ready groups checks `groups`.
+-- among the due jobs': with a group limit, their rate logs and slots are checked too); the
+-- read of the ready groups checks `groups`.
 local function lease_keys_error(prefix, K, cfg, now, n)
   if n == 0 or cfg.paused == 1 then return nil end
   local queue_limited = cfg.rate_max > 0 and cfg.rate_window_ms > 0
   local err = type_error(K.active, 'zset', queue_limited and K.rate or nil, 'zset')
   if err then return err end
   local checked = {}
-  err = promote_keys_error(prefix, K, now, n, checked) or state_sets_error(prefix)
+  local due
+  err, due = promote_keys_error(prefix, K, now, n, checked)
+  err = err or state_sets_error(prefix)
   if err then return err end
   local group_limited = cfg.group_rate_max > 0 and cfg.group_rate_window_ms > 0
   local slots_limited = cfg.group_concurrency > 0
@@ -1355,9 +1358,13 @@ local function lease_keys_error(prefix, K, cfg, now, n)
   if err then return err end
   checked_types[K.groups] = 'zset'
   ready_read = { upto = ready_until, n = n, list = ready }
+  if not (group_limited or slots_limited) then
+    return group_keys_error(K.gprefix, ready, false, checked)
+  end
   -- Groups checked for promote() have their rate logs and slots still to check.
-  if group_limited or slots_limited then checked = {} end
+  checked = {}
   return group_keys_error(K.gprefix, ready, group_limited, checked, slots_limited)
+    or group_keys_error(K.gprefix, due or {}, group_limited, checked, slots_limited)
 end
 
 -- Every key complete_jobs may write or look in, but the config (`cfg`, COMPLETE_CONFIG), for
