@@ -440,10 +440,8 @@ async fn measure_echo_latency(load: HostileLoad) -> Measurement {
         "all baseline rounds {}",
         percentiles(&pooled(false, false))
     ));
-    report.push(format!(
-        "all hostile rounds  {}",
-        percentiles(&pooled(true, false))
-    ));
+    let all_loaded = pooled(true, false);
+    report.push(format!("all hostile rounds  {}", percentiles(&all_loaded)));
     report.push("compared, each kind without its worst round:".to_string());
     report.push(format!("baseline {}", percentiles(&baseline)));
     report.push(format!("hostile  {}", percentiles(&loaded)));
@@ -475,7 +473,6 @@ async fn measure_echo_latency(load: HostileLoad) -> Measurement {
     }
     let report = report.join("\n");
     eprintln!("{report}");
-    let all_loaded = pooled(true, false);
     Measurement {
         baseline_p99: quantile(&baseline, 0.99),
         loaded_p99: quantile(&loaded, 0.99),

@@ -84,7 +84,8 @@ impl RecentAttempts {
 /// of a poll). On a loaded machine a short attempt waits for milliseconds at any step, and
 /// counted by the clock on the wall it became a long job: it then queued for a long-job CPU
 /// slot behind the CPU hogs of every queue, one of which may hold the slot for seconds in
-/// something it cannot be interrupted in (lifting a 136 MiB result took 2 s in a debug build).
+/// something it cannot be interrupted in (lifting a 136 MiB result took 2 s in a debug build,
+/// before a result that large was measured in the guest instead, `returned.rs`).
 /// A neighbour's 0.3 ms attempt waited 1.5 s that way (`tests/isolation`).
 ///
 /// The clock is read only until the attempt has used `long_after`: all that is asked of it
